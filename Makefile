@@ -1,0 +1,47 @@
+# The broker's entry points. `make setup` then `make test` takes a fresh machine to green.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NIGHT  ?=
+SOURCE ?=
+OUT    ?= ./data
+ARGS   ?=
+
+.PHONY: setup test test-unit test-integration lint bench run-night clean lock
+
+setup: $(BIN)/broker
+
+$(BIN)/broker: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(BIN)/broker
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python -m bench.run_bench $(ARGS)
+
+run-night: setup
+	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) --out $(OUT) $(ARGS)
+
+# Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
+lock:
+	rm -rf /tmp/broker-lock-venv && $(PYTHON) -m venv /tmp/broker-lock-venv
+	/tmp/broker-lock-venv/bin/pip install --quiet --upgrade pip
+	/tmp/broker-lock-venv/bin/pip install --quiet -e '.[test]'
+	/tmp/broker-lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
