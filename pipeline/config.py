@@ -1,0 +1,170 @@
+"""One typed configuration for the broker: defaults < config file (TOML) < environment < CLI flags.
+
+Every setting has an environment variable ``BROKER_<NAME>`` (upper case), e.g. ``BROKER_PG_DSN``,
+``BROKER_BATCH_SIZE``, ``BROKER_LAKE_URL``. Production swaps each embedded default by configuration: a Kafka
+source URL, an ``s3://`` lake, a PostgreSQL DSN, a Dask scheduler address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where the real ZTF alerts live beside a checkout (used as the default night when present).
+SHARED_ZTF = REPO_ROOT.parent / "shared" / "data" / "ztf" / "fink_sample_1166"
+
+ENV_PREFIX = "BROKER_"
+
+
+@dataclass
+class Settings:
+    """Everything a run needs. Field docs double as CLI help."""
+
+    source: str = field(
+        default="",
+        metadata={"help": "a folder or .tar.gz of .avro files, kafka://host:port/topic[,topic], or 'sim'"},
+    )
+    night: str = field(default="", metadata={"help": "observing night label YYYYMMDD (selects it in SOURCE)"})
+    out: Path = field(default=Path("data"), metadata={"help": "where the lake, database and reports go"})
+    lake_url: str = field(default="", metadata={"help": "lake location: a folder or s3://bucket/prefix"})
+    s3_endpoint_url: str = field(default="", metadata={"help": "S3 endpoint (any S3-compatible service)"})
+    s3_key: str = field(default="", metadata={"help": "S3 access key (else the usual AWS variables)"})
+    s3_secret: str = field(default="", metadata={"help": "S3 secret key"})
+    pg_dsn: str = field(default="", metadata={"help": "PostgreSQL DSN; empty starts embedded PostgreSQL"})
+    scheduler: str = field(
+        default="", metadata={"help": "Dask scheduler address; empty starts a LocalCluster"}
+    )
+    n_workers: int = field(default=2, metadata={"help": "LocalCluster worker processes"})
+    threads_per_worker: int = field(default=1, metadata={"help": "threads per LocalCluster worker"})
+    dashboard_address: str = field(default=":8787", metadata={"help": "Dask dashboard address"})
+    batch_size: int = field(default=500, metadata={"help": "messages per micro-batch"})
+    batch_timeout_s: float = field(default=5.0, metadata={"help": "max seconds to fill a micro-batch"})
+    kafka_group: str = field(default="alert-broker", metadata={"help": "Kafka consumer group"})
+    kafka_idle_stop_s: float = field(
+        default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
+    )
+    regions_per_thread: int = field(default=2, metadata={"help": "sky-region tasks per worker thread"})
+    healpix_order: int = field(
+        default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def lake(self) -> str:
+        return self.lake_url or str(Path(self.out) / "lake")
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.s3_endpoint_url:
+            opts["endpoint_url"] = self.s3_endpoint_url
+        if self.s3_key:
+            opts["key"] = self.s3_key
+        if self.s3_secret:
+            opts["secret"] = self.s3_secret
+        return opts
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return Path(self.out) / "pg"
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.out) / "reports"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values, secrets masked (stored with each pipeline run)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        if d.get("s3_secret"):
+            d["s3_secret"] = "***"
+        if d.get("pg_dsn") and "@" in d["pg_dsn"]:
+            d["pg_dsn"] = _mask_dsn(d["pg_dsn"])
+        return d
+
+
+def _mask_dsn(dsn: str) -> str:
+    head, _, tail = dsn.rpartition("@")
+    if ":" in head.split("//", 1)[-1]:
+        scheme, _, cred = head.partition("//")
+        user = cred.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{tail}"
+    return dsn
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in {"1", "true", "yes", "on"}:
+                return True
+            if s in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(value)
+        if typ is int:
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is Path:
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name!r}: cannot read {value!r} as {typ.__name__}") from exc
+
+
+def _types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from the layers, lowest first: defaults, TOML file, environment, overrides (CLI)."""
+    types = _types()
+    values: dict[str, Any] = {}
+    env = dict(os.environ if env is None else env)
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+        data = data.get("broker", data)
+        for key, val in data.items():
+            if key not in types:
+                raise ValueError(f"unknown setting {key!r} in {config_file}")
+            values[key] = _coerce(val, types[key], key)
+    for name, typ in types.items():
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = _coerce(env[var], typ, name)
+    for key, val in (overrides or {}).items():
+        if val is None:
+            continue
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r}")
+        values[key] = _coerce(val, types[key], key)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if s.n_workers < 1 or s.threads_per_worker < 1:
+        raise ValueError("n_workers and threads_per_worker must be >= 1")
+    if not 0 <= s.healpix_order <= 29:
+        raise ValueError("healpix_order must be within 0..29")
+
+
+def settings_fields() -> list[dataclasses.Field]:
+    return list(fields(Settings))

@@ -1,0 +1,185 @@
+"""Kafka edge: a micro-batching consumer with manual commits, and a producer for archives and tests.
+
+Offsets are committed only by :meth:`KafkaSource.commit`, which the driver calls after every sink has the
+batch. A crash before that makes the consumer group re-deliver the batch; idempotent sinks make the replay
+harmless (see storage/manifest.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.model import RawMessage
+
+#: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
+CONSUMER_DEFAULTS = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+}
+
+
+@dataclass(frozen=True)
+class KafkaURL:
+    bootstrap: str
+    topics: tuple[str, ...]
+
+
+def parse_kafka_url(url: str) -> KafkaURL:
+    """``kafka://host:port[,host:port]/topic[,topic]`` -> bootstrap servers and topics."""
+    parsed = urlparse(url)
+    if parsed.scheme != "kafka" or not parsed.netloc:
+        raise ValueError(f"not a Kafka URL (kafka://host:port/topic): {url!r}")
+    topics = tuple(t for t in parsed.path.lstrip("/").split(",") if t)
+    if not topics:
+        raise ValueError(f"Kafka URL names no topic: {url!r}")
+    return KafkaURL(parsed.netloc, topics)
+
+
+class KafkaSource:
+    """Pulls micro-batches of raw alert packets from a consumer group.
+
+    ``idle_stop_s`` ends the iteration once no message arrived for that long (a night replayed from a topic);
+    0 means run forever (continuous mode).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Iterable[str],
+        group: str,
+        batch_size: int = 500,
+        batch_timeout_s: float = 5.0,
+        idle_stop_s: float = 10.0,
+        extra_config: dict | None = None,
+    ) -> None:
+        self.topics = list(topics)
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.idle_stop_s = idle_stop_s
+        conf = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            **CONSUMER_DEFAULTS,
+            **(extra_config or {}),
+        }
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(self.topics)
+        self.name = "kafka:" + ",".join(self.topics)
+
+    def batches(self) -> Iterator[list[RawMessage]]:
+        last_message = time.monotonic()
+        while True:
+            batch = self.poll_batch()
+            now = time.monotonic()
+            if batch:
+                last_message = now
+                yield batch
+            elif self.idle_stop_s and now - last_message >= self.idle_stop_s:
+                return
+
+    def poll_batch(self) -> list[RawMessage]:
+        """Up to ``batch_size`` messages, or what arrived within ``batch_timeout_s``."""
+        out: list[RawMessage] = []
+        deadline = time.monotonic() + self.batch_timeout_s
+        while len(out) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            msgs = self._consumer.consume(self.batch_size - len(out), timeout=min(remaining, 1.0))
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(err)
+                key = m.key()
+                out.append(
+                    RawMessage(
+                        source=m.topic(),
+                        partition=m.partition(),
+                        offset=m.offset(),
+                        payload=m.value() or b"",
+                        key=key.decode("utf-8", "replace") if key else None,
+                    )
+                )
+            if not msgs and out:
+                break  # the topic is drained for now: do not sit on a partial batch
+        return out
+
+    def commit(self, messages: Iterable[RawMessage]) -> list[TopicPartition]:
+        """Synchronously commit the next offset of every (topic, partition) in ``messages``."""
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            k = (m.source, m.partition)
+            last[k] = max(last.get(k, -1), m.offset)
+        if not last:
+            return []
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
+        return self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def lag(self) -> int:
+        """Messages not yet consumed on the assigned partitions (for the progress bar and metrics)."""
+        total = 0
+        for tp in self._consumer.assignment():
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            pos = self._consumer.position([tp])[0].offset
+            total += max(0, high - pos) if pos >= 0 else high
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 30.0) -> None:
+    """Create ``topic`` if it does not exist."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for fut in futures.values():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    payloads: Iterable[tuple[str | None, bytes]],
+    rate: float | None = None,
+) -> int:
+    """Produce (key, value) pairs to ``topic``; ``rate`` (messages/s) paces a load generator. Returns the count."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "message.max.bytes": 16 * 1024 * 1024, "linger.ms": 20}
+    )
+    n = 0
+    start = time.monotonic()
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key.encode() if key else None)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        n += 1
+        producer.poll(0)
+        if rate:
+            ahead = n / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    remaining = producer.flush(60)
+    if remaining:
+        raise RuntimeError(f"{remaining} messages were not delivered to {topic}")
+    return n
