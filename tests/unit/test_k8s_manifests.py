@@ -1,0 +1,48 @@
+"""The Kubernetes manifests stay in step with the code: real settings, a CLI that accepts the driver's args."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.cli import build_parser
+from pipeline.config import ENV_PREFIX, settings_fields
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+
+
+def _docs():
+    out = []
+    for f in sorted(K8S.glob("*.yaml")):
+        if f.name == "kustomization.yaml":
+            continue
+        out.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    return out
+
+
+def test_every_manifest_is_listed_in_kustomization():
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {f.name for f in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kust["resources"]) == files
+
+
+def test_settings_env_vars_are_real_settings():
+    names = {ENV_PREFIX + f.name.upper() for f in settings_fields()}
+    for doc in _docs():
+        if doc["kind"] in ("ConfigMap", "Secret"):
+            data = doc.get("data") or doc.get("stringData") or {}
+            unknown = set(data) - names
+            assert not unknown, f"{doc['metadata']['name']} sets unknown settings {unknown}"
+
+
+def test_driver_args_parse_and_autoscaler_targets_cluster():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _docs()}
+    driver = docs[("Deployment", "broker-driver")]
+    args = driver["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "broker"
+    parsed = build_parser().parse_args(args[1:])
+    assert float(parsed.kafka_idle_stop_s) == 0 and parsed.progress is False
+    auto = docs[("DaskAutoscaler", "broker")]
+    assert auto["spec"]["cluster"] == "broker" and auto["spec"]["minimum"] <= auto["spec"]["maximum"]
+    assert ("DaskCluster", "broker") in docs
