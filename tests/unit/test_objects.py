@@ -1,0 +1,180 @@
+"""features.object_stats: weighted position, flags, colours, and the throughput of the whole chain."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import OBJECT_COLUMNS, correct, magstats, object_stats, position_sigma_arcsec
+from tests.unit.test_correction import detections_frame
+
+ZTF_PIXEL = 1.012
+FWHM_PX = 2.3548 / ZTF_PIXEL  # a PSF of Gaussian sigma exactly 1 arcsec
+
+
+def objects_of(rows: list[dict]) -> pd.DataFrame:
+    det = correct(detections_frame(rows))
+    return object_stats(det, magstats(det, None)).set_index("oid")
+
+
+def test_position_sigma_formula():
+    # SNR = 1.0857 / sigmapsf = 10, PSF sigma 1" -> centroid error 0.1", plus the 0.07" floor in quadrature.
+    got = position_sigma_arcsec(np.array([0.10857, np.nan]), np.array([2.3548, np.nan]))
+    assert got[0] == pytest.approx(math.sqrt(0.07**2 + 0.1**2))
+    # Missing values: SNR 5 and a 2" FWHM.
+    assert got[1] == pytest.approx(math.sqrt(0.07**2 + (2.0 / 2.3548 / 5.0) ** 2))
+
+
+def test_weighted_mean_position_and_scatter():
+    d = 3.0 / 3600.0  # 3 arcsec in RA at the equator
+    rows = [
+        {"mjd": 1.0, "ra": 10.0, "dec": 0.0, "sigmapsf": 0.10857, "fwhm": FWHM_PX},  # sigma^2 = 0.0149
+        {"mjd": 2.0, "ra": 10.0 + d, "dec": 0.0, "sigmapsf": 0.21714, "fwhm": FWHM_PX},  # sigma^2 = 0.0449
+    ]
+    obj = objects_of(rows).iloc[0]
+    w0, w1 = 1 / 0.0149, 1 / 0.0449
+    assert (obj["meanra"] - 10.0) * 3600 == pytest.approx(3.0 * w1 / (w0 + w1), abs=1e-6)
+    assert obj["meandec"] == pytest.approx(0.0, abs=1e-12)
+    # Two points: the unbiased weighted variance is (x0 - x1)^2 / 2 whatever the weights.
+    assert obj["sigmara"] == pytest.approx(3.0 / math.sqrt(2), rel=1e-6)
+    assert obj["sigmadec"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_position_across_ra_zero_and_at_high_declination():
+    wrap = objects_of([{"mjd": 1.0, "ra": 359.9999, "dec": 0.0}, {"mjd": 2.0, "ra": 0.0001, "dec": 0.0}])
+    ra = wrap.iloc[0]["meanra"]
+    assert min(ra, 360.0 - ra) == pytest.approx(0.0, abs=1e-9)
+    assert wrap.iloc[0]["sigmara"] == pytest.approx(0.72 / math.sqrt(2), rel=1e-6)
+    high = objects_of([{"mjd": 1.0, "ra": 50.0, "dec": 60.0}, {"mjd": 2.0, "ra": 50.001, "dec": 60.0}])
+    assert high.iloc[0]["sigmara"] == pytest.approx(3.6 * 0.5 / math.sqrt(2), rel=1e-4)  # offsets x cos(dec)
+
+
+def test_single_detection_has_no_scatter():
+    obj = objects_of([{"ra": 123.4, "dec": -45.6}]).iloc[0]
+    assert obj["meanra"] == pytest.approx(123.4) and obj["meandec"] == pytest.approx(-45.6)
+    assert np.isnan(obj["sigmara"]) and np.isnan(obj["sigmadec"])
+
+
+def test_counts_times_and_first_detection_flags():
+    rows = [
+        {"mjd": 12.0, "night": 20200112, "distnr": 0.5},
+        {"mjd": 10.0, "night": 20200110, "distnr": 3.0, "isdiffpos": -1},  # first: not corrected, negative
+        {"mjd": 11.0, "night": 20200111, "fid": 2},
+    ]
+    obj = objects_of(rows).iloc[0]
+    assert obj["ndet"] == 3
+    assert (obj["firstmjd"], obj["lastmjd"], obj["deltajd"], obj["night"]) == (10.0, 12.0, 2.0, 20200112)
+    assert not obj["corrected"] and not obj["diffpos"]
+
+
+def test_reference_change_is_a_new_reference_within_a_band():
+    same = objects_of([{"mjd": 1.0, "rfid": 5}, {"mjd": 2.0, "fid": 2, "rfid": 6}])
+    assert not same.iloc[0]["reference_change"]  # one reference per band
+    changed = objects_of([{"mjd": 1.0, "rfid": 5}, {"mjd": 2.0, "rfid": 7}])
+    assert changed.iloc[0]["reference_change"]
+
+
+def test_colours_from_magstats():
+    ms = pd.DataFrame(
+        {
+            "oid": ["A", "A", "B", "L", "L"],
+            "fid": [1, 2, 1, 5, 6],
+            "magmin": [17.0, 16.5, 18.0, 20.0, 20.25],
+            "magmean": [17.5, 17.25, 18.5, 20.5, 20.0],
+            "magmin_corr": [15.0, 15.25, np.nan, np.nan, np.nan],
+            "magmean_corr": [15.5, 15.0, np.nan, np.nan, np.nan],
+        }
+    )
+    det = correct(detections_frame([{"oid": "A"}, {"oid": "B"}, {"oid": "L", "survey": "lsst"}]))
+    obj = object_stats(det, ms).set_index("oid")
+    assert obj.loc["A", ["g_r_max", "g_r_mean", "g_r_max_corr", "g_r_mean_corr"]].tolist() == [
+        0.5,
+        0.25,
+        -0.25,
+        0.5,
+    ]
+    assert obj.loc["B", ["g_r_max", "g_r_mean"]].isna().all()  # no r band
+    assert obj.loc["L", ["g_r_max", "g_r_mean"]].tolist() == [-0.25, 0.5]  # LSST g = fid 5, r = fid 6
+
+
+def test_stellar_matches_magstats():
+    rows = [
+        {"oid": "S", "distpsnr1": 0.1, "sgscore1": 0.99},
+        {"oid": "G", "distpsnr1": 0.1, "sgscore1": 0.01},
+    ]
+    obj = objects_of(rows)
+    assert bool(obj.loc["S", "stellar"]) and not bool(obj.loc["G", "stellar"])
+
+
+def test_contract_columns_dtypes_empty_and_missing():
+    obj = objects_of([{}])
+    assert list(obj.reset_index().columns) == list(OBJECT_COLUMNS)
+    assert obj["ndet"].dtype == np.int64 and obj["night"].dtype == np.int32
+    for col in ("corrected", "stellar", "diffpos", "reference_change"):
+        assert obj[col].dtype == bool
+    det = correct(detections_frame([{}]))
+    empty = object_stats(det.iloc[:0], magstats(det.iloc[:0], None))
+    assert empty.empty and list(empty.columns) == list(OBJECT_COLUMNS)
+    with pytest.raises(ValueError, match=r"'ra'.*'dec'"):
+        object_stats(det.drop(columns=["ra", "dec"]), magstats(det, None))
+
+
+def synthetic_detections(n: int, n_objects: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    oid = np.array([f"ZTF20syn{i:05d}" for i in range(n_objects)])[rng.integers(0, n_objects, n)]
+
+    def f32(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, n).astype("float32")
+
+    det = pd.DataFrame(
+        {
+            "oid": oid,
+            "candid": np.arange(n, dtype="int64") + 10**17,
+            "survey": "ztf",
+            "mjd": 58000.0 + rng.uniform(0, 1000, n),
+            "night": np.full(n, 20200101, dtype="int32"),
+            "fid": rng.integers(1, 3, n).astype("int16"),
+            "ra": 100.0 + rng.normal(0, 1e-5, n),
+            "dec": 20.0 + rng.normal(0, 1e-5, n),
+            "magpsf": f32(15, 21),
+            "sigmapsf": f32(0.01, 0.3),
+            "isdiffpos": rng.choice(np.array([1, -1], dtype="int8"), n),
+            "distnr": f32(0, 3),
+            "magnr": f32(14, 20),
+            "sigmagnr": f32(0.01, 0.1),
+            "chinr": f32(0, 3),
+            "sharpnr": f32(-0.3, 0.3),
+            "sgscore1": f32(0, 1),
+            "distpsnr1": f32(0, 3),
+            "rfid": rng.integers(1, 3, n),
+            "fwhm": f32(1.5, 4),
+        }
+    )
+    m = n // 2
+    nd = pd.DataFrame(
+        {
+            "oid": oid[:m],
+            "fid": rng.integers(1, 3, m).astype("int16"),
+            "mjd": 57900.0 + rng.uniform(0, 1000, m),
+            "diffmaglim": rng.uniform(19, 21, m).astype("float32"),
+        }
+    )
+    return det, nd
+
+
+def test_throughput_of_the_whole_chain():
+    """correct + magstats + object_stats on 100k detections of 5k objects must beat 15,000 rows/s easily."""
+    det, nd = synthetic_detections(100_000, 5_000)
+    start = time.perf_counter()
+    corrected = correct(det)
+    ms = magstats(corrected, nd)
+    obj = object_stats(corrected, ms)
+    elapsed = time.perf_counter() - start
+    rate = len(det) / elapsed
+    print(f"\nfeatures chain: {len(det)} rows in {elapsed:.3f} s = {rate:,.0f} rows/s")
+    assert len(ms) == 10_000 and len(obj) == 5_000
+    assert rate > 15_000
