@@ -1,0 +1,310 @@
+"""The Parquet lake: one folder (local or ``s3://``) of tables partitioned by observing night.
+
+Layout (docs/data-model.md, "Lake layout"): ``{url}/{table}/night=YYYYMMDD/{batch_id}.parquet``, or
+``{url}/{table}/{batch_id}.parquet`` for tables without a ``night`` column (dead letters). A file's name is its
+batch's name, so re-running a batch overwrites exactly the files it wrote before; a replay that regroups
+messages differently is handled by ``storage.manifest``. Each file also records, in its Parquet key-value
+metadata, the batch id and the time it was written (ns): readers that deduplicate keep the row of the latest
+write without trusting file-system timestamps (S3's have one-second resolution).
+
+The ``night`` column stays inside the files as well as in the folder name, so a file read on its own is
+complete; pyarrow and dask read the folder as a hive-partitioned dataset either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+#: Natural key of each table: ``read_table(dedupe=True)`` keeps one row per key (the latest write's).
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "alerts": ("candid",),
+    "detections": ("oid", "candid"),
+    "non_detections": ("oid", "fid", "mjd"),
+    "forced_photometry": ("oid", "pid"),
+    "stamps": ("candid",),
+    "objects": ("oid",),
+    "magstats": ("oid", "fid"),
+    "raw": ("candid",),
+    "dead_letters": ("source", "partition", "offset"),
+}
+
+META_BATCH = b"broker.batch_id"
+META_WRITTEN = b"broker.written_at_ns"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*$")
+_ORDER = "__lake_order"
+_INT_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+Filters = ds.Expression | Sequence[Any] | None
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME_RE.match(name or ""):
+        raise ValueError(f"invalid {kind} {name!r}: use letters, digits and _ . + = - (no slashes)")
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas keeping integers exact: an int column with nulls becomes a nullable ``Int64`` (never
+    float, which would corrupt 64-bit ids), one without nulls its numpy dtype; bool likewise."""
+    df = table.to_pandas(types_mapper=_INT_NULLABLE.get, ignore_metadata=True)
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if col.type in _INT_NULLABLE and col.null_count == 0:
+            df[name] = df[name].to_numpy(dtype=col.type.to_pandas_dtype())
+    return df
+
+
+def frame_to_arrow(df: pd.DataFrame) -> pa.Table:
+    """pandas -> Arrow for the lake. All-null object columns (type ``null``) become strings so files of
+    different batches share one schema (a null-typed column cannot be merged with a typed one)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.large_string()))
+    return table
+
+
+class Lake:
+    """A Parquet lake at ``url`` (a local folder or ``s3://bucket/prefix``; ``storage_options`` go to
+    fsspec/s3fs, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``). Picklable, for Dask workers."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        self.storage_options = dict(storage_options or {})
+        fs, root = fsspec.core.url_to_fs(str(url), **self.storage_options)
+        self.fs = fs
+        self.local = isinstance(fs, LocalFileSystem)
+        if self.local:
+            root = os.path.abspath(root)
+            self.url = root
+        else:
+            root = root.rstrip("/")
+            protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+            self.url = f"{protocol}://{root}"
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    @property
+    def arrow_fs(self) -> Any:
+        """The filesystem to hand to pyarrow: its native one for local paths (faster), else fsspec's."""
+        return None if self.local else self.fs
+
+    def __reduce__(self):
+        return (Lake, (self.url, self.storage_options))
+
+    # ---------------------------------------------------------------------------------- paths
+    def _fs_path(self, path: str) -> str:
+        """A path the filesystem understands, from a full URL, a bare path or one relative to the lake."""
+        path = str(path)
+        if "://" in path:
+            return self.fs._strip_protocol(path)
+        if self.local:
+            return path if os.path.isabs(path) else os.path.join(self.root, path)
+        return path if path.startswith(self.root + "/") else f"{self.root}/{path.lstrip('/')}"
+
+    def _public(self, fs_path: str) -> str:
+        return fs_path if self.local else f"{self.url.split('://', 1)[0]}://{fs_path}"
+
+    def table_url(self, table: str) -> str:
+        _check_name("table", table)
+        return f"{self.url}/{table}"
+
+    def file_path(self, table: str, batch_id: str, night: int | None = None) -> str:
+        """Where ``batch_id``'s file of ``table`` for ``night`` lives (a full path or URL)."""
+        _check_name("table", table)
+        _check_name("batch id", batch_id)
+        part = f"night={int(night):08d}/" if night is not None else ""
+        return f"{self.url}/{table}/{part}{batch_id}.parquet"
+
+    # ---------------------------------------------------------------------------------- writing
+    def write_table(
+        self, table: str, df: pd.DataFrame, batch_id: str, row_group_size: int | None = None
+    ) -> list[str]:
+        """Write ``df`` as one Parquet file per night (or one file when the table has no ``night``).
+
+        Returns the paths written. An empty frame writes nothing. Same ``batch_id`` => same paths, so a
+        re-run overwrites. Local writes go to a hidden temporary file renamed into place (atomic); S3 PUTs
+        are atomic by nature.
+        """
+        _check_name("table", table)
+        _check_name("batch id", batch_id)
+        if df is None or df.empty:
+            return []
+        if "night" not in df.columns:
+            return [self._write_one(df, self.file_path(table, batch_id), batch_id, row_group_size)]
+        night = df["night"]
+        if night.isna().any():
+            raise ValueError(f"{table}: {int(night.isna().sum())} rows have no night; cannot partition them")
+        nights = night.to_numpy(dtype=np.int64)
+        paths = []
+        for n in np.unique(nights):
+            part = df[nights == n]
+            paths.append(
+                self._write_one(part, self.file_path(table, batch_id, int(n)), batch_id, row_group_size)
+            )
+        return paths
+
+    def _write_one(self, df: pd.DataFrame, path: str, batch_id: str, row_group_size: int | None) -> str:
+        try:
+            table = frame_to_arrow(df)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise TypeError(f"cannot convert the frame for {path} to Arrow: {err}") from err
+        meta = dict(table.schema.metadata or {})
+        meta[META_BATCH] = batch_id.encode()
+        meta[META_WRITTEN] = str(time.time_ns()).encode()
+        table = table.replace_schema_metadata(meta)
+        fs_path = self._fs_path(path)
+        if self.local:
+            folder = os.path.dirname(fs_path)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(fs_path)}.{uuid.uuid4().hex}.tmp")
+            try:
+                pq.write_table(table, tmp, row_group_size=row_group_size)
+                os.replace(tmp, fs_path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            with self.fs.open(fs_path, "wb") as fh:
+                pq.write_table(table, fh, row_group_size=row_group_size)
+        return path
+
+    def delete_files(self, paths: Iterable[str]) -> int:
+        """Delete lake files (full or lake-relative paths); missing ones are fine (a replay may repeat this).
+        Returns how many were given. Empty local night folders are removed too."""
+        fs_paths = [self._fs_path(p) for p in paths]
+        if not fs_paths:
+            return 0
+        if self.local:
+            for p in fs_paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(p)
+                folder = os.path.dirname(p)
+                if os.path.basename(folder).startswith("night="):
+                    with contextlib.suppress(OSError):  # not empty
+                        os.rmdir(folder)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(fs_paths)  # one bulk request; S3 ignores keys that are already gone
+            self.fs.invalidate_cache()
+        return len(fs_paths)
+
+    # ---------------------------------------------------------------------------------- reading
+    def list_files(self, table: str, nights: Iterable[int] | None = None) -> list[str]:
+        """The table's Parquet files (full paths), sorted; ``nights`` restricts to those partitions."""
+        _check_name("table", table)
+        base = self._fs_path(table)
+        if not self.local:
+            self.fs.invalidate_cache()  # other processes (Dask workers) write here too
+        if nights is not None:
+            found: list[str] = []
+            for n in sorted({int(x) for x in nights}):
+                folder = f"{base}/night={n:08d}"
+                if self.fs.exists(folder):
+                    found += self.fs.ls(folder, detail=False)
+        elif self.fs.exists(base):
+            found = self.fs.find(base, withdirs=False)
+        else:
+            found = []
+        files = [
+            f for f in found if f.endswith(".parquet") and not os.path.basename(f).startswith((".", "_"))
+        ]
+        return sorted(self._public(f) for f in files)
+
+    def read_table(
+        self,
+        table: str,
+        filters: Filters = None,
+        columns: Sequence[str] | None = None,
+        dedupe: bool = False,
+        nights: Iterable[int] | None = None,
+    ) -> pd.DataFrame:
+        """Read a table as one DataFrame.
+
+        ``filters``: a pyarrow expression or DNF tuples (``[("night", "=", 20200101)]``); ``nights`` prunes
+        partitions by folder before any file is opened. Files of different batches may differ in schema
+        (a column missing or null in one batch): they are merged permissively. ``dedupe=True`` keeps, per
+        natural key (``NATURAL_KEYS``), the row of the latest written file.
+        """
+        files = self.list_files(table, nights)
+        expr = pq.filters_to_expression(filters) if isinstance(filters, list | tuple) else filters
+        key = NATURAL_KEYS.get(table) if dedupe else None
+        if dedupe and key is None:
+            raise ValueError(f"no natural key known for table {table!r}; cannot dedupe")
+        want = list(columns) if columns is not None else None
+        if want is not None and key is not None:
+            want += [k for k in key if k not in want]
+
+        def read(path: str) -> tuple[pa.Table, int] | None:
+            try:
+                dataset = ds.dataset(self._fs_path(path), filesystem=self.arrow_fs, format="parquet")
+            except FileNotFoundError:
+                return None  # deleted since listing (a replay superseded its batch)
+            cols = [c for c in want if c in dataset.schema.names] if want is not None else None
+            tbl = dataset.to_table(columns=cols, filter=expr)
+            if tbl.num_rows == 0:
+                return None
+            meta = dataset.schema.metadata or {}
+            written = int(meta.get(META_WRITTEN, b"0"))
+            return tbl.replace_schema_metadata(None), written
+
+        workers = max(1, min(8 if self.local else 16, len(files)))  # S3: hide request latency
+        with ThreadPoolExecutor(workers) as pool:
+            parts = [p for p in pool.map(read, files) if p is not None]
+        if not parts:
+            return pd.DataFrame(columns=list(columns) if columns is not None else [])
+        if key is not None:
+            # Rank each file by write time (ties: read order) so "latest" is a property of the data.
+            order = np.argsort(np.array([w for _, w in parts], dtype=np.int64), kind="stable")
+            rank = np.empty(len(parts), dtype=np.int64)
+            rank[order] = np.arange(len(parts))
+            parts = [
+                (t.append_column(_ORDER, pa.array(np.full(t.num_rows, r))), w)
+                for (t, w), r in zip(parts, rank, strict=True)
+            ]
+        merged = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
+        if key is not None:
+            missing = [k for k in key if k not in merged.column_names]
+            if missing:
+                raise ValueError(f"{table}: key columns {missing} are absent; cannot dedupe")
+            merged = merged.take(pc.sort_indices(merged, [(_ORDER, "ascending")]))
+        df = arrow_to_pandas(merged)
+        if key is not None:
+            df = df.drop_duplicates(list(key), keep="last").drop(columns=[_ORDER])
+        if columns is not None:
+            df = df[[c for c in columns if c in df.columns]]
+        return df.reset_index(drop=True)
+
+    def dask_read(self, table: str, **kwargs: Any):
+        """The table as a dask DataFrame (``dask.dataframe.read_parquet`` over the hive-partitioned folder):
+        the analysts' path to the whole lake. ``kwargs`` go to ``read_parquet`` (``filters``, ``columns``...)."""
+        import dask.dataframe as dd
+
+        if self.storage_options:
+            kwargs.setdefault("storage_options", self.storage_options)
+        return dd.read_parquet(self.table_url(table), **kwargs)

@@ -1,0 +1,158 @@
+"""The batch manifest: which lake files each batch wrote, for which source offsets, and whether it committed.
+
+Why it exists. The broker commits a batch's source offsets only after every sink has written (at-least-once).
+A crash between writing and committing means the same messages come again, but not necessarily in the same
+batches: a Kafka consumer restarts at the committed offset and cuts batches by size and time, so the replay
+may group offsets 0-149 where the lost run wrote 0-99. Lake file names derive from the batch (its source and
+offsets), so the replayed batch writes *different* files, and without help the lake would hold the rows of
+offsets 0-99 twice. PostgreSQL needs no help: its upserts are keyed and naturally idempotent.
+
+The protocol, per batch (see pipeline/driver.py):
+1. ``superseded_files(store, source, ranges, batch_id)``: every recorded batch of the same source whose range
+   on a shared partition ends at or after the new batch's first offset. Those offsets are being processed
+   again (the old batch never committed, or this is a deliberate replay), so the old files must go. A batch
+   that ended before the new first offset is untouched.
+2. The driver deletes those files (``Lake.delete_files``) and then ``forget_batches``. Deleting first means a
+   crash in between leaves a manifest row pointing at files that may be gone; deleting again is harmless.
+3. The batch writes its files, then ``record_batch(...)`` (state ``written``).
+4. After the source offsets are committed, ``mark_committed``.
+Result: after any sequence of crashes and replays each source message's rows are in the lake exactly once.
+
+The same batch id again (an archive re-run with the same batch size) normally rewrites the same paths. It is
+nonetheless returned by ``superseded_files`` unless ``include_same=False``: the workers name files with
+a chunk or region suffix (``{batch_id}-c003``) whose count depends on the cluster size, so a re-run on a
+different cluster could leave some of the earlier run's files behind, duplicating rows. Deleting a batch's
+old files before rewriting them costs little and closes that gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    from storage.lake import Lake
+    from storage.postgres import SummaryStore
+
+Ranges = Mapping[Any, tuple[int, int]]
+
+
+def _norm_ranges(ranges: Ranges) -> dict[int, tuple[int, int]]:
+    out: dict[int, tuple[int, int]] = {}
+    for p, rng in ranges.items():
+        first, last = (int(x) for x in rng)
+        if first > last:
+            raise ValueError(f"partition {p}: first offset {first} > last offset {last}")
+        out[int(p)] = (first, last)
+    return out
+
+
+def _by_source(ranges: Mapping[Any, Any], source: str | None) -> dict[str, dict[int, tuple[int, int]]]:
+    """Accept ``{partition: (first, last)}`` with ``source``, or ``{source: {partition: (first, last)}}``."""
+    if source is not None:
+        return {source: _norm_ranges(ranges)}
+    if ranges and all(isinstance(v, Mapping) for v in ranges.values()):
+        return {str(s): _norm_ranges(r) for s, r in ranges.items()}
+    raise ValueError("ranges must be {source: {partition: (first, last)}} unless source= is given")
+
+
+def record_batch(
+    store: SummaryStore,
+    batch_id: str,
+    ranges: Mapping[Any, Any],
+    files: Iterable[str],
+    source: str | None = None,
+) -> None:
+    """Record that ``batch_id`` wrote ``files`` for these offset ranges (state ``written``). Recording the same
+    batch id again replaces its entry."""
+    by_source = _by_source(ranges, source)
+    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
+    as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
+    conn = store.conn
+    with store._lock, conn.transaction():
+        cur = conn.cursor()
+        cur.execute(
+            "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
+            "VALUES (%s, 'written', %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
+            "state = 'written', ranges = EXCLUDED.ranges, files = EXCLUDED.files, "
+            "written_at = now(), committed_at = NULL",
+            (batch_id, Jsonb(as_json), Jsonb(sorted(set(files)))),
+        )
+        cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
+        cur.executemany(
+            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def mark_committed(store: SummaryStore, batch_id: str) -> None:
+    """The batch's source offsets are committed: its files are final."""
+    cur = store.conn.execute(
+        "UPDATE batch_manifest SET state = 'committed', committed_at = now() WHERE batch_id = %s", (batch_id,)
+    )
+    if cur.rowcount == 0:
+        raise KeyError(f"batch {batch_id!r} is not in the manifest (record_batch first)")
+
+
+def superseded_files(
+    store: SummaryStore,
+    source: str,
+    ranges: Ranges,
+    batch_id: str | None = None,
+    *,
+    include_same: bool = True,
+) -> list[tuple[str, list[str]]]:
+    """Recorded batches of ``source`` that the new batch's ``ranges`` ({partition: (first, last)}) redo:
+    those with, on a shared partition, ``last_offset >= first``. Returns ``[(batch_id, files)]``, oldest first.
+    ``batch_id`` itself is included unless ``include_same=False`` (see the module docstring)."""
+    parts = _norm_ranges(ranges)
+    if not parts:
+        return []
+    exclude = batch_id if (batch_id is not None and not include_same) else None
+    rows = store.conn.execute(
+        "SELECT m.batch_id, m.files FROM batch_manifest m WHERE m.batch_id IN ("
+        " SELECT r.batch_id FROM batch_range r"
+        " JOIN unnest(%s::int[], %s::bigint[]) AS n(p, first_offset) ON r.partition = n.p"
+        " WHERE r.source = %s AND r.last_offset >= n.first_offset"
+        " AND (%s::text IS NULL OR r.batch_id <> %s::text))"
+        " ORDER BY m.written_at, m.batch_id",
+        (list(parts), [a for a, _ in parts.values()], source, exclude, exclude),
+    ).fetchall()
+    return [(b, list(files or [])) for b, files in rows]
+
+
+def forget_batches(store: SummaryStore, batch_ids: Iterable[str]) -> int:
+    """Drop batches from the manifest (after their files were deleted). Returns how many were there."""
+    ids = list(batch_ids)
+    if not ids:
+        return 0
+    conn = store.conn
+    with store._lock, conn.transaction():
+        conn.execute("DELETE FROM batch_range WHERE batch_id = ANY(%s)", (ids,))
+        cur = conn.execute("DELETE FROM batch_manifest WHERE batch_id = ANY(%s)", (ids,))
+        return cur.rowcount
+
+
+def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batch_id: str) -> list[str]:
+    """Steps 1-2 of the protocol in one call: delete the superseded batches' files, then forget them.
+    Returns the deleted paths."""
+    deleted: list[str] = []
+    for old, files in superseded_files(store, source, ranges, batch_id):
+        lake.delete_files(files)
+        forget_batches(store, [old])
+        deleted += files
+    return deleted
+
+
+def batches(store: SummaryStore, source: str | None = None) -> pd.DataFrame:
+    """The manifest as a frame (one row per batch and partition), for people and tests."""
+    return store.fetch_df(
+        "SELECT m.batch_id, m.state, r.source, r.partition, r.first_offset, r.last_offset, m.files,"
+        " m.written_at, m.committed_at FROM batch_manifest m JOIN batch_range r USING (batch_id)"
+        " WHERE %s::text IS NULL OR r.source = %s::text ORDER BY r.source, r.partition, r.first_offset",
+        (source, source),
+    )

@@ -1,0 +1,399 @@
+"""PostgreSQL summary tables: current state per object, per band and per alert, plus run bookkeeping.
+
+PostgreSQL holds *current state only* (docs/data-model.md); history lives in the lake. Every write is a bulk,
+idempotent upsert: the frame is COPYed into a temporary staging table and merged with one
+``INSERT ... ON CONFLICT (key) DO UPDATE`` in a single transaction, so a replayed batch rewrites the same rows
+instead of adding new ones. ``object`` and ``magstats`` carry a version (``lastmjd``): a row only replaces a
+stored one that is not newer, so replaying an old batch after newer ones never regresses an object's state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+BIGINT, INT, SMALLINT = "BIGINT", "INTEGER", "SMALLINT"
+FLOAT, BOOL, TEXT = "DOUBLE PRECISION", "BOOLEAN", "TEXT"
+JSONB, TS = "JSONB", "TIMESTAMPTZ"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A summary table: its columns (name -> SQL type), primary key and optional version column."""
+
+    name: str
+    columns: dict[str, str]
+    key: tuple[str, ...]
+    version: str | None = None
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+
+def _mag_columns() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for stat in ("magmean", "magmedian", "magmax", "magmin", "magsigma", "maglast", "magfirst"):
+        out[stat] = FLOAT
+    for stat in ("magmean", "magmedian", "magmax", "magmin", "magsigma", "maglast", "magfirst"):
+        out[f"{stat}_corr"] = FLOAT
+    return out
+
+
+TABLES: dict[str, TableSpec] = {
+    "object": TableSpec(
+        "object",
+        {
+            "oid": TEXT,
+            "survey": TEXT,
+            "ndet": INT,
+            "firstmjd": FLOAT,
+            "lastmjd": FLOAT,
+            "deltajd": FLOAT,
+            "meanra": FLOAT,
+            "meandec": FLOAT,
+            "sigmara": FLOAT,
+            "sigmadec": FLOAT,
+            "corrected": BOOL,
+            "stellar": BOOL,
+            "diffpos": BOOL,
+            "reference_change": BOOL,
+            "g_r_max": FLOAT,
+            "g_r_max_corr": FLOAT,
+            "g_r_mean": FLOAT,
+            "g_r_mean_corr": FLOAT,
+            "night": INT,
+        },
+        key=("oid",),
+        version="lastmjd",
+        indexes=(("lastmjd",), ("meanra", "meandec")),
+    ),
+    "magstats": TableSpec(
+        "magstats",
+        {
+            "oid": TEXT,
+            "fid": SMALLINT,
+            "survey": TEXT,
+            "ndet": INT,
+            "ndubious": INT,
+            **_mag_columns(),
+            "firstmjd": FLOAT,
+            "lastmjd": FLOAT,
+            "corrected": BOOL,
+            "stellar": BOOL,
+            "saturation_rate": FLOAT,
+            "dmdt_first": FLOAT,
+            "dm_first": FLOAT,
+            "sigmadm_first": FLOAT,
+            "dt_first": FLOAT,
+            "night": INT,
+        },
+        key=("oid", "fid"),
+        version="lastmjd",
+    ),
+    "alert": TableSpec(
+        "alert",
+        {
+            "candid": BIGINT,
+            "oid": TEXT,
+            "survey": TEXT,
+            "mjd": FLOAT,
+            "night": INT,
+            "fid": SMALLINT,
+            "ra": FLOAT,
+            "dec": FLOAT,
+            "magpsf": FLOAT,
+            "sigmapsf": FLOAT,
+            "raw_path": TEXT,
+            "batch_id": TEXT,
+        },
+        key=("candid",),
+        indexes=(("oid",), ("night",)),
+    ),
+    "dead_letter": TableSpec(
+        "dead_letter",
+        {
+            "source": TEXT,
+            "partition": INT,
+            "offset": BIGINT,
+            "key": TEXT,
+            "reason": TEXT,
+            "error": TEXT,
+            "batch_id": TEXT,
+        },
+        key=("source", "partition", "offset"),
+    ),
+    "pipeline_run": TableSpec(
+        "pipeline_run",
+        {
+            "run_id": TEXT,
+            "started_at": TS,
+            "finished_at": TS,
+            "source": TEXT,
+            "status": TEXT,
+            "counts": JSONB,
+            "config": JSONB,
+            "summary": JSONB,
+        },
+        key=("run_id",),
+    ),
+    "batch_manifest": TableSpec(
+        "batch_manifest",
+        {
+            "batch_id": TEXT,
+            "state": TEXT,
+            "ranges": JSONB,
+            "files": JSONB,
+            "written_at": TS,
+            "committed_at": TS,
+        },
+        key=("batch_id",),
+    ),
+    # One row per (batch, source, partition): the manifest's offset ranges in a queryable form.
+    "batch_range": TableSpec(
+        "batch_range",
+        {
+            "batch_id": TEXT,
+            "source": TEXT,
+            "partition": INT,
+            "first_offset": BIGINT,
+            "last_offset": BIGINT,
+        },
+        key=("batch_id", "source", "partition"),
+        indexes=(("source", "partition", "last_offset"),),
+    ),
+}
+
+_INT_TYPES = {BIGINT, INT, SMALLINT}
+# PostgreSQL type OIDs -> dtypes that keep integers exact when NULLs are present (never float).
+_NULLABLE_BY_OID = {20: "Int64", 23: "Int32", 21: "Int16", 16: "boolean"}
+_NUMPY_BY_OID = {20: "int64", 23: "int32", 21: "int16", 16: "bool"}
+_SCHEMA_LOCK = 7_341_902_117  # advisory lock id: concurrent ensure_schema calls take turns
+
+
+def _ddl(spec: TableSpec) -> list[sql.Composable]:
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in spec.columns.items()
+    )
+    key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
+    stmts: list[sql.Composable] = [
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+            sql.Identifier(spec.name), cols, key
+        )
+    ]
+    # Columns added to a spec later reach existing databases too.
+    for c, t in spec.columns.items():
+        stmts.append(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                sql.Identifier(spec.name), sql.Identifier(c), sql.SQL(t)
+            )
+        )
+    for idx in spec.indexes:
+        name = f"{spec.name}_{'_'.join(idx)}_idx"
+        stmts.append(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(name), sql.Identifier(spec.name), sql.SQL(", ").join(map(sql.Identifier, idx))
+            )
+        )
+    return stmts
+
+
+def _coerce(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Make each column's text form acceptable to its SQL type: integral floats to nullable ints (``3.0``
+    is not an INTEGER literal), dicts/lists to JSON."""
+    out = {}
+    for c, t in types.items():
+        s = df[c]
+        if t in _INT_TYPES and pd.api.types.is_float_dtype(s.dtype):
+            vals = s.to_numpy(dtype="float64")
+            finite = vals[~np.isnan(vals)]
+            if (finite != np.round(finite)).any():
+                raise ValueError(f"column {c!r} has non-integral values but is {t}")
+            s = s.astype("Int64")
+        elif t == BOOL and pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            s = s.astype("boolean")  # 1.0/0.0 is not a BOOLEAN literal
+        elif t == JSONB:
+            s = s.map(lambda v: None if v is None else json.dumps(v, default=str))
+        out[c] = s
+    return pd.DataFrame(out)
+
+
+class SummaryStore:
+    """The PostgreSQL side of the broker. One connection, opened lazily and re-opened if it broke;
+    thread-safe by a lock. Picklable (the connection is not carried)."""
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.RLock()
+        self._columns: dict[str, dict[str, str]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"dsn": self.dsn}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dsn"])
+
+    def __enter__(self) -> SummaryStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(self.dsn, autocommit=True)
+            return self._conn
+
+    # ------------------------------------------------------------------------------- schema
+    def ensure_schema(self) -> None:
+        """Create every table and index if missing (idempotent; safe from several processes at once)."""
+        with self._lock, self.conn.transaction():
+            cur = self.conn.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for spec in TABLES.values():
+                for stmt in _ddl(spec):
+                    cur.execute(stmt)
+        self._columns.clear()
+
+    def table_columns(self, table: str) -> dict[str, str]:
+        """The table's columns as they are in the database (name -> SQL type), cached."""
+        if table not in self._columns:
+            rows = self.conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            if not rows:
+                raise KeyError(f"table {table!r} does not exist (call ensure_schema() first)")
+            self._columns[table] = {name: typ.upper() for name, typ in rows}
+        return self._columns[table]
+
+    # ------------------------------------------------------------------------------- upserts
+    def upsert(self, table: str, df: pd.DataFrame) -> int:
+        """Insert or update ``df``'s rows by the table's key, in one transaction. Returns rows written.
+
+        Only columns that exist in the table are written; others are ignored (a frame may carry more).
+        Within the frame, one row per key is kept (the newest by version, else the last). For versioned
+        tables a stored row is replaced only by a row with ``version >= stored version``.
+        """
+        spec = TABLES.get(table)
+        if spec is None:
+            raise KeyError(f"unknown summary table {table!r}; known: {sorted(TABLES)}")
+        if df is None or df.empty:
+            return 0
+        missing = [k for k in spec.key if k not in df.columns]
+        if missing:
+            raise ValueError(f"upsert into {table}: key columns {missing} are missing from the frame")
+        db_cols = self.table_columns(table)
+        cols = [c for c in db_cols if c in df.columns]
+        frame = df[cols]
+        if spec.version and spec.version in frame.columns:
+            frame = frame.sort_values(spec.version, kind="stable", na_position="first")
+        frame = frame.drop_duplicates(list(spec.key), keep="last")
+        frame = _coerce(frame, {c: db_cols[c] for c in cols})
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, header=False, na_rep="\\N")
+
+        ident = sql.Identifier
+        stage = ident(f"stage_{table}_{uuid.uuid4().hex[:8]}")
+        col_list = sql.SQL(", ").join(map(ident, cols))
+        updates = [c for c in cols if c not in spec.key]
+        if updates:
+            action = sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(ident(c)) for c in updates)
+            )
+            if spec.version and spec.version in cols:
+                action += sql.SQL(" WHERE {t}.{v} IS NULL OR EXCLUDED.{v} >= {t}.{v}").format(
+                    t=ident(table), v=ident(spec.version)
+                )
+        else:
+            action = sql.SQL("DO NOTHING")
+        with self._lock, self.conn.transaction():
+            cur = self.conn.cursor()
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                    stage, ident(table)
+                )
+            )
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
+                stage, col_list
+            )
+            with cur.copy(copy_sql) as copy:
+                copy.write(buf.getvalue())
+            cur.execute(
+                sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) {a}").format(
+                    t=ident(table), c=col_list, s=stage, k=sql.SQL(", ").join(map(ident, spec.key)), a=action
+                )
+            )
+            return cur.rowcount
+
+    # ------------------------------------------------------------------------------- runs
+    def start_run(self, run_id: str, source: str = "", config: dict[str, Any] | None = None) -> str:
+        """Record that a run began (status ``running``). Re-using a run id restarts its record."""
+        self.conn.execute(
+            "INSERT INTO pipeline_run (run_id, started_at, source, status, config) "
+            "VALUES (%s, now(), %s, 'running', %s) ON CONFLICT (run_id) DO UPDATE SET "
+            "started_at = now(), finished_at = NULL, source = EXCLUDED.source, status = 'running', "
+            "config = EXCLUDED.config",
+            (run_id, source, Jsonb(config or {})),
+        )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str = "ok",
+        summary: dict[str, Any] | None = None,
+        counts: dict[str, Any] | None = None,
+    ) -> None:
+        """Record how a run ended, with its counts and summary (JSON)."""
+        cur = self.conn.execute(
+            "UPDATE pipeline_run SET finished_at = now(), status = %s, summary = %s, "
+            "counts = COALESCE(%s, counts) WHERE run_id = %s",
+            (status, Jsonb(summary or {}), Jsonb(counts) if counts is not None else None, run_id),
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no pipeline run {run_id!r} (start_run was not called)")
+
+    # ------------------------------------------------------------------------------- reading
+    def count(self, table: str) -> int:
+        if table not in TABLES:
+            raise KeyError(f"unknown summary table {table!r}")
+        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        return int(row[0])
+
+    def fetch_df(
+        self, query: str | sql.Composable, params: Sequence[Any] | dict | None = None
+    ) -> pd.DataFrame:
+        """Run a query and return its rows as a DataFrame (BIGINT columns stay exact int64)."""
+        with self._lock:
+            cur = self.conn.execute(query, params)
+            desc = cur.description or []
+            rows = cur.fetchall()
+        data = {}
+        for i, d in enumerate(desc):
+            values = [r[i] for r in rows]
+            nullable = _NULLABLE_BY_OID.get(d.type_code)
+            data[d.name] = pd.array(values, dtype=nullable) if nullable else values
+        df = pd.DataFrame(data, columns=[d.name for d in desc])
+        for name, d in zip(df.columns, desc, strict=True):  # no NULLs: plain numpy int/bool
+            if _NULLABLE_BY_OID.get(d.type_code) and not df[name].isna().any():
+                df[name] = df[name].to_numpy(dtype=_NUMPY_BY_OID[d.type_code])
+        return df

@@ -1,0 +1,144 @@
+"""The batch manifest on real PostgreSQL and a real lake folder: crashes and replays never duplicate rows."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storage import manifest
+from storage.lake import Lake
+from storage.postgres import SummaryStore
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "kafka:ztf_alerts"
+BASE = 2**60  # candids beyond 2**53
+
+
+def alert_rows(first: int, last: int) -> pd.DataFrame:
+    """One detection per message offset in [first, last], spread over two nights by offset."""
+    off = np.arange(first, last + 1)
+    return pd.DataFrame(
+        {
+            "oid": [f"ZTF21obj{o % 40:03d}" for o in off],
+            "candid": (BASE + off).astype(np.int64),
+            "night": np.where(off % 2 == 0, 20210301, 20210302).astype("int32"),
+            "mjd": 59274.0 + off * 0.01,
+            "magpsf": 18.0 + (off % 7) * 0.1,
+        }
+    )
+
+
+def objects_of(rows: pd.DataFrame) -> pd.DataFrame:
+    g = rows.groupby("oid", as_index=False).agg(ndet=("candid", "size"), lastmjd=("mjd", "max"))
+    return g.assign(survey="ztf")
+
+
+def run_batch(store, lake, batch_id, first, last, *, commit, partition=0, chunks=1):
+    """What the driver does for one batch, written in as many chunk files as ``chunks``."""
+    ranges = {partition: (first, last)}
+    for old, files in manifest.superseded_files(store, SOURCE, ranges, batch_id):
+        lake.delete_files(files)
+        manifest.forget_batches(store, [old])
+    rows = alert_rows(first, last)
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), chunks)):
+        paths += lake.write_table("detections", rows.iloc[part], f"{batch_id}-c{i:03d}")
+    store.upsert("object", objects_of(rows))
+    manifest.record_batch(store, batch_id, {SOURCE: ranges}, paths)
+    if commit:
+        manifest.mark_committed(store, batch_id)
+    return paths
+
+
+def lake_candids(lake: Lake) -> list[int]:
+    return sorted(lake.read_table("detections", columns=["candid"])["candid"].tolist())  # no dedupe!
+
+
+def test_crash_before_commit_then_replay_with_other_boundaries(tmp_path, summary_store: SummaryStore):
+    lake = Lake(str(tmp_path / "lake"))
+    # batch A (offsets 0-99) is written, then the process dies before the offset commit
+    a_files = run_batch(summary_store, lake, "ztf-p0o0-99", 0, 99, commit=False)
+    assert all(os.path.exists(p) for p in a_files)
+    objects_after_a = summary_store.count("object")
+
+    # the replay starts at the committed offset (0) and this time cuts 0-149
+    stale = manifest.superseded_files(summary_store, SOURCE, {0: (0, 149)}, "ztf-p0o0-149")
+    assert stale == [("ztf-p0o0-99", sorted(a_files))]
+    run_batch(summary_store, lake, "ztf-p0o0-149", 0, 149, commit=True)
+
+    assert not any(os.path.exists(p) for p in a_files)
+    assert lake_candids(lake) == list(range(BASE, BASE + 150))  # every row exactly once
+    m = manifest.batches(summary_store, SOURCE)
+    assert m[["batch_id", "state", "first_offset", "last_offset"]].values.tolist() == [
+        ["ztf-p0o0-149", "committed", 0, 149]
+    ]
+    # PostgreSQL needed no help: same objects, upserted again
+    assert summary_store.count("object") == objects_after_a == 40
+
+    # the next batch continues after the commit: nothing is superseded
+    assert manifest.superseded_files(summary_store, SOURCE, {0: (150, 199)}, "ztf-p0o150-199") == []
+    run_batch(summary_store, lake, "ztf-p0o150-199", 150, 199, commit=True)
+    # another partition's offsets are independent even where the numbers overlap
+    assert manifest.superseded_files(summary_store, SOURCE, {1: (0, 49)}, "ztf-p1o0-49") == []
+    # ... and so is another source
+    assert manifest.superseded_files(summary_store, "kafka:other", {0: (0, 500)}, "x") == []
+    assert lake_candids(lake) == list(range(BASE, BASE + 200))
+
+
+def test_replay_in_smaller_batches_removes_every_later_uncommitted_batch(tmp_path, summary_store):
+    lake = Lake(str(tmp_path))
+    run_batch(summary_store, lake, "p0o0-99", 0, 99, commit=True)
+    run_batch(summary_store, lake, "p0o100-199", 100, 199, commit=False)
+    run_batch(summary_store, lake, "p0o200-299", 200, 299, commit=False)  # crash after this one
+    # replay from 100 in batches of 50: the first replayed batch supersedes both uncommitted ones
+    stale = manifest.superseded_files(summary_store, SOURCE, {0: (100, 149)}, "p0o100-149")
+    assert [b for b, _ in stale] == ["p0o100-199", "p0o200-299"]
+    for lo in range(100, 300, 50):
+        run_batch(summary_store, lake, f"p0o{lo}-{lo + 49}", lo, lo + 49, commit=True)
+    assert lake_candids(lake) == list(range(BASE, BASE + 300))
+    states = manifest.batches(summary_store)
+    assert set(states["state"]) == {"committed"} and len(states) == 5
+
+
+def test_same_batch_rerun_with_different_chunking_leaves_no_duplicates(tmp_path, summary_store):
+    lake = Lake(str(tmp_path))
+    first = run_batch(summary_store, lake, "night-p0o0-99", 0, 99, commit=True, chunks=4)
+    # a re-run of the same archive on a smaller cluster: same batch id, fewer chunk files
+    assert manifest.superseded_files(summary_store, SOURCE, {0: (0, 99)}, "night-p0o0-99") == [
+        ("night-p0o0-99", sorted(first))
+    ]
+    assert (
+        manifest.superseded_files(summary_store, SOURCE, {0: (0, 99)}, "night-p0o0-99", include_same=False)
+        == []
+    )
+    second = run_batch(summary_store, lake, "night-p0o0-99", 0, 99, commit=True, chunks=2)
+    assert len(second) < len(first)
+    assert lake_candids(lake) == list(range(BASE, BASE + 100))
+    files = manifest.batches(summary_store)["files"].iloc[0]
+    assert sorted(files) == sorted(second)
+
+
+def test_manifest_api_edges(summary_store):
+    manifest.record_batch(summary_store, "b1", {0: (5, 9), 3: (1, 2)}, ["f1", "f2", "f1"], source="s")
+    m = manifest.batches(summary_store, "s")
+    assert m["partition"].tolist() == [0, 3] and m["files"].iloc[0] == ["f1", "f2"]
+    assert m["state"].tolist() == ["written", "written"]
+    # recording again replaces the entry (and its ranges)
+    manifest.record_batch(summary_store, "b1", {"s": {0: (5, 12)}}, ["f3"])
+    m = manifest.batches(summary_store, "s")
+    assert m[["partition", "last_offset"]].values.tolist() == [[0, 12]] and m["files"].iloc[0] == ["f3"]
+    assert manifest.superseded_files(summary_store, "s", {0: (13, 20)}) == []
+    assert manifest.superseded_files(summary_store, "s", {0: (12, 20)}) == [("b1", ["f3"])]
+    with pytest.raises(KeyError):
+        manifest.mark_committed(summary_store, "nope")
+    with pytest.raises(ValueError, match="first offset"):
+        manifest.record_batch(summary_store, "b2", {0: (9, 5)}, [], source="s")
+    with pytest.raises(ValueError, match="source"):
+        manifest.record_batch(summary_store, "b2", {0: (1, 5)}, [])
+    assert manifest.forget_batches(summary_store, ["b1", "never"]) == 1
+    assert manifest.batches(summary_store).empty
+    assert summary_store.count("batch_range") == 0
