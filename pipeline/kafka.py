@@ -131,7 +131,7 @@ class KafkaSource:
         """Messages not yet consumed on the assigned partitions (for the progress bar and metrics)."""
         total = 0
         for tp in self._consumer.assignment():
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)  # noqa: E501
             pos = self._consumer.position([tp])[0].offset
             total += max(0, high - pos) if pos >= 0 else high
         return total

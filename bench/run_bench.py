@@ -1,0 +1,170 @@
+"""``make bench``: decode-only ceiling vs the full pipeline on the same alerts, in one run, on this machine.
+
+Prints alerts/s for (a) fastavro decoding alone on the same Dask workers the pipeline uses (the ceiling),
+(b) the full pipeline from a night archive (decode, archive, correction, magstats, lake, PostgreSQL, manifest),
+their ratio, and peak memory (whole process tree: driver, workers, PostgreSQL). Figures are only comparable
+within one run: the machine is shared and noisy.
+
+    python -m bench.run_bench [--copies 4] [--batch-size 500] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import fastavro
+import psutil
+
+from pipeline.config import SHARED_ZTF, load_settings
+
+
+class PeakRSS:
+    """Samples the RSS of this process and all its children; keeps the peak of the sum."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            self.peak_total = max(self.peak_total, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _decode_only(payloads: list[bytes]) -> int:
+    n = 0
+    for p in payloads:
+        for _ in fastavro.reader(io.BytesIO(p)):
+            n += 1
+    return n
+
+
+def build_night(src: Path, copies: int, dest: Path) -> list[bytes]:
+    files = sorted(src.glob("*.avro"))
+    payloads = []
+    for k in range(copies):
+        d = dest / f"copy{k:02d}"
+        d.mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, d / f.name)
+            payloads.append(f.read_bytes())
+    return payloads
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default=str(SHARED_ZTF), help="folder of real .avro alerts")
+    ap.add_argument("--copies", type=int, default=4, help="replicate the sample to make a longer night")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+
+    src = Path(args.source)
+    if not src.is_dir():
+        raise SystemExit(f"no alerts at {src}: pass --source")
+    from distributed import Client, LocalCluster
+
+    from pipeline.driver import _chunks, run
+
+    tmp = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    try:
+        payloads = build_night(src, args.copies, tmp / "night")
+        n = len(payloads)
+        mb = sum(map(len, payloads)) / 1e6
+
+        t = time.perf_counter()
+        one_core = _decode_only(payloads[: min(n, 1500)])
+        single = one_core / (time.perf_counter() - t)
+
+        with (
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            chunks = _chunks(payloads, args.workers * 2)
+            futs = client.scatter(chunks)
+            client.gather(client.map(_decode_only, futs, pure=False))  # warm the workers
+            t = time.perf_counter()
+            decoded = sum(client.gather(client.map(_decode_only, futs, pure=False)))
+            ceiling = decoded / (time.perf_counter() - t)
+
+        settings = load_settings(
+            env={},
+            overrides=dict(
+                source=str(tmp / "night"),
+                out=str(tmp / "out"),
+                batch_size=args.batch_size,
+                n_workers=args.workers,
+                threads_per_worker=1,
+                dashboard_address=":0",
+                progress=False,
+            ),
+        )
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            report = run(settings, log=lambda *_: None)
+            wall = time.perf_counter() - t
+        s = report.summary()
+        full = s["alerts_per_second"]
+        figures = {
+            "alerts": n,
+            "megabytes": round(mb, 1),
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "decode_one_core_alerts_per_s": round(single, 1),
+            "decode_only_alerts_per_s": round(ceiling, 1),
+            "pipeline_alerts_per_s": full,
+            "pipeline_over_decode_ratio": round(full / ceiling, 3) if ceiling else None,
+            "pipeline_wall_s_incl_startup": round(wall, 2),
+            "batch_seconds_p50": s["batch_seconds_p50"],
+            "batch_seconds_p99": s["batch_seconds_p99"],
+            "peak_rss_total_mb": round(mem.peak_total / 1e6),
+            "step_seconds": s["step_seconds"],
+            "worker_seconds": s["worker_seconds"],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"bench: {n} real ZTF alerts ({mb:.0f} MB), {args.workers} workers x 1 thread, batch {args.batch_size}"
+    )
+    print(f"  decode only, 1 core in-process    {figures['decode_one_core_alerts_per_s']:>9} alerts/s")
+    print(f"  decode only, on the Dask workers  {figures['decode_only_alerts_per_s']:>9} alerts/s  (ceiling)")
+    print(f"  full pipeline (archive source)    {figures['pipeline_alerts_per_s']:>9} alerts/s")
+    print(f"  ratio pipeline / ceiling          {figures['pipeline_over_decode_ratio']:>9}")
+    print(
+        f"  batch latency p50 / p99           {figures['batch_seconds_p50']} s / {figures['batch_seconds_p99']} s"
+    )
+    print(f"  peak memory (driver+workers+pg)   {figures['peak_rss_total_mb']:>9} MB")
+    print(f"  driver time per step (s)          {figures['step_seconds']}")
+    print(f"  worker time per step (s)          {figures['worker_seconds']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""``broker`` — the command line. Every flag of ``run-night`` mirrors a setting in pipeline/config.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import ENV_PREFIX, load_settings, settings_fields
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML file of settings (env: BROKER_CONFIG)")
+    for f in settings_fields():
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"{f.metadata.get('help', '')} (env: {ENV_PREFIX}{f.name.upper()})"
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, default=None, help=help_)
+
+
+def _settings(args: argparse.Namespace):
+    overrides = {f.name: getattr(args, f.name, None) for f in settings_fields()}
+    return load_settings(args.config, overrides=overrides)
+
+
+def cmd_run_night(args: argparse.Namespace) -> int:
+    from pipeline.driver import run
+
+    settings = _settings(args)
+    report = run(settings)
+    print(report.render())
+    print(f"report written to {Path(settings.reports_dir).resolve()}")
+    return 0 if report.status == "ok" and report.alerts > 0 else 1
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Fetch a raw alert packet (and its stamps) back from the archive by candid."""
+    from storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
+
+    settings = _settings(args)
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        store = SummaryStore(pg.dsn)
+        rows = store.fetch_df("SELECT raw_path, night FROM alert WHERE candid = %s", (args.candid,))
+    if rows.empty:
+        print(f"candid {args.candid} is not in the alert table", file=sys.stderr)
+        return 1
+    archive = RawArchive(Lake(settings.lake, settings.storage_options or None))
+    payload = archive.fetch(args.candid, night=int(rows["night"].iloc[0]), path=rows["raw_path"].iloc[0])
+    out = Path(args.dest or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.candid}.avro").write_bytes(payload)
+    for name, data in archive.fetch_stamps(args.candid, path=rows["raw_path"].iloc[0]).items():
+        if data:
+            (out / f"{args.candid}_{name}.fits.gz").write_bytes(data)
+    print(f"wrote {out / f'{args.candid}.avro'} and its stamps")
+    return 0
+
+
+class _Null:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Push a night archive to a Kafka topic (replaying a night, or a load test at a given rate)."""
+    from pipeline.archive import iter_archive
+    from pipeline.kafka import ensure_topic, parse_kafka_url, produce
+
+    url = parse_kafka_url(args.to)
+    ensure_topic(url.bootstrap, url.topics[0], partitions=args.partitions)
+    payloads = ((m.key, m.payload) for batch in iter_archive(Path(args.archive), 1000) for m in batch)
+    n = produce(url.bootstrap, url.topics[0], payloads, rate=args.rate)
+    print(f"produced {n} alerts to {args.to}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broker", description="An alert broker for ZTF and LSST on Dask.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run-night", help="process one night (an archive, or a Kafka topic until idle)")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_run_night)
+
+    p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
+    _add_settings_flags(p)
+    p.add_argument("candid", type=int)
+    p.add_argument("--dest", help="folder to write into (default: current)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("produce", help="produce a night archive to a Kafka topic")
+    p.add_argument("archive", help="folder or .tar.gz of .avro files")
+    p.add_argument("--to", required=True, help="kafka://host:port/topic")
+    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument(
+        "--rate", type=float, default=None, help="alerts per second (default: as fast as possible)"
+    )
+    p.set_defaults(func=cmd_produce)
+
+    try:
+        from pipeline.simulator.cli import register
+    except ImportError:  # the simulator is optional at import time
+        register = None
+    if register is not None:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The driver: pull micro-batches, fan the work out on Dask, write every sink, then commit.
+
+Per batch (architecture.md, "Data flow of one micro-batch"):
+1. the batch manifest removes lake files of earlier, superseded batches that overlap these offsets;
+2. workers decode slices of raw packets and archive the raw packets;
+3. the driver assigns every object to one sky region (HEALPix, from its earliest alert);
+4. workers run the science per region and write the lake files;
+5. the driver bulk-upserts the PostgreSQL summaries and records the batch in the manifest;
+6. only then are the source offsets committed (and the manifest entry marked committed).
+A crash anywhere before 6 replays the batch; the manifest and upserts make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import re
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import pandas as pd
+from distributed import Client, LocalCluster
+
+from pipeline.config import Settings
+from pipeline.model import RawMessage, dead_letters_frame
+from pipeline.regions import assign_regions
+from pipeline.report import BatchReport, RunReport
+from pipeline.sources import Source, open_source
+from pipeline.tasks import decode_chunk, process_region, split_by_region
+from storage import EmbeddedPostgres, Lake, SummaryStore, manifest
+
+
+def make_batch_id(messages: list[RawMessage]) -> str:
+    """A name that depends only on the batch's coordinates: re-running the same batch rewrites the same files."""
+    ranges = batch_ranges(messages)
+    parts = []
+    for source in sorted(ranges):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split(":", 1)[-1])[:40]
+        spans = "_".join(f"p{p}o{a}-{b}" for p, (a, b) in sorted(ranges[source].items()))
+        parts.append(f"{slug}-{spans}")
+    name = "+".join(parts)
+    if len(name) > 120:
+        name = name[:80] + "-" + hashlib.sha1(name.encode()).hexdigest()[:16]
+    return name
+
+
+def batch_ranges(messages: list[RawMessage]) -> dict[str, dict[int, tuple[int, int]]]:
+    """{source: {partition: (first offset, last offset)}} of a batch."""
+    out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
+    for m in messages:
+        lo, hi = out[m.source].get(m.partition, (m.offset, m.offset))
+        out[m.source][m.partition] = (min(lo, m.offset), max(hi, m.offset))
+    return dict(out)
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    n = max(1, min(n, len(items)))
+    size = -(-len(items) // n)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class Broker:
+    """A running broker: services opened once, then any number of batches."""
+
+    settings: Settings
+    client: Client
+    lake: Lake
+    store: SummaryStore
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+
+    @property
+    def lake_spec(self) -> tuple[str, tuple]:
+        return (self.settings.lake, tuple(sorted(self.settings.storage_options.items())))
+
+    def n_threads(self) -> int:
+        info = self.client.scheduler_info()
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    # ------------------------------------------------------------------------------------------
+    def process_batch(self, messages: list[RawMessage]) -> BatchReport:
+        """Everything but the offset commit. Raises if any sink failed (then nothing may be committed)."""
+        t_start = time.perf_counter()
+        batch_id = make_batch_id(messages)
+        ranges = batch_ranges(messages)
+        rep = BatchReport(batch_id=batch_id, messages=len(messages))
+
+        t = time.perf_counter()
+        for source, parts in ranges.items():
+            stale = manifest.superseded_files(self.store, source, parts, batch_id)
+            for old_batch, paths in stale:
+                self.lake.delete_files(paths)
+                manifest.forget_batches(self.store, [old_batch])
+                rep.superseded_batches += 1
+        rep.seconds["manifest"] = time.perf_counter() - t
+
+        n_threads = self.n_threads()
+        client = self.client
+        chunks = _chunks(messages, n_threads * 2)
+        chunk_futs = client.scatter(chunks)
+        dec_futs = [
+            client.submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, pure=False)
+            for i, cf in enumerate(chunk_futs)
+        ]
+        small = client.gather(
+            [
+                client.submit(lambda r: (r.keys, r.dead, r.raw_index, r.seconds), f, pure=False)
+                for f in dec_futs
+            ]
+        )
+        keys = (
+            pd.concat([s[0] for s in small if not s[0].empty], ignore_index=True) if small else pd.DataFrame()
+        )
+        dead = [d for s in small for d in s[1]]
+        raw_index = pd.concat([s[2] for s in small], ignore_index=True) if small else pd.DataFrame()
+        for s in small:
+            for k, v in s[3].items():
+                rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
+        rep.seconds["decode"] = time.perf_counter() - t_start - rep.seconds["manifest"]
+
+        paths: list[str] = []
+        results = []
+        if not keys.empty:
+            t = time.perf_counter()
+            n_regions = n_threads * self.settings.regions_per_thread
+            oid_region = assign_regions(keys, n_regions, self.settings.healpix_order)
+            n_regions = int(oid_region.max()) + 1
+            region_map = client.scatter(oid_region, broadcast=True)
+            split_futs = [
+                client.submit(split_by_region, f, region_map, n_regions, pure=False) for f in dec_futs
+            ]
+            region_futs = []
+            for r in range(n_regions):
+                pieces = [client.submit(operator.getitem, sf, r, pure=False) for sf in split_futs]
+                region_futs.append(
+                    client.submit(process_region, pieces, batch_id, r, self.lake_spec, pure=False)
+                )
+            results = client.gather(region_futs)
+            rep.regions = n_regions
+            rep.seconds["science+lake"] = time.perf_counter() - t
+            for res in results:
+                paths.extend(res.paths)
+                for k, v in res.counts.items():
+                    rep.counts[k] = rep.counts.get(k, 0) + v
+                for k, v in res.seconds.items():
+                    rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
+        del dec_futs, chunk_futs
+
+        t = time.perf_counter()
+        if dead:
+            dl = dead_letters_frame(dead, batch_id)
+            paths.extend(self.lake.write_table("dead_letters", dl, batch_id))
+            self.store.upsert("dead_letter", dl.drop(columns=["payload"]))
+        rep.dead_letters = len(dead)
+        if results:
+            objects = pd.concat([r.objects for r in results if not r.objects.empty], ignore_index=True)
+            mags = pd.concat([r.magstats for r in results if not r.magstats.empty], ignore_index=True)
+            alerts = pd.concat([r.alerts for r in results if not r.alerts.empty], ignore_index=True)
+            alerts = alerts.merge(raw_index, on="candid", how="left")
+            alerts["batch_id"] = batch_id
+            self.store.upsert("object", objects)
+            self.store.upsert("magstats", mags)
+            self.store.upsert("alert", alerts)
+        rep.seconds["postgres"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        raw_paths = sorted(set(raw_index.get("raw_path", pd.Series(dtype=str)).dropna()))
+        manifest.record_batch(self.store, batch_id, ranges, sorted(set(paths) | set(raw_paths)))
+        rep.seconds["manifest"] += time.perf_counter() - t
+        rep.alerts = rep.counts.get("alerts", 0)
+        rep.wall = time.perf_counter() - t_start
+        return rep
+
+    def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
+        source.commit(messages)
+        manifest.mark_committed(self.store, batch_id)
+
+
+@dataclass
+class Services:
+    """The embedded defaults (or configured servers) a run needs, closed in reverse order."""
+
+    settings: Settings
+    stack: ExitStack = field(default_factory=ExitStack)
+    client: Client | None = None
+    store: SummaryStore | None = None
+    lake: Lake | None = None
+    dsn: str = ""
+
+    def __enter__(self) -> Services:
+        s = self.settings
+        self.dsn = s.pg_dsn
+        if not self.dsn:
+            pg = self.stack.enter_context(EmbeddedPostgres(s.pg_data_dir))
+            self.dsn = pg.dsn
+        self.store = SummaryStore(self.dsn)
+        self.store.ensure_schema()
+        self.lake = Lake(s.lake, s.storage_options or None)
+        if s.scheduler:
+            self.client = self.stack.enter_context(Client(s.scheduler))
+        else:
+            cluster = self.stack.enter_context(
+                LocalCluster(
+                    n_workers=s.n_workers,
+                    threads_per_worker=s.threads_per_worker,
+                    dashboard_address=s.dashboard_address,
+                    processes=True,
+                )
+            )
+            self.client = self.stack.enter_context(Client(cluster))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+
+def run(settings: Settings, log=print) -> RunReport:
+    """Process a source to its end (an archive, or a topic until idle) and return the run's report."""
+    from pipeline.progress import Progress
+
+    with Services(settings) as svc:
+        assert svc.client is not None and svc.store is not None and svc.lake is not None
+        log(f"Dask dashboard: {svc.client.dashboard_link}")
+        broker = Broker(settings, svc.client, svc.lake, svc.store)
+        source = open_source(settings)
+        report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
+        svc.store.start_run(broker.run_id, source.name, settings.public_dict())
+        status = "failed"
+        try:
+            with Progress(total=source.total(), enabled=settings.progress) as bar:
+                for messages in _batches(source):
+                    rep = broker.process_batch(messages)
+                    t = time.perf_counter()
+                    broker.commit(source, messages, rep.batch_id)
+                    rep.seconds["commit"] = time.perf_counter() - t
+                    rep.wall += rep.seconds["commit"]
+                    report.add(rep)
+                    bar.update(len(messages), report)
+            status = "ok"
+        finally:
+            source.close()
+            report.finish(status)
+            svc.store.finish_run(broker.run_id, status, report.summary())
+            report.write(settings.reports_dir)
+    return report
+
+
+def _batches(source: Source) -> Iterator[list[RawMessage]]:
+    for batch in source.batches():
+        if batch:
+            yield batch

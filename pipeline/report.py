@@ -1,0 +1,123 @@
+"""Per-batch and per-run reports: what an operator reads after a night (and what is stored in PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class BatchReport:
+    batch_id: str
+    messages: int
+    alerts: int = 0
+    dead_letters: int = 0
+    regions: int = 0
+    superseded_batches: int = 0
+    wall: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # driver wall time per step
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # summed over worker tasks
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    source: str
+    lake: str
+    night: str = ""
+    status: str = "running"
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    batches: list[BatchReport] = field(default_factory=list)
+
+    def add(self, rep: BatchReport) -> None:
+        self.batches.append(rep)
+
+    @property
+    def messages(self) -> int:
+        return sum(b.messages for b in self.batches)
+
+    @property
+    def alerts(self) -> int:
+        return sum(b.alerts for b in self.batches)
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(b.dead_letters for b in self.batches)
+
+    def finish(self, status: str) -> None:
+        self.status = status
+        self.finished_at = time.time()
+
+    def summary(self) -> dict:
+        wall = (self.finished_at or time.time()) - self.started_at
+        processing = sum(b.wall for b in self.batches)
+        counts: dict[str, int] = {}
+        steps: dict[str, float] = {}
+        worker: dict[str, float] = {}
+        for b in self.batches:
+            for k, v in b.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            for k, v in b.seconds.items():
+                steps[k] = steps.get(k, 0.0) + v
+            for k, v in b.worker_seconds.items():
+                worker[k] = worker.get(k, 0.0) + v
+        lat = np.array([b.wall for b in self.batches]) if self.batches else np.zeros(1)
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "source": self.source,
+            "night": self.night,
+            "lake": self.lake,
+            "batches": len(self.batches),
+            "messages_read": self.messages,
+            "alerts_written": self.alerts,
+            "dead_letters": self.dead_letters,
+            "counts": counts,
+            "wall_seconds": round(wall, 3),
+            "processing_seconds": round(processing, 3),
+            "alerts_per_second": round(self.alerts / processing, 1) if processing else 0.0,
+            "batch_seconds_p50": round(float(np.percentile(lat, 50)), 3),
+            "batch_seconds_p99": round(float(np.percentile(lat, 99)), 3),
+            "step_seconds": {k: round(v, 3) for k, v in steps.items()},
+            "worker_seconds": {k: round(v, 3) for k, v in worker.items()},
+        }
+
+    def render(self) -> str:
+        s = self.summary()
+        lines = [
+            f"Night summary — run {s['run_id']} ({s['status']})",
+            f"  source            {s['source']}" + (f"  night {s['night']}" if s["night"] else ""),
+            f"  lake              {s['lake']}",
+            f"  messages read     {s['messages_read']}",
+            f"  alerts written    {s['alerts_written']}",
+            f"  dead letters      {s['dead_letters']}",
+        ]
+        for k in ("objects", "detections", "non_detections", "forced_photometry", "magstats"):
+            if k in s["counts"]:
+                lines.append(f"  {k:<17} {s['counts'][k]}")
+        lines += [
+            f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",
+            f"  throughput        {s['alerts_per_second']} alerts/s over {s['processing_seconds']} s of "
+            f"processing ({s['wall_seconds']} s wall incl. start-up)",
+            "  time per step (driver wall, s): "
+            + ", ".join(f"{k} {v}" for k, v in s["step_seconds"].items()),
+            "  time per step (worker CPU, s):  "
+            + ", ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()),
+        ]
+        return "\n".join(lines)
+
+    def write(self, folder: Path) -> Path:
+        """Write ``run-<id>.json`` (summary and every batch) and ``run-<id>.md`` (the printed summary)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"run-{self.run_id}.json"
+        payload = {"summary": self.summary(), "batches": [asdict(b) for b in self.batches]}
+        path.write_text(json.dumps(payload, indent=2, default=str))
+        (folder / f"run-{self.run_id}.md").write_text("```\n" + self.render() + "\n```\n")
+        return path

@@ -1,0 +1,161 @@
+"""The functions Dask runs on workers for one micro-batch.
+
+Two stages. ``decode_chunk`` turns a slice of raw packets into the internal tables and archives the raw packets
+(they never travel back to the driver). ``process_region`` takes every piece of one sky region, runs the
+science (correction, magstats, object statistics) and writes the lake files for that region. Both return only
+small frames the driver needs for PostgreSQL and the run report, so the driver stays light as workers scale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import pandas as pd
+
+from features import correct, magstats, object_stats
+from pipeline.decode import decode_batch
+from pipeline.model import DeadLetter, RawMessage, Tables
+from storage import Lake, RawArchive
+
+#: Columns of the PostgreSQL ``alert`` summary row (the rest stays in the lake).
+ALERT_SUMMARY_COLUMNS = ["candid", "oid", "mjd", "night", "fid", "ra", "dec", "magpsf", "sigmapsf", "survey"]
+
+
+@lru_cache(maxsize=8)
+def _lake(url: str, options: tuple) -> Lake:
+    """One Lake (and its filesystem connection pool) per worker process and location."""
+    return Lake(url, dict(options) or None)
+
+
+def lake_for(spec: tuple[str, tuple]) -> Lake:
+    return _lake(*spec)
+
+
+@dataclass
+class DecodeResult:
+    tables: Tables
+    dead: list[DeadLetter]
+    keys: pd.DataFrame  # oid, mjd, ra, dec of each alert: all the driver needs to assign regions
+    raw_index: pd.DataFrame  # candid -> raw archive file
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RegionResult:
+    objects: pd.DataFrame
+    magstats: pd.DataFrame
+    alerts: pd.DataFrame  # ALERT_SUMMARY_COLUMNS
+    paths: list[str]
+    counts: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def decode_chunk(
+    messages: list[RawMessage], batch_id: str, chunk: int, lake_spec: tuple[str, tuple], keep_stamps: bool
+) -> DecodeResult:
+    t0 = time.perf_counter()
+    tables, dead, raw = decode_batch(messages, batch_id)
+    t1 = time.perf_counter()
+    raw_index = pd.DataFrame({"candid": pd.Series([], dtype="int64"), "raw_path": pd.Series([], dtype=str)})
+    if not raw.empty:
+        archive = RawArchive(lake_for(lake_spec))
+        paths = archive.write(raw, f"{batch_id}-c{chunk:03d}")
+        by_night = {_night_of_path(p): p for p in paths}
+        raw_index = pd.DataFrame(
+            {"candid": raw["candid"].to_numpy(), "raw_path": raw["night"].map(by_night).to_numpy()}
+        )
+    t2 = time.perf_counter()
+    if not keep_stamps:
+        tables.stamps = tables.stamps.iloc[0:0]
+    keys = tables.alerts[["oid", "mjd", "ra", "dec"]] if not tables.alerts.empty else pd.DataFrame()
+    return DecodeResult(tables, dead, keys, raw_index, {"decode": t1 - t0, "archive": t2 - t1})
+
+
+def _night_of_path(path: str) -> int:
+    for part in str(path).split("/"):
+        if part.startswith("night="):
+            return int(part.split("=", 1)[1])
+    return -1
+
+
+def split_by_region(result: DecodeResult, oid_region: pd.Series, n_regions: int) -> list[Tables]:
+    """Cut one chunk's tables into per-region pieces (by each row's ``oid``)."""
+    pieces = [Tables() for _ in range(n_regions)]
+    for name, df in result.tables.items():
+        if df.empty or "oid" not in df.columns:
+            continue
+        region = df["oid"].map(oid_region)
+        for r, part in df.groupby(region.to_numpy(), sort=False):
+            setattr(pieces[int(r)], name, part)
+    return pieces
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def merge_pieces(pieces: list[Tables]) -> Tables:
+    """One region's tables from its pieces; a detection seen in two chunks of the batch is kept once."""
+    merged = Tables(**{name: _concat([getattr(p, name) for p in pieces]) for name, _ in Tables().items()})
+    if not merged.detections.empty:
+        merged.detections = merged.detections.drop_duplicates(["oid", "candid"], keep="last")
+    if not merged.non_detections.empty:
+        merged.non_detections = merged.non_detections.drop_duplicates(["oid", "fid", "mjd"], keep="last")
+    if not merged.forced_photometry.empty and "pid" in merged.forced_photometry:
+        merged.forced_photometry = merged.forced_photometry.drop_duplicates(["oid", "pid"], keep="last")
+    return merged
+
+
+def process_region(
+    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple]
+) -> RegionResult:
+    t0 = time.perf_counter()
+    tables = merge_pieces(pieces)
+    seconds: dict[str, float] = {}
+    detections = correct(tables.detections) if not tables.detections.empty else tables.detections
+    t1 = time.perf_counter()
+    seconds["correct"] = t1 - t0
+    ms = magstats(detections, tables.non_detections) if not detections.empty else pd.DataFrame()
+    objs = object_stats(detections, ms) if not detections.empty else pd.DataFrame()
+    t2 = time.perf_counter()
+    seconds["magstats"] = t2 - t1
+
+    lake = lake_for(lake_spec)
+    part = f"{batch_id}-r{region:03d}"
+    paths: list[str] = []
+    for name, df in (
+        ("alerts", tables.alerts),
+        ("detections", detections),
+        ("non_detections", tables.non_detections),
+        ("forced_photometry", tables.forced_photometry),
+        ("objects", objs),
+        ("magstats", ms),
+    ):
+        if not df.empty:
+            paths.extend(lake.write_table(name, _with_batch(df, batch_id), part))
+    seconds["lake"] = time.perf_counter() - t2
+    alert_summary = (
+        tables.alerts[[c for c in ALERT_SUMMARY_COLUMNS if c in tables.alerts.columns]]
+        if not tables.alerts.empty
+        else pd.DataFrame(columns=ALERT_SUMMARY_COLUMNS)
+    )
+    counts = {
+        "alerts": len(tables.alerts),
+        "detections": len(detections),
+        "non_detections": len(tables.non_detections),
+        "forced_photometry": len(tables.forced_photometry),
+        "objects": len(objs),
+        "magstats": len(ms),
+    }
+    return RegionResult(objs, ms, alert_summary, paths, counts, seconds)
+
+
+def _with_batch(df: pd.DataFrame, batch_id: str) -> pd.DataFrame:
+    if "batch_id" in df.columns:
+        return df
+    return df.assign(batch_id=batch_id)
