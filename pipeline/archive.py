@@ -87,19 +87,30 @@ def _iter_packets(path: Path) -> Iterator[tuple[str, bytes]]:
         raise FileNotFoundError(f"archive {path} does not exist")
 
 
-def iter_archive(path: str | Path, batch_size: int) -> Iterator[list[RawMessage]]:
+def iter_archive(path: str | Path, batch_size: int, lazy: bool = False) -> Iterator[list[RawMessage]]:
     """Yield the archive's packets as lists of at most ``batch_size`` RawMessages, in offset order.
 
     ``key`` is the packet's path relative to the archive root, so a dead letter names the file to look at.
-    Non-.avro files and tar members are ignored (see the module docstring).
+    Non-.avro files and tar members are ignored (see the module docstring). ``lazy=True`` (folders only)
+    leaves each payload on disk (``RawMessage.path``) for the worker that decodes it to read
+    (``RawMessage.loaded()``): the driver then never touches the bytes, which is what lets a local cluster
+    scale with its workers. Use it only when the workers see the same filesystem.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     path = Path(os.fspath(path))
     source = archive_source(path)
     batch: list[RawMessage] = []
-    for offset, (key, payload) in enumerate(_iter_packets(path)):
-        batch.append(RawMessage(source=source, partition=0, offset=offset, payload=payload, key=key))
+    if lazy and path.is_dir():
+        packets: Iterator[tuple[str, bytes | Path]] = iter(_folder_files(path))
+    else:
+        packets = _iter_packets(path)
+    for offset, (key, data) in enumerate(packets):
+        if isinstance(data, Path):
+            msg = RawMessage(source=source, partition=0, offset=offset, payload=b"", key=key, path=str(data))
+        else:
+            msg = RawMessage(source=source, partition=0, offset=offset, payload=data, key=key)
+        batch.append(msg)
         if len(batch) == batch_size:
             yield batch
             batch = []

@@ -48,7 +48,7 @@ class Settings:
     kafka_idle_stop_s: float = field(
         default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
     )
-    regions_per_thread: int = field(default=2, metadata={"help": "sky-region tasks per worker thread"})
+    regions_per_thread: int = field(default=1, metadata={"help": "sky-region tasks per worker thread"})
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import pandas as pd
 
@@ -24,6 +24,14 @@ class RawMessage:
     offset: int
     payload: bytes
     key: str | None = None  # a file name or Kafka key, for people reading dead letters
+    path: str | None = None  # a file the payload is still to be read from (workers sharing the driver's disk)
+
+    def loaded(self) -> RawMessage:
+        """This message with its payload in memory (reads ``path`` when the payload was left on disk)."""
+        if self.payload or not self.path:
+            return self
+        with open(self.path, "rb") as fh:
+            return replace(self, payload=fh.read(), path=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ class BatchReport:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # driver wall time per step
     worker_seconds: dict[str, float] = field(default_factory=dict)  # summed over worker tasks
+    object_ids: set[str] = field(default_factory=set, repr=False)
 
 
 @dataclass
@@ -34,8 +35,12 @@ class RunReport:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     batches: list[BatchReport] = field(default_factory=list)
+    startup_seconds: float = 0.0
+    objects: set[str] = field(default_factory=set, repr=False)
 
     def add(self, rep: BatchReport) -> None:
+        self.objects |= rep.object_ids
+        rep.object_ids = set()  # keep the per-batch reports small
         self.batches.append(rep)
 
     @property
@@ -78,8 +83,10 @@ class RunReport:
             "messages_read": self.messages,
             "alerts_written": self.alerts,
             "dead_letters": self.dead_letters,
+            "objects": len(self.objects),
             "counts": counts,
             "wall_seconds": round(wall, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
             "processing_seconds": round(processing, 3),
             "alerts_per_second": round(self.alerts / processing, 1) if processing else 0.0,
             "batch_seconds_p50": round(float(np.percentile(lat, 50)), 3),
@@ -98,13 +105,14 @@ class RunReport:
             f"  alerts written    {s['alerts_written']}",
             f"  dead letters      {s['dead_letters']}",
         ]
-        for k in ("objects", "detections", "non_detections", "forced_photometry", "magstats"):
+        lines.append(f"  objects           {s['objects']} distinct")
+        for k in ("detections", "non_detections", "forced_photometry", "magstats"):
             if k in s["counts"]:
-                lines.append(f"  {k:<17} {s['counts'][k]}")
+                lines.append(f"  {k:<17} {s['counts'][k]} rows written")
         lines += [
             f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",
             f"  throughput        {s['alerts_per_second']} alerts/s over {s['processing_seconds']} s of "
-            f"processing ({s['wall_seconds']} s wall incl. start-up)",
+            f"processing (start-up {s['startup_seconds']} s)",
             "  time per step (driver wall, s): "
             + ", ".join(f"{k} {v}" for k, v in s["step_seconds"].items()),
             "  time per step (worker CPU, s):  "
@@ -117,7 +125,10 @@ class RunReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"run-{self.run_id}.json"
-        payload = {"summary": self.summary(), "batches": [asdict(b) for b in self.batches]}
+        payload = {
+            "summary": self.summary(),
+            "batches": [{k: v for k, v in asdict(b).items() if k != "object_ids"} for b in self.batches],
+        }
         path.write_text(json.dumps(payload, indent=2, default=str))
         (folder / f"run-{self.run_id}.md").write_text("```\n" + self.render() + "\n```\n")
         return path

@@ -24,13 +24,14 @@ class Source(Protocol):
 class ArchiveSource:
     """A night archive. Files are read in sorted order, so offsets (and batch ids) are stable across re-runs."""
 
-    def __init__(self, path: Path, batch_size: int) -> None:
+    def __init__(self, path: Path, batch_size: int, read_on_workers: bool = False) -> None:
         self.path = Path(path)
         self.batch_size = batch_size
+        self.read_on_workers = read_on_workers
         self.name = archive_source(self.path)
 
     def batches(self) -> Iterator[list[RawMessage]]:
-        return iter_archive(self.path, self.batch_size)
+        return iter_archive(self.path, self.batch_size, lazy=self.read_on_workers)
 
     def commit(self, messages: list[RawMessage]) -> None:
         """Nothing to acknowledge: the batch manifest records what an archive run has written."""
@@ -90,10 +91,11 @@ def resolve_archive(source: str, night: str) -> Path:
 
 def open_source(settings: Settings) -> Source:
     src = settings.source
+    local = not settings.scheduler  # a LocalCluster's workers share the driver's disk: they read the files
     if src.startswith("kafka://"):
         return KafkaBatches(settings)
     if src == "sim":
         from pipeline.simulate_night import simulated_night
 
-        return ArchiveSource(simulated_night(settings), settings.batch_size)
-    return ArchiveSource(resolve_archive(src, settings.night), settings.batch_size)
+        return ArchiveSource(simulated_night(settings), settings.batch_size, local)
+    return ArchiveSource(resolve_archive(src, settings.night), settings.batch_size, local)

@@ -63,7 +63,16 @@ class RawArchive:
         if raw_df.empty:
             return []
         frame = raw_df[RAW_COLUMNS].sort_values("candid", kind="stable")
-        return self.lake.write_table(RAW_TABLE, frame, batch_id, row_group_size=ROW_GROUP)
+        # Packets are mostly gzipped FITS stamps: compressing them again, or trying to dictionary-encode
+        # unique blobs, costs CPU for nothing.
+        return self.lake.write_table(
+            RAW_TABLE,
+            frame,
+            batch_id,
+            row_group_size=ROW_GROUP,
+            compression={"candid": "snappy", "oid": "snappy", "night": "snappy", "payload": "none"},
+            use_dictionary=["oid"],
+        )
 
     def fetch_many(
         self, candids: Iterable[int], night: int | None = None, path: str | None = None

@@ -63,6 +63,21 @@ _INT_NULLABLE = {
 Filters = ds.Expression | Sequence[Any] | None
 
 
+#: Tables whose files are partitioned by the night of the alert that brought the rows, not the rows' own
+#: observing night: a detection history spans 30 nights, and partitioning it by its own night would scatter
+#: every batch into ~30 small files per table. The rows keep their own ``night`` column.
+PARTITION_KEYS = {
+    "detections": "alert_night",
+    "non_detections": "alert_night",
+    "forced_photometry": "alert_night",
+}
+
+
+def partition_key(table: str) -> str:
+    """The column (and folder key) that partitions ``table``: ``night`` unless PARTITION_KEYS says otherwise."""
+    return PARTITION_KEYS.get(table, "night")
+
+
 def _check_name(kind: str, name: str) -> None:
     if not _NAME_RE.match(name or ""):
         raise ValueError(f"invalid {kind} {name!r}: use letters, digits and _ . + = - (no slashes)")
@@ -138,26 +153,37 @@ class Lake:
         """Where ``batch_id``'s file of ``table`` for ``night`` lives (a full path or URL)."""
         _check_name("table", table)
         _check_name("batch id", batch_id)
-        part = f"night={int(night):08d}/" if night is not None else ""
+        part = f"{partition_key(table)}={int(night):08d}/" if night is not None else ""
         return f"{self.url}/{table}/{part}{batch_id}.parquet"
 
     # ---------------------------------------------------------------------------------- writing
     def write_table(
-        self, table: str, df: pd.DataFrame, batch_id: str, row_group_size: int | None = None
+        self,
+        table: str,
+        df: pd.DataFrame,
+        batch_id: str,
+        row_group_size: int | None = None,
+        **parquet_options,
     ) -> list[str]:
         """Write ``df`` as one Parquet file per night (or one file when the table has no ``night``).
 
         Returns the paths written. An empty frame writes nothing. Same ``batch_id`` => same paths, so a
         re-run overwrites. Local writes go to a hidden temporary file renamed into place (atomic); S3 PUTs
-        are atomic by nature.
+        are atomic by nature. ``parquet_options`` go to ``pyarrow.parquet.write_table`` (e.g. per-column
+        ``compression`` or ``use_dictionary``).
         """
         _check_name("table", table)
         _check_name("batch id", batch_id)
         if df is None or df.empty:
             return []
-        if "night" not in df.columns:
-            return [self._write_one(df, self.file_path(table, batch_id), batch_id, row_group_size)]
-        night = df["night"]
+        key = partition_key(table)
+        if key not in df.columns:
+            return [
+                self._write_one(
+                    df, self.file_path(table, batch_id), batch_id, row_group_size, parquet_options
+                )
+            ]
+        night = df[key]
         if night.isna().any():
             raise ValueError(f"{table}: {int(night.isna().sum())} rows have no night; cannot partition them")
         nights = night.to_numpy(dtype=np.int64)
@@ -165,11 +191,21 @@ class Lake:
         for n in np.unique(nights):
             part = df[nights == n]
             paths.append(
-                self._write_one(part, self.file_path(table, batch_id, int(n)), batch_id, row_group_size)
+                self._write_one(
+                    part, self.file_path(table, batch_id, int(n)), batch_id, row_group_size, parquet_options
+                )
             )
         return paths
 
-    def _write_one(self, df: pd.DataFrame, path: str, batch_id: str, row_group_size: int | None) -> str:
+    def _write_one(
+        self,
+        df: pd.DataFrame,
+        path: str,
+        batch_id: str,
+        row_group_size: int | None,
+        parquet_options: dict | None = None,
+    ) -> str:
+        opts = parquet_options or {}
         try:
             table = frame_to_arrow(df)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -184,14 +220,14 @@ class Lake:
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(fs_path)}.{uuid.uuid4().hex}.tmp")
             try:
-                pq.write_table(table, tmp, row_group_size=row_group_size)
+                pq.write_table(table, tmp, row_group_size=row_group_size, **opts)
                 os.replace(tmp, fs_path)
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         else:
             with self.fs.open(fs_path, "wb") as fh:
-                pq.write_table(table, fh, row_group_size=row_group_size)
+                pq.write_table(table, fh, row_group_size=row_group_size, **opts)
         return path
 
     def delete_files(self, paths: Iterable[str]) -> int:
@@ -205,7 +241,7 @@ class Lake:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(p)
                 folder = os.path.dirname(p)
-                if os.path.basename(folder).startswith("night="):
+                if "=" in os.path.basename(folder):
                     with contextlib.suppress(OSError):  # not empty
                         os.rmdir(folder)
         else:
@@ -224,7 +260,7 @@ class Lake:
         if nights is not None:
             found: list[str] = []
             for n in sorted({int(x) for x in nights}):
-                folder = f"{base}/night={n:08d}"
+                folder = f"{base}/{partition_key(table)}={n:08d}"
                 if self.fs.exists(folder):
                     found += self.fs.ls(folder, detail=False)
         elif self.fs.exists(base):

@@ -22,7 +22,7 @@ BIG = 2**60 + 12345  # an id far beyond float64's exact range (2**53)
 
 
 def detections(n: int = 6, first_candid: int = BIG, mag_offset: float = 0.0) -> pd.DataFrame:
-    """A detections-like frame spread over two nights, with 64-bit ids and a nullable int column."""
+    """An alerts-like frame (a night-partitioned table) spread over two nights, with 64-bit ids and a nullable int column."""
     candid = np.arange(n, dtype=np.int64) + first_candid
     return pd.DataFrame(
         {
@@ -46,10 +46,10 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 def test_local_layout_and_round_trip(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     df = detections()
-    paths = lake.write_table("detections", df, "b0001")
+    paths = lake.write_table("alerts", df, "b0001")
     assert sorted(paths) == [
-        str(tmp_path / "lake" / "detections" / "night=20200101" / "b0001.parquet"),
-        str(tmp_path / "lake" / "detections" / "night=20200102" / "b0001.parquet"),
+        str(tmp_path / "lake" / "alerts" / "night=20200101" / "b0001.parquet"),
+        str(tmp_path / "lake" / "alerts" / "night=20200102" / "b0001.parquet"),
     ]
     assert all(os.path.isfile(p) for p in paths)
     # each file holds exactly its night, and the night column stays inside the file
@@ -60,7 +60,7 @@ def test_local_layout_and_round_trip(tmp_path):
     leftovers = [f for _, _, fs in os.walk(tmp_path) for f in fs if f.startswith(".")]
     assert leftovers == []
 
-    back = _sorted(lake.read_table("detections"))
+    back = _sorted(lake.read_table("alerts"))
     assert back["candid"].dtype == np.int64
     assert back["candid"].tolist() == df["candid"].tolist()  # exact beyond 2**53
     assert (
@@ -77,31 +77,31 @@ def test_local_layout_and_round_trip(tmp_path):
 def test_rewrite_same_batch_does_not_double_and_new_batch_does(tmp_path):
     lake = Lake(str(tmp_path))
     df = detections()
-    first = lake.write_table("detections", df, "b1")
-    second = lake.write_table("detections", df.assign(magpsf=df["magpsf"] + 1), "b1")
+    first = lake.write_table("alerts", df, "b1")
+    second = lake.write_table("alerts", df.assign(magpsf=df["magpsf"] + 1), "b1")
     assert first == second
-    back = lake.read_table("detections")
+    back = lake.read_table("alerts")
     assert len(back) == len(df)
     np.testing.assert_allclose(np.sort(back["magpsf"]), np.sort(df["magpsf"] + 1))
 
     # a later batch repeating the same detections (history repeats): raw read shows both, dedupe the latest
-    lake.write_table("detections", df.assign(magpsf=df["magpsf"] + 5), "b2")
-    assert len(lake.read_table("detections")) == 2 * len(df)
-    deduped = _sorted(lake.read_table("detections", dedupe=True))
+    lake.write_table("alerts", df.assign(magpsf=df["magpsf"] + 5), "b2")
+    assert len(lake.read_table("alerts")) == 2 * len(df)
+    deduped = _sorted(lake.read_table("alerts", dedupe=True))
     assert len(deduped) == len(df)
     np.testing.assert_allclose(deduped["magpsf"], df["magpsf"] + 5)
     # ... and the latest write wins even if its batch id sorts first
-    lake.write_table("detections", df.assign(magpsf=df["magpsf"] - 3), "a0")
+    lake.write_table("alerts", df.assign(magpsf=df["magpsf"] - 3), "a0")
     np.testing.assert_allclose(
-        _sorted(lake.read_table("detections", dedupe=True))["magpsf"], df["magpsf"] - 3
+        _sorted(lake.read_table("alerts", dedupe=True))["magpsf"], df["magpsf"] - 3
     )
 
 
 def test_empty_frame_and_tables_without_night(tmp_path):
     lake = Lake(str(tmp_path))
-    assert lake.write_table("detections", detections().iloc[0:0], "b1") == []
-    assert not (tmp_path / "detections").exists()
-    assert lake.read_table("detections").empty
+    assert lake.write_table("alerts", detections().iloc[0:0], "b1") == []
+    assert not (tmp_path / "alerts").exists()
+    assert lake.read_table("alerts").empty
 
     dl = pd.DataFrame(
         {
@@ -124,48 +124,48 @@ def test_empty_frame_and_tables_without_night(tmp_path):
 def test_filters_columns_nights_and_schema_drift(tmp_path):
     lake = Lake(str(tmp_path))
     df = detections()
-    lake.write_table("detections", df.assign(note=None), "b1")  # an all-null object column
+    lake.write_table("alerts", df.assign(note=None), "b1")  # an all-null object column
     later = detections(first_candid=BIG + 100).assign(note="seen", extra=1.5)
-    lake.write_table("detections", later, "b2")
-    allrows = lake.read_table("detections")
+    lake.write_table("alerts", later, "b2")
+    allrows = lake.read_table("alerts")
     assert len(allrows) == 12
     assert allrows["note"].isna().sum() == 6 and (allrows["note"] == "seen").sum() == 6
     assert allrows["extra"].isna().sum() == 6  # missing in b1's files: filled with nulls
 
     one_night = lake.read_table(
-        "detections", filters=[("night", "=", 20200102)], columns=["candid", "magpsf"]
+        "alerts", filters=[("night", "=", 20200102)], columns=["candid", "magpsf"]
     )
     assert list(one_night.columns) == ["candid", "magpsf"]
     assert len(one_night) == 6
-    pruned = lake.read_table("detections", nights=[20200101])
+    pruned = lake.read_table("alerts", nights=[20200101])
     assert set(pruned["night"]) == {20200101} and len(pruned) == 6
-    assert len(lake.list_files("detections", nights=[20200101])) == 2
-    assert lake.list_files("detections", nights=[20991231]) == []
+    assert len(lake.list_files("alerts", nights=[20200101])) == 2
+    assert lake.list_files("alerts", nights=[20991231]) == []
 
     # a stray hidden temp file (a crashed writer) is not a lake file
-    (tmp_path / "detections" / "night=20200101" / ".b3.parquet.tmp").write_bytes(b"partial")
-    assert len(lake.read_table("detections")) == 12
+    (tmp_path / "alerts" / "night=20200101" / ".b3.parquet.tmp").write_bytes(b"partial")
+    assert len(lake.read_table("alerts")) == 12
 
 
 def test_delete_files_and_dask_read_local(tmp_path):
     lake = Lake(str(tmp_path))
     df = detections()
-    p1 = lake.write_table("detections", df, "b1")
-    lake.write_table("detections", detections(first_candid=BIG + 50), "b2")
-    ddf = lake.dask_read("detections")
+    p1 = lake.write_table("alerts", df, "b1")
+    lake.write_table("alerts", detections(first_candid=BIG + 50), "b2")
+    ddf = lake.dask_read("alerts")
     assert len(ddf.compute()) == 12
     assert lake.delete_files(p1 + p1) == 4  # repeated and missing paths are fine
     assert all(not os.path.exists(p) for p in p1)
-    back = lake.dask_read("detections").compute()
+    back = lake.dask_read("alerts").compute()
     assert sorted(back["candid"].tolist()) == list(range(BIG + 50, BIG + 56))
     assert back["candid"].dtype == np.int64
 
 
 def test_lake_and_store_travel_to_dask_workers(tmp_path):
     lake = Lake(str(tmp_path))
-    lake.write_table("detections", detections(), "b1")
+    lake.write_table("alerts", detections(), "b1")
     clone = pickle.loads(pickle.dumps(lake))
-    assert clone.url == lake.url and len(clone.read_table("detections")) == 6
+    assert clone.url == lake.url and len(clone.read_table("alerts")) == 6
     store = pickle.loads(pickle.dumps(SummaryStore("postgresql://nowhere/db")))
     assert store.dsn == "postgresql://nowhere/db"
 
@@ -173,11 +173,11 @@ def test_lake_and_store_travel_to_dask_workers(tmp_path):
 def test_bad_names_are_rejected(tmp_path):
     lake = Lake(str(tmp_path))
     with pytest.raises(ValueError, match="batch id"):
-        lake.write_table("detections", detections(), "../escape")
+        lake.write_table("alerts", detections(), "../escape")
     with pytest.raises(ValueError, match="table"):
         lake.write_table("a/b", detections(), "b1")
     with pytest.raises(ValueError, match="no night"):
-        lake.write_table("detections", detections().assign(night=pd.array([pd.NA] * 6, dtype="Int32")), "b1")
+        lake.write_table("alerts", detections().assign(night=pd.array([pd.NA] * 6, dtype="Int32")), "b1")
 
 
 # --------------------------------------------------------------------------------------------- S3
@@ -185,34 +185,45 @@ def test_s3_round_trip_rewrite_and_dask(s3_lake_url):
     url, options = s3_lake_url
     lake = Lake(url, options)
     df = detections()
-    paths = lake.write_table("detections", df, "b0001")
+    paths = lake.write_table("alerts", df, "b0001")
     bucket_prefix = url.removeprefix("s3://")
     assert sorted(paths) == [
-        f"{url}/detections/night=20200101/b0001.parquet",
-        f"{url}/detections/night=20200102/b0001.parquet",
+        f"{url}/alerts/night=20200101/b0001.parquet",
+        f"{url}/alerts/night=20200102/b0001.parquet",
     ]
     fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
     assert sorted(fs.find(bucket_prefix)) == sorted(p.removeprefix("s3://") for p in paths)
 
-    back = _sorted(lake.read_table("detections"))
+    back = _sorted(lake.read_table("alerts"))
     assert back["candid"].tolist() == df["candid"].tolist()
     pd.testing.assert_frame_equal(back[df.columns], df, check_dtype=False)
 
     # the analysts' path: dask straight on the S3 URL with the same storage options
-    ddf = dd.read_parquet(f"{url}/detections", storage_options=options)
+    ddf = dd.read_parquet(f"{url}/alerts", storage_options=options)
     got = ddf.compute().sort_values("candid")
     assert got["candid"].tolist() == df["candid"].tolist()
     assert got["candid"].dtype == np.int64
-    assert len(lake.dask_read("detections").compute()) == len(df)
+    assert len(lake.dask_read("alerts").compute()) == len(df)
 
     # rewriting the same batch overwrites, a second batch adds, delete_files removes
-    lake.write_table("detections", df, "b0001")
-    assert len(lake.read_table("detections")) == len(df)
-    p2 = lake.write_table("detections", df.assign(magpsf=df["magpsf"] + 1), "b0002")
-    assert len(lake.read_table("detections")) == 2 * len(df)
-    deduped = _sorted(lake.read_table("detections", dedupe=True))
+    lake.write_table("alerts", df, "b0001")
+    assert len(lake.read_table("alerts")) == len(df)
+    p2 = lake.write_table("alerts", df.assign(magpsf=df["magpsf"] + 1), "b0002")
+    assert len(lake.read_table("alerts")) == 2 * len(df)
+    deduped = _sorted(lake.read_table("alerts", dedupe=True))
     np.testing.assert_allclose(deduped["magpsf"], df["magpsf"] + 1)
     lake.delete_files(p2)
     lake.delete_files(p2)  # again: already gone is fine (a crash may repeat the step)
-    assert len(lake.read_table("detections")) == len(df)
+    assert len(lake.read_table("alerts")) == len(df)
     assert len(fs.find(bucket_prefix)) == 2
+
+
+def test_history_tables_partition_by_alert_night(tmp_path):
+    """Detection history is filed under the night of the alert that brought it, keeping its own night."""
+    lake = Lake(str(tmp_path))
+    df = detections().assign(alert_night=np.int32(20200105))
+    paths = lake.write_table("detections", df, "b1")
+    assert paths == [str(tmp_path / "detections" / "alert_night=20200105" / "b1.parquet")]
+    back = lake.read_table("detections", nights=[20200105])
+    assert sorted(back["night"].unique()) == [20200101, 20200102]
+    assert lake.list_files("detections", nights=[20200101]) == []

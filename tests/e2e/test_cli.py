@@ -1,0 +1,70 @@
+"""The CLI as a user runs it: the installed ``broker`` script, in another working directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fastavro
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BROKER = Path(sys.executable).parent / "broker"
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    return subprocess.run(
+        [str(BROKER), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_database):
+    if not BROKER.exists():
+        pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
+    night = tmp_path / "night"
+    night.mkdir()
+    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:40]
+    for f in files:
+        shutil.copy(f, night / f.name)
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--pg-dsn", pg_database]
+    proc = _run(
+        ["run-night", "--source", str(night), "--no-progress", "--dashboard-address", ":0", *common], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Dask dashboard:" in proc.stdout
+    assert "alerts written    40" in proc.stdout
+    assert "dead letters      0" in proc.stdout
+    assert list((out / "reports").glob("run-*.md"))
+
+    with open(files[7], "rb") as fh:
+        candid = str(next(fastavro.reader(fh))["candid"])
+    dest = tmp_path / "fetched"
+    proc = _run(["fetch", candid, "--dest", str(dest), *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (dest / f"{candid}.avro").read_bytes() == files[7].read_bytes()
+    for stamp in ("science", "template", "difference"):
+        assert (dest / f"{candid}_{stamp}.fits.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_run_night_help_lists_every_setting(tmp_path):
+    if not BROKER.exists():
+        pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
+    proc = _run(["run-night", "--help"], tmp_path, timeout=60)
+    assert proc.returncode == 0
+    for flag in (
+        "--source",
+        "--out",
+        "--pg-dsn",
+        "--lake-url",
+        "--scheduler",
+        "--batch-size",
+        "--kafka-group",
+    ):
+        assert flag in proc.stdout
+    assert "BROKER_PG_DSN" in proc.stdout
