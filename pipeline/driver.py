@@ -30,7 +30,7 @@ from pipeline.model import RawMessage, dead_letters_frame
 from pipeline.regions import assign_regions
 from pipeline.report import BatchReport, RunReport
 from pipeline.sources import Source, open_source
-from pipeline.tasks import decode_chunk, process_region, split_by_region, warm_up
+from pipeline.tasks import decode_chunk, decode_summary, process_region, split_by_region, warm_up
 from storage import EmbeddedPostgres, Lake, SummaryStore, manifest
 
 
@@ -64,6 +64,19 @@ def _chunks(items: list, n: int) -> list[list]:
 
 
 @dataclass
+class InFlight:
+    """A batch whose decode tasks are running on the cluster."""
+
+    messages: list[RawMessage]
+    batch_id: str
+    ranges: dict[str, dict[int, tuple[int, int]]]
+    report: BatchReport
+    dec_futs: list
+    small_futs: list
+    t_start: float
+
+
+@dataclass
 class Broker:
     """A running broker: services opened once, then any number of batches."""
 
@@ -84,43 +97,48 @@ class Broker:
     # ------------------------------------------------------------------------------------------
     def process_batch(self, messages: list[RawMessage]) -> BatchReport:
         """Everything but the offset commit. Raises if any sink failed (then nothing may be committed)."""
+        return self.finish(self.submit(messages))
+
+    def submit(self, messages: list[RawMessage]) -> InFlight:
+        """Start a batch: retire superseded files, record the batch as started, send the decode tasks.
+
+        Returns at once: the driver can start the next batch's decoding while this one finishes (its later
+        tasks get a higher priority, so batches still complete in order)."""
         t_start = time.perf_counter()
         batch_id = make_batch_id(messages)
         ranges = batch_ranges(messages)
         rep = BatchReport(batch_id=batch_id, messages=len(messages))
-
-        t = time.perf_counter()
         for source, parts in ranges.items():
-            stale = manifest.superseded_files(self.store, source, parts, batch_id)
-            for old_batch, paths in stale:
-                self.lake.delete_files(paths)
+            for old_batch, paths in manifest.superseded_files(self.store, source, parts, batch_id):
+                self.lake.delete_files(paths or self.lake.find_batch_files(old_batch))
                 manifest.forget_batches(self.store, [old_batch])
                 rep.superseded_batches += 1
-        rep.seconds["manifest"] = time.perf_counter() - t
+        manifest.begin_batch(self.store, batch_id, ranges)
+        rep.seconds["manifest"] = time.perf_counter() - t_start
 
-        n_threads = self.n_threads()
         client = self.client
-        chunks = _chunks(messages, n_threads * 2)
         t = time.perf_counter()
-        chunk_futs = client.scatter(chunks, hash=False)
+        chunk_futs = client.scatter(_chunks(messages, self.n_threads() * 2), hash=False)
         rep.seconds["scatter"] = time.perf_counter() - t
         dec_futs = [
             client.submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, pure=False)
             for i, cf in enumerate(chunk_futs)
         ]
-        small = client.gather(
-            [
-                client.submit(lambda r: (r.keys, r.dead, r.raw_index, r.seconds), f, pure=False)
-                for f in dec_futs
-            ]
-        )
+        small_futs = [client.submit(decode_summary, f, pure=False) for f in dec_futs]
+        return InFlight(messages, batch_id, ranges, rep, dec_futs, small_futs, t_start)
+
+    def finish(self, job: InFlight) -> BatchReport:
+        """Wait for a batch's decoding, run its regions, write PostgreSQL and the manifest."""
+        client, rep, batch_id = self.client, job.report, job.batch_id
+        t = time.perf_counter()
+        small = client.gather(job.small_futs)
         keys = (
-            pd.concat([s[0] for s in small if not s[0].empty], ignore_index=True) if small else pd.DataFrame()
+            pd.concat([k for k, *_ in small if not k.empty], ignore_index=True) if small else pd.DataFrame()
         )
-        dead = [d for s in small for d in s[1]]
-        raw_index = pd.concat([s[2] for s in small], ignore_index=True) if small else pd.DataFrame()
-        for s in small:
-            for k, v in s[3].items():
+        dead = [d for _, ds, *_ in small for d in ds]
+        raw_index = pd.concat([ri for _, _, ri, _ in small], ignore_index=True) if small else pd.DataFrame()
+        for *_, secs in small:
+            for k, v in secs.items():
                 rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
         rep.seconds["decode"] = time.perf_counter() - t
 
@@ -128,18 +146,23 @@ class Broker:
         results = []
         if not keys.empty:
             t = time.perf_counter()
-            n_regions = n_threads * self.settings.regions_per_thread
+            n_regions = self.n_threads() * self.settings.regions_per_thread
             oid_region = assign_regions(keys, n_regions, self.settings.healpix_order)
             n_regions = int(oid_region.max()) + 1
             region_map = client.scatter(oid_region, broadcast=True, hash=False)
             split_futs = [
-                client.submit(split_by_region, f, region_map, n_regions, pure=False) for f in dec_futs
+                client.submit(split_by_region, f, region_map, n_regions, pure=False, priority=10)
+                for f in job.dec_futs
             ]
             region_futs = []
             for r in range(n_regions):
-                pieces = [client.submit(operator.getitem, sf, r, pure=False) for sf in split_futs]
+                pieces = [
+                    client.submit(operator.getitem, sf, r, pure=False, priority=10) for sf in split_futs
+                ]
                 region_futs.append(
-                    client.submit(process_region, pieces, batch_id, r, self.lake_spec, pure=False)
+                    client.submit(
+                        process_region, pieces, batch_id, r, self.lake_spec, pure=False, priority=10
+                    )
                 )
             results = client.gather(region_futs)
             rep.regions = n_regions
@@ -150,7 +173,7 @@ class Broker:
                     rep.counts[k] = rep.counts.get(k, 0) + v
                 for k, v in res.seconds.items():
                     rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
-        del dec_futs, chunk_futs
+        job.dec_futs.clear()
 
         t = time.perf_counter()
         if dead:
@@ -172,10 +195,10 @@ class Broker:
 
         t = time.perf_counter()
         raw_paths = sorted(set(raw_index.get("raw_path", pd.Series(dtype=str)).dropna()))
-        manifest.record_batch(self.store, batch_id, ranges, sorted(set(paths) | set(raw_paths)))
+        manifest.record_batch(self.store, batch_id, job.ranges, sorted(set(paths) | set(raw_paths)))
         rep.seconds["manifest"] += time.perf_counter() - t
         rep.alerts = rep.counts.get("alerts", 0)
-        rep.wall = time.perf_counter() - t_start
+        rep.wall = time.perf_counter() - job.t_start
         return rep
 
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
@@ -238,14 +261,16 @@ def run(settings: Settings, log=print) -> RunReport:
         status = "failed"
         try:
             with Progress(total=source.total(), enabled=settings.progress) as bar:
+                pending: InFlight | None = None
                 for messages in _batches(source):
-                    rep = broker.process_batch(messages)
-                    t = time.perf_counter()
-                    broker.commit(source, messages, rep.batch_id)
-                    rep.seconds["commit"] = time.perf_counter() - t
-                    rep.wall += rep.seconds["commit"]
-                    report.add(rep)
-                    bar.update(len(messages), report)
+                    if report.processing_started is None:
+                        report.processing_started = time.perf_counter()
+                    job = broker.submit(messages)  # decode the next batch while the previous one finishes
+                    if pending is not None:
+                        _complete(broker, source, pending, report, bar)
+                    pending = job
+                if pending is not None:
+                    _complete(broker, source, pending, report, bar)
             status = "ok"
         finally:
             source.close()
@@ -253,6 +278,18 @@ def run(settings: Settings, log=print) -> RunReport:
             svc.store.finish_run(broker.run_id, status, report.summary())
             report.write(settings.reports_dir)
     return report
+
+
+def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, bar) -> None:
+    """Finish a batch, then (and only then) commit its offsets."""
+    rep = broker.finish(job)
+    t = time.perf_counter()
+    broker.commit(source, job.messages, rep.batch_id)
+    rep.seconds["commit"] = time.perf_counter() - t
+    rep.wall += rep.seconds["commit"]
+    report.add(rep)
+    report.processing_ended = time.perf_counter()
+    bar.update(len(job.messages), report)
 
 
 def _batches(source: Source) -> Iterator[list[RawMessage]]:

@@ -74,6 +74,11 @@ def decode_chunk(
     return DecodeResult(tables, dead, keys, raw_index, {"decode": t1 - t0, "archive": t2 - t1})
 
 
+def decode_summary(result: DecodeResult) -> tuple:
+    """The small part of a decode result the driver gathers: keys, dead letters, raw index, timings."""
+    return result.keys, result.dead, result.raw_index, result.seconds
+
+
 def _night_of_path(path: str) -> int:
     for part in str(path).split("/"):
         if part.startswith("night="):

@@ -250,6 +250,20 @@ class Lake:
             self.fs.invalidate_cache()
         return len(fs_paths)
 
+    def find_batch_files(self, batch_id: str) -> list[str]:
+        """Every file of ``batch_id`` in every table (``{batch_id}.parquet`` and its ``-cNNN``/``-rNNN`` parts).
+
+        Walks the whole lake: for crash recovery only, when a batch died before recording its file list."""
+        _check_name("batch id", batch_id)
+        if not self.local:
+            self.fs.invalidate_cache()
+        root = self.root
+        if not self.fs.exists(root):
+            return []
+        pattern = re.compile(rf"^{re.escape(batch_id)}(-[cr]\d+)?\.parquet$")
+        found = self.fs.find(root, withdirs=False)
+        return sorted(self._public(f) for f in found if pattern.match(os.path.basename(f)))
+
     # ---------------------------------------------------------------------------------- reading
     def list_files(self, table: str, nights: Iterable[int] | None = None) -> list[str]:
         """The table's Parquet files (full paths), sorted; ``nights`` restricts to those partitions."""

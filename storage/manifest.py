@@ -14,7 +14,9 @@ The protocol, per batch (see pipeline/driver.py):
    that ended before the new first offset is untouched.
 2. The driver deletes those files (``Lake.delete_files``) and then ``forget_batches``. Deleting first means a
    crash in between leaves a manifest row pointing at files that may be gone; deleting again is harmless.
-3. The batch writes its files, then ``record_batch(...)`` (state ``written``).
+3. ``begin_batch(...)`` (state ``started``), the batch writes its files, then ``record_batch(...)`` (state
+   ``written``, with the file list). A batch that died between the two is superseded by name: its files are
+   found by their batch id (``Lake.find_batch_files``).
 4. After the source offsets are committed, ``mark_committed``.
 Result: after any sequence of crashes and replays each source message's rows are in the lake exactly once.
 
@@ -89,6 +91,33 @@ def record_batch(
         )
 
 
+def begin_batch(
+    store: SummaryStore, batch_id: str, ranges: Mapping[Any, Any], source: str | None = None
+) -> None:
+    """Record, before anything is written, that ``batch_id`` is about to write for these ranges (state
+    ``started``, no file list yet). If the process dies mid-batch, the replay finds this entry as superseded
+    and removes the batch's files by name (``Lake.find_batch_files``), even those nobody listed."""
+    by_source = _by_source(ranges, source)
+    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
+    as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
+    conn = store.conn
+    with store._lock, conn.transaction():
+        cur = conn.cursor()
+        cur.execute(
+            "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
+            "VALUES (%s, 'started', %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
+            "state = 'started', ranges = EXCLUDED.ranges, files = EXCLUDED.files, "
+            "written_at = now(), committed_at = NULL",
+            (batch_id, Jsonb(as_json), Jsonb([])),
+        )
+        cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
+        cur.executemany(
+            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
 def mark_committed(store: SummaryStore, batch_id: str) -> None:
     """The batch's source offsets are committed: its files are final."""
     cur = store.conn.execute(
@@ -142,6 +171,7 @@ def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batc
     Returns the deleted paths."""
     deleted: list[str] = []
     for old, files in superseded_files(store, source, ranges, batch_id):
+        files = files or lake.find_batch_files(old)  # a batch that died before listing its files
         lake.delete_files(files)
         forget_batches(store, [old])
         deleted += files

@@ -142,3 +142,24 @@ def test_manifest_api_edges(summary_store):
     assert manifest.forget_batches(summary_store, ["b1", "never"]) == 1
     assert manifest.batches(summary_store).empty
     assert summary_store.count("batch_range") == 0
+
+
+def test_batch_that_died_before_listing_its_files_is_superseded_by_name(tmp_path, summary_store):
+    """A crash between writing files and recording them leaves a 'started' entry: the replay removes the
+    files by batch id, including chunk/region parts nobody listed."""
+    import pandas as pd
+
+    from storage import Lake, manifest
+
+    lake = Lake(str(tmp_path))
+    df = pd.DataFrame({"oid": ["a", "b"], "candid": [1, 2], "night": [20200101, 20200101]})
+    manifest.begin_batch(summary_store, "src-p0o0-99", {"src": {0: (0, 99)}})
+    lake.write_table("alerts", df, "src-p0o0-99-r000")
+    lake.write_table("raw", df.assign(payload=b"x"), "src-p0o0-99-c001")
+    lake.write_table("alerts", df.assign(candid=[3, 4]), "src-p0o0-9")  # another batch: must stay
+    assert len(lake.find_batch_files("src-p0o0-99")) == 2
+
+    deleted = manifest.supersede(summary_store, lake, "src", {0: (0, 149)}, "src-p0o0-149")
+    assert len(deleted) == 2 and lake.find_batch_files("src-p0o0-99") == []
+    assert sorted(lake.read_table("alerts")["candid"]) == [3, 4]
+    assert manifest.batches(summary_store).empty
