@@ -24,6 +24,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from features.grouping import segments, time_order, value_codes
+
 #: Match radius to a reference-image source, in ZTF pixels (~1 arcsec).
 DISTANCE_THRESHOLD = 1.4
 #: ALeRCE's marker for a correction that diverges (negative science flux or negative variance).
@@ -91,20 +93,16 @@ def correct_magnitudes(
 def first_positions(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     """For each row, the position of the first detection (smallest ``mjd``, then ``candid``) of its group.
 
-    Positional (not label based) so that duplicated index labels in the caller's frame do not matter.
+    Positional (not label based) so that duplicated index labels in the caller's frame do not matter. A null
+    key is a group of its own (as ``groupby(dropna=False)``).
     """
-    n = len(df)
-    order_cols = {k: df[k].to_numpy() for k in keys}
-    tmp = pd.DataFrame(order_cols)
-    tmp["_mjd"] = as_float(df["mjd"])
-    tmp["_pos"] = np.arange(n)
-    sort_by = ["_mjd", "_candid", "_pos"] if "candid" in df.columns else ["_mjd", "_pos"]
-    if "candid" in df.columns:
-        tmp["_candid"] = df["candid"].to_numpy()
-    tmp = tmp.sort_values(sort_by, kind="stable", na_position="last")
-    first = tmp.groupby(keys, sort=False, dropna=False)["_pos"].transform("first")
-    out = np.empty(n, dtype=np.int64)
-    out[tmp["_pos"].to_numpy()] = first.to_numpy()
+    group = np.zeros(len(df), dtype=np.int64)
+    for key in keys:
+        codes = value_codes(df[key]) + 1  # null -> 0
+        group = group * (int(codes.max(initial=0)) + 1) + codes
+    seg = segments(group, time_order(df))
+    out = np.empty(len(df), dtype=np.int64)
+    out[seg.order] = np.repeat(seg.first, seg.sizes)
     return out
 
 
@@ -119,6 +117,9 @@ def is_dubious(corrected: np.ndarray, isdiffpos: np.ndarray, first_corrected: np
 
 
 def _check_isdiffpos(isdiffpos: pd.Series) -> None:
+    values = isdiffpos.to_numpy() if isdiffpos.dtype.kind in "iu" else None
+    if values is not None and ((values == 1) | (values == -1)).all():
+        return  # the common case, without pd.unique
     values = pd.unique(isdiffpos.dropna())
     bad = [v for v in values if v not in (1, -1)]
     if bad or isdiffpos.isna().any():
@@ -136,22 +137,43 @@ def correct(detections: pd.DataFrame) -> pd.DataFrame:
     pass the whole known light curve of an object, not only the new detections.
     """
     require_columns(detections, REQUIRED_COLUMNS, "correct()")
-    out = detections.copy()
-    if out.empty:
+    if detections.empty:
+        out = detections.copy()
         for col in CORRECTION_COLUMNS[:3]:
             out[col] = pd.Series(dtype="float64")
         for col in CORRECTION_COLUMNS[3:]:
             out[col] = pd.Series(dtype="bool")
         return out
-    _check_isdiffpos(out["isdiffpos"])
-    corrected = is_corrected(out["distnr"])
+    _check_isdiffpos(detections["isdiffpos"])
+    corrected = is_corrected(detections["distnr"])
     mag, err, err_ext = correct_magnitudes(
-        out["magnr"], out["magpsf"], out["sigmagnr"], out["sigmapsf"], out["isdiffpos"]
+        detections["magnr"],
+        detections["magpsf"],
+        detections["sigmagnr"],
+        detections["sigmapsf"],
+        detections["isdiffpos"],
     )
-    out["magpsf_corr"] = np.where(corrected, mag, np.nan)
-    out["sigmapsf_corr"] = np.where(corrected, err, np.nan)
-    out["sigmapsf_corr_ext"] = np.where(corrected, err_ext, np.nan)
-    out["corrected"] = corrected
-    first = first_positions(out, ["oid", "fid"])
-    out["dubious"] = is_dubious(corrected, out["isdiffpos"], corrected[first])
+    first = first_positions(detections, ["oid", "fid"])
+    added = {
+        "magpsf_corr": np.where(corrected, mag, np.nan),
+        "sigmapsf_corr": np.where(corrected, err, np.nan),
+        "sigmapsf_corr_ext": np.where(corrected, err_ext, np.nan),
+        "corrected": corrected,
+        "dubious": is_dubious(corrected, detections["isdiffpos"], corrected[first]),
+    }
+    extra = pd.DataFrame(added, index=detections.index)
+    cols = detections.columns
+    if (
+        type(cols) is pd.Index
+        and cols.name is None
+        and cols.dtype == extra.columns.dtype
+        and not detections.attrs
+        and not cols.isin(CORRECTION_COLUMNS).any()
+    ):
+        # One concat instead of a copy and five column insertions, for the same frame (the guard keeps the
+        # cases where they would differ on the slow path); copy-on-write leaves the input untouched.
+        return pd.concat([detections, extra], axis=1)
+    out = detections.copy()
+    for col, values in added.items():
+        out[col] = values
     return out

@@ -24,6 +24,10 @@ Rules, as ``docs/correction.md`` states them (not as ALeRCE's code does; see tes
   non-detection; ``sigmadm_first = sigmapsf_first`` (a limit carries no quoted error, so this is the error of
   ``dm_first``; ALeRCE stores ``sigmapsf_first - diffmaglim``, which is not an uncertainty).
 * ``night`` / ``lastmjd`` come from the same (last) detection; ``night`` is that row's ``night`` column.
+
+Implementation: one time sort and numpy segment reductions (``features.grouping``) instead of pandas
+group-bys, because the broker calls this once per region per micro-batch on small frames where pandas' fixed
+cost dominated; the numbers are the pandas group-by's, bit for bit (tests/unit/test_grouping.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ import numpy as np
 import pandas as pd
 
 from features.correction import DISTANCE_THRESHOLD, SENTINEL, as_float, require_columns
+from features.grouping import (
+    Segments,
+    distinct_counts,
+    first_true,
+    group_order,
+    key_codes,
+    lookup,
+    pick,
+    segment_stats,
+    segments,
+    take,
+    take_column,
+    time_order,
+    value_codes,
+)
 
 SCORE_THRESHOLD = 0.4
 CHINR_THRESHOLD = 2.0
@@ -98,45 +117,49 @@ def _in_range(x: np.ndarray, low: float, high: float, low_inclusive: bool = True
         return above & (x < high)
 
 
-def stellar_flags(detections: pd.DataFrame) -> pd.DataFrame:
-    """Per object (index ``oid``): ``nearZTF``, ``nearPS1``, ``stellarZTF``, ``stellarPS1``, ``stellar``.
+def object_segments(
+    detections: pd.DataFrame, what: str, in_time: np.ndarray | None = None
+) -> tuple[np.ndarray, pd.Index, Segments]:
+    """Per-row ``oid`` codes, the distinct oids (ascending), and the rows grouped by oid in time order.
 
-    See the module docstring for the rule and the PS1 fallback.
+    ``in_time`` is :func:`features.grouping.time_order` of the frame when the caller already has it.
     """
-    require_columns(detections, REQUIRED_STELLAR, "stellar_flags()")
-    cols = ["oid", "mjd", "distnr", "chinr", "sharpnr", "sgscore1", "distpsnr1"]
-    if "candid" in detections.columns:
-        cols.append("candid")
-    s = sort_in_time(detections[cols], ["oid"])
-    first = s[~s["oid"].duplicated()]
-    with_ps1 = s[s["distpsnr1"].notna()]
-    ps1 = with_ps1[~with_ps1["oid"].duplicated()].set_index("oid")[["sgscore1", "distpsnr1"]]
-    ps1 = ps1.reindex(first["oid"])
+    codes, oids = key_codes(detections["oid"], what)
+    return codes, oids, segments(codes, time_order(detections) if in_time is None else in_time)
 
-    distnr, chinr, sharpnr = (as_float(first[c]) for c in ("distnr", "chinr", "sharpnr"))
-    distpsnr1, sgscore1 = as_float(ps1["distpsnr1"]), as_float(ps1["sgscore1"])
+
+def stellar_arrays(detections: pd.DataFrame, by_object: Segments) -> dict[str, np.ndarray]:
+    """The ``STELLAR_COLUMNS`` flags of each group of ``by_object`` (rows grouped by oid, in time order)."""
+    first = by_object.first
+    distnr, chinr, sharpnr = (as_float(detections[c])[first] for c in ("distnr", "chinr", "sharpnr"))
+    # PS1 fallback: the earliest detection of the object that carries a PS1 neighbour.
+    all_distpsnr1 = as_float(detections["distpsnr1"])
+    with_ps1 = first_true(~np.isnan(all_distpsnr1[by_object.order]), by_object)
+    rows = by_object.order[np.maximum(with_ps1, 0)]
+    distpsnr1 = np.where(with_ps1 >= 0, all_distpsnr1[rows], np.nan)
+    sgscore1 = np.where(with_ps1 >= 0, as_float(detections["sgscore1"])[rows], np.nan)
+
     near_ztf = _in_range(distnr, 0.0, DISTANCE_THRESHOLD)
     near_ps1 = _in_range(distpsnr1, 0.0, DISTANCE_THRESHOLD)
     with np.errstate(invalid="ignore"):
         stellar_ps1 = sgscore1 > SCORE_THRESHOLD
     stellar_ztf = _in_range(chinr, 0.0, CHINR_THRESHOLD) & _in_range(sharpnr, SHARPNR_MIN, SHARPNR_MAX, False)
     stellar = near_ztf & ((near_ps1 & stellar_ps1) | (~near_ps1 & stellar_ztf))
-    return pd.DataFrame(
-        {
-            "nearZTF": near_ztf,
-            "nearPS1": near_ps1,
-            "stellarZTF": stellar_ztf,
-            "stellarPS1": stellar_ps1,
-            "stellar": stellar,
-        },
-        index=pd.Index(first["oid"].to_numpy(), name="oid"),
-    )
+    return dict(zip(STELLAR_COLUMNS, (near_ztf, near_ps1, stellar_ztf, stellar_ps1, stellar), strict=True))
 
 
-def sort_in_time(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Rows grouped by ``keys`` and in time order inside each group, with a fresh RangeIndex."""
-    by = [*keys, "mjd", "candid"] if "candid" in df.columns else [*keys, "mjd"]
-    return df.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+def stellar_flags(detections: pd.DataFrame) -> pd.DataFrame:
+    """Per object (index ``oid``): ``nearZTF``, ``nearPS1``, ``stellarZTF``, ``stellarPS1``, ``stellar``.
+
+    See the module docstring for the rule and the PS1 fallback.
+    """
+    require_columns(detections, REQUIRED_STELLAR, "stellar_flags()")
+    _, _, by_object = object_segments(detections, "stellar_flags()")
+    if len(detections) == 0:  # an empty object array makes an object (not str) index, as it always did
+        flags = {c: np.zeros(0, dtype=bool) for c in STELLAR_COLUMNS}
+        return pd.DataFrame(flags, index=pd.Index(take(detections["oid"], by_object.first), name="oid"))
+    oids = take_column(detections["oid"], by_object.first)
+    return pd.DataFrame(stellar_arrays(detections, by_object), index=pd.Index(oids, name="oid"))
 
 
 def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -144,53 +167,54 @@ def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES.get(c, "float64")) for c in columns})
 
 
-def _dmdt(firsts: pd.DataFrame, non_detections: pd.DataFrame | None) -> pd.DataFrame:
-    """dm/dt from the non-detections older than the first detection by more than DMDT_MIN_DT days."""
-    cols = ["dmdt_first", "dm_first", "sigmadm_first", "dt_first"]
-    out = pd.DataFrame(np.nan, index=firsts.index, columns=cols)
+def _dmdt(
+    non_detections: pd.DataFrame | None,
+    group_keys: np.ndarray,
+    oids: pd.Index,
+    fids: pd.Index,
+    firsts: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """dm/dt from the non-detections older than the first detection by more than DMDT_MIN_DT days.
+
+    ``group_keys`` (ascending) are ``oid_code * len(fids) + fid_code`` of the (oid, fid) groups; ``firsts``
+    holds ``fid`` (its dtype is the join dtype), ``mjd``, ``mag`` and ``err`` of each group's first detection.
+    Among equal rates the earliest non-detection row wins (the order of a pandas inner merge).
+    """
+    n_groups = len(group_keys)
+    out = {c: np.full(n_groups, np.nan) for c in ("dmdt_first", "dm_first", "sigmadm_first", "dt_first")}
     if non_detections is None or non_detections.empty:
         return out
     require_columns(non_detections, REQUIRED_NON_DETECTIONS, "magstats() non_detections")
-    nd = pd.DataFrame(
-        {
-            "oid": non_detections["oid"].to_numpy(),
-            "fid": non_detections["fid"].to_numpy(),
-            "nd_mjd": as_float(non_detections["mjd"]),
-            "diffmaglim": as_float(non_detections["diffmaglim"]),
-        }
-    )
-    f = pd.DataFrame(
-        {
-            "oid": firsts["oid"].to_numpy(),
-            "fid": firsts["fid"].to_numpy(),
-            "row": np.arange(len(firsts)),
-            "mjd": as_float(firsts["mjd"]),
-            "mag": as_float(firsts["magpsf"]),
-            "err": as_float(firsts["sigmapsf"]),
-        }
-    )
-    nd["fid"] = nd["fid"].astype(f["fid"].dtype)
-    j = f.merge(nd, on=["oid", "fid"], how="inner")
-    j["dt"] = j["mjd"] - j["nd_mjd"]
-    j = j[(j["dt"] > DMDT_MIN_DT) & np.isfinite(j["diffmaglim"])]
-    if j.empty:
+    nd_fid = non_detections["fid"].to_numpy().astype(firsts["fid"].dtype)
+    oid_code = lookup(oids, non_detections["oid"])
+    fid_code = fids.get_indexer(nd_fid)
+    group_of_key = np.full(len(oids) * len(fids), -1)
+    group_of_key[group_keys] = np.arange(n_groups)
+    rows = np.flatnonzero((oid_code >= 0) & (fid_code >= 0))
+    g = group_of_key[oid_code[rows] * len(fids) + fid_code[rows]]
+    rows, g = rows[g >= 0], g[g >= 0]
+    limit = as_float(non_detections["diffmaglim"])[rows]
+    dt = firsts["mjd"][g] - as_float(non_detections["mjd"])[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = (firsts["mag"][g] + firsts["err"][g] - limit) / dt
+        keep = np.flatnonzero((dt > DMDT_MIN_DT) & np.isfinite(limit) & np.isfinite(rate))
+    if len(keep) == 0:
         return out
-    j = j.assign(dmdt=(j["mag"] + j["err"] - j["diffmaglim"]) / j["dt"])
-    j = j[np.isfinite(j["dmdt"])]
-    best = j.sort_values(["row", "dmdt"], kind="stable", na_position="last").drop_duplicates("row")
-    rows = best["row"].to_numpy()
-    out.iloc[rows, 0] = best["dmdt"].to_numpy()
-    out.iloc[rows, 1] = (best["mag"] - best["diffmaglim"]).to_numpy()
-    out.iloc[rows, 2] = best["err"].to_numpy()
-    out.iloc[rows, 3] = best["dt"].to_numpy()
+    g, limit, dt, rate, rows = g[keep], limit[keep], dt[keep], rate[keep], rows[keep]
+    # Per group the smallest rate; among equal rates the earliest non-detection (rows ascend already).
+    by_group = group_order(g, n_groups)
+    gs = g[by_group]
+    starts = np.flatnonzero(np.concatenate(([True], gs[1:] != gs[:-1])))
+    lowest = np.minimum.reduceat(rate[by_group], starts)
+    is_lowest = rate[by_group] == np.repeat(lowest, np.diff(np.append(starts, len(gs))))
+    first_lowest = np.minimum.reduceat(np.where(is_lowest, np.arange(len(gs)), len(gs)), starts)
+    best = by_group[first_lowest]
+    gb = g[best]
+    out["dmdt_first"][gb] = rate[best]
+    out["dm_first"][gb] = firsts["mag"][gb] - limit[best]
+    out["sigmadm_first"][gb] = firsts["err"][gb]
+    out["dt_first"][gb] = dt[best]
     return out
-
-
-def _stats(values: pd.Series, keys: list[pd.Series], index: pd.MultiIndex) -> pd.DataFrame:
-    g = values.groupby(keys, sort=False)
-    agg = g.agg(["mean", "median", "max", "min", "std", "count"]).reindex(index)
-    agg.loc[agg["count"] == 1, "std"] = 0.0
-    return agg
 
 
 def magstats(
@@ -210,64 +234,63 @@ def magstats(
     columns = MAGSTATS_COLUMNS + (EXTRA_COLUMNS if alerce_extras else ())
     if detections_corrected.empty:
         return empty_frame(columns)
+    df = detections_corrected
 
-    s = sort_in_time(detections_corrected, ["oid", "fid"])
-    keys = [s["oid"], s["fid"]]
-    first = s[~s.duplicated(["oid", "fid"], keep="first")]
-    last = s[~s.duplicated(["oid", "fid"], keep="last")]
-    index = pd.MultiIndex.from_frame(first[["oid", "fid"]])
+    in_time = time_order(df)
+    oid_code, oids, by_object = object_segments(df, "magstats()", in_time)
+    fid_code, fids = key_codes(df["fid"], "magstats()")
+    band_key = oid_code * len(fids) + fid_code
+    seg = segments(band_key, in_time)
+    order, first, last = seg.order, seg.first, seg.last
 
-    out = pd.DataFrame(
-        {
-            "oid": first["oid"].to_numpy(),
-            "fid": first["fid"].to_numpy(),
-            "survey": first["survey"].to_numpy(),
-        }
-    )
-    counts = s.groupby(keys, sort=False).agg(ndet=("mjd", "size"), ndubious=("dubious", "sum")).reindex(index)
-    out["ndet"] = counts["ndet"].to_numpy().astype("int64")
-    out["ndubious"] = counts["ndubious"].to_numpy().astype("int64")
-
-    raw = _stats(pd.Series(as_float(s["magpsf"])), keys, index)
+    out: dict[str, np.ndarray] = {
+        "oid": take_column(df["oid"], first),
+        "fid": take(df["fid"], first),
+        "survey": take_column(df["survey"], first),
+        "ndet": seg.sizes.astype("int64"),
+        "ndubious": np.add.reduceat(df["dubious"].to_numpy(dtype="int64", na_value=0)[order], seg.starts),
+    }
+    magpsf = as_float(df["magpsf"])
+    raw = segment_stats(magpsf[order], seg)
     for stat, col in zip(_STATS, ("mean", "median", "max", "min", "std"), strict=True):
-        out[f"mag{stat}"] = raw[col].to_numpy()
-    out["maglast"] = as_float(last["magpsf"])
-    out["magfirst"] = as_float(first["magpsf"])
+        out[f"mag{stat}"] = raw[col]
+    out["maglast"], out["magfirst"] = magpsf[last], magpsf[first]
 
-    mag_corr = as_float(s["magpsf_corr"])
-    valid = s["corrected"].to_numpy(dtype=bool) & np.isfinite(mag_corr) & (mag_corr != SENTINEL)
-    sv = s[valid]
-    vkeys = [sv["oid"], sv["fid"]]
-    corr = _stats(pd.Series(mag_corr[valid], index=sv.index), vkeys, index)
+    # Valid corrected magnitudes only: invalid ones become NaN, which every statistic skips.
+    mag_corr = as_float(df["magpsf_corr"])[order]
+    valid = df["corrected"].to_numpy(dtype=bool)[order] & np.isfinite(mag_corr) & (mag_corr != SENTINEL)
+    mag_corr = np.where(valid, mag_corr, np.nan)
+    corr = segment_stats(mag_corr, seg, nan_rows_dropped=True)
     for stat, col in zip(_STATS, ("mean", "median", "max", "min", "std"), strict=True):
-        out[f"mag{stat}_corr"] = corr[col].to_numpy()
-    vlast = sv[~sv.duplicated(["oid", "fid"], keep="last")].set_index(["oid", "fid"])["magpsf_corr"]
-    vfirst = sv[~sv.duplicated(["oid", "fid"], keep="first")].set_index(["oid", "fid"])["magpsf_corr"]
-    out["maglast_corr"] = as_float(vlast.reindex(index))
-    out["magfirst_corr"] = as_float(vfirst.reindex(index))
+        out[f"mag{stat}_corr"] = corr[col]
+    out["maglast_corr"] = pick(mag_corr, first_true(valid, seg, last=True))
+    out["magfirst_corr"] = pick(mag_corr, first_true(valid, seg))
 
-    out["firstmjd"] = as_float(first["mjd"])
-    out["lastmjd"] = as_float(last["mjd"])
-    out["corrected"] = first["corrected"].to_numpy(dtype=bool)
-    flags = stellar_flags(detections_corrected)
-    out["stellar"] = flags["stellar"].reindex(out["oid"]).to_numpy(dtype=bool)
-    saturated = pd.Series(mag_corr[valid] < SATURATION_THRESHOLD, index=sv.index).groupby(vkeys).sum()
+    mjd = as_float(df["mjd"])
+    out["firstmjd"], out["lastmjd"] = mjd[first], mjd[last]
+    out["corrected"] = df["corrected"].array.take(first).to_numpy(dtype=bool)
+    group_oid = band_key[first] // len(fids)
+    flags = stellar_arrays(df, by_object)
+    out["stellar"] = flags["stellar"][group_oid]
+    saturated = np.add.reduceat((valid & (mag_corr < SATURATION_THRESHOLD)).astype(np.int64), seg.starts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["saturation_rate"] = as_float(saturated.reindex(index)) / corr["count"].to_numpy()
+        out["saturation_rate"] = saturated / corr["count"]
 
-    dmdt = _dmdt(first, non_detections)
-    for col in dmdt.columns:
-        out[col] = dmdt[col].to_numpy()
-    out["night"] = last["night"].to_numpy().astype("int32")
+    sigmapsf = as_float(df["sigmapsf"])
+    firsts = {"fid": out["fid"], "mjd": out["firstmjd"], "mag": out["magfirst"], "err": sigmapsf[first]}
+    out.update(_dmdt(non_detections, band_key[first], oids, fids, firsts))
+    out["night"] = take(df["night"], last).astype("int32")
 
     if alerce_extras:
         for col in STELLAR_COLUMNS[:4]:
-            out[col] = flags[col].reindex(out["oid"]).to_numpy(dtype=bool)
-        out["nrfid"] = s.groupby(keys, sort=False)["rfid"].nunique().reindex(index).to_numpy().astype("int64")
-        out["sigmapsf_first"] = as_float(first["sigmapsf"])
-        ap = _stats(pd.Series(as_float(s["magap"])), keys, index)
+            out[col] = flags[col][group_oid]
+        group_of_row = np.empty(len(df), dtype=np.int64)
+        group_of_row[order] = seg.ids()
+        out["nrfid"] = distinct_counts(group_of_row, value_codes(df["rfid"]), len(first))
+        out["sigmapsf_first"] = sigmapsf[first]
+        magap = as_float(df["magap"])
+        ap = segment_stats(magap[order], seg)
         for stat in ("mean", "median", "max", "min"):
-            out[f"magap_{stat}"] = ap[stat].to_numpy()
-        out["magap_first"] = as_float(first["magap"])
-        out["magap_last"] = as_float(last["magap"])
-    return out[list(columns)]
+            out[f"magap_{stat}"] = ap[stat]
+        out["magap_first"], out["magap_last"] = magap[first], magap[last]
+    return pd.DataFrame({c: out[c] for c in columns})

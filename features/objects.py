@@ -22,6 +22,8 @@
   ``magmean``, and their ``_corr`` versions, from the magstats rows (ZTF fid 1/2, LSST fid 5/6); NaN unless
   the object has both bands.
 * ``deltajd = lastmjd - firstmjd`` (days); ``night`` is the ``night`` of the last detection.
+
+Like :mod:`features.magstats`, computed on rows sorted once (``features.grouping``), without pandas group-bys.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from features.correction import as_float, require_columns
-from features.magstats import empty_frame, sort_in_time, stellar_flags
+from features.grouping import lookup, take, take_column, value_codes
+from features.magstats import empty_frame, object_segments, stellar_arrays
 
 ASTROMETRIC_FLOOR_ARCSEC = 0.07
 DEFAULT_FWHM_ARCSEC = 2.0
@@ -89,17 +92,24 @@ def position_sigma_arcsec(sigmapsf: np.ndarray, fwhm_arcsec: np.ndarray) -> np.n
     return np.sqrt(ASTROMETRIC_FLOOR_ARCSEC**2 + (theta / snr) ** 2)
 
 
-def _fwhm_arcsec(s: pd.DataFrame) -> np.ndarray:
-    if "fwhm" not in s.columns:
-        return np.full(len(s), np.nan)
-    scale = s["survey"].map(PIXEL_SCALE_ARCSEC)
-    return as_float(s["fwhm"]) * as_float(scale)
+def _fwhm_arcsec(df: pd.DataFrame) -> np.ndarray:
+    if "fwhm" not in df.columns:
+        return np.full(len(df), np.nan)
+    survey, names = pd.factorize(df["survey"])
+    scale = np.array([PIXEL_SCALE_ARCSEC.get(name, np.nan) for name in names] + [np.nan])
+    return as_float(df["fwhm"]) * scale[survey]  # code -1 (null survey) takes the trailing NaN
 
 
-def _positions(s: pd.DataFrame, first_rows: np.ndarray) -> pd.DataFrame:
-    """Weighted mean position and scatter per object; ``s`` is sorted by oid, rows of an oid contiguous."""
-    ra, dec = np.radians(as_float(s["ra"])), np.radians(as_float(s["dec"]))
-    w = position_sigma_arcsec(as_float(s["sigmapsf"]), _fwhm_arcsec(s)) ** -2.0
+def _positions(
+    ra_deg: np.ndarray,
+    dec_deg: np.ndarray,
+    sigmapsf: np.ndarray,
+    fwhm_arcsec: np.ndarray,
+    first_rows: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Weighted mean position and scatter per object; inputs sorted by oid, rows of an oid contiguous."""
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    w = position_sigma_arcsec(sigmapsf, fwhm_arcsec) ** -2.0
     w = np.where(np.isfinite(ra) & np.isfinite(dec), w, 0.0)
     cos_dec = np.cos(dec)
     vec = np.column_stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)])
@@ -107,7 +117,7 @@ def _positions(s: pd.DataFrame, first_rows: np.ndarray) -> pd.DataFrame:
     sums = np.add.reduceat(vec * w[:, None], first_rows, axis=0)
     meanra = np.degrees(np.arctan2(sums[:, 1], sums[:, 0])) % 360.0
     meandec = np.degrees(np.arctan2(sums[:, 2], np.hypot(sums[:, 0], sums[:, 1])))
-    counts = np.diff(np.append(first_rows, len(s)))
+    counts = np.diff(np.append(first_rows, len(ra)))
     mra, mdec = np.repeat(meanra, counts), np.repeat(meandec, counts)
     dra = ((np.degrees(ra) - mra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(mdec)) * 3600.0
     ddec = (np.degrees(dec) - mdec) * 3600.0
@@ -121,30 +131,57 @@ def _positions(s: pd.DataFrame, first_rows: np.ndarray) -> pd.DataFrame:
         sigmadec = np.sqrt(np.add.reduceat(w * np.nan_to_num(ddec) ** 2, first_rows) / norm)
     no_weight = v1 <= 0
     meanra[no_weight] = meandec[no_weight] = np.nan
-    return pd.DataFrame({"meanra": meanra, "meandec": meandec, "sigmara": sigmara, "sigmadec": sigmadec})
+    return {"meanra": meanra, "meandec": meandec, "sigmara": sigmara, "sigmadec": sigmadec}
 
 
-def _colours(magstats_df: pd.DataFrame, oids: pd.Index) -> pd.DataFrame:
+def _reference_change(df: pd.DataFrame, oid_code: np.ndarray, n_objects: int) -> np.ndarray:
+    """Per object: some band has detections on more than one (non-null) reference image ``rfid``."""
+    fid_code = value_codes(df["fid"])  # a null fid belongs to no band, as in a pandas group-by
+    rfid = value_codes(df["rfid"])
+    ok = (fid_code >= 0) & (rfid >= 0)
+    n_fids = int(fid_code.max()) + 1
+    band = oid_code[ok] * n_fids + fid_code[ok]
+    low = np.full(n_objects * n_fids, np.iinfo(np.int64).max)
+    high = np.full(n_objects * n_fids, -1)
+    np.minimum.at(low, band, rfid[ok])
+    np.maximum.at(high, band, rfid[ok])
+    two_references = (high >= 0) & (high != low)  # two distinct codes = two distinct rfid
+    return two_references.reshape(n_objects, n_fids).any(axis=1)
+
+
+def _first_by_group(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """First non-NaN value of each group in row order (pandas ``first``), NaN where the group has none."""
+    rows = np.flatnonzero((group >= 0) & ~np.isnan(values))
+    out = np.full(n_groups, np.nan)
+    groups, first = np.unique(group[rows], return_index=True)
+    out[groups] = values[rows[first]]
+    return out
+
+
+def _colours(magstats_df: pd.DataFrame, oids: pd.Index) -> dict[str, np.ndarray]:
     require_columns(magstats_df, REQUIRED_MAGSTATS, "object_stats() magstats_df")
-    out = pd.DataFrame(index=oids)
-    if magstats_df.empty:
-        for name in ("g_r_max", "g_r_max_corr", "g_r_mean", "g_r_mean_corr"):
-            out[name] = np.nan
-        return out
-    ms = magstats_df.assign(band=magstats_df["fid"].map(G_R_FIDS)).dropna(subset=["band"])
-    cols = ["magmin", "magmean", "magmin_corr", "magmean_corr"]
-    wide = ms.pivot_table(index="oid", columns="band", values=cols, aggfunc="first", dropna=False)
     pairs = {
         "g_r_max": "magmin",
         "g_r_max_corr": "magmin_corr",
         "g_r_mean": "magmean",
         "g_r_mean_corr": "magmean_corr",
     }
+    if magstats_df.empty:
+        return {name: np.full(len(oids), np.nan) for name in pairs}
+    fid = magstats_df["fid"]
+    if pd.api.types.is_numeric_dtype(fid.dtype):
+        f = as_float(fid)
+        is_g, is_r = (np.isin(f, [k for k, v in G_R_FIDS.items() if v == b]) for b in ("g", "r"))
+    else:
+        names = fid.map(G_R_FIDS).to_numpy(dtype=object)
+        is_g, is_r = names == "g", names == "r"
+    band = np.where(is_g, 0, np.where(is_r, 1, -1))
+    obj = lookup(oids, magstats_df["oid"])
+    group = np.where((band >= 0) & (obj >= 0), obj * 2 + band, -1)
+    out = {}
     for name, col in pairs.items():
-        if (col, "g") in wide.columns and (col, "r") in wide.columns:
-            out[name] = (wide[(col, "g")] - wide[(col, "r")]).reindex(oids).astype("float64")
-        else:
-            out[name] = np.nan
+        per_band = _first_by_group(group, as_float(magstats_df[col]), 2 * len(oids))
+        out[name] = per_band[0::2] - per_band[1::2]
     return out
 
 
@@ -156,29 +193,25 @@ def object_stats(detections_corrected: pd.DataFrame, magstats_df: pd.DataFrame) 
         for col in _BOOL:
             out[col] = out[col].astype("bool")
         return out
+    df = detections_corrected
+    oid_code, oids, seg = object_segments(df, "object_stats()")
+    order, first, last = seg.order, seg.first, seg.last
 
-    s = sort_in_time(detections_corrected, ["oid"])
-    is_first = ~s["oid"].duplicated(keep="first").to_numpy()
-    is_last = ~s["oid"].duplicated(keep="last").to_numpy()
-    first_rows = np.flatnonzero(is_first)
-    first, last = s[is_first], s[is_last]
-    oids = pd.Index(first["oid"].to_numpy(), name="oid")
-
-    out = pd.DataFrame({"oid": first["oid"].to_numpy(), "survey": first["survey"].to_numpy()})
-    out["ndet"] = np.diff(np.append(first_rows, len(s))).astype("int64")
-    out["firstmjd"] = as_float(first["mjd"])
-    out["lastmjd"] = as_float(last["mjd"])
+    mjd = as_float(df["mjd"])
+    out: dict[str, np.ndarray] = {
+        "oid": take_column(df["oid"], first),
+        "survey": take_column(df["survey"], first),
+        "ndet": seg.sizes.astype("int64"),
+        "firstmjd": mjd[first],
+        "lastmjd": mjd[last],
+    }
     out["deltajd"] = out["lastmjd"] - out["firstmjd"]
-    pos = _positions(s, first_rows)
-    for col in pos.columns:
-        out[col] = pos[col].to_numpy()
-    out["corrected"] = first["corrected"].to_numpy(dtype=bool)
-    out["stellar"] = stellar_flags(detections_corrected)["stellar"].reindex(oids).to_numpy(dtype=bool)
-    out["diffpos"] = as_float(first["isdiffpos"]) > 0
-    nrfid = s.groupby(["oid", "fid"], sort=False)["rfid"].nunique()
-    out["reference_change"] = (nrfid > 1).groupby(level="oid").any().reindex(oids).to_numpy(dtype=bool)
-    colours = _colours(magstats_df, oids)
-    for col in colours.columns:
-        out[col] = colours[col].to_numpy()
-    out["night"] = last["night"].to_numpy().astype("int32")
-    return out[list(OBJECT_COLUMNS)]
+    columns = (as_float(df["ra"]), as_float(df["dec"]), as_float(df["sigmapsf"]), _fwhm_arcsec(df))
+    out.update(_positions(*(c[order] for c in columns), seg.starts))
+    out["corrected"] = df["corrected"].array.take(first).to_numpy(dtype=bool)
+    out["stellar"] = stellar_arrays(df, seg)["stellar"]
+    out["diffpos"] = as_float(df["isdiffpos"])[first] > 0
+    out["reference_change"] = _reference_change(df, oid_code, len(oids))
+    out.update(_colours(magstats_df, oids))
+    out["night"] = take(df["night"], last).astype("int32")
+    return pd.DataFrame({c: out[c] for c in OBJECT_COLUMNS})

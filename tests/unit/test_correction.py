@@ -248,3 +248,42 @@ def test_empty_input_gives_empty_output_with_the_columns():
     for col in ("magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext"):
         assert out[col].dtype == np.float64
     assert out["corrected"].dtype == bool and out["dubious"].dtype == bool
+
+
+def test_dubious_matches_a_slow_per_band_reference():
+    """Random frame with mjd and candid ties, null mjd, null oid and a shuffled, duplicated index."""
+    rng = np.random.default_rng(8)
+    n = 1200
+    rows = [
+        {
+            "oid": None if rng.random() < 0.02 else f"ZTF22{rng.integers(0, 60):04d}",
+            "fid": int(rng.integers(1, 3)),
+            "mjd": np.nan if rng.random() < 0.03 else 59000.0 + rng.integers(0, 40) / 2,
+            "candid": int(rng.integers(0, 300)),
+            "distnr": float(rng.choice([0.3, 2.0, -999.0])),
+            "isdiffpos": int(rng.choice([1, -1])),
+        }
+        for _ in range(n)
+    ]
+    df = detections_frame(rows)
+    df.index = rng.integers(0, 50, n)  # duplicated labels: the first detection is found by position
+    out = correct(df)
+
+    def earliest(i: int) -> tuple:
+        r = rows[i]
+        return (math.isnan(r["mjd"]), np.nan_to_num(r["mjd"]), r["candid"], i)
+
+    first_of: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        key = (r["oid"], r["fid"])
+        if key not in first_of or earliest(i) < earliest(first_of[key]):
+            first_of[key] = i
+    expected = []
+    for r in rows:
+        corrected = 0.0 <= r["distnr"] < 1.4
+        first_corrected = 0.0 <= rows[first_of[(r["oid"], r["fid"])]]["distnr"] < 1.4
+        negative = r["isdiffpos"] < 0
+        expected.append((not corrected and negative) or (corrected != first_corrected))
+    assert out["dubious"].tolist() == expected
+    assert out.index.equals(df.index) and list(out.columns[: len(df.columns)]) == list(df.columns)
+    assert 0 < sum(expected) < n

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features import MAGSTATS_COLUMNS, correct, magstats, stellar_flags
+from features import MAGSTATS_COLUMNS, SENTINEL, correct, magstats, stellar_flags
 from tests.unit.test_correction import detections_frame
 
 
@@ -228,3 +229,196 @@ def test_missing_columns_are_named():
     nd = pd.DataFrame({"oid": ["A"], "mjd": [1.0]})
     with pytest.raises(ValueError, match=r"fid.*diffmaglim"):
         magstats(correct(light_curve()), nd)
+
+
+# --- the fast implementation against a slow, per-group reference ---------------------------------------------
+
+
+def random_detections(
+    seed: int = 3, n: int = 1500, n_objects: int = 150
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw detections and non-detections that exercise every rule: NaN and -999 markers, the 100 sentinel
+    (negative detections brighter than their reference), mjd and candid ties, null mjd, nullable rfid,
+    single-detection bands, and an object whose two best dm/dt candidates tie exactly."""
+    rng = np.random.default_rng(seed)
+    weights = rng.pareto(1.2, n_objects) + 0.05  # a few long light curves, many short ones
+    oid = np.array([f"ZTF21r{i:05d}" for i in range(n_objects)])[
+        rng.choice(n_objects, n, p=weights / weights.sum())
+    ]
+
+    def with_nan(x: np.ndarray, fraction: float) -> np.ndarray:
+        return np.where(rng.random(n) < fraction, np.nan, x)
+
+    def marker(x: np.ndarray, fraction: float) -> np.ndarray:
+        return np.where(rng.random(n) < fraction, -999.0, x)
+
+    det = pd.DataFrame(
+        {
+            "oid": oid,
+            "candid": rng.integers(0, 400, n) + 10**18,  # candid ties too
+            "survey": "ztf",
+            "mjd": with_nan(58000.0 + rng.integers(0, 200, n) / 4.0, 0.01),  # many exact ties
+            "night": rng.integers(20200101, 20200131, n).astype("int32"),
+            "fid": rng.choice(np.array([1, 2, 3], dtype="int16"), n, p=[0.45, 0.45, 0.1]),
+            "ra": with_nan(359.9999 + rng.normal(0, 2e-4, n), 0.02) % 360.0,  # across RA = 0
+            "dec": with_nan(45.0 + rng.normal(0, 2e-4, n), 0.02),
+            "magpsf": with_nan(np.round(rng.uniform(12.0, 21.0, n), 2), 0.03),
+            "sigmapsf": with_nan(rng.uniform(-0.01, 0.3, n), 0.03),
+            "magap": with_nan(rng.uniform(12.0, 21.0, n), 0.1),
+            "isdiffpos": rng.choice(np.array([1, -1], dtype="int8"), n),
+            "distnr": marker(with_nan(rng.uniform(0.0, 2.0, n), 0.02), 0.1),
+            "magnr": marker(rng.uniform(11.0, 20.0, n), 0.05),
+            "sigmagnr": with_nan(rng.uniform(0.0, 0.2, n), 0.02),
+            "chinr": marker(with_nan(rng.uniform(0.0, 3.0, n), 0.05), 0.05),
+            "sharpnr": with_nan(rng.uniform(-0.3, 0.3, n), 0.05),
+            "sgscore1": with_nan(rng.uniform(0.0, 1.0, n), 0.4),
+            "distpsnr1": marker(with_nan(rng.uniform(0.0, 3.0, n), 0.4), 0.05),
+            "rfid": pd.array(np.where(rng.random(n) < 0.2, None, rng.integers(1, 4, n)), dtype="Int64"),
+            "fwhm": with_nan(rng.uniform(-1.0, 4.0, n), 0.05),
+        }
+    )
+    det.index = rng.permutation(n) + 1000  # the functions work by position, not by label
+    m = 2 * n
+    nd = pd.DataFrame(
+        {
+            "oid": oid[rng.integers(0, n, m)],
+            "fid": rng.choice(np.array([1, 2, 3], dtype="int16"), m),
+            "mjd": 57990.0 + rng.integers(0, 240, m) / 4.0,
+            "diffmaglim": np.where(rng.random(m) < 0.05, np.nan, np.round(rng.uniform(18.0, 21.0, m), 1)),
+        }
+    )
+    # Exactly tied rates (18.25 + 0.25 - 17.5) / 1 = (18.25 + 0.25 - 16.5) / 2: the earlier row (dt = 2) wins.
+    tie = {**{c: det[c].iloc[0] for c in det.columns}, "oid": "ZTF21tie", "fid": np.int16(1), "mjd": 58100.0}
+    tie.update(magpsf=18.25, sigmapsf=0.25, candid=1)
+    det = pd.concat([det, pd.DataFrame([tie]).astype(det.dtypes.to_dict())])
+    tied_nd = pd.DataFrame({"oid": ["ZTF21tie"] * 2, "fid": [1, 1], "mjd": [58098.0, 58099.0]})
+    nd = pd.concat([nd, tied_nd.assign(diffmaglim=[16.5, 17.5]).astype(nd.dtypes.to_dict())])
+    return det, nd.reset_index(drop=True)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    rows = df.astype({"rfid": object}).to_dict("records") if "rfid" in df.columns else df.to_dict("records")
+    for pos, row in enumerate(rows):
+        row["_pos"] = pos
+    return rows
+
+
+def in_time(rows: list[dict]) -> list[dict]:
+    """Earliest first: mjd (null last), then candid, then input position."""
+    return sorted(rows, key=lambda r: (math.isnan(r["mjd"]), np.nan_to_num(r["mjd"]), r["candid"], r["_pos"]))
+
+
+def slow_stellar(rows: list[dict]) -> bool:
+    """The stellar rule of the magstats docstring, on an object's detections in time order."""
+    first = rows[0]
+    ps1 = next((r for r in rows if not math.isnan(r["distpsnr1"])), None)
+    near_ztf = 0.0 <= first["distnr"] < 1.4
+    near_ps1 = ps1 is not None and 0.0 <= ps1["distpsnr1"] < 1.4
+    stellar_ps1 = ps1 is not None and ps1["sgscore1"] > 0.4
+    stellar_ztf = 0.0 <= first["chinr"] < 2.0 and -0.13 < first["sharpnr"] < 0.1
+    return near_ztf and ((near_ps1 and stellar_ps1) or (not near_ps1 and stellar_ztf))
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    v = [x for x in values if not math.isnan(x)]
+    if not v:
+        return dict.fromkeys(("mean", "median", "max", "min", "sigma"), np.nan)
+    sigma = statistics.stdev(v) if len(v) > 1 else 0.0
+    return {
+        "mean": statistics.fmean(v),
+        "median": statistics.median(v),
+        "max": max(v),
+        "min": min(v),
+        "sigma": sigma,
+    }
+
+
+def slow_magstats(det: pd.DataFrame, nd: pd.DataFrame) -> pd.DataFrame:
+    """magstats by a Python loop over (oid, fid) groups, straight from the rules of the module docstring."""
+    rows = _records(det)
+    by_object: dict[str, list[dict]] = {}
+    by_band: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        by_object.setdefault(r["oid"], []).append(r)
+        by_band.setdefault((r["oid"], int(r["fid"])), []).append(r)
+    stellar = {oid: slow_stellar(in_time(rs)) for oid, rs in by_object.items()}
+    limits = nd.to_dict("records")
+    out = []
+    for (oid, fid), band in sorted(by_band.items()):
+        band = in_time(band)
+        first, last = band[0], band[-1]
+        valid = [
+            r
+            for r in band
+            if r["corrected"] and math.isfinite(r["magpsf_corr"]) and r["magpsf_corr"] != SENTINEL
+        ]
+        row = {"oid": oid, "fid": fid, "survey": first["survey"], "ndet": len(band)}
+        row["ndubious"] = sum(bool(r["dubious"]) for r in band)
+        row.update({f"mag{k}": v for k, v in _summary([r["magpsf"] for r in band]).items()})
+        row.update(maglast=last["magpsf"], magfirst=first["magpsf"])
+        row.update({f"mag{k}_corr": v for k, v in _summary([r["magpsf_corr"] for r in valid]).items()})
+        row["maglast_corr"] = valid[-1]["magpsf_corr"] if valid else np.nan
+        row["magfirst_corr"] = valid[0]["magpsf_corr"] if valid else np.nan
+        row.update(firstmjd=first["mjd"], lastmjd=last["mjd"], corrected=first["corrected"])
+        row["stellar"] = stellar[oid]
+        bright = sum(r["magpsf_corr"] < 13.2 for r in valid)
+        row["saturation_rate"] = bright / len(valid) if valid else np.nan
+        best = None
+        for lim in limits:  # in row order, so the earliest of equal rates wins
+            if lim["oid"] != oid or lim["fid"] != fid:
+                continue
+            dt = first["mjd"] - lim["mjd"]
+            if not (dt > 0.5 and math.isfinite(lim["diffmaglim"])):
+                continue
+            rate = (first["magpsf"] + first["sigmapsf"] - lim["diffmaglim"]) / dt
+            if math.isfinite(rate) and (best is None or rate < best[0]):
+                best = (rate, first["magpsf"] - lim["diffmaglim"], first["sigmapsf"], dt)
+        row.update(
+            zip(("dmdt_first", "dm_first", "sigmadm_first", "dt_first"), best or (np.nan,) * 4, strict=True)
+        )
+        row["night"] = last["night"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def assert_same_table(fast: pd.DataFrame, slow: pd.DataFrame) -> None:
+    """Same columns and rows; exact for ids, counts, flags and strings, 1e-9 relative for floats."""
+    assert list(fast.columns) == list(slow.columns)
+    assert len(fast) == len(slow)
+    for col in fast.columns:
+        got, want = fast[col].to_numpy(), slow[col].to_numpy()
+        if fast[col].dtype.kind == "f":
+            np.testing.assert_allclose(got, want.astype(float), rtol=1e-9, atol=1e-12, err_msg=col)
+        else:
+            assert got.tolist() == want.tolist(), col
+
+
+def test_magstats_matches_a_slow_per_group_reference():
+    raw, nd = random_detections()
+    det = correct(raw)
+    assert (det["magpsf_corr"] == SENTINEL).sum() > 10 and det["mjd"].isna().any()
+    fast = magstats(det, nd)
+    slow = slow_magstats(det, nd)
+    assert (fast["ndet"] == 1).sum() > 10 and fast["ndet"].max() > 30  # single points and long light curves
+    assert fast["dmdt_first"].notna().sum() > 50 and fast["magmean_corr"].isna().any()
+    assert_same_table(fast, slow)
+    tie = fast.set_index("oid").loc["ZTF21tie"]
+    assert (tie["dmdt_first"], tie["dt_first"]) == (1.0, 2.0)
+
+
+def test_stellar_flags_match_the_slow_reference():
+    det = correct(random_detections(seed=4)[0])
+    rows = _records(det)
+    objects = sorted({r["oid"] for r in rows})
+    want = [slow_stellar(in_time([r for r in rows if r["oid"] == oid])) for oid in objects]
+    flags = stellar_flags(det)
+    assert flags.index.tolist() == objects
+    assert flags["stellar"].tolist() == want
+    assert 0 < sum(want) < len(want)
+
+
+def test_magstats_without_candid_orders_ties_by_position():
+    raw, nd = random_detections(seed=5, n=600, n_objects=40)
+    det = correct(raw.drop(columns="candid"))
+    slow = slow_magstats(det.assign(candid=0), nd)  # a constant candid leaves the position to break ties
+    assert_same_table(magstats(det, nd), slow)
