@@ -94,7 +94,7 @@ def open_source(settings: Settings) -> Source:
     local = not settings.scheduler  # a LocalCluster's workers share the driver's disk: they read the files
     if src.startswith("kafka://"):
         return KafkaBatches(settings)
-    if src == "sim":
+    if src == "sim" or (not src and not SHARED_ZTF.exists()):
         from pipeline.simulate_night import simulated_night
 
         return ArchiveSource(simulated_night(settings), settings.batch_size, local)
