@@ -14,7 +14,7 @@ setup: $(BIN)/broker
 $(BIN)/broker: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(BIN)/broker
 
 test: setup

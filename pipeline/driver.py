@@ -31,6 +31,7 @@ from pipeline.regions import assign_regions
 from pipeline.report import BatchReport, RunReport
 from pipeline.sources import Source, open_source
 from pipeline.tasks import decode_chunk, decode_summary, process_region, split_by_region, warm_up
+from pipeline.workerpath import CodePath, code_folder
 from storage import EmbeddedPostgres, Lake, SummaryStore, manifest
 
 
@@ -238,6 +239,7 @@ class Services:
                 )
             )
             self.client = self.stack.enter_context(Client(cluster))
+        self.client.register_plugin(CodePath(code_folder()))
         self.client.run(warm_up)  # imports and first calls happen now, not inside the first batch
         return self
 
