@@ -92,9 +92,7 @@ def test_rewrite_same_batch_does_not_double_and_new_batch_does(tmp_path):
     np.testing.assert_allclose(deduped["magpsf"], df["magpsf"] + 5)
     # ... and the latest write wins even if its batch id sorts first
     lake.write_table("alerts", df.assign(magpsf=df["magpsf"] - 3), "a0")
-    np.testing.assert_allclose(
-        _sorted(lake.read_table("alerts", dedupe=True))["magpsf"], df["magpsf"] - 3
-    )
+    np.testing.assert_allclose(_sorted(lake.read_table("alerts", dedupe=True))["magpsf"], df["magpsf"] - 3)
 
 
 def test_empty_frame_and_tables_without_night(tmp_path):
@@ -132,9 +130,7 @@ def test_filters_columns_nights_and_schema_drift(tmp_path):
     assert allrows["note"].isna().sum() == 6 and (allrows["note"] == "seen").sum() == 6
     assert allrows["extra"].isna().sum() == 6  # missing in b1's files: filled with nulls
 
-    one_night = lake.read_table(
-        "alerts", filters=[("night", "=", 20200102)], columns=["candid", "magpsf"]
-    )
+    one_night = lake.read_table("alerts", filters=[("night", "=", 20200102)], columns=["candid", "magpsf"])
     assert list(one_night.columns) == ["candid", "magpsf"]
     assert len(one_night) == 6
     pruned = lake.read_table("alerts", nights=[20200101])
