@@ -1,0 +1,151 @@
+"""``compute_features``: the whole light-curve feature vector of every qualifying object of a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .mhps import MHPS_CONSTANTS, MHPS_NAMES, mhps_batch
+from .objectlevel import COLOR_NAMES, ICRS_TO_GALACTIC, META_NAMES, color_batch, meta_batch
+from .periodogram import (
+    BAND_NAMES as PERIOD_BAND_NAMES,
+)
+from .periodogram import (
+    FMAX,
+    FMIN,
+    N_PEAKS,
+    N_RANK,
+    OFAC,
+    POWER_RATE_FACTORS,
+    period_batch,
+)
+from .periodogram import (
+    OBJECT_NAMES as PERIOD_OBJECT_NAMES,
+)
+from .prepare import BANDS, Batch, prepare
+from .spm import SPM_NAMES, mag_to_flux, spm_batch
+from .stochastic import STOCHASTIC_NAMES, stochastic_batch
+from .supernova import SN_NAMES, sn_batch
+from .variability import BASIC_NAMES, SF_EDGES, basic_batch
+
+#: Version of the feature definitions; stored with every feature row so the lake and PostgreSQL can tell
+#: vectors computed under different definitions apart. Bump on any change of a definition or of the grid.
+FEATURE_VERSION = "lc-features-1.0.0"
+
+#: Fewest points a band needs for the variability, stochastic, periodogram, harmonic and MHPS features.
+MIN_BAND_POINTS = 6
+#: Fewest points a band needs for the supernova parametric model.
+MIN_SPM_POINTS = 3
+
+PER_BAND_NAMES: tuple[str, ...] = (
+    BASIC_NAMES + STOCHASTIC_NAMES + MHPS_NAMES + SN_NAMES + SPM_NAMES + PERIOD_BAND_NAMES
+)
+OBJECT_NAMES: tuple[str, ...] = PERIOD_OBJECT_NAMES + COLOR_NAMES + META_NAMES
+
+
+def feature_names() -> list[str]:
+    """Every feature column of ``compute_features``' output, in order (without ``oid`` and the version)."""
+    per_band = [f"{name}_{fid}" for name in PER_BAND_NAMES for fid in BANDS]
+    return per_band + list(OBJECT_NAMES)
+
+
+def _wide(seg_values: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """(2 * n_objects, k) segment rows -> {name_fid: column} with one row per object."""
+    n = seg_values.shape[0] // 2
+    cube = seg_values.reshape(n, 2, len(names))
+    return {f"{name}_{fid}": cube[:, b, j] for j, name in enumerate(names) for b, fid in enumerate(BANDS)}
+
+
+def compute_batch(batch: Batch) -> pd.DataFrame:
+    """Features of an already prepared batch (see ``prepare``)."""
+    b = batch
+    cols: dict[str, np.ndarray] = {}
+    if b.n_objects:
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # absurd magnitudes give inf; the SPM kernel skips them
+            flux = b.sign * mag_to_flux(b.mag_raw)
+            flux_err = mag_to_flux(b.mag_raw - b.err_raw) - mag_to_flux(b.mag_raw)
+        cols.update(_wide(basic_batch(b.t, b.mag, b.err, b.seg_off, MIN_BAND_POINTS, SF_EDGES), BASIC_NAMES))
+        cols.update(_wide(stochastic_batch(b.t, b.mag, b.err, b.seg_off, MIN_BAND_POINTS), STOCHASTIC_NAMES))
+        cols.update(
+            _wide(mhps_batch(b.t, b.mag, b.err, b.seg_off, MIN_BAND_POINTS, MHPS_CONSTANTS), MHPS_NAMES)
+        )
+        cols.update(_wide(sn_batch(b.t, b.mag, b.sign, b.seg_off, b.nd_t, b.nd_lim, b.nd_off), SN_NAMES))
+        cols.update(_wide(spm_batch(b.t, flux, flux_err, b.seg_off, MIN_SPM_POINTS), SPM_NAMES))
+        per_obj, per_seg = period_batch(
+            b.t,
+            b.mag,
+            b.err,
+            b.seg_off,
+            MIN_BAND_POINTS,
+            OFAC,
+            FMIN,
+            FMAX,
+            N_PEAKS,
+            N_RANK,
+            POWER_RATE_FACTORS,
+        )
+        cols.update(_wide(per_seg, PERIOD_BAND_NAMES))
+        obj_values = np.hstack(
+            [
+                per_obj,
+                color_batch(b.mag_raw, b.mag, b.seg_off),
+                meta_batch(b.ra, b.dec, b.sgscore1, b.rb, b.seg_off[::2].copy(), ICRS_TO_GALACTIC),
+            ]
+        )
+        cols.update({name: obj_values[:, j] for j, name in enumerate(OBJECT_NAMES)})
+    names = feature_names()
+    data = {"oid": pd.Series(b.oids, dtype=object)}
+    for name in names:
+        data[name] = pd.Series(cols.get(name, np.zeros(0)), dtype=np.float64)
+    out = pd.DataFrame(data)
+    out["FEATURE_VERSION"] = FEATURE_VERSION
+    return out
+
+
+def compute_features(
+    detections: pd.DataFrame, non_detections: pd.DataFrame | None, objects: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Light-curve features of every object with at least 6 clean detections in g or r.
+
+    ``detections`` are the contract's detections after correction, ``non_detections`` the contract's
+    non-detections (may be empty or None), ``objects`` optionally the objects table whose ``corrected`` column
+    decides which magnitudes an object uses. Returns one row per qualifying object: ``oid``, the float64
+    features of ``feature_names()`` (per band ``<name>_<fid>``) and ``FEATURE_VERSION``. Undefined values are NaN.
+    """
+    return compute_batch(prepare(detections, non_detections, objects))
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel once per process, on a tiny synthetic batch.
+
+    Call it when a worker starts so the first real batch does not pay for compilation.
+    """
+    global _WARM
+    if _WARM:
+        return
+    rng = np.random.default_rng(0)
+    n = 16
+    t = np.sort(rng.uniform(58000.0, 58100.0, 2 * n))
+    det = pd.DataFrame(
+        {
+            "oid": ["ZTFwarmup"] * (2 * n),
+            "mjd": t,
+            "fid": np.tile([1, 2], n),
+            "magpsf": 18.0 + 0.3 * np.sin(t),
+            "sigmapsf": np.full(2 * n, 0.05),
+            "isdiffpos": np.ones(2 * n, dtype=np.int8),
+            "rb": np.full(2 * n, 0.9),
+            "ra": np.full(2 * n, 10.0),
+            "dec": np.full(2 * n, -5.0),
+        }
+    )
+    nd = pd.DataFrame(
+        {"oid": ["ZTFwarmup"] * 2, "fid": [1, 2], "mjd": [57990.0, 57991.0], "diffmaglim": [20.0, 20.5]}
+    )
+    compute_features(det, nd)
+    _WARM = True
