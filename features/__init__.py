@@ -1,4 +1,5 @@
-"""Pure science on the internal data model: light-curve correction, magstats and object statistics."""
+"""Pure science on the internal data model: light-curve correction, magstats, object statistics and
+light-curve features."""
 
 from features.correction import (
     DISTANCE_THRESHOLD,
@@ -8,19 +9,23 @@ from features.correction import (
     is_corrected,
     is_dubious,
 )
+from features.lightcurve import FEATURE_VERSION, compute_features, feature_names
 from features.magstats import EXTRA_COLUMNS, MAGSTATS_COLUMNS, magstats, stellar_flags
 from features.objects import OBJECT_COLUMNS, object_stats, position_sigma_arcsec
 
 __all__ = [
     "DISTANCE_THRESHOLD",
     "EXTRA_COLUMNS",
+    "FEATURE_VERSION",
     "MAGSTATS_COLUMNS",
     "OBJECT_COLUMNS",
     "SENTINEL",
+    "compute_features",
     "correct",
     "correct_magnitudes",
     "is_corrected",
     "is_dubious",
+    "feature_names",
     "magstats",
     "object_stats",
     "position_sigma_arcsec",

@@ -53,6 +53,7 @@ class Settings:
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    features: bool = field(default=True, metadata={"help": "compute light-curve features (>= 6 detections)"})
     sim_objects: int = field(default=8000, metadata={"help": "SOURCE=sim: objects in the simulated night"})
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 

@@ -192,6 +192,9 @@ class Broker:
             self.store.upsert("object", objects)
             self.store.upsert("magstats", mags)
             self.store.upsert("alert", alerts)
+            feats = [r.features for r in results if not r.features.empty]
+            if feats:
+                self.store.upsert("feature", pd.concat(feats, ignore_index=True))
         rep.seconds["postgres"] = time.perf_counter() - t
 
         t = time.perf_counter()

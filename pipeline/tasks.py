@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 
-from features import correct, magstats, object_stats
+from features import FEATURE_VERSION, compute_features, correct, magstats, object_stats
 from pipeline.decode import decode_batch
 from pipeline.model import DeadLetter, RawMessage, Tables
 from storage import Lake, RawArchive
@@ -46,6 +47,7 @@ class DecodeResult:
 class RegionResult:
     objects: pd.DataFrame
     magstats: pd.DataFrame
+    features: pd.DataFrame  # the PostgreSQL summary: oid, feature_version, lastmjd, n_features, features
     alerts: pd.DataFrame  # ALERT_SUMMARY_COLUMNS
     paths: list[str]
     counts: dict[str, int]
@@ -118,7 +120,7 @@ def merge_pieces(pieces: list[Tables]) -> Tables:
 
 
 def process_region(
-    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple]
+    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple], with_features: bool = True
 ) -> RegionResult:
     t0 = time.thread_time()
     tables = merge_pieces(pieces)
@@ -130,6 +132,15 @@ def process_region(
     objs = object_stats(detections, ms) if not detections.empty else pd.DataFrame()
     t2 = time.thread_time()
     seconds["magstats"] = t2 - t1
+    feats = pd.DataFrame()
+    if with_features and not detections.empty:
+        feats = compute_features(detections, tables.non_detections, objs)
+        if not feats.empty:
+            last = objs.set_index("oid")[["lastmjd", "night"]]
+            feats = feats.join(last, on="oid")
+    t3 = time.thread_time()
+    seconds["features"] = t3 - t2
+    t2 = t3
 
     detections, non_detections, forced = (
         _with_alert_night(df, tables.alerts)
@@ -145,6 +156,7 @@ def process_region(
         ("forced_photometry", forced),
         ("objects", objs),
         ("magstats", ms),
+        ("features", _with_alert_night(feats, tables.alerts)),
     ):
         if not df.empty:
             paths.extend(lake.write_table(name, _with_batch(df, batch_id), part))
@@ -162,7 +174,30 @@ def process_region(
         "objects": len(objs),
         "magstats": len(ms),
     }
-    return RegionResult(objs, ms, alert_summary, paths, counts, seconds)
+    counts["features"] = len(feats)
+    return RegionResult(objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds)
+
+
+def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:
+    """One PostgreSQL row per object: its feature vector as JSON (NaN as null), keyed by feature version."""
+    cols = ["oid", "feature_version", "lastmjd", "n_features", "features", "night"]
+    if feats.empty:
+        return pd.DataFrame(columns=cols)
+    names = [c for c in feats.columns if c not in ("oid", "FEATURE_VERSION", "lastmjd", "night", "batch_id")]
+    values = feats[names].astype("float64")
+    finite = values.astype(object).where(np.isfinite(values.to_numpy()), None)
+    records = finite.to_dict(orient="records")
+    return pd.DataFrame(
+        {
+            "oid": feats["oid"].to_numpy(),
+            "feature_version": FEATURE_VERSION,
+            "lastmjd": feats["lastmjd"].to_numpy(),
+            "n_features": np.isfinite(values.to_numpy()).sum(axis=1),
+            "features": records,
+            "night": feats["night"].to_numpy(),
+        },
+        columns=cols,
+    )
 
 
 def _with_alert_night(df: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
@@ -217,4 +252,7 @@ def warm_up() -> float:
     ms = magstats(corrected, nondet)
     object_stats(corrected, ms)
     pq.write_table(pa.Table.from_pandas(corrected), io.BytesIO())
+    from features.lightcurve import warm_up as warm_up_features
+
+    warm_up_features()  # numba kernels: compiled (or loaded from the on-disk cache) once per process
     return time.perf_counter() - t0

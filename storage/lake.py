@@ -40,6 +40,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "stamps": ("candid",),
     "objects": ("oid",),
     "magstats": ("oid", "fid"),
+    "features": ("oid", "FEATURE_VERSION"),
     "raw": ("candid",),
     "dead_letters": ("source", "partition", "offset"),
 }

@@ -118,6 +118,19 @@ TABLES: dict[str, TableSpec] = {
         key=("candid",),
         indexes=(("oid",), ("night",)),
     ),
+    "feature": TableSpec(
+        "feature",
+        {
+            "oid": TEXT,
+            "feature_version": TEXT,
+            "lastmjd": FLOAT,
+            "n_features": INT,
+            "features": JSONB,  # {name: value}, NaN as null; the wide table is in the lake
+            "night": INT,
+        },
+        key=("oid", "feature_version"),
+        version="lastmjd",
+    ),
     "dead_letter": TableSpec(
         "dead_letter",
         {

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from features import FEATURE_VERSION
 from pipeline.config import load_settings
 from pipeline.driver import Broker, run
 from pipeline.kafka import ensure_topic, produce
@@ -121,6 +122,17 @@ def test_archive_night_exactly_once_and_rerun(tmp_path, night_dir, summary_store
     assert (objects["ndet"] >= 1).all() and (objects["lastmjd"] >= objects["firstmjd"]).all()
     magstats = summary_store.fetch_df("SELECT oid, fid FROM magstats")
     assert not magstats.duplicated().any() and set(magstats["oid"]) <= set(objects["oid"])
+
+    # light-curve features for the objects with >= 6 detections in g or r, in the lake and in PostgreSQL
+    feats = lake.read_table("features", dedupe=False)
+    pg_feats = summary_store.fetch_df("SELECT oid, feature_version, n_features, features FROM feature")
+    assert len(feats) > 0 and set(feats["oid"]) == set(pg_feats["oid"])
+    det = lake.read_table("detections", dedupe=True)
+    n_gr = det[det["fid"].isin([1, 2])].groupby(["oid", "fid"]).size().groupby("oid").max()
+    assert (n_gr.reindex(feats["oid"]) >= 6).all()
+    assert (pg_feats["feature_version"] == FEATURE_VERSION).all()
+    row = pg_feats.iloc[0]
+    assert row["n_features"] == sum(v is not None for v in row["features"].values()) > 10
 
     # the run is recorded, with its report
     runs = summary_store.fetch_df("SELECT run_id, status FROM pipeline_run")
