@@ -107,27 +107,34 @@ def main(argv: list[str] | None = None) -> int:
             chunks = _chunks(payloads, args.workers * 2)
             futs = client.scatter(chunks)
             client.gather(client.map(_decode_only, futs, pure=False))  # warm the workers
-            t = time.perf_counter()
-            decoded = sum(client.gather(client.map(_decode_only, futs, pure=False)))
-            ceiling = decoded / (time.perf_counter() - t)
+            ceiling = 0.0
+            for _ in range(3):  # the best of three: a conservative ceiling on a noisy machine
+                t = time.perf_counter()
+                decoded = sum(client.gather(client.map(_decode_only, futs, pure=False)))
+                ceiling = max(ceiling, decoded / (time.perf_counter() - t))
 
-        settings = load_settings(
-            env={},
-            overrides=dict(
-                source=str(tmp / "night"),
-                out=str(tmp / "out"),
-                batch_size=args.batch_size,
-                n_workers=args.workers,
-                threads_per_worker=1,
-                dashboard_address=":0",
-                progress=False,
-            ),
-        )
-        with PeakRSS() as mem:
-            t = time.perf_counter()
-            report = run(settings, log=lambda *_: None)
-            wall = time.perf_counter() - t
-        s = report.summary()
+        runs = {}
+        for label, with_features in (("core", False), ("features", True)):
+            settings = load_settings(
+                env={},
+                overrides=dict(
+                    source=str(tmp / "night"),
+                    out=str(tmp / f"out-{label}"),
+                    batch_size=args.batch_size,
+                    n_workers=args.workers,
+                    threads_per_worker=1,
+                    dashboard_address=":0",
+                    progress=False,
+                    features=with_features,
+                ),
+            )
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                report = run(settings, log=lambda *_: None)
+                wall = time.perf_counter() - t
+            runs[label] = (report.summary(), wall, mem.peak_total)
+        s, wall, peak = runs["core"]
+        sf, wall_f, peak_f = runs["features"]
         full = s["alerts_per_second"]
         figures = {
             "alerts": n,
@@ -138,12 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             "decode_only_alerts_per_s": round(ceiling, 1),
             "pipeline_alerts_per_s": full,
             "pipeline_over_decode_ratio": round(full / ceiling, 3) if ceiling else None,
+            "pipeline_with_features_alerts_per_s": sf["alerts_per_second"],
+            "pipeline_with_features_over_decode_ratio": round(sf["alerts_per_second"] / ceiling, 3),
+            "objects_with_features": sf["counts"].get("features", 0),
             "pipeline_wall_s_incl_startup": round(wall, 2),
             "batch_seconds_p50": s["batch_seconds_p50"],
             "batch_seconds_p99": s["batch_seconds_p99"],
-            "peak_rss_total_mb": round(mem.peak_total / 1e6),
+            "peak_rss_total_mb": round(peak / 1e6),
+            "peak_rss_total_mb_with_features": round(peak_f / 1e6),
             "step_seconds": s["step_seconds"],
             "worker_seconds": s["worker_seconds"],
+            "worker_seconds_with_features": sf["worker_seconds"],
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -152,15 +164,29 @@ def main(argv: list[str] | None = None) -> int:
         f"bench: {n} real ZTF alerts ({mb:.0f} MB), {args.workers} workers x 1 thread, batch {args.batch_size}"
     )
     print(f"  decode only, 1 core in-process    {figures['decode_one_core_alerts_per_s']:>9} alerts/s")
-    print(f"  decode only, on the Dask workers  {figures['decode_only_alerts_per_s']:>9} alerts/s  (ceiling)")
-    print(f"  full pipeline (archive source)    {figures['pipeline_alerts_per_s']:>9} alerts/s")
+    print(
+        f"  decode only, on the Dask workers  {figures['decode_only_alerts_per_s']:>9} alerts/s  "
+        "(ceiling, best of 3)"
+    )
+    print(
+        f"  full pipeline (archive source)    {figures['pipeline_alerts_per_s']:>9} alerts/s  (no light-curve features)"
+    )
     print(f"  ratio pipeline / ceiling          {figures['pipeline_over_decode_ratio']:>9}")
+    print(
+        f"  pipeline + light-curve features   {figures['pipeline_with_features_alerts_per_s']:>9} alerts/s  "
+        f"(ratio {figures['pipeline_with_features_over_decode_ratio']}, "
+        f"{figures['objects_with_features']} feature vectors)"
+    )
     print(
         f"  batch latency p50 / p99           {figures['batch_seconds_p50']} s / {figures['batch_seconds_p99']} s"
     )
-    print(f"  peak memory (driver+workers+pg)   {figures['peak_rss_total_mb']:>9} MB")
+    print(
+        f"  peak memory (driver+workers+pg)   {figures['peak_rss_total_mb']:>9} MB  "
+        f"({figures['peak_rss_total_mb_with_features']} MB with features)"
+    )
     print(f"  driver time per step (s)          {figures['step_seconds']}")
-    print(f"  worker time per step (s)          {figures['worker_seconds']}")
+    print(f"  worker CPU per step (s)           {figures['worker_seconds']}")
+    print(f"  worker CPU per step, features (s) {figures['worker_seconds_with_features']}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

@@ -162,7 +162,14 @@ class Broker:
                 ]
                 region_futs.append(
                     client.submit(
-                        process_region, pieces, batch_id, r, self.lake_spec, pure=False, priority=10
+                        process_region,
+                        pieces,
+                        batch_id,
+                        r,
+                        self.lake_spec,
+                        self.settings.features,
+                        pure=False,
+                        priority=10,
                     )
                 )
             results = client.gather(region_futs)

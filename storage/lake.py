@@ -177,20 +177,27 @@ class Lake:
         _check_name("batch id", batch_id)
         if df is None or df.empty:
             return []
+        try:
+            arrow = frame_to_arrow(
+                df
+            )  # once per table: converting each night's slice costs a pass per column
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise TypeError(f"cannot convert the frame for {table} ({batch_id}) to Arrow: {err}") from err
         key = partition_key(table)
         if key not in df.columns:
             return [
                 self._write_one(
-                    df, self.file_path(table, batch_id), batch_id, row_group_size, parquet_options
+                    arrow, self.file_path(table, batch_id), batch_id, row_group_size, parquet_options
                 )
             ]
         night = df[key]
         if night.isna().any():
             raise ValueError(f"{table}: {int(night.isna().sum())} rows have no night; cannot partition them")
         nights = night.to_numpy(dtype=np.int64)
+        unique = np.unique(nights)
         paths = []
-        for n in np.unique(nights):
-            part = df[nights == n]
+        for n in unique:
+            part = arrow if len(unique) == 1 else arrow.filter(pa.array(nights == n))
             paths.append(
                 self._write_one(
                     part, self.file_path(table, batch_id, int(n)), batch_id, row_group_size, parquet_options
@@ -200,17 +207,13 @@ class Lake:
 
     def _write_one(
         self,
-        df: pd.DataFrame,
+        table: pa.Table,
         path: str,
         batch_id: str,
         row_group_size: int | None,
         parquet_options: dict | None = None,
     ) -> str:
         opts = parquet_options or {}
-        try:
-            table = frame_to_arrow(df)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise TypeError(f"cannot convert the frame for {path} to Arrow: {err}") from err
         meta = dict(table.schema.metadata or {})
         meta[META_BATCH] = batch_id.encode()
         meta[META_WRITTEN] = str(time.time_ns()).encode()
