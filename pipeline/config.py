@@ -48,6 +48,10 @@ class Settings:
     kafka_idle_stop_s: float = field(
         default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
     )
+    pipeline_depth: int = field(
+        default=2, metadata={"help": "batches decoding ahead of the one being finished (0 = one at a time)"}
+    )
+    chunks_per_thread: int = field(default=1, metadata={"help": "decode tasks per worker thread and batch"})
     regions_per_thread: int = field(default=1, metadata={"help": "sky-region tasks per worker thread"})
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}

@@ -17,7 +17,7 @@ import operator
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -119,7 +119,9 @@ class Broker:
 
         client = self.client
         t = time.perf_counter()
-        chunk_futs = client.scatter(_chunks(messages, self.n_threads() * 2), hash=False)
+        chunk_futs = client.scatter(
+            _chunks(messages, self.n_threads() * self.settings.chunks_per_thread), hash=False
+        )
         rep.seconds["scatter"] = time.perf_counter() - t
         dec_futs = [
             client.submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, pure=False)
@@ -273,16 +275,16 @@ def run(settings: Settings, log=print) -> RunReport:
         status = "failed"
         try:
             with Progress(total=source.total(), enabled=settings.progress) as bar:
-                pending: InFlight | None = None
+                pending: deque[InFlight] = deque()
                 for messages in _batches(source):
                     if report.processing_started is None:
                         report.processing_started = time.perf_counter()
-                    job = broker.submit(messages)  # decode the next batch while the previous one finishes
-                    if pending is not None:
-                        _complete(broker, source, pending, report, bar)
-                    pending = job
-                if pending is not None:
-                    _complete(broker, source, pending, report, bar)
+                    # decode the next batches while the oldest one finishes; commits stay in order
+                    pending.append(broker.submit(messages))
+                    if len(pending) > settings.pipeline_depth:
+                        _complete(broker, source, pending.popleft(), report, bar)
+                while pending:
+                    _complete(broker, source, pending.popleft(), report, bar)
             status = "ok"
         finally:
             source.close()

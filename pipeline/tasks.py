@@ -111,7 +111,11 @@ def merge_pieces(pieces: list[Tables]) -> Tables:
     """One region's tables from its pieces; a detection seen in two chunks of the batch is kept once."""
     merged = Tables(**{name: _concat([getattr(p, name) for p in pieces]) for name, _ in Tables().items()})
     if not merged.detections.empty:
-        merged.detections = merged.detections.drop_duplicates(["oid", "candid"], keep="last")
+        det = merged.detections
+        if "has_stamp" in det.columns and det.duplicated(["oid", "candid"]).any():
+            # the alert's own detection (it has the PS1 neighbour, stamps) wins over a history copy of it
+            det = det.sort_values("has_stamp", kind="stable")
+        merged.detections = det.drop_duplicates(["oid", "candid"], keep="last").sort_index()
     if not merged.non_detections.empty:
         merged.non_detections = merged.non_detections.drop_duplicates(["oid", "fid", "mjd"], keep="last")
     if not merged.forced_photometry.empty and "pid" in merged.forced_photometry:
