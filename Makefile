@@ -32,6 +32,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.run_bench $(ARGS)
+	$(BIN)/python -m bench.bench_magstats
+	$(BIN)/python -m bench.bench_features
 
 run-night: setup
 	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) --out $(OUT) $(ARGS)
