@@ -52,7 +52,7 @@ class Settings:
         default=2, metadata={"help": "batches decoding ahead of the one being finished (0 = one at a time)"}
     )
     chunks_per_thread: int = field(default=1, metadata={"help": "decode tasks per worker thread and batch"})
-    regions_per_thread: int = field(default=1, metadata={"help": "sky-region tasks per worker thread"})
+    regions_per_thread: float = field(default=1.0, metadata={"help": "sky-region tasks per worker thread"})
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
     )

@@ -27,10 +27,16 @@ from distributed import Client, LocalCluster
 
 from pipeline.config import Settings
 from pipeline.model import RawMessage, dead_letters_frame
-from pipeline.regions import assign_regions
 from pipeline.report import BatchReport, RunReport
 from pipeline.sources import Source, open_source
-from pipeline.tasks import decode_chunk, decode_summary, process_region, split_by_region, warm_up
+from pipeline.tasks import (
+    decode_chunk,
+    decode_summary,
+    process_region,
+    regions_of_batch,
+    split_by_region,
+    warm_up,
+)
 from pipeline.workerpath import CodePath, code_folder
 from storage import EmbeddedPostgres, Lake, SummaryStore, manifest
 
@@ -72,8 +78,8 @@ class InFlight:
     batch_id: str
     ranges: dict[str, dict[int, tuple[int, int]]]
     report: BatchReport
-    dec_futs: list
     small_futs: list
+    region_futs: list
     t_start: float
 
 
@@ -86,6 +92,7 @@ class Broker:
     lake: Lake
     store: SummaryStore
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    _seq: int = 0
 
     @property
     def lake_spec(self) -> tuple[str, tuple]:
@@ -118,26 +125,45 @@ class Broker:
         rep.seconds["manifest"] = time.perf_counter() - t_start
 
         client = self.client
+        self._seq += 1
+        prio = -self._seq  # earlier batches first, so they finish (and commit) in order
         t = time.perf_counter()
         chunk_futs = client.scatter(
             _chunks(messages, self.n_threads() * self.settings.chunks_per_thread), hash=False
         )
         rep.seconds["scatter"] = time.perf_counter() - t
+
+        # The whole batch is one graph: decode -> regions (a task, from the decoded positions) -> split ->
+        # one task per region. The driver does not sit between the stages, so workers always have work.
+        def submit(fn, *args):
+            return client.submit(fn, *args, pure=False, priority=prio)
+
         dec_futs = [
-            client.submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, pure=False)
-            for i, cf in enumerate(chunk_futs)
+            submit(decode_chunk, cf, batch_id, i, self.lake_spec, False) for i, cf in enumerate(chunk_futs)
         ]
-        small_futs = [client.submit(decode_summary, f, pure=False) for f in dec_futs]
-        return InFlight(messages, batch_id, ranges, rep, dec_futs, small_futs, t_start)
+        small_futs = [submit(decode_summary, f) for f in dec_futs]
+        n_regions = max(1, int(self.n_threads() * self.settings.regions_per_thread))
+        region_map = submit(regions_of_batch, small_futs, n_regions, self.settings.healpix_order)
+        split_futs = [submit(split_by_region, f, region_map, n_regions) for f in dec_futs]
+        region_futs = [
+            submit(
+                process_region,
+                [submit(operator.getitem, sf, r) for sf in split_futs],
+                batch_id,
+                r,
+                self.lake_spec,
+                self.settings.features,
+            )
+            for r in range(n_regions)
+        ]
+        rep.regions = n_regions
+        return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start)
 
     def finish(self, job: InFlight) -> BatchReport:
-        """Wait for a batch's decoding, run its regions, write PostgreSQL and the manifest."""
+        """Wait for a batch's tasks, then write PostgreSQL and the manifest."""
         client, rep, batch_id = self.client, job.report, job.batch_id
         t = time.perf_counter()
         small = client.gather(job.small_futs)
-        keys = (
-            pd.concat([k for k, *_ in small if not k.empty], ignore_index=True) if small else pd.DataFrame()
-        )
         dead = [d for _, ds, *_ in small for d in ds]
         raw_index = pd.concat([ri for _, _, ri, _ in small], ignore_index=True) if small else pd.DataFrame()
         for *_, secs in small:
@@ -145,45 +171,17 @@ class Broker:
                 rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
         rep.seconds["decode"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+        results = [r for r in client.gather(job.region_futs) if r.counts.get("alerts", 0) or r.paths]
+        rep.seconds["science+lake"] = time.perf_counter() - t
         paths: list[str] = []
-        results = []
-        if not keys.empty:
-            t = time.perf_counter()
-            n_regions = self.n_threads() * self.settings.regions_per_thread
-            oid_region = assign_regions(keys, n_regions, self.settings.healpix_order)
-            n_regions = int(oid_region.max()) + 1
-            region_map = client.scatter(oid_region, broadcast=True, hash=False)
-            split_futs = [
-                client.submit(split_by_region, f, region_map, n_regions, pure=False, priority=10)
-                for f in job.dec_futs
-            ]
-            region_futs = []
-            for r in range(n_regions):
-                pieces = [
-                    client.submit(operator.getitem, sf, r, pure=False, priority=10) for sf in split_futs
-                ]
-                region_futs.append(
-                    client.submit(
-                        process_region,
-                        pieces,
-                        batch_id,
-                        r,
-                        self.lake_spec,
-                        self.settings.features,
-                        pure=False,
-                        priority=10,
-                    )
-                )
-            results = client.gather(region_futs)
-            rep.regions = n_regions
-            rep.seconds["science+lake"] = time.perf_counter() - t
-            for res in results:
-                paths.extend(res.paths)
-                for k, v in res.counts.items():
-                    rep.counts[k] = rep.counts.get(k, 0) + v
-                for k, v in res.seconds.items():
-                    rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
-        job.dec_futs.clear()
+        for res in results:
+            paths.extend(res.paths)
+            for k, v in res.counts.items():
+                rep.counts[k] = rep.counts.get(k, 0) + v
+            for k, v in res.seconds.items():
+                rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
+        job.region_futs.clear()
 
         t = time.perf_counter()
         if dead:
@@ -191,19 +189,18 @@ class Broker:
             paths.extend(self.lake.write_table("dead_letters", dl, batch_id))
             self.store.upsert("dead_letter", dl.drop(columns=["payload"]))
         rep.dead_letters = len(dead)
-        if results:
-            objects = pd.concat([r.objects for r in results if not r.objects.empty], ignore_index=True)
-            mags = pd.concat([r.magstats for r in results if not r.magstats.empty], ignore_index=True)
-            alerts = pd.concat([r.alerts for r in results if not r.alerts.empty], ignore_index=True)
-            alerts = alerts.merge(raw_index, on="candid", how="left")
+        for table, attr in (("object", "objects"), ("magstats", "magstats"), ("feature", "features")):
+            frames = [getattr(r, attr) for r in results if not getattr(r, attr).empty]
+            if frames:
+                df = pd.concat(frames, ignore_index=True)
+                self.store.upsert(table, df)
+                if table == "object":
+                    rep.object_ids = set(df["oid"])
+        alert_frames = [r.alerts for r in results if not r.alerts.empty]
+        if alert_frames:
+            alerts = pd.concat(alert_frames, ignore_index=True).merge(raw_index, on="candid", how="left")
             alerts["batch_id"] = batch_id
-            rep.object_ids = set(objects["oid"]) if not objects.empty else set()
-            self.store.upsert("object", objects)
-            self.store.upsert("magstats", mags)
             self.store.upsert("alert", alerts)
-            feats = [r.features for r in results if not r.features.empty]
-            if feats:
-                self.store.upsert("feature", pd.concat(feats, ignore_index=True))
         rep.seconds["postgres"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -18,6 +18,7 @@ import pandas as pd
 from features import FEATURE_VERSION, compute_features, correct, magstats, object_stats
 from pipeline.decode import decode_batch
 from pipeline.model import DeadLetter, RawMessage, Tables
+from pipeline.regions import assign_regions
 from storage import Lake, RawArchive
 
 #: Columns of the PostgreSQL ``alert`` summary row (the rest stays in the lake).
@@ -86,6 +87,15 @@ def _night_of_path(path: str) -> int:
         if part.startswith("night="):
             return int(part.split("=", 1)[1])
     return -1
+
+
+def regions_of_batch(summaries: list[tuple], n_regions: int, order: int) -> pd.Series:
+    """oid -> region for the whole batch, from the decode summaries (runs on a worker: the driver does not wait
+    between decoding and the science)."""
+    keys = [k for k, *_ in summaries if not k.empty]
+    if not keys:
+        return pd.Series(dtype="int64", name="region")
+    return assign_regions(pd.concat(keys, ignore_index=True), n_regions, order)
 
 
 def split_by_region(result: DecodeResult, oid_region: pd.Series, n_regions: int) -> list[Tables]:
