@@ -26,7 +26,7 @@ import pandas as pd
 from distributed import Client, LocalCluster
 
 from pipeline.config import Settings
-from pipeline.model import RawMessage, dead_letters_frame
+from pipeline.model import DeadLetter, RawMessage, dead_letters_frame
 from pipeline.report import BatchReport, RunReport
 from pipeline.sources import Source, open_source
 from pipeline.tasks import (
@@ -38,7 +38,7 @@ from pipeline.tasks import (
     warm_up,
 )
 from pipeline.workerpath import CodePath, code_folder
-from storage import EmbeddedPostgres, Lake, SummaryStore, manifest
+from storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
 
 
 def make_batch_id(messages: list[RawMessage]) -> str:
@@ -172,7 +172,11 @@ class Broker:
         rep.seconds["decode"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        results = [r for r in client.gather(job.region_futs) if r.counts.get("alerts", 0) or r.paths]
+        results = [
+            r
+            for r in client.gather(job.region_futs)
+            if r.counts.get("alerts", 0) or r.paths or not r.failed.empty
+        ]
         rep.seconds["science+lake"] = time.perf_counter() - t
         paths: list[str] = []
         for res in results:
@@ -183,6 +187,9 @@ class Broker:
                 rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
         job.region_futs.clear()
 
+        failed = [r.failed for r in results if not r.failed.empty]
+        if failed:
+            dead = dead + self._science_dead_letters(pd.concat(failed, ignore_index=True), raw_index)
         t = time.perf_counter()
         if dead:
             dl = dead_letters_frame(dead, batch_id)
@@ -210,6 +217,26 @@ class Broker:
         rep.alerts = rep.counts.get("alerts", 0)
         rep.wall = time.perf_counter() - job.t_start
         return rep
+
+    def _science_dead_letters(self, failed: pd.DataFrame, raw_index: pd.DataFrame) -> list[DeadLetter]:
+        """Dead letters for alerts whose science failed, with their raw packets from the archive."""
+        paths = raw_index.set_index("candid")["raw_path"] if not raw_index.empty else pd.Series(dtype=str)
+        archive = RawArchive(self.lake)
+        payloads: dict[int, bytes] = {}
+        for path, group in failed.groupby(failed["candid"].map(paths).fillna(""), sort=False):
+            payloads.update(archive.fetch_many(group["candid"].tolist(), path=path or None))
+        return [
+            DeadLetter(
+                source=str(row.source),
+                partition=int(row.partition),
+                offset=int(row.offset),
+                reason=str(row.reason),
+                error=str(row.error),
+                payload=payloads.get(int(row.candid), b""),
+                key=str(row.candid),
+            )
+            for row in failed.itertuples(index=False)
+        ]
 
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
         source.commit(messages)

@@ -53,6 +53,7 @@ class RegionResult:
     paths: list[str]
     counts: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # alerts whose science failed: dead letters
 
 
 def decode_chunk(
@@ -133,28 +134,66 @@ def merge_pieces(pieces: list[Tables]) -> Tables:
     return merged
 
 
-def process_region(
-    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple], with_features: bool = True
-) -> RegionResult:
+def _science(tables: Tables, with_features: bool, seconds: dict[str, float]) -> tuple:
+    """Correction, magstats, object statistics and features of one region's tables (pure)."""
     t0 = time.thread_time()
-    tables = merge_pieces(pieces)
-    seconds: dict[str, float] = {}
     detections = correct(tables.detections) if not tables.detections.empty else tables.detections
     t1 = time.thread_time()
-    seconds["correct"] = t1 - t0
+    seconds["correct"] = seconds.get("correct", 0.0) + t1 - t0
     ms = magstats(detections, tables.non_detections) if not detections.empty else pd.DataFrame()
     objs = object_stats(detections, ms) if not detections.empty else pd.DataFrame()
     t2 = time.thread_time()
-    seconds["magstats"] = t2 - t1
+    seconds["magstats"] = seconds.get("magstats", 0.0) + t2 - t1
     feats = pd.DataFrame()
     if with_features and not detections.empty:
         feats = compute_features(detections, tables.non_detections, objs)
         if not feats.empty:
-            last = objs.set_index("oid")[["lastmjd", "night"]]
-            feats = feats.join(last, on="oid")
-    t3 = time.thread_time()
-    seconds["features"] = t3 - t2
-    t2 = t3
+            feats = feats.join(objs.set_index("oid")[["lastmjd", "night"]], on="oid")
+    seconds["features"] = seconds.get("features", 0.0) + time.thread_time() - t2
+    return detections, ms, objs, feats
+
+
+def _only(tables: Tables, oids: set, keep: bool) -> Tables:
+    """The rows of ``tables`` whose oid is (keep=True) or is not (keep=False) in ``oids``."""
+    out = Tables()
+    for name, df in tables.items():
+        if not df.empty and "oid" in df.columns:
+            df = df[df["oid"].isin(oids) == keep]
+        setattr(out, name, df)
+    return out
+
+
+def _isolate_failures(tables: Tables, with_features: bool) -> tuple[Tables, pd.DataFrame]:
+    """After the science failed on a region: find, object by object, which objects make it fail. Returns the
+    tables without them and one row per failed alert (candid, oid, provenance, reason). Slow, but only on the
+    failure path, so one poisoned object never stops a batch (or, replayed, the whole stream)."""
+    bad: dict[str, str] = {}
+    for oid in tables.alerts["oid"].unique():
+        try:
+            _science(_only(tables, {oid}, True), with_features, {})
+        except Exception as exc:  # noqa: BLE001 - any failure of the science on this object
+            bad[oid] = f"{type(exc).__name__}: {exc}"[:500]
+    failed = tables.alerts[tables.alerts["oid"].isin(bad)]
+    cols = [c for c in ("candid", "oid", "source", "partition", "offset") if c in failed.columns]
+    failed = failed[cols].assign(
+        reason=failed["oid"].map(lambda o: f"processing failed for object {o}: {bad[o]}"),
+        error="ScienceError",
+    )
+    return _only(tables, set(bad), False), failed
+
+
+def process_region(
+    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple], with_features: bool = True
+) -> RegionResult:
+    tables = merge_pieces(pieces)
+    seconds: dict[str, float] = {}
+    failed = pd.DataFrame()
+    try:
+        detections, ms, objs, feats = _science(tables, with_features, seconds)
+    except Exception:  # noqa: BLE001 - isolate the objects that fail, go on with the others
+        tables, failed = _isolate_failures(tables, with_features)
+        detections, ms, objs, feats = _science(tables, with_features, seconds)
+    t2 = time.thread_time()
 
     detections, non_detections, forced = (
         _with_alert_night(df, tables.alerts)
@@ -189,7 +228,7 @@ def process_region(
         "magstats": len(ms),
     }
     counts["features"] = len(feats)
-    return RegionResult(objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds)
+    return RegionResult(objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds, failed)
 
 
 def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:

@@ -44,3 +44,58 @@ def test_feature_summary_json_has_no_nan():
     row = feature_summary(feats).iloc[0]
     assert row["features"] == {"Amplitude_1": 0.5, "Amplitude_2": None}
     assert row["n_features"] == 1
+
+
+def _real_pieces(shared_data, n=30):
+    from pipeline.decode import decode_batch
+    from pipeline.model import RawMessage
+
+    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:n]
+    msgs = [RawMessage("archive:t", 0, i, f.read_bytes(), key=f.name) for i, f in enumerate(files)]
+    tables, dead, raw = decode_batch(msgs, "b0")
+    assert not dead
+    return tables, raw
+
+
+def test_a_poisoned_object_is_isolated_and_the_region_goes_on(shared_data, tmp_path, monkeypatch):
+    import pipeline.tasks as tasks
+
+    tables, _ = _real_pieces(shared_data)
+    poisoned = tables.alerts["oid"].iloc[3]
+    real_correct = tasks.correct
+
+    def correct_or_fail(det):
+        if (det["oid"] == poisoned).any():
+            raise FloatingPointError("simulated science failure")
+        return real_correct(det)
+
+    monkeypatch.setattr(tasks, "correct", correct_or_fail)
+    res = tasks.process_region([tables], "b0", 0, (str(tmp_path), ()), with_features=False)
+    assert set(res.failed["oid"]) == {poisoned}
+    assert set(res.failed["candid"]) == set(tables.alerts.loc[tables.alerts["oid"] == poisoned, "candid"])
+    assert res.failed["reason"].str.contains("simulated science failure").all()
+    assert {"source", "partition", "offset"} <= set(res.failed.columns)
+    assert poisoned not in set(res.objects["oid"])
+    assert res.counts["alerts"] == len(tables.alerts) - len(res.failed)
+    assert set(res.objects["oid"]) == set(tables.alerts["oid"]) - {poisoned}
+
+
+def test_failed_alerts_become_dead_letters_with_their_raw_packets(shared_data, tmp_path):
+    from pipeline.config import load_settings
+    from pipeline.driver import Broker
+    from storage import Lake, RawArchive
+
+    tables, raw = _real_pieces(shared_data, n=10)
+    lake = Lake(str(tmp_path))
+    paths = RawArchive(lake).write(raw, "b0-c000")
+    by_night = {int(p.split("night=")[1].split("/")[0]): p for p in paths}
+    raw_index = pd.DataFrame({"candid": raw["candid"], "raw_path": raw["night"].map(by_night)})
+    failed = tables.alerts.iloc[[2, 5]][["candid", "oid", "source", "partition", "offset"]].assign(
+        reason="processing failed for object x: boom", error="ScienceError"
+    )
+    broker = Broker(load_settings(env={}), client=None, lake=lake, store=None)
+    letters = broker._science_dead_letters(failed, raw_index)
+    assert [d.offset for d in letters] == failed["offset"].tolist()
+    expected = dict(zip(raw["candid"], raw["payload"], strict=True))
+    assert [d.payload for d in letters] == [expected[c] for c in failed["candid"]]
+    assert all(d.reason.startswith("processing failed") for d in letters)
