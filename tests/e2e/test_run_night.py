@@ -258,3 +258,32 @@ def test_s3_lake_reads_back_with_dask(tmp_path, night_dir, summary_store, s3_lak
     archive = RawArchive(Lake(url, options))
     stamps = archive.fetch_stamps(int(row["candid"].iloc[0]), path=row["raw_path"].iloc[0])
     assert stamps["science"][:2] == b"\x1f\x8b"
+
+
+def test_object_sequences_all_process(tmp_path, summary_store, shared_data):
+    """Every alert of the six object_sequences objects is processed; the 21 HTML error pages are dead letters."""
+    src = shared_data / "ztf" / "object_sequences"
+    files = sorted(src.rglob("*.avro"))
+    settings = _settings(tmp_path, str(src), summary_store.dsn, batch_size=200)
+    report = run(settings, log=lambda *_: None)
+    assert report.messages == len(files)
+    assert report.alerts + report.dead_letters == len(files)
+    dead = Lake(settings.lake).read_table("dead_letters")
+    assert len(dead) == 21 and dead["reason"].str.contains("HTML").all()
+    objects = summary_store.fetch_df("SELECT oid, ndet FROM object ORDER BY oid")
+    assert sorted(objects["oid"]) == sorted(p.name for p in src.iterdir() if p.is_dir())
+    sn = summary_store.fetch_df(
+        "SELECT fid, ndet, magmin_corr, magmin FROM magstats WHERE oid = 'ZTF20aaelulu'"
+    )
+    assert set(sn["fid"]) >= {1, 2} and (sn["ndet"] > 5).all()
+
+
+def test_external_scheduler(tmp_path, night_dir, summary_store):
+    """--scheduler: the driver submits to a cluster it did not start (workers get the bytes, not paths)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
+        settings = _settings(tmp_path, str(night_dir), summary_store.dsn, scheduler=cluster.scheduler_address)
+        report = run(settings, log=lambda *_: None)
+    assert report.alerts == N_GOOD
+    assert summary_store.count("alert") == N_GOOD
