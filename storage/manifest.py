@@ -61,6 +61,35 @@ def _by_source(ranges: Mapping[Any, Any], source: str | None) -> dict[str, dict[
     raise ValueError("ranges must be {source: {partition: (first, last)}} unless source= is given")
 
 
+def _write_entry(
+    store: SummaryStore,
+    batch_id: str,
+    state: str,
+    ranges: Mapping[Any, Any],
+    files: Iterable[str],
+    source: str | None,
+) -> None:
+    by_source = _by_source(ranges, source)
+    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
+    as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
+    conn = store.conn
+    with store._lock, conn.transaction():
+        cur = conn.cursor()
+        cur.execute(
+            "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
+            "VALUES (%s, %s, %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
+            "state = EXCLUDED.state, ranges = EXCLUDED.ranges, files = EXCLUDED.files, "
+            "written_at = now(), committed_at = NULL",
+            (batch_id, state, Jsonb(as_json), Jsonb(sorted(set(files)))),
+        )
+        cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
+        cur.executemany(
+            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
 def record_batch(
     store: SummaryStore,
     batch_id: str,
@@ -70,25 +99,7 @@ def record_batch(
 ) -> None:
     """Record that ``batch_id`` wrote ``files`` for these offset ranges (state ``written``). Recording the same
     batch id again replaces its entry."""
-    by_source = _by_source(ranges, source)
-    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
-    as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
-    conn = store.conn
-    with store._lock, conn.transaction():
-        cur = conn.cursor()
-        cur.execute(
-            "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
-            "VALUES (%s, 'written', %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
-            "state = 'written', ranges = EXCLUDED.ranges, files = EXCLUDED.files, "
-            "written_at = now(), committed_at = NULL",
-            (batch_id, Jsonb(as_json), Jsonb(sorted(set(files)))),
-        )
-        cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
-        cur.executemany(
-            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            rows,
-        )
+    _write_entry(store, batch_id, "written", ranges, files, source)
 
 
 def begin_batch(
@@ -97,25 +108,7 @@ def begin_batch(
     """Record, before anything is written, that ``batch_id`` is about to write for these ranges (state
     ``started``, no file list yet). If the process dies mid-batch, the replay finds this entry as superseded
     and removes the batch's files by name (``Lake.find_batch_files``), even those nobody listed."""
-    by_source = _by_source(ranges, source)
-    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
-    as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
-    conn = store.conn
-    with store._lock, conn.transaction():
-        cur = conn.cursor()
-        cur.execute(
-            "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
-            "VALUES (%s, 'started', %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
-            "state = 'started', ranges = EXCLUDED.ranges, files = EXCLUDED.files, "
-            "written_at = now(), committed_at = NULL",
-            (batch_id, Jsonb(as_json), Jsonb([])),
-        )
-        cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
-        cur.executemany(
-            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            rows,
-        )
+    _write_entry(store, batch_id, "started", ranges, [], source)
 
 
 def mark_committed(store: SummaryStore, batch_id: str) -> None:
