@@ -108,19 +108,16 @@ class Broker:
         return self.finish(self.submit(messages))
 
     def submit(self, messages: list[RawMessage]) -> InFlight:
-        """Start a batch: retire superseded files, record the batch as started, send the decode tasks.
+        """Start a batch: retire superseded files, record the batch as started, submit the batch's graph.
 
-        Returns at once: the driver can start the next batch's decoding while this one finishes (its later
-        tasks get a higher priority, so batches still complete in order)."""
+        Returns at once, so the driver can start the next batches while this one runs; earlier batches have
+        the higher priority, so they still complete (and commit) in order."""
         t_start = time.perf_counter()
         batch_id = make_batch_id(messages)
         ranges = batch_ranges(messages)
         rep = BatchReport(batch_id=batch_id, messages=len(messages))
         for source, parts in ranges.items():
-            for old_batch, paths in manifest.superseded_files(self.store, source, parts, batch_id):
-                self.lake.delete_files(paths or self.lake.find_batch_files(old_batch))
-                manifest.forget_batches(self.store, [old_batch])
-                rep.superseded_batches += 1
+            rep.superseded_files += len(manifest.supersede(self.store, self.lake, source, parts, batch_id))
         manifest.begin_batch(self.store, batch_id, ranges)
         rep.seconds["manifest"] = time.perf_counter() - t_start
 

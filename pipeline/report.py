@@ -17,7 +17,7 @@ class BatchReport:
     alerts: int = 0
     dead_letters: int = 0
     regions: int = 0
-    superseded_batches: int = 0
+    superseded_files: int = 0  # lake files of earlier, overlapping batches removed first
     wall: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # driver wall time per step
