@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
+
+    from classifiers.training import register as register_training
+    from pipeline import catalog_cli
+
+    register_training(sub)
+
+    catalog_cli.register(sub)
+    sub.choices["catalog"].set_defaults(func=catalog_cli.run)
     return parser
 
 

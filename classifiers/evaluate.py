@@ -1,0 +1,261 @@
+"""Evaluation of the light-curve classifier: metrics at both levels, a Markdown report and PNG confusion
+matrices; and the mapping of ALeRCE's stored feature vectors onto ours so the model can be scored on real data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from classifiers.hierarchical import as_oid_indexed
+from classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
+
+#: Where ALeRCE's older feature names have a counterpart here (same definition, renamed in lc_classifier 1.x).
+ALERCE_RENAMES: dict[str, str] = {
+    **{
+        f"paps_{k}_{b}": f"MHPS_{k}_{b}"
+        for k in ("ratio", "low", "high", "non_zero", "PN_flag")
+        for b in (1, 2)
+    },
+    **{f"Psi_CS_v2_{b}": f"Psi_CS_{b}" for b in (1, 2)},
+    **{f"Psi_eta_v2_{b}": f"Psi_eta_{b}" for b in (1, 2)},
+    **{f"PeriodLS_v2_{b}": f"Period_band_{b}" for b in (1, 2)},
+}
+#: ALeRCE columns with no counterpart in our feature set (dropped).
+ALERCE_UNMATCHED = ("Period_fit_v2_1", "Period_fit_v2_2", "PeriodPowerRate_1", "PeriodPowerRate_2")
+ALERCE_FEATURES_FILE = "lightcurves/alerce_labelled/alerce_some_features_150obj_15class.parquet"
+ALERCE_LABELS_FILE = "lightcurves/alerce_labelled/alerce_some_labels_150obj_15class.parquet"
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one labelled set at the class and branch levels."""
+
+    n: int
+    class_balanced_accuracy: float
+    class_macro_f1: float
+    branch_balanced_accuracy: float
+    branch_macro_f1: float
+    per_class: pd.DataFrame  # index class: precision, recall, f1, support
+    per_branch: pd.DataFrame
+    confusion_class: pd.DataFrame  # rows true, columns predicted (counts)
+    confusion_branch: pd.DataFrame
+    recall_vs_mag: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def summary(self) -> dict:
+        return {
+            "n": self.n,
+            "class_balanced_accuracy": round(self.class_balanced_accuracy, 4),
+            "class_macro_f1": round(self.class_macro_f1, 4),
+            "branch_balanced_accuracy": round(self.branch_balanced_accuracy, 4),
+            "branch_macro_f1": round(self.branch_macro_f1, 4),
+        }
+
+
+def _level(y_true: np.ndarray, y_pred: np.ndarray, names: tuple[str, ...]):
+    present = [c for c in names if c in set(y_true)]  # macro averages over the classes the set contains
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(names), zero_division=0)
+    per = pd.DataFrame(
+        {"precision": p, "recall": r, "f1": f, "support": s}, index=pd.Index(names, name="class")
+    )
+    cm = pd.DataFrame(
+        confusion_matrix(y_true, y_pred, labels=list(names)),
+        index=pd.Index(names, name="true"),
+        columns=pd.Index(names, name="predicted"),
+    )
+    with warnings.catch_warnings():  # a prediction of a class absent from the set is legitimate here
+        warnings.simplefilter("ignore", UserWarning)
+        bacc = float(balanced_accuracy_score(y_true, y_pred))
+    macro_f1 = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    return bacc, macro_f1, per, cm
+
+
+def recall_vs_magnitude(y_true: np.ndarray, y_pred: np.ndarray, mag: np.ndarray, width: float = 1.0):
+    """Recall per class in bins of magnitude (NaN magnitudes left out): a table class x bin."""
+    ok = np.isfinite(mag)
+    if not ok.any():
+        return pd.DataFrame()
+    lo, hi = np.floor(np.nanmin(mag[ok])), np.ceil(np.nanmax(mag[ok]))
+    edges = np.arange(lo, hi + width, width)
+    bins = pd.cut(pd.Series(mag[ok]), edges, right=False).astype(str).to_numpy()
+    df = pd.DataFrame({"true": y_true[ok], "hit": y_true[ok] == y_pred[ok], "bin": bins})
+    return df.pivot_table(index="true", columns="bin", values="hit", aggfunc="mean").reindex(
+        [c for c in CLASSES if c in set(df["true"])]
+    )
+
+
+def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
+    """Score ``model`` on a labelled features table (labels indexed by oid; non-taxonomy labels dropped)."""
+    feats = as_oid_indexed(features)
+    lab = labels.set_axis(labels.index.astype(str), axis=0)
+    y = normalise_labels(lab.reindex(feats.index))
+    keep = y.notna().to_numpy()
+    if not keep.any():
+        raise ValueError("evaluate(): no object has a label among the 15 classes")
+    feats, y_true = feats[keep], y[keep].to_numpy(dtype=object)
+    y_pred = model.predict(feats).to_numpy(dtype=object)
+    b_true = np.array([BRANCH_OF[c] for c in y_true], dtype=object)
+    top = model.predict_branch_proba(feats)
+    b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
+    cb, cf, per_c, cm_c = _level(y_true, y_pred, CLASSES)
+    bb, bf, per_b, cm_b = _level(b_true, b_pred, BRANCHES)
+    mag_col = next((c for c in ("Mean_2", "mean_mag_2", "Mean_1") if c in feats.columns), None)
+    rvm = (
+        recall_vs_magnitude(y_true, y_pred, feats[mag_col].to_numpy(dtype=float))
+        if mag_col
+        else pd.DataFrame()
+    )
+    return Evaluation(len(y_true), cb, cf, bb, bf, per_c, per_b, cm_c, cm_b, rvm)
+
+
+def alerce_feature_frame(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """ALeRCE's stored feature vectors renamed onto our feature names, and notes on what could not be mapped.
+
+    Our ``Multiband_period`` is approximated by ALeRCE's per-band Lomb-Scargle period (r, else g): the model
+    leans on it and leaving it missing would turn every periodic star into a "no period" object.
+    """
+    from features import feature_names
+
+    ours = set(feature_names())
+    out = as_oid_indexed(features).rename(columns=ALERCE_RENAMES)
+    dropped = [c for c in out.columns if c not in ours]
+    out = out.drop(columns=dropped).copy()
+    notes = [
+        f"renamed: {', '.join(f'{a} -> {b}' for a, b in ALERCE_RENAMES.items() if a in features.columns)}"
+    ]
+    if "Multiband_period" not in out.columns and {"Period_band_1", "Period_band_2"} & set(out.columns):
+        out["Multiband_period"] = out.get("Period_band_2").fillna(out.get("Period_band_1"))
+        notes.append(
+            "approximated: Multiband_period = Period_band_2 (ALeRCE PeriodLS_v2_2), else Period_band_1"
+        )
+    if dropped:
+        notes.append(f"dropped (no counterpart): {', '.join(dropped)}")
+    missing = sorted(ours - set(out.columns))
+    if missing:
+        notes.append(f"missing in ALeRCE's vectors (imputed with the -999 sentinel): {', '.join(missing)}")
+    return out, notes
+
+
+def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[str]]:
+    """Score ``model`` on ALeRCE's 150 labelled real ZTF feature vectors (10 per class) in the shared data."""
+    feats = pd.read_parquet(Path(data_root) / ALERCE_FEATURES_FILE)
+    labels = pd.read_parquet(Path(data_root) / ALERCE_LABELS_FILE)["classALeRCE"]
+    mapped, notes = alerce_feature_frame(feats)
+    return evaluate(model, mapped, labels), notes
+
+
+def _plot_confusion(cm: pd.DataFrame, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = cm.to_numpy(dtype=float)
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 3 + 0.45 * len(cm)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cm)), cm.columns, rotation=60, ha="right")
+    ax.set_yticks(range(len(cm)), cm.index)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            if counts[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
+    cols = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in df.astype(object).iterrows():  # object: ints stay ints
+        cells = [
+            floatfmt.format(v) if isinstance(v, float) and np.isfinite(v) else ("" if pd.isna(v) else str(v))
+            for v in row
+        ]
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    results: dict[str, Evaluation], out_dir: str | Path, *, model=None, notes: list[str] | None = None
+) -> Path:
+    """Write ``report.md`` and one PNG per (set, level) confusion matrix into ``out_dir``; returns the .md path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Light-curve classifier evaluation", ""]
+    if model is not None:
+        md = getattr(model, "metadata", {}) or {}
+        lines += [
+            f"Model `{model.name}` version `{model.version}`, taxonomy `{model.taxonomy_version}`, features "
+            f"`{md.get('feature_version', '?')}` ({len(model.feature_columns_)} columns), training fingerprint "
+            f"`{str(md.get('training_fingerprint', '?'))[:16]}`.",
+            "",
+        ]
+    lines += [f"Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}.", ""]
+    lines += [
+        "| set | n | top balanced acc. | top macro F1 | 15-class balanced acc. | 15-class macro F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, ev in results.items():
+        lines.append(
+            f"| {name} | {ev.n} | {ev.branch_balanced_accuracy:.3f} | {ev.branch_macro_f1:.3f} | "
+            f"{ev.class_balanced_accuracy:.3f} | {ev.class_macro_f1:.3f} |"
+        )
+    lines += [
+        "",
+        "Targets (held-out simulation): top-level balanced accuracy >= 0.95, 15-class macro F1 >= 0.75.",
+        "",
+    ]
+    for k, (name, ev) in enumerate(results.items()):
+        slug = f"set{k}"
+        for level, cm in (("branch", ev.confusion_branch), ("class", ev.confusion_class)):
+            _plot_confusion(
+                cm, f"{name}\n{level} level (row-normalised)", out / f"confusion_{slug}_{level}.png"
+            )
+        lines += [
+            f"## {name}",
+            "",
+            "### Per class",
+            "",
+            _md_table(ev.per_class),
+            "",
+            "### Per branch",
+            "",
+            _md_table(ev.per_branch),
+            "",
+            f"![branch confusion](confusion_{slug}_branch.png)",
+            f"![class confusion](confusion_{slug}_class.png)",
+            "",
+        ]
+        if not ev.recall_vs_mag.empty:
+            lines += ["### Recall vs magnitude (mean r, else g)", "", _md_table(ev.recall_vs_mag), ""]
+    if notes:
+        lines += ["## Notes on the real-data mapping", ""] + [f"- {n}" for n in notes] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

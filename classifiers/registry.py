@@ -1,0 +1,191 @@
+"""Models as artefacts: a directory per (name, version) holding the pickled model and a metadata.json.
+
+Layout: ``{root}/{name}/{version}/model.joblib`` + ``metadata.json`` (name, version, taxonomy version, feature
+list and FEATURE_VERSION, training-set fingerprint, metrics, created_at, library versions). The metadata is
+plain JSON so a person (or the PostgreSQL loader) can read what a model is without unpickling it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+
+from classifiers.taxonomy import CLASSES, HIERARCHY
+from features import FEATURE_VERSION
+
+#: Default registry root; override with the BROKER_MODELS environment variable or the ``root`` argument.
+DEFAULT_ROOT = "models"
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+
+
+def registry_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root if root is not None else os.environ.get("BROKER_MODELS", DEFAULT_ROOT))
+
+
+def fingerprint(features: pd.DataFrame, labels: pd.Series | None = None) -> str:
+    """SHA-256 of a training table (features + labels), independent of row and column order, so the same data
+    gives the same fingerprint and any changed value, row, column or label gives another."""
+    df = features if "oid" not in features.columns else features.set_index("oid")
+    df = df.set_axis(df.index.astype(str), axis=0)
+    df = df.reindex(columns=sorted(map(str, df.columns)))
+    if labels is not None:
+        lab = labels.set_axis(labels.index.astype(str), axis=0).astype("string")
+        df = df.assign(__label__=lab.reindex(df.index))
+    df = df.sort_index(kind="stable")
+    h = hashlib.sha256()
+    h.update(json.dumps(list(map(str, df.columns))).encode())
+    h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _version_key(version: str) -> tuple:
+    """Sort key that orders 1.10.0 after 1.9.0 (numeric parts compared as numbers)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+_]", version))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, pd.DataFrame):
+        return _jsonable(obj.to_dict(orient="index"))
+    return obj
+
+
+def save(
+    model,
+    *,
+    root: str | os.PathLike | None = None,
+    training_fingerprint: str | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` to ``{root}/{model.name}/{model.version}/`` and return that directory.
+
+    Refuses to replace an existing version unless ``overwrite``: a version names one artefact forever.
+    """
+    if not getattr(model, "feature_columns_", None):
+        raise ValueError("save(): the model is not trained (no feature columns)")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", model.name) or not re.fullmatch(
+        r"[A-Za-z0-9_.\-+]+", model.version
+    ):
+        raise ValueError(
+            f"save(): model name/version must be simple tokens, got {model.name!r} {model.version!r}"
+        )
+    target = registry_root(root) / model.name / model.version
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} exists; bump the version or pass overwrite=True")
+        shutil.rmtree(target)
+    tmp = target.with_name(f".{model.version}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    metadata = {
+        "name": model.name,
+        "version": model.version,
+        "kind": type(model).__name__,
+        "taxonomy_version": model.taxonomy_version,
+        "classes": list(CLASSES),
+        "hierarchy": {b: list(c) for b, c in HIERARCHY.items()},
+        "feature_version": FEATURE_VERSION,
+        "features": list(model.feature_columns_),
+        "training_fingerprint": training_fingerprint or model.metadata.get("training_fingerprint"),
+        "metrics": _jsonable(metrics if metrics is not None else model.metadata.get("metrics", {})),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "sklearn_version": sklearn.__version__,
+        **_jsonable(extra or model.metadata.get("extra", {})),
+    }
+    model.metadata = metadata
+    joblib.dump(model, tmp / MODEL_FILE, compress=3)
+    (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    tmp.rename(target)  # atomic on one filesystem: readers never see half a model
+    return target
+
+
+def versions(name: str, *, root: str | os.PathLike | None = None) -> list[str]:
+    """The saved versions of model ``name``, oldest first (numeric version order)."""
+    base = registry_root(root) / name
+    if not base.is_dir():
+        return []
+    found = [p.name for p in base.iterdir() if (p / METADATA_FILE).is_file() and (p / MODEL_FILE).is_file()]
+    return sorted(found, key=_version_key)
+
+
+def read_metadata(name: str, version: str | None = None, *, root: str | os.PathLike | None = None) -> dict:
+    """The metadata.json of a model version (the latest when ``version`` is None)."""
+    return json.loads((_model_dir(name, version, root) / METADATA_FILE).read_text())
+
+
+def _model_dir(name: str, version: str | None, root) -> Path:
+    known = versions(name, root=root)
+    if not known:
+        raise FileNotFoundError(f"no model named {name!r} in {registry_root(root).resolve()}")
+    if version is None:
+        version = known[-1]
+    elif version not in known:
+        raise FileNotFoundError(f"model {name!r} has no version {version!r}; saved versions: {known}")
+    return registry_root(root) / name / version
+
+
+def load(
+    name: str,
+    version: str | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    check_feature_version: bool = True,
+):
+    """Load model ``name`` at ``version`` (the latest saved version when None).
+
+    With ``check_feature_version`` a model trained on another FEATURE_VERSION is refused: its trees would
+    split on numbers whose definition changed.
+    """
+    path = _model_dir(name, version, root)
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    if check_feature_version and metadata.get("feature_version") != FEATURE_VERSION:
+        raise ValueError(
+            f"model {name} {metadata.get('version')} was trained on features {metadata.get('feature_version')}, "
+            f"this code computes {FEATURE_VERSION}: retrain, or pass check_feature_version=False"
+        )
+    model = joblib.load(path / MODEL_FILE)
+    model.metadata = metadata
+    return model
+
+
+def list_models(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Every saved model version: name, version, taxonomy_version, feature_version, created_at, path."""
+    base = registry_root(root)
+    rows = []
+    if base.is_dir():
+        for d in sorted(p for p in base.iterdir() if p.is_dir()):
+            for v in versions(d.name, root=base):
+                m = json.loads((d / v / METADATA_FILE).read_text())
+                rows.append(
+                    {
+                        "name": d.name,
+                        "version": v,
+                        "taxonomy_version": m.get("taxonomy_version"),
+                        "feature_version": m.get("feature_version"),
+                        "created_at": m.get("created_at"),
+                        "path": str(d / v),
+                    }
+                )
+    cols = ["name", "version", "taxonomy_version", "feature_version", "created_at", "path"]
+    return pd.DataFrame(rows, columns=cols)
