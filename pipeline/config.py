@@ -58,6 +58,13 @@ class Settings:
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     features: bool = field(default=True, metadata={"help": "compute light-curve features (>= 6 detections)"})
+    catalog_root: str = field(
+        default="", metadata={"help": "folder of imported catalogues (default OUT/catalogs)"}
+    )
+    xmatch: str = field(
+        default="",
+        metadata={"help": "catalogues to cross-match: 'name:radius_arcsec[:col,col];name2:radius'"},
+    )
     sim_objects: int = field(default=8000, metadata={"help": "SOURCE=sim: objects in the simulated night"})
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 
@@ -78,6 +85,15 @@ class Settings:
         return opts
 
     @property
+    def catalogs(self) -> str:
+        return self.catalog_root or str(Path(self.out) / "catalogs")
+
+    @property
+    def xmatch_specs(self) -> tuple[tuple[str, float, tuple[str, ...]], ...]:
+        """``xmatch`` parsed: ((name, radius_arcsec, columns), ...)."""
+        return parse_xmatch(self.xmatch)
+
+    @property
     def pg_data_dir(self) -> Path:
         return Path(self.out) / "pg"
 
@@ -94,6 +110,26 @@ class Settings:
         if d.get("pg_dsn") and "@" in d["pg_dsn"]:
             d["pg_dsn"] = _mask_dsn(d["pg_dsn"])
         return d
+
+
+def parse_xmatch(spec: str) -> tuple[tuple[str, float, tuple[str, ...]], ...]:
+    """'vsx:1.5:Type,Period;gcvs:2' -> (('vsx', 1.5, ('Type', 'Period')), ('gcvs', 2.0, ()))."""
+    out = []
+    for item in (x.strip() for x in spec.split(";")):
+        if not item:
+            continue
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError(f"xmatch entry {item!r}: expected name:radius_arcsec[:col,col]")
+        try:
+            radius = float(parts[1])
+        except ValueError:
+            raise ValueError(f"xmatch entry {item!r}: radius {parts[1]!r} is not a number") from None
+        if not radius > 0:
+            raise ValueError(f"xmatch entry {item!r}: radius must be > 0 arcsec")
+        cols = tuple(c for c in parts[2].split(",") if c) if len(parts) == 3 else ()
+        out.append((parts[0], radius, cols))
+    return tuple(out)
 
 
 def _mask_dsn(dsn: str) -> str:
@@ -171,6 +207,7 @@ def _validate(s: Settings) -> None:
         raise ValueError("n_workers and threads_per_worker must be >= 1")
     if not 0 <= s.healpix_order <= 29:
         raise ValueError("healpix_order must be within 0..29")
+    parse_xmatch(s.xmatch)
 
 
 def settings_fields() -> list[dataclasses.Field]:

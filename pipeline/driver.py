@@ -13,6 +13,7 @@ A crash anywhere before 6 replays the batch; the manifest and upserts make the r
 from __future__ import annotations
 
 import hashlib
+import json
 import operator
 import re
 import time
@@ -150,6 +151,8 @@ class Broker:
                 r,
                 self.lake_spec,
                 self.settings.features,
+                self.settings.xmatch_specs,
+                self.settings.catalogs,
             )
             for r in range(n_regions)
         ]
@@ -200,6 +203,10 @@ class Broker:
                 self.store.upsert(table, df)
                 if table == "object":
                     rep.object_ids = set(df["oid"])
+        matches = [r.xmatch for r in results if not r.xmatch.empty]
+        if matches:
+            xm = pd.concat(matches, ignore_index=True)
+            self.store.upsert("xmatch", xm.assign(properties=xm["properties"].map(json.loads)))
         alert_frames = [r.alerts for r in results if not r.alerts.empty]
         if alert_frames:
             alerts = pd.concat(alert_frames, ignore_index=True).merge(raw_index, on="candid", how="left")

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from features import FEATURE_VERSION, compute_features, correct, magstats, object_stats
+from features.xmatch import crossmatch
 from pipeline.decode import decode_batch
 from pipeline.model import DeadLetter, RawMessage, Tables
 from pipeline.regions import assign_regions
-from storage import Lake, RawArchive
+from storage import Catalog, Lake, RawArchive
 
 #: Columns of the PostgreSQL ``alert`` summary row (the rest stays in the lake).
 ALERT_SUMMARY_COLUMNS = ["candid", "oid", "mjd", "night", "fid", "ra", "dec", "magpsf", "sigmapsf", "survey"]
@@ -54,6 +55,7 @@ class RegionResult:
     counts: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # alerts whose science failed: dead letters
+    xmatch: pd.DataFrame = field(default_factory=pd.DataFrame)  # nearest catalogue source per (oid, catalog)
 
 
 def decode_chunk(
@@ -183,7 +185,13 @@ def _isolate_failures(tables: Tables, with_features: bool) -> tuple[Tables, pd.D
 
 
 def process_region(
-    pieces: list[Tables], batch_id: str, region: int, lake_spec: tuple[str, tuple], with_features: bool = True
+    pieces: list[Tables],
+    batch_id: str,
+    region: int,
+    lake_spec: tuple[str, tuple],
+    with_features: bool = True,
+    xmatch: tuple = (),
+    catalog_root: str = "",
 ) -> RegionResult:
     tables = merge_pieces(pieces)
     seconds: dict[str, float] = {}
@@ -193,6 +201,9 @@ def process_region(
     except Exception:  # noqa: BLE001 - isolate the objects that fail, go on with the others
         tables, failed = _isolate_failures(tables, with_features)
         detections, ms, objs, feats = _science(tables, with_features, seconds)
+    t2 = time.thread_time()
+    matches = cross_match(objs, xmatch, catalog_root)
+    seconds["xmatch"] = time.thread_time() - t2
     t2 = time.thread_time()
 
     detections, non_detections, forced = (
@@ -210,6 +221,7 @@ def process_region(
         ("objects", objs),
         ("magstats", ms),
         ("features", _with_alert_night(feats, tables.alerts)),
+        ("xmatch", matches),
     ):
         if not df.empty:
             paths.extend(lake.write_table(name, _with_batch(df, batch_id), part))
@@ -228,7 +240,28 @@ def process_region(
         "magstats": len(ms),
     }
     counts["features"] = len(feats)
-    return RegionResult(objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds, failed)
+    counts["xmatch"] = len(matches)
+    return RegionResult(
+        objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds, failed, matches
+    )
+
+
+@lru_cache(maxsize=32)
+def _catalog(root: str, name: str) -> Catalog:
+    """One catalogue handle per worker process (its pixel cache is shared per process)."""
+    return Catalog(root, name)
+
+
+def cross_match(objs: pd.DataFrame, specs: tuple, root: str) -> pd.DataFrame:
+    """The ``xmatch`` rows of a region's objects against every configured catalogue (nearest within radius)."""
+    if objs.empty or not specs:
+        return pd.DataFrame()
+    frames = [crossmatch(objs, _catalog(root, name), radius, list(cols)) for name, radius, cols in specs]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out.merge(objs[["oid", "night"]], on="oid", how="left")
 
 
 def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "objects": ("oid",),
     "magstats": ("oid", "fid"),
     "features": ("oid", "FEATURE_VERSION"),
+    "xmatch": ("oid", "catalog"),
     "raw": ("candid",),
     "dead_letters": ("source", "partition", "offset"),
 }

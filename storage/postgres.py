@@ -131,6 +131,18 @@ TABLES: dict[str, TableSpec] = {
         key=("oid", "feature_version"),
         version="lastmjd",
     ),
+    "xmatch": TableSpec(
+        "xmatch",
+        {
+            "oid": TEXT,
+            "catalog": TEXT,
+            "catalog_id": TEXT,
+            "dist_arcsec": FLOAT,
+            "properties": JSONB,
+            "night": INT,
+        },
+        key=("oid", "catalog"),
+    ),
     "dead_letter": TableSpec(
         "dead_letter",
         {

@@ -287,3 +287,49 @@ def test_external_scheduler(tmp_path, night_dir, summary_store):
         report = run(settings, log=lambda *_: None)
     assert report.alerts == N_GOOD
     assert summary_store.count("alert") == N_GOOD
+
+
+def test_crossmatch_with_an_imported_catalogue(tmp_path, night_dir, summary_store):
+    """Objects are matched per region against a local HEALPix-partitioned catalogue; rows land in the lake and
+    in PostgreSQL."""
+    import fastavro
+    import numpy as np
+
+    from storage import import_catalog
+
+    positions = {}
+    for f in sorted(night_dir.glob("*.avro"))[:60]:
+        try:
+            with open(f, "rb") as fh:
+                c = next(fastavro.reader(fh))
+        except Exception:
+            continue
+        positions[c["objectId"]] = (c["candidate"]["ra"], c["candidate"]["dec"])
+    planted = dict(list(positions.items())[:10])
+    rng = np.random.default_rng(0)
+    cat = pd.DataFrame(
+        {
+            "src": [f"S{i}" for i in range(len(planted))] + [f"R{i}" for i in range(300)],
+            "ra": [ra for ra, _ in planted.values()] + list(rng.uniform(0, 360, 300)),
+            "dec": [dec + 0.5 / 3600 for _, dec in planted.values()] + list(rng.uniform(-30, 80, 300)),
+            "vmag": np.arange(len(planted) + 300, dtype=float),
+        }
+    )
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    import_catalog("test", tmp_path / "cat.csv", "ra", "dec", tmp_path / "catalogs", id_col="src")
+
+    settings = _settings(
+        tmp_path,
+        str(night_dir),
+        summary_store.dsn,
+        catalog_root=str(tmp_path / "catalogs"),
+        xmatch="test:2:vmag",
+    )
+    run(settings, log=lambda *_: None)
+    xm = summary_store.fetch_df("SELECT oid, catalog_id, dist_arcsec, properties FROM xmatch")
+    expected = {oid: f"S{i}" for i, oid in enumerate(planted)}
+    got = dict(zip(xm["oid"], xm["catalog_id"], strict=True))
+    assert {o: got.get(o) for o in expected} == expected
+    assert (xm["dist_arcsec"] < 2).all()
+    assert all("vmag" in p for p in xm["properties"])
+    assert set(Lake(settings.lake).read_table("xmatch")["oid"]) == set(xm["oid"])

@@ -49,3 +49,18 @@ def test_secrets_masked():
     s = load_settings(env={}, overrides={"pg_dsn": "postgresql://u:pw@h/db", "s3_secret": "abc"})
     d = s.public_dict()
     assert "pw" not in d["pg_dsn"] and d["s3_secret"] == "***"
+
+
+def test_xmatch_spec_parsing():
+    from pipeline.config import parse_xmatch
+
+    assert parse_xmatch("vsx:1.5:Type,Period; gcvs:2") == (
+        ("vsx", 1.5, ("Type", "Period")),
+        ("gcvs", 2.0, ()),
+    )
+    assert parse_xmatch("") == ()
+    for bad in ("vsx", "vsx:far", "vsx:-1", ":2"):
+        with pytest.raises(ValueError, match="xmatch entry"):
+            parse_xmatch(bad)
+    s = load_settings(env={"BROKER_XMATCH": "vsx:1"}, overrides={"out": "/o"})
+    assert s.xmatch_specs == (("vsx", 1.0, ()),) and s.catalogs == "/o/catalogs"
