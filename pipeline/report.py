@@ -113,7 +113,7 @@ class RunReport:
             f"  dead letters      {s['dead_letters']}",
         ]
         lines.append(f"  objects           {s['objects']} distinct")
-        for k in ("detections", "non_detections", "forced_photometry", "magstats", "features"):
+        for k in ("detections", "non_detections", "forced_photometry", "magstats", "features", "xmatch"):
             if k in s["counts"]:
                 lines.append(f"  {k:<17} {s['counts'][k]} rows written")
         lines += [
