@@ -65,6 +65,10 @@ class Settings:
         default="",
         metadata={"help": "catalogues to cross-match: 'name:radius_arcsec[:col,col];name2:radius'"},
     )
+    lc_model: str = field(
+        default="", metadata={"help": "light-curve classifier to run: name[:version] from the model registry"}
+    )
+    models: str = field(default="models", metadata={"help": "the model registry folder"})
     sim_objects: int = field(default=8000, metadata={"help": "SOURCE=sim: objects in the simulated night"})
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 

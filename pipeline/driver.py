@@ -22,6 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from distributed import Client, LocalCluster
@@ -96,6 +97,14 @@ class Broker:
     _seq: int = 0
 
     @property
+    def _lc_model(self) -> tuple[str, str, str | None] | None:
+        """(registry root, name, version) of the light-curve classifier to run, or None."""
+        if not self.settings.lc_model:
+            return None
+        name, _, version = self.settings.lc_model.partition(":")
+        return (str(Path(self.settings.models).resolve()), name, version or None)
+
+    @property
     def lake_spec(self) -> tuple[str, tuple]:
         return (self.settings.lake, tuple(sorted(self.settings.storage_options.items())))
 
@@ -153,6 +162,7 @@ class Broker:
                 self.settings.features,
                 self.settings.xmatch_specs,
                 self.settings.catalogs,
+                self._lc_model,
             )
             for r in range(n_regions)
         ]
@@ -203,6 +213,10 @@ class Broker:
                 self.store.upsert(table, df)
                 if table == "object":
                     rep.object_ids = set(df["oid"])
+        for table, attr in (("probability", "probabilities"), ("outlier_score", "outliers")):
+            frames = [getattr(r, attr) for r in results if not getattr(r, attr).empty]
+            if frames:
+                self.store.upsert(table, pd.concat(frames, ignore_index=True))
         matches = [r.xmatch for r in results if not r.xmatch.empty]
         if matches:
             xm = pd.concat(matches, ignore_index=True)

@@ -56,6 +56,8 @@ class RegionResult:
     seconds: dict[str, float] = field(default_factory=dict)
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # alerts whose science failed: dead letters
     xmatch: pd.DataFrame = field(default_factory=pd.DataFrame)  # nearest catalogue source per (oid, catalog)
+    probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)  # ALeRCE's probability rows
+    outliers: pd.DataFrame = field(default_factory=pd.DataFrame)  # outlier score per classified object
 
 
 def decode_chunk(
@@ -192,6 +194,7 @@ def process_region(
     with_features: bool = True,
     xmatch: tuple = (),
     catalog_root: str = "",
+    lc_model: tuple[str, str, str | None] | None = None,
 ) -> RegionResult:
     tables = merge_pieces(pieces)
     seconds: dict[str, float] = {}
@@ -204,6 +207,9 @@ def process_region(
     t2 = time.thread_time()
     matches = cross_match(objs, xmatch, catalog_root)
     seconds["xmatch"] = time.thread_time() - t2
+    t2 = time.thread_time()
+    probs, outliers = classify(feats, lc_model)
+    seconds["classify"] = time.thread_time() - t2
     t2 = time.thread_time()
 
     detections, non_detections, forced = (
@@ -222,6 +228,8 @@ def process_region(
         ("magstats", ms),
         ("features", _with_alert_night(feats, tables.alerts)),
         ("xmatch", matches),
+        ("probabilities", _with_alert_night(probs, tables.alerts)),
+        ("outliers", _with_alert_night(outliers, tables.alerts)),
     ):
         if not df.empty:
             paths.extend(lake.write_table(name, _with_batch(df, batch_id), part))
@@ -241,9 +249,37 @@ def process_region(
     }
     counts["features"] = len(feats)
     counts["xmatch"] = len(matches)
+    counts["classified"] = len(outliers)
     return RegionResult(
-        objs, ms, feature_summary(feats), alert_summary, paths, counts, seconds, failed, matches
+        objs,
+        ms,
+        feature_summary(feats),
+        alert_summary,
+        paths,
+        counts,
+        seconds,
+        failed,
+        matches,
+        probs,
+        outliers,
     )
+
+
+@lru_cache(maxsize=4)
+def _model(root: str, name: str, version: str | None):
+    """A registry model, loaded once per worker process (not once per task)."""
+    from classifiers import load
+
+    return load(name, version, root=root)
+
+
+def classify(feats: pd.DataFrame, lc_model: tuple[str, str, str | None] | None) -> tuple:
+    """Class probabilities (ALeRCE's long probability rows) and outlier scores for objects with features."""
+    if feats.empty or not lc_model:
+        return pd.DataFrame(), pd.DataFrame()
+    model = _model(*lc_model)
+    x = feats.drop(columns=[c for c in ("lastmjd", "night", "FEATURE_VERSION") if c in feats.columns])
+    return model.probabilities_long(x), model.outlier_scores(x)
 
 
 @lru_cache(maxsize=32)

@@ -42,6 +42,8 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "magstats": ("oid", "fid"),
     "features": ("oid", "FEATURE_VERSION"),
     "xmatch": ("oid", "catalog"),
+    "probabilities": ("oid", "classifier_name", "classifier_version", "class_name"),
+    "outliers": ("oid", "classifier_name", "classifier_version"),
     "raw": ("candid",),
     "dead_letters": ("source", "partition", "offset"),
 }

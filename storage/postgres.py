@@ -143,6 +143,30 @@ TABLES: dict[str, TableSpec] = {
         },
         key=("oid", "catalog"),
     ),
+    "probability": TableSpec(
+        "probability",
+        {
+            "oid": TEXT,
+            "classifier_name": TEXT,
+            "classifier_version": TEXT,
+            "class_name": TEXT,
+            "probability": FLOAT,
+            "ranking": INT,
+        },
+        key=("oid", "classifier_name", "classifier_version", "class_name"),
+        indexes=(("class_name", "ranking", "probability"),),
+    ),
+    "outlier_score": TableSpec(
+        "outlier_score",
+        {
+            "oid": TEXT,
+            "classifier_name": TEXT,
+            "classifier_version": TEXT,
+            "branch": TEXT,
+            "outlier_score": FLOAT,
+        },
+        key=("oid", "classifier_name", "classifier_version"),
+    ),
     "dead_letter": TableSpec(
         "dead_letter",
         {

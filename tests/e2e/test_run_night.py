@@ -333,3 +333,33 @@ def test_crossmatch_with_an_imported_catalogue(tmp_path, night_dir, summary_stor
     assert (xm["dist_arcsec"] < 2).all()
     assert all("vmag" in p for p in xm["properties"])
     assert set(Lake(settings.lake).read_table("xmatch")["oid"]) == set(xm["oid"])
+
+
+def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_store):
+    """A registry model runs on the workers: ALeRCE-style probability rows and outlier scores per object."""
+    from classifiers import CLASSES, HierarchicalClassifier, save
+
+    settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
+    run(settings, log=lambda *_: None)
+    feats = Lake(settings.lake).read_table("features", dedupe=True)
+    feats = feats.drop(columns=["alert_night", "batch_id", "lastmjd", "night"], errors="ignore")
+    labels = pd.Series([CLASSES[i % len(CLASSES)] for i in range(len(feats))], index=feats["oid"])
+    model = HierarchicalClassifier(n_estimators=10, outlier_estimators=10, random_state=0).fit(feats, labels)
+    save(model, root=tmp_path / "models")
+
+    settings = _settings(
+        tmp_path, str(night_dir), summary_store.dsn, lc_model=model.name, models=str(tmp_path / "models")
+    )
+    run(settings, log=lambda *_: None)
+    probs = summary_store.fetch_df("SELECT * FROM probability")
+    classified = set(feats["oid"])
+    assert set(probs["oid"]) == classified
+    fine = probs[probs["classifier_name"] == model.name]
+    assert (fine.groupby("oid").size() == len(CLASSES)).all()
+    sums = probs.groupby(["oid", "classifier_name"])["probability"].sum()
+    assert ((sums - 1).abs() < 1e-9).all()  # both levels are distributions
+    top = fine.loc[fine.groupby("oid")["probability"].idxmax()]
+    assert (top["ranking"] == 1).all()
+    outl = summary_store.fetch_df("SELECT oid, outlier_score FROM outlier_score")
+    assert set(outl["oid"]) == classified and outl["outlier_score"].notna().all()
+    assert len(Lake(settings.lake).read_table("probabilities", dedupe=True)) == len(probs)
