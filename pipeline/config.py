@@ -49,10 +49,17 @@ class Settings:
         default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
     )
     pipeline_depth: int = field(
-        default=2, metadata={"help": "batches decoding ahead of the one being finished (0 = one at a time)"}
+        default=3,
+        metadata={"help": "batches in the cluster beside the one being finished (0 = one at a time)"},
     )
-    chunks_per_thread: int = field(default=1, metadata={"help": "decode tasks per worker thread and batch"})
-    regions_per_thread: float = field(default=1.0, metadata={"help": "sky-region tasks per worker thread"})
+    # On few workers, whole batches side by side beat splitting each batch across workers (no transfers between
+    # workers); on many, each batch is still cut into n_threads/2 decode and region tasks.
+    chunks_per_thread: float = field(
+        default=0.5, metadata={"help": "decode tasks per worker thread and batch"}
+    )
+    regions_per_thread: float = field(
+        default=0.5, metadata={"help": "sky-region tasks per worker thread and batch"}
+    )
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
     )

@@ -136,7 +136,7 @@ class Broker:
         prio = -self._seq  # earlier batches first, so they finish (and commit) in order
         t = time.perf_counter()
         chunk_futs = client.scatter(
-            _chunks(messages, self.n_threads() * self.settings.chunks_per_thread), hash=False
+            _chunks(messages, max(1, int(self.n_threads() * self.settings.chunks_per_thread))), hash=False
         )
         rep.seconds["scatter"] = time.perf_counter() - t
 
