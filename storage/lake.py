@@ -74,6 +74,9 @@ PARTITION_KEYS = {
     "detections": "alert_night",
     "non_detections": "alert_night",
     "forced_photometry": "alert_night",
+    "features": "alert_night",
+    "probabilities": "alert_night",
+    "outliers": "alert_night",
 }
 
 

@@ -362,4 +362,13 @@ def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_sto
     assert (top["ranking"] == 1).all()
     outl = summary_store.fetch_df("SELECT oid, outlier_score FROM outlier_score")
     assert set(outl["oid"]) == classified and outl["outlier_score"].notna().all()
-    assert len(Lake(settings.lake).read_table("probabilities", dedupe=True)) == len(probs)
+    lake = Lake(settings.lake)
+    assert len(lake.read_table("probabilities", dedupe=True)) == len(probs)
+    # every per-object table is filed by the night of the alert that produced it, and opens as a dataset
+    for table in ("features", "probabilities", "outliers"):
+        files = lake.list_files(table)
+        assert files and all("/alert_night=" in f for f in files), table
+        n = len(lake.read_table(table))
+        assert len(dd.read_parquet(f"{settings.lake}/{table}").compute()) == n
+        # the files keep their partition column too, so pandas reads them without path partitioning
+        assert len(pd.read_parquet(f"{settings.lake}/{table}", partitioning=None)) == n
