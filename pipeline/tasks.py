@@ -1,9 +1,11 @@
 """The functions Dask runs on workers for one micro-batch (step timings are the task thread's CPU seconds).
 
 Two stages. ``decode_chunk`` turns a slice of raw packets into the internal tables and archives the raw packets
-(they never travel back to the driver). ``process_region`` takes every piece of one sky region, runs the
-science (correction, magstats, object statistics) and writes the lake files for that region. Both return only
-small frames the driver needs for PostgreSQL and the run report, so the driver stays light as workers scale.
+(they never travel back to the driver); ``regions_of_batch`` assigns every object to a sky region from the decoded
+positions. ``process_region`` takes every piece of one sky region, runs the science (correction, magstats, object
+statistics, light-curve features, cross-matches, classification) and writes the lake files for that region. Both
+return only the small frames the driver needs for PostgreSQL and the run report, so the driver stays light as
+workers scale.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def lake_for(spec: tuple[str, tuple]) -> Lake:
 class DecodeResult:
     tables: Tables
     dead: list[DeadLetter]
-    keys: pd.DataFrame  # oid, mjd, ra, dec of each alert: all the driver needs to assign regions
+    keys: pd.DataFrame  # oid, mjd, ra, dec of each alert: all that region assignment needs
     raw_index: pd.DataFrame  # candid -> raw archive file
     seconds: dict[str, float] = field(default_factory=dict)
 
