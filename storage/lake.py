@@ -7,8 +7,9 @@ messages differently is handled by ``storage.manifest``. Each file also records,
 metadata, the batch id and the time it was written (ns): readers that deduplicate keep the row of the latest
 write without trusting file-system timestamps (S3's have one-second resolution).
 
-The ``night`` column stays inside the files as well as in the folder name, so a file read on its own is
-complete; pyarrow and dask read the folder as a hive-partitioned dataset either way.
+The partition column (``night`` or ``alert_night``) lives in the folder name only (the hive layout): pandas,
+pyarrow and dask read a table's folder as a partitioned dataset and get it back from the path, and so does
+``read_table`` (files written by older versions that still carry it inside are read too).
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ PARTITION_KEYS = {
     "probabilities": "alert_night",
     "outliers": "alert_night",
 }
+
+
+def _partition_of(path: str) -> tuple[str, int] | None:
+    """(key, value) of the ``key=value`` folder a lake file sits in, if any."""
+    folder = str(path).rstrip("/").rsplit("/", 2)
+    if len(folder) >= 2 and "=" in folder[-2]:
+        key, _, value = folder[-2].partition("=")
+        if value.lstrip("-").isdigit():
+            return key, int(value)
+    return None
 
 
 def partition_key(table: str) -> str:
@@ -216,6 +227,9 @@ class Lake:
         nights = night.to_numpy(dtype=np.int64)
         unique = np.unique(nights)
         paths = []
+        arrow = arrow.drop_columns(
+            [key]
+        )  # the folder name carries it (hive layout): readers get it from the path
         for n in unique:
             part = arrow if len(unique) == 1 else arrow.filter(pa.array(nights == n))
             paths.append(
@@ -340,7 +354,16 @@ class Lake:
             except FileNotFoundError:
                 return None  # deleted since listing (a replay superseded its batch)
             cols = [c for c in want if c in dataset.schema.names] if want is not None else None
-            tbl = dataset.to_table(columns=cols, filter=expr)
+            partition = _partition_of(path)
+            if partition is not None and partition[0] not in dataset.schema.names:
+                # the partition column lives in the folder name: restore it, then filter
+                tbl = dataset.to_table(columns=cols)
+                key_name, value = partition
+                tbl = tbl.append_column(key_name, pa.array(np.full(tbl.num_rows, value, dtype=np.int32)))
+                if expr is not None:
+                    tbl = tbl.filter(expr)
+            else:
+                tbl = dataset.to_table(columns=cols, filter=expr)
             if tbl.num_rows == 0:
                 return None
             meta = dataset.schema.metadata or {}
