@@ -63,6 +63,20 @@ class Settings:
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
     )
+    history: bool = field(
+        default=True,
+        metadata={"help": "merge each object's stored light curve (all earlier nights) before the science"},
+    )
+    history_order: int = field(
+        default=4, metadata={"help": "HEALPix order of the light-curve history store's pixels"}
+    )
+    history_cache_mb: float = field(
+        default=256.0, metadata={"help": "history rows each worker process keeps in memory (MB)"}
+    )
+    compact_history: bool = field(
+        default=True,
+        metadata={"help": "merge each touched history pixel's files into one at the end of a run"},
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     features: bool = field(default=True, metadata={"help": "compute light-curve features (>= 6 detections)"})
     catalog_root: str = field(
@@ -218,6 +232,10 @@ def _validate(s: Settings) -> None:
         raise ValueError("n_workers and threads_per_worker must be >= 1")
     if not 0 <= s.healpix_order <= 29:
         raise ValueError("healpix_order must be within 0..29")
+    if not 0 <= s.history_order <= 13:
+        raise ValueError("history_order must be within 0..13")
+    if s.history_cache_mb < 0:
+        raise ValueError("history_cache_mb must be >= 0")
     parse_xmatch(s.xmatch)
 
 

@@ -35,6 +35,7 @@ from pipeline.tasks import (
     decode_chunk,
     decode_summary,
     process_region,
+    region_done,
     regions_of_batch,
     split_by_region,
     warm_up,
@@ -95,6 +96,14 @@ class Broker:
     store: SummaryStore
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     _seq: int = 0
+    _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
+    touched_pixels: set[int] = field(default_factory=set)  # history pixels written during this run
+
+    @property
+    def _history(self) -> tuple[int, float] | None:
+        """(HEALPix order, cache MB) of the history store, or None when the history is off."""
+        s = self.settings
+        return (s.history_order, s.history_cache_mb) if s.history else None
 
     @property
     def _lc_model(self) -> tuple[str, str, str | None] | None:
@@ -163,9 +172,14 @@ class Broker:
                 self.settings.xmatch_specs,
                 self.settings.catalogs,
                 self._lc_model,
+                self._history,
+                self._previous,
             )
             for r in range(n_regions)
         ]
+        if self._history is not None:
+            # the next batch's region tasks start after this batch's: they read the history it writes
+            self._previous = [submit(region_done, f) for f in region_futs]
         rep.regions = n_regions
         return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start)
 
@@ -191,6 +205,7 @@ class Broker:
         paths: list[str] = []
         for res in results:
             paths.extend(res.paths)
+            self.touched_pixels.update(_history_pixels(res.paths))
             for k, v in res.counts.items():
                 rep.counts[k] = rep.counts.get(k, 0) + v
             for k, v in res.seconds.items():
@@ -255,6 +270,24 @@ class Broker:
             )
             for row in failed.itertuples(index=False)
         ]
+
+    def compact_history(self) -> dict[str, int]:
+        """Merge the files of every history pixel this run wrote, one Dask task per group of pixels."""
+        if self._history is None or not self.touched_pixels:
+            return {"files_before": 0, "files_after": 0}
+        from pipeline.history import compact_pixels
+
+        pixels = sorted(self.touched_pixels)
+        groups = _chunks(pixels, self.n_threads() * 4)
+        futs = [
+            self.client.submit(compact_pixels, self.lake_spec, self._history, g, pure=False) for g in groups
+        ]
+        out = {"files_before": 0, "files_after": 0}
+        for part in self.client.gather(futs):
+            for k, v in part.items():
+                out[k] += v
+        self.touched_pixels.clear()
+        return out
 
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
         source.commit(messages)
@@ -327,6 +360,10 @@ def run(settings: Settings, log=print) -> RunReport:
                         _complete(broker, source, pending.popleft(), report, bar)
                 while pending:
                     _complete(broker, source, pending.popleft(), report, bar)
+            if settings.compact_history:
+                t = time.perf_counter()
+                report.history_compaction = broker.compact_history()
+                report.history_compaction["seconds"] = round(time.perf_counter() - t, 3)
             status = "ok"
         finally:
             source.close()
@@ -352,3 +389,14 @@ def _batches(source: Source) -> Iterator[list[RawMessage]]:
     for batch in source.batches():
         if batch:
             yield batch
+
+
+def _history_pixels(paths: list[str]) -> set[int]:
+    """The history pixels (``.../history/<table>/Norder=k/Dir=d/Npix=p/...``) among written paths."""
+    out = set()
+    for p in paths:
+        if "/history/" in p:
+            for part in p.split("/"):
+                if part.startswith("Npix="):
+                    out.add(int(part[5:]))
+    return out

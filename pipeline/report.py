@@ -39,6 +39,7 @@ class RunReport:
     processing_started: float | None = None  # perf_counter at the first batch's submission
     processing_ended: float | None = None  # perf_counter at the last batch's commit
     objects: set[str] = field(default_factory=set, repr=False)
+    history_compaction: dict = field(default_factory=dict)  # files before/after, seconds
 
     def add(self, rep: BatchReport) -> None:
         self.objects |= rep.object_ids
@@ -100,6 +101,7 @@ class RunReport:
             "batch_seconds_p99": round(float(np.percentile(lat, 99)), 3),
             "step_seconds": {k: round(v, 3) for k, v in steps.items()},
             "worker_seconds": {k: round(v, 3) for k, v in worker.items()},
+            "history_compaction": self.history_compaction,
         }
 
     def render(self) -> str:
@@ -116,6 +118,17 @@ class RunReport:
         for k in ("detections", "non_detections", "forced_photometry", "magstats", "features", "xmatch"):
             if k in s["counts"]:
                 lines.append(f"  {k:<17} {s['counts'][k]} rows written")
+        if "history_rows_read" in s["counts"]:
+            lines.append(
+                f"  history           {s['counts']['history_rows_read']} stored rows merged, "
+                f"{s['counts'].get('history_rows_written', 0)} new rows stored"
+            )
+        hc = s.get("history_compaction") or {}
+        if hc.get("files_before"):
+            lines.append(
+                f"  compaction        {hc['files_before']} history files -> {hc['files_after']} "
+                f"in {hc.get('seconds', 0)} s"
+            )
         lines += [
             f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",
             f"  throughput        {s['alerts_per_second']} alerts/s over {s['processing_seconds']} s of "

@@ -197,14 +197,34 @@ def process_region(
     xmatch: tuple = (),
     catalog_root: str = "",
     lc_model: tuple[str, str, str | None] | None = None,
+    history: tuple[int, float] | None = None,
+    after: object = None,
 ) -> RegionResult:
-    tables = merge_pieces(pieces)
+    """The science of one sky region of a batch, and its lake files.
+
+    ``history`` = (HEALPix order, cache MB) merges the stored light curves of the region's objects first (and
+    stores the new rows after); ``after`` is only a dependency: the previous batch's region tasks, so a batch
+    always sees the history its predecessors wrote."""
+    del after
     seconds: dict[str, float] = {}
+    t0 = time.thread_time()
+    batch = merge_pieces(pieces)
+    merge = None
+    if history is not None:
+        from pipeline.history import merge_history, store_for
+
+        store = store_for(lake_spec, history)
+        merge = merge_history(batch, store)
+        tables = merge.tables
+    else:
+        tables = batch
+    seconds["history"] = time.thread_time() - t0
     failed = pd.DataFrame()
     try:
         detections, ms, objs, feats = _science(tables, with_features, seconds)
     except Exception:  # noqa: BLE001 - isolate the objects that fail, go on with the others
         tables, failed = _isolate_failures(tables, with_features)
+        batch = _only(batch, set(failed["oid"]), False)
         detections, ms, objs, feats = _science(tables, with_features, seconds)
     t2 = time.thread_time()
     matches = cross_match(objs, xmatch, catalog_root)
@@ -214,13 +234,23 @@ def process_region(
     seconds["classify"] = time.thread_time() - t2
     t2 = time.thread_time()
 
+    if merge is not None and not detections.empty and not batch.detections.empty:
+        # the lake's detections table files what this batch brought; the stored history is already there
+        detections = detections[detections["candid"].isin(batch.detections["candid"])]
     detections, non_detections, forced = (
         _with_alert_night(df, tables.alerts)
-        for df in (detections, tables.non_detections, tables.forced_photometry)
+        for df in (detections, batch.non_detections, batch.forced_photometry)
     )
     lake = lake_for(lake_spec)
     part = f"{batch_id}-r{region:03d}"
     paths: list[str] = []
+    if merge is not None:
+        from pipeline.history import write_history
+
+        t3 = time.thread_time()
+        failed_oids = failed["oid"].unique() if not failed.empty else ()
+        paths += write_history(store, merge, part, failed_oids)
+        seconds["history"] += time.thread_time() - t3
     for name, df in (
         ("alerts", tables.alerts),
         ("detections", detections),
@@ -244,14 +274,17 @@ def process_region(
     counts = {
         "alerts": len(tables.alerts),
         "detections": len(detections),
-        "non_detections": len(tables.non_detections),
-        "forced_photometry": len(tables.forced_photometry),
+        "non_detections": len(batch.non_detections),
+        "forced_photometry": len(batch.forced_photometry),
         "objects": len(objs),
         "magstats": len(ms),
     }
     counts["features"] = len(feats)
     counts["xmatch"] = len(matches)
     counts["classified"] = len(outliers)
+    if merge is not None:
+        counts["history_rows_read"] = sum(merge.stored_rows.values())
+        counts["history_rows_written"] = sum(len(df) for df in merge.new_rows.values())
     return RegionResult(
         objs,
         ms,
@@ -265,6 +298,11 @@ def process_region(
         probs,
         outliers,
     )
+
+
+def region_done(result: RegionResult) -> int:
+    """A tiny stand-in for a finished region task (the next batch waits on these, not on the results)."""
+    return len(result.paths)
 
 
 @lru_cache(maxsize=4)
