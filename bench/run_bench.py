@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 ceiling = max(ceiling, decoded / (time.perf_counter() - t))
 
         runs = {}
-        for label, with_features in (("core", False), ("features", True)):
+        for label, with_features, history in (
+            ("core", False, True),
+            ("no-history", False, False),
+            ("features", True, True),
+        ):
             settings = load_settings(
                 env={},
                 overrides=dict(
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     dashboard_address=":0",
                     progress=False,
                     features=with_features,
+                    history=history,
                 ),
             )
             with PeakRSS() as mem:
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[label] = (report.summary(), wall, mem.peak_total)
         s, wall, peak = runs["core"]
         sf, wall_f, peak_f = runs["features"]
+        snh = runs["no-history"][0]
         full = s["alerts_per_second"]
         figures = {
             "alerts": n,
@@ -145,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             "decode_only_alerts_per_s": round(ceiling, 1),
             "pipeline_alerts_per_s": full,
             "pipeline_over_decode_ratio": round(full / ceiling, 3) if ceiling else None,
+            "pipeline_without_history_alerts_per_s": snh["alerts_per_second"],
+            "history_cost_ratio": round(full / snh["alerts_per_second"], 3)
+            if snh["alerts_per_second"]
+            else None,
+            "history_rows_merged": s["counts"].get("history_rows_read", 0),
+            "history_compaction": s.get("history_compaction", {}),
             "pipeline_with_features_alerts_per_s": sf["alerts_per_second"],
             "pipeline_with_features_over_decode_ratio": round(sf["alerts_per_second"] / ceiling, 3),
             "objects_with_features": sf["counts"].get("features", 0),
@@ -172,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  full pipeline (archive source)    {figures['pipeline_alerts_per_s']:>9} alerts/s  (no light-curve features)"
     )
     print(f"  ratio pipeline / ceiling          {figures['pipeline_over_decode_ratio']:>9}")
+    print(
+        f"  same without the history store    {figures['pipeline_without_history_alerts_per_s']:>9} alerts/s  "
+        f"(with/without {figures['history_cost_ratio']}; {figures['history_rows_merged']} stored rows merged)"
+    )
     print(
         f"  pipeline + light-curve features   {figures['pipeline_with_features_alerts_per_s']:>9} alerts/s  "
         f"(ratio {figures['pipeline_with_features_over_decode_ratio']}, "

@@ -97,7 +97,6 @@ class Broker:
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     _seq: int = 0
     _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
-    touched_pixels: set[int] = field(default_factory=set)  # history pixels written during this run
 
     @property
     def _history(self) -> tuple[int, float] | None:
@@ -205,7 +204,6 @@ class Broker:
         paths: list[str] = []
         for res in results:
             paths.extend(res.paths)
-            self.touched_pixels.update(_history_pixels(res.paths))
             for k, v in res.counts.items():
                 rep.counts[k] = rep.counts.get(k, 0) + v
             for k, v in res.seconds.items():
@@ -272,21 +270,27 @@ class Broker:
         ]
 
     def compact_history(self) -> dict[str, int]:
-        """Merge the files of every history pixel this run wrote, one Dask task per group of pixels."""
-        if self._history is None or not self.touched_pixels:
-            return {"files_before": 0, "files_after": 0}
-        from pipeline.history import compact_pixels
+        """Fold the history deltas into their pixel folders, one Dask task per share of the pixels; the deltas
+        are removed only once every share is written."""
+        if self._history is None:
+            return {}
+        from pipeline.history import compact_share
+        from storage.history import HISTORY_KEYS, HistoryStore
 
-        pixels = sorted(self.touched_pixels)
-        groups = _chunks(pixels, self.n_threads() * 4)
+        store = HistoryStore(self.lake, order=self.settings.history_order)
+        deltas = {t: store.delta_files(t) for t in HISTORY_KEYS}
+        if not any(deltas.values()):
+            return {}
+        shares = self.n_threads()
         futs = [
-            self.client.submit(compact_pixels, self.lake_spec, self._history, g, pure=False) for g in groups
+            self.client.submit(compact_share, self.lake_spec, self._history, k, shares, deltas, pure=False)
+            for k in range(shares)
         ]
-        out = {"files_before": 0, "files_after": 0}
+        out = {"deltas": sum(len(v) for v in deltas.values())}
         for part in self.client.gather(futs):
             for k, v in part.items():
-                out[k] += v
-        self.touched_pixels.clear()
+                out[k] = out.get(k, 0) + v
+        store.drop_deltas(deltas)
         return out
 
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
@@ -389,14 +393,3 @@ def _batches(source: Source) -> Iterator[list[RawMessage]]:
     for batch in source.batches():
         if batch:
             yield batch
-
-
-def _history_pixels(paths: list[str]) -> set[int]:
-    """The history pixels (``.../history/<table>/Norder=k/Dir=d/Npix=p/...``) among written paths."""
-    out = set()
-    for p in paths:
-        if "/history/" in p:
-            for part in p.split("/"):
-                if part.startswith("Npix="):
-                    out.add(int(part[5:]))
-    return out

@@ -124,6 +124,7 @@ def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
     pixels = sorted(set(known.to_numpy().tolist()))
     for table in LIGHT_CURVE_TABLES:
         rows = store.read(table, pixels, returning) if returning else pd.DataFrame()
+        rows = rows.drop(columns=["pixel"], errors="ignore")  # the store's own column, not the science's
         counts[table] = len(rows)
         setattr(stored, table, _align(rows, getattr(tables, table)))
     merged = merge_pieces([stored, tables])
@@ -147,8 +148,12 @@ def write_history(store: HistoryStore, merge: HistoryMerge, name: str, failed_oi
     return paths
 
 
-def compact_pixels(
-    lake_spec: tuple[str, tuple], spec: tuple[int, float], pixels: list[int]
+def compact_share(
+    lake_spec: tuple[str, tuple],
+    spec: tuple[int, float],
+    share: int,
+    shares: int,
+    deltas: dict[str, list[str]],
 ) -> dict[str, int]:
-    """Compact the history folders of ``pixels`` (a Dask task at the end of a run)."""
-    return store_for(lake_spec, spec).compact(pixels)
+    """One Dask task of the end-of-run compaction: the pixels ``p % shares == share``."""
+    return store_for(lake_spec, spec).compact_share(share, shares, deltas)

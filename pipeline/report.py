@@ -124,10 +124,10 @@ class RunReport:
                 f"{s['counts'].get('history_rows_written', 0)} new rows stored"
             )
         hc = s.get("history_compaction") or {}
-        if hc.get("files_before"):
+        if hc.get("deltas"):
             lines.append(
-                f"  compaction        {hc['files_before']} history files -> {hc['files_after']} "
-                f"in {hc.get('seconds', 0)} s"
+                f"  compaction        {hc['deltas']} history deltas folded into {hc.get('pixels', 0)} pixel "
+                f"files in {hc.get('seconds', 0)} s"
             )
         lines += [
             f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",

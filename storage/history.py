@@ -7,8 +7,14 @@ store did not have, so features and magstats see every night while no task reads
 
 Layout (hats-style, so a pixel's files sit together and ``lsdb``-like tools can walk it)::
 
-    {lake}/history/{table}/Norder={k}/Dir={d}/Npix={p}/{batch_id}-rNNN.parquet   (one per region task)
-    {lake}/history/{table}/Norder={k}/Dir={d}/Npix={p}/compacted-{digest}.parquet (after compaction)
+    {lake}/history/{table}/Norder={k}/Dir={d}/Npix={p}/compacted-{digest}.parquet  (the pixel's rows)
+    {lake}/history/{table}/Norder={k}/deltas/{batch_id}-rNNN.parquet                (new rows, one per task)
+
+A region task writes its new rows as ONE delta file per table (rows carry their ``pixel``, sorted by it), not
+one file per pixel: a batch spread over the sky would otherwise write hundreds of tiny files. Readers take a
+pixel's compacted file plus the delta rows of that pixel; compaction (at the end of a run, or ``broker history
+compact``) folds the deltas into the pixel folders and removes them. A run that died before compacting leaves
+its deltas, which the next run reads and compacts.
 
 with ``table`` one of ``objects`` (the object index: oid, survey, first position, pixel), ``detections``,
 ``non_detections``, ``forced_photometry``. An object belongs to exactly one pixel, the pixel of its first
@@ -89,7 +95,7 @@ def dedupe_rows(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class _Folder:
-    """What a worker holds of one pixel folder: each file's frame, keyed by name and (size, mtime)."""
+    """What a worker holds of one folder: each file's frame, keyed by name and (size, mtime)."""
 
     files: dict[str, tuple[tuple, pd.DataFrame]]
     nbytes: int
@@ -105,33 +111,43 @@ class HistoryStore:
         self.order = int(order)
         self.margin_arcsec = float(margin_arcsec)
         self.cache_bytes = int(cache_mb * 2**20)
-        self._cache: OrderedDict[tuple[str, int], _Folder] = OrderedDict()
+        self._cache: OrderedDict[str, _Folder] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()
         self.stats = {"files_read": 0, "files_cached": 0}
 
     # ------------------------------------------------------------------------------------- layout
-    def folder(self, table: str, pixel: int) -> str:
-        """The filesystem path of one pixel's folder of ``table``."""
+    def _base(self, table: str) -> str:
         if table not in HISTORY_KEYS:
             raise ValueError(f"unknown history table {table!r}; known: {sorted(HISTORY_KEYS)}")
+        return self.lake._fs_path(f"history/{table}/Norder={self.order}")
+
+    def folder(self, table: str, pixel: int) -> str:
+        """The filesystem path of one pixel's folder of ``table``."""
         pixel = int(pixel)
-        d = (pixel // 10000) * 10000
-        return self.lake._fs_path(f"history/{table}/Norder={self.order}/Dir={d}/Npix={pixel}")
+        return f"{self._base(table)}/Dir={(pixel // 10000) * 10000}/Npix={pixel}"
+
+    def delta_folder(self, table: str) -> str:
+        return f"{self._base(table)}/deltas"
 
     def pixels(self, table: str = "objects") -> list[int]:
-        """Every pixel that has files of ``table``."""
-        base = self.lake._fs_path(f"history/{table}/Norder={self.order}")
+        """Every pixel that has rows of ``table`` (compacted or in deltas)."""
+        base = self._base(table)
         if not self.lake.local:
             self.lake.fs.invalidate_cache()
-        if not self.lake.fs.exists(base):
-            return []
-        out = set()
-        for path in self.lake.fs.find(base, withdirs=True):
-            name = os.path.basename(str(path).rstrip("/"))
-            if name.startswith("Npix="):
-                out.add(int(name.split("=", 1)[1]))
+        out: set[int] = set()
+        if self.lake.fs.exists(base):
+            for path in self.lake.fs.find(base, withdirs=True):
+                name = os.path.basename(str(path).rstrip("/"))
+                if name.startswith("Npix="):
+                    out.add(int(name.split("=", 1)[1]))
+        for df in self._frames(self.delta_folder(table)).values():
+            if not df.empty:
+                out.update(np.unique(df["pixel"].to_numpy()).tolist())
         return sorted(out)
+
+    def delta_files(self, table: str) -> list[str]:
+        return sorted(self._listing(self.delta_folder(table)))
 
     def _listing(self, folder: str) -> dict[str, tuple]:
         """{file path: (size, mtime)} of the Parquet files in a folder (empty if it does not exist)."""
@@ -144,7 +160,10 @@ class HistoryStore:
             out = {}
             for e in entries:
                 if e.name.endswith(".parquet") and not e.name.startswith((".", "_")):
-                    st = e.stat()
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:
+                        continue
                     out[e.path] = (st.st_size, st.st_mtime_ns)
             return out
         fs.invalidate_cache(folder)
@@ -163,14 +182,12 @@ class HistoryStore:
         self.stats["files_read"] += 1
         return arrow_to_pandas(pq.read_table(path, filesystem=self.lake.arrow_fs))
 
-    def read_pixel(self, table: str, pixel: int) -> pd.DataFrame:
-        """All stored rows of one pixel of ``table``, deduplicated. Files already read by this process and
+    def _frames(self, folder: str) -> dict[str, pd.DataFrame]:
+        """{path: frame} of every file in ``folder``, in name order. Files already read by this process and
         unchanged since come from the cache; files gone since (compacted away) leave it."""
-        folder = self.folder(table, pixel)
         listing = self._listing(folder)
-        key = (table, int(pixel))
         with self._lock:
-            held = self._cache.pop(key, None)
+            held = self._cache.pop(folder, None)
         files: dict[str, tuple[tuple, pd.DataFrame]] = {}
         for path, sig in sorted(listing.items()):
             if held is not None and path in held.files and held.files[path][0] == sig:
@@ -180,32 +197,43 @@ class HistoryStore:
             try:
                 files[path] = (sig, self._read_file(path))
             except FileNotFoundError:  # compacted away between listing and reading: its rows moved
-                return self.read_pixel(table, pixel)
-        frames = [df for _, df in files.values() if not df.empty]
-        nbytes = sum(int(df.memory_usage(deep=False).sum()) for df in frames)
+                return self._frames(folder)
+        nbytes = sum(int(df.memory_usage(deep=False).sum()) for _, df in files.values())
         with self._lock:
-            self._cache[key] = _Folder(files, nbytes)
+            self._cache[folder] = _Folder(files, nbytes)
             self._cached += nbytes - (held.nbytes if held is not None else 0)
             while self._cached > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
-        if not frames:
-            return pd.DataFrame()
-        # compacted files first, then batch files in name order: later writes win ties
-        frames = [files[p][1] for p in sorted(files, key=lambda p: (not _is_compacted(p), p))]
-        frames = [f for f in frames if not f.empty]
-        return dedupe_rows(table, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+        order = sorted(files, key=lambda p: (not _is_compacted(p), p))  # later writes win ties
+        return {p: files[p][1] for p in order}
+
+    def read_pixel(self, table: str, pixel: int) -> pd.DataFrame:
+        """All stored rows of one pixel of ``table`` (compacted and in deltas), deduplicated."""
+        return self.read(table, [pixel])
 
     def read(self, table: str, pixels: Iterable[int], oids: Iterable[str] | None = None) -> pd.DataFrame:
-        """Stored rows of ``table`` in ``pixels`` (optionally only those of ``oids``)."""
-        frames = [self.read_pixel(table, p) for p in sorted({int(p) for p in pixels})]
+        """Stored rows of ``table`` in ``pixels`` (optionally only those of ``oids``), deduplicated."""
+        pixels = np.unique(np.asarray(list(pixels), dtype=np.int64))
+        want = set(oids) if oids is not None else None
+        frames = []
+        for p in pixels:
+            frames += [f for f in self._frames(self.folder(table, int(p))).values() if not f.empty]
+        if want is not None:
+            frames = [f[f["oid"].isin(want)] for f in frames]
+        for df in self._frames(self.delta_folder(table)).values():
+            if df.empty:
+                continue
+            keep = np.isin(df["pixel"].to_numpy(), pixels)
+            if want is not None:
+                keep &= df["oid"].isin(want).to_numpy()
+            if keep.any():
+                frames.append(df[keep])
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        if oids is not None:
-            df = df[df["oid"].isin(set(oids))]
-        return df.reset_index(drop=True)
+        return dedupe_rows(table, df).reset_index(drop=True)
 
     def locate(self, positions: pd.DataFrame) -> pd.Series:
         """oid -> home pixel of the objects of ``positions`` (oid, ra, dec) that the store already knows."""
@@ -231,23 +259,19 @@ class HistoryStore:
 
     # ------------------------------------------------------------------------------------- writing
     def write(self, table: str, df: pd.DataFrame, pixel_of_oid: pd.Series, name: str) -> list[str]:
-        """Write ``df``'s rows into the folders of their objects' pixels, one file per pixel named ``name``
-        (a batch's region part: a replay of the batch overwrites the same files). Returns the paths."""
+        """Write ``df``'s rows as one delta file named ``name`` (a batch's region part: a replay of the batch
+        overwrites it), each row with its object's home ``pixel``. Returns the paths written."""
         if df is None or df.empty:
             return []
         pix = df["oid"].map(pixel_of_oid)
         if pix.isna().any():
             missing = df.loc[pix.isna(), "oid"].unique()[:5]
             raise ValueError(f"history {table}: no pixel for objects {list(missing)}")
-        arrow = frame_to_arrow(df.reset_index(drop=True))
-        pix = pix.to_numpy(dtype=np.int64)
-        paths = []
-        for p in np.unique(pix):
-            part = arrow if len(np.unique(pix)) == 1 else arrow.filter(pa.array(pix == p))
-            path = f"{self.folder(table, int(p))}/{name}.parquet"
-            self._write(part, path)
-            paths.append(self.lake._public(path))
-        return paths
+        out = df.assign(pixel=pix.to_numpy(dtype=np.int64))
+        out = out.sort_values(["pixel", "oid"], kind="stable").reset_index(drop=True)
+        path = f"{self.delta_folder(table)}/{name}.parquet"
+        self._write(frame_to_arrow(out), path)
+        return [self.lake._public(path)]
 
     def _write(self, table: pa.Table, path: str) -> None:
         if self.lake.local:
@@ -260,42 +284,65 @@ class HistoryStore:
             with self.lake.fs.open(path, "wb") as fh:
                 pq.write_table(table, fh)
 
-    # ------------------------------------------------------------------------------------- compaction
-    def compact_pixel(self, table: str, pixel: int, min_files: int = 2) -> tuple[int, int]:
-        """Merge a pixel folder's files into one (rows deduplicated). The merged file is written before the
-        others are removed, so a reader at any moment sees every row at least once. Returns (files before,
-        files after)."""
-        folder = self.folder(table, pixel)
-        listing = self._listing(folder)
-        if len(listing) < min_files:
-            return len(listing), len(listing)
-        frames = []
-        for path in sorted(listing, key=lambda p: (not _is_compacted(p), p)):
-            frames.append(self._read_file(path))
-        merged = dedupe_rows(table, pd.concat([f for f in frames if not f.empty], ignore_index=True))
-        sort = [c for c in ("oid", "mjd") if c in merged.columns]
-        merged = merged.sort_values(sort, kind="stable").reset_index(drop=True)
-        digest = hashlib.sha1("\n".join(sorted(listing)).encode()).hexdigest()[:16]
-        target = f"{folder}/compacted-{digest}.parquet"
-        self._write(frame_to_arrow(merged), target)
-        old = [p for p in listing if p != target]
+    def _remove(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        if not paths:
+            return
         if self.lake.local:
-            for p in old:
+            for p in paths:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(p)
         else:
-            self.lake.fs.rm(old)
-            self.lake.fs.invalidate_cache(folder)
-        return len(listing), 1
+            with contextlib.suppress(FileNotFoundError):
+                self.lake.fs.rm(paths)
+            self.lake.fs.invalidate_cache()
 
-    def compact(self, pixels: Iterable[int] | None = None, min_files: int = 2) -> dict[str, int]:
-        """Compact every table's folders of ``pixels`` (all pixels if None). Returns file counts."""
-        before = after = 0
+    # ------------------------------------------------------------------------------------- compaction
+    def compact_share(
+        self, share: int = 0, shares: int = 1, deltas: dict[str, list[str]] | None = None
+    ) -> dict[str, int]:
+        """Fold the delta rows of the pixels ``p % shares == share`` into their pixel folders: per pixel one
+        compacted file (rows deduplicated, sorted by oid and time), written before the files it replaces are
+        removed, so a reader at any moment sees every row at least once. The deltas themselves are left for
+        the caller to remove once every share is done (``drop_deltas``). Returns counts."""
+        stats = {"pixels": 0, "files_before": 0, "files_after": 0}
         for table in HISTORY_KEYS:
-            for p in sorted(set(pixels) if pixels is not None else self.pixels(table)):
-                b, a = self.compact_pixel(table, p, min_files)
-                before, after = before + b, after + a
-        return {"files_before": before, "files_after": after}
+            paths = (deltas or {}).get(table) if deltas is not None else self.delta_files(table)
+            frames = [self._read_file(p) for p in sorted(paths or [])]
+            frames = [f for f in frames if not f.empty]
+            if not frames:
+                continue
+            rows = pd.concat(frames, ignore_index=True)
+            pix = rows["pixel"].to_numpy()
+            for p in np.unique(pix[pix % shares == share]):
+                folder = self.folder(table, int(p))
+                old = self._listing(folder)
+                parts = [self._read_file(f) for f in sorted(old)] + [rows[pix == p]]
+                merged = dedupe_rows(table, pd.concat([f for f in parts if not f.empty], ignore_index=True))
+                sort = [c for c in ("oid", "mjd") if c in merged.columns]
+                merged = merged.sort_values(sort, kind="stable").reset_index(drop=True)
+                digest = hashlib.sha1(
+                    ("\n".join(sorted(old)) + "|" + "\n".join(sorted(paths))).encode()
+                ).hexdigest()[:16]
+                target = f"{folder}/compacted-{digest}.parquet"
+                self._write(frame_to_arrow(merged), target)
+                self._remove(f for f in old if f != target)
+                stats["pixels"] += 1
+                stats["files_before"] += len(old) + 1
+                stats["files_after"] += 1
+        return stats
+
+    def drop_deltas(self, deltas: dict[str, list[str]]) -> None:
+        for paths in deltas.values():
+            self._remove(paths)
+
+    def compact(self) -> dict[str, int]:
+        """Fold every delta into the pixel folders (one process): ``broker history compact``, tests."""
+        deltas = {t: self.delta_files(t) for t in HISTORY_KEYS}
+        stats = self.compact_share(0, 1, deltas)
+        self.drop_deltas(deltas)
+        stats["deltas"] = sum(len(v) for v in deltas.values())
+        return stats
 
 
 def _is_compacted(path: str) -> bool:

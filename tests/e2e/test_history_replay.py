@@ -209,7 +209,7 @@ def test_summaries_equal_one_run(replayed):
 
 
 def test_history_is_compacted_one_file_per_pixel(replayed):
-    """Four invocations wrote several files into most pixels; each run compacts what it touched."""
+    """Each invocation folds its delta files into one compacted file per pixel and removes them."""
     lake = replayed["root"] / "b" / "lake" / "history"
     folders = [p for p in lake.rglob("Npix=*") if p.is_dir()]
     assert folders
@@ -218,4 +218,6 @@ def test_history_is_compacted_one_file_per_pixel(replayed):
         files = [f for f in folder.iterdir() if f.suffix == ".parquet"]
         assert len(files) == 1, folder
         compacted += files[0].name.startswith("compacted-")
-    assert compacted >= len(folders) // 2
+    assert compacted == len(folders)
+    deltas = [f for f in lake.rglob("deltas/*.parquet")]
+    assert deltas == []
