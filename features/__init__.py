@@ -1,6 +1,8 @@
 """Pure science on the internal data model: light-curve correction, magstats, object statistics and
 light-curve features."""
 
+from features.association import ASSOCIATION_COLUMNS, associate
+from features.colours import COLOUR_COLUMNS, catalog_colours
 from features.correction import (
     DISTANCE_THRESHOLD,
     SENTINEL,
@@ -11,9 +13,17 @@ from features.correction import (
 )
 from features.lightcurve import FEATURE_VERSION, compute_features, feature_names
 from features.magstats import EXTRA_COLUMNS, MAGSTATS_COLUMNS, magstats, stellar_flags
+from features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
 from features.objects import OBJECT_COLUMNS, object_stats, position_sigma_arcsec
 
 __all__ = [
+    "ASSOCIATION_COLUMNS",
+    "COLOUR_COLUMNS",
+    "NEIGHBOUR_COLUMNS",
+    "alert_neighbours",
+    "associate",
+    "catalog_colours",
+    "latest_neighbours",
     "DISTANCE_THRESHOLD",
     "EXTRA_COLUMNS",
     "FEATURE_VERSION",

@@ -226,7 +226,12 @@ class Broker:
                 self.store.upsert(table, df)
                 if table == "object":
                     rep.object_ids = set(df["oid"])
-        for table, attr in (("probability", "probabilities"), ("outlier_score", "outliers")):
+        for table, attr in (
+            ("probability", "probabilities"),
+            ("outlier_score", "outliers"),
+            ("neighbour", "neighbours"),
+            ("object_association", "associations"),
+        ):
             frames = [getattr(r, attr) for r in results if not getattr(r, attr).empty]
             if frames:
                 self.store.upsert(table, pd.concat(frames, ignore_index=True))

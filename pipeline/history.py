@@ -27,6 +27,7 @@ class HistoryMerge:
     home: pd.Series  # oid -> home pixel, for every object of the region
     new_rows: dict[str, pd.DataFrame] = field(default_factory=dict)  # rows the store lacks, per table
     stored_rows: dict[str, int] = field(default_factory=dict)  # rows read from the store, per table
+    associations: pd.DataFrame = field(default_factory=pd.DataFrame)  # cross-survey ids of new objects
 
 
 @lru_cache(maxsize=4)
@@ -115,6 +116,8 @@ def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
     known = store.locate(where)
     new = first[~first["oid"].isin(known.index)].copy()
     new["pixel"] = pixel_of(new["ra"].to_numpy(), new["dec"].to_numpy(), store.order)
+    associations = _associate(new, store)
+    new = new.merge(associations[["oid", "xid"]], on="oid", how="left")
     home = pd.concat([known, new.set_index("oid")["pixel"]]).astype("int64")
     home.name = "pixel"
 
@@ -132,7 +135,31 @@ def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
     new_rows = {"objects": new[OBJECT_COLUMNS].reset_index(drop=True)}
     for table in LIGHT_CURVE_TABLES:
         new_rows[table] = _missing_from(getattr(tables, table), getattr(stored, table), table)
-    return HistoryMerge(merged, home, new_rows, counts)
+    return HistoryMerge(merged, home, new_rows, counts, associations)
+
+
+def _associate(new: pd.DataFrame, store: HistoryStore) -> pd.DataFrame:
+    """Cross-survey ids of objects seen for the first time: by position (1.5") against every stored object
+    around them and against each other (features.association)."""
+    from features.association import associate
+
+    cols = ["oid", "survey", "xid", "xid_distance_arcsec", "ra", "dec", "firstmjd"]
+    if new.empty:
+        return pd.DataFrame(columns=cols)
+    known = store.nearby_objects(new)
+    if known.empty:
+        known = pd.DataFrame({c: pd.Series(dtype=new[c].dtype) for c in new.columns if c != "pixel"})
+        known["xid"] = pd.Series(dtype=object)
+    elif "xid" not in known.columns:  # stores written before cross-survey ids existed
+        known["xid"] = known["oid"]
+    else:
+        known["xid"] = known["xid"].fillna(known["oid"])
+    known = known[~known["oid"].isin(new["oid"])]
+    out = associate(
+        new[["oid", "survey", "ra", "dec", "firstmjd"]],
+        known[["oid", "survey", "ra", "dec", "firstmjd", "xid"]],
+    )
+    return out.merge(new[["oid", "survey", "ra", "dec", "firstmjd"]], on=["oid", "survey"], how="left")[cols]
 
 
 def write_history(store: HistoryStore, merge: HistoryMerge, name: str, failed_oids=()) -> list[str]:

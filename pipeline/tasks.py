@@ -17,7 +17,16 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from features import FEATURE_VERSION, compute_features, correct, magstats, object_stats
+from features import (
+    FEATURE_VERSION,
+    alert_neighbours,
+    catalog_colours,
+    compute_features,
+    correct,
+    latest_neighbours,
+    magstats,
+    object_stats,
+)
 from features.xmatch import crossmatch
 from pipeline.decode import decode_batch
 from pipeline.model import DeadLetter, RawMessage, Tables
@@ -60,6 +69,8 @@ class RegionResult:
     xmatch: pd.DataFrame = field(default_factory=pd.DataFrame)  # nearest catalogue source per (oid, catalog)
     probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)  # ALeRCE's probability rows
     outliers: pd.DataFrame = field(default_factory=pd.DataFrame)  # outlier score per classified object
+    neighbours: pd.DataFrame = field(default_factory=pd.DataFrame)  # latest alert-internal neighbours
+    associations: pd.DataFrame = field(default_factory=pd.DataFrame)  # cross-survey ids of new objects
 
 
 def decode_chunk(
@@ -228,6 +239,11 @@ def process_region(
         detections, ms, objs, feats = _science(tables, with_features, seconds)
     t2 = time.thread_time()
     matches = cross_match(objs, xmatch, catalog_root)
+    neighbours = alert_neighbours(batch.alerts) if not batch.alerts.empty else pd.DataFrame()
+    if not feats.empty and any(name == "allwise" for name, *_ in xmatch):
+        # ALeRCE's catalogue colours (W1-W2, g-W2, ...) join the light-curve features
+        colours = catalog_colours(matches, ms, "allwise", objects=objs)
+        feats = feats.join(colours, on="oid")
     seconds["xmatch"] = time.thread_time() - t2
     t2 = time.thread_time()
     probs, outliers = classify(feats, lc_model)
@@ -260,6 +276,7 @@ def process_region(
         ("magstats", ms),
         ("features", _with_alert_night(feats, tables.alerts)),
         ("xmatch", matches),
+        ("neighbours", neighbours),
         ("probabilities", _with_alert_night(probs, tables.alerts)),
         ("outliers", _with_alert_night(outliers, tables.alerts)),
     ):
@@ -285,7 +302,12 @@ def process_region(
     if merge is not None:
         counts["history_rows_read"] = sum(merge.stored_rows.values())
         counts["history_rows_written"] = sum(len(df) for df in merge.new_rows.values())
-    return RegionResult(
+    associations = pd.DataFrame()
+    if merge is not None and not merge.associations.empty:
+        associations = merge.associations
+        if not failed.empty:
+            associations = associations[~associations["oid"].isin(failed["oid"])]
+    result = RegionResult(
         objs,
         ms,
         feature_summary(feats),
@@ -297,7 +319,10 @@ def process_region(
         matches,
         probs,
         outliers,
+        latest_neighbours(neighbours) if not neighbours.empty else pd.DataFrame(),
+        associations,
     )
+    return result
 
 
 def region_done(result: RegionResult) -> int:

@@ -16,7 +16,8 @@ pixel's compacted file plus the delta rows of that pixel; compaction (at the end
 compact``) folds the deltas into the pixel folders and removes them. A run that died before compacting leaves
 its deltas, which the next run reads and compacts.
 
-with ``table`` one of ``objects`` (the object index: oid, survey, first position, pixel), ``detections``,
+with ``table`` one of ``objects`` (the object index: oid, survey, first position, pixel, cross-survey id),
+``detections``,
 ``non_detections``, ``forced_photometry``. An object belongs to exactly one pixel, the pixel of its first
 position; all its rows live there, so objects near a pixel border never split. A returning object is found by
 id in the object index of the pixels around its current position (within ``margin_arcsec``).
@@ -53,7 +54,7 @@ HISTORY_KEYS: dict[str, tuple[str, ...]] = {
     "forced_photometry": ("oid", "pid"),
 }
 LIGHT_CURVE_TABLES = ("detections", "non_detections", "forced_photometry")
-OBJECT_COLUMNS = ["oid", "survey", "ra", "dec", "firstmjd", "pixel"]
+OBJECT_COLUMNS = ["oid", "survey", "ra", "dec", "firstmjd", "pixel", "xid"]
 
 
 def pixel_of(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> np.ndarray:

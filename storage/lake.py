@@ -43,6 +43,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "magstats": ("oid", "fid"),
     "features": ("oid", "FEATURE_VERSION"),
     "xmatch": ("oid", "catalog"),
+    "neighbours": ("oid", "candid", "catalog", "rank"),
     "probabilities": ("oid", "classifier_name", "classifier_version", "class_name"),
     "outliers": ("oid", "classifier_name", "classifier_version"),
     "raw": ("candid",),

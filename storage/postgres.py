@@ -143,6 +143,46 @@ TABLES: dict[str, TableSpec] = {
         },
         key=("oid", "catalog"),
     ),
+    # The alert-internal neighbours (PS1 ranks 1-3, Gaia, Gaia bright, solar-system object) of each object's
+    # latest alert that reported them (features.neighbours.latest_neighbours); the lake keeps every alert's.
+    "neighbour": TableSpec(
+        "neighbour",
+        {
+            "oid": TEXT,
+            "catalog": TEXT,
+            "rank": SMALLINT,
+            "candid": BIGINT,
+            "mjd": FLOAT,
+            "neighbour_id": TEXT,
+            "dist_arcsec": FLOAT,
+            "mag": FLOAT,
+            "gmag": FLOAT,
+            "rmag": FLOAT,
+            "imag": FLOAT,
+            "zmag": FLOAT,
+            "sgscore": FLOAT,
+            "night": INT,
+        },
+        key=("oid", "catalog", "rank"),
+        version="mjd",
+        indexes=(("catalog", "neighbour_id"),),
+    ),
+    # One cross-survey id per (oid, survey) (features.association.associate), with the position and first
+    # detection it was decided from, so the table itself is the ``known`` input of the next association.
+    "object_association": TableSpec(
+        "object_association",
+        {
+            "oid": TEXT,
+            "survey": TEXT,
+            "xid": TEXT,
+            "xid_distance_arcsec": FLOAT,
+            "ra": FLOAT,
+            "dec": FLOAT,
+            "firstmjd": FLOAT,
+        },
+        key=("oid", "survey"),
+        indexes=(("xid",), ("dec", "ra")),
+    ),
     "probability": TableSpec(
         "probability",
         {
@@ -166,6 +206,21 @@ TABLES: dict[str, TableSpec] = {
             "outlier_score": FLOAT,
         },
         key=("oid", "classifier_name", "classifier_version"),
+    ),
+    # What each (classifier, version) can answer: one row per class it gives a probability for, with its level,
+    # parent and display order (classifiers.taxonomy.taxonomy_rows), so `probability` rows join on it.
+    "taxonomy": TableSpec(
+        "taxonomy",
+        {
+            "classifier_name": TEXT,
+            "classifier_version": TEXT,
+            "class_name": TEXT,
+            "level": TEXT,
+            "parent": TEXT,
+            "ord": SMALLINT,
+            "taxonomy_version": TEXT,
+        },
+        key=("classifier_name", "classifier_version", "class_name"),
     ),
     "dead_letter": TableSpec(
         "dead_letter",

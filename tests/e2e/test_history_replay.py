@@ -107,6 +107,8 @@ def _state(dsn: str) -> dict[str, pd.DataFrame]:
             "object": store.fetch_df("SELECT * FROM object ORDER BY oid"),
             "magstats": store.fetch_df("SELECT * FROM magstats ORDER BY oid, fid"),
             "feature": store.fetch_df("SELECT oid, features FROM feature ORDER BY oid"),
+            "association": store.fetch_df("SELECT * FROM object_association ORDER BY oid"),
+            "neighbour": store.fetch_df("SELECT * FROM neighbour ORDER BY oid, catalog, rank"),
         }
     finally:
         store.close()
@@ -221,3 +223,20 @@ def test_history_is_compacted_one_file_per_pixel(replayed):
     assert compacted == len(folders)
     deltas = [f for f in lake.rglob("deltas/*.parquet")]
     assert deltas == []
+
+
+def test_associations_and_neighbours_are_stored_once_per_object(replayed):
+    """Six ZTF objects, none within 1.5" of another: each is its own cross-survey id, decided once (on its
+    first night) and not changed by later invocations; every object has its PS1 neighbours from its latest
+    alert."""
+    alerts = replayed["alerts"]
+    for key in ("a", "b"):
+        _, state = replayed[key]
+        assoc = state["association"]
+        assert sorted(assoc["oid"]) == sorted(alerts["oid"].unique())
+        assert (assoc["xid"] == assoc["oid"]).all() and (assoc["survey"] == "ztf").all()
+        nb = state["neighbour"]
+        ps1 = nb[(nb["catalog"] == "ps1") & (nb["rank"] == 1)]
+        assert sorted(ps1["oid"]) == sorted(alerts["oid"].unique())
+        last_mjd = alerts.groupby("oid")["jd"].max() - 2400000.5
+        np.testing.assert_allclose(ps1.set_index("oid")["mjd"].sort_index(), last_mjd.sort_index(), atol=1e-6)

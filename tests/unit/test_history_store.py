@@ -179,3 +179,37 @@ def test_failed_objects_are_not_stored(tmp_path):
     )
     write_history(store, m, "b-r000", failed_oids=["B"])
     assert set(store.read("objects", store.pixels("objects"))["oid"]) == {"A"}
+
+
+def _survey(t: Tables, prefix: str, survey: str) -> Tables:
+    for df in (t.detections, t.alerts):
+        df.loc[df["oid"].str.startswith(prefix), "survey"] = survey
+    return t
+
+
+def test_new_objects_get_a_cross_survey_id_from_stored_objects(tmp_path):
+    """A ZTF object stored on night 1; on night 2 an LSST object 1" away takes its id as xid and one 3" away
+    (beyond 1.5") keeps its own."""
+    store = HistoryStore(Lake(str(tmp_path / "lake")), order=4)
+    m1 = merge_history(_batch(_det("ZTF1", [1, 2], 59000.0, 150.0, 2.0)), store)
+    assert m1.associations.set_index("oid")["xid"].to_dict() == {"ZTF1": "ZTF1"}
+    write_history(store, m1, "b1-r000")
+
+    near = _det("lsst-1", [100], 59001.0, 150.0 + 1.0 / 3600 / np.cos(np.deg2rad(2.0)), 2.0)
+    far = _det("lsst-2", [101], 59001.0, 150.0, 2.0 - 3.0 / 3600)
+    m2 = merge_history(_survey(_batch(near, far), "lsst", "lsst"), store)
+    got = m2.associations.set_index("oid")
+    assert got.loc["lsst-1", "xid"] == "ZTF1"
+    assert got.loc["lsst-1", "xid_distance_arcsec"] == pytest.approx(1.0, abs=1e-3)
+    assert got.loc["lsst-2", "xid"] == "lsst-2"
+    write_history(store, m2, "b2-r000")
+    stored = store.read("objects", store.pixels("objects")).set_index("oid")
+    assert stored.loc["lsst-1", "xid"] == "ZTF1" and stored.loc["ZTF1", "xid"] == "ZTF1"
+
+
+def test_same_survey_objects_are_told_apart_by_id(tmp_path):
+    store = HistoryStore(Lake(str(tmp_path / "lake")), order=4)
+    write_history(store, merge_history(_batch(_det("ZTF1", [1], 59000.0, 150.0, 2.0)), store), "b1-r000")
+    m = merge_history(_batch(_det("ZTF2", [2], 59001.0, 150.0, 2.0 + 0.5 / 3600)), store)
+    assert m.associations.set_index("oid")["xid"].to_dict() == {"ZTF2": "ZTF2"}
+    assert sorted(m.tables.detections["candid"]) == [2]  # ZTF1's light curve is not ZTF2's
