@@ -82,6 +82,42 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """Inspect or compact the light-curve history store (one process; run-night compacts on Dask itself)."""
+    from storage import Lake
+    from storage.history import HISTORY_KEYS, HistoryStore
+
+    settings = _settings(args)
+    store = HistoryStore(Lake(settings.lake, settings.storage_options or None), order=settings.history_order)
+    if args.action == "compact":
+        stats = store.compact()
+        print(f"folded {stats['deltas']} delta files into {stats['pixels']} pixel files")
+        return 0
+    if args.action == "show":
+        if not args.oid:
+            print("history show needs --oid", file=sys.stderr)
+            return 2
+        known = store.read("objects", store.pixels("objects"), [args.oid])
+        if known.empty:
+            print(f"{args.oid} is not in the history at {settings.lake}", file=sys.stderr)
+            return 1
+        pixel = int(known["pixel"].iloc[0])
+        det = store.read("detections", [pixel], [args.oid]).sort_values("mjd")
+        print(known.to_string(index=False))
+        cols = [
+            c
+            for c in ("candid", "mjd", "night", "fid", "magpsf", "sigmapsf", "has_stamp")
+            if c in det.columns
+        ]
+        print(det[cols].to_string(index=False))
+        return 0
+    for table in HISTORY_KEYS:
+        print(
+            f"{table:<18} {len(store.pixels(table)):>6} pixels  {len(store.delta_files(table)):>5} delta files"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker", description="An alert broker for ZTF and LSST on Dask.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
+
+    p = sub.add_parser("history", help="the light-curve history store: status, compact, show an object")
+    _add_settings_flags(p)
+    p.add_argument("action", choices=["status", "compact", "show"])
+    p.add_argument("--oid", help="history show: the object")
+    p.set_defaults(func=cmd_history)
 
     from classifiers.training import register as register_training
     from pipeline import catalog_cli

@@ -51,6 +51,16 @@ def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_
     for stamp in ("science", "template", "difference"):
         assert (dest / f"{candid}_{stamp}.fits.gz").read_bytes()[:2] == b"\x1f\x8b"
 
+    # the history store: compacted at the end of the run, and an object's light curve shown by id
+    proc = _run(["history", "status", *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 delta files" in proc.stdout and "detections" in proc.stdout
+    with open(files[3], "rb") as fh:
+        rec = next(fastavro.reader(fh))
+    proc = _run(["history", "show", "--oid", rec["objectId"], *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(rec["candid"]) in proc.stdout
+
 
 def test_run_night_help_lists_every_setting(tmp_path):
     if not BROKER.exists():
