@@ -52,15 +52,28 @@ class Evaluation:
     confusion_class: pd.DataFrame  # rows true, columns predicted (counts)
     confusion_branch: pd.DataFrame
     recall_vs_mag: pd.DataFrame = field(default_factory=pd.DataFrame)
+    description: str = ""  # what the set is (printed under its heading)
+    notes: list[str] = field(default_factory=list)  # what was mapped, approximated or left out
+
+    @property
+    def n_classes(self) -> int:
+        """Classes present in the set (balanced accuracy is the mean recall over these)."""
+        return int((self.per_class["support"] > 0).sum())
 
     def summary(self) -> dict:
-        return {
+        out = {
             "n": self.n,
             "class_balanced_accuracy": round(self.class_balanced_accuracy, 4),
             "class_macro_f1": round(self.class_macro_f1, 4),
             "branch_balanced_accuracy": round(self.branch_balanced_accuracy, 4),
             "branch_macro_f1": round(self.branch_macro_f1, 4),
         }
+        if self.n_classes <= 4:  # small real sets: the recalls say more than the averages
+            present = self.per_class[self.per_class["support"] > 0]
+            out["recall"] = {str(c): round(float(r), 4) for c, r in present["recall"].items()}
+            branches = self.per_branch[self.per_branch["support"] > 0]
+            out["branch_recall"] = {str(b): round(float(r), 4) for b, r in branches["recall"].items()}
+        return out
 
 
 def _level(y_true: np.ndarray, y_pred: np.ndarray, names: tuple[str, ...]):
@@ -131,9 +144,8 @@ def alerce_feature_frame(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str
     out = as_oid_indexed(features).rename(columns=ALERCE_RENAMES)
     dropped = [c for c in out.columns if c not in ours]
     out = out.drop(columns=dropped).copy()
-    notes = [
-        f"renamed: {', '.join(f'{a} -> {b}' for a, b in ALERCE_RENAMES.items() if a in features.columns)}"
-    ]
+    renamed = [f"{a} -> {b}" for a, b in ALERCE_RENAMES.items() if a in features.columns]
+    notes = [f"renamed: {', '.join(renamed)}"] if renamed else []
     if "Multiband_period" not in out.columns and {"Period_band_1", "Period_band_2"} & set(out.columns):
         out["Multiband_period"] = out.get("Period_band_2").fillna(out.get("Period_band_1"))
         notes.append(
@@ -153,6 +165,31 @@ def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[s
     labels = pd.read_parquet(Path(data_root) / ALERCE_LABELS_FILE)["classALeRCE"]
     mapped, notes = alerce_feature_frame(feats)
     return evaluate(model, mapped, labels), notes
+
+
+def evaluate_real(
+    model, data_root: str | Path, names: list[str] | None = None, *, alert_day: float | None = None
+) -> dict[str, Evaluation]:
+    """Score ``model`` on real labelled sets (``classifiers.real_sets.REAL_SETS``; all when ``names`` is None).
+
+    Keys are readable set names; each Evaluation carries the set's description and mapping notes. With
+    ``alert_day`` the light-curve sets are cut to a single alert's 30-day history (see ``real_sets``).
+    """
+    from classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
+
+    out: dict[str, Evaluation] = {}
+    for name in names or list(REAL_SETS):
+        feats, labels = load_real_set(name, data_root, alert_day=alert_day)
+        if feats.empty:
+            raise ValueError(f"real set {name}: no labelled object has features")
+        ev = evaluate(model, feats, labels)
+        ev.description = REAL_SETS[name][1]
+        ev.notes = list(feats.attrs.get("notes", []))
+        title = f"{name} (real)"
+        if alert_day is not None and name in LIGHT_CURVE_SETS:
+            title = f"{name} (real, alert {alert_day:g} d after first detection)"
+        out[title] = ev
+    return out
 
 
 def _plot_confusion(cm: pd.DataFrame, title: str, path: Path) -> None:
@@ -201,6 +238,19 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     return "\n".join(lines)
 
 
+def _shown(per: pd.DataFrame, cm: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a per-class table whose class is in the set or was predicted (others are all zero)."""
+    keep = (per["support"] > 0).to_numpy() | (cm.sum(axis=0).reindex(per.index).to_numpy() > 0)
+    return per[keep]
+
+
+def _compact_confusion(cm: pd.DataFrame) -> pd.DataFrame:
+    """The confusion counts restricted to true classes present and predicted classes used."""
+    rows = cm.sum(axis=1) > 0
+    cols = cm.sum(axis=0) > 0
+    return cm.loc[rows, cols]
+
+
 def write_report(
     results: dict[str, Evaluation], out_dir: str | Path, *, model=None, notes: list[str] | None = None
 ) -> Path:
@@ -211,7 +261,8 @@ def write_report(
     if model is not None:
         md = getattr(model, "metadata", {}) or {}
         lines += [
-            f"Model `{model.name}` version `{model.version}`, taxonomy `{model.taxonomy_version}`, features "
+            f"Model `{model.name}` version `{model.version}` (backend `{getattr(model, 'backend', 'rf')}`), "
+            f"taxonomy `{model.taxonomy_version}`, features "
             f"`{md.get('feature_version', '?')}` ({len(model.feature_columns_)} columns), training fingerprint "
             f"`{str(md.get('training_fingerprint', '?'))[:16]}`.",
             "",
@@ -237,16 +288,29 @@ def write_report(
             _plot_confusion(
                 cm, f"{name}\n{level} level (row-normalised)", out / f"confusion_{slug}_{level}.png"
             )
+        lines += [f"## {name}", ""]
+        if ev.description:
+            lines += [
+                f"{ev.description}. n = {ev.n}, {ev.n_classes} class{'es' if ev.n_classes != 1 else ''} present.",
+                "",
+            ]
+        if ev.n_classes == 1:
+            lines += [
+                "One class only: its balanced accuracy is its recall, and precision is 1 by construction.",
+                "",
+            ]
         lines += [
-            f"## {name}",
+            "### Per class (classes present or predicted)",
             "",
-            "### Per class",
-            "",
-            _md_table(ev.per_class),
+            _md_table(_shown(ev.per_class, ev.confusion_class)),
             "",
             "### Per branch",
             "",
-            _md_table(ev.per_branch),
+            _md_table(_shown(ev.per_branch, ev.confusion_branch)),
+            "",
+            "### Confusion (counts; rows true, columns predicted)",
+            "",
+            _md_table(_compact_confusion(ev.confusion_class)),
             "",
             f"![branch confusion](confusion_{slug}_branch.png)",
             f"![class confusion](confusion_{slug}_class.png)",
@@ -254,6 +318,8 @@ def write_report(
         ]
         if not ev.recall_vs_mag.empty:
             lines += ["### Recall vs magnitude (mean r, else g)", "", _md_table(ev.recall_vs_mag), ""]
+        if ev.notes:
+            lines += ["Notes:", ""] + [f"- {n}" for n in ev.notes] + [""]
     if notes:
         lines += ["## Notes on the real-data mapping", ""] + [f"- {n}" for n in notes] + [""]
     path = out / "report.md"

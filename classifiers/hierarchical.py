@@ -1,8 +1,10 @@
-"""Balanced hierarchical random forest (ALeRCE's light-curve classifier, Sánchez-Sáez et al. 2021).
+"""Balanced hierarchical classifier (ALeRCE's light-curve classifier, Sánchez-Sáez et al. 2021).
 
-A top-level forest separates Transient / Stochastic / Periodic; one forest per branch separates its classes;
-P(class) = P(branch) x P(class | branch), so the 15 probabilities of an object sum to 1. Every forest is trained
-with balanced bootstrap weights because the training classes are very unequal and rare classes matter most.
+A top-level model separates Transient / Stochastic / Periodic; one model per branch separates its classes;
+P(class) = P(branch) x P(class | branch), so the 15 probabilities of an object sum to 1. Every model is balanced
+because the training classes are very unequal and rare classes matter most. Two interchangeable backends:
+``"rf"``, random forests with balanced bootstrap weights (ALeRCE's choice), and ``"xgb"``, gradient-boosted
+trees (XGBoost) with balanced sample weights. Both are deterministic for a given ``random_state``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.utils.class_weight import compute_sample_weight
 
 from classifiers.outlier import BranchOutlierScorer
 from classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXONOMY_VERSION, normalise_labels
@@ -37,6 +40,10 @@ def as_oid_indexed(features: pd.DataFrame) -> pd.DataFrame:
     return features.set_axis(pd.Index(features.index.astype(str), name="oid"), axis=0)
 
 
+#: The selectable tree backends.
+BACKENDS = ("rf", "xgb")
+
+
 def impute(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The float matrix of ``columns`` (absent columns, NaN and +-inf -> :data:`SENTINEL`), rows as given."""
     x = np.array(features.reindex(columns=columns).to_numpy(dtype=np.float64, na_value=np.nan), copy=True)
@@ -44,12 +51,80 @@ def impute(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return x
 
 
+class XGBBranchModel:
+    """A multi-class XGBoost model with a scikit-learn forest's surface (``classes_``, ``predict_proba``).
+
+    Balanced like the forests: every training row is weighted by ``n / (k * n_class)``, so each class carries
+    the same total weight. A model trained on a single class answers probability 1 for it (XGBoost refuses
+    one-class training).
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 300,
+        max_depth: int = 6,
+        learning_rate: float = 0.1,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.5,
+        random_state: int = 0,
+        n_jobs: int | None = 1,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.classes_: np.ndarray = np.array([], dtype=object)
+        self.booster_ = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> XGBBranchModel:
+        import xgboost as xgb
+
+        self.classes_ = np.unique(y)  # sorted, as scikit-learn orders classes_
+        self.booster_ = None
+        if len(self.classes_) < 2:
+            return self
+        codes = np.searchsorted(self.classes_, y)
+        self.booster_ = xgb.XGBClassifier(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            tree_method="hist",
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        ).fit(x, codes, sample_weight=compute_sample_weight("balanced", y))
+        return self
+
+    def set_n_jobs(self, n_jobs: int | None) -> None:
+        self.n_jobs = n_jobs
+        if self.booster_ is not None:
+            self.booster_.set_params(n_jobs=n_jobs)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.booster_ is None:
+            return np.ones((len(x), len(self.classes_)))
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes_)))
+        p = self.booster_.predict_proba(x).astype(np.float64)
+        return p / p.sum(axis=1, keepdims=True)  # XGBoost answers float32: make rows sum to 1 in float64
+
+
 class HierarchicalClassifier:
-    """Top-level forest + one forest per branch, balanced, with an isolation-forest outlier score per branch.
+    """Top-level model + one model per branch, balanced, with an isolation-forest outlier score per branch.
 
     ``fit(features, labels)`` takes a features table (``oid`` column or index; every numeric column that is not
     bookkeeping is a feature) and labels aligned on oid (aliases such as ALeRCE's "Ceph" and "EB" accepted;
     rows whose label is not one of the 15 classes are dropped).
+
+    ``backend`` is ``"rf"`` (balanced random forests) or ``"xgb"`` (XGBoost, balanced sample weights; its
+    ``max_depth`` defaults to 6 and ``learning_rate`` applies). ``n_jobs`` is the thread count used for
+    inference (default 1: a worker runs one task per thread); ``fit(..., n_jobs=k)`` trains the forests on
+    ``k`` threads without changing the result (XGBoost always trains on one, see ``_model``).
     """
 
     def __init__(
@@ -57,15 +132,21 @@ class HierarchicalClassifier:
         *,
         name: str = "lc_hierarchical",
         version: str = "1.0.0",
+        backend: str = "rf",
         n_estimators: int = 300,
         max_depth: int | None = None,
         min_samples_leaf: int = 1,
         max_features: str | float = "sqrt",
+        learning_rate: float = 0.1,
         outlier_estimators: int = 200,
         random_state: int = 0,
-        n_jobs: int | None = None,
+        n_jobs: int | None = 1,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.name = name
+        self.backend = backend
+        self.learning_rate = learning_rate
         self.version = version
         self.taxonomy_version = TAXONOMY_VERSION
         self.n_estimators = n_estimators
@@ -76,24 +157,66 @@ class HierarchicalClassifier:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.feature_columns_: list[str] = []
-        self.top_: RandomForestClassifier | None = None
-        self.branch_models_: dict[str, RandomForestClassifier] = {}
+        self.top_: RandomForestClassifier | XGBBranchModel | None = None
+        self.branch_models_: dict[str, RandomForestClassifier | XGBBranchModel] = {}
         self.outlier_: BranchOutlierScorer | None = None
         self.metadata: dict = {}
 
+    # -- pickling -----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        # The registry keeps metadata (creation time, metrics, timings) in metadata.json and restores it on
+        # load; leaving it out of the pickle makes model.joblib a pure function of training data and seed.
+        state = self.__dict__.copy()
+        state["metadata"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("backend", "rf")  # models pickled before the XGBoost backend existed
+        state.setdefault("learning_rate", 0.1)
+        self.__dict__.update(state)
+
     # -- training -----------------------------------------------------------------------------------
-    def _forest(self, seed_offset: int) -> RandomForestClassifier:
+    def _model(self, seed_offset: int, n_jobs: int | None) -> RandomForestClassifier | XGBBranchModel:
+        seed = self.random_state + seed_offset
+        if self.backend == "xgb":
+            # Always one training thread: XGBoost's multi-threaded histograms sum gradients in another order,
+            # which changes the last bits of some leaves; a model must not depend on the machine's cores.
+            return XGBBranchModel(
+                n_estimators=self.n_estimators,
+                max_depth=6 if self.max_depth is None else self.max_depth,
+                learning_rate=self.learning_rate,
+                random_state=seed,
+                n_jobs=1,
+            )
         return RandomForestClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
             min_samples_leaf=self.min_samples_leaf,
             max_features=self.max_features,
             class_weight="balanced_subsample",
-            random_state=self.random_state + seed_offset,
-            n_jobs=self.n_jobs,
+            random_state=seed,
+            n_jobs=n_jobs,
         )
 
-    def fit(self, features: pd.DataFrame, labels: pd.Series) -> HierarchicalClassifier:
+    def set_n_jobs(self, n_jobs: int | None) -> HierarchicalClassifier:
+        """Threads for inference in every sub-model (trees are independent of it; results do not change)."""
+        self.n_jobs = n_jobs
+        for model in [self.top_, *self.branch_models_.values()]:
+            if isinstance(model, XGBBranchModel):
+                model.set_n_jobs(n_jobs)
+            elif model is not None:
+                model.n_jobs = n_jobs
+        if self.outlier_ is not None:
+            self.outlier_.n_jobs = n_jobs
+            for forest in self.outlier_.forests_.values():
+                forest.n_jobs = n_jobs
+        return self
+
+    def fit(
+        self, features: pd.DataFrame, labels: pd.Series, *, n_jobs: int | None = None
+    ) -> HierarchicalClassifier:
+        """Train every model; ``n_jobs`` threads for training only (default: the instance's ``n_jobs``)."""
+        fit_jobs = self.n_jobs if n_jobs is None else n_jobs
         feats = as_oid_indexed(features)
         labels = labels.copy()
         labels.index = labels.index.astype(str)
@@ -115,15 +238,15 @@ class HierarchicalClassifier:
         branch = np.array([BRANCH_OF[c] for c in y], dtype=object)
         if len(set(branch)) < 2:
             raise ValueError("fit(): the training set must cover at least two of the three branches")
-        self.top_ = self._forest(0).fit(x, branch)
+        self.top_ = self._model(0, fit_jobs).fit(x, branch)
         self.branch_models_ = {}
         for i, b in enumerate(BRANCHES, start=1):
             rows = branch == b
             if rows.any():
-                self.branch_models_[b] = self._forest(i).fit(x[rows], y[rows])
-        self.outlier_ = BranchOutlierScorer(self.outlier_estimators, self.random_state, self.n_jobs)
+                self.branch_models_[b] = self._model(i, fit_jobs).fit(x[rows], y[rows])
+        self.outlier_ = BranchOutlierScorer(self.outlier_estimators, self.random_state, fit_jobs)
         self.outlier_.fit(x, branch)
-        return self
+        return self.set_n_jobs(self.n_jobs)
 
     def _check_fitted(self) -> None:
         if self.top_ is None:
@@ -147,8 +270,10 @@ class HierarchicalClassifier:
         self._check_fitted()
         feats = as_oid_indexed(features)
         x = impute(feats, self.feature_columns_)
-        top = self._branch_proba(x, feats.index)
-        out = pd.DataFrame(0.0, index=feats.index, columns=list(CLASSES))
+        return self._class_proba(x, self._branch_proba(x, feats.index))
+
+    def _class_proba(self, x: np.ndarray, top: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(0.0, index=top.index, columns=list(CLASSES))
         for b in BRANCHES:
             model = self.branch_models_.get(b)
             if model is None:
@@ -170,21 +295,41 @@ class HierarchicalClassifier:
         self._check_fitted()
         feats = as_oid_indexed(features)
         x = impute(feats, self.feature_columns_)
-        top = self._branch_proba(x, feats.index)
+        return self._outliers(x, self._branch_proba(x, feats.index))
+
+    def _outliers(self, x: np.ndarray, top: pd.DataFrame) -> pd.DataFrame:
         branch = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)] if len(top) else np.array([], object)
-        out = self.outlier_.score_frame(x, branch, feats.index)
+        out = self.outlier_.score_frame(x, branch, top.index)
         out.insert(0, "classifier_version", self.version)
         out.insert(0, "classifier_name", self.name)
         return out.reset_index()
+
+    def _long_rows(self, proba: pd.DataFrame, top: pd.DataFrame, include_top: bool) -> pd.DataFrame:
+        parts = [_long(proba, self.name, self.version)]
+        if include_top:
+            parts.append(_long(top, f"{self.name}_top", self.version))
+        return pd.concat(parts, ignore_index=True)
 
     def probabilities_long(self, features: pd.DataFrame, *, include_top: bool = True) -> pd.DataFrame:
         """ALeRCE's probability table rows: (oid, classifier_name, classifier_version, class_name, probability,
         ranking), ranking 1 = most probable within (oid, classifier_name). With ``include_top`` the branch
         probabilities come too, under ``<name>_top`` (as ALeRCE stores its top-level classifier)."""
-        parts = [_long(self.predict_proba(features), self.name, self.version)]
-        if include_top:
-            parts.append(_long(self.predict_branch_proba(features), f"{self.name}_top", self.version))
-        return pd.concat(parts, ignore_index=True)
+        self._check_fitted()
+        feats = as_oid_indexed(features)
+        x = impute(feats, self.feature_columns_)
+        top = self._branch_proba(x, feats.index)
+        return self._long_rows(self._class_proba(x, top), top, include_top)
+
+    def classify(
+        self, features: pd.DataFrame, *, include_top: bool = True
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(probabilities_long(features), outlier_scores(features))`` with the top level evaluated once: what
+        a worker stores per batch, cheaper than calling both (each evaluates the top-level model)."""
+        self._check_fitted()
+        feats = as_oid_indexed(features)
+        x = impute(feats, self.feature_columns_)
+        top = self._branch_proba(x, feats.index)
+        return self._long_rows(self._class_proba(x, top), top, include_top), self._outliers(x, top)
 
 
 def _long(proba: pd.DataFrame, name: str, version: str) -> pd.DataFrame:

@@ -59,3 +59,53 @@ def taxonomy_table() -> pd.DataFrame:
             "taxonomy_version": TAXONOMY_VERSION,
         }
     )
+
+
+#: Columns of the PostgreSQL ``taxonomy`` table (storage.postgres.TABLES["taxonomy"]).
+TAXONOMY_COLUMNS = (
+    "classifier_name",
+    "classifier_version",
+    "class_name",
+    "level",
+    "parent",
+    "ord",
+    "taxonomy_version",
+)
+
+
+def flat_taxonomy_rows(name: str, version: str, classes, taxonomy_version: str) -> pd.DataFrame:
+    """``taxonomy`` rows of a one-level classifier (e.g. the stamp CNN): level "class", no parent."""
+    classes = [str(c) for c in classes]
+    return pd.DataFrame(
+        {
+            "classifier_name": name,
+            "classifier_version": version,
+            "class_name": classes,
+            "level": "class",
+            "parent": None,
+            "ord": pd.array(range(len(classes)), dtype="int16"),
+            "taxonomy_version": taxonomy_version,
+        },
+        columns=list(TAXONOMY_COLUMNS),
+    )
+
+
+def taxonomy_rows(model, *, include_top: bool = True) -> pd.DataFrame:
+    """``taxonomy`` rows of a light-curve model, one per class it stores probabilities for.
+
+    Under ``model.name``: the 15 classes (level "class", parent = their branch, ord = display order). With
+    ``include_top``, under ``<name>_top`` (the classifier name its branch probabilities are stored under): the
+    three branches (level "branch", no parent). The hierarchy is the one saved with the model
+    (``metadata["hierarchy"]``) when present, so an old model keeps describing the classes it predicts.
+    """
+    metadata = getattr(model, "metadata", None) or {}
+    hierarchy = {b: tuple(c) for b, c in (metadata.get("hierarchy") or HIERARCHY).items()}
+    version = str(model.version)
+    tax_version = str(getattr(model, "taxonomy_version", None) or metadata.get("taxonomy_version"))
+    classes = [(c, b) for b, cs in hierarchy.items() for c in cs]
+    out = flat_taxonomy_rows(model.name, version, [c for c, _ in classes], tax_version)
+    out["parent"] = [b for _, b in classes]
+    if include_top:
+        top = flat_taxonomy_rows(f"{model.name}_top", version, list(hierarchy), tax_version)
+        out = pd.concat([out, top.assign(level="branch")], ignore_index=True)
+    return out

@@ -110,3 +110,89 @@ def test_aliases_accepted_and_other_labels_dropped():
     model = HierarchicalClassifier(n_estimators=10, outlier_estimators=10).fit(x, y)
     assert set(model.branch_models_["Periodic"].classes_) == set(HIERARCHY["Periodic"])
     assert "f0" in model.feature_columns_ and "FEATURE_VERSION" not in model.feature_columns_
+
+
+# -- backends and determinism ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted_xgb() -> HierarchicalClassifier:
+    # 30 per class: with 12, XGBoost's regularisation (min_child_weight=1 on softmax hessians) leaves stumps
+    # that underfit this toy; real training sets have hundreds of rows per class
+    x, y = synthetic(30, seed=1, nan_fraction=0.05)
+    return HierarchicalClassifier(backend="xgb", n_estimators=50, outlier_estimators=25, random_state=0).fit(
+        x, y
+    )
+
+
+def test_xgb_backend_keeps_the_hierarchy_and_recovers_classes(fitted_xgb):
+    x, y = synthetic(6, seed=3)
+    p = fitted_xgb.predict_proba(x)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+    top = fitted_xgb.predict_branch_proba(x)
+    for b, classes in HIERARCHY.items():
+        np.testing.assert_allclose(p[list(classes)].sum(axis=1), top[b], atol=1e-12)
+    assert (fitted_xgb.predict(x).to_numpy() == y.to_numpy()).mean() >= 0.95
+    assert list(fitted_xgb.branch_models_["Stochastic"].classes_) == sorted(HIERARCHY["Stochastic"])
+
+
+def test_xgb_balances_by_sample_weight():
+    """A 10:1 imbalanced pair with overlapping blobs: unweighted boosting would favour the big class; balanced
+    weights put the decision boundary near the midpoint, so the small class keeps a fair recall."""
+    from classifiers.hierarchical import XGBBranchModel
+
+    rng = np.random.default_rng(0)
+    big, small = rng.normal(0.0, 1.0, (1000, 1)), rng.normal(1.5, 1.0, (100, 1))
+    x = np.vstack([big, small])
+    y = np.array(["a"] * 1000 + ["b"] * 100, dtype=object)
+    model = XGBBranchModel(n_estimators=30, max_depth=2, random_state=0).fit(x, y)
+    test_small = rng.normal(1.5, 1.0, (2000, 1))
+    recall_small = (model.predict_proba(test_small)[:, 1] > 0.5).mean()
+    assert 0.6 < recall_small < 0.9  # the midpoint 0.75 gives ~0.77; an unweighted model gives < 0.3
+    one = XGBBranchModel().fit(x[:5], np.array(["a"] * 5, dtype=object))
+    np.testing.assert_array_equal(one.predict_proba(x[:3]), np.ones((3, 1)))
+
+
+@pytest.mark.parametrize("backend", ["rf", "xgb"])
+def test_same_seed_same_probabilities_and_same_pickle(backend):
+    import io
+
+    import joblib
+
+    x, y = synthetic(8, seed=9, nan_fraction=0.05)
+    probe, _ = synthetic(3, seed=10)
+
+    def fit(seed: int, jobs: int) -> HierarchicalClassifier:
+        model = HierarchicalClassifier(
+            backend=backend, n_estimators=15, outlier_estimators=15, random_state=seed
+        )
+        model.metadata = {"created_at": f"run {jobs}"}  # must not reach the pickle
+        return model.fit(x, y, n_jobs=jobs)
+
+    def dumped(model) -> bytes:
+        buf = io.BytesIO()
+        joblib.dump(model, buf, compress=3)
+        return buf.getvalue()
+
+    a, b, c = fit(4, 1), fit(4, 1), fit(4, 2)
+    pd.testing.assert_frame_equal(a.predict_proba(probe), b.predict_proba(probe), check_exact=True)
+    pd.testing.assert_frame_equal(a.predict_proba(probe), c.predict_proba(probe), check_exact=True)
+    pd.testing.assert_frame_equal(a.outlier_scores(probe), c.outlier_scores(probe), check_exact=True)
+    assert dumped(a) == dumped(b) == dumped(c)  # threads used for training leave no trace
+    other = fit(5, 1).predict_proba(probe)
+    assert not np.array_equal(other.to_numpy(), a.predict_proba(probe).to_numpy())
+
+
+def test_classify_equals_the_separate_calls(fitted, fitted_xgb):
+    x, _ = synthetic(2, seed=12)
+    for model in (fitted, fitted_xgb):
+        probs, outliers = model.classify(x)
+        pd.testing.assert_frame_equal(probs, model.probabilities_long(x))
+        pd.testing.assert_frame_equal(outliers, model.outlier_scores(x))
+
+
+def test_inference_threads_are_settable_and_backend_checked(fitted):
+    assert fitted.n_jobs == 1 and fitted.top_.n_jobs == 1  # a worker runs one task per thread
+    fitted.set_n_jobs(2)
+    assert all(m.n_jobs == 2 for m in fitted.branch_models_.values())
+    fitted.set_n_jobs(1)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        HierarchicalClassifier(backend="svm")

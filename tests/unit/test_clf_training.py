@@ -104,3 +104,46 @@ def test_cli_registers_train_lc_and_evaluate():
     args = parser.parse_args(["evaluate", "--seed", "7"])
     assert args.seed == 7 and args.version is None
     assert set(HIERARCHY) == {"Transient", "Stochastic", "Periodic"}
+
+
+def test_cli_backend_out_and_real_options():
+    from classifiers.training import real_set_names
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["train", "lc", "--backend", "rf", "--out", "m", "--n-jobs", "2", "--seed", "3"])
+    assert (args.backend, args.models, args.n_jobs, args.seed) == ("rf", "m", 2, 3)
+    assert parser.parse_args(["train", "lc"]).backend == "xgb"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "lc", "--backend", "svm"])
+    args = parser.parse_args(["evaluate", "--real", "bts,simbad", "--alert-day", "30", "--objects", "0"])
+    assert args.real == "bts,simbad" and args.alert_day == 30.0 and args.objects == 0
+    assert parser.parse_args(["evaluate", "--real-data", "/d"]).data == "/d"
+    assert real_set_names("bts, simbad", False) == ["bts", "simbad"]
+    assert real_set_names(None, True) == ["alerce_features"] and real_set_names(None, False) == []
+    assert len(real_set_names("all", False)) == 6
+    with pytest.raises(SystemExit, match="unknown set"):
+        real_set_names("bts,nope", False)
+
+
+def test_train_lc_twice_gives_the_same_model_file(tmp_path):
+    """`broker train lc` end to end (simulation, decoding, features, training, registry) is a pure function of
+    its arguments: the same seed writes the same model.joblib, byte for byte; another seed another one."""
+    import hashlib
+    import json
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    common = ["train", "lc", "--objects", "1200", "--nights", "8", "--n-estimators", "8", "--n-jobs", "2"]
+    digests = {}
+    for run, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        args = parser.parse_args([*common, "--seed", seed, "--out", str(tmp_path / run)])
+        assert args.func(args) == 0
+        folder = tmp_path / run / "lc_hierarchical" / "1.0.0"
+        digests[run] = hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest()
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert meta["backend"] == "xgb" and meta["hyperparameters"]["n_estimators"] == 8
+        assert meta["training_set"]["seed"] == int(seed) and "xgboost" in meta["libraries"]
+    assert digests["a"] == digests["b"] != digests["c"]
