@@ -27,6 +27,8 @@ from features import FEATURE_VERSION
 DEFAULT_ROOT = "models"
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+#: A Keras model (the stamp CNN) is saved as ``model.keras`` beside the same metadata.json (``save_keras``).
+KERAS_FILE = "model.keras"
 
 
 def registry_root(root: str | os.PathLike | None = None) -> Path:
@@ -125,8 +127,12 @@ def versions(name: str, *, root: str | os.PathLike | None = None) -> list[str]:
     base = registry_root(root) / name
     if not base.is_dir():
         return []
-    found = [p.name for p in base.iterdir() if (p / METADATA_FILE).is_file() and (p / MODEL_FILE).is_file()]
+    found = [p.name for p in base.iterdir() if (p / METADATA_FILE).is_file() and _has_model_file(p)]
     return sorted(found, key=_version_key)
+
+
+def _has_model_file(path: Path) -> bool:
+    return (path / MODEL_FILE).is_file() or (path / KERAS_FILE).is_file()
 
 
 def read_metadata(name: str, version: str | None = None, *, root: str | os.PathLike | None = None) -> dict:
@@ -159,6 +165,8 @@ def load(
     """
     path = _model_dir(name, version, root)
     metadata = json.loads((path / METADATA_FILE).read_text())
+    if not (path / MODEL_FILE).is_file():
+        raise ValueError(f"{path} holds a Keras model ({KERAS_FILE}): load it with load_keras()")
     if check_feature_version and metadata.get("feature_version") != FEATURE_VERSION:
         raise ValueError(
             f"model {name} {metadata.get('version')} was trained on features {metadata.get('feature_version')}, "
@@ -189,3 +197,63 @@ def list_models(root: str | os.PathLike | None = None) -> pd.DataFrame:
                 )
     cols = ["name", "version", "taxonomy_version", "feature_version", "created_at", "path"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# -- Keras models (the stamp CNN) ------------------------------------------------------------------------------
+def save_keras(
+    model,
+    *,
+    name: str,
+    version: str,
+    metadata: dict | None = None,
+    root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a Keras model to ``{root}/{name}/{version}/model.keras`` with a metadata.json, atomically as
+    :func:`save`. ``metadata`` (taxonomy, features, fingerprint, metrics, ...) is stored as given, plus name,
+    version, kind, created_at and the TensorFlow/Keras versions. Refuses to replace a version unless ``overwrite``.
+    """
+    import keras
+
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or not re.fullmatch(r"[A-Za-z0-9_.\-+]+", version):
+        raise ValueError(f"save_keras(): model name/version must be simple tokens, got {name!r} {version!r}")
+    target = registry_root(root) / name / version
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} exists; bump the version or pass overwrite=True")
+        shutil.rmtree(target)
+    tmp = target.with_name(f".{version}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        import tensorflow as tf
+
+        tf_version = tf.__version__
+    except ImportError:  # another Keras backend
+        tf_version = None
+    meta = {
+        **_jsonable(metadata or {}),
+        "name": name,
+        "version": version,
+        "kind": "keras",
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf_version,
+    }
+    model.save(tmp / KERAS_FILE)
+    (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.rename(target)
+    return target
+
+
+def load_keras(name: str, version: str | None = None, *, root: str | os.PathLike | None = None):
+    """(Keras model, metadata dict) of ``name`` at ``version`` (the latest when None), loaded uncompiled, in
+    Keras' safe mode: the model's custom layers must be registered (import the module that defines them)."""
+    import keras
+
+    path = _model_dir(name, version, root)
+    if not (path / KERAS_FILE).is_file():
+        raise ValueError(f"{path} holds no Keras model ({KERAS_FILE}): load it with load()")
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    return keras.models.load_model(path / KERAS_FILE, compile=False), metadata

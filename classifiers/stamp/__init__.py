@@ -1,0 +1,110 @@
+"""The stamp classifier: ALeRCE's rotation-invariant CNN on the first alert of an object (docs/stamp.md).
+
+Light names (NumPy / pandas only) import eagerly; the ones that need TensorFlow (the network, training) load on
+first use, so importing the package does not start TensorFlow.
+"""
+
+from classifiers.stamp.cutouts import CUTOUT_COLUMNS, centre_crop, cutout_cube, decode_cutout
+from classifiers.stamp.dataset import StampSet, build_stamp_set, simulated_first_alerts, to_stamp_set
+from classifiers.stamp.evaluate import (
+    StampEvaluation,
+    evaluate_on_simulation,
+    evaluate_real_stamps,
+    load_real_stamps,
+)
+from classifiers.stamp.inference import (
+    StampClassifier,
+    classify_first_alerts,
+    first_alert_mask,
+    load_stamp_classifier,
+    long_rows,
+)
+from classifiers.stamp.metadata import (
+    DEFAULT_FEATURES,
+    METADATA_SPEC,
+    metadata_frame,
+    metadata_matrix,
+    sky_latitudes,
+)
+from classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION, normalise_cutouts, stamp_images
+from classifiers.stamp.rules import (
+    DEFAULT_RULES,
+    apply_rules,
+    known_solar_system_object,
+    negative_difference_is_not_sn,
+    star_counterpart_is_not_sn,
+)
+from classifiers.stamp.taxonomy import (
+    DEFAULT_NAME,
+    SIM_TO_STAMP,
+    STAMP_CLASSES,
+    STAMP_TAXONOMY_VERSION,
+    stamp_labels,
+)
+
+_LAZY = {
+    "CNNConfig": "classifiers.stamp.model",
+    "build_model": "classifiers.stamp.model",
+    "entropy_regularised_loss": "classifiers.stamp.model",
+    "RotationStack": "classifiers.stamp.layers",
+    "CyclicPool": "classifiers.stamp.layers",
+    "train_stamp_model": "classifiers.stamp.training",
+    "fit_model": "classifiers.stamp.training",
+    "TrainResult": "classifiers.stamp.training",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'classifiers.stamp' has no attribute {name!r}")
+
+
+__all__ = [
+    "CNNConfig",
+    "CROP_SIZE",
+    "CUTOUT_COLUMNS",
+    "CyclicPool",
+    "DEFAULT_FEATURES",
+    "DEFAULT_NAME",
+    "DEFAULT_RULES",
+    "METADATA_SPEC",
+    "RotationStack",
+    "SIM_TO_STAMP",
+    "STAMP_CLASSES",
+    "STAMP_FEATURE_VERSION",
+    "STAMP_TAXONOMY_VERSION",
+    "StampClassifier",
+    "StampEvaluation",
+    "StampSet",
+    "TrainResult",
+    "apply_rules",
+    "build_model",
+    "build_stamp_set",
+    "centre_crop",
+    "classify_first_alerts",
+    "cutout_cube",
+    "decode_cutout",
+    "entropy_regularised_loss",
+    "evaluate_on_simulation",
+    "evaluate_real_stamps",
+    "first_alert_mask",
+    "fit_model",
+    "known_solar_system_object",
+    "load_real_stamps",
+    "load_stamp_classifier",
+    "long_rows",
+    "metadata_frame",
+    "metadata_matrix",
+    "negative_difference_is_not_sn",
+    "normalise_cutouts",
+    "simulated_first_alerts",
+    "sky_latitudes",
+    "stamp_images",
+    "stamp_labels",
+    "star_counterpart_is_not_sn",
+    "to_stamp_set",
+    "train_stamp_model",
+]

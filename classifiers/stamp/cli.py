@@ -1,0 +1,72 @@
+"""``broker train stamp``: reproduce the stamp CNN from a seed (simulate, train, evaluate, save to the registry).
+
+Registered under the ``train`` sub-command by ``classifiers.training.register``; TensorFlow is imported only when
+the command runs, so the broker's CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_train_stamp(train_subparsers) -> None:
+    """Add ``stamp`` under an existing ``train`` sub-command (beside ``lc``)."""
+    p = train_subparsers.add_parser(
+        "stamp", help="train the stamp classifier (rotation-invariant CNN) on simulated first alerts"
+    )
+    p.add_argument("--seed", type=int, default=1, help="simulation and training seed")
+    p.add_argument("--n-per-class", type=int, default=3000, help="first alerts per stamp class")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--name", default="stamp_classifier")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--models", default=None, help="registry root (env BROKER_MODELS, default ./models)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--eval-per-class",
+        type=int,
+        default=600,
+        help="held-out simulated alerts per class (0: no evaluation)",
+    )
+    p.add_argument("--eval-seed", type=int, default=None, help="held-out seed (default: seed + 1000)")
+    p.add_argument(
+        "--real-data", default=None, help="shared data root: also score the 51 labelled real stamps"
+    )
+    p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
+    p.set_defaults(func=cmd_train_stamp)
+
+
+def cmd_train_stamp(args: argparse.Namespace) -> int:
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from classifiers.stamp.training import train_stamp_model
+
+    t0 = time.perf_counter()
+    result = train_stamp_model(
+        seed=args.seed,
+        n_per_class=args.n_per_class,
+        epochs=args.epochs,
+        out_root=args.models,
+        name=args.name,
+        version=args.version,
+        eval_n_per_class=args.eval_per_class,
+        eval_seed=args.eval_seed,
+        real_data=args.real_data,
+        overwrite=args.overwrite,
+        verbose=2,
+    )
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    print(f"saved {result.path} ({times}; {time.perf_counter() - t0:.0f} s in all)")
+    metrics = result.metadata.get("metrics", {})
+    brief = {
+        k: {kk: vv for kk, vv in v.items() if kk in ("n", "balanced_accuracy", "macro_f1")}
+        for k, v in metrics.items()
+        if isinstance(v, dict)
+    }
+    if brief:
+        print(json.dumps(brief, indent=1))
+    return 0

@@ -1,0 +1,189 @@
+"""Scoring the stamp classifier: a held-out simulation (another seed) and ALeRCE's 51 labelled real stamps.
+
+Figures: balanced accuracy (mean per-class recall, the paper's headline metric), macro F1, per-class precision
+and recall, and the confusion matrix (rows = true class, columns = predicted), each for the network alone and
+with the business rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
+
+from classifiers.stamp.dataset import build_stamp_set
+from classifiers.stamp.metadata import DEFAULT_FEATURES
+from classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
+
+#: The labelled real stamps in the shared data (ALeRCE's examples), and which carry alert metadata.
+REAL_STAMP_FILES = {
+    "alerce_stamp_small_test_with_features_metadata_21.parquet": True,
+    "alerce_stamp_small_dataset_30.parquet": False,
+    "alerce_stamp_single_1.parquet": False,
+}
+
+
+@dataclass
+class StampEvaluation:
+    """True and predicted stamp classes of one labelled set."""
+
+    y_true: np.ndarray  # class names
+    y_pred: np.ndarray
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes present in the truth, in STAMP_CLASSES order (a class never true cannot be recalled)."""
+        return [c for c in STAMP_CLASSES if (self.y_true == c).any()]
+
+    @property
+    def balanced_accuracy(self) -> float:
+        return float(balanced_accuracy_score(self.y_true, self.y_pred)) if len(self.y_true) else float("nan")
+
+    @property
+    def macro_f1(self) -> float:
+        return float(f1_score(self.y_true, self.y_pred, labels=self.labels, average="macro", zero_division=0))
+
+    def confusion(self) -> pd.DataFrame:
+        """Counts: rows true class, columns predicted class (all five)."""
+        t = pd.Categorical(self.y_true, categories=STAMP_CLASSES)
+        p = pd.Categorical(self.y_pred, categories=STAMP_CLASSES)
+        return pd.crosstab(t, p, dropna=False).rename_axis(index="true", columns="predicted")
+
+    def per_class(self) -> pd.DataFrame:
+        prec, rec, f1, n = precision_recall_fscore_support(
+            self.y_true, self.y_pred, labels=list(STAMP_CLASSES), zero_division=0
+        )
+        return pd.DataFrame({"precision": prec, "recall": rec, "f1": f1, "n": n}, index=list(STAMP_CLASSES))
+
+    def summary(self) -> dict:
+        return {
+            "n": int(len(self.y_true)),
+            "balanced_accuracy": self.balanced_accuracy,
+            "macro_f1": self.macro_f1,
+            "recall": {c: float(r) for c, r in self.per_class()["recall"].items() if c in self.labels},
+            "confusion": self.confusion().to_dict(orient="index"),
+        }
+
+
+def _predict(model, images: np.ndarray, metadata: np.ndarray) -> np.ndarray:
+    """Softmax outputs of a StampClassifier or a bare Keras model, in batches."""
+    if hasattr(model, "predict_arrays"):
+        return model.predict_arrays(images, metadata)
+    out = [
+        np.asarray(model({"image": images[s : s + 1024], "metadata": metadata[s : s + 1024]}, training=False))
+        for s in range(0, len(images), 1024)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, len(STAMP_CLASSES)))
+
+
+def evaluate_arrays(
+    model, images, metadata, y_true, alerts: pd.DataFrame | None = None
+) -> dict[str, StampEvaluation]:
+    """{"cnn": network alone, "cnn+rules": after the business rules (needs ``alerts`` rows aligned)}."""
+    p = pd.DataFrame(_predict(model, images, metadata), columns=list(STAMP_CLASSES))
+    names = np.array(STAMP_CLASSES, dtype=object)
+    out = {"cnn": StampEvaluation(np.asarray(y_true, dtype=object), names[p.to_numpy().argmax(axis=1)])}
+    if alerts is not None:
+        pr = apply_rules(p, alerts.reset_index(drop=True), DEFAULT_RULES)
+        out["cnn+rules"] = StampEvaluation(
+            np.asarray(y_true, dtype=object), names[pr.to_numpy().argmax(axis=1)]
+        )
+    return out
+
+
+@dataclass
+class SimulationEvaluation:
+    seed: int
+    n_per_class: int
+    results: dict[str, StampEvaluation]
+
+    def summary(self) -> dict:
+        return {
+            "heldout_seed": self.seed,
+            "heldout_n_per_class": self.n_per_class,
+            **{f"{k}": v.summary() for k, v in self.results.items()},
+        }
+
+
+def evaluate_on_simulation(
+    model, seed: int, n_per_class: int, features: tuple[str, ...] = DEFAULT_FEATURES
+) -> SimulationEvaluation:
+    """Score ``model`` on a fresh balanced simulation (use a seed the model was not trained on)."""
+    data = build_stamp_set(seed, n_per_class, features)
+    names = np.array(STAMP_CLASSES, dtype=object)[data.labels]
+    return SimulationEvaluation(
+        seed, n_per_class, evaluate_arrays(model, data.images, data.metadata, names, data.frame)
+    )
+
+
+def load_real_stamps(shared_data: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ALeRCE's labelled real stamps as (alerts, stamps) tables in the contract's column names: one row per
+    object (the single-stamp file repeats an object of the 30), a made-up ``candid`` (0..n-1; the files have
+    none), ``class`` (stamp class) and ``has_metadata`` (only the 21-alert file carries alert fields)."""
+    root = Path(shared_data) / "stamps"
+    frames = []
+    for fname, has_meta in REAL_STAMP_FILES.items():
+        path = root / fname
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (the shared data's labelled stamps)")
+        df = pd.read_parquet(path)
+        df["has_metadata"] = has_meta
+        df["source_file"] = fname
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True).drop_duplicates("oid", keep="first").reset_index(drop=True)
+    df["candid"] = np.arange(len(df), dtype=np.int64)
+    df["class"] = stamp_labels(df["class"])
+    df["mjd"] = 0.0
+    stamps = pd.DataFrame(
+        {
+            "oid": df["oid"].astype("string"),
+            "candid": df["candid"],
+            "cutout_science": df["cutoutScience"],
+            "cutout_template": df["cutoutTemplate"],
+            "cutout_difference": df["cutoutDifference"],
+        }
+    )
+    alerts = df.drop(columns=["cutoutScience", "cutoutTemplate", "cutoutDifference"])
+    return alerts, stamps
+
+
+def evaluate_real_stamps(classifier, shared_data: str | Path) -> dict[str, dict[str, StampEvaluation]]:
+    """Score a :class:`~classifiers.stamp.inference.StampClassifier` on the 51 real stamps: all of them, the 21
+    with alert metadata, and the 30 with stamps only (their metadata are the fills)."""
+    alerts, stamps = load_real_stamps(shared_data)
+    raw = classifier.predict_proba(alerts, stamps, rules=None)
+    ruled = classifier.predict_proba(alerts, stamps)
+    truth = alerts.set_index("candid").loc[raw.index]
+    names = np.array(STAMP_CLASSES, dtype=object)
+    out = {}
+    for label, rows in (
+        ("all", np.ones(len(truth), dtype=bool)),
+        ("with metadata", truth["has_metadata"].to_numpy(dtype=bool)),
+        ("stamps only", ~truth["has_metadata"].to_numpy(dtype=bool)),
+    ):
+        y = truth["class"].to_numpy(dtype=object)[rows]
+        out[label] = {
+            "cnn": StampEvaluation(y, names[raw[list(STAMP_CLASSES)].to_numpy()[rows].argmax(axis=1)]),
+            "cnn+rules": StampEvaluation(
+                y, names[ruled[list(STAMP_CLASSES)].to_numpy()[rows].argmax(axis=1)]
+            ),
+        }
+    return out
+
+
+def confusion_markdown(ev: StampEvaluation) -> str:
+    """The confusion matrix as a Markdown table (rows true, columns predicted)."""
+    cm = ev.confusion()
+    head = "| true \\ predicted | " + " | ".join(cm.columns) + " | recall |"
+    sep = "|---" * (len(cm.columns) + 2) + "|"
+    rec = ev.per_class()["recall"]
+    rows = [
+        f"| {t} | " + " | ".join(str(int(v)) for v in cm.loc[t]) + f" | {rec[t]:.3f} |"
+        for t in cm.index
+        if cm.loc[t].sum() > 0
+    ]
+    return "\n".join([head, sep, *rows])

@@ -1,0 +1,238 @@
+"""Serving the stamp CNN: a classifier loaded once per worker process, batched predictions, ALeRCE's rows.
+
+``classify_first_alerts`` is the pure function the pipeline runs on Dask workers: (alerts, stamps, model spec) ->
+long probability rows for the alerts that are the first of their object. The model behind a spec is loaded once
+per process (``load_stamp_classifier`` is cached), and inference runs on whole batches through one traced
+TensorFlow function (no per-row ``predict``).
+
+Which alerts are "first" (:func:`first_alert_mask`). ALeRCE classifies the first alert of an object it has not
+reported before (Förster et al. 2021, Sect. 4.3), which needs to know what the broker has seen. Without state an
+alert is taken as first when it is the earliest alert of its object in the batch, and, when the batch's
+`detections` table is given, when no detection of the object precedes it: the alert's own 30-day history
+(``prv_candidates``) and the batch hold no earlier detection, so no earlier alert of the object can have been
+classified in the last 30 days. With ``known_oids`` (e.g. the oids that already have a stamp probability in
+PostgreSQL) objects already classified are skipped, which is ALeRCE's rule exactly. Only alerts carrying all three
+readable cutouts are classified.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from classifiers.hierarchical import PROBABILITY_COLUMNS
+from classifiers.stamp.metadata import metadata_matrix
+from classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
+from classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
+from classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
+
+#: Rows per forward pass: large enough to amortise the call, small enough to keep a worker's memory flat
+#: (4 rotations x 1024 x 21 x 21 x 16 float32 activations ~ 115 MB at the widest layer).
+PREDICT_BATCH = 1024
+
+#: A model spec: (registry root or None for the default, model name, version or None for the latest).
+ModelSpec = tuple[str | os.PathLike | None, str, str | None]
+
+
+def _threads(n: int | None) -> None:
+    """Ask TensorFlow for ``n`` intra-op threads (a worker runs one task per thread); ignored once TF has
+    started, since TF fixes its thread pools at first use."""
+    if not n:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(n))
+        tf.config.threading.set_inter_op_parallelism_threads(int(n))
+    except RuntimeError:
+        pass
+
+
+class StampClassifier:
+    """A trained stamp CNN with its registry metadata; ``predict_proba`` / ``probabilities_long`` on tables."""
+
+    def __init__(self, model, metadata: dict) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.metadata = dict(metadata)
+        self.name: str = metadata.get("name", DEFAULT_NAME)
+        self.version: str = metadata.get("version", "0")
+        self.features: tuple[str, ...] = tuple(metadata["features"])
+        self.classes: tuple[str, ...] = tuple(metadata.get("classes", STAMP_CLASSES))
+        if self.classes != STAMP_CLASSES:
+            raise ValueError(
+                f"model {self.name} {self.version} predicts {self.classes}, expected {STAMP_CLASSES}"
+            )
+        size = int(metadata.get("crop_size", 21))
+        self.crop_size = size
+        spec = (
+            tf.TensorSpec((None, size, size, 3), tf.float32),
+            tf.TensorSpec((None, len(self.features)), tf.float32),
+        )
+        self._forward = tf.function(
+            lambda img, meta: model({"image": img, "metadata": meta}, training=False), input_signature=spec
+        )
+
+    @classmethod
+    def load(
+        cls, name: str = DEFAULT_NAME, version: str | None = None, *, root: str | os.PathLike | None = None
+    ) -> StampClassifier:
+        """From the registry; refuses a model whose inputs were made by other preprocessing code."""
+        import classifiers.stamp.layers  # noqa: F401  (registers the custom layers for safe loading)
+        from classifiers.registry import load_keras
+
+        model, metadata = load_keras(name, version, root=root)
+        if metadata.get("feature_version") != STAMP_FEATURE_VERSION:
+            raise ValueError(
+                f"model {name} {metadata.get('version')} expects stamp inputs {metadata.get('feature_version')}, "
+                f"this code makes {STAMP_FEATURE_VERSION}: retrain it with `broker train stamp`"
+            )
+        return cls(model, metadata)
+
+    # -- arrays -------------------------------------------------------------------------------------------
+    def predict_arrays(
+        self, images: np.ndarray, metadata: np.ndarray, batch_size: int = PREDICT_BATCH
+    ) -> np.ndarray:
+        """Softmax probabilities (N, 5), float64, for preprocessed inputs, in batches."""
+        n = len(images)
+        out = np.empty((n, len(STAMP_CLASSES)), dtype=np.float64)
+        for s in range(0, n, batch_size):
+            img = np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32)
+            meta = np.ascontiguousarray(metadata[s : s + batch_size], dtype=np.float32)
+            out[s : s + batch_size] = np.asarray(self._forward(img, meta), dtype=np.float64)
+        return out
+
+    # -- tables -------------------------------------------------------------------------------------------
+    def _inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame):
+        if "candid" not in alerts.columns or "candid" not in stamps.columns:
+            raise KeyError("alerts and stamps must both carry a candid column (docs/data-model.md)")
+        st = stamps.drop_duplicates("candid").set_index("candid").reindex(alerts["candid"].to_numpy())
+        images, complete = stamp_images(st.reset_index(), self.crop_size)
+        al = alerts[complete].reset_index(drop=True)
+        return images[complete], metadata_matrix(al, self.features), al
+
+    def predict_proba(
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
+    ) -> pd.DataFrame:
+        """P(class) for every alert with three readable cutouts: index ``candid``, columns ``oid`` and the five
+        classes (rows sum to 1). ``rules`` (default: ALeRCE's, see ``classifiers.stamp.rules``) are applied after
+        the softmax; ``rules=None`` gives the network's output alone. Alerts without complete stamps are left
+        out."""
+        images, meta, al = self._inputs(alerts, stamps)
+        p = pd.DataFrame(self.predict_arrays(images, meta), columns=list(STAMP_CLASSES))
+        if rules:
+            p = apply_rules(p, al, tuple(rules))
+        p.index = pd.Index(al["candid"].to_numpy(dtype=np.int64), name="candid")
+        p.insert(0, "oid", al["oid"].astype("string").to_numpy())
+        return p
+
+    def probabilities_long(
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
+    ) -> pd.DataFrame:
+        """ALeRCE's probability rows (oid, classifier_name, classifier_version, class_name, probability,
+        ranking), the format of ``HierarchicalClassifier.probabilities_long``, for the same `probability`
+        table. One object per alert given: pass first alerts only (see :func:`classify_first_alerts`)."""
+        return long_rows(self.predict_proba(alerts, stamps, rules=rules), self.name, self.version)
+
+
+def long_rows(proba: pd.DataFrame, name: str, version: str) -> pd.DataFrame:
+    """Wide (oid + five class columns) -> long rows with a 1..5 ranking per row (ties broken by class order)."""
+    p = proba[list(STAMP_CLASSES)].to_numpy(dtype=np.float64)
+    n, k = p.shape
+    order = np.argsort(-p, axis=1, kind="stable")
+    ranking = np.empty_like(order)
+    np.put_along_axis(ranking, order, np.broadcast_to(np.arange(1, k + 1), (n, k)).copy(), axis=1)
+    out = pd.DataFrame(
+        {
+            "oid": np.repeat(proba["oid"].to_numpy(dtype=object), k),
+            "classifier_name": name,
+            "classifier_version": version,
+            "class_name": np.tile(np.array(STAMP_CLASSES, dtype=object), n),
+            "probability": p.ravel(),
+            "ranking": ranking.ravel().astype("int16"),
+        }
+    )
+    out["oid"] = out["oid"].astype("string")
+    out["class_name"] = out["class_name"].astype("string")
+    return out[list(PROBABILITY_COLUMNS)]
+
+
+@lru_cache(maxsize=4)
+def _cached(root: str | None, name: str, version: str | None, threads: int | None) -> StampClassifier:
+    _threads(threads)
+    return StampClassifier.load(name, version, root=root)
+
+
+def load_stamp_classifier(
+    root: str | os.PathLike | None = None,
+    name: str = DEFAULT_NAME,
+    version: str | None = None,
+    *,
+    threads: int | None = None,
+) -> StampClassifier:
+    """The classifier for (root, name, version), loaded once per process and cached. ``threads`` (default: env
+    ``BROKER_TF_THREADS``, else 1) is TensorFlow's thread count, applied if TF has not started yet: a Dask worker
+    runs one task per thread, so one thread per inference avoids oversubscribing the cores."""
+    if threads is None:
+        threads = int(os.environ.get("BROKER_TF_THREADS", "1"))
+    return _cached(None if root is None else str(root), name, version, threads)
+
+
+def first_alert_mask(
+    alerts: pd.DataFrame, detections: pd.DataFrame | None = None, known_oids: Iterable[str] | None = None
+) -> np.ndarray:
+    """Which alerts are the first of their object (see the module docstring): earliest alert of the oid in
+    ``alerts`` (by mjd, then candid); with ``detections``, no detection of the oid earlier than the alert; with
+    ``known_oids``, the oid not among them. Returns a bool array aligned with ``alerts``."""
+    n = len(alerts)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    oid = alerts["oid"].astype(str).to_numpy()
+    mjd = pd.to_numeric(alerts["mjd"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.inf)
+    candid = alerts["candid"].to_numpy(dtype=np.int64)
+    order = np.lexsort((candid, mjd, oid))
+    first = np.zeros(n, dtype=bool)
+    s_oid = oid[order]
+    first[order[np.r_[True, s_oid[1:] != s_oid[:-1]]]] = True
+    if detections is not None and len(detections):
+        earliest = (
+            pd.DataFrame(
+                {
+                    "oid": detections["oid"].astype(str).to_numpy(),
+                    "mjd": pd.to_numeric(detections["mjd"], errors="coerce").to_numpy(dtype=np.float64),
+                }
+            )
+            .groupby("oid")["mjd"]
+            .min()
+        )
+        prior = earliest.reindex(oid).to_numpy(dtype=np.float64)
+        # 1e-6 d (0.09 s): the alert's own detection is in `detections` too, at the same mjd
+        first &= ~(prior < mjd - 1e-6)
+    if known_oids is not None:
+        first &= ~np.isin(oid, np.asarray(list(known_oids), dtype=str))
+    return first
+
+
+def classify_first_alerts(
+    alerts: pd.DataFrame,
+    stamps: pd.DataFrame,
+    model_spec: ModelSpec,
+    *,
+    detections: pd.DataFrame | None = None,
+    known_oids: Iterable[str] | None = None,
+    rules: Iterable[Rule] | None = DEFAULT_RULES,
+) -> pd.DataFrame:
+    """Long probability rows (the `probability` table's columns) for the alerts of a batch that are the first of
+    their object and carry all three cutouts. Pure apart from the per-process model cache: safe to map over
+    partitions on Dask workers. ``model_spec`` = (registry root or None, name, version or None = latest)."""
+    root, name, version = model_spec
+    clf = load_stamp_classifier(root, name, version)
+    if alerts is None or len(alerts) == 0 or stamps is None or len(stamps) == 0:
+        return long_rows(pd.DataFrame(columns=["oid", *STAMP_CLASSES]), clf.name, clf.version)
+    mask = first_alert_mask(alerts, detections, known_oids)
+    return clf.probabilities_long(alerts[mask], stamps, rules=rules)
