@@ -7,7 +7,7 @@ SOURCE ?=
 OUT    ?= ./data
 ARGS   ?=
 
-.PHONY: setup test test-unit test-integration lint bench run-night clean lock
+.PHONY: setup test test-unit test-integration lint bench run-night clean lock models
 
 setup: $(BIN)/broker
 
@@ -34,6 +34,12 @@ bench: setup
 	$(BIN)/python -m bench.run_bench $(ARGS)
 	$(BIN)/python -m bench.bench_magstats
 	$(BIN)/python -m bench.bench_features
+	$(BIN)/python -m bench.bench_classify
+
+# Re-train the shipped models from their seeds (deterministic: the same files with the pinned libraries).
+models: setup
+	$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 --eval-objects 20000
+	$(BIN)/broker train stamp --seed 1 --models models --overwrite
 
 run-night: setup
 	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) --out $(OUT) $(ARGS)

@@ -87,9 +87,20 @@ class Settings:
         metadata={"help": "catalogues to cross-match: 'name:radius_arcsec[:col,col];name2:radius'"},
     )
     lc_model: str = field(
-        default="", metadata={"help": "light-curve classifier to run: name[:version] from the model registry"}
+        default="auto",
+        metadata={
+            "help": "light-curve classifier: name[:version] from the model registry, 'auto' (the shipped "
+            "lc_hierarchical, latest version, if the registry has it) or 'none'"
+        },
     )
-    models: str = field(default="models", metadata={"help": "the model registry folder"})
+    stamp_model: str = field(
+        default="auto",
+        metadata={
+            "help": "stamp classifier for the first alert of each object: name[:version], 'auto' (the shipped "
+            "stamp_classifier, if present) or 'none'"
+        },
+    )
+    models: str = field(default=str(REPO_ROOT / "models"), metadata={"help": "the model registry folder"})
     sim_objects: int = field(default=8000, metadata={"help": "SOURCE=sim: objects in the simulated night"})
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 

@@ -39,6 +39,7 @@ from pipeline.tasks import (
     regions_of_batch,
     split_by_region,
     warm_up,
+    warm_up_stamps,
 )
 from pipeline.workerpath import CodePath, code_folder
 from storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
@@ -107,10 +108,33 @@ class Broker:
     @property
     def _lc_model(self) -> tuple[str, str, str | None] | None:
         """(registry root, name, version) of the light-curve classifier to run, or None."""
-        if not self.settings.lc_model:
-            return None
-        name, _, version = self.settings.lc_model.partition(":")
-        return (str(Path(self.settings.models).resolve()), name, version or None)
+        return resolve_model(self.settings.lc_model, "lc_hierarchical", self.settings.models)
+
+    @property
+    def _stamp_model(self) -> tuple[str, str, str | None] | None:
+        """(registry root, name, version) of the stamp classifier to run, or None."""
+        return resolve_model(self.settings.stamp_model, "stamp_classifier", self.settings.models)
+
+    def write_taxonomy(self) -> list[str]:
+        """The ``taxonomy`` rows of the classifiers this run uses (what their probability rows mean)."""
+        from classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
+
+        used = []
+        if self._lc_model is not None:
+            from classifiers import load
+
+            root, name, version = self._lc_model
+            self.store.upsert("taxonomy", taxonomy_rows(load(name, version, root=root)))
+            used.append(f"{name} {version}")
+        if self._stamp_model is not None:
+            from classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
+
+            root, name, version = self._stamp_model
+            self.store.upsert(
+                "taxonomy", flat_taxonomy_rows(name, version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
+            )
+            used.append(f"{name} {version}")
+        return used
 
     @property
     def lake_spec(self) -> tuple[str, tuple]:
@@ -154,7 +178,8 @@ class Broker:
             return client.submit(fn, *args, pure=False, priority=prio)
 
         dec_futs = [
-            submit(decode_chunk, cf, batch_id, i, self.lake_spec, False) for i, cf in enumerate(chunk_futs)
+            submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, self._stamp_model)
+            for i, cf in enumerate(chunk_futs)
         ]
         small_futs = [submit(decode_summary, f) for f in dec_futs]
         n_regions = max(1, int(self.n_threads() * self.settings.regions_per_thread))
@@ -188,7 +213,9 @@ class Broker:
         t = time.perf_counter()
         small = client.gather(job.small_futs)
         dead = [d for _, ds, *_ in small for d in ds]
-        raw_index = pd.concat([ri for _, _, ri, _ in small], ignore_index=True) if small else pd.DataFrame()
+        raw_index = pd.concat([ri for _, _, ri, *_ in small], ignore_index=True) if small else pd.DataFrame()
+        stamp_probs = [sp for *_, sp, _ in small if not sp.empty]
+        paths: list[str] = [p for *_, sp, _ in small for p in sp.attrs.get("paths", [])]
         for *_, secs in small:
             for k, v in secs.items():
                 rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
@@ -201,7 +228,6 @@ class Broker:
             if r.counts.get("alerts", 0) or r.paths or not r.failed.empty
         ]
         rep.seconds["science+lake"] = time.perf_counter() - t
-        paths: list[str] = []
         for res in results:
             paths.extend(res.paths)
             for k, v in res.counts.items():
@@ -226,6 +252,10 @@ class Broker:
                 self.store.upsert(table, df)
                 if table == "object":
                     rep.object_ids = set(df["oid"])
+        if stamp_probs:
+            sp = pd.concat(stamp_probs, ignore_index=True)
+            self.store.upsert("probability", sp)
+            rep.counts["stamp_classified"] = rep.counts.get("stamp_classified", 0) + sp["oid"].nunique()
         for table, attr in (
             ("probability", "probabilities"),
             ("outlier_score", "outliers"),
@@ -337,6 +367,9 @@ class Services:
             self.client = self.stack.enter_context(Client(cluster))
         self.client.register_plugin(CodePath(code_folder()))
         self.client.run(warm_up)  # imports and first calls happen now, not inside the first batch
+        stamp = resolve_model(s.stamp_model, "stamp_classifier", s.models)
+        if stamp is not None:
+            self.client.run(warm_up_stamps, stamp)  # TensorFlow and the CNN, once per worker process
         return self
 
     def __exit__(self, *exc) -> None:
@@ -352,6 +385,8 @@ def run(settings: Settings, log=print) -> RunReport:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
         log(f"Dask dashboard: {svc.client.dashboard_link}")
         broker = Broker(settings, svc.client, svc.lake, svc.store)
+        used = broker.write_taxonomy()
+        log("classifiers: " + (", ".join(used) if used else "none"))
         source = open_source(settings)
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
         report.startup_seconds = time.perf_counter() - t0
@@ -398,3 +433,27 @@ def _batches(source: Source) -> Iterator[list[RawMessage]]:
     for batch in source.batches():
         if batch:
             yield batch
+
+
+def resolve_model(spec: str, default_name: str, root: str) -> tuple[str, str, str] | None:
+    """(registry root, name, version) for a model setting: ``name[:version]``, ``auto`` (``default_name``'s
+    latest version when the registry has it, else no model) or ``none``/empty. The version is fixed here, once,
+    so every worker runs the same model and the taxonomy rows name it."""
+    from classifiers.registry import versions
+
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "none", "off"):
+        return None
+    root = str(Path(root).resolve())
+    auto = spec.lower() == "auto"
+    name, _, version = (default_name if auto else spec).partition(":")
+    known = versions(name, root=root)
+    if not known:
+        if auto:
+            return None
+        raise ValueError(
+            f"model {name!r} is not in the registry at {root} (train it, or set another --models)"
+        )
+    if version and version not in known:
+        raise ValueError(f"model {name!r} has no version {version!r} at {root}; known: {known}")
+    return (root, name, version or known[-1])

@@ -54,6 +54,7 @@ class DecodeResult:
     keys: pd.DataFrame  # oid, mjd, ra, dec of each alert: all that region assignment needs
     raw_index: pd.DataFrame  # candid -> raw archive file
     seconds: dict[str, float] = field(default_factory=dict)
+    stamp_probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)  # first alerts' stamp classes
 
 
 @dataclass
@@ -74,7 +75,12 @@ class RegionResult:
 
 
 def decode_chunk(
-    messages: list[RawMessage], batch_id: str, chunk: int, lake_spec: tuple[str, tuple], keep_stamps: bool
+    messages: list[RawMessage],
+    batch_id: str,
+    chunk: int,
+    lake_spec: tuple[str, tuple],
+    keep_stamps: bool,
+    stamp_model: tuple[str, str, str | None] | None = None,
 ) -> DecodeResult:
     t0 = time.thread_time()
     messages = [m.loaded() for m in messages]
@@ -89,15 +95,59 @@ def decode_chunk(
             {"candid": raw["candid"].to_numpy(), "raw_path": raw["night"].map(by_night).to_numpy()}
         )
     t2 = time.thread_time()
+    stamp_probs = classify_stamps(tables, stamp_model, lake_spec, f"{batch_id}-c{chunk:03d}")
+    t3 = time.thread_time()
     if not keep_stamps:
         tables.stamps = tables.stamps.iloc[0:0]
     keys = tables.alerts[["oid", "mjd", "ra", "dec"]] if not tables.alerts.empty else pd.DataFrame()
-    return DecodeResult(tables, dead, keys, raw_index, {"decode": t1 - t0, "archive": t2 - t1})
+    seconds = {"decode": t1 - t0, "archive": t2 - t1}
+    if stamp_model is not None:
+        seconds["stamp"] = t3 - t2
+    return DecodeResult(tables, dead, keys, raw_index, seconds, stamp_probs)
 
 
 def decode_summary(result: DecodeResult) -> tuple:
-    """The small part of a decode result the driver gathers: keys, dead letters, raw index, timings."""
-    return result.keys, result.dead, result.raw_index, result.seconds
+    """The small part of a decode result the driver gathers: keys, dead letters, raw index, stamp
+    probabilities (their lake paths in ``attrs["paths"]``), timings."""
+    return result.keys, result.dead, result.raw_index, result.stamp_probabilities, result.seconds
+
+
+@lru_cache(maxsize=2)
+def _stamp_classifier(root: str, name: str, version: str | None):
+    from classifiers.stamp import load_stamp_classifier
+
+    return load_stamp_classifier(root, name, version)
+
+
+def warm_up_stamps(stamp_model: tuple[str, str, str | None]) -> float:
+    """Import TensorFlow and load the stamp CNN in this worker process before the first batch."""
+    t0 = time.perf_counter()
+    _stamp_classifier(*stamp_model)
+    return time.perf_counter() - t0
+
+
+def classify_stamps(
+    tables: Tables, stamp_model: tuple[str, str, str | None] | None, lake_spec: tuple[str, tuple], part: str
+) -> pd.DataFrame:
+    """Stamp-classifier probability rows for the alerts that are the first detection of their object (no
+    earlier detection in the alert's own history), written to the lake's ``probabilities`` table here, where
+    the stamps are (they never travel on). The lake paths ride along in ``attrs["paths"]``."""
+    if stamp_model is None or tables.alerts.empty or tables.stamps.empty:
+        return pd.DataFrame()
+    from classifiers.stamp import classify_first_alerts
+
+    _stamp_classifier(*stamp_model)  # the per-process model cache
+    probs = classify_first_alerts(tables.alerts, tables.stamps, stamp_model, detections=tables.detections)
+    if probs.empty:
+        return pd.DataFrame()
+    night = tables.alerts.groupby("oid")["night"].max()
+    lake_rows = probs.assign(alert_night=probs["oid"].map(night).astype("int32"))
+    paths = lake_for(lake_spec).write_table(
+        "probabilities", _with_batch(lake_rows, part.rsplit("-c", 1)[0]), part
+    )
+    probs = probs.reset_index(drop=True)
+    probs.attrs["paths"] = paths
+    return probs
 
 
 def _night_of_path(path: str) -> int:
@@ -344,6 +394,8 @@ def classify(feats: pd.DataFrame, lc_model: tuple[str, str, str | None] | None) 
         return pd.DataFrame(), pd.DataFrame()
     model = _model(*lc_model)
     x = feats.drop(columns=[c for c in ("lastmjd", "night", "FEATURE_VERSION") if c in feats.columns])
+    if hasattr(model, "classify"):  # the top level evaluated once for both
+        return model.classify(x)
     return model.probabilities_long(x), model.outlier_scores(x)
 
 

@@ -339,8 +339,9 @@ def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_sto
     """A registry model runs on the workers: ALeRCE-style probability rows and outlier scores per object."""
     from classifiers import CLASSES, HierarchicalClassifier, save
 
-    settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
+    settings = _settings(tmp_path, str(night_dir), summary_store.dsn, lc_model="none", stamp_model="none")
     run(settings, log=lambda *_: None)
+    assert summary_store.count("probability") == 0
     feats = Lake(settings.lake).read_table("features", dedupe=True)
     feats = feats.drop(columns=["alert_night", "batch_id", "lastmjd", "night"], errors="ignore")
     labels = pd.Series([CLASSES[i % len(CLASSES)] for i in range(len(feats))], index=feats["oid"])
@@ -348,7 +349,12 @@ def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_sto
     save(model, root=tmp_path / "models")
 
     settings = _settings(
-        tmp_path, str(night_dir), summary_store.dsn, lc_model=model.name, models=str(tmp_path / "models")
+        tmp_path,
+        str(night_dir),
+        summary_store.dsn,
+        lc_model=model.name,
+        models=str(tmp_path / "models"),
+        stamp_model="none",
     )
     run(settings, log=lambda *_: None)
     probs = summary_store.fetch_df("SELECT * FROM probability")
