@@ -6,7 +6,8 @@ modules stay survey-agnostic: they read a `SurveySpec` and never branch on the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -153,14 +154,18 @@ class SimConfig:
     chunk_size: int = 20_000  # objects per independent chunk (part of the determinism contract)
     workers: int = 1
     stamp_variants: int = 3  # noise realisations per stamp-bank cell
+    # How far back each alert's history reaches [d] (None: the survey's own, 30 d for ZTF). Training sets set
+    # ~a year: the pipeline's history store gives the classifiers the accumulated light curve, not one alert's.
+    history_days: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> SurveySpec:
         try:
-            return SURVEYS[self.survey]
+            spec = SURVEYS[self.survey]
         except KeyError:
             raise ValueError(f"unknown survey {self.survey!r}; expected one of {sorted(SURVEYS)}") from None
+        return spec if self.history_days is None else _with_history(spec, float(self.history_days))
 
     def fractions(self) -> dict[str, float]:
         fr = dict(DEFAULT_FRACTIONS if self.class_fractions is None else self.class_fractions)
@@ -187,3 +192,10 @@ class SimConfig:
             raise ValueError(f"ztf_schema must be 'ztf' or 'fink', not {self.ztf_schema!r}")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if self.history_days is not None and not self.history_days > 0:
+            raise ValueError(f"history_days must be positive, not {self.history_days!r}")
+
+
+@lru_cache(maxsize=16)
+def _with_history(spec: SurveySpec, days: float) -> SurveySpec:
+    return replace(spec, history_days=days)

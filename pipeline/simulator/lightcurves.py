@@ -115,10 +115,16 @@ def villar_flux(t, t0, tau_rise, tau_fall, gamma, beta):
     return rise * np.maximum(plateau, 1e-6) * decline
 
 
-def sn_band_params(tau_fall, beta, lam):
-    """Bluer bands decline faster (shorter tail, steeper plateau)."""
+def sn_band_params(tau_fall, beta, lam, fall_chroma=0.25, plateau_chroma=0.8):
+    """Bluer bands decline faster (shorter tail, steeper plateau): SNe redden after peak.
+
+    The chromaticities are per object (population.SN_DECLINE_CHROMA): SNe Ia and Ibc redden faster than SNe II.
+    """
     cf = colour_factor(lam)
-    return tau_fall * np.maximum(0.4, 1.0 - 0.25 * cf), beta * np.maximum(0.0, 1.0 + 0.8 * cf)
+    return (
+        tau_fall * np.maximum(0.4, 1.0 - fall_chroma * cf),
+        beta * np.maximum(0.0, 1.0 + plateau_chroma * cf),
+    )
 
 
 def sn_peak_offsets(tau_rise, tau_fall, gamma, beta, ngrid: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -138,20 +144,33 @@ def sn_peak_offsets(tau_rise, tau_fall, gamma, beta, ngrid: int = 400) -> tuple[
 
 
 def sn_shape_params(
-    tau_rise, tau_fall, gamma, beta, peak_mjd, lam_bands: np.ndarray
+    tau_rise, tau_fall, gamma, beta, peak_mjd, lam_bands: np.ndarray, fall_chroma=0.25, plateau_chroma=0.8
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per object: t0 (so that r peaks at peak_mjd) and per-band peak flux of the shape, (n,) and (n, nbands)."""
     dt_r, _ = sn_peak_offsets(tau_rise, tau_fall, gamma, beta)
     fpk = np.empty((len(tau_rise), len(lam_bands)))
     for j, lam in enumerate(lam_bands):
-        tf_b, beta_b = sn_band_params(tau_fall, beta, lam)
+        tf_b, beta_b = sn_band_params(tau_fall, beta, lam, fall_chroma, plateau_chroma)
         fpk[:, j] = sn_peak_offsets(tau_rise, tf_b, gamma, beta_b)[1]
     return peak_mjd - dt_r, fpk
 
 
-def sn_mag(t, lam, t0, fpk, peak_mag, colour_gr, tau_rise, tau_fall, gamma, beta):
+def sn_mag(
+    t,
+    lam,
+    t0,
+    fpk,
+    peak_mag,
+    colour_gr,
+    tau_rise,
+    tau_fall,
+    gamma,
+    beta,
+    fall_chroma=0.25,
+    plateau_chroma=0.8,
+):
     """SN magnitude per row (t0, fpk from sn_shape_params). peak_mag is the r-band truth."""
-    tf_b, beta_b = sn_band_params(tau_fall, beta, lam)
+    tf_b, beta_b = sn_band_params(tau_fall, beta, lam, fall_chroma, plateau_chroma)
     f = villar_flux(t, t0, tau_rise, tf_b, gamma, beta_b) / fpk
     with np.errstate(divide="ignore"):
         return peak_mag + colour_gr * colour_factor(lam) - 2.5 * np.log10(f)

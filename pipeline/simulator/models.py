@@ -70,8 +70,17 @@ def source_mags(
     if sel.any():
         objs = np.unique(obj[sel])
         q = _gather(pop, ["tau_rise", "tau_fall", "plateau_days", "plateau_slope", "peak_mjd"], objs)
+        fch = np.nan_to_num(_col(pop, "fall_chroma", 0.25), nan=0.25)
+        pch = np.nan_to_num(_col(pop, "plateau_chroma", 0.8), nan=0.8)
         t0, fpk = lc.sn_shape_params(
-            q["tau_rise"], q["tau_fall"], q["plateau_days"], q["plateau_slope"], q["peak_mjd"], lam_b
+            q["tau_rise"],
+            q["tau_fall"],
+            q["plateau_days"],
+            q["plateau_slope"],
+            q["peak_mjd"],
+            lam_b,
+            fch[objs],
+            pch[objs],
         )
         k = np.searchsorted(objs, obj[sel])
         p = _gather(pop, ["peak_mag", "tau_rise", "tau_fall", "plateau_days", "plateau_slope"], obj[sel])
@@ -86,6 +95,8 @@ def source_mags(
             p["tau_fall"],
             p["plateau_days"],
             p["plateau_slope"],
+            fch[obj[sel]],
+            pch[obj[sel]],
         )
 
     sel = np.isin(cls, ["QSO", "AGN", "Blazar", "YSO"])

@@ -55,6 +55,15 @@ class Alert:
     payload: bytes
 
 
+def classtar_a(magpsf: np.ndarray) -> np.ndarray:
+    """Shape a of the Beta(a, 1) SExtractor CLASS_STAR of real sources: confident (median 0.98) when bright,
+    drifting towards 0.5 near the limit. Real alerts (ztf/fink_sample_1166, rb > 0.5): median classtar 0.98 at
+    magpsf 18-19, 0.977 at 19-20, 0.90 (quartiles 0.79-0.95) at 20-21; a = 30 x 10^(-0.66 (m - 19.5)) for
+    m > 19.5 gives medians 0.977, 0.90 and 0.80 at 19.5, 20.5 and 21."""
+    m = np.nan_to_num(np.asarray(magpsf, dtype=float), nan=19.0)
+    return np.maximum(30.0 * 10 ** (-0.66 * np.clip(m - 19.5, 0.0, None)), 1.5)
+
+
 def _f(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
@@ -212,7 +221,7 @@ def ztf_columns(
         "sky": rng.normal(0, 0.6, n),
         "magdiff": magap - magpsf,
         "fwhm": fwhm_src,
-        "classtar": np.where(real_like, rng.beta(30, 1, n), rng.beta(2, 2, n)),
+        "classtar": np.where(real_like, rng.beta(classtar_a(magpsf), 1.0), rng.beta(2, 2, n)),
         "mindtoedge": np.minimum.reduce(
             [
                 pop["xpos"].to_numpy()[o],

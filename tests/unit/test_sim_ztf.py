@@ -233,3 +233,51 @@ def test_truth_table_round_trip(run, tmp_path):
         .all()
     )
     assert back["object_id"].dtype == np.int64
+
+
+def test_history_days_override_lengthens_histories():
+    """Training sets ask for year-long histories (the pipeline's accumulated light curve); the default is ZTF's
+    30 days."""
+    assert CFG.spec.history_days == 30.0
+    cfg = SimConfig(objects=400, nights=1, seed=4, stamps=False, history_days=200.0)
+    assert cfg.spec.history_days == 200.0 and cfg.spec.name == "ztf"
+    oldest = 0.0
+    for a in iter_alerts(cfg):
+        r = next(fastavro.reader(io.BytesIO(a.payload)))
+        ages = [r["candidate"]["jd"] - p["jd"] for p in r["prv_candidates"] or []]
+        assert all(0 < x <= 200.0 for x in ages)
+        oldest = max([oldest, *ages])
+    assert oldest > 100.0
+    with pytest.raises(ValueError, match="history_days"):
+        SimConfig(history_days=0).validate()
+
+
+def test_coverage_and_earlier_detections(run):
+    """ncovhist counts every earlier visit of the position (a supernova's too: it was covered for years before
+    it exploded); a persistent source's earlier detections start in the year of its ZTF name."""
+    from pipeline.simulator.cadence import simulated_span
+    from pipeline.simulator.chunk import _first_seen_mjd
+
+    _, records, truth = run
+    s0 = simulated_span(CFG)[0]  # detections in the simulated lead history may precede a new name's year
+    sn, persistent = [], 0
+    for k, r in enumerate(records):
+        c = r["candidate"]
+        cls = _cls(run, k)
+        if cls in ("SNIa", "SNIbc", "SNII", "SLSN"):
+            sn.append((c["ncovhist"], c["ndethist"]))
+        elif cls not in ("asteroid", "bogus"):
+            persistent += 1
+            first_year = _first_seen_mjd(np.array([r["objectId"]]), CFG.spec)[0]
+            assert c["jdstarthist"] - 2400000.5 >= min(first_year, s0) - 1e-6
+    cov, ndet = np.array(sn).T
+    assert len(sn) > 20 and persistent > 100
+    assert np.median(cov) > 500 and np.median(ndet) < 50  # years of coverage, a few weeks of detections
+
+
+def test_classtar_drifts_towards_half_for_faint_sources():
+    from pipeline.simulator.ztf_alerts import classtar_a
+
+    med = 0.5 ** (1 / classtar_a(np.array([18.0, 19.5, 20.5, 21.0])))  # median of Beta(a, 1)
+    assert med[0] == pytest.approx(0.977, abs=0.002) and med[1] == pytest.approx(0.977, abs=0.002)
+    assert med[2] == pytest.approx(0.90, abs=0.01) and med[3] == pytest.approx(0.80, abs=0.01)
