@@ -61,8 +61,8 @@ def _best_of(fn: Callable[[], object], repeat: int) -> float:
 
 def bench_light_curve(n_objects: int, batch: int, seconds: float) -> pd.DataFrame:
     """One row per backend: fit time, size, load time, predict_proba and classify rates."""
-    feats, labels = build_training_set(n_objects, 20, seed=1)
-    test, _ = build_training_set(max(n_objects // 2, 4 * batch), 20, seed=1001)
+    feats, labels = build_training_set(n_objects, 20, seed=1, history_days=30)
+    test, _ = build_training_set(max(n_objects // 2, 4 * batch), 20, seed=1001, history_days=30)
     x = test.iloc[:batch]
     rows = []
     with tempfile.TemporaryDirectory() as root:
