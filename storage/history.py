@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.lake import Lake, arrow_to_pandas, frame_to_arrow
@@ -83,12 +85,12 @@ def pixels_around(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int, margin_ar
     return np.unique(pixel_of(all_ra, all_dec, order))
 
 
-def dedupe_rows(table: str, df: pd.DataFrame) -> pd.DataFrame:
-    """One row per key; for detections the alert's own packet (``has_stamp``) beats a history copy, and
-    otherwise the later row in ``df`` wins."""
+def dedupe_rows(table: str, df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per key (plus the ``extra`` columns); for detections the alert's own packet (``has_stamp``)
+    beats a history copy, and otherwise the later row in ``df`` wins."""
     if df.empty:
         return df
-    key = [k for k in HISTORY_KEYS[table] if k in df.columns]
+    key = [k for k in (*HISTORY_KEYS[table], *extra) if k in df.columns]
     if table == "detections" and "has_stamp" in df.columns and df.duplicated(key).any():
         df = df.sort_values("has_stamp", kind="stable", key=lambda s: s.fillna(False).astype(bool))
     return df.drop_duplicates(key, keep="last").sort_index()
@@ -96,10 +98,48 @@ def dedupe_rows(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class _Folder:
-    """What a worker holds of one folder: each file's frame, keyed by name and (size, mtime)."""
+    """What a worker holds of one folder: each file's (size, mtime) and Arrow table, keyed by name."""
 
-    files: dict[str, tuple[tuple, pd.DataFrame]]
+    files: dict[str, tuple[tuple, pa.Table, int]]
     nbytes: int
+
+
+def _rows_of(table: pa.Table, wanted: pa.Array | None, pixels: np.ndarray | None = None) -> pa.Table:
+    """The rows of ``table`` whose oid is in ``wanted`` (and, for deltas, whose pixel is in ``pixels``),
+    filtered in Arrow: a store of many small pixel files is read row-selectively without a pandas frame per
+    file (pandas' boolean indexing and isin on Arrow strings cost milliseconds a file)."""
+    mask = None
+    if wanted is not None:
+        mask = pc.is_in(table.column("oid").cast(pa.string()), value_set=wanted)
+    if pixels is not None:
+        in_pix = pc.is_in(
+            table.column("pixel"), value_set=pa.array(pixels, type=table.schema.field("pixel").type)
+        )
+        mask = in_pix if mask is None else pc.and_(mask, in_pix)
+    return table if mask is None else table.filter(pc.fill_null(mask, False))
+
+
+def _join(tables: list[pa.Table]) -> pa.Table | None:
+    """One table of the non-empty ``tables``, in order, or None when their schemas cannot be unified."""
+    tables = [t for t in tables if t.num_rows]
+    if len(tables) <= 1:
+        return tables[0] if tables else pa.table({})
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _concat(tables: list[pa.Table], wanted: pa.Array | None = None) -> pd.DataFrame:
+    """One frame of the tables' rows (of ``wanted`` oids only, if given), in order. Files of different
+    batches may differ in columns or null types: Arrow unifies them, pandas where Arrow cannot."""
+    joined = _join(tables)
+    if joined is None:
+        frames = [arrow_to_pandas(_rows_of(t, wanted)) for t in tables if t.num_rows]
+        return pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    if not joined.num_rows:
+        return pd.DataFrame()
+    return arrow_to_pandas(_rows_of(joined, wanted))
 
 
 class HistoryStore:
@@ -142,9 +182,9 @@ class HistoryStore:
                 name = os.path.basename(str(path).rstrip("/"))
                 if name.startswith("Npix="):
                     out.add(int(name.split("=", 1)[1]))
-        for df in self._frames(self.delta_folder(table)).values():
-            if not df.empty:
-                out.update(np.unique(df["pixel"].to_numpy()).tolist())
+        for t in self._tables(self.delta_folder(table)).values():
+            if t.num_rows:
+                out.update(pc.unique(t.column("pixel")).to_pylist())
         return sorted(out)
 
     def delta_files(self, table: str) -> list[str]:
@@ -179,34 +219,36 @@ class HistoryStore:
         }
 
     # ------------------------------------------------------------------------------------- reading
-    def _read_file(self, path: str) -> pd.DataFrame:
+    def _read_file(self, path: str) -> pa.Table:
         self.stats["files_read"] += 1
-        return arrow_to_pandas(pq.read_table(path, filesystem=self.lake.arrow_fs))
+        return pq.read_table(path, filesystem=self.lake.arrow_fs)
 
-    def _frames(self, folder: str) -> dict[str, pd.DataFrame]:
-        """{path: frame} of every file in ``folder``, in name order. Files already read by this process and
-        unchanged since come from the cache; files gone since (compacted away) leave it."""
+    def _tables(self, folder: str) -> dict[str, pa.Table]:
+        """{path: table} of every file in ``folder``, compacted files first, then the rest by name (later
+        writes win ties). Files already read by this process and unchanged since come from the cache; files
+        gone since (compacted away) leave it."""
         listing = self._listing(folder)
         with self._lock:
             held = self._cache.pop(folder, None)
-        files: dict[str, tuple[tuple, pd.DataFrame]] = {}
+        files: dict[str, tuple[tuple, pa.Table, int]] = {}
         for path, sig in sorted(listing.items()):
             if held is not None and path in held.files and held.files[path][0] == sig:
                 files[path] = held.files[path]
                 self.stats["files_cached"] += 1
                 continue
             try:
-                files[path] = (sig, self._read_file(path))
+                t = self._read_file(path)
             except FileNotFoundError:  # compacted away between listing and reading: its rows moved
-                return self._frames(folder)
-        nbytes = sum(int(df.memory_usage(deep=False).sum()) for _, df in files.values())
+                return self._tables(folder)
+            files[path] = (sig, t, t.nbytes)
+        nbytes = sum(size for *_, size in files.values())
         with self._lock:
             self._cache[folder] = _Folder(files, nbytes)
             self._cached += nbytes - (held.nbytes if held is not None else 0)
             while self._cached > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
-        order = sorted(files, key=lambda p: (not _is_compacted(p), p))  # later writes win ties
+        order = sorted(files, key=lambda p: (not _is_compacted(p), p))
         return {p: files[p][1] for p in order}
 
     def read_pixel(self, table: str, pixel: int) -> pd.DataFrame:
@@ -216,24 +258,16 @@ class HistoryStore:
     def read(self, table: str, pixels: Iterable[int], oids: Iterable[str] | None = None) -> pd.DataFrame:
         """Stored rows of ``table`` in ``pixels`` (optionally only those of ``oids``), deduplicated."""
         pixels = np.unique(np.asarray(list(pixels), dtype=np.int64))
-        want = set(oids) if oids is not None else None
-        frames = []
+        want = pa.array(sorted({str(o) for o in oids}), type=pa.string()) if oids is not None else None
+        parts = []
         for p in pixels:
-            frames += [f for f in self._frames(self.folder(table, int(p))).values() if not f.empty]
-        if want is not None:
-            frames = [f[f["oid"].isin(want)] for f in frames]
-        for df in self._frames(self.delta_folder(table)).values():
-            if df.empty:
-                continue
-            keep = np.isin(df["pixel"].to_numpy(), pixels)
-            if want is not None:
-                keep &= df["oid"].isin(want).to_numpy()
-            if keep.any():
-                frames.append(df[keep])
-        frames = [f for f in frames if not f.empty]
-        if not frames:
-            return pd.DataFrame()
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            parts += self._tables(self.folder(table, int(p))).values()
+        for t in self._tables(self.delta_folder(table)).values():
+            if t.num_rows:
+                parts.append(_rows_of(t, None, pixels))
+        df = _concat(parts, want)
+        if df.empty:
+            return df
         return dedupe_rows(table, df).reset_index(drop=True)
 
     def locate(self, positions: pd.DataFrame) -> pd.Series:
@@ -309,24 +343,35 @@ class HistoryStore:
         stats = {"pixels": 0, "files_before": 0, "files_after": 0}
         for table in HISTORY_KEYS:
             paths = (deltas or {}).get(table) if deltas is not None else self.delta_files(table)
-            frames = [self._read_file(p) for p in sorted(paths or [])]
-            frames = [f for f in frames if not f.empty]
-            if not frames:
+            rows = _concat([self._read_file(p) for p in sorted(paths or [])])
+            if rows.empty:
                 continue
-            rows = pd.concat(frames, ignore_index=True)
+            rows = rows[rows["pixel"].to_numpy() % shares == share]
+            if rows.empty:
+                continue
+            # deduplicate and sort the whole share once, then cut it into pixels: pixels that had no file yet
+            # (most of them on a first night) are written straight from an Arrow slice
+            within = [c for c in ("oid", "mjd") if c in rows.columns]
+            rows = dedupe_rows(table, rows, extra=("pixel",))
+            rows = rows.sort_values(["pixel", *within], kind="stable").reset_index(drop=True)
+            arrow = frame_to_arrow(rows)
             pix = rows["pixel"].to_numpy()
-            for p in np.unique(pix[pix % shares == share]):
-                folder = self.folder(table, int(p))
+            cuts = [0, *(np.flatnonzero(np.diff(pix)) + 1).tolist(), len(pix)]
+            for a, b in itertools.pairwise(cuts):
+                folder = self.folder(table, int(pix[a]))
                 old = self._listing(folder)
-                parts = [self._read_file(f) for f in sorted(old)] + [rows[pix == p]]
-                merged = dedupe_rows(table, pd.concat([f for f in parts if not f.empty], ignore_index=True))
-                sort = [c for c in ("oid", "mjd") if c in merged.columns]
-                merged = merged.sort_values(sort, kind="stable").reset_index(drop=True)
+                if old:
+                    stored = _concat([self._read_file(f) for f in sorted(old)])
+                    merged = dedupe_rows(table, pd.concat([stored, rows.iloc[a:b]], ignore_index=True))
+                    merged = merged.sort_values(within, kind="stable").reset_index(drop=True)
+                    out = frame_to_arrow(merged)
+                else:
+                    out = arrow.slice(a, b - a)
                 digest = hashlib.sha1(
                     ("\n".join(sorted(old)) + "|" + "\n".join(sorted(paths))).encode()
                 ).hexdigest()[:16]
                 target = f"{folder}/compacted-{digest}.parquet"
-                self._write(frame_to_arrow(merged), target)
+                self._write(out, target)
                 self._remove(f for f in old if f != target)
                 stats["pixels"] += 1
                 stats["files_before"] += len(old) + 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.history import first_positions, merge_history, write_history
@@ -213,3 +216,39 @@ def test_same_survey_objects_are_told_apart_by_id(tmp_path):
     m = merge_history(_batch(_det("ZTF2", [2], 59001.0, 150.0, 2.0 + 0.5 / 3600)), store)
     assert m.associations.set_index("oid")["xid"].to_dict() == {"ZTF2": "ZTF2"}
     assert sorted(m.tables.detections["candid"]) == [2]  # ZTF1's light curve is not ZTF2's
+
+
+def test_reads_and_compaction_unify_files_of_different_columns(tmp_path):
+    """Files written by different batches may differ in columns (a schema version adds one) and in which
+    columns are all null; reads and a second compaction over an existing compacted file keep every row once,
+    equal to a plain pandas union of what was written."""
+    store = HistoryStore(Lake(str(tmp_path / "lake")), order=3)
+    m1 = merge_history(
+        _batch(_det("A", [1, 2], 59000.0, 10.0, 20.0), _det("B", [7], 59000.0, 80.0, 5.0)), store
+    )
+    write_history(store, m1, "b1-r000")
+    store.compact()  # night 1 compacted: A's and B's pixels have a file each
+
+    later = _det("A", [2, 3], 59030.0, 10.0, 20.0, has_stamp=[False, True])
+    later["newcol"] = [None, "x"]  # a column the stored files lack, null in the history copy
+    m2 = merge_history(_batch(later, _det("C", [9], 59030.0, 10.0 + 2e-3, 20.0)), store)
+    assert m2.stored_rows["detections"] == 2
+    write_history(store, m2, "b2-r000")
+    before = store.read("detections", store.pixels("detections"))  # compacted file + delta
+    stats = store.compact()
+    assert stats["pixels"] >= 2
+    after = HistoryStore(Lake(str(tmp_path / "lake")), order=3).read("detections", store.pixels("detections"))
+
+    written = pd.concat([m1.new_rows["detections"], m2.new_rows["detections"]], ignore_index=True)
+    expected = written.drop_duplicates(["oid", "candid"], keep="last").sort_values(["oid", "candid"])
+    for got in (before, after):
+        got = got.sort_values(["oid", "candid"]).reset_index(drop=True)
+        assert got[["oid", "candid"]].values.tolist() == expected[["oid", "candid"]].values.tolist()
+        assert got["newcol"].isna().tolist() == [True, True, False, True, True]  # only A's candid 3 has it
+    # the compacted file of A's pixel is sorted by object then time
+    home = store.folder("detections", int(m1.home["A"]))
+    (compacted,) = Path(home).glob("compacted-*.parquet")
+    rows = pq.read_table(compacted).to_pandas()
+    assert rows[["oid", "mjd"]].equals(
+        rows[["oid", "mjd"]].sort_values(["oid", "mjd"]).reset_index(drop=True)
+    )
