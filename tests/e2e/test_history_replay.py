@@ -7,11 +7,8 @@ history is the only memory, as after a worker restart.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import fastavro
@@ -24,24 +21,9 @@ from pipeline.driver import run
 from pipeline.night import SITES, observing_night
 from storage import Lake, SummaryStore
 from storage.history import HistoryStore
+from tests.fixtures.services import new_database
 
 pytestmark = pytest.mark.e2e
-
-
-@contextlib.contextmanager
-def _database(server_dsn: str) -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_dsn, dbname=name)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _alerts(shared_data: Path) -> pd.DataFrame:
@@ -121,7 +103,7 @@ def replayed(tmp_path_factory, shared_data, postgres_dsn):
     nights = np.sort(alerts["night"].unique())
     blocks = np.array_split(nights, 3)
     root = tmp_path_factory.mktemp("replay")
-    with _database(postgres_dsn) as dsn_a, _database(postgres_dsn) as dsn_b:
+    with new_database(postgres_dsn) as dsn_a, new_database(postgres_dsn) as dsn_b:
         _run(_folder(root, "all", alerts), root / "a", dsn_a)
         rows_b = []
         for i, block in enumerate(blocks):
