@@ -86,10 +86,10 @@ def features_from_detections(detections: pd.DataFrame, non_detections: pd.DataFr
     """Correction, magstats, object statistics and features of contract tables, exactly as a pipeline region
     task computes them (``pipeline.tasks``), indexed by oid."""
     from pipeline.model import Tables
-    from pipeline.tasks import _science, merge_pieces
+    from pipeline.tasks import merge_pieces, science
 
     tables = merge_pieces([Tables(detections=detections, non_detections=non_detections)])
-    _, _, _, feats = _science(tables, True, {})
+    _, _, _, feats = science(tables, True)
     if feats.empty:
         return pd.DataFrame(index=pd.Index([], name="oid", dtype=str))
     return as_oid_indexed(feats)

@@ -201,8 +201,10 @@ def merge_pieces(pieces: list[Tables]) -> Tables:
     return merged
 
 
-def _science(tables: Tables, with_features: bool, seconds: dict[str, float]) -> tuple:
-    """Correction, magstats, object statistics and features of one region's tables (pure)."""
+def science(tables: Tables, with_features: bool, seconds: dict[str, float] | None = None) -> tuple:
+    """Correction, magstats, object statistics and features of one region's tables (pure): (detections,
+    magstats, objects, features). The time of each step is added to ``seconds`` when given."""
+    seconds = {} if seconds is None else seconds
     t0 = time.thread_time()
     detections = correct(tables.detections) if not tables.detections.empty else tables.detections
     t1 = time.thread_time()
@@ -237,7 +239,7 @@ def _isolate_failures(tables: Tables, with_features: bool) -> tuple[Tables, pd.D
     bad: dict[str, str] = {}
     for oid in tables.alerts["oid"].unique():
         try:
-            _science(_only(tables, {oid}, True), with_features, {})
+            science(_only(tables, {oid}, True), with_features, {})
         except Exception as exc:  # noqa: BLE001 - any failure of the science on this object
             bad[oid] = f"{type(exc).__name__}: {exc}"[:500]
     failed = tables.alerts[tables.alerts["oid"].isin(bad)]
@@ -282,11 +284,11 @@ def process_region(
     seconds["history"] = time.thread_time() - t0
     failed = pd.DataFrame()
     try:
-        detections, ms, objs, feats = _science(tables, with_features, seconds)
+        detections, ms, objs, feats = science(tables, with_features, seconds)
     except Exception:  # noqa: BLE001 - isolate the objects that fail, go on with the others
         tables, failed = _isolate_failures(tables, with_features)
         batch = _only(batch, set(failed["oid"]), False)
-        detections, ms, objs, feats = _science(tables, with_features, seconds)
+        detections, ms, objs, feats = science(tables, with_features, seconds)
     t2 = time.thread_time()
     matches = cross_match(objs, xmatch, catalog_root)
     neighbours = alert_neighbours(batch.alerts) if not batch.alerts.empty else pd.DataFrame()
