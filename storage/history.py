@@ -136,7 +136,8 @@ def _concat(tables: list[pa.Table], wanted: pa.Array | None = None) -> pd.DataFr
     joined = _join(tables)
     if joined is None:
         frames = [arrow_to_pandas(_rows_of(t, wanted)) for t in tables if t.num_rows]
-        return pd.concat([f for f in frames if not f.empty], ignore_index=True)
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not joined.num_rows:
         return pd.DataFrame()
     return arrow_to_pandas(_rows_of(joined, wanted))

@@ -252,3 +252,18 @@ def test_reads_and_compaction_unify_files_of_different_columns(tmp_path):
     assert rows[["oid", "mjd"]].equals(
         rows[["oid", "mjd"]].sort_values(["oid", "mjd"]).reset_index(drop=True)
     )
+
+
+def test_files_arrow_cannot_unify_are_read_through_pandas(tmp_path):
+    """A column whose type changed between writers (int in one file, text in another) cannot be concatenated
+    by Arrow; the read falls back to pandas and still returns every wanted row once."""
+    store = HistoryStore(Lake(str(tmp_path / "lake")), order=2)
+    m = merge_history(_batch(_det("A", [1, 2], 59000.0, 10.0, 20.0)), store)
+    first = m.new_rows["detections"].assign(note=np.int64(7))
+    store.write("detections", first, m.home, "b1-r000")
+    second = _det("A", [3], 59010.0, 10.0, 20.0).assign(note="seven")
+    store.write("detections", second, m.home, "b2-r000")
+    got = store.read("detections", [int(m.home["A"])], ["A", "nobody"])
+    assert sorted(got["candid"]) == [1, 2, 3]
+    assert sorted(map(str, got["note"])) == ["7", "7", "seven"]
+    assert store.read("detections", [int(m.home["A"])], ["nobody"]).empty
