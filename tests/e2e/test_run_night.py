@@ -250,6 +250,15 @@ def test_s3_lake_reads_back_with_dask(tmp_path, night_dir, summary_store, s3_lak
     assert set(df["candid"]) == _expected_candids(night_dir) and df["candid"].is_unique
     det = dd.read_parquet(f"{url}/detections", storage_options=options).compute()
     assert {"magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected", "dubious"} <= set(det.columns)
+    # the light-curve history lives on S3 too: compacted at the end of the run, every detection stored once
+    from storage.history import HistoryStore
+
+    history = HistoryStore(Lake(url, options))
+    assert history.delta_files("detections") == [] and history.delta_files("objects") == []
+    stored = history.read("detections", history.pixels("detections"))
+    assert set(stored["candid"]) == set(det["candid"]) and stored["candid"].is_unique
+    objects = history.read("objects", history.pixels("objects"))
+    assert set(objects["oid"]) == set(df["oid"]) and objects["oid"].is_unique
     # the raw packets come back by candid, with their stamps
     store = SummaryStore(summary_store.dsn)
     row = store.fetch_df("SELECT candid, raw_path FROM alert ORDER BY candid LIMIT 1")
