@@ -24,7 +24,9 @@ id in the object index of the pixels around its current position (within ``margi
 
 Files are written once and never modified (a replayed batch rewrites its own files with the same content), so a
 worker may cache what it read, keyed by file name, size and modification time; the cache is only ever a copy
-and a restarted worker simply reads again. Rows stored twice (a replay that regrouped a batch, or a detection
+and a restarted worker simply reads again. A file bigger than an eighth of the cache (a dense pixel after years
+of survey) is never held whole: compacted files are sorted by oid in row groups of 32,768 rows, and such a file
+is read for the wanted objects only, the Parquet statistics skipping the other row groups. Rows stored twice (a replay that regrouped a batch, or a detection
 that arrived as history before the alert's own packet) are merged on read: the key of each table says which
 rows are one, and the alert's own detection (``has_stamp``) wins over a history copy of it.
 """
@@ -56,6 +58,8 @@ HISTORY_KEYS: dict[str, tuple[str, ...]] = {
     "forced_photometry": ("oid", "pid"),
 }
 LIGHT_CURVE_TABLES = ("detections", "non_detections", "forced_photometry")
+#: Rows per row group of a compacted pixel file (sorted by oid): the unit a row-selective read skips or reads.
+COMPACTED_ROW_GROUP = 32_768
 OBJECT_COLUMNS = ["oid", "survey", "ra", "dec", "firstmjd", "pixel", "xid"]
 
 
@@ -156,7 +160,7 @@ class HistoryStore:
         self._cache: OrderedDict[str, _Folder] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()
-        self.stats = {"files_read": 0, "files_cached": 0}
+        self.stats = {"files_read": 0, "files_cached": 0, "files_selective": 0}
 
     # ------------------------------------------------------------------------------------- layout
     def _base(self, table: str) -> str:
@@ -224,23 +228,40 @@ class HistoryStore:
         self.stats["files_read"] += 1
         return pq.read_table(path, filesystem=self.lake.arrow_fs)
 
-    def _tables(self, folder: str) -> dict[str, pa.Table]:
+    def _read_rows(self, path: str, wanted: pa.Array) -> pa.Table:
+        """Only the rows of ``wanted`` oids of one file: compacted files are sorted by oid in row groups, so
+        Parquet statistics skip the row groups of other objects."""
+        self.stats["files_selective"] += 1
+        return pq.read_table(path, filesystem=self.lake.arrow_fs, filters=pc.field("oid").isin(wanted))
+
+    def _selective(self, sig: tuple) -> bool:
+        """A file too big to hold whole: more than an eighth of the cache (a pixel of a dense field after
+        years of survey); it is read row-selectively instead, every time, and never cached."""
+        size = sig[0] if sig else None
+        return isinstance(size, int) and size > self.cache_bytes // 8
+
+    def _tables(self, folder: str, wanted: pa.Array | None = None) -> dict[str, pa.Table]:
         """{path: table} of every file in ``folder``, compacted files first, then the rest by name (later
         writes win ties). Files already read by this process and unchanged since come from the cache; files
-        gone since (compacted away) leave it."""
+        gone since (compacted away) leave it. With ``wanted`` oids, files too big to cache come back with
+        only those objects' rows (the others whole: the caller filters)."""
         listing = self._listing(folder)
         with self._lock:
             held = self._cache.pop(folder, None)
         files: dict[str, tuple[tuple, pa.Table, int]] = {}
+        partial: dict[str, pa.Table] = {}
         for path, sig in sorted(listing.items()):
             if held is not None and path in held.files and held.files[path][0] == sig:
                 files[path] = held.files[path]
                 self.stats["files_cached"] += 1
                 continue
             try:
+                if wanted is not None and self._selective(sig):
+                    partial[path] = self._read_rows(path, wanted)
+                    continue
                 t = self._read_file(path)
             except FileNotFoundError:  # compacted away between listing and reading: its rows moved
-                return self._tables(folder)
+                return self._tables(folder, wanted)
             files[path] = (sig, t, t.nbytes)
         nbytes = sum(size for *_, size in files.values())
         with self._lock:
@@ -249,8 +270,8 @@ class HistoryStore:
             while self._cached > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
-        order = sorted(files, key=lambda p: (not _is_compacted(p), p))
-        return {p: files[p][1] for p in order}
+        order = sorted([*files, *partial], key=lambda p: (not _is_compacted(p), p))
+        return {p: files[p][1] if p in files else partial[p] for p in order}
 
     def read_pixel(self, table: str, pixel: int) -> pd.DataFrame:
         """All stored rows of one pixel of ``table`` (compacted and in deltas), deduplicated."""
@@ -262,7 +283,7 @@ class HistoryStore:
         want = pa.array(sorted({str(o) for o in oids}), type=pa.string()) if oids is not None else None
         parts = []
         for p in pixels:
-            parts += self._tables(self.folder(table, int(p))).values()
+            parts += self._tables(self.folder(table, int(p)), want).values()
         for t in self._tables(self.delta_folder(table)).values():
             if t.num_rows:
                 parts.append(_rows_of(t, None, pixels))
@@ -309,16 +330,16 @@ class HistoryStore:
         self._write(frame_to_arrow(out), path)
         return [self.lake._public(path)]
 
-    def _write(self, table: pa.Table, path: str) -> None:
+    def _write(self, table: pa.Table, path: str, row_group_size: int | None = None) -> None:
         if self.lake.local:
             folder = os.path.dirname(path)
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, row_group_size=row_group_size)
             os.replace(tmp, path)
         else:
             with self.lake.fs.open(path, "wb") as fh:
-                pq.write_table(table, fh)
+                pq.write_table(table, fh, row_group_size=row_group_size)
 
     def _remove(self, paths: Iterable[str]) -> None:
         paths = list(paths)
@@ -372,7 +393,7 @@ class HistoryStore:
                     ("\n".join(sorted(old)) + "|" + "\n".join(sorted(paths))).encode()
                 ).hexdigest()[:16]
                 target = f"{folder}/compacted-{digest}.parquet"
-                self._write(out, target)
+                self._write(out, target, row_group_size=COMPACTED_ROW_GROUP)
                 self._remove(f for f in old if f != target)
                 stats["pixels"] += 1
                 stats["files_before"] += len(old) + 1

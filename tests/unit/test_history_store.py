@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,47 @@ def test_files_arrow_cannot_unify_are_read_through_pandas(tmp_path):
     assert sorted(got["candid"]) == [1, 2, 3]
     assert sorted(map(str, got["note"])) == ["7", "7", "seven"]
     assert store.read("detections", [int(m.home["A"])], ["nobody"]).empty
+
+
+def test_files_too_big_to_cache_are_read_row_selectively(tmp_path):
+    """A compacted pixel file larger than an eighth of the cache is read for the wanted objects only (its row
+    groups are sorted by oid, so Parquet statistics skip the rest) and never cached; the rows are the same as a
+    whole read gives."""
+    n_obj, per = 7000, 10
+    oids = np.repeat([f"ZTF{i:06d}" for i in range(n_obj)], per)
+    det = pd.DataFrame(
+        {
+            "oid": oids,
+            "candid": np.arange(oids.size, dtype=np.int64) + 10**12,
+            "survey": "ztf",
+            "mjd": 59000.0 + np.tile(np.arange(per, dtype=float), n_obj),
+            "fid": np.int16(1),
+            "magpsf": 18.0,
+            "has_stamp": False,
+        }
+    )
+    home = pd.Series(np.int64(7), index=pd.unique(oids))
+    lake = Lake(str(tmp_path / "lake"))
+    whole = HistoryStore(lake, order=2)
+    whole.write("detections", det, home, "b1-r000")
+    whole.compact()
+    (path,) = Path(whole.folder("detections", 7)).glob("compacted-*.parquet")
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 3  # 70,000 rows in groups of 32,768
+    ranges = [
+        (meta.row_group(g).column(0).statistics.min, meta.row_group(g).column(0).statistics.max)
+        for g in range(meta.num_row_groups)
+    ]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))  # sorted oid ranges: prunable
+
+    wanted = ["ZTF000003", "ZTF006999", "nobody"]
+    small = HistoryStore(lake, order=2, cache_mb=0.01)  # every file is "too big" for a 10 kB cache
+    got = small.read("detections", [7], wanted)
+    assert (
+        small.stats["files_selective"] == 1
+        and small.stats["files_read"] == 0
+        and not small._cache[small.folder("detections", 7)].files
+    )
+    expected = whole.read("detections", [7], wanted)
+    assert len(got) == 2 * per
+    pd.testing.assert_frame_equal(got, expected)
