@@ -16,11 +16,13 @@ sees standardised values, see ``classifiers.stamp.model``).
 Fields computed here but left out of :data:`DEFAULT_FEATURES`, because in a *simulated* training set they say
 something real alerts do not (the network would learn a shortcut that fails on the sky):
 - ``ncovhist`` and ``non_detections``: how often the position was covered measures the survey's age, not the
-  source; and the simulator gives transients no coverage before their explosion (a few dozen epochs against
-  ~1500 for every other position), which would make "small ncovhist" mean SN.
-- ``classtar``: the simulator draws it from the class (~Beta(30, 1) for real sources, Beta(2, 2) for
-  artefacts), while real faint AGN and stars have 0.6-0.9 (ALeRCE's labelled stamps): a network trained on it
-  calls them bogus.
+  source. The shipped models were chosen when the simulator gave transients no coverage before their explosion
+  (which made "small ncovhist" mean SN); it now counts every visit since the survey began, as real alerts do, so
+  these two are candidates for the next model, once a retrain shows they help on real stamps (only 21 of the 51
+  labelled real stamps carry metadata to check it on).
+- ``classtar``: the simulator draws it from the class (high and drifting to 0.5 near the limit for real
+  sources, Beta(2, 2) for artefacts), while real faint AGN and stars have 0.6-0.9 (ALeRCE's labelled stamps): a
+  network trained on it calls them bogus.
 - ecliptic and galactic latitude (ALeRCE uses them): the simulator places every class uniformly on its fields,
   so they carry no information there.
 - ``distnr`` / ``magnr`` (the nearest reference-image source), which ALeRCE's list does not use either.
