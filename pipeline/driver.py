@@ -39,6 +39,7 @@ from pipeline.tasks import (
     regions_of_batch,
     split_by_region,
     warm_up,
+    warm_up_lc,
     warm_up_stamps,
 )
 from pipeline.workerpath import CodePath, code_folder
@@ -370,6 +371,9 @@ class Services:
         stamp = resolve_model(s.stamp_model, "stamp_classifier", s.models)
         if stamp is not None:
             self.client.run(warm_up_stamps, stamp)  # TensorFlow and the CNN, once per worker process
+        lc = resolve_model(s.lc_model, "lc_hierarchical", s.models) if s.features else None
+        if lc is not None:
+            self.client.run(warm_up_lc, lc)  # the light-curve classifier, once per worker process
         return self
 
     def __exit__(self, *exc) -> None:

@@ -390,6 +390,14 @@ def _model(root: str, name: str, version: str | None):
     return load(name, version, root=root)
 
 
+def warm_up_lc(lc_model: tuple[str, str, str | None]) -> float:
+    """Load the light-curve classifier in this worker process before the first batch (seconds of imports and
+    unpickling that would otherwise fall on the first batch's latency)."""
+    t0 = time.perf_counter()
+    _model(*lc_model)
+    return time.perf_counter() - t0
+
+
 def classify(feats: pd.DataFrame, lc_model: tuple[str, str, str | None] | None) -> tuple:
     """Class probabilities (ALeRCE's long probability rows) and outlier scores for objects with features."""
     if feats.empty or not lc_model:
