@@ -2,8 +2,10 @@
 
 Prints alerts/s for (a) fastavro decoding alone on the same Dask workers the pipeline uses (the ceiling),
 (b) the full pipeline from a night archive (decode, archive, correction, magstats, lake, PostgreSQL, manifest),
-their ratio, and peak memory (whole process tree: driver, workers, PostgreSQL). Figures are only comparable
-within one run: the machine is shared and noisy.
+their ratio, and peak memory (whole process tree: driver, workers, PostgreSQL); then the same pipeline without
+the history store, replayed over the history it stored, with the stamp classifier, and with features and both
+classifiers (the `make run-night` defaults). Figures are only comparable within one run: the machine is shared
+and noisy.
 
     python -m bench.run_bench [--copies 4] [--batch-size 500] [--workers 2]
 """
