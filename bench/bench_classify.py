@@ -32,9 +32,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from classifiers.hierarchical import BACKENDS
-from classifiers.registry import load, save
-from classifiers.training import build_training_set, train
+from alert_broker.classifiers.hierarchical import BACKENDS
+from alert_broker.classifiers.registry import load, save
+from alert_broker.classifiers.training import build_training_set, train
 
 
 def _rate(fn: Callable[[], object], n: int, seconds: float) -> float:
@@ -94,8 +94,8 @@ def bench_stamps(models: str | None, batch: int, seconds: float) -> str:
     ``predict_arrays(images, metadata)``; preprocessing of the FITS cutouts is not included.
     """
     try:
-        from classifiers.stamp.inference import StampClassifier, _threads
-        from classifiers.stamp.training import DEFAULT_NAME
+        from alert_broker.classifiers.stamp.inference import StampClassifier, _threads
+        from alert_broker.classifiers.stamp.training import DEFAULT_NAME
     except ImportError as err:
         return f"stamp CNN: not measured (classifiers.stamp not importable: {err})"
     _threads(1)

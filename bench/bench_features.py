@@ -28,9 +28,9 @@ import light_curve as lcpkg
 import numpy as np
 import pandas as pd
 
-from features.lightcurve import compute_features, prepare, warm_up
-from features.lightcurve.api import MIN_BAND_POINTS
-from features.lightcurve.periodogram import (
+from alert_broker.features.lightcurve import compute_features, prepare, warm_up
+from alert_broker.features.lightcurve.api import MIN_BAND_POINTS
+from alert_broker.features.lightcurve.periodogram import (
     FMAX,
     FMIN,
     N_PEAKS,
@@ -39,9 +39,9 @@ from features.lightcurve.periodogram import (
     POWER_RATE_FACTORS,
     period_batch,
 )
-from features.lightcurve.spm import spm_model
-from features.lightcurve.supernova import sn_batch
-from features.lightcurve.variability import SF_EDGES, basic_batch
+from alert_broker.features.lightcurve.spm import spm_model
+from alert_broker.features.lightcurve.supernova import sn_batch
+from alert_broker.features.lightcurve.variability import SF_EDGES, basic_batch
 
 
 def synthetic_batch(n_objects: int, n_points: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -27,10 +27,10 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from features.synthetic import synthetic_detections
-from pipeline.config import SHARED_ZTF
-from pipeline.decode import decode_batch
-from pipeline.model import RawMessage
+from alert_broker.features.synthetic import synthetic_detections
+from alert_broker.pipeline.config import SHARED_ZTF
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 MODULES = ("grouping", "correction", "magstats", "objects")
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from features.xmatch import CatalogTree, crossmatch
-from storage.catalogs import PIXEL_CACHE, Catalog, import_catalog
+from alert_broker.features.xmatch import CatalogTree, crossmatch
+from alert_broker.storage.catalogs import PIXEL_CACHE, Catalog, import_catalog
 
 
 def uniform_sky(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import fastavro
 import psutil
 
-from pipeline.config import SHARED_ZTF, load_settings
+from alert_broker.pipeline.config import SHARED_ZTF, load_settings
 
 
 class PeakRSS:
@@ -68,7 +68,7 @@ def _ceiling(payloads: list[bytes], workers: int) -> float:
     """Decode-only alerts/s on a fresh LocalCluster of ``workers`` single-thread workers: the best of three."""
     from distributed import Client, LocalCluster
 
-    from pipeline.driver import _chunks
+    from alert_broker.pipeline.driver import _chunks
 
     with (
         LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if not src.is_dir():
         raise SystemExit(f"no alerts at {src}: pass --source")
 
-    from pipeline.driver import run
+    from alert_broker.pipeline.driver import run
 
     tmp = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     try:

@@ -1,10 +1,10 @@
 """Classifiers: the balanced hierarchical light-curve classifier, its outlier score, the model registry,
 training on simulated (or user-labelled) light curves and evaluation."""
 
-from classifiers.hierarchical import SENTINEL, HierarchicalClassifier
-from classifiers.outlier import BranchOutlierScorer
-from classifiers.registry import fingerprint, list_models, load, read_metadata, save, versions
-from classifiers.taxonomy import (
+from alert_broker.classifiers.hierarchical import SENTINEL, HierarchicalClassifier
+from alert_broker.classifiers.outlier import BranchOutlierScorer
+from alert_broker.classifiers.registry import fingerprint, list_models, load, read_metadata, save, versions
+from alert_broker.classifiers.taxonomy import (
     BRANCH_OF,
     BRANCHES,
     CLASSES,

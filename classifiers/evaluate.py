@@ -18,8 +18,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from classifiers.hierarchical import as_oid_indexed
-from classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
+from alert_broker.classifiers.hierarchical import as_oid_indexed
+from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 
 #: Where ALeRCE's older feature names have a counterpart here (same definition, renamed in lc_classifier 1.x).
 ALERCE_RENAMES: dict[str, str] = {
@@ -138,7 +138,7 @@ def alerce_feature_frame(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str
     Our ``Multiband_period`` is approximated by ALeRCE's per-band Lomb-Scargle period (r, else g): the model
     leans on it and leaving it missing would turn every periodic star into a "no period" object.
     """
-    from features import feature_names
+    from alert_broker.features import feature_names
 
     ours = set(feature_names())
     out = as_oid_indexed(features).rename(columns=ALERCE_RENAMES)
@@ -175,7 +175,7 @@ def evaluate_real(
     Keys are readable set names; each Evaluation carries the set's description and mapping notes. With
     ``alert_day`` the light-curve sets are cut to a single alert's 30-day history (see ``real_sets``).
     """
-    from classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
+    from alert_broker.classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
 
     out: dict[str, Evaluation] = {}
     for name in names or list(REAL_SETS):

@@ -14,8 +14,8 @@ import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
-from classifiers.outlier import BranchOutlierScorer
-from classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXONOMY_VERSION, normalise_labels
+from alert_broker.classifiers.outlier import BranchOutlierScorer
+from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXONOMY_VERSION, normalise_labels
 
 #: ALeRCE imputes missing features with -999 before the forests: "missing" becomes a value trees can split on.
 SENTINEL = -999.0

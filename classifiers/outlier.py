@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from classifiers.taxonomy import BRANCHES
+from alert_broker.classifiers.taxonomy import BRANCHES
 
 
 class BranchOutlierScorer:

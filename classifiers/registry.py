@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from classifiers.taxonomy import CLASSES, HIERARCHY
-from features import FEATURE_VERSION
+from alert_broker.classifiers.taxonomy import CLASSES, HIERARCHY
+from alert_broker.features import FEATURE_VERSION
 
 #: Default registry root; override with the BROKER_MODELS environment variable or the ``root`` argument.
 DEFAULT_ROOT = "models"

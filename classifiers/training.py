@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from classifiers.hierarchical import BACKENDS, HierarchicalClassifier, as_oid_indexed
-from classifiers.registry import fingerprint, save
-from classifiers.taxonomy import CLASSES, normalise_labels
+from alert_broker.classifiers.hierarchical import BACKENDS, HierarchicalClassifier, as_oid_indexed
+from alert_broker.classifiers.registry import fingerprint, save
+from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
 
 #: Object shares for training sets. An object gets features only with >= 6 detections in g or r in its last
 #: alert's history (HISTORY_DAYS); that happens for ~60-70% of simulated blazars and CVs but ~10% of AGN and SNe
@@ -69,11 +69,11 @@ def last_alert_tables(
     alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert.
     Returns (detections corrected, non_detections, truth) with truth indexed by oid.
     """
-    from features import correct
-    from pipeline.decode import decode_batch
-    from pipeline.model import RawMessage
-    from pipeline.simulator import SimConfig, iter_alerts
-    from pipeline.simulator.engine import build_world, truth_table
+    from alert_broker.features import correct
+    from alert_broker.simulator import SimConfig, iter_alerts
+    from alert_broker.simulator.engine import build_world, truth_table
+    from alert_broker.surveys.decode import decode_batch
+    from alert_broker.surveys.messages import RawMessage
 
     cfg = SimConfig(
         survey="ztf",
@@ -118,7 +118,7 @@ def build_training_set(
     Features come from ``features.compute_features`` on the decoded, corrected last alert of every object; only
     objects that qualify (>= 6 detections in g or r) and whose true class is one of the 15 are kept.
     """
-    from features import compute_features
+    from alert_broker.features import compute_features
 
     detections, non_detections, truth = last_alert_tables(
         n_objects, nights, seed, class_fractions, history_days
@@ -135,7 +135,7 @@ def build_training_set(
 def load_labelled_set(labels_path: str | Path, features_path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     """A user's labelled set: a table of (oid, class) (CSV or Parquet; ALeRCE's ``classALeRCE`` accepted) joined
     with features from a Parquet file or folder (e.g. ``{lake}/features``: the latest row per oid is kept)."""
-    from features import FEATURE_VERSION
+    from alert_broker.features import FEATURE_VERSION
 
     labels_path, features_path = Path(labels_path), Path(features_path)
     lab = pd.read_csv(labels_path) if labels_path.suffix == ".csv" else pd.read_parquet(labels_path)
@@ -275,7 +275,7 @@ def add_train_lc(train_subparsers) -> None:
 
 
 def add_evaluate(subparsers) -> None:
-    from classifiers.real_sets import REAL_SETS
+    from alert_broker.classifiers.real_sets import REAL_SETS
 
     p = subparsers.add_parser("evaluate", help="evaluate a light-curve model; writes a Markdown + PNG report")
     p.add_argument("--name", default="lc_hierarchical")
@@ -309,7 +309,7 @@ def add_evaluate(subparsers) -> None:
 
 def real_set_names(spec: str | None, data_given: bool) -> list[str]:
     """``--real`` -> the list of set names (``all`` = every set); ``--real-data`` alone = alerce_features."""
-    from classifiers.real_sets import REAL_SETS
+    from alert_broker.classifiers.real_sets import REAL_SETS
 
     if not spec:
         return ["alerce_features"] if data_given else []
@@ -328,7 +328,9 @@ def register(subparsers) -> None:
         train_p.add_subparsers(dest="model_kind", required=True)
     sub = next(a for a in train_p._actions if isinstance(a, argparse._SubParsersAction))
     add_train_lc(sub)
-    from classifiers.stamp.cli import add_train_stamp  # `train stamp`: the stamp CNN (no TensorFlow import)
+    from alert_broker.classifiers.stamp.cli import (
+        add_train_stamp,  # `train stamp`: the stamp CNN (no TensorFlow import)
+    )
 
     add_train_stamp(sub)
     add_evaluate(subparsers)
@@ -360,7 +362,7 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
-        from classifiers.evaluate import evaluate
+        from alert_broker.classifiers.evaluate import evaluate
 
         test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000)
         metrics = evaluate(model, test_f, test_y).summary()
@@ -374,8 +376,8 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
-    from classifiers.evaluate import evaluate, evaluate_real, write_report
-    from classifiers.registry import load
+    from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
+    from alert_broker.classifiers.registry import load
 
     model = load(args.name, args.version, root=args.models)
     results = {}

@@ -1,9 +1,9 @@
 """Pure science on the internal data model: light-curve correction, magstats, object statistics and
 light-curve features."""
 
-from features.association import ASSOCIATION_COLUMNS, associate
-from features.colours import COLOUR_COLUMNS, catalog_colours
-from features.correction import (
+from alert_broker.features.association import ASSOCIATION_COLUMNS, associate
+from alert_broker.features.colours import COLOUR_COLUMNS, catalog_colours
+from alert_broker.features.correction import (
     DISTANCE_THRESHOLD,
     SENTINEL,
     correct,
@@ -11,10 +11,10 @@ from features.correction import (
     is_corrected,
     is_dubious,
 )
-from features.lightcurve import FEATURE_VERSION, compute_features, feature_names
-from features.magstats import EXTRA_COLUMNS, MAGSTATS_COLUMNS, magstats, stellar_flags
-from features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
-from features.objects import OBJECT_COLUMNS, object_stats, position_sigma_arcsec
+from alert_broker.features.lightcurve import FEATURE_VERSION, compute_features, feature_names
+from alert_broker.features.magstats import EXTRA_COLUMNS, MAGSTATS_COLUMNS, magstats, stellar_flags
+from alert_broker.features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
+from alert_broker.features.objects import OBJECT_COLUMNS, object_stats, position_sigma_arcsec
 
 __all__ = [
     "ASSOCIATION_COLUMNS",

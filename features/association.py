@@ -35,8 +35,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from features.correction import as_float, require_columns
-from features.xmatch import angular_distance_arcsec, arcsec_to_chord, chord_to_arcsec, unit_vectors
+from alert_broker.features.correction import as_float, require_columns
+from alert_broker.features.xmatch import (
+    angular_distance_arcsec,
+    arcsec_to_chord,
+    chord_to_arcsec,
+    unit_vectors,
+)
 
 DEFAULT_RADIUS_ARCSEC = 1.5
 NEW_COLUMNS = ("oid", "survey", "ra", "dec", "firstmjd")

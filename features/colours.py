@@ -27,8 +27,8 @@ import io
 import numpy as np
 import pandas as pd
 
-from features.correction import as_float, require_columns
-from features.objects import G_R_FIDS
+from alert_broker.features.correction import as_float, require_columns
+from alert_broker.features.objects import G_R_FIDS
 
 COLOUR_COLUMNS = ("W1-W2", "W2-W3", "g-W2", "g-W3", "r-W2", "r-W3")
 #: WISE AB - Vega offsets (mag), Jarrett et al. 2011 / the WISE All-Sky explanatory supplement.

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from features.grouping import segments, time_order, value_codes
+from alert_broker.features.grouping import segments, time_order, value_codes
 
 #: Match radius to a reference-image source, in ZTF pixels (~1 arcsec).
 DISTANCE_THRESHOLD = 1.4

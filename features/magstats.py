@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.correction import DISTANCE_THRESHOLD, SENTINEL, as_float, require_columns
-from features.grouping import (
+from alert_broker.features.correction import DISTANCE_THRESHOLD, SENTINEL, as_float, require_columns
+from alert_broker.features.grouping import (
     Segments,
     distinct_counts,
     first_true,

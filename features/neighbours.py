@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.correction import as_float, require_columns
+from alert_broker.features.correction import as_float, require_columns
 
 #: ZTF's "no source" marker for numeric fields; anything at or below it is a marker, never a value.
 ZTF_MISSING = -999.0

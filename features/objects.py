@@ -31,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.correction import as_float, require_columns
-from features.grouping import lookup, take, take_column, value_codes
-from features.magstats import empty_frame, object_segments, stellar_arrays
+from alert_broker.features.correction import as_float, require_columns
+from alert_broker.features.grouping import lookup, take, take_column, value_codes
+from alert_broker.features.magstats import empty_frame, object_segments, stellar_arrays
 
 ASTROMETRIC_FLOOR_ARCSEC = 0.07
 DEFAULT_FWHM_ARCSEC = 2.0

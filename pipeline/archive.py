@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.model import RawMessage
+from alert_broker.surveys.messages import RawMessage
 
 _TAR_SUFFIXES = (".tar.gz", ".tgz")
 

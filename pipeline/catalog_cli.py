@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ``catalog`` sub-command; 0 on success, 1 with a message on bad input."""
-    from storage.catalogs import DEFAULT_MARGIN_ARCSEC, import_catalog, margin_name
+    from alert_broker.storage.catalogs import DEFAULT_MARGIN_ARCSEC, import_catalog, margin_name
 
     if args.catalog_command != "import":
         print(f"unknown catalog command {args.catalog_command!r}", file=sys.stderr)

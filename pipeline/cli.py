@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import ENV_PREFIX, load_settings, settings_fields
+from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run_night(args: argparse.Namespace) -> int:
-    from pipeline.driver import run
+    from alert_broker.pipeline.driver import run
 
     settings = _settings(args)
     report = run(settings)
@@ -37,7 +37,7 @@ def cmd_run_night(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Fetch a raw alert packet (and its stamps) back from the archive by candid."""
-    from storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
+    from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
 
     settings = _settings(args)
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
@@ -71,8 +71,8 @@ class _Null:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Push a night archive to a Kafka topic (replaying a night, or a load test at a given rate)."""
-    from pipeline.archive import iter_archive
-    from pipeline.kafka import ensure_topic, parse_kafka_url, produce
+    from alert_broker.pipeline.archive import iter_archive
+    from alert_broker.pipeline.kafka import ensure_topic, parse_kafka_url, produce
 
     url = parse_kafka_url(args.to)
     ensure_topic(url.bootstrap, url.topics[0], partitions=args.partitions)
@@ -84,8 +84,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Inspect or compact the light-curve history store (one process; run-night compacts on Dask itself)."""
-    from storage import Lake
-    from storage.history import HISTORY_KEYS, HistoryStore
+    from alert_broker.storage import Lake
+    from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 
     settings = _settings(args)
     store = HistoryStore(Lake(settings.lake, settings.storage_options or None), order=settings.history_order)
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     try:
-        from pipeline.simulator.cli import register
+        from alert_broker.simulator.cli import register
     except ImportError:  # the simulator is optional at import time
         register = None
     if register is not None:
@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oid", help="history show: the object")
     p.set_defaults(func=cmd_history)
 
-    from classifiers.training import register as register_training
-    from pipeline import catalog_cli
+    from alert_broker.classifiers.training import register as register_training
+    from alert_broker.pipeline import catalog_cli
 
     register_training(sub)
 

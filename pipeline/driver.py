@@ -27,11 +27,10 @@ from pathlib import Path
 import pandas as pd
 from distributed import Client, LocalCluster
 
-from pipeline.config import Settings
-from pipeline.model import DeadLetter, RawMessage, dead_letters_frame
-from pipeline.report import BatchReport, RunReport
-from pipeline.sources import Source, open_source
-from pipeline.tasks import (
+from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.report import BatchReport, RunReport
+from alert_broker.pipeline.sources import Source, open_source
+from alert_broker.pipeline.tasks import (
     decode_chunk,
     decode_summary,
     process_region,
@@ -42,8 +41,8 @@ from pipeline.tasks import (
     warm_up_lc,
     warm_up_stamps,
 )
-from pipeline.workerpath import CodePath, code_folder
-from storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
+from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
+from alert_broker.surveys.messages import DeadLetter, RawMessage, dead_letters_frame
 
 
 def make_batch_id(messages: list[RawMessage]) -> str:
@@ -118,17 +117,17 @@ class Broker:
 
     def write_taxonomy(self) -> list[str]:
         """The ``taxonomy`` rows of the classifiers this run uses (what their probability rows mean)."""
-        from classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
+        from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 
         used = []
         if self._lc_model is not None:
-            from classifiers import load
+            from alert_broker.classifiers import load
 
             root, name, version = self._lc_model
             self.store.upsert("taxonomy", taxonomy_rows(load(name, version, root=root)))
             used.append(f"{name} {version}")
         if self._stamp_model is not None:
-            from classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
+            from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 
             root, name, version = self._stamp_model
             self.store.upsert(
@@ -310,8 +309,8 @@ class Broker:
         are removed only once every share is written."""
         if self._history is None:
             return {}
-        from pipeline.history import compact_share
-        from storage.history import HISTORY_KEYS, HistoryStore
+        from alert_broker.pipeline.history import compact_share
+        from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 
         store = HistoryStore(self.lake, order=self.settings.history_order)
         deltas = {t: store.delta_files(t) for t in HISTORY_KEYS}
@@ -366,7 +365,6 @@ class Services:
                 )
             )
             self.client = self.stack.enter_context(Client(cluster))
-        self.client.register_plugin(CodePath(code_folder()))
         self.client.run(warm_up)  # imports and first calls happen now, not inside the first batch
         stamp = resolve_model(s.stamp_model, "stamp_classifier", s.models)
         if stamp is not None:
@@ -382,7 +380,7 @@ class Services:
 
 def run(settings: Settings, log=print) -> RunReport:
     """Process a source to its end (an archive, or a topic until idle) and return the run's report."""
-    from pipeline.progress import Progress
+    from alert_broker.pipeline.progress import Progress
 
     t0 = time.perf_counter()
     with Services(settings) as svc:
@@ -443,7 +441,7 @@ def resolve_model(spec: str, default_name: str, root: str) -> tuple[str, str, st
     """(registry root, name, version) for a model setting: ``name[:version]``, ``auto`` (``default_name``'s
     latest version when the registry has it, else no model) or ``none``/empty. The version is fixed here, once,
     so every worker runs the same model and the taxonomy rows name it."""
-    from classifiers.registry import versions
+    from alert_broker.classifiers.registry import versions
 
     spec = (spec or "").strip()
     if spec.lower() in ("", "none", "off"):

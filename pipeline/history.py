@@ -15,8 +15,14 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from pipeline.model import Tables
-from storage.history import HISTORY_KEYS, LIGHT_CURVE_TABLES, OBJECT_COLUMNS, HistoryStore, pixel_of
+from alert_broker.features.healpix import pixel_of
+from alert_broker.features.tables import Tables
+from alert_broker.storage.history import (
+    HISTORY_KEYS,
+    LIGHT_CURVE_TABLES,
+    OBJECT_COLUMNS,
+    HistoryStore,
+)
 
 
 @dataclass
@@ -33,7 +39,7 @@ class HistoryMerge:
 @lru_cache(maxsize=4)
 def _store(lake_spec: tuple[str, tuple], order: int, cache_mb: float) -> HistoryStore:
     """One history store (and its cache) per worker process."""
-    from pipeline.tasks import lake_for
+    from alert_broker.pipeline.tasks import lake_for
 
     return HistoryStore(lake_for(lake_spec), order=order, cache_mb=cache_mb)
 
@@ -103,7 +109,7 @@ def _missing_from(batch: pd.DataFrame, stored: pd.DataFrame, table: str) -> pd.D
 
 def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
     """The region's batch ``tables`` merged with the stored history of their objects (see module docstring)."""
-    from pipeline.tasks import merge_pieces
+    from alert_broker.pipeline.tasks import merge_pieces
 
     first = first_positions(tables)
     if first.empty:
@@ -141,7 +147,7 @@ def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
 def _associate(new: pd.DataFrame, store: HistoryStore) -> pd.DataFrame:
     """Cross-survey ids of objects seen for the first time: by position (1.5") against every stored object
     around them and against each other (features.association)."""
-    from features.association import associate
+    from alert_broker.features.association import associate
 
     cols = ["oid", "survey", "xid", "xid_distance_arcsec", "ra", "dec", "firstmjd"]
     if new.empty:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.model import RawMessage
+from alert_broker.surveys.messages import RawMessage
 
 #: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
 CONSUMER_DEFAULTS = {

@@ -8,19 +8,10 @@ alerts: a crowded field does not make one straggler task.
 
 from __future__ import annotations
 
-import astropy.units as u
 import numpy as np
 import pandas as pd
-from astropy_healpix import core as hp
 
-
-def healpix_pixels(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> np.ndarray:
-    """Nested HEALPix pixel index (int64) at ``order`` (nside = 2**order) of each position."""
-    ra = np.asarray(ra_deg, dtype=np.float64)
-    dec = np.asarray(dec_deg, dtype=np.float64)
-    if ra.size == 0:
-        return np.empty(0, dtype=np.int64)
-    return np.asarray(hp.lonlat_to_healpix(ra * u.deg, dec * u.deg, 2**order, order="nested"), dtype=np.int64)
+from alert_broker.features.healpix import healpix_pixels
 
 
 def assign_regions(alerts: pd.DataFrame, n_regions: int, order: int) -> pd.Series:

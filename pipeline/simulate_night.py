@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import Settings
+from alert_broker.pipeline.config import Settings
 
 
 def simulated_night(settings: Settings, log=print) -> Path:
-    from pipeline.simulator import SimConfig, simulate
+    from alert_broker.simulator import SimConfig, simulate
 
     folder = Path(settings.out) / "sim" / f"ztf-seed{settings.sim_seed}-objects{settings.sim_objects}"
     done = folder / ".complete"

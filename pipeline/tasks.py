@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from features import (
+from alert_broker.features import (
     FEATURE_VERSION,
     alert_neighbours,
     catalog_colours,
@@ -27,11 +27,12 @@ from features import (
     magstats,
     object_stats,
 )
-from features.xmatch import crossmatch
-from pipeline.decode import decode_batch
-from pipeline.model import DeadLetter, RawMessage, Tables
-from pipeline.regions import assign_regions
-from storage import Catalog, Lake, RawArchive
+from alert_broker.features.tables import Tables
+from alert_broker.features.xmatch import crossmatch
+from alert_broker.pipeline.regions import assign_regions
+from alert_broker.storage import Catalog, Lake, RawArchive
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import DeadLetter, RawMessage
 
 #: Columns of the PostgreSQL ``alert`` summary row (the rest stays in the lake).
 ALERT_SUMMARY_COLUMNS = ["candid", "oid", "mjd", "night", "fid", "ra", "dec", "magpsf", "sigmapsf", "survey"]
@@ -114,7 +115,7 @@ def decode_summary(result: DecodeResult) -> tuple:
 
 @lru_cache(maxsize=2)
 def _stamp_classifier(root: str, name: str, version: str | None):
-    from classifiers.stamp import load_stamp_classifier
+    from alert_broker.classifiers.stamp import load_stamp_classifier
 
     return load_stamp_classifier(root, name, version)
 
@@ -134,7 +135,7 @@ def classify_stamps(
     the stamps are (they never travel on). The lake paths ride along in ``attrs["paths"]``."""
     if stamp_model is None or tables.alerts.empty or tables.stamps.empty:
         return pd.DataFrame()
-    from classifiers.stamp import classify_first_alerts
+    from alert_broker.classifiers.stamp import classify_first_alerts
 
     _stamp_classifier(*stamp_model)  # the per-process model cache
     probs = classify_first_alerts(tables.alerts, tables.stamps, stamp_model, detections=tables.detections)
@@ -274,7 +275,7 @@ def process_region(
     batch = merge_pieces(pieces)
     merge = None
     if history is not None:
-        from pipeline.history import merge_history, store_for
+        from alert_broker.pipeline.history import merge_history, store_for
 
         store = store_for(lake_spec, history)
         merge = merge_history(batch, store)
@@ -313,7 +314,7 @@ def process_region(
     part = f"{batch_id}-r{region:03d}"
     paths: list[str] = []
     if merge is not None:
-        from pipeline.history import write_history
+        from alert_broker.pipeline.history import write_history
 
         t3 = time.thread_time()
         failed_oids = failed["oid"].unique() if not failed.empty else ()
@@ -385,7 +386,7 @@ def region_done(result: RegionResult) -> int:
 @lru_cache(maxsize=4)
 def _model(root: str, name: str, version: str | None):
     """A registry model, loaded once per worker process (not once per task)."""
-    from classifiers import load
+    from alert_broker.classifiers import load
 
     return load(name, version, root=root)
 
@@ -473,9 +474,9 @@ def warm_up() -> float:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from features.correction import REQUIRED_COLUMNS
-    from features.magstats import REQUIRED_DETECTIONS as MS_REQUIRED
-    from features.objects import REQUIRED_DETECTIONS as OBJ_REQUIRED
+    from alert_broker.features.correction import REQUIRED_COLUMNS
+    from alert_broker.features.magstats import REQUIRED_DETECTIONS as MS_REQUIRED
+    from alert_broker.features.objects import REQUIRED_DETECTIONS as OBJ_REQUIRED
 
     t0 = time.perf_counter()
     n = 8
@@ -501,7 +502,7 @@ def warm_up() -> float:
     ms = magstats(corrected, nondet)
     object_stats(corrected, ms)
     pq.write_table(pa.Table.from_pandas(corrected), io.BytesIO())
-    from features.lightcurve import warm_up as warm_up_features
+    from alert_broker.features.lightcurve import warm_up as warm_up_features
 
     warm_up_features()  # numba kernels: compiled (or loaded from the on-disk cache) once per process
     return time.perf_counter() - t0

@@ -1,11 +1,11 @@
 """The storage edge of the broker: the Parquet lake, PostgreSQL summaries, the raw archive and the manifest."""
 
-from storage import manifest
-from storage.archive import RawArchive, stamps_from_packet
-from storage.catalogs import Catalog, CatalogInfo, import_catalog
-from storage.embedded import EmbeddedPostgres
-from storage.lake import NATURAL_KEYS, Lake
-from storage.postgres import TABLES, SummaryStore
+from alert_broker.storage import manifest
+from alert_broker.storage.archive import RawArchive, stamps_from_packet
+from alert_broker.storage.catalogs import Catalog, CatalogInfo, import_catalog
+from alert_broker.storage.embedded import EmbeddedPostgres
+from alert_broker.storage.lake import NATURAL_KEYS, Lake
+from alert_broker.storage.postgres import TABLES, SummaryStore
 
 __all__ = [
     "NATURAL_KEYS",

@@ -16,7 +16,7 @@ import fastavro
 import pandas as pd
 import pyarrow.parquet as pq
 
-from storage.lake import Lake
+from alert_broker.storage.lake import Lake
 
 RAW_TABLE = "raw"
 RAW_COLUMNS = ["candid", "oid", "night", "payload"]

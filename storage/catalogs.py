@@ -506,7 +506,7 @@ class Catalog:
 
     def cone(self, ra_deg: float, dec_deg: float, radius_arcsec: float) -> pd.DataFrame:
         """Rows within ``radius_arcsec`` of one position, with their distance (``dist_arcsec``)."""
-        from features.xmatch import angular_distance_arcsec
+        from alert_broker.features.xmatch import angular_distance_arcsec
 
         rows = self.load(self.pixels_for([ra_deg], [dec_deg], radius_arcsec))
         d = angular_distance_arcsec(

@@ -48,7 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.lake import Lake, arrow_to_pandas, frame_to_arrow
+from alert_broker.features.healpix import pixels_around
+from alert_broker.storage.lake import Lake, arrow_to_pandas, frame_to_arrow
 
 #: The history tables and the key that identifies one row of each.
 HISTORY_KEYS: dict[str, tuple[str, ...]] = {
@@ -61,32 +62,6 @@ LIGHT_CURVE_TABLES = ("detections", "non_detections", "forced_photometry")
 #: Rows per row group of a compacted pixel file (sorted by oid): the unit a row-selective read skips or reads.
 COMPACTED_ROW_GROUP = 32_768
 OBJECT_COLUMNS = ["oid", "survey", "ra", "dec", "firstmjd", "pixel", "xid"]
-
-
-def pixel_of(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> np.ndarray:
-    from pipeline.regions import healpix_pixels
-
-    return healpix_pixels(ra_deg, dec_deg, order)
-
-
-def pixels_around(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int, margin_arcsec: float) -> np.ndarray:
-    """The distinct pixels within ``margin_arcsec`` of any of the positions: the pixel of each position and of
-    eight points on a circle of that radius around it. Pixels are degrees wide and the margin a few arcsec,
-    so a neighbour is only ever added for positions that really sit near a border."""
-    ra = np.asarray(ra_deg, dtype=np.float64)
-    dec = np.asarray(dec_deg, dtype=np.float64)
-    if ra.size == 0:
-        return np.empty(0, dtype=np.int64)
-    r = np.deg2rad(margin_arcsec / 3600.0)
-    angles = np.arange(8) * np.pi / 4
-    # destination points at angular distance r along 8 position angles (exact spherical formula)
-    d0, a0 = np.deg2rad(dec)[:, None], np.deg2rad(ra)[:, None]
-    sin_d = np.sin(d0) * np.cos(r) + np.cos(d0) * np.sin(r) * np.cos(angles)
-    d1 = np.arcsin(np.clip(sin_d, -1, 1))
-    a1 = a0 + np.arctan2(np.sin(angles) * np.sin(r) * np.cos(d0), np.cos(r) - np.sin(d0) * sin_d)
-    all_ra = np.concatenate([ra, np.rad2deg(a1).ravel() % 360.0])
-    all_dec = np.concatenate([dec, np.rad2deg(d1).ravel()])
-    return np.unique(pixel_of(all_ra, all_dec, order))
 
 
 def dedupe_rows(table: str, df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -36,8 +36,8 @@ import pandas as pd
 from psycopg.types.json import Jsonb
 
 if TYPE_CHECKING:
-    from storage.lake import Lake
-    from storage.postgres import SummaryStore
+    from alert_broker.storage.lake import Lake
+    from alert_broker.storage.postgres import SummaryStore
 
 Ranges = Mapping[Any, tuple[int, int]]
 

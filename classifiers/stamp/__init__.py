@@ -4,37 +4,47 @@ Light names (NumPy / pandas only) import eagerly; the ones that need TensorFlow 
 first use, so importing the package does not start TensorFlow.
 """
 
-from classifiers.stamp.cutouts import CUTOUT_COLUMNS, centre_crop, cutout_cube, decode_cutout
-from classifiers.stamp.dataset import StampSet, build_stamp_set, simulated_first_alerts, to_stamp_set
-from classifiers.stamp.evaluate import (
+from alert_broker.classifiers.stamp.cutouts import CUTOUT_COLUMNS, centre_crop, cutout_cube, decode_cutout
+from alert_broker.classifiers.stamp.dataset import (
+    StampSet,
+    build_stamp_set,
+    simulated_first_alerts,
+    to_stamp_set,
+)
+from alert_broker.classifiers.stamp.evaluate import (
     StampEvaluation,
     evaluate_on_simulation,
     evaluate_real_stamps,
     load_real_stamps,
 )
-from classifiers.stamp.inference import (
+from alert_broker.classifiers.stamp.inference import (
     StampClassifier,
     classify_first_alerts,
     first_alert_mask,
     load_stamp_classifier,
     long_rows,
 )
-from classifiers.stamp.metadata import (
+from alert_broker.classifiers.stamp.metadata import (
     DEFAULT_FEATURES,
     METADATA_SPEC,
     metadata_frame,
     metadata_matrix,
     sky_latitudes,
 )
-from classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION, normalise_cutouts, stamp_images
-from classifiers.stamp.rules import (
+from alert_broker.classifiers.stamp.preprocess import (
+    CROP_SIZE,
+    STAMP_FEATURE_VERSION,
+    normalise_cutouts,
+    stamp_images,
+)
+from alert_broker.classifiers.stamp.rules import (
     DEFAULT_RULES,
     apply_rules,
     known_solar_system_object,
     negative_difference_is_not_sn,
     star_counterpart_is_not_sn,
 )
-from classifiers.stamp.taxonomy import (
+from alert_broker.classifiers.stamp.taxonomy import (
     DEFAULT_NAME,
     SIM_TO_STAMP,
     STAMP_CLASSES,
@@ -43,14 +53,14 @@ from classifiers.stamp.taxonomy import (
 )
 
 _LAZY = {
-    "CNNConfig": "classifiers.stamp.model",
-    "build_model": "classifiers.stamp.model",
-    "entropy_regularised_loss": "classifiers.stamp.model",
-    "RotationStack": "classifiers.stamp.layers",
-    "CyclicPool": "classifiers.stamp.layers",
-    "train_stamp_model": "classifiers.stamp.training",
-    "fit_model": "classifiers.stamp.training",
-    "TrainResult": "classifiers.stamp.training",
+    "CNNConfig": "alert_broker.classifiers.stamp.model",
+    "build_model": "alert_broker.classifiers.stamp.model",
+    "entropy_regularised_loss": "alert_broker.classifiers.stamp.model",
+    "RotationStack": "alert_broker.classifiers.stamp.layers",
+    "CyclicPool": "alert_broker.classifiers.stamp.layers",
+    "train_stamp_model": "alert_broker.classifiers.stamp.training",
+    "fit_model": "alert_broker.classifiers.stamp.training",
+    "TrainResult": "alert_broker.classifiers.stamp.training",
 }
 
 
@@ -59,7 +69,7 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'classifiers.stamp' has no attribute {name!r}")
+    raise AttributeError(f"module 'alert_broker.classifiers.stamp' has no attribute {name!r}")
 
 
 __all__ = [

@@ -43,7 +43,7 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from classifiers.stamp.training import train_stamp_model
+    from alert_broker.classifiers.stamp.training import train_stamp_model
 
     t0 = time.perf_counter()
     result = train_stamp_model(

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
-from classifiers.stamp.dataset import build_stamp_set
-from classifiers.stamp.metadata import DEFAULT_FEATURES
-from classifiers.stamp.rules import DEFAULT_RULES, apply_rules
-from classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
+from alert_broker.classifiers.stamp.dataset import build_stamp_set
+from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
 
 #: The labelled real stamps in the shared data (ALeRCE's examples), and which carry alert metadata.
 REAL_STAMP_FILES = {

@@ -24,11 +24,11 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from classifiers.hierarchical import PROBABILITY_COLUMNS
-from classifiers.stamp.metadata import metadata_matrix
-from classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
-from classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
-from classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
+from alert_broker.classifiers.hierarchical import PROBABILITY_COLUMNS
+from alert_broker.classifiers.stamp.metadata import metadata_matrix
+from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
+from alert_broker.classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
 
 #: Rows per forward pass: large enough to amortise the call, small enough to keep a worker's memory flat
 #: (4 rotations x 1024 x 21 x 21 x 16 float32 activations ~ 115 MB at the widest layer).
@@ -83,8 +83,8 @@ class StampClassifier:
         cls, name: str = DEFAULT_NAME, version: str | None = None, *, root: str | os.PathLike | None = None
     ) -> StampClassifier:
         """From the registry; refuses a model whose inputs were made by other preprocessing code."""
-        import classifiers.stamp.layers  # noqa: F401  (registers the custom layers for safe loading)
-        from classifiers.registry import load_keras
+        import alert_broker.classifiers.stamp.layers  # noqa: F401  (registers the custom layers for safe loading)
+        from alert_broker.classifiers.registry import load_keras
 
         model, metadata = load_keras(name, version, root=root)
         if metadata.get("feature_version") != STAMP_FEATURE_VERSION:

@@ -20,9 +20,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from classifiers.stamp.layers import CyclicPool, RotationStack
-from classifiers.stamp.preprocess import CROP_SIZE
-from classifiers.stamp.taxonomy import STAMP_CLASSES
+from alert_broker.classifiers.stamp.layers import CyclicPool, RotationStack
+from alert_broker.classifiers.stamp.preprocess import CROP_SIZE
+from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from classifiers.stamp.cutouts import cutout_cube
+from alert_broker.classifiers.stamp.cutouts import cutout_cube
 
 #: Side of the crop fed to the CNN [pixels].
 CROP_SIZE = 21

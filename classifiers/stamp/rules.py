@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from classifiers.stamp.metadata import SENTINEL_BELOW
-from classifiers.stamp.taxonomy import STAMP_CLASSES
+from alert_broker.classifiers.stamp.metadata import SENTINEL_BELOW
+from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES
 
 Rule = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
 

@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classifiers.stamp.dataset import StampSet, build_stamp_set
-from classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
-from classifiers.stamp.model import CNNConfig, build_model, compile_model
-from classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
-from classifiers.stamp.taxonomy import DEFAULT_NAME, SIM_TO_STAMP, STAMP_CLASSES, STAMP_TAXONOMY_VERSION
+from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
+from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
+from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
+from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
+from alert_broker.classifiers.stamp.taxonomy import (
+    DEFAULT_NAME,
+    SIM_TO_STAMP,
+    STAMP_CLASSES,
+    STAMP_TAXONOMY_VERSION,
+)
 
 DEFAULT_VERSION = "1.0.0"
 BATCH_SIZE = 64
@@ -151,7 +156,7 @@ def train_stamp_model(
     With ``eval_n_per_class`` it is also scored on a held-out simulation (seed ``eval_seed``, default
     ``seed + 1000``), and with ``real_data`` (the shared data root) on ALeRCE's 51 labelled real stamps, each with
     and without the business rules; the figures go into the model's metadata (``metrics``)."""
-    from classifiers.registry import save_keras
+    from alert_broker.classifiers.registry import save_keras
 
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -182,8 +187,8 @@ def evaluation_metrics(
 ) -> dict:
     """Held-out simulation and real-stamp figures, flat: ``heldout_cnn``, ``heldout_cnn+rules``,
     ``real_<subset>_cnn`` ... each a StampEvaluation summary."""
-    from classifiers.stamp.evaluate import evaluate_on_simulation, evaluate_real_stamps
-    from classifiers.stamp.inference import StampClassifier
+    from alert_broker.classifiers.stamp.evaluate import evaluate_on_simulation, evaluate_real_stamps
+    from alert_broker.classifiers.stamp.inference import StampClassifier
 
     metrics: dict = {}
     features = tuple(meta["features"])

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.driver import run
-from storage import Lake
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import run
+from alert_broker.storage import Lake
 
 pytestmark = pytest.mark.e2e
 
@@ -82,9 +82,9 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
         assert sorted(rows["ranking"]) == [1, 2, 3, 4, 5]
 
     # the pipeline's answer is the library's answer on the same packet, decoded independently
-    from classifiers.stamp import StampClassifier
-    from pipeline.decode import decode_batch
-    from pipeline.model import RawMessage
+    from alert_broker.classifiers.stamp import StampClassifier
+    from alert_broker.surveys.decode import decode_batch
+    from alert_broker.surveys.messages import RawMessage
 
     oid, path = sorted(first.items())[0]
     tables, dead, _ = decode_batch([RawMessage("t", 0, 0, path.read_bytes())], "check")

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.driver import run
-from pipeline.night import SITES, observing_night
-from storage import Lake, SummaryStore
-from storage.history import HistoryStore
+from alert_broker.features.night import SITES, observing_night
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import run
+from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage.history import HistoryStore
 from tests.fixtures.services import new_database
 
 pytestmark = pytest.mark.e2e

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from features import FEATURE_VERSION
-from pipeline.config import load_settings
-from pipeline.driver import Broker, run
-from pipeline.kafka import ensure_topic, produce
-from storage import Lake, SummaryStore
+from alert_broker.features import FEATURE_VERSION
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import Broker, run
+from alert_broker.pipeline.kafka import ensure_topic, produce
+from alert_broker.storage import Lake, SummaryStore
 
 pytestmark = pytest.mark.e2e
 
@@ -251,7 +251,7 @@ def test_s3_lake_reads_back_with_dask(tmp_path, night_dir, summary_store, s3_lak
     det = dd.read_parquet(f"{url}/detections", storage_options=options).compute()
     assert {"magpsf_corr", "sigmapsf_corr", "sigmapsf_corr_ext", "corrected", "dubious"} <= set(det.columns)
     # the light-curve history lives on S3 too: compacted at the end of the run, every detection stored once
-    from storage.history import HistoryStore
+    from alert_broker.storage.history import HistoryStore
 
     history = HistoryStore(Lake(url, options))
     assert history.delta_files("detections") == [] and history.delta_files("objects") == []
@@ -262,7 +262,7 @@ def test_s3_lake_reads_back_with_dask(tmp_path, night_dir, summary_store, s3_lak
     # the raw packets come back by candid, with their stamps
     store = SummaryStore(summary_store.dsn)
     row = store.fetch_df("SELECT candid, raw_path FROM alert ORDER BY candid LIMIT 1")
-    from storage import RawArchive
+    from alert_broker.storage import RawArchive
 
     archive = RawArchive(Lake(url, options))
     stamps = archive.fetch_stamps(int(row["candid"].iloc[0]), path=row["raw_path"].iloc[0])
@@ -304,7 +304,7 @@ def test_crossmatch_with_an_imported_catalogue(tmp_path, night_dir, summary_stor
     import fastavro
     import numpy as np
 
-    from storage import import_catalog
+    from alert_broker.storage import import_catalog
 
     positions = {}
     for f in sorted(night_dir.glob("*.avro"))[:60]:
@@ -346,7 +346,7 @@ def test_crossmatch_with_an_imported_catalogue(tmp_path, night_dir, summary_stor
 
 def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_store):
     """A registry model runs on the workers: ALeRCE-style probability rows and outlier scores per object."""
-    from classifiers import CLASSES, HierarchicalClassifier, save
+    from alert_broker.classifiers import CLASSES, HierarchicalClassifier, save
 
     settings = _settings(tmp_path, str(night_dir), summary_store.dsn, lc_model="none", stamp_model="none")
     run(settings, log=lambda *_: None)

@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.driver import run
-from storage import Lake
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import run
+from alert_broker.storage import Lake
 
 pytestmark = pytest.mark.e2e
 

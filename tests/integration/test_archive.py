@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage.archive import RawArchive, stamps_from_packet
-from storage.lake import Lake
+from alert_broker.storage.archive import RawArchive, stamps_from_packet
+from alert_broker.storage.lake import Lake
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.xmatch import angular_distance_arcsec, crossmatch
-from pipeline import catalog_cli
-from storage.catalogs import (
+from alert_broker.features.xmatch import angular_distance_arcsec, crossmatch
+from alert_broker.pipeline import catalog_cli
+from alert_broker.storage.catalogs import (
     INDEX_COLUMN,
     PIXEL_CACHE,
     Catalog,

@@ -15,8 +15,8 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy_healpix import core as hp
 
-from features.xmatch import crossmatch
-from storage.catalogs import Catalog, import_catalog
+from alert_broker.features.xmatch import crossmatch
+from alert_broker.storage.catalogs import Catalog, import_catalog
 
 hats = pytest.importorskip("hats")
 lsdb = pytest.importorskip("lsdb")

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers import CLASSES, HierarchicalClassifier
-from classifiers.evaluate import evaluate_real, write_report
-from classifiers.real_sets import (
+from alert_broker.classifiers import CLASSES, HierarchicalClassifier
+from alert_broker.classifiers.evaluate import evaluate_real, write_report
+from alert_broker.classifiers.real_sets import (
     ALERCE_DIR,
     BTS_DIR,
     REAL_SETS,
@@ -24,7 +24,7 @@ from classifiers.real_sets import (
     load_real_set,
     simbad,
 )
-from features import feature_names
+from alert_broker.features import feature_names
 
 BOOKKEEPING = {"FEATURE_VERSION", "lastmjd", "night"}
 
@@ -100,7 +100,7 @@ def test_bts_subset_positions_and_labels(shared_data):
 
 
 def test_simbad_weak_labels_follow_the_documented_mapping(shared_data):
-    from pipeline.ztf import decode_packet
+    from alert_broker.surveys.ztf import decode_packet
 
     feats, labels = simbad(shared_data)
     check_shape(feats, labels, min_finite=40)

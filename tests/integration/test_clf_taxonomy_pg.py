@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from classifiers import HierarchicalClassifier
-from classifiers.taxonomy import CLASSES, taxonomy_rows
+from alert_broker.classifiers import HierarchicalClassifier
+from alert_broker.classifiers.taxonomy import CLASSES, taxonomy_rows
 from tests.unit.test_clf_hierarchical import synthetic
 
 pytestmark = pytest.mark.integration

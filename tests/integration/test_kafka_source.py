@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from pipeline.kafka import KafkaSource, ensure_topic, parse_kafka_url, produce
+from alert_broker.pipeline.kafka import KafkaSource, ensure_topic, parse_kafka_url, produce
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from storage.lake import Lake
-from storage.postgres import SummaryStore
+from alert_broker.storage.lake import Lake
+from alert_broker.storage.postgres import SummaryStore
 
 pytestmark = pytest.mark.integration
 

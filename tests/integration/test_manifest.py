@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage import manifest
-from storage.lake import Lake
-from storage.postgres import SummaryStore
+from alert_broker.storage import manifest
+from alert_broker.storage.lake import Lake
+from alert_broker.storage.postgres import SummaryStore
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def test_batch_that_died_before_listing_its_files_is_superseded_by_name(tmp_path
     files by batch id, including chunk/region parts nobody listed."""
     import pandas as pd
 
-    from storage import Lake, manifest
+    from alert_broker.storage import Lake, manifest
 
     lake = Lake(str(tmp_path))
     df = pd.DataFrame({"oid": ["a", "b"], "candid": [1, 2], "night": [20200101, 20200101]})

@@ -15,8 +15,8 @@ import psutil
 import psycopg
 import pytest
 
-from storage.embedded import EmbeddedPostgres
-from storage.postgres import TABLES, SummaryStore
+from alert_broker.storage.embedded import EmbeddedPostgres
+from alert_broker.storage.postgres import TABLES, SummaryStore
 
 pytestmark = pytest.mark.integration
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.model import RawMessage
-from pipeline.simulator import SimConfig, build_world, iter_alerts
+from alert_broker.simulator import SimConfig, build_world, iter_alerts
+from alert_broker.surveys.messages import RawMessage
 
 try:
-    from pipeline.decode import decode_batch
+    from alert_broker.surveys.decode import decode_batch
 except ImportError as exc:  # the decoder is another part of the project
     pytest.skip(f"pipeline.decode.decode_batch is not available yet ({exc})", allow_module_level=True)
 

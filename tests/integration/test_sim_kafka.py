@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from pipeline.simulator import SimConfig, iter_alerts, simulate
-from pipeline.simulator.sinks import parse_kafka_url, produce
+from alert_broker.simulator import SimConfig, iter_alerts, simulate
+from alert_broker.simulator.sinks import parse_kafka_url, produce
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.simulator.validate import alert_features, compare, read_real, simulated_sample
+from alert_broker.simulator.validate import alert_features, compare, read_real, simulated_sample
 
 
 @pytest.fixture(scope="module")

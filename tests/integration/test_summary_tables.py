@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.association import associate
-from features.neighbours import alert_neighbours, latest_neighbours
-from pipeline.decode import decode_batch
-from pipeline.model import RawMessage
+from alert_broker.features.association import associate
+from alert_broker.features.neighbours import alert_neighbours, latest_neighbours
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 pytestmark = pytest.mark.integration
 AS = 1.0 / 3600.0

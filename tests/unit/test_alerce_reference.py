@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import SENTINEL, correct, correct_magnitudes, magstats, stellar_flags
+from alert_broker.features import SENTINEL, correct, correct_magnitudes, magstats, stellar_flags
 
 PALOMAR_LONGITUDE = -116.86
 TOLERANCE = 1e-5

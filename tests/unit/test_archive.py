@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import archive_source, count_archive, iter_archive
-from pipeline.model import RawMessage
+from alert_broker.pipeline.archive import archive_source, count_archive, iter_archive
+from alert_broker.surveys.messages import RawMessage
 
 
 def make_folder(root: Path, files: dict[str, bytes]) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from features.association import ASSOCIATION_COLUMNS, associate
+from alert_broker.features.association import ASSOCIATION_COLUMNS, associate
 
 AS = 1.0 / 3600.0  # one arcsec in degrees
 

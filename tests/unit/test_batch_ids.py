@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.driver import _chunks, batch_ranges, make_batch_id
-from pipeline.model import RawMessage
+from alert_broker.pipeline.driver import _chunks, batch_ranges, make_batch_id
+from alert_broker.surveys.messages import RawMessage
 
 
 def _msgs(source, partition, offsets):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers import BRANCHES, CLASSES, HIERARCHY, SENTINEL, HierarchicalClassifier
+from alert_broker.classifiers import BRANCHES, CLASSES, HIERARCHY, SENTINEL, HierarchicalClassifier
 
 
 def synthetic(n_per_class: int, seed: int, nan_fraction: float = 0.0) -> tuple[pd.DataFrame, pd.Series]:
@@ -137,7 +137,7 @@ def test_xgb_backend_keeps_the_hierarchy_and_recovers_classes(fitted_xgb):
 def test_xgb_balances_by_sample_weight():
     """A 10:1 imbalanced pair with overlapping blobs: unweighted boosting would favour the big class; balanced
     weights put the decision boundary near the midpoint, so the small class keeps a fair recall."""
-    from classifiers.hierarchical import XGBBranchModel
+    from alert_broker.classifiers.hierarchical import XGBBranchModel
 
     rng = np.random.default_rng(0)
     big, small = rng.normal(0.0, 1.0, (1000, 1)), rng.normal(1.5, 1.0, (100, 1))

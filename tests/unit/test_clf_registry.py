@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers import HierarchicalClassifier, fingerprint, list_models, load, read_metadata, save, versions
-from classifiers.taxonomy import TAXONOMY_VERSION
-from features import FEATURE_VERSION
+from alert_broker.classifiers import (
+    HierarchicalClassifier,
+    fingerprint,
+    list_models,
+    load,
+    read_metadata,
+    save,
+    versions,
+)
+from alert_broker.classifiers.taxonomy import TAXONOMY_VERSION
+from alert_broker.features import FEATURE_VERSION
 from tests.unit.test_clf_hierarchical import synthetic
 
 

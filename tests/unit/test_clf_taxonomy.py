@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, branch_labels, normalise_labels, taxonomy_table
+from alert_broker.classifiers.taxonomy import (
+    BRANCH_OF,
+    BRANCHES,
+    CLASSES,
+    branch_labels,
+    normalise_labels,
+    taxonomy_table,
+)
 
 
 def test_fifteen_classes_under_three_branches():
@@ -39,7 +46,7 @@ class _Model:
 
 
 def test_taxonomy_rows_join_every_probability_row():
-    from classifiers.taxonomy import HIERARCHY, TAXONOMY_COLUMNS, taxonomy_rows
+    from alert_broker.classifiers.taxonomy import HIERARCHY, TAXONOMY_COLUMNS, taxonomy_rows
 
     rows = taxonomy_rows(_Model())
     assert list(rows.columns) == list(TAXONOMY_COLUMNS)
@@ -58,7 +65,7 @@ def test_taxonomy_rows_join_every_probability_row():
 
 
 def test_taxonomy_rows_follow_the_hierarchy_saved_with_the_model():
-    from classifiers.taxonomy import taxonomy_rows
+    from alert_broker.classifiers.taxonomy import taxonomy_rows
 
     old = {"hierarchy": {"Transient": ["SN"], "Variable": ["RRL", "E"]}}
     rows = taxonomy_rows(_Model(old))
@@ -67,8 +74,8 @@ def test_taxonomy_rows_follow_the_hierarchy_saved_with_the_model():
 
 
 def test_taxonomy_table_spec_matches_the_rows():
-    from classifiers.taxonomy import TAXONOMY_COLUMNS, flat_taxonomy_rows
-    from storage.postgres import TABLES
+    from alert_broker.classifiers.taxonomy import TAXONOMY_COLUMNS, flat_taxonomy_rows
+    from alert_broker.storage.postgres import TABLES
 
     spec = TABLES["taxonomy"]
     assert tuple(spec.columns) == TAXONOMY_COLUMNS

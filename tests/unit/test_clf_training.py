@@ -9,11 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers import CLASSES, HIERARCHY, load
-from classifiers.evaluate import alerce_feature_frame, evaluate, evaluate_alerce_features, write_report
-from classifiers.registry import save
-from classifiers.training import build_training_set, register, train
-from features import feature_names
+from alert_broker.classifiers import CLASSES, HIERARCHY, load
+from alert_broker.classifiers.evaluate import (
+    alerce_feature_frame,
+    evaluate,
+    evaluate_alerce_features,
+    write_report,
+)
+from alert_broker.classifiers.registry import save
+from alert_broker.classifiers.training import build_training_set, register, train
+from alert_broker.features import feature_names
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,7 @@ class _Oracle:
         return self.pred.reindex(features.index)
 
     def predict_branch_proba(self, features):
-        from classifiers.taxonomy import BRANCH_OF, BRANCHES
+        from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES
 
         b = self.pred.reindex(features.index).map(BRANCH_OF)
         return pd.DataFrame({k: (b == k).astype(float) for k in BRANCHES}, index=features.index)
@@ -107,7 +112,7 @@ def test_cli_registers_train_lc_and_evaluate():
 
 
 def test_cli_backend_out_and_real_options():
-    from classifiers.training import real_set_names
+    from alert_broker.classifiers.training import real_set_names
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

@@ -8,9 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.colours import COLOUR_COLUMNS, WISE_VEGA_TO_AB, band_means, catalog_colours, wise_bands
-from features.xmatch import crossmatch
-from storage.catalogs import Catalog, import_catalog
+from alert_broker.features.colours import (
+    COLOUR_COLUMNS,
+    WISE_VEGA_TO_AB,
+    band_means,
+    catalog_colours,
+    wise_bands,
+)
+from alert_broker.features.xmatch import crossmatch
+from alert_broker.storage.catalogs import Catalog, import_catalog
 
 
 def _xm(rows: list[tuple[str, str, dict | None]]) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from alert_broker.pipeline.config import Settings, load_settings
 
 
 def test_defaults():
@@ -52,7 +52,7 @@ def test_secrets_masked():
 
 
 def test_xmatch_spec_parsing():
-    from pipeline.config import parse_xmatch
+    from alert_broker.pipeline.config import parse_xmatch
 
     assert parse_xmatch("vsx:1.5:Type,Period; gcvs:2") == (
         ("vsx", 1.5, ("Type", "Period")),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import SENTINEL, correct, correct_magnitudes
+from alert_broker.features import SENTINEL, correct, correct_magnitudes
 
 LOG2 = 2.5 * math.log10(2.0)  # 0.7525749891599529 mag: a factor 2 in flux
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.grouping import (
+from alert_broker.features.grouping import (
     distinct_counts,
     first_true,
     key_codes,

@@ -10,10 +10,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.history import first_positions, merge_history, write_history
-from pipeline.model import Tables
-from storage import Lake
-from storage.history import HistoryStore, dedupe_rows, pixel_of, pixels_around
+from alert_broker.features.healpix import pixel_of, pixels_around
+from alert_broker.features.tables import Tables
+from alert_broker.pipeline.history import first_positions, merge_history, write_history
+from alert_broker.storage import Lake
+from alert_broker.storage.history import HistoryStore, dedupe_rows
 
 
 def _det(oid, candids, mjd0, ra, dec, has_stamp=None):

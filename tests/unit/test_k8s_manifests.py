@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli import build_parser
-from pipeline.config import ENV_PREFIX, settings_fields
+from alert_broker.pipeline.cli import build_parser
+from alert_broker.pipeline.config import ENV_PREFIX, settings_fields
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 

@@ -14,9 +14,9 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from classifiers.hierarchical import PROBABILITY_COLUMNS
-from features.objects import OBJECT_COLUMNS
-from storage.lake import Lake
+from alert_broker.classifiers.hierarchical import PROBABILITY_COLUMNS
+from alert_broker.features.objects import OBJECT_COLUMNS
+from alert_broker.storage.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docs" / "lake_example.py"

@@ -24,9 +24,9 @@ import pytest
 from astropy.coordinates import SkyCoord
 from scipy import optimize, stats
 
-from features.lightcurve import compute_features
-from features.lightcurve.spm import mag_to_flux
-from features.lightcurve.stochastic import drw_nll
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve.spm import mag_to_flux
+from alert_broker.features.lightcurve.stochastic import drw_nll
 from tests.unit.test_lc_mhps import mhps_reference
 from tests.unit.test_lc_stochastic import alerce_iar_objective
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from features.lightcurve import compute_features
-from features.lightcurve.variability import BASIC_NAMES, SF_EDGES, band_basic
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve.variability import BASIC_NAMES, SF_EDGES, band_basic
 
 
 def basic(t, m, e) -> dict[str, float]:

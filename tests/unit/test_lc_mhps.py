@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from features.lightcurve.mhps import MHPS_CONSTANTS, MHPS_NAMES, band_mhps
+from alert_broker.features.lightcurve.mhps import MHPS_CONSTANTS, MHPS_NAMES, band_mhps
 
 
 def _conv(a, time, mask, c1, c2, dtmin):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.lightcurve import compute_features
-from features.lightcurve.periodogram import _combine, _eval_grid
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve.periodogram import _combine, _eval_grid
 
 
 def ztf_times(

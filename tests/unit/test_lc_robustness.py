@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from numba.core.caching import NullCache
 
-from features.lightcurve import (
+from alert_broker.features.lightcurve import (
     FEATURE_VERSION,
     compute_features,
     feature_names,

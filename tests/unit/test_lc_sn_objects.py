@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 
-from features.lightcurve import compute_features, prepare
+from alert_broker.features.lightcurve import compute_features, prepare
 
 
 def det_frame(oid, t, fid, m, **cols):

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.lightcurve import compute_features
-from features.lightcurve.spm import NPAR, band_spm, mag_to_flux, spm_model
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve.spm import NPAR, band_spm, mag_to_flux, spm_model
 
 
 def model(t, p):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from features.lightcurve.stochastic import drw_fit, drw_nll, iar_nll, iar_phi
+from alert_broker.features.lightcurve.stochastic import drw_fit, drw_nll, iar_nll, iar_phi
 
 
 def simulate_ou(rng, t: np.ndarray, tau: float, var: float) -> np.ndarray:

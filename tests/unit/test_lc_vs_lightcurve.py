@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.lightcurve import compute_features
-from features.lightcurve.variability import BASIC_NAMES, SF_EDGES, band_basic
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve.variability import BASIC_NAMES, SF_EDGES, band_basic
 
 EXTRACTOR = lcpkg.Extractor(
     lcpkg.Amplitude(),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import MAGSTATS_COLUMNS, SENTINEL, correct, magstats, stellar_flags
+from alert_broker.features import MAGSTATS_COLUMNS, SENTINEL, correct, magstats, stellar_flags
 from tests.unit.test_correction import detections_frame
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
-from pipeline.decode import decode_batch
-from pipeline.model import RawMessage
-from storage.lake import Lake
+from alert_broker.features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
+from alert_broker.storage.lake import Lake
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 BIG = 2**60 + 777  # a PS1-sized id that float64 cannot hold exactly
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from pipeline.night import ATLAS_UNITS, SITES, observing_night
+from alert_broker.features.night import ATLAS_UNITS, SITES, observing_night
 
 MJD0 = datetime(1858, 11, 17)
 

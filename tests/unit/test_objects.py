@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import OBJECT_COLUMNS, correct, magstats, object_stats, position_sigma_arcsec
-from features.synthetic import synthetic_detections
+from alert_broker.features import OBJECT_COLUMNS, correct, magstats, object_stats, position_sigma_arcsec
+from alert_broker.features.synthetic import synthetic_detections
 from tests.unit.test_correction import detections_frame
 from tests.unit.test_magstats import _records, assert_same_table, in_time, random_detections, slow_stellar
 

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.decode import decode_batch
-from pipeline.model import RawMessage
-from pipeline.ztf import ISDIFFPOS, decode_packet
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
+from alert_broker.surveys.ztf import ISDIFFPOS, decode_packet
 
 MJD0 = datetime(1858, 11, 17)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.regions import assign_regions, healpix_pixels
+from alert_broker.pipeline.regions import assign_regions, healpix_pixels
 
 
 def test_healpix_known_pixels():

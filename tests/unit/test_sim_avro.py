@@ -9,7 +9,7 @@ import fastavro
 import numpy as np
 import pytest
 
-from pipeline.simulator.avro import (
+from alert_broker.simulator.avro import (
     SCHEMA_DIR,
     ZTF_SCHEMA_SOURCES,
     Assembler,
@@ -22,8 +22,8 @@ from pipeline.simulator.avro import (
     sync_marker,
     ztf_schema,
 )
-from pipeline.simulator.batch import BatchEncoder, varint_matrix
-from pipeline.simulator.ztf_alerts import _item_union, _items, _record
+from alert_broker.simulator.batch import BatchEncoder, varint_matrix
+from alert_broker.simulator.ztf_alerts import _item_union, _items, _record
 
 REAL_402 = "ztf/forced_photometry/3044341005815015012.avro"
 

@@ -10,7 +10,7 @@ import fastavro
 import pandas as pd
 import pytest
 
-from pipeline.simulator.cli import register, run
+from alert_broker.simulator.cli import register, run
 
 
 def _parse(argv):

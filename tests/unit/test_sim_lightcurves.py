@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from astropy.timeseries import LombScargle
 
-from pipeline.simulator import lightcurves as lc
-from pipeline.simulator.chunk import simulate_chunk
-from pipeline.simulator.config import SimConfig
-from pipeline.simulator.engine import build_world
-from pipeline.simulator.population import draw_population, mu_from_redshift, redshift_from_mu
+from alert_broker.simulator import lightcurves as lc
+from alert_broker.simulator.chunk import simulate_chunk
+from alert_broker.simulator.config import SimConfig
+from alert_broker.simulator.engine import build_world
+from alert_broker.simulator.population import draw_population, mu_from_redshift, redshift_from_mu
 
 
 def _triangle(phase, q):
@@ -202,7 +202,7 @@ def test_sn_ia_reddens_like_the_bts_sample_and_the_tail_slope_is_analytic():
     """Median SN Ia parameters (population.SN_PARAMS, SN_DECLINE_CHROMA): g-r stays near its peak value for a
     few days, then reddens by ~0.9 mag 25 d after peak (BTS SNe Ia: +0.92, docs/simulator.md); on the
     exponential tail g-r grows at 2.5/ln10 (1/tau_g - 1/tau_r) per day."""
-    from pipeline.simulator.population import SN_DECLINE_CHROMA, SN_PARAMS
+    from alert_broker.simulator.population import SN_DECLINE_CHROMA, SN_PARAMS
 
     _, _, rise, fall, plat, slope, _ = SN_PARAMS["SNIa"]
     rise, fall, gamma, beta = (np.mean(v) for v in (rise, fall, plat, slope))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from pipeline.simulator import SimConfig, build_world, iter_alerts
-from pipeline.simulator.avro import ContainerFramer, lsst_schema, sync_marker
+from alert_broker.simulator import SimConfig, build_world, iter_alerts
+from alert_broker.simulator.avro import ContainerFramer, lsst_schema, sync_marker
 
 CFG = SimConfig(survey="lsst", objects=800, nights=2, seed=9, n_fields=3)
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from pipeline.simulator import SimConfig, build_world, iter_alerts, truth_table
-from pipeline.simulator.avro import ContainerFramer, sync_marker, ztf_schema
-from pipeline.simulator.engine import run_parallel
-from pipeline.simulator.timeutil import night_label
+from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
+from alert_broker.simulator.avro import ContainerFramer, sync_marker, ztf_schema
+from alert_broker.simulator.engine import run_parallel
+from alert_broker.simulator.timeutil import night_label
 
 CFG = SimConfig(objects=1200, nights=2, seed=21)
 
@@ -255,8 +255,8 @@ def test_history_days_override_lengthens_histories():
 def test_coverage_and_earlier_detections(run):
     """ncovhist counts every earlier visit of the position (a supernova's too: it was covered for years before
     it exploded); a persistent source's earlier detections start in the year of its ZTF name."""
-    from pipeline.simulator.cadence import simulated_span
-    from pipeline.simulator.chunk import _first_seen_mjd
+    from alert_broker.simulator.cadence import simulated_span
+    from alert_broker.simulator.chunk import _first_seen_mjd
 
     _, records, truth = run
     s0 = simulated_span(CFG)[0]  # detections in the simulated lead history may precede a new name's year
@@ -276,7 +276,7 @@ def test_coverage_and_earlier_detections(run):
 
 
 def test_classtar_drifts_towards_half_for_faint_sources():
-    from pipeline.simulator.ztf_alerts import classtar_a
+    from alert_broker.simulator.ztf_alerts import classtar_a
 
     med = 0.5 ** (1 / classtar_a(np.array([18.0, 19.5, 20.5, 21.0])))  # median of Beta(a, 1)
     assert med[0] == pytest.approx(0.977, abs=0.002) and med[1] == pytest.approx(0.977, abs=0.002)

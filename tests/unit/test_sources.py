@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.sources import ArchiveSource, KafkaBatches, open_source, resolve_archive
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.sources import ArchiveSource, KafkaBatches, open_source, resolve_archive
 
 
 def test_night_selects_inside_a_folder(tmp_path):

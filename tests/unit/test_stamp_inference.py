@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.stamp.inference import first_alert_mask
+from alert_broker.classifiers.stamp.inference import first_alert_mask
 
 pytest.importorskip("keras")
 
@@ -41,10 +41,10 @@ def test_an_earlier_detection_in_the_history_means_not_first():
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    from classifiers.registry import save_keras
-    from classifiers.stamp.dataset import build_stamp_set
-    from classifiers.stamp.model import CNNConfig
-    from classifiers.stamp.training import fit_model, inference_copy, model_metadata
+    from alert_broker.classifiers.registry import save_keras
+    from alert_broker.classifiers.stamp.dataset import build_stamp_set
+    from alert_broker.classifiers.stamp.model import CNNConfig
+    from alert_broker.classifiers.stamp.training import fit_model, inference_copy, model_metadata
 
     root = tmp_path_factory.mktemp("models")
     data = build_stamp_set(6, 30)
@@ -57,14 +57,14 @@ def registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch():
     """Decoded first alerts and stamps of a small simulation, as the pipeline's tables."""
-    from classifiers.stamp.dataset import simulated_first_alerts
+    from alert_broker.classifiers.stamp.dataset import simulated_first_alerts
 
     alerts, stamps = simulated_first_alerts(600, seed=12)
     return alerts.drop(columns=["class", "sim_class"]), stamps
 
 
 def test_predict_proba_is_indexed_by_candid_and_sums_to_one(registry, batch):
-    from classifiers.stamp.inference import StampClassifier
+    from alert_broker.classifiers.stamp.inference import StampClassifier
 
     alerts, stamps = batch
     clf = StampClassifier.load(root=registry)
@@ -83,8 +83,8 @@ def test_predict_proba_is_indexed_by_candid_and_sums_to_one(registry, batch):
 
 
 def test_long_rows_have_the_light_curve_classifier_format(registry, batch):
-    from classifiers.hierarchical import _long
-    from classifiers.stamp.inference import StampClassifier
+    from alert_broker.classifiers.hierarchical import _long
+    from alert_broker.classifiers.stamp.inference import StampClassifier
 
     alerts, stamps = batch
     clf = StampClassifier.load(root=registry)
@@ -102,7 +102,7 @@ def test_long_rows_have_the_light_curve_classifier_format(registry, batch):
 
 
 def test_classify_first_alerts_uses_the_cached_model_and_only_first_alerts(registry, batch):
-    from classifiers.stamp.inference import classify_first_alerts, load_stamp_classifier
+    from alert_broker.classifiers.stamp.inference import classify_first_alerts, load_stamp_classifier
 
     alerts, stamps = batch
     assert load_stamp_classifier(registry, "stamp_classifier", None) is load_stamp_classifier(
@@ -121,7 +121,7 @@ def test_classify_first_alerts_uses_the_cached_model_and_only_first_alerts(regis
 def test_a_model_made_for_other_inputs_is_refused(registry, tmp_path):
     import shutil
 
-    from classifiers.stamp.inference import StampClassifier
+    from alert_broker.classifiers.stamp.inference import StampClassifier
 
     shutil.copytree(registry / "stamp_classifier", tmp_path / "stamp_classifier")
     md_path = tmp_path / "stamp_classifier" / "0.0.1" / "metadata.json"

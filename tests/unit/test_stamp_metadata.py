@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.stamp.metadata import (
+from alert_broker.classifiers.stamp.metadata import (
     DEFAULT_FEATURES,
     METADATA_SPEC,
     metadata_frame,
     metadata_matrix,
     sky_latitudes,
 )
-from classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES, stamp_labels
-from pipeline.simulator.config import CLASSES as SIM_CLASSES
+from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES, stamp_labels
+from alert_broker.simulator.config import CLASSES as SIM_CLASSES
 
 
 def test_missing_columns_nan_and_ztf_sentinels_get_the_documented_fills():

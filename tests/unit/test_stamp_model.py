@@ -9,10 +9,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from classifiers.registry import load, load_keras, save_keras, versions  # noqa: E402
-from classifiers.stamp.layers import CyclicPool, RotationStack  # noqa: E402
-from classifiers.stamp.model import CNNConfig, build_model, entropy_regularised_loss  # noqa: E402
-from classifiers.stamp.training import inference_copy, set_determinism  # noqa: E402
+from alert_broker.classifiers.registry import load, load_keras, save_keras, versions  # noqa: E402
+from alert_broker.classifiers.stamp.layers import CyclicPool, RotationStack  # noqa: E402
+from alert_broker.classifiers.stamp.model import CNNConfig, build_model, entropy_regularised_loss  # noqa: E402
+from alert_broker.classifiers.stamp.training import inference_copy, set_determinism  # noqa: E402
 
 N_META = 5
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from classifiers.stamp.cutouts import centre_crop, cutout_cube, decode_cutout
-from classifiers.stamp.evaluate import load_real_stamps
-from classifiers.stamp.preprocess import CROP_SIZE, normalise_cutouts, stamp_images
+from alert_broker.classifiers.stamp.cutouts import centre_crop, cutout_cube, decode_cutout
+from alert_broker.classifiers.stamp.evaluate import load_real_stamps
+from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, normalise_cutouts, stamp_images
 
 
 def _gauss(size: int, y0: float, x0: float, sigma: float = 1.2) -> np.ndarray:

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.stamp.rules import (
+from alert_broker.classifiers.stamp.rules import (
     apply_rules,
     known_solar_system_object,
     negative_difference_is_not_sn,
     renormalise,
     star_counterpart_is_not_sn,
 )
-from classifiers.stamp.taxonomy import STAMP_CLASSES
+from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES
 
 P = [0.5, 0.2, 0.2, 0.05, 0.05]  # SN, AGN, VS, asteroid, bogus
 

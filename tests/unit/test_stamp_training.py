@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("keras")
 
-from classifiers.stamp.dataset import build_stamp_set  # noqa: E402
-from classifiers.stamp.evaluate import evaluate_arrays  # noqa: E402
-from classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC  # noqa: E402
-from classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES  # noqa: E402
-from classifiers.stamp.training import fit_model, train_stamp_model, with_missing_metadata  # noqa: E402
+from alert_broker.classifiers.stamp.dataset import build_stamp_set  # noqa: E402
+from alert_broker.classifiers.stamp.evaluate import evaluate_arrays  # noqa: E402
+from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC  # noqa: E402
+from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES  # noqa: E402
+from alert_broker.classifiers.stamp.training import fit_model, train_stamp_model, with_missing_metadata  # noqa: E402
 
 NAMES = np.array(STAMP_CLASSES, dtype=object)
 
@@ -87,8 +87,8 @@ def test_train_stamp_model_saves_a_small_registered_model(tmp_path):
 
 
 def test_broker_train_stamp_is_registered_beside_train_lc():
-    from classifiers.stamp.cli import cmd_train_stamp
-    from pipeline.cli import build_parser
+    from alert_broker.classifiers.stamp.cli import cmd_train_stamp
+    from alert_broker.pipeline.cli import build_parser
 
     args = build_parser().parse_args(["train", "stamp", "--n-per-class", "5", "--epochs", "1", "--seed", "4"])
     assert args.func is cmd_train_stamp and (args.n_per_class, args.epochs, args.seed) == (5, 1, 4)

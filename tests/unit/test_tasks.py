@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.model import Tables
-from pipeline.tasks import feature_summary, merge_pieces
+from alert_broker.features.tables import Tables
+from alert_broker.pipeline.tasks import feature_summary, merge_pieces
 
 
 def _det(candid, has_stamp, sgscore1):
@@ -47,8 +47,8 @@ def test_feature_summary_json_has_no_nan():
 
 
 def _real_pieces(shared_data, n=30):
-    from pipeline.decode import decode_batch
-    from pipeline.model import RawMessage
+    from alert_broker.surveys.decode import decode_batch
+    from alert_broker.surveys.messages import RawMessage
 
     files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:n]
     msgs = [RawMessage("archive:t", 0, i, f.read_bytes(), key=f.name) for i, f in enumerate(files)]
@@ -58,7 +58,7 @@ def _real_pieces(shared_data, n=30):
 
 
 def test_a_poisoned_object_is_isolated_and_the_region_goes_on(shared_data, tmp_path, monkeypatch):
-    import pipeline.tasks as tasks
+    import alert_broker.pipeline.tasks as tasks
 
     tables, _ = _real_pieces(shared_data)
     poisoned = tables.alerts["oid"].iloc[3]
@@ -81,9 +81,9 @@ def test_a_poisoned_object_is_isolated_and_the_region_goes_on(shared_data, tmp_p
 
 
 def test_failed_alerts_become_dead_letters_with_their_raw_packets(shared_data, tmp_path):
-    from pipeline.config import load_settings
-    from pipeline.driver import Broker
-    from storage import Lake, RawArchive
+    from alert_broker.pipeline.config import load_settings
+    from alert_broker.pipeline.driver import Broker
+    from alert_broker.storage import Lake, RawArchive
 
     tables, raw = _real_pieces(shared_data, n=10)
     lake = Lake(str(tmp_path))

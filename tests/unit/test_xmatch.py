@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.xmatch import CatalogTree, angular_distance_arcsec, crossmatch, nearest, properties_frame
-from storage.catalogs import Catalog, import_catalog
+from alert_broker.features.xmatch import (
+    CatalogTree,
+    angular_distance_arcsec,
+    crossmatch,
+    nearest,
+    properties_frame,
+)
+from alert_broker.storage.catalogs import Catalog, import_catalog
 
 
 def offset(ra0: float, dec0: float, sep_arcsec: float, pa_deg: float) -> tuple[float, float]:
@@ -158,7 +164,7 @@ def test_crossmatch_through_pixels_equals_brute_force_at_pixel_borders(border_ca
 
 def test_pixels_for_covers_every_source_within_the_radius(border_catalog) -> None:
     cat, df, qra, qdec = border_catalog
-    from storage.catalogs import healpix29
+    from alert_broker.storage.catalogs import healpix29
 
     src_pix = healpix29(df["ra"].to_numpy(), df["dec"].to_numpy()) >> (2 * (29 - cat.order))
     for radius in (2.0, 30.0, 4 * 3600.0):  # the last is wider than an order-2 pixel (cone-search path)

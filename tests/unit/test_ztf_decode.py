@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline.decode as decode_module
-from pipeline.decode import decode_batch
-from pipeline.model import RawMessage
-from pipeline.night import SITES, observing_night
-from pipeline.ztf import (
+import alert_broker.surveys.decode as decode_module
+from alert_broker.features.night import SITES, observing_night
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
+from alert_broker.surveys.ztf import (
     CANDIDATE_FIELDS,
     FORCED_FIELDS,
     ISDIFFPOS,

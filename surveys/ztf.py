@@ -32,7 +32,7 @@ import fastavro
 import numpy as np
 import pandas as pd
 
-from pipeline.night import SITES, observing_night
+from alert_broker.features.night import SITES, observing_night
 
 SURVEY = "ztf"
 JD_MJD_OFFSET = 2400000.5

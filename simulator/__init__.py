@@ -1,6 +1,6 @@
 """Alert simulator and load generator: realistic ZTF and LSST nights with a truth table (docs/simulator.md).
 
-from pipeline.simulator import SimConfig, iter_alerts, simulate
+from alert_broker.simulator import SimConfig, iter_alerts, simulate
 report = simulate(SimConfig(survey="ztf", nights=1, objects=10_000, seed=1), "data/sim")
 """
 

@@ -38,7 +38,7 @@ ZTF_SCHEMA_SOURCES = {
 def shared_data_dir() -> Path | None:
     """The shared real-data folder if present (BROKER_SHARED_DATA, else ../shared/data beside the repo)."""
     env = os.environ.get("BROKER_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    p = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
     return p if p.is_dir() else None
 
 

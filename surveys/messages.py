@@ -1,13 +1,15 @@
-"""The in-memory shapes that flow through one micro-batch (see docs/data-model.md)."""
+"""The envelope of one raw alert packet and of a packet that could not be used (docs/data-model.md).
+
+Survey adapters take ``RawMessage`` bytes in and give the internal tables or ``DeadLetter`` rows out; the
+coordinates (source, partition, offset) travel with every packet so a batch is replayable and its outputs
+idempotent.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import pandas as pd
-
-#: Names of the per-batch tables, in the order sinks write them.
-TABLE_NAMES = ("alerts", "detections", "non_detections", "forced_photometry", "stamps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +56,3 @@ def dead_letters_frame(letters: list[DeadLetter], batch_id: str) -> pd.DataFrame
     df["offset"] = df["offset"].astype("int64")
     df["batch_id"] = batch_id
     return df
-
-
-@dataclass(slots=True)
-class Tables:
-    """The decoded tables of one batch (or one part of a batch). Every field is a pandas DataFrame."""
-
-    alerts: pd.DataFrame = field(default_factory=pd.DataFrame)
-    detections: pd.DataFrame = field(default_factory=pd.DataFrame)
-    non_detections: pd.DataFrame = field(default_factory=pd.DataFrame)
-    forced_photometry: pd.DataFrame = field(default_factory=pd.DataFrame)
-    stamps: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-    def items(self):
-        return [(name, getattr(self, name)) for name in TABLE_NAMES]

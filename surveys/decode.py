@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.model import DeadLetter, RawMessage, Tables
-from pipeline.ztf import PacketError, ZtfBatch, extract_alert, read_container, single_alert_container
+from alert_broker.features.tables import Tables
+from alert_broker.surveys.messages import DeadLetter, RawMessage
+from alert_broker.surveys.ztf import (
+    PacketError,
+    ZtfBatch,
+    extract_alert,
+    read_container,
+    single_alert_container,
+)
 
 RAW_COLUMNS = ("candid", "oid", "night", "payload")
 

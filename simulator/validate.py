@@ -1,6 +1,6 @@
 """Compare simulated ZTF alerts with real ones: the same per-alert quantities, their ranges and medians.
 
-Used by the realism test and to draw docs/simulator_vs_real.png (`python -m pipeline.simulator.validate`).
+Used by the realism test and to draw docs/simulator_vs_real.png (`python -m alert_broker.simulator.validate`).
 The real sample (Fink's ztf/fink_sample_1166) contains 329 alerts from one night (2023-10-18) whose
 cross-match fields hold placeholder values (distpsnr1 = 120, sgscore1 = 0.2, neargaia = 300, ssdistnr = 60);
 they are left out of the PS1 comparisons.

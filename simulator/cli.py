@@ -1,4 +1,4 @@
-"""`broker simulate`: the command-line face of the simulator (wired into pipeline.cli by the lead)."""
+"""`broker simulate`: the command-line face of the simulator (wired into alert_broker.pipeline.cli)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m pipeline.simulator.cli ...`)."""
+    """Stand-alone entry point (`python -m alert_broker.simulator.cli ...`)."""
     parser = argparse.ArgumentParser(prog="simulate")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

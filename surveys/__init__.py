@@ -1,0 +1,1 @@
+"""Survey adapters: raw alert packets (bytes) in, the internal tables out (docs/architecture.md)."""
