@@ -84,12 +84,12 @@ def _aligned(features: pd.DataFrame, labels: pd.Series, notes: list[str]) -> tup
 # -- our features from light curves ---------------------------------------------------------------------
 def features_from_detections(detections: pd.DataFrame, non_detections: pd.DataFrame) -> pd.DataFrame:
     """Correction, magstats, object statistics and features of contract tables, exactly as a pipeline region
-    task computes them (``pipeline.tasks``), indexed by oid."""
+    task computes them (``features.science``), indexed by oid."""
+    from alert_broker.features.science import merge_pieces, science
     from alert_broker.features.tables import Tables
-    from alert_broker.pipeline.tasks import merge_pieces, science
 
     tables = merge_pieces([Tables(detections=detections, non_detections=non_detections)])
-    _, _, _, feats = science(tables, True)
+    feats = science(tables, True).features
     if feats.empty:
         return pd.DataFrame(index=pd.Index([], name="oid", dtype=str))
     return as_oid_indexed(feats)
