@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             with PeakRSS() as mem:
                 t = time.perf_counter()
-                report = run(settings, log=lambda *_: None)
+                report = run(settings)
                 wall = time.perf_counter() - t
             runs[label] = (report.summary(), wall, mem.peak_total)
         # the ceiling again after the pipeline runs: the best of both, so a slow spell on a shared machine during

@@ -1,5 +1,6 @@
 """Evaluation of the light-curve classifier: metrics at both levels, a Markdown report and PNG confusion
-matrices; and the mapping of ALeRCE's stored feature vectors onto ours so the model can be scored on real data.
+matrices; and scoring on real data: ALeRCE's stored feature vectors (mapped onto ours by ``classifiers.alerce``)
+and the real labelled sets of ``classifiers.real_sets``.
 """
 
 from __future__ import annotations
@@ -18,24 +19,31 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from alert_broker.classifiers.alerce import (
+    ALERCE_FEATURES_FILE,
+    ALERCE_LABELS_FILE,
+    ALERCE_RENAMES,
+    ALERCE_UNMATCHED,
+    alerce_feature_frame,
+)
 from alert_broker.classifiers.hierarchical import as_oid_indexed
+from alert_broker.classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 
-#: Where ALeRCE's older feature names have a counterpart here (same definition, renamed in lc_classifier 1.x).
-ALERCE_RENAMES: dict[str, str] = {
-    **{
-        f"paps_{k}_{b}": f"MHPS_{k}_{b}"
-        for k in ("ratio", "low", "high", "non_zero", "PN_flag")
-        for b in (1, 2)
-    },
-    **{f"Psi_CS_v2_{b}": f"Psi_CS_{b}" for b in (1, 2)},
-    **{f"Psi_eta_v2_{b}": f"Psi_eta_{b}" for b in (1, 2)},
-    **{f"PeriodLS_v2_{b}": f"Period_band_{b}" for b in (1, 2)},
-}
-#: ALeRCE columns with no counterpart in our feature set (dropped).
-ALERCE_UNMATCHED = ("Period_fit_v2_1", "Period_fit_v2_2", "PeriodPowerRate_1", "PeriodPowerRate_2")
-ALERCE_FEATURES_FILE = "lightcurves/alerce_labelled/alerce_some_features_150obj_15class.parquet"
-ALERCE_LABELS_FILE = "lightcurves/alerce_labelled/alerce_some_labels_150obj_15class.parquet"
+__all__ = [
+    # re-exported from classifiers.alerce (they lived here; real_sets shares them)
+    "ALERCE_FEATURES_FILE",
+    "ALERCE_LABELS_FILE",
+    "ALERCE_RENAMES",
+    "ALERCE_UNMATCHED",
+    "Evaluation",
+    "alerce_feature_frame",
+    "evaluate",
+    "evaluate_alerce_features",
+    "evaluate_real",
+    "recall_vs_magnitude",
+    "write_report",
+]
 
 
 @dataclass
@@ -132,33 +140,6 @@ def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
     return Evaluation(len(y_true), cb, cf, bb, bf, per_c, per_b, cm_c, cm_b, rvm)
 
 
-def alerce_feature_frame(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """ALeRCE's stored feature vectors renamed onto our feature names, and notes on what could not be mapped.
-
-    Our ``Multiband_period`` is approximated by ALeRCE's per-band Lomb-Scargle period (r, else g): the model
-    leans on it and leaving it missing would turn every periodic star into a "no period" object.
-    """
-    from alert_broker.features import feature_names
-
-    ours = set(feature_names())
-    out = as_oid_indexed(features).rename(columns=ALERCE_RENAMES)
-    dropped = [c for c in out.columns if c not in ours]
-    out = out.drop(columns=dropped).copy()
-    renamed = [f"{a} -> {b}" for a, b in ALERCE_RENAMES.items() if a in features.columns]
-    notes = [f"renamed: {', '.join(renamed)}"] if renamed else []
-    if "Multiband_period" not in out.columns and {"Period_band_1", "Period_band_2"} & set(out.columns):
-        out["Multiband_period"] = out.get("Period_band_2").fillna(out.get("Period_band_1"))
-        notes.append(
-            "approximated: Multiband_period = Period_band_2 (ALeRCE PeriodLS_v2_2), else Period_band_1"
-        )
-    if dropped:
-        notes.append(f"dropped (no counterpart): {', '.join(dropped)}")
-    missing = sorted(ours - set(out.columns))
-    if missing:
-        notes.append(f"missing in ALeRCE's vectors (imputed with the -999 sentinel): {', '.join(missing)}")
-    return out, notes
-
-
 def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[str]]:
     """Score ``model`` on ALeRCE's 150 labelled real ZTF feature vectors (10 per class) in the shared data."""
     feats = pd.read_parquet(Path(data_root) / ALERCE_FEATURES_FILE)
@@ -175,8 +156,6 @@ def evaluate_real(
     Keys are readable set names; each Evaluation carries the set's description and mapping notes. With
     ``alert_day`` the light-curve sets are cut to a single alert's 30-day history (see ``real_sets``).
     """
-    from alert_broker.classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
-
     out: dict[str, Evaluation] = {}
     for name in names or list(REAL_SETS):
         feats, labels = load_real_set(name, data_root, alert_day=alert_day)
@@ -193,10 +172,10 @@ def evaluate_real(
 
 
 def _plot_confusion(cm: pd.DataFrame, title: str, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: only the report's figures need it; pyplot (~0.2 s) must follow use("Agg")
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg"), only for the report's figures
 
     counts = cm.to_numpy(dtype=float)
     norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)

@@ -81,7 +81,7 @@ class XGBBranchModel:
         self.booster_ = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> XGBBranchModel:
-        import xgboost as xgb
+        import xgboost as xgb  # lazy: ~0.75 s to import; only the optional xgb backend trains with it
 
         self.classes_ = np.unique(y)  # sorted, as scikit-learn orders classes_
         self.booster_ = None

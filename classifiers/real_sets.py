@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alert_broker.classifiers.evaluate import ALERCE_FEATURES_FILE, ALERCE_LABELS_FILE, alerce_feature_frame
+from alert_broker.classifiers.alerce import ALERCE_FEATURES_FILE, ALERCE_LABELS_FILE, alerce_feature_frame
 from alert_broker.classifiers.hierarchical import as_oid_indexed
 from alert_broker.classifiers.taxonomy import normalise_labels
+from alert_broker.features import compute_features
+from alert_broker.features.night import SITES, observing_night
+from alert_broker.features.science import merge_pieces, science
+from alert_broker.features.tables import Tables
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
+from alert_broker.surveys.ztf import decode_packet
 
 ALERCE_DIR = "lightcurves/alerce_labelled"
 BTS_DIR = "lightcurves/ztf_bts_snia"
@@ -85,9 +92,6 @@ def _aligned(features: pd.DataFrame, labels: pd.Series, notes: list[str]) -> tup
 def features_from_detections(detections: pd.DataFrame, non_detections: pd.DataFrame) -> pd.DataFrame:
     """Correction, magstats, object statistics and features of contract tables, exactly as a pipeline region
     task computes them (``features.science``), indexed by oid."""
-    from alert_broker.features.science import merge_pieces, science
-    from alert_broker.features.tables import Tables
-
     tables = merge_pieces([Tables(detections=detections, non_detections=non_detections)])
     feats = science(tables, True).features
     if feats.empty:
@@ -113,8 +117,6 @@ def alert_window(
 
 
 def _night(mjd: np.ndarray) -> np.ndarray:
-    from alert_broker.features.night import SITES, observing_night
-
     return observing_night(mjd, SITES["ztf"])
 
 
@@ -154,8 +156,6 @@ def alerce_periodic(root: str | Path, *, alert_day: float | None = None) -> tupl
     """ALeRCE's 25 periodic variables (5 each of CEP, DSCT, E (EA), LPV, RRL): our features from their light
     curves. Only corrected magnitudes ship (no reference-source columns), so they are used as given, with
     ``sigmapsf_corr`` standing in for ``sigmapsf_corr_ext``; no isdiffpos, no position, no sgscore1."""
-    from alert_broker.features import compute_features
-
     root = Path(root)
     lc = pd.read_parquet(root / ALERCE_DIR / "alerce_periodic_light_curves_25obj.parquet")
     det = lc.reset_index().rename(columns={"index": "oid"})
@@ -237,10 +237,6 @@ def bts(
 def simbad(root: str | Path, *, alert_day: float | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Fink's SIMBAD-labelled ZTF alerts (weak labels via :data:`SIMBAD_CLASSES`): decoded by the broker's
     decoder, light curves from the alerts and their histories, features by the pipeline's science."""
-    from alert_broker.surveys.decode import decode_batch
-    from alert_broker.surveys.messages import RawMessage
-    from alert_broker.surveys.ztf import decode_packet
-
     folder = Path(root) / SIMBAD_DIR
     messages, label = [], {}
     for i, f in enumerate(sorted(folder.glob("*.avro"))):

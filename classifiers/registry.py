@@ -213,7 +213,7 @@ def save_keras(
     :func:`save`. ``metadata`` (taxonomy, features, fingerprint, metrics, ...) is stored as given, plus name,
     version, kind, created_at and the TensorFlow/Keras versions. Refuses to replace a version unless ``overwrite``.
     """
-    import keras
+    import keras  # lazy: Keras starts TensorFlow (seconds, ~0.5 GB); only the stamp CNN's models need it
 
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or not re.fullmatch(r"[A-Za-z0-9_.\-+]+", version):
         raise ValueError(f"save_keras(): model name/version must be simple tokens, got {name!r} {version!r}")
@@ -227,7 +227,7 @@ def save_keras(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; only to record the stamp CNN's version
 
         tf_version = tf.__version__
     except ImportError:  # another Keras backend
@@ -250,7 +250,7 @@ def save_keras(
 def load_keras(name: str, version: str | None = None, *, root: str | os.PathLike | None = None):
     """(Keras model, metadata dict) of ``name`` at ``version`` (the latest when None), loaded uncompiled, in
     Keras' safe mode: the model's custom layers must be registered (import the module that defines them)."""
-    import keras
+    import keras  # lazy: Keras starts TensorFlow (seconds, ~0.5 GB); only the stamp CNN's models need it
 
     path = _model_dir(name, version, root)
     if not (path / KERAS_FILE).is_file():

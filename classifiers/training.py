@@ -5,14 +5,24 @@ user's labelled set joined with features from the lake; plus the ``broker train 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import sklearn
 
+from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
 from alert_broker.classifiers.hierarchical import BACKENDS, HierarchicalClassifier, as_oid_indexed
-from alert_broker.classifiers.registry import fingerprint, save
+from alert_broker.classifiers.real_sets import REAL_SETS
+from alert_broker.classifiers.registry import fingerprint, load, save
+from alert_broker.classifiers.stamp.cli import add_train_stamp
 from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
+from alert_broker.features import FEATURE_VERSION, compute_features, correct
+from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 #: Object shares for training sets. An object gets features only with >= 6 detections in g or r in its last
 #: alert's history (HISTORY_DAYS); that happens for ~60-70% of simulated blazars and CVs but ~10% of AGN and SNe
@@ -69,12 +79,6 @@ def last_alert_tables(
     alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert.
     Returns (detections corrected, non_detections, truth) with truth indexed by oid.
     """
-    from alert_broker.features import correct
-    from alert_broker.simulator import SimConfig, iter_alerts
-    from alert_broker.simulator.engine import build_world, truth_table
-    from alert_broker.surveys.decode import decode_batch
-    from alert_broker.surveys.messages import RawMessage
-
     cfg = SimConfig(
         survey="ztf",
         nights=nights,
@@ -118,8 +122,6 @@ def build_training_set(
     Features come from ``features.compute_features`` on the decoded, corrected last alert of every object; only
     objects that qualify (>= 6 detections in g or r) and whose true class is one of the 15 are kept.
     """
-    from alert_broker.features import compute_features
-
     detections, non_detections, truth = last_alert_tables(
         n_objects, nights, seed, class_fractions, history_days
     )
@@ -135,8 +137,6 @@ def build_training_set(
 def load_labelled_set(labels_path: str | Path, features_path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     """A user's labelled set: a table of (oid, class) (CSV or Parquet; ALeRCE's ``classALeRCE`` accepted) joined
     with features from a Parquet file or folder (e.g. ``{lake}/features``: the latest row per oid is kept)."""
-    from alert_broker.features import FEATURE_VERSION
-
     labels_path, features_path = Path(labels_path), Path(features_path)
     lab = pd.read_csv(labels_path) if labels_path.suffix == ".csv" else pd.read_parquet(labels_path)
     if "oid" not in lab.columns:
@@ -230,12 +230,9 @@ def hyperparameters(model: HierarchicalClassifier) -> dict:
 
 def library_versions(backend: str) -> dict[str, str]:
     """Versions of the libraries whose pickles the model holds (a reader must load it with the same ones)."""
-    import numpy
-    import sklearn
-
-    out = {"scikit-learn": sklearn.__version__, "numpy": numpy.__version__}
+    out = {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
     if backend == "xgb":
-        import xgboost
+        import xgboost  # lazy: ~0.75 s to import; only the xgb backend's models hold its pickles
 
         out["xgboost"] = xgboost.__version__
     return out
@@ -275,8 +272,6 @@ def add_train_lc(train_subparsers) -> None:
 
 
 def add_evaluate(subparsers) -> None:
-    from alert_broker.classifiers.real_sets import REAL_SETS
-
     p = subparsers.add_parser("evaluate", help="evaluate a light-curve model; writes a Markdown + PNG report")
     p.add_argument("--name", default="lc_hierarchical")
     p.add_argument("--version", default=None, help="default: the latest")
@@ -309,8 +304,6 @@ def add_evaluate(subparsers) -> None:
 
 def real_set_names(spec: str | None, data_given: bool) -> list[str]:
     """``--real`` -> the list of set names (``all`` = every set); ``--real-data`` alone = alerce_features."""
-    from alert_broker.classifiers.real_sets import REAL_SETS
-
     if not spec:
         return ["alerce_features"] if data_given else []
     names = list(REAL_SETS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
@@ -328,11 +321,7 @@ def register(subparsers) -> None:
         train_p.add_subparsers(dest="model_kind", required=True)
     sub = next(a for a in train_p._actions if isinstance(a, argparse._SubParsersAction))
     add_train_lc(sub)
-    from alert_broker.classifiers.stamp.cli import (
-        add_train_stamp,  # `train stamp`: the stamp CNN (no TensorFlow import)
-    )
-
-    add_train_stamp(sub)
+    add_train_stamp(sub)  # `train stamp`: the stamp CNN (stamp.cli imports no TensorFlow)
     add_evaluate(subparsers)
 
 
@@ -362,8 +351,6 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
-        from alert_broker.classifiers.evaluate import evaluate
-
         test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000)
         metrics = evaluate(model, test_f, test_y).summary()
         print(metrics)
@@ -374,11 +361,6 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import os
-
-    from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
-    from alert_broker.classifiers.registry import load
-
     model = load(args.name, args.version, root=args.models)
     results = {}
     if args.objects:

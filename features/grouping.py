@@ -12,6 +12,7 @@ step for all groups at a time, so the results are identical to pandas' bit for b
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -19,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.core.groupby import ops as pandas_groupby_ops
 
 
 class Segments(NamedTuple):
@@ -151,9 +151,27 @@ def segments(codes: np.ndarray, order_in_time: np.ndarray) -> Segments:
     return Segments(order, starts, sizes)
 
 
-#: pandas >= 3.1 averages a NaN-free column of sorted groups with ``np.add.reduceat``; older pandas always
-#: uses its Kahan-compensated Cython kernel. Mirroring it keeps our means identical to a pandas group-by.
-_PANDAS_MEAN_BY_REDUCEAT = hasattr(pandas_groupby_ops, "_REDUCEAT_UFUNCS")
+def mean_probe() -> tuple[np.ndarray, np.ndarray]:
+    """Values and sorted group labels (groups of 1 to 40 values) on which an ``np.add.reduceat`` mean and a
+    Kahan-compensated mean differ in the last bit for some groups."""
+    labels = np.repeat(np.arange(40), np.arange(1, 41))
+    return 18.0 + np.sin(np.arange(len(labels), dtype=np.float64)), labels
+
+
+@functools.cache
+def pandas_mean_by_reduceat() -> bool:
+    """Whether pandas averages a NaN-free column of sorted groups with ``np.add.reduceat`` (pandas >= 3.1)
+    rather than with its Kahan-compensated kernel (older pandas); mirroring it keeps our means identical to
+    a pandas group-by.
+
+    Asked of pandas itself, through its public API, once: its group means of :func:`mean_probe`.
+    """
+    x, labels = mean_probe()
+    got = pd.Series(x).groupby(labels, sort=False).mean().to_numpy()
+    starts = np.flatnonzero(np.concatenate(([True], labels[1:] != labels[:-1])))
+    by_reduceat = np.add.reduceat(x, starts) / np.diff(np.append(starts, len(x))).astype(np.float64)
+    return bool(np.array_equal(got, by_reduceat))
+
 
 #: Below this many groups still running, the sequential scans go on one group at a time in plain Python.
 _SCALAR_TAIL = 8
@@ -240,7 +258,7 @@ def segment_stats(x: np.ndarray, seg: Segments, *, nan_rows_dropped: bool = Fals
     starts_c = (np.cumsum(count) - count)[present]
     n = count[present]
     mean, std = np.full(len(count), np.nan), np.full(len(count), np.nan)
-    if _PANDAS_MEAN_BY_REDUCEAT and (nan_rows_dropped or valid.all()):
+    if pandas_mean_by_reduceat() and (nan_rows_dropped or valid.all()):
         mean[present] = np.add.reduceat(xc, starts_c) / n.astype(np.float64)
     else:
         mean[present] = _kahan_sum(xc, starts_c, n) / n

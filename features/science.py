@@ -51,6 +51,11 @@ class RegionState:
     associations: pd.DataFrame = field(default_factory=_empty)  # cross-survey ids of new objects
     failed: pd.DataFrame = field(default_factory=_empty)  # alerts whose science failed (dead letters)
 
+    @property
+    def alerts(self) -> pd.DataFrame:
+        """The alerts of this batch in the region (those of failed objects removed)."""
+        return self.batch.alerts
+
     @classmethod
     def start(cls, batch: Tables) -> RegionState:
         return cls(batch=batch, tables=batch)
@@ -73,7 +78,9 @@ class RegionState:
     def restricted_to(self, oids: Iterable[str]) -> RegionState:
         """The inputs of this state for the objects ``oids`` only, outputs cleared (to re-run steps on them)."""
         oids = set(oids)
-        return type(self)(batch=only_objects(self.batch, oids, True), tables=only_objects(self.tables, oids, True))
+        return type(self)(
+            batch=only_objects(self.batch, oids, True), tables=only_objects(self.tables, oids, True)
+        )
 
 
 #: A pure step: a state in, the state with its fields filled in out.

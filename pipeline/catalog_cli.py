@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from alert_broker.storage.catalogs import DEFAULT_MARGIN_ARCSEC, import_catalog, margin_name
+
 #: Where catalogues go unless ``--root`` says otherwise.
 DEFAULT_ROOT = os.environ.get("BROKER_CATALOG_ROOT", "data/catalogs")
 
@@ -40,8 +42,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ``catalog`` sub-command; 0 on success, 1 with a message on bad input."""
-    from alert_broker.storage.catalogs import DEFAULT_MARGIN_ARCSEC, import_catalog, margin_name
-
     if args.catalog_command != "import":
         print(f"unknown catalog command {args.catalog_command!r}", file=sys.stderr)
         return 2

@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from alert_broker.classifiers.training import register as register_training
+from alert_broker.pipeline import catalog_cli
+from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
+from alert_broker.pipeline.driver import run
+from alert_broker.pipeline.kafka import ensure_topic, parse_kafka_url, produce
+from alert_broker.pipeline.logs import configure_logging
+from alert_broker.simulator.cli import register as register_simulator
+from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
+from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -22,12 +31,12 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):
     overrides = {f.name: getattr(args, f.name, None) for f in settings_fields()}
-    return load_settings(args.config, overrides=overrides)
+    settings = load_settings(args.config, overrides=overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def cmd_run_night(args: argparse.Namespace) -> int:
-    from alert_broker.pipeline.driver import run
-
     settings = _settings(args)
     report = run(settings)
     print(report.render())
@@ -37,8 +46,6 @@ def cmd_run_night(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Fetch a raw alert packet (and its stamps) back from the archive by candid."""
-    from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
-
     settings = _settings(args)
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
         store = SummaryStore(pg.dsn)
@@ -71,9 +78,6 @@ class _Null:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Push a night archive to a Kafka topic (replaying a night, or a load test at a given rate)."""
-    from alert_broker.pipeline.archive import iter_archive
-    from alert_broker.pipeline.kafka import ensure_topic, parse_kafka_url, produce
-
     url = parse_kafka_url(args.to)
     ensure_topic(url.bootstrap, url.topics[0], partitions=args.partitions)
     payloads = ((m.key, m.payload) for batch in iter_archive(Path(args.archive), 1000) for m in batch)
@@ -84,9 +88,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Inspect or compact the light-curve history store (one process; run-night compacts on Dask itself)."""
-    from alert_broker.storage import Lake
-    from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
-
     settings = _settings(args)
     store = HistoryStore(Lake(settings.lake, settings.storage_options or None), order=settings.history_order)
     if args.action == "compact":
@@ -141,21 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_produce)
 
-    try:
-        from alert_broker.simulator.cli import register
-    except ImportError:  # the simulator is optional at import time
-        register = None
-    if register is not None:
-        register(sub)
+    register_simulator(sub)
 
     p = sub.add_parser("history", help="the light-curve history store: status, compact, show an object")
     _add_settings_flags(p)
     p.add_argument("action", choices=["status", "compact", "show"])
     p.add_argument("--oid", help="history show: the object")
     p.set_defaults(func=cmd_history)
-
-    from alert_broker.classifiers.training import register as register_training
-    from alert_broker.pipeline import catalog_cli
 
     register_training(sub)
 

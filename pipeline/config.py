@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from alert_broker.pipeline.logs import FORMATS, LEVELS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where the real ZTF alerts live beside a checkout (used as the default night when present).
 SHARED_ZTF = REPO_ROOT.parent / "shared" / "data" / "ztf" / "fink_sample_1166"
@@ -77,7 +79,11 @@ class Settings:
         default=True,
         metadata={"help": "merge each touched history pixel's files into one at the end of a run"},
     )
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (terminals)"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_format: str = field(
+        default="text", metadata={"help": "text (terminals) or json (one object per line)"}
+    )
     features: bool = field(default=True, metadata={"help": "compute light-curve features (>= 6 detections)"})
     catalog_root: str = field(
         default="", metadata={"help": "folder of imported catalogues (default OUT/catalogs)"}
@@ -100,7 +106,10 @@ class Settings:
             "stamp_classifier, if present) or 'none'"
         },
     )
-    models: str = field(default=str(REPO_ROOT / "models"), metadata={"help": "the model registry folder"})
+    models: str = field(
+        default="",
+        metadata={"help": "the model registry folder (default: the models installed with the package)"},
+    )
     sim_objects: int = field(default=8000, metadata={"help": "SOURCE=sim: objects in the simulated night"})
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 
@@ -248,6 +257,10 @@ def _validate(s: Settings) -> None:
     if s.history_cache_mb < 0:
         raise ValueError("history_cache_mb must be >= 0")
     parse_xmatch(s.xmatch)
+    if s.log_level.upper() not in LEVELS:
+        raise ValueError(f"log_level must be one of {', '.join(LEVELS)}")
+    if s.log_format not in FORMATS:
+        raise ValueError(f"log_format must be one of {', '.join(FORMATS)}")
 
 
 def settings_fields() -> list[dataclasses.Field]:

@@ -13,7 +13,7 @@ A crash anywhere before 6 replays the batch; the manifest and upserts make the r
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import operator
 import re
 import time
@@ -27,22 +27,35 @@ from pathlib import Path
 import pandas as pd
 from distributed import Client, LocalCluster
 
+from alert_broker.classifiers import load as load_model
+from alert_broker.classifiers.registry import versions
+from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
+from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
+from alert_broker.models import shipped_models
 from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
+from alert_broker.pipeline.resources import BrokerWorkerPlugin, HistorySpec, LakeSpec, ModelSpec
+from alert_broker.pipeline.sinks import SINKS
 from alert_broker.pipeline.sources import Source, open_source
+from alert_broker.pipeline.steps import RegionConfig
 from alert_broker.pipeline.tasks import (
+    DecodeConfig,
+    DecodeSummary,
+    RegionResult,
+    compact_share,
     decode_chunk,
     decode_summary,
     process_region,
     region_done,
     regions_of_batch,
     split_by_region,
-    warm_up,
-    warm_up_lc,
-    warm_up_stamps,
 )
 from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
+from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 from alert_broker.surveys.messages import DeadLetter, RawMessage, dead_letters_frame
+
+log = logging.getLogger(__name__)
 
 
 def make_batch_id(messages: list[RawMessage]) -> str:
@@ -100,45 +113,40 @@ class Broker:
     _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
 
     @property
-    def _history(self) -> tuple[int, float] | None:
-        """(HEALPix order, cache MB) of the history store, or None when the history is off."""
+    def models(self) -> RunModels:
+        return self._models
+
+    @property
+    def region_config(self) -> RegionConfig:
         s = self.settings
-        return (s.history_order, s.history_cache_mb) if s.history else None
+        return RegionConfig(
+            lake=lake_spec(s),
+            with_features=s.features,
+            xmatch=s.xmatch_specs,
+            catalog_root=s.catalogs,
+            lc_model=self.models.lc,
+            history=HistorySpec(s.history_order, s.history_cache_mb) if s.history else None,
+        )
 
     @property
-    def _lc_model(self) -> tuple[str, str, str | None] | None:
-        """(registry root, name, version) of the light-curve classifier to run, or None."""
-        return resolve_model(self.settings.lc_model, "lc_hierarchical", self.settings.models)
+    def decode_config(self) -> DecodeConfig:
+        return DecodeConfig(lake=lake_spec(self.settings), stamp_model=self.models.stamp)
 
-    @property
-    def _stamp_model(self) -> tuple[str, str, str | None] | None:
-        """(registry root, name, version) of the stamp classifier to run, or None."""
-        return resolve_model(self.settings.stamp_model, "stamp_classifier", self.settings.models)
+    def __post_init__(self) -> None:
+        self._models = RunModels.of(self.settings)
 
     def write_taxonomy(self) -> list[str]:
         """The ``taxonomy`` rows of the classifiers this run uses (what their probability rows mean)."""
-        from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
-
         used = []
-        if self._lc_model is not None:
-            from alert_broker.classifiers import load
-
-            root, name, version = self._lc_model
-            self.store.upsert("taxonomy", taxonomy_rows(load(name, version, root=root)))
-            used.append(f"{name} {version}")
-        if self._stamp_model is not None:
-            from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
-
-            root, name, version = self._stamp_model
-            self.store.upsert(
-                "taxonomy", flat_taxonomy_rows(name, version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
-            )
-            used.append(f"{name} {version}")
+        lc, stamp = self.models.lc, self.models.stamp
+        if lc is not None:
+            self.store.upsert("taxonomy", taxonomy_rows(load_model(lc.name, lc.version, root=lc.root)))
+            used.append(f"{lc.name} {lc.version}")
+        if stamp is not None:
+            rows = flat_taxonomy_rows(stamp.name, stamp.version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
+            self.store.upsert("taxonomy", rows)
+            used.append(f"{stamp.name} {stamp.version}")
         return used
-
-    @property
-    def lake_spec(self) -> tuple[str, tuple]:
-        return (self.settings.lake, tuple(sorted(self.settings.storage_options.items())))
 
     def n_threads(self) -> int:
         info = self.client.scheduler_info()
@@ -177,10 +185,8 @@ class Broker:
         def submit(fn, *args):
             return client.submit(fn, *args, pure=False, priority=prio)
 
-        dec_futs = [
-            submit(decode_chunk, cf, batch_id, i, self.lake_spec, False, self._stamp_model)
-            for i, cf in enumerate(chunk_futs)
-        ]
+        decode_config, region_config = self.decode_config, self.region_config
+        dec_futs = [submit(decode_chunk, cf, batch_id, i, decode_config) for i, cf in enumerate(chunk_futs)]
         small_futs = [submit(decode_summary, f) for f in dec_futs]
         n_regions = max(1, int(self.n_threads() * self.settings.regions_per_thread))
         region_map = submit(regions_of_batch, small_futs, n_regions, self.settings.healpix_order)
@@ -191,105 +197,71 @@ class Broker:
                 [submit(operator.getitem, sf, r) for sf in split_futs],
                 batch_id,
                 r,
-                self.lake_spec,
-                self.settings.features,
-                self.settings.xmatch_specs,
-                self.settings.catalogs,
-                self._lc_model,
-                self._history,
+                region_config,
                 self._previous,
             )
             for r in range(n_regions)
         ]
-        if self._history is not None:
+        if region_config.history is not None:
             # the next batch's region tasks start after this batch's: they read the history it writes
             self._previous = [submit(region_done, f) for f in region_futs]
         rep.regions = n_regions
         return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start)
 
     def finish(self, job: InFlight) -> BatchReport:
-        """Wait for a batch's tasks, then write PostgreSQL and the manifest."""
+        """Wait for a batch's tasks, then write PostgreSQL (every sink of the registry) and the manifest."""
         client, rep, batch_id = self.client, job.report, job.batch_id
         t = time.perf_counter()
-        small = client.gather(job.small_futs)
-        dead = [d for _, ds, *_ in small for d in ds]
-        raw_index = pd.concat([ri for _, _, ri, *_ in small], ignore_index=True) if small else pd.DataFrame()
-        stamp_probs = [sp for *_, sp, _ in small if not sp.empty]
-        paths: list[str] = [p for *_, sp, _ in small for p in sp.attrs.get("paths", [])]
-        for *_, secs in small:
-            for k, v in secs.items():
-                rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
+        decoded: list[DecodeSummary] = client.gather(job.small_futs)
         rep.seconds["decode"] = time.perf_counter() - t
-
         t = time.perf_counter()
-        results = [
-            r
-            for r in client.gather(job.region_futs)
-            if r.counts.get("alerts", 0) or r.paths or not r.failed.empty
-        ]
+        regions: list[RegionResult] = client.gather(job.region_futs)
         rep.seconds["science+lake"] = time.perf_counter() - t
-        for res in results:
-            paths.extend(res.paths)
-            for k, v in res.counts.items():
-                rep.counts[k] = rep.counts.get(k, 0) + v
-            for k, v in res.seconds.items():
-                rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
         job.region_futs.clear()
 
-        failed = [r.failed for r in results if not r.failed.empty]
-        if failed:
-            dead = dead + self._science_dead_letters(pd.concat(failed, ignore_index=True), raw_index)
+        paths: list[str] = []
+        for part in [*decoded, *regions]:
+            paths.extend(part.paths)
+            for k, v in part.counts.items():
+                rep.counts[k] = rep.counts.get(k, 0) + v
+            for k, v in part.seconds.items():
+                rep.worker_seconds[k] = rep.worker_seconds.get(k, 0.0) + v
+
         t = time.perf_counter()
+        dead = [d for s in decoded for d in s.dead]
+        failed = [r.failed for r in regions if not r.failed.empty]
+        if failed:
+            dead = dead + self._science_dead_letters(pd.concat(failed, ignore_index=True))
         if dead:
             dl = dead_letters_frame(dead, batch_id)
             paths.extend(self.lake.write_table("dead_letters", dl, batch_id))
             self.store.upsert("dead_letter", dl.drop(columns=["payload"]))
         rep.dead_letters = len(dead)
-        for table, attr in (("object", "objects"), ("magstats", "magstats"), ("feature", "features")):
-            frames = [getattr(r, attr) for r in results if not getattr(r, attr).empty]
+        for sink in SINKS:
+            if sink.postgres is None:
+                continue
+            parts = decoded if sink.stage == "decode" else regions
+            frames = [p.rows[sink.name] for p in parts if sink.name in p.rows]
             if frames:
-                df = pd.concat(frames, ignore_index=True)
-                self.store.upsert(table, df)
-                if table == "object":
-                    rep.object_ids = set(df["oid"])
-        if stamp_probs:
-            sp = pd.concat(stamp_probs, ignore_index=True)
-            self.store.upsert("probability", sp)
-            rep.counts["stamp_classified"] = rep.counts.get("stamp_classified", 0) + sp["oid"].nunique()
-        for table, attr in (
-            ("probability", "probabilities"),
-            ("outlier_score", "outliers"),
-            ("neighbour", "neighbours"),
-            ("object_association", "associations"),
-        ):
-            frames = [getattr(r, attr) for r in results if not getattr(r, attr).empty]
-            if frames:
-                self.store.upsert(table, pd.concat(frames, ignore_index=True))
-        matches = [r.xmatch for r in results if not r.xmatch.empty]
-        if matches:
-            xm = pd.concat(matches, ignore_index=True)
-            self.store.upsert("xmatch", xm.assign(properties=xm["properties"].map(json.loads)))
-        alert_frames = [r.alerts for r in results if not r.alerts.empty]
-        if alert_frames:
-            alerts = pd.concat(alert_frames, ignore_index=True).merge(raw_index, on="candid", how="left")
-            alerts["batch_id"] = batch_id
-            self.store.upsert("alert", alerts)
+                rows = pd.concat(frames, ignore_index=True)
+                self.store.upsert(sink.postgres, rows)
+                if sink.name == "objects":
+                    rep.object_ids = set(rows["oid"])
         rep.seconds["postgres"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        raw_paths = sorted(set(raw_index.get("raw_path", pd.Series(dtype=str)).dropna()))
-        manifest.record_batch(self.store, batch_id, job.ranges, sorted(set(paths) | set(raw_paths)))
+        manifest.record_batch(self.store, batch_id, job.ranges, sorted(set(paths)))
         rep.seconds["manifest"] += time.perf_counter() - t
         rep.alerts = rep.counts.get("alerts", 0)
         rep.wall = time.perf_counter() - job.t_start
         return rep
 
-    def _science_dead_letters(self, failed: pd.DataFrame, raw_index: pd.DataFrame) -> list[DeadLetter]:
+    def _science_dead_letters(self, failed: pd.DataFrame) -> list[DeadLetter]:
         """Dead letters for alerts whose science failed, with their raw packets from the archive."""
-        paths = raw_index.set_index("candid")["raw_path"] if not raw_index.empty else pd.Series(dtype=str)
         archive = RawArchive(self.lake)
         payloads: dict[int, bytes] = {}
-        for path, group in failed.groupby(failed["candid"].map(paths).fillna(""), sort=False):
+        where = failed["raw_path"] if "raw_path" in failed.columns else pd.Series("", index=failed.index)
+        for path, group in failed.groupby(where.fillna(""), sort=False):
             payloads.update(archive.fetch_many(group["candid"].tolist(), path=path or None))
         return [
             DeadLetter(
@@ -307,18 +279,17 @@ class Broker:
     def compact_history(self) -> dict[str, int]:
         """Fold the history deltas into their pixel folders, one Dask task per share of the pixels; the deltas
         are removed only once every share is written."""
-        if self._history is None:
+        history = self.region_config.history
+        if history is None:
             return {}
-        from alert_broker.pipeline.history import compact_share
-        from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
-
-        store = HistoryStore(self.lake, order=self.settings.history_order)
+        store = HistoryStore(self.lake, order=history.order)
         deltas = {t: store.delta_files(t) for t in HISTORY_KEYS}
         if not any(deltas.values()):
             return {}
         shares = self.n_threads()
+        spec = lake_spec(self.settings)
         futs = [
-            self.client.submit(compact_share, self.lake_spec, self._history, k, shares, deltas, pure=False)
+            self.client.submit(compact_share, spec, history, k, shares, deltas, pure=False)
             for k in range(shares)
         ]
         out = {"deltas": sum(len(v) for v in deltas.values())}
@@ -346,6 +317,7 @@ class Services:
 
     def __enter__(self) -> Services:
         s = self.settings
+        models = RunModels.of(s)  # a model that cannot be found stops the run here, before anything starts
         self.dsn = s.pg_dsn
         if not self.dsn:
             pg = self.stack.enter_context(EmbeddedPostgres(s.pg_data_dir))
@@ -365,30 +337,29 @@ class Services:
                 )
             )
             self.client = self.stack.enter_context(Client(cluster))
-        self.client.run(warm_up)  # imports and first calls happen now, not inside the first batch
-        stamp = resolve_model(s.stamp_model, "stamp_classifier", s.models)
-        if stamp is not None:
-            self.client.run(warm_up_stamps, stamp)  # TensorFlow and the CNN, once per worker process
-        lc = resolve_model(s.lc_model, "lc_hierarchical", s.models) if s.features else None
-        if lc is not None:
-            self.client.run(warm_up_lc, lc)  # the light-curve classifier, once per worker process
+        # every worker (now, or joining later) warms the science up and loads the models before any batch
+        plugin = BrokerWorkerPlugin(
+            lc_model=models.lc if s.features else None,
+            stamp_model=models.stamp,
+            log_level=s.log_level,
+            log_format=s.log_format,
+        )
+        self.client.register_plugin(plugin)
         return self
 
     def __exit__(self, *exc) -> None:
         self.stack.close()
 
 
-def run(settings: Settings, log=print) -> RunReport:
+def run(settings: Settings) -> RunReport:
     """Process a source to its end (an archive, or a topic until idle) and return the run's report."""
-    from alert_broker.pipeline.progress import Progress
-
     t0 = time.perf_counter()
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
-        log(f"Dask dashboard: {svc.client.dashboard_link}")
+        log.info("Dask dashboard: %s", svc.client.dashboard_link)
         broker = Broker(settings, svc.client, svc.lake, svc.store)
         used = broker.write_taxonomy()
-        log("classifiers: " + (", ".join(used) if used else "none"))
+        log.info("classifiers: %s", ", ".join(used) if used else "none (switched off)")
         source = open_source(settings)
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
         report.startup_seconds = time.perf_counter() - t0
@@ -429,6 +400,11 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
     report.add(rep)
     report.processing_ended = time.perf_counter()
     bar.update(len(job.messages), report)
+    log.debug(
+        "batch %s: %d alerts, %d dead letters, %.2f s",
+        rep.batch_id, rep.alerts, rep.dead_letters, rep.wall,
+        extra={"batch_id": rep.batch_id, "alerts": rep.alerts, "dead_letters": rep.dead_letters},
+    )  # fmt: skip
 
 
 def _batches(source: Source) -> Iterator[list[RawMessage]]:
@@ -437,12 +413,35 @@ def _batches(source: Source) -> Iterator[list[RawMessage]]:
             yield batch
 
 
-def resolve_model(spec: str, default_name: str, root: str) -> tuple[str, str, str] | None:
-    """(registry root, name, version) for a model setting: ``name[:version]``, ``auto`` (``default_name``'s
-    latest version when the registry has it, else no model) or ``none``/empty. The version is fixed here, once,
-    so every worker runs the same model and the taxonomy rows name it."""
-    from alert_broker.classifiers.registry import versions
+def lake_spec(settings: Settings) -> LakeSpec:
+    return LakeSpec(settings.lake, tuple(sorted(settings.storage_options.items())))
 
+
+def models_root(settings: Settings) -> Path:
+    """The model registry: ``--models`` when set, else the models installed with the package."""
+    return Path(settings.models).resolve() if settings.models else shipped_models()
+
+
+@dataclass(frozen=True)
+class RunModels:
+    """The classifiers of a run, resolved once (name and version fixed) from the settings."""
+
+    lc: ModelSpec | None
+    stamp: ModelSpec | None
+
+    @classmethod
+    def of(cls, settings: Settings) -> RunModels:
+        root = models_root(settings)
+        return cls(
+            lc=resolve_model(settings.lc_model, "lc_hierarchical", root, "--lc-model"),
+            stamp=resolve_model(settings.stamp_model, "stamp_classifier", root, "--stamp-model"),
+        )
+
+
+def resolve_model(spec: str, default_name: str, root: str | Path, flag: str = "model") -> ModelSpec | None:
+    """The registry model a setting names: ``name[:version]``, ``auto`` (``default_name``'s latest version) or
+    ``none``/empty. The version is fixed here, once, so every worker runs the same model and the taxonomy rows
+    name it. A model that is not there is an error that says what to do, never a silent "no classifier"."""
     spec = (spec or "").strip()
     if spec.lower() in ("", "none", "off"):
         return None
@@ -451,11 +450,13 @@ def resolve_model(spec: str, default_name: str, root: str) -> tuple[str, str, st
     name, _, version = (default_name if auto else spec).partition(":")
     known = versions(name, root=root)
     if not known:
-        if auto:
-            return None
         raise ValueError(
-            f"model {name!r} is not in the registry at {root} (train it, or set another --models)"
+            f"{flag} {spec}: no model {name!r} in the registry at {root}. Install the package with its models "
+            f"(they ship in alert_broker/models), point --models at a registry that has it (`make models` "
+            f"trains them), or pass {flag} none to run without it"
         )
     if version and version not in known:
-        raise ValueError(f"model {name!r} has no version {version!r} at {root}; known: {known}")
-    return (root, name, version or known[-1])
+        raise ValueError(
+            f"{flag} {spec}: model {name!r} has no version {version!r} at {root}; known: {known}"
+        )
+    return ModelSpec(root, name, version or known[-1])

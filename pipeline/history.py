@@ -10,12 +10,13 @@ needs travels from storage to the worker that needs it and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from alert_broker.features.association import associate
 from alert_broker.features.healpix import pixel_of
+from alert_broker.features.science import merge_pieces
 from alert_broker.features.tables import Tables
 from alert_broker.storage.history import (
     HISTORY_KEYS,
@@ -34,18 +35,6 @@ class HistoryMerge:
     new_rows: dict[str, pd.DataFrame] = field(default_factory=dict)  # rows the store lacks, per table
     stored_rows: dict[str, int] = field(default_factory=dict)  # rows read from the store, per table
     associations: pd.DataFrame = field(default_factory=pd.DataFrame)  # cross-survey ids of new objects
-
-
-@lru_cache(maxsize=4)
-def _store(lake_spec: tuple[str, tuple], order: int, cache_mb: float) -> HistoryStore:
-    """One history store (and its cache) per worker process."""
-    from alert_broker.pipeline.tasks import lake_for
-
-    return HistoryStore(lake_for(lake_spec), order=order, cache_mb=cache_mb)
-
-
-def store_for(lake_spec: tuple[str, tuple], spec: tuple[int, float]) -> HistoryStore:
-    return _store(lake_spec, *spec)
 
 
 def first_positions(tables: Tables) -> pd.DataFrame:
@@ -109,8 +98,6 @@ def _missing_from(batch: pd.DataFrame, stored: pd.DataFrame, table: str) -> pd.D
 
 def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
     """The region's batch ``tables`` merged with the stored history of their objects (see module docstring)."""
-    from alert_broker.pipeline.tasks import merge_pieces
-
     first = first_positions(tables)
     if first.empty:
         return HistoryMerge(tables, pd.Series(dtype="int64", name="pixel"))
@@ -147,8 +134,6 @@ def merge_history(tables: Tables, store: HistoryStore) -> HistoryMerge:
 def _associate(new: pd.DataFrame, store: HistoryStore) -> pd.DataFrame:
     """Cross-survey ids of objects seen for the first time: by position (1.5") against every stored object
     around them and against each other (features.association)."""
-    from alert_broker.features.association import associate
-
     cols = ["oid", "survey", "xid", "xid_distance_arcsec", "ra", "dec", "firstmjd"]
     if new.empty:
         return pd.DataFrame(columns=cols)
@@ -179,14 +164,3 @@ def write_history(store: HistoryStore, merge: HistoryMerge, name: str, failed_oi
         drop = [c for c in ("batch_id", "alert_night") if c in df.columns]
         paths += store.write(table, df.drop(columns=drop), merge.home, name)
     return paths
-
-
-def compact_share(
-    lake_spec: tuple[str, tuple],
-    spec: tuple[int, float],
-    share: int,
-    shares: int,
-    deltas: dict[str, list[str]],
-) -> dict[str, int]:
-    """One Dask task of the end-of-run compaction: the pixels ``p % shares == share``."""
-    return store_for(lake_spec, spec).compact_share(share, shares, deltas)

@@ -6,19 +6,24 @@ The night is generated once per (seed, objects) under ``OUT/sim/`` and reused by
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alert_broker.pipeline.config import Settings
+from alert_broker.simulator import SimConfig, simulate
+
+log = logging.getLogger(__name__)
 
 
-def simulated_night(settings: Settings, log=print) -> Path:
-    from alert_broker.simulator import SimConfig, simulate
-
+def simulated_night(settings: Settings) -> Path:
     folder = Path(settings.out) / "sim" / f"ztf-seed{settings.sim_seed}-objects{settings.sim_objects}"
     done = folder / ".complete"
     if not done.exists():
-        log(
-            f"simulating a ZTF night ({settings.sim_objects} objects, seed {settings.sim_seed}) into {folder}"
+        log.info(
+            "simulating a ZTF night (%d objects, seed %d) into %s",
+            settings.sim_objects,
+            settings.sim_seed,
+            folder,
         )
         report = simulate(
             SimConfig(survey="ztf", nights=1, objects=settings.sim_objects, seed=settings.sim_seed),

@@ -9,6 +9,7 @@ from typing import Protocol
 from alert_broker.pipeline.archive import archive_source, count_archive, iter_archive
 from alert_broker.pipeline.config import SHARED_ZTF, Settings
 from alert_broker.pipeline.kafka import KafkaSource, parse_kafka_url
+from alert_broker.pipeline.simulate_night import simulated_night
 from alert_broker.surveys.messages import RawMessage
 
 
@@ -95,7 +96,5 @@ def open_source(settings: Settings) -> Source:
     if src.startswith("kafka://"):
         return KafkaBatches(settings)
     if src == "sim" or (not src and not SHARED_ZTF.exists()):
-        from alert_broker.pipeline.simulate_night import simulated_night
-
         return ArchiveSource(simulated_night(settings), settings.batch_size, local)
     return ArchiveSource(resolve_archive(src, settings.night), settings.batch_size, local)

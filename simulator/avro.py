@@ -22,7 +22,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+import cramjam
 import fastavro
+import lsst.alert.packet as packet
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 #: Where the real alerts carrying each ZTF schema live in the shared data (`../shared/data/ztf/...`).
@@ -65,12 +67,6 @@ def ztf_schema(variant: str = "ztf") -> dict:
 @lru_cache(maxsize=2)
 def lsst_schema() -> tuple[dict, str, int]:
     """(resolved schema, version string, registry id) of the latest `lsst.alert` schema in lsst-alert-packet."""
-    try:
-        import lsst.alert.packet as packet
-    except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise RuntimeError(
-            "LSST alerts need the 'lsst-alert-packet' package (pip install lsst-alert-packet)"
-        ) from exc
     schema = packet.Schema.from_file()
     major, minor = packet.get_latest_schema_version()
     return copy.deepcopy(schema.definition), f"{major}.{minor}", schema.get_schema_id()
@@ -218,8 +214,6 @@ class ContainerFramer:
         )
         self.header = b"Obj\x01" + body + sync
         if codec == "snappy":
-            import cramjam
-
             self._snappy = cramjam.snappy.compress_raw
 
     def frame(self, payload: bytes) -> bytes:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .config import SimConfig
+from .engine import simulate
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -71,8 +72,6 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run `broker simulate`; returns the process exit status."""
-    from .engine import simulate
-
     try:
         cfg = config_from_args(args)
         cfg.validate()

@@ -7,6 +7,9 @@ tarballs or Kafka (see sinks.py) and the truth table, optionally with several wo
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +20,9 @@ import pandas as pd
 from .cadence import schedule
 from .chunk import simulate_chunk
 from .config import SimConfig
+from .lsst_alerts import LsstPacketBuilder
 from .population import draw_population
+from .sinks import is_kafka, manifest_messages, parse_kafka_url, produce, write_tarballs
 from .stamps import StampBank
 from .ztf_alerts import Alert, ZtfPacketBuilder
 
@@ -116,8 +121,6 @@ def _builder(cfg: SimConfig):
     bank = StampBank(cfg.survey, cfg.seed, cfg.stamp_variants) if cfg.stamps else None
     if cfg.survey == "ztf":
         return ZtfPacketBuilder(cfg, bank)
-    from .lsst_alerts import LsstPacketBuilder
-
     return LsstPacketBuilder(cfg, bank)
 
 
@@ -167,8 +170,6 @@ class ChunkResult:
 
 def run_chunks(cfg: SimConfig, chunk_ids: list[int], root: str) -> ChunkResult:
     """Write the alerts of some chunks as `root/night=YYYYMMDD/<candid>.avro`; return what was written."""
-    import time
-
     t0 = time.perf_counter()
     rec: dict[str, list] = {
         "night": [],
@@ -264,12 +265,6 @@ def simulate(
     truth_path: str | None = None,
 ) -> SimulationReport:
     """Simulate a run and write it to `out`: a folder (night=YYYYMMDD/<id>.avro), per-night tarballs, or Kafka."""
-    import shutil
-    import tempfile
-    import time
-
-    from .sinks import is_kafka, manifest_messages, parse_kafka_url, produce, write_tarballs
-
     world = build_world(cfg)
     kafka = is_kafka(out)
     target = parse_kafka_url(out) if kafka else None

@@ -14,8 +14,17 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+from astropy import units as u
 
-from .avro import Assembler, ContainerFramer, encode_bytes, encode_long, lsst_schema, sync_marker
+from .avro import (
+    Assembler,
+    ContainerFramer,
+    confluent_frame,
+    encode_bytes,
+    encode_long,
+    lsst_schema,
+    sync_marker,
+)
 from .batch import BatchEncoder
 from .chunk import ChunkData
 from .config import SimConfig
@@ -29,8 +38,7 @@ FORCED_ID_OFFSET = 4 * 10**18
 
 
 def _galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
+    from astropy.coordinates import SkyCoord  # lazy: ~0.35 s to import; only LSST alerts need sky frames
 
     c = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
     g = c.galactic
@@ -355,8 +363,6 @@ class LsstPacketBuilder:
                     parts[c] = self.pref[c] + encode_bytes(data)
             payload = self.A.join(parts)
             if self.wire == "confluent":
-                from .avro import confluent_frame
-
                 framed = confluent_frame(self.schema_id, payload)
             else:
                 framed = self.framer.frame(payload)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,6 @@ class ProduceReport:
 
 def ensure_topic(target: KafkaTarget, timeout: float = 30.0) -> None:
     """Create the topic if the broker does not have it (single replica: test and bench brokers)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     admin = AdminClient({"bootstrap.servers": target.bootstrap})
     md = admin.list_topics(timeout=timeout)
     if target.topic in md.topics:
@@ -106,8 +106,6 @@ def produce(
     messages, target: KafkaTarget, rate: float = 0.0, burst: int = 0, create_topic: bool = True
 ) -> ProduceReport:
     """Send (key, value) pairs in order at `rate` alerts/s (0: unthrottled), in bursts of `burst` alerts."""
-    from confluent_kafka import KafkaException, Producer
-
     if create_topic:
         ensure_topic(target)
     conf = {

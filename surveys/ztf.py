@@ -1,16 +1,16 @@
-"""ZTF survey adapter: Avro alert packets -> the internal columnar model (docs/data-model.md).
+"""ZTF survey adapter: ZTF Avro alert packets -> the internal columnar model (docs/data-model.md).
 
 Three steps, each testable on its own:
 
-1. ``read_container``: the bytes of an Avro object container file (codec null, deflate or snappy) -> its
-   records, or a ``PacketError`` whose message says what the bytes are instead (an HTML error page, a
-   truncated download, a gzip archive, ...). We parse the container ourselves and cache the parsed writer
-   schema by its text: every ZTF packet repeats the same ~30 kB schema, and re-parsing it per packet (what
-   ``fastavro.reader`` does) is a fifth of the decode cost. Record decoding is still fastavro's.
+1. ``analyse_schema``: a writer schema -> ``SchemaInfo`` (what the records hold, which fields were renamed in
+   old versions), or a ``PacketError`` saying why it is not a ZTF alert we can map; cached by the schema text.
+   Reading the container itself is ``surveys.avro``'s.
 2. ``extract_alert``: one record -> an ``Alert`` (candidate, history split into detections, non-detections
    and forced photometry, stamps), or a ``PacketError`` naming the missing or invalid field.
 3. ``ZtfBatch``: accumulates alerts as lists of row dicts and turns them into typed columns in one pass per
    column (never a DataFrame per alert), deduplicating detections within the batch.
+
+``ZTF`` (a ``SurveyAdapter``) ties them together for the survey-independent decoder (``surveys.decode``).
 
 Schema versions: 3.0-4.02 map directly. Older ones: 1.x-2.x (2018 commissioning) lack the later fields, which
 stay null; 3.5 (a 2021 test release) carried forced photometry in ``prv_candidates``, which we route to the
@@ -20,27 +20,47 @@ alert schema, their ``alertId`` is not an object id, and their ids are negative 
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-import cramjam
-import fastavro
 import numpy as np
 import pandas as pd
 
-from alert_broker.features.night import SITES, observing_night
+from alert_broker.features.night import SITES
+from alert_broker.features.tables import Tables
+from alert_broker.surveys.adapter import SurveyInfo
+from alert_broker.surveys.avro import (
+    Container,
+    array_item_fields,
+    collect_names,
+    load_schema,
+    parse_schema,
+    primitive,
+    record_fields,
+)
+from alert_broker.surveys.avro import read_container as read_avro_container
+from alert_broker.surveys.columns import ACCEPTS, ISDIFFPOS, column, fields
+from alert_broker.surveys.errors import (
+    InvalidValueError,
+    MissingFieldError,
+    PacketError,
+    UnknownSchemaError,
+)
 
 SURVEY = "ztf"
 JD_MJD_OFFSET = 2400000.5
-_MAGIC = b"Obj\x01"
-_SYNC_SIZE = 16
+#: ZTF's facts (surveys.adapter.SurveyInfo): ids, bands, photometry, site, schema versions.
+INFO = SurveyInfo(
+    name=SURVEY,
+    id_types={"oid": "string", "candid": "int64"},
+    bands={1: "g", 2: "r", 3: "i"},
+    photometry="magnitude",
+    longitude_deg=SITES[SURVEY],
+    schema_versions=("1.x", "2.x", "3.0", "3.1", "3.2", "3.3", "3.5", "4.01", "4.02"),
+)
 
-# Column kinds: f float64 (NaN when missing), i Int32 / l Int64 (nullable), s string, and the required ones:
-# q int64 (ids), h int16 (fid), b int8 (isdiffpos, +1/-1).
+# Column kinds as in surveys.columns.
 #: Every scalar field of the ZTF 4.02 ``candidate`` record, in schema order (older versions have a subset).
 CANDIDATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("jd", "f"), ("fid", "h"), ("pid", "q"), ("diffmaglim", "f"), ("pdiffimfilename", "s"),
@@ -91,50 +111,8 @@ _OLD_CANDIDATE_NAMES = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srma
 #: What the brief and the science need of every alert; a packet lacking one is dead-lettered.
 REQUIRED_CANDIDATE = ("jd", "fid", "pid", "ra", "dec", "magpsf", "sigmapsf", "isdiffpos")
 _REQUIRED_PRV_DETECTION = ("pid", "ra", "dec", "magpsf", "sigmapsf")
-ISDIFFPOS = {"t": 1, "1": 1, "T": 1, "f": -1, "0": -1, "F": -1}
 ZTF_FIDS = frozenset((1, 2, 3))  # g, r, i
 _STAMP_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
-
-# Avro types each column kind accepts from a writer schema: checked once per schema, so that a packet of the
-# wrong shape is dead-lettered instead of breaking a whole batch's column conversion.
-_ACCEPTS = {
-    "f": {"double", "float", "int", "long"},
-    "i": {"int", "long"},
-    "l": {"int", "long"},
-    "q": {"int", "long"},
-    "h": {"int", "long"},
-    "s": {"string", "enum"},
-    "b": {"string", "enum"},
-}
-
-
-# ----------------------------------------------------------------------------------------------- errors
-class PacketError(ValueError):
-    """A packet that cannot be used. ``str(err)`` is the dead letter's reason: what is wrong and what to do."""
-
-
-class NotAvroError(PacketError):
-    """The bytes are not an Avro container at all."""
-
-
-class TruncatedAvroError(PacketError):
-    """An Avro container that ends before its own structure says it should."""
-
-
-class CorruptAvroError(PacketError):
-    """An Avro container whose bytes do not decode against its own writer schema."""
-
-
-class UnknownSchemaError(PacketError):
-    """A well-formed container whose records are not ZTF alerts we can map."""
-
-
-class MissingFieldError(PacketError):
-    """An alert without one of the fields every alert must carry."""
-
-
-class InvalidValueError(PacketError):
-    """An alert whose field holds a value the model cannot take."""
 
 
 # ------------------------------------------------------------------------------------ container reading
@@ -147,206 +125,23 @@ class SchemaInfo:
     prv_is_forced: bool  # schema 3.5: prv_candidates hold fp_hist records
 
 
-@dataclass(frozen=True, slots=True)
-class Container:
-    records: list[dict]
-    schema: SchemaInfo
-    codec: str
-
-
 _SCHEMA_CACHE: dict[bytes, SchemaInfo | PacketError] = {}
 _SCHEMA_CACHE_MAX = 256
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Avro's zig-zag varint at ``pos`` -> (value, next position). IndexError past the end."""
-    b = buf[pos]
-    n = b & 0x7F
-    shift = 7
-    pos += 1
-    while b & 0x80:
-        b = buf[pos]
-        n |= (b & 0x7F) << shift
-        shift += 7
-        pos += 1
-    return (n >> 1) ^ -(n & 1), pos
-
-
-def _read_header(buf: bytes) -> tuple[dict[bytes, bytes], bytes, int]:
-    pos = 4
-    meta: dict[bytes, bytes] = {}
-    while True:
-        count, pos = _read_long(buf, pos)
-        if count == 0:
-            break
-        if count < 0:
-            count = -count
-            _, pos = _read_long(buf, pos)  # the block's byte size, which we do not need
-        for _ in range(count):
-            klen, pos = _read_long(buf, pos)
-            key = buf[pos : pos + klen]
-            pos += klen
-            vlen, pos = _read_long(buf, pos)
-            if klen < 0 or vlen < 0:
-                raise CorruptAvroError("corrupt Avro container: negative length in the header metadata")
-            meta[key] = buf[pos : pos + vlen]
-            pos += vlen
-    sync = buf[pos : pos + _SYNC_SIZE]
-    if len(sync) < _SYNC_SIZE:
-        raise IndexError("header ends inside the sync marker")
-    return meta, sync, pos + _SYNC_SIZE
-
-
-def describe_non_avro(payload: bytes) -> str:
-    """A reason naming what the bytes look like, for a payload that does not start with Avro's magic."""
-    head = payload[:2048]
-    if not payload:
-        return "empty payload (0 bytes): nothing to decode; check the producer or the download"
-    if _MAGIC.startswith(payload):
-        return f"truncated Avro container: only {len(payload)} bytes, less than the 4-byte magic; re-fetch it"
-    low = head.lstrip().lower()
-    if low.startswith((b"<!doctype html", b"<html")) or b"<title>" in low[:512]:
-        title = ""
-        start = low.find(b"<title>")
-        if start >= 0:
-            end = low.find(b"</title>", start)
-            title = head.lstrip()[start + 7 : end if end > 0 else start + 87].decode("utf-8", "replace")
-            title = f" titled {title.strip()!r}"
-        return (
-            f"not an Avro container: looks like an HTML page{title} (a failed download?); "
-            "re-download the alert from the archive"
-        )
-    if low.startswith(b"<?xml") or low.startswith(b"<"):
-        return "not an Avro container: looks like XML/markup text (an error response?); re-download the alert"
-    if head.startswith(b"\x1f\x8b"):
-        try:
-            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1024)
-        except zlib.error:
-            inner = b""
-        if len(inner) >= 262 and inner[257:262] == b"ustar":
-            first = inner[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            return (
-                f"not an Avro container: a gzip-compressed tar archive (first member {first!r}); feed "
-                "archives to pipeline.archive.iter_archive, which streams their .avro members"
-            )
-        return "not an Avro container: gzip-compressed data; decompress it first (or is it a .avro.gz?)"
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "not an Avro container: a tar archive; unpack it, or repack it as .tar.gz for iter_archive"
-    if head.startswith(b"PK\x03\x04"):
-        return "not an Avro container: a ZIP archive; unpack it and ingest the .avro files inside"
-    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG"):
-        return "not an Avro container: an image (JPEG/PNG), e.g. a stamp saved under a .avro name"
-    if head.startswith(b"SIMPLE  ="):
-        return "not an Avro container: a FITS file (a stamp or image?), not an alert packet"
-    if _MAGIC in head[1:64]:
-        at = head.find(_MAGIC)
-        return (
-            f"not an Avro container: {at} unexpected byte(s) before the Avro magic (a framing header "
-            "from a Kafka client or a concatenation?); strip them before decoding"
-        )
-    if head[:1] == b"\0" and len(payload) > 5:
-        schema_id = int.from_bytes(payload[1:5], "big")
-        return (
-            f"not an Avro container: starts like a Confluent wire-format message (magic 0, schema id "
-            f"{schema_id}), a bare Avro datum that needs its schema from a registry; ZTF sends containers"
-        )
-    text = head.decode("utf-8", "replace")
-    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-    if printable >= 0.95 * len(text):
-        first = text.strip().splitlines()[0].strip() if text.strip() else ""
-        if first.count("|") >= 3:
-            cols = [c.strip() for c in first.split("|")[:5]]
-            return (
-                f"not an Avro container: a pipe-separated text table (columns {', '.join(cols)}, ...), a "
-                "candidate list such as ZTF's 2016 prototype '*_cands.txt', not an alert packet"
-            )
-        if first.startswith(("{", "[")):
-            return "not an Avro container: JSON text; an alert must be a binary Avro container"
-        return f"not an Avro container: plain text starting {first[:60]!r}; not an alert packet"
-    return (
-        f"not an Avro container: starts with bytes {payload[:4].hex(' ')} where an Avro container starts "
-        "with 'Obj\\x01'; the file is not an alert packet or is corrupt"
-    )
-
-
-def _collect_names(avro_type, names: dict[str, dict], namespace: str = "") -> None:
-    """Register every named type (by short and full name) so later references to it can be resolved."""
-    if isinstance(avro_type, list):
-        for t in avro_type:
-            _collect_names(t, names, namespace)
-    elif isinstance(avro_type, dict):
-        kind = avro_type.get("type")
-        if kind in ("record", "error", "enum", "fixed"):
-            name = str(avro_type.get("name", ""))
-            namespace = str(
-                avro_type.get("namespace", namespace if "." not in name else name.rpartition(".")[0])
-            )
-            short = name.rpartition(".")[2]
-            names[short] = avro_type
-            names[f"{namespace}.{short}" if namespace else short] = avro_type
-            for f in avro_type.get("fields", ()):
-                _collect_names(f.get("type"), names, namespace)
-        elif kind == "array":
-            _collect_names(avro_type.get("items"), names, namespace)
-        elif kind == "map":
-            _collect_names(avro_type.get("values"), names, namespace)
-        elif isinstance(kind, (dict, list)):
-            _collect_names(kind, names, namespace)
-
-
-def _unwrap(avro_type, names: dict[str, dict]):
-    """A field's type without 'null' (unions of one real type) and with named references resolved."""
-    if isinstance(avro_type, list):
-        real = [t for t in avro_type if t != "null"]
-        if len(real) != 1:
-            return avro_type
-        avro_type = real[0]
-    if isinstance(avro_type, str) and avro_type in names:
-        return names[avro_type]
-    if isinstance(avro_type, dict) and isinstance(avro_type.get("type"), (dict, list, str)):
-        inner = avro_type["type"]
-        if isinstance(inner, (dict, list)) or inner in names:  # {"type": {...}} wrappers
-            return _unwrap(inner, names)
-    return avro_type
-
-
-def _record_fields(avro_type, names: dict[str, dict]) -> dict[str, object] | None:
-    t = _unwrap(avro_type, names)
-    if isinstance(t, dict) and t.get("type") == "record":
-        return {f["name"]: _unwrap(f["type"], names) for f in t.get("fields", ())}
-    return None
-
-
-def _array_item_fields(avro_type, names: dict[str, dict]) -> dict[str, object] | None:
-    t = _unwrap(avro_type, names)
-    if isinstance(t, dict) and t.get("type") == "array":
-        return _record_fields(t.get("items"), names)
-    return None
-
-
-def _primitive(avro_type) -> str:
-    if isinstance(avro_type, dict):
-        return str(avro_type.get("type"))
-    return str(avro_type)
 
 
 def _check_types(where: str, fields: dict[str, object], kinds: dict[str, str]) -> None:
     for name, avro_type in fields.items():
         kind = kinds.get(name)
-        if kind is not None and _primitive(avro_type) not in _ACCEPTS[kind]:
+        if kind is not None and primitive(avro_type) not in ACCEPTS[kind]:
             raise UnknownSchemaError(
                 f"unknown schema: {where}.{name} has Avro type {json.dumps(avro_type)}, where ZTF alerts "
-                f"carry {' or '.join(sorted(_ACCEPTS[kind]))}; not a ZTF alert schema we can map"
+                f"carry {' or '.join(sorted(ACCEPTS[kind]))}; not a ZTF alert schema we can map"
             )
 
 
-def _analyse_schema(text: bytes) -> SchemaInfo:
-    try:
-        schema = json.loads(text)
-    except ValueError as err:
-        raise CorruptAvroError(
-            f"corrupt Avro container: the writer schema is not valid JSON ({err})"
-        ) from err
+def analyse_schema(text: bytes) -> SchemaInfo:
+    """What a ZTF writer schema holds, or the PacketError saying why it is not a ZTF alert we can map."""
+    schema = load_schema(text)
     if isinstance(schema, list):
         names = [t.get("name", "?") if isinstance(t, dict) else str(t) for t in schema]
         versions = {t.get("version") for t in schema if isinstance(t, dict) and t.get("version")}
@@ -360,20 +155,17 @@ def _analyse_schema(text: bytes) -> SchemaInfo:
         raise UnknownSchemaError(
             f"unknown schema: the writer schema is {json.dumps(schema)[:80]}, not a record; not a ZTF alert"
         )
-    try:
-        parsed = fastavro.parse_schema(schema)
-    except Exception as err:  # fastavro raises several types for an invalid schema
-        raise UnknownSchemaError(f"unknown schema: the writer schema is not valid Avro ({err})") from err
+    parsed = parse_schema(schema)
 
     names: dict[str, dict] = {}
-    _collect_names(schema, names)
+    collect_names(schema, names)
     top = {f["name"]: f["type"] for f in schema.get("fields", ())}
     if "candidate" not in top:
         raise UnknownSchemaError(
             f"unknown schema: no 'candidate' record (top-level fields: {', '.join(top) or 'none'}); "
             "not a ZTF alert"
         )
-    candidate = _record_fields(top["candidate"], names)
+    candidate = record_fields(top["candidate"], names)
     if candidate is None:
         raise UnknownSchemaError("unknown schema: 'candidate' is not a record; not a ZTF alert")
     if "objectId" not in top:
@@ -398,13 +190,13 @@ def _analyse_schema(text: bytes) -> SchemaInfo:
 
     prv_is_forced = False
     if "prv_candidates" in top:
-        prv = _array_item_fields(top["prv_candidates"], names)
+        prv = array_item_fields(top["prv_candidates"], names)
         if prv is None:
             raise UnknownSchemaError("unknown schema: prv_candidates is not an array of records")
         prv_is_forced = "forcediffimflux" in prv
         _check_types("prv_candidates", prv, _FORCED_KIND if prv_is_forced else _CANDIDATE_KIND)
     if "fp_hists" in top:
-        fp = _array_item_fields(top["fp_hists"], names)
+        fp = array_item_fields(top["fp_hists"], names)
         if fp is None:
             raise UnknownSchemaError("unknown schema: fp_hists is not an array of records")
         _check_types("fp_hists", fp, _FORCED_KIND)
@@ -416,7 +208,7 @@ def schema_info(text: bytes) -> SchemaInfo:
     info = _SCHEMA_CACHE.get(text)
     if info is None:
         try:
-            info = _analyse_schema(text)
+            info = analyse_schema(text)
         except PacketError as err:
             info = err
         if len(_SCHEMA_CACHE) >= _SCHEMA_CACHE_MAX:
@@ -427,117 +219,14 @@ def schema_info(text: bytes) -> SchemaInfo:
     return info
 
 
-def _decompress(codec: str, data: bytes, block: int) -> bytes:
-    if codec == "null":
-        return data
-    try:
-        if codec == "deflate":
-            return zlib.decompress(data, -15)
-        # snappy: raw snappy data followed by the big-endian CRC32 of the uncompressed bytes
-        out = bytes(cramjam.snappy.decompress_raw(data[:-4]))
-    except Exception as err:
-        raise CorruptAvroError(
-            f"corrupt Avro container: block {block} does not decompress with codec {codec} ({err})"
-        ) from err
-    if zlib.crc32(out) != int.from_bytes(data[-4:], "big"):
-        raise CorruptAvroError(f"corrupt Avro container: block {block} fails its snappy CRC check")
-    return out
-
-
-def _read_with_fastavro(payload: bytes) -> list[dict]:
-    """Codecs we do not decode ourselves (zstandard, bzip2, xz, lz4): fastavro's reader, errors mapped."""
-    try:
-        return list(fastavro.reader(io.BytesIO(payload)))
-    except (EOFError, StopIteration) as err:
-        raise TruncatedAvroError(
-            f"truncated Avro container: {err or 'data ends early'}; re-fetch it"
-        ) from err
-    except Exception as err:
-        raise CorruptAvroError(f"corrupt Avro container: {type(err).__name__}: {err}") from err
-
-
 def read_container(payload: bytes) -> Container:
-    """Decode an Avro object container file, or raise the PacketError that says why it cannot be."""
-    if not payload.startswith(_MAGIC):
-        reason = describe_non_avro(payload)
-        raise (TruncatedAvroError if reason.startswith("truncated") else NotAvroError)(reason)
-    size = len(payload)
-    try:
-        meta, sync, pos = _read_header(payload)
-    except IndexError:
-        raise TruncatedAvroError(
-            f"truncated Avro container: the file ends ({size} bytes) inside its header; re-fetch it"
-        ) from None
-    text = meta.get(b"avro.schema")
-    if text is None:
-        raise CorruptAvroError("corrupt Avro container: the header has no avro.schema entry")
-    info = schema_info(text)
-    codec = meta.get(b"avro.codec", b"null").decode("ascii", "replace") or "null"
-    if codec not in ("null", "deflate", "snappy"):
-        return Container(records=_read_with_fastavro(payload), schema=info, codec=codec)
-
-    records: list[dict] = []
-    block = 0
-    reader = fastavro.schemaless_reader
-    parsed = info.parsed
-    while pos < size:
-        try:
-            count, pos = _read_long(payload, pos)
-            length, pos = _read_long(payload, pos)
-        except IndexError:
-            raise TruncatedAvroError(
-                f"truncated Avro container: the file ends ({size} bytes) inside the header of block {block}; "
-                "re-fetch it"
-            ) from None
-        if count < 0 or length < 0:
-            raise CorruptAvroError(f"corrupt Avro container: block {block} has a negative count or size")
-        end = pos + length
-        if end + _SYNC_SIZE > size:
-            raise TruncatedAvroError(
-                f"truncated Avro container: block {block} declares {length} data bytes and a 16-byte sync "
-                f"marker, but the file ends {end + _SYNC_SIZE - size} byte(s) short of them ({size} bytes "
-                "in all): it was cut short or altered in transfer; re-fetch it"
-            )
-        if payload[end : end + _SYNC_SIZE] != sync:
-            raise CorruptAvroError(
-                f"corrupt Avro container: block {block} does not end with the file's sync marker (damaged or "
-                "spliced file)"
-            )
-        data = _decompress(codec, payload[pos:end], block)
-        pos = end + _SYNC_SIZE
-        stream = io.BytesIO(data)
-        try:
-            for _ in range(count):
-                records.append(reader(stream, parsed))
-        except Exception as err:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ... on bad bytes
-            raise CorruptAvroError(
-                f"corrupt Avro data: record {len(records)} in block {block} does not decode against the "
-                f"file's own writer schema at byte {stream.tell()} of {len(data)} ({type(err).__name__}: "
-                f"{err}); the file is damaged"
-            ) from err
-        if stream.tell() != len(data):
-            raise CorruptAvroError(
-                f"corrupt Avro data: block {block}'s {count} record(s) end at byte {stream.tell()} of "
-                f"{len(data)}; the file is damaged"
-            )
-        block += 1
-    if not records:
-        raise CorruptAvroError("empty Avro container: a valid header but no records; nothing to ingest")
-    return Container(records=records, schema=info, codec=codec)
+    """A ZTF Avro container's records, or the PacketError that says why it cannot be read."""
+    return read_avro_container(payload, schema_info)
 
 
 def decode_packet(payload: bytes) -> list[dict]:
     """The records of one Avro container file (one ZTF alert each; Fink's multi-alert files hold many)."""
     return read_container(payload).records
-
-
-def single_alert_container(record: dict, info: SchemaInfo, codec: str) -> bytes:
-    """One record re-encoded as its own Avro container with the original writer schema (and codec)."""
-    out = io.BytesIO()
-    fastavro.writer(
-        out, info.parsed, [record], codec=codec if codec in ("null", "deflate", "snappy") else "null"
-    )
-    return out.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- alerts
@@ -665,44 +354,9 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
 
 
 # ----------------------------------------------------------------------------------------------- columns
-def _nullable_int(values: list, dtype: type) -> pd.arrays.IntegerArray:
-    try:
-        data = np.array(values, dtype=np.int64)
-        mask = np.zeros(len(values), dtype=bool)
-    except TypeError:  # a None somewhere: the slow path, only for columns that have gaps
-        mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        data = np.array([0 if v is None else v for v in values], dtype=np.int64)
-    if dtype is np.int32 and (data.size == 0 or (data.min() >= -(2**31) and data.max() < 2**31)):
-        data = data.astype(np.int32)
-    return pd.arrays.IntegerArray(data, mask)
-
-
-def column(values: list, kind: str):
-    """A typed column from Python values (None = missing) for one of the kinds above."""
-    if kind == "f":
-        return np.array(values, dtype=np.float64)
-    if kind == "q":
-        return np.array(values, dtype=np.int64)
-    if kind == "h":
-        return np.array(values, dtype=np.int16)
-    if kind == "b":
-        return np.array([ISDIFFPOS[v] for v in values], dtype=np.int8)
-    if kind == "i":
-        return _nullable_int(values, np.int32)
-    if kind == "l":
-        return _nullable_int(values, np.int64)
-    if kind == "s":
-        return pd.array(values, dtype="str")
-    raise ValueError(f"unknown column kind {kind!r}")
-
-
-def _fields(rows: list[dict], names: Iterable[tuple[str, str]]) -> dict[str, object]:
-    return {name: column([r.get(name) for r in rows], kind) for name, kind in names}
-
-
 def _mjd_night(jd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mjd = jd - JD_MJD_OFFSET
-    return mjd, observing_night(mjd, SITES[SURVEY])
+    return mjd, INFO.night(mjd)
 
 
 class ZtfBatch:
@@ -794,7 +448,7 @@ class ZtfBatch:
             "night": night,
             "jd": jd,
         }
-        cols.update(_fields(cands, ((f, k) for f, k in CANDIDATE_FIELDS if f not in ("jd", "candid"))))
+        cols.update(fields(cands, ((f, k) for f, k in CANDIDATE_FIELDS if f not in ("jd", "candid"))))
         cols["source"] = column([p[0] for p in self._provenance], "s")
         cols["partition"] = np.array([p[1] for p in self._provenance], dtype=np.int32)
         cols["offset"] = np.array([p[2] for p in self._provenance], dtype=np.int64)
@@ -811,7 +465,7 @@ class ZtfBatch:
             "mjd": mjd,
             "night": night,
         }
-        cols.update(_fields(rows, ((f, _CANDIDATE_KIND[f]) for f in DETECTION_FIELDS)))
+        cols.update(fields(rows, ((f, _CANDIDATE_KIND[f]) for f in DETECTION_FIELDS)))
         cols["parent_candid"] = column(self._det_parent, "q")
         cols["has_stamp"] = np.array(self._det_own, dtype=bool)
         return pd.DataFrame(cols)
@@ -840,7 +494,7 @@ class ZtfBatch:
             "mjd": mjd,
             "night": night,
         }
-        cols.update(_fields(rows, FORCED_FIELDS))
+        cols.update(fields(rows, FORCED_FIELDS))
         return pd.DataFrame(cols)
 
     def stamps_frame(self) -> pd.DataFrame:
@@ -870,3 +524,47 @@ class ZtfBatch:
                 "payload": payload,
             }
         )
+
+    def tables(self, batch_id: str) -> Tables:
+        return Tables(
+            alerts=self.alerts_frame(batch_id),
+            detections=self.detections_frame(),
+            non_detections=self.non_detections_frame(),
+            forced_photometry=self.forced_frame(),
+            stamps=self.stamps_frame(),
+        )
+
+
+def recognises(schema: object) -> bool:
+    """A ZTF alert schema: a record with a ``candidate`` record and an ``objectId`` (or ZTF's 2016 prototype
+    bundle, which ``analyse_schema`` names in its dead letter)."""
+    if isinstance(schema, list):
+        return any(isinstance(t, dict) and str(t.get("name", "")).startswith("ztf") for t in schema)
+    if not isinstance(schema, dict):
+        return False
+    top = {f.get("name") for f in schema.get("fields", ()) if isinstance(f, dict)}
+    return "candidate" in top and bool({"objectId", "alertId"} & top)
+
+
+class ZtfAdapter:
+    """ZTF as a ``SurveyAdapter``."""
+
+    info = INFO
+
+    def recognises(self, schema: object) -> bool:
+        return recognises(schema)
+
+    def analyse(self, text: bytes) -> SchemaInfo:
+        return schema_info(text)
+
+    def schema_for_id(self, schema_id: int) -> SchemaInfo | None:  # noqa: ARG002 - ZTF sends containers
+        return None
+
+    def extract(self, record: dict, schema: SchemaInfo) -> Alert:
+        return extract_alert(record, schema)
+
+    def new_batch(self) -> ZtfBatch:
+        return ZtfBatch()
+
+
+ZTF = ZtfAdapter()

@@ -4,6 +4,8 @@ Light names (NumPy / pandas only) import eagerly; the ones that need TensorFlow 
 first use, so importing the package does not start TensorFlow.
 """
 
+import importlib
+
 from alert_broker.classifiers.stamp.cutouts import CUTOUT_COLUMNS, centre_crop, cutout_cube, decode_cutout
 from alert_broker.classifiers.stamp.dataset import (
     StampSet,
@@ -65,9 +67,7 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
+    if name in _LAZY:  # TensorFlow modules: loaded by a call (not an import statement) on first use
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'alert_broker.classifiers.stamp' has no attribute {name!r}")
 

@@ -10,9 +10,11 @@ read is reported as missing (None), never as an exception that would stop a batc
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 
 import numpy as np
+from astropy.io import fits
 
 #: The `stamps` table's cutout columns, in the channel order of the CNN input (science, template, difference).
 CUTOUT_COLUMNS: tuple[str, str, str] = ("cutout_science", "cutout_template", "cutout_difference")
@@ -67,10 +69,6 @@ def _fast(raw: bytes) -> np.ndarray | None:
 
 
 def _astropy(raw: bytes) -> np.ndarray | None:
-    import warnings
-
-    from astropy.io import fits
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

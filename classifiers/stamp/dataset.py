@@ -18,6 +18,9 @@ import pandas as pd
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import stamp_images
 from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES
+from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 #: First alerts per simulated object in one ZTF night, per simulator class (measured: 60,000 objects, equal
 #: shares, seeds 1 and 2, averaged). Object shares are (wanted share of first alerts) / yield, so each stamp class gets
@@ -106,10 +109,6 @@ def first_alert_chunks(
     """Simulate ZTF alerts with stamps and decode each object's first alert, :data:`DECODE_CHUNK` alerts at a
     time: (alerts, stamps) as ``decode_batch`` makes them, the alerts carrying ``sim_class`` (the truth) and
     ``class`` (its stamp class). Chunks keep memory flat: a raw packet is ~80 kB, its three cutouts ~40 kB."""
-    from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
-    from alert_broker.surveys.decode import decode_batch
-    from alert_broker.surveys.messages import RawMessage
-
     cfg = SimConfig(
         survey="ztf",
         nights=nights,

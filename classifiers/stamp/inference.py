@@ -17,6 +17,7 @@ readable cutouts are classified.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
 from functools import lru_cache
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from alert_broker.classifiers.hierarchical import PROBABILITY_COLUMNS
+from alert_broker.classifiers.registry import load_keras
 from alert_broker.classifiers.stamp.metadata import metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
@@ -33,6 +35,10 @@ from alert_broker.classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
 #: Rows per forward pass: large enough to amortise the call, small enough to keep a worker's memory flat
 #: (4 rotations x 1024 x 21 x 21 x 16 float32 activations ~ 115 MB at the widest layer).
 PREDICT_BATCH = 1024
+
+#: The module defining the CNN's custom Keras layers; importing it registers them for Keras' safe loading. It
+#: imports TensorFlow, so it is loaded by :meth:`StampClassifier.load` (a call), never when this module is.
+LAYERS_MODULE = "alert_broker.classifiers.stamp.layers"
 
 #: A model spec: (registry root or None for the default, model name, version or None for the latest).
 ModelSpec = tuple[str | os.PathLike | None, str, str | None]
@@ -43,7 +49,7 @@ def _threads(n: int | None) -> None:
     started, since TF fixes its thread pools at first use."""
     if not n:
         return
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; only a loaded CNN needs it
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(n))
@@ -56,7 +62,7 @@ class StampClassifier:
     """A trained stamp CNN with its registry metadata; ``predict_proba`` / ``probabilities_long`` on tables."""
 
     def __init__(self, model, metadata: dict) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; only a loaded CNN needs it
 
         self.model = model
         self.metadata = dict(metadata)
@@ -83,9 +89,7 @@ class StampClassifier:
         cls, name: str = DEFAULT_NAME, version: str | None = None, *, root: str | os.PathLike | None = None
     ) -> StampClassifier:
         """From the registry; refuses a model whose inputs were made by other preprocessing code."""
-        import alert_broker.classifiers.stamp.layers  # noqa: F401  (registers the custom layers for safe loading)
-        from alert_broker.classifiers.registry import load_keras
-
+        importlib.import_module(LAYERS_MODULE)  # registers the custom layers for safe loading
         model, metadata = load_keras(name, version, root=root)
         if metadata.get("feature_version") != STAMP_FEATURE_VERSION:
             raise ValueError(

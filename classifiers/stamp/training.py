@@ -7,10 +7,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
+from alert_broker.classifiers.registry import save_keras
 from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
+from alert_broker.classifiers.stamp.evaluate import evaluate_on_simulation, evaluate_real_stamps
+from alert_broker.classifiers.stamp.inference import StampClassifier
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
 from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
 from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
@@ -29,8 +34,6 @@ MISSING_METADATA_FRACTION = 0.15
 
 def set_determinism(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic (same seed -> same weights)."""
-    import tensorflow as tf
-
     tf.keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
 
@@ -60,8 +63,6 @@ def fit_model(
     schedule over the run, so the last epochs refine instead of oscillating. A random ``missing_metadata_fraction``
     of the alerts is seen a second time with all metadata missing (the fills), so the network also learns to
     classify from the stamps alone (old schemas, or labelled stamps without alert fields)."""
-    import keras
-
     set_determinism(seed)
     model = build_model(train.metadata.shape[1], config, meta_sample=train.metadata)
     train = with_missing_metadata(train, missing_metadata_fraction, seed)
@@ -99,8 +100,6 @@ def with_missing_metadata(data: StampSet, fraction: float, seed: int) -> StampSe
 
 def inference_copy(model):
     """The same network without optimizer state (a third of the file size), ready to save and ship."""
-    import keras
-
     copy = keras.Model.from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
@@ -156,8 +155,6 @@ def train_stamp_model(
     With ``eval_n_per_class`` it is also scored on a held-out simulation (seed ``eval_seed``, default
     ``seed + 1000``), and with ``real_data`` (the shared data root) on ALeRCE's 51 labelled real stamps, each with
     and without the business rules; the figures go into the model's metadata (``metrics``)."""
-    from alert_broker.classifiers.registry import save_keras
-
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     train = build_stamp_set(seed, n_per_class, features)
@@ -187,9 +184,6 @@ def evaluation_metrics(
 ) -> dict:
     """Held-out simulation and real-stamp figures, flat: ``heldout_cnn``, ``heldout_cnn+rules``,
     ``real_<subset>_cnn`` ... each a StampEvaluation summary."""
-    from alert_broker.classifiers.stamp.evaluate import evaluate_on_simulation, evaluate_real_stamps
-    from alert_broker.classifiers.stamp.inference import StampClassifier
-
     metrics: dict = {}
     features = tuple(meta["features"])
     if eval_n_per_class:

@@ -68,7 +68,7 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
             progress=False,
         ),
     )
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.status == "ok"
 
     probs = summary_store.fetch_df("SELECT * FROM probability")

@@ -73,7 +73,7 @@ def _run(source: Path, out: Path, dsn: str, **kw) -> None:
         progress=False,
     )
     overrides.update(kw)
-    report = run(load_settings(env=env, overrides=overrides), log=lambda *_: None)
+    report = run(load_settings(env=env, overrides=overrides))
     assert report.status == "ok" and report.dead_letters == 0
 
 

@@ -95,7 +95,7 @@ def test_archive_night_exactly_once_and_rerun(tmp_path, night_dir, summary_store
     n_files = len(list(night_dir.glob("*.avro")))
     settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
 
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.status == "ok"
     assert report.messages == n_files
     assert report.alerts == N_GOOD
@@ -143,7 +143,7 @@ def test_archive_night_exactly_once_and_rerun(tmp_path, night_dir, summary_store
     counts_before = {
         t: len(lake.read_table(t)) for t in ("alerts", "detections", "non_detections", "magstats")
     }
-    report2 = run(settings, log=lambda *_: None)
+    report2 = run(settings)
     assert report2.alerts == N_GOOD
     counts_after = {t: len(lake.read_table(t)) for t in counts_before}
     assert counts_after == counts_before
@@ -157,7 +157,7 @@ def test_tar_gz_archive_equals_folder(tmp_path, night_dir, summary_store):
         for f in sorted(night_dir.glob("*.avro")):
             tar.add(f, arcname=f"ztf_public_night/{f.name}")
     settings = _settings(tmp_path, str(tgz), summary_store.dsn, batch_size=64)
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.alerts == N_GOOD
     assert set(_lake_candids(Lake(settings.lake))) == _expected_candids(night_dir)
 
@@ -194,13 +194,13 @@ def test_kafka_night_exactly_once_crash_and_replay(tmp_path, night_dir, summary_
     Broker.commit = crashing_commit
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            run(settings, log=lambda *_: None)
+            run(settings)
     finally:
         Broker.commit = original
 
     # 2. restart with another batch size: the uncommitted batch is re-delivered, regrouped
     settings = _settings(tmp_path, url, summary_store.dsn, kafka_group=group, batch_size=45)
-    run(settings, log=lambda *_: None)
+    run(settings)
     lake = Lake(settings.lake)
     candids = _lake_candids(lake)
     assert set(candids) == expected and candids.is_unique
@@ -220,12 +220,12 @@ def test_kafka_night_exactly_once_crash_and_replay(tmp_path, night_dir, summary_
     assert _committed(kafka_bootstrap, group, topic, 2) == ends
 
     # 3. the same group again: nothing left to do
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.messages == 0
 
     # 4. a full replay with a new group: files are superseded, no row doubled
     settings = _settings(tmp_path, url, summary_store.dsn, kafka_group=group + "-replay", batch_size=70)
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.messages == len(files)
     candids = _lake_candids(lake)
     assert set(candids) == expected and candids.is_unique
@@ -243,7 +243,7 @@ def test_s3_lake_reads_back_with_dask(tmp_path, night_dir, summary_store, s3_lak
         s3_key=options.get("key", ""),
         s3_secret=options.get("secret", ""),
     )
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.alerts == N_GOOD
     ddf = dd.read_parquet(f"{url}/alerts", storage_options=options)
     df = ddf[["candid", "oid", "night"]].compute()
@@ -274,7 +274,7 @@ def test_object_sequences_all_process(tmp_path, summary_store, shared_data):
     src = shared_data / "ztf" / "object_sequences"
     files = sorted(src.rglob("*.avro"))
     settings = _settings(tmp_path, str(src), summary_store.dsn, batch_size=200)
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.messages == len(files)
     assert report.alerts + report.dead_letters == len(files)
     dead = Lake(settings.lake).read_table("dead_letters")
@@ -293,7 +293,7 @@ def test_external_scheduler(tmp_path, night_dir, summary_store):
 
     with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
         settings = _settings(tmp_path, str(night_dir), summary_store.dsn, scheduler=cluster.scheduler_address)
-        report = run(settings, log=lambda *_: None)
+        report = run(settings)
     assert report.alerts == N_GOOD
     assert summary_store.count("alert") == N_GOOD
 
@@ -334,7 +334,7 @@ def test_crossmatch_with_an_imported_catalogue(tmp_path, night_dir, summary_stor
         catalog_root=str(tmp_path / "catalogs"),
         xmatch="test:2:vmag",
     )
-    run(settings, log=lambda *_: None)
+    run(settings)
     xm = summary_store.fetch_df("SELECT oid, catalog_id, dist_arcsec, properties FROM xmatch")
     expected = {oid: f"S{i}" for i, oid in enumerate(planted)}
     got = dict(zip(xm["oid"], xm["catalog_id"], strict=True))
@@ -349,7 +349,7 @@ def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_sto
     from alert_broker.classifiers import CLASSES, HierarchicalClassifier, save
 
     settings = _settings(tmp_path, str(night_dir), summary_store.dsn, lc_model="none", stamp_model="none")
-    run(settings, log=lambda *_: None)
+    run(settings)
     assert summary_store.count("probability") == 0
     feats = Lake(settings.lake).read_table("features", dedupe=True)
     feats = feats.drop(columns=["alert_night", "batch_id", "lastmjd", "night"], errors="ignore")
@@ -365,7 +365,7 @@ def test_light_curve_classifier_in_the_pipeline(tmp_path, night_dir, summary_sto
         models=str(tmp_path / "models"),
         stamp_model="none",
     )
-    run(settings, log=lambda *_: None)
+    run(settings)
     probs = summary_store.fetch_df("SELECT * FROM probability")
     classified = set(feats["oid"])
     assert set(probs["oid"]) == classified

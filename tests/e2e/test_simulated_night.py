@@ -31,7 +31,7 @@ def test_sim_night_end_to_end(tmp_path, summary_store):
             progress=False,
         ),
     )
-    report = run(settings, log=lambda *_: None)
+    report = run(settings)
     assert report.status == "ok" and report.alerts > 100
     assert report.dead_letters == 0  # every simulated alert is valid for the real decoder
     assert report.messages == report.alerts

@@ -12,10 +12,13 @@ import pandas as pd
 import pytest
 
 from alert_broker.features.grouping import (
+    _kahan_sum,
     distinct_counts,
     first_true,
     key_codes,
     lookup,
+    mean_probe,
+    pandas_mean_by_reduceat,
     segment_stats,
     segments,
     time_order,
@@ -84,6 +87,23 @@ def test_segment_stats_equal_pandas_groupby_bit_for_bit(nan_fraction):
     want.loc[want["count"] == 1, "std"] = 0.0
     for stat in ("mean", "median", "max", "min", "std", "count"):
         np.testing.assert_array_equal(ours[stat], want[stat].to_numpy(), err_msg=stat)
+
+
+def test_the_mean_probe_tells_pandas_two_mean_kernels_apart():
+    """segment_stats asks pandas (public API) which mean it computes; the probe data must separate the two."""
+    x, labels = mean_probe()
+    seg = segments(labels, np.arange(len(labels)))
+    kahan = _kahan_sum(x, seg.starts, seg.sizes) / seg.sizes
+    by_reduceat = np.add.reduceat(x, seg.starts) / seg.sizes.astype(np.float64)
+    assert not np.array_equal(kahan, by_reduceat)
+    want = pd.Series(x).groupby(labels, sort=False).mean().to_numpy()
+    np.testing.assert_array_equal(by_reduceat if pandas_mean_by_reduceat() else kahan, want)
+    np.testing.assert_array_equal(segment_stats(x, seg)["mean"], want)
+    with_nan = np.append(x, np.nan)  # a NaN in the column: pandas' Kahan kernel, whatever the version
+    want = pd.Series(with_nan).groupby(np.append(labels, 39), sort=False).mean().to_numpy()
+    np.testing.assert_array_equal(
+        segment_stats(with_nan, segments(np.append(labels, 39), np.arange(len(with_nan))))["mean"], want
+    )
 
 
 def test_segment_stats_of_rows_dropped_before_grouping_equal_pandas_on_the_kept_rows():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from alert_broker.features.science import merge_pieces
 from alert_broker.features.tables import Tables
-from alert_broker.pipeline.tasks import feature_summary, merge_pieces
+from alert_broker.pipeline.sinks import feature_summary
 
 
 def _det(candid, has_stamp, sgscore1):
@@ -58,26 +59,33 @@ def _real_pieces(shared_data, n=30):
 
 
 def test_a_poisoned_object_is_isolated_and_the_region_goes_on(shared_data, tmp_path, monkeypatch):
-    import alert_broker.pipeline.tasks as tasks
+    import alert_broker.features.science as science_module
+    from alert_broker.pipeline import steps
+    from alert_broker.pipeline.resources import LakeSpec
+    from alert_broker.pipeline.steps import RegionConfig
+    from alert_broker.pipeline.tasks import process_region
 
     tables, _ = _real_pieces(shared_data)
     poisoned = tables.alerts["oid"].iloc[3]
-    real_correct = tasks.correct
+    real_correct = science_module.correct
 
     def correct_or_fail(det):
         if (det["oid"] == poisoned).any():
             raise FloatingPointError("simulated science failure")
         return real_correct(det)
 
-    monkeypatch.setattr(tasks, "correct", correct_or_fail)
-    res = tasks.process_region([tables], "b0", 0, (str(tmp_path), ()), with_features=False)
+    monkeypatch.setattr(science_module, "correct", correct_or_fail)
+    assert any(s.guarded for s in steps.REGION_STEPS)
+    config = RegionConfig(lake=LakeSpec(str(tmp_path)), with_features=False)
+    res = process_region([tables], "b0", 0, config)
     assert set(res.failed["oid"]) == {poisoned}
     assert set(res.failed["candid"]) == set(tables.alerts.loc[tables.alerts["oid"] == poisoned, "candid"])
     assert res.failed["reason"].str.contains("simulated science failure").all()
     assert {"source", "partition", "offset"} <= set(res.failed.columns)
-    assert poisoned not in set(res.objects["oid"])
+    objects = res.rows["objects"]
+    assert poisoned not in set(objects["oid"])
     assert res.counts["alerts"] == len(tables.alerts) - len(res.failed)
-    assert set(res.objects["oid"]) == set(tables.alerts["oid"]) - {poisoned}
+    assert set(objects["oid"]) == set(tables.alerts["oid"]) - {poisoned}
 
 
 def test_failed_alerts_become_dead_letters_with_their_raw_packets(shared_data, tmp_path):
@@ -89,12 +97,13 @@ def test_failed_alerts_become_dead_letters_with_their_raw_packets(shared_data, t
     lake = Lake(str(tmp_path))
     paths = RawArchive(lake).write(raw, "b0-c000")
     by_night = {int(p.split("night=")[1].split("/")[0]): p for p in paths}
-    raw_index = pd.DataFrame({"candid": raw["candid"], "raw_path": raw["night"].map(by_night)})
+    raw_path = dict(zip(raw["candid"], raw["night"].map(by_night), strict=True))
     failed = tables.alerts.iloc[[2, 5]][["candid", "oid", "source", "partition", "offset"]].assign(
         reason="processing failed for object x: boom", error="ScienceError"
     )
+    failed["raw_path"] = failed["candid"].map(raw_path)
     broker = Broker(load_settings(env={}), client=None, lake=lake, store=None)
-    letters = broker._science_dead_letters(failed, raw_index)
+    letters = broker._science_dead_letters(failed)
     assert [d.offset for d in letters] == failed["offset"].tolist()
     expected = dict(zip(raw["candid"], raw["payload"], strict=True))
     assert [d.payload for d in letters] == [expected[c] for c in failed["candid"]]

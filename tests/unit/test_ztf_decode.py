@@ -16,17 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import alert_broker.surveys.decode as decode_module
+import alert_broker.surveys.ztf as ztf_module
 from alert_broker.features.night import SITES, observing_night
+from alert_broker.surveys.avro import _read_header, describe_non_avro
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import RawMessage
 from alert_broker.surveys.ztf import (
     CANDIDATE_FIELDS,
     FORCED_FIELDS,
     ISDIFFPOS,
-    _read_header,
     decode_packet,
-    describe_non_avro,
     read_container,
 )
 
@@ -577,14 +576,14 @@ def test_dead_letter_reasons(case):
 
 
 def test_unexpected_errors_become_dead_letters(monkeypatch):
-    real = decode_module.extract_alert
+    real = ztf_module.extract_alert
 
     def flaky(record, info):
         if record["objectId"] == "ZTF20boom":
             raise RuntimeError("boom")
         return real(record, info)
 
-    monkeypatch.setattr(decode_module, "extract_alert", flaky)
+    monkeypatch.setattr(ztf_module, "extract_alert", flaky)
     tables, dead, _ = run(GOOD, pack([alert("ZTF20boom", cand(BIG + 9, JD))]))
     assert len(tables.alerts) == 1
     assert (
