@@ -29,6 +29,7 @@ test-integration: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m tests.architecture
 
 bench: setup
 	$(BIN)/python -m bench.run_bench $(ARGS)

@@ -22,9 +22,11 @@ import sklearn
 
 from alert_broker.classifiers.taxonomy import CLASSES, HIERARCHY
 from alert_broker.features import FEATURE_VERSION
+from alert_broker.models import shipped_models
 
-#: Default registry root; override with the BROKER_MODELS environment variable or the ``root`` argument.
-DEFAULT_ROOT = "models"
+#: Default registry root: the models installed with the package; override with the BROKER_MODELS environment
+#: variable or the ``root`` argument.
+DEFAULT_ROOT = shipped_models()
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 #: A Keras model (the stamp CNN) is saved as ``model.keras`` beside the same metadata.json (``save_keras``).
@@ -32,6 +34,7 @@ KERAS_FILE = "model.keras"
 
 
 def registry_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``BROKER_MODELS``, else the shipped models."""
     return Path(root if root is not None else os.environ.get("BROKER_MODELS", DEFAULT_ROOT))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from alert_broker.classifiers import load as load_model
-from alert_broker.classifiers.stamp import load_stamp_classifier
+from alert_broker.classifiers.stamp import StampClassifier
+from alert_broker.classifiers.stamp.inference import set_tf_threads, tf_threads
 from alert_broker.features.correction import REQUIRED_COLUMNS
 from alert_broker.features.lightcurve import warm_up as warm_up_features
 from alert_broker.features.magstats import REQUIRED_DETECTIONS as MAGSTATS_REQUIRED
@@ -105,7 +107,8 @@ class WorkerResources:
         """The stamp CNN (TensorFlow starts on the first call)."""
         with self._lock:
             if spec not in self._models:
-                self._models[spec] = load_stamp_classifier(spec.root, spec.name, spec.version)
+                set_tf_threads(tf_threads())  # one thread per inference: a worker runs one task per thread
+                self._models[spec] = StampClassifier.load(spec.name, spec.version, root=spec.root)
             return self._models[spec]
 
     def clear(self) -> None:
@@ -167,6 +170,8 @@ class BrokerWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:  # noqa: ARG002 - the plugin interface
         configure_logging(self.log_level, self.log_format)
+        if self.log_level.upper() != "DEBUG":
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
         self.resources = WorkerResources()
         self.startup_seconds = {"science": warm_up_science()}
         res = self.resources

@@ -44,7 +44,7 @@ LAYERS_MODULE = "alert_broker.classifiers.stamp.layers"
 ModelSpec = tuple[str | os.PathLike | None, str, str | None]
 
 
-def _threads(n: int | None) -> None:
+def set_tf_threads(n: int | None) -> None:
     """Ask TensorFlow for ``n`` intra-op threads (a worker runs one task per thread); ignored once TF has
     started, since TF fixes its thread pools at first use."""
     if not n:
@@ -168,7 +168,7 @@ def long_rows(proba: pd.DataFrame, name: str, version: str) -> pd.DataFrame:
 
 @lru_cache(maxsize=4)
 def _cached(root: str | None, name: str, version: str | None, threads: int | None) -> StampClassifier:
-    _threads(threads)
+    set_tf_threads(threads)
     return StampClassifier.load(name, version, root=root)
 
 
@@ -182,9 +182,12 @@ def load_stamp_classifier(
     """The classifier for (root, name, version), loaded once per process and cached. ``threads`` (default: env
     ``BROKER_TF_THREADS``, else 1) is TensorFlow's thread count, applied if TF has not started yet: a Dask worker
     runs one task per thread, so one thread per inference avoids oversubscribing the cores."""
-    if threads is None:
-        threads = int(os.environ.get("BROKER_TF_THREADS", "1"))
-    return _cached(None if root is None else str(root), name, version, threads)
+    return _cached(None if root is None else str(root), name, version, tf_threads(threads))
+
+
+def tf_threads(threads: int | None = None) -> int:
+    """TensorFlow's thread count for inference: ``threads``, else env ``BROKER_TF_THREADS``, else 1."""
+    return int(threads) if threads is not None else int(os.environ.get("BROKER_TF_THREADS", "1"))
 
 
 def first_alert_mask(
