@@ -35,7 +35,7 @@ KERAS_FILE = "model.keras"
 
 def registry_root(root: str | os.PathLike | None = None) -> Path:
     """``root``, else ``BROKER_MODELS``, else the shipped models."""
-    return Path(root if root is not None else os.environ.get("BROKER_MODELS", DEFAULT_ROOT))
+    return Path(root) if root else Path(os.environ.get("BROKER_MODELS") or DEFAULT_ROOT)
 
 
 def fingerprint(features: pd.DataFrame, labels: pd.Series | None = None) -> str:

@@ -206,10 +206,13 @@ def resources() -> WorkerResources:
     return _PROCESS
 
 
-def startup_seconds() -> dict[str, float]:
-    """What the plugin's set-up cost this worker (``client.run`` it to report worker start-to-ready time)."""
-    try:
-        plugin = get_worker().plugins.get(BrokerWorkerPlugin.name)
-    except ValueError:
-        return {}
+def startup_seconds(dask_worker=None) -> dict[str, float]:
+    """What the plugin's set-up cost this worker (``client.run(startup_seconds)`` reports worker start-to-ready
+    time: Dask passes ``dask_worker``)."""
+    if dask_worker is None:
+        try:
+            dask_worker = get_worker()
+        except ValueError:
+            return {}
+    plugin = dask_worker.plugins.get(BrokerWorkerPlugin.name)
     return dict(plugin.startup_seconds) if isinstance(plugin, BrokerWorkerPlugin) else {}
