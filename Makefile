@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 NIGHT  ?=
 SOURCE ?=
 OUT    ?= ./data
+SURVEY ?=
 ARGS   ?=
 
 .PHONY: setup test test-unit test-integration lint bench run-night clean lock models
@@ -44,7 +45,7 @@ models: setup
 		--eval-per-class 600 --version 1.1.0 $(if $(wildcard ../shared/data),--real-data ../shared/data)
 
 run-night: setup
-	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) --out $(OUT) $(ARGS)
+	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) $(if $(SURVEY),--survey $(SURVEY)) --out $(OUT) $(ARGS)
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock:

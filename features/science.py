@@ -19,6 +19,7 @@ import pandas as pd
 
 from alert_broker.features.colours import catalog_colours
 from alert_broker.features.correction import correct
+from alert_broker.features.fluxstats import apparent_from_science_flux, flux_stats
 from alert_broker.features.lightcurve import compute_features
 from alert_broker.features.magstats import magstats
 from alert_broker.features.neighbours import alert_neighbours
@@ -128,9 +129,10 @@ def merge_pieces(pieces: list[Tables]) -> Tables:
 
 # ------------------------------------------------------------------------------------------ the pure steps
 def correct_step(state: RegionState) -> RegionState:
-    """Light-curve correction of every detection (features.correction)."""
+    """Light-curve correction of every detection (features.correction); for surveys that measure the science
+    flux (LSST), the apparent magnitude from it (features.fluxstats)."""
     det = state.tables.detections
-    return replace(state, detections=correct(det) if not det.empty else det)
+    return replace(state, detections=apparent_from_science_flux(correct(det)) if not det.empty else det)
 
 
 def magstats_step(state: RegionState) -> RegionState:
@@ -138,7 +140,13 @@ def magstats_step(state: RegionState) -> RegionState:
     if state.detections.empty:
         return state
     ms = magstats(state.detections, state.tables.non_detections)
-    return replace(state, magstats=ms, objects=object_stats(state.detections, ms))
+    objects = object_stats(state.detections, ms)
+    fluxes = flux_stats(state.detections)
+    if (
+        not fluxes.empty
+    ):  # surveys that report difference fluxes: their per-band statistics beside the magnitudes
+        ms = ms.merge(fluxes, on=["oid", "fid"], how="left")
+    return replace(state, magstats=ms, objects=objects)
 
 
 def features_step(state: RegionState) -> RegionState:

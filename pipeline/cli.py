@@ -25,12 +25,16 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         help_ = f"{f.metadata.get('help', '')} (env: {ENV_PREFIX}{f.name.upper()})"
         if f.type in ("bool", bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.name == "source":  # several sources are read side by side
+            p.add_argument(flag, dest=f.name, action="append", default=None, help=help_)
         else:
             p.add_argument(flag, dest=f.name, default=None, help=help_)
 
 
 def _settings(args: argparse.Namespace):
     overrides = {f.name: getattr(args, f.name, None) for f in settings_fields()}
+    if isinstance(overrides.get("source"), list):
+        overrides["source"] = ";".join(overrides["source"])
     settings = load_settings(args.config, overrides=overrides)
     configure_logging(settings.log_level, settings.log_format)
     return settings
@@ -98,6 +102,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         if not args.oid:
             print("history show needs --oid", file=sys.stderr)
             return 2
+        if args.all_surveys:
+            lc = store.multisurvey_light_curve(args.oid)
+            if lc.empty:
+                print(f"{args.oid} is not in the history at {settings.lake}", file=sys.stderr)
+                return 1
+            cols = ["xid", "survey", "oid", "band", "mjd", "magpsf", "sigmapsf", "flux", "flux_err"]
+            print(lc[[c for c in cols if c in lc.columns]].to_string(index=False))
+            return 0
         known = store.read("objects", store.pixels("objects"), [args.oid])
         if known.empty:
             print(f"{args.oid} is not in the history at {settings.lake}", file=sys.stderr)
@@ -107,7 +119,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(known.to_string(index=False))
         cols = [
             c
-            for c in ("candid", "mjd", "night", "fid", "magpsf", "sigmapsf", "has_stamp")
+            for c in ("candid", "mjd", "night", "band", "magpsf", "sigmapsf", "flux", "has_stamp")
             if c in det.columns
         ]
         print(det[cols].to_string(index=False))
@@ -148,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p)
     p.add_argument("action", choices=["status", "compact", "show"])
     p.add_argument("--oid", help="history show: the object")
+    p.add_argument(
+        "--all-surveys", action="store_true", help="history show: the combined light curve of every survey"
+    )
     p.set_defaults(func=cmd_history)
 
     register_training(sub)

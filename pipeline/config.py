@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from alert_broker.pipeline.logs import FORMATS, LEVELS
+from alert_broker.surveys import ADAPTERS
+
+KNOWN_SURVEYS = tuple(a.info.name for a in ADAPTERS)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where the real ZTF alerts live beside a checkout (used as the default night when present).
@@ -29,7 +32,17 @@ class Settings:
 
     source: str = field(
         default="",
-        metadata={"help": "a folder or .tar.gz of .avro files, kafka://host:port/topic[,topic], or 'sim'"},
+        metadata={
+            "help": "a folder or .tar.gz of .avro files, kafka://host:port/topic[,topic], or 'sim'; several "
+            "sources are read side by side (give the flag again, or separate them with ';')"
+        },
+    )
+    survey: str = field(
+        default="auto",
+        metadata={
+            "help": "surveys accepted: 'auto' (every known survey, recognised per packet) or a list such as "
+            "'ztf,lsst'; SOURCE=sim simulates these (auto: ztf; 'ztf,lsst': the same sky seen by both)"
+        },
     )
     night: str = field(default="", metadata={"help": "observing night label YYYYMMDD (selects it in SOURCE)"})
     out: Path = field(default=Path("data"), metadata={"help": "where the lake, database and reports go"})
@@ -114,6 +127,20 @@ class Settings:
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 
     # ----------------------------------------------------------------------------------------------
+    @property
+    def sources(self) -> list[str]:
+        """``source`` split into the sources read side by side (one empty entry: the default night)."""
+        parts = [s.strip() for s in self.source.split(";") if s.strip()]
+        return parts or [""]
+
+    @property
+    def surveys(self) -> tuple[str, ...]:
+        """The accepted surveys (empty: every known one)."""
+        spec = self.survey.strip().lower()
+        if spec in ("", "auto", "all"):
+            return ()
+        return tuple(s.strip() for s in spec.replace("+", ",").split(",") if s.strip())
+
     @property
     def lake(self) -> str:
         return self.lake_url or str(Path(self.out) / "lake")
@@ -257,6 +284,9 @@ def _validate(s: Settings) -> None:
     if s.history_cache_mb < 0:
         raise ValueError("history_cache_mb must be >= 0")
     parse_xmatch(s.xmatch)
+    unknown = [x for x in s.surveys if x not in KNOWN_SURVEYS]
+    if unknown:
+        raise ValueError(f"survey: unknown {', '.join(unknown)}; known: auto, {', '.join(KNOWN_SURVEYS)}")
     if s.log_level.upper() not in LEVELS:
         raise ValueError(f"log_level must be one of {', '.join(LEVELS)}")
     if s.log_format not in FORMATS:

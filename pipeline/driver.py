@@ -130,7 +130,9 @@ class Broker:
 
     @property
     def decode_config(self) -> DecodeConfig:
-        return DecodeConfig(lake=lake_spec(self.settings), stamp_model=self.models.stamp)
+        return DecodeConfig(
+            lake=lake_spec(self.settings), stamp_model=self.models.stamp, surveys=self.settings.surveys
+        )
 
     def __post_init__(self) -> None:
         self._models = RunModels.of(self.settings)

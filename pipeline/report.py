@@ -123,6 +123,15 @@ class RunReport:
                 f"  history           {s['counts']['history_rows_read']} stored rows merged, "
                 f"{s['counts'].get('history_rows_written', 0)} new rows stored"
             )
+        skipped = {
+            k[len("stamp_skipped_") :]: v for k, v in s["counts"].items() if k.startswith("stamp_skipped_")
+        }
+        if skipped:
+            lines.append(
+                "  stamp classifier  skipped "
+                + ", ".join(f"{n} {survey.upper()} first alerts" for survey, n in sorted(skipped.items()))
+                + " (no stamp model trained on their cutouts)"
+            )
         hc = s.get("history_compaction") or {}
         if hc.get("deltas"):
             lines.append(

@@ -15,20 +15,27 @@ from alert_broker.simulator import SimConfig, simulate
 log = logging.getLogger(__name__)
 
 
-def simulated_night(settings: Settings) -> Path:
-    folder = Path(settings.out) / "sim" / f"ztf-seed{settings.sim_seed}-objects{settings.sim_objects}"
+def simulated_night(settings: Settings) -> list[Path]:
+    """The archive folder(s) of the simulated night: one per simulated survey (``--survey``: ztf by default,
+    ``lsst``, or ``ztf,lsst`` for the same sky seen by both)."""
+    surveys = settings.surveys or ("ztf",)
+    if len(surveys) > 1:
+        raise ValueError(
+            f"SOURCE=sim simulates one survey at a time here (got {', '.join(surveys)}); "
+            "use `broker simulate` for a joint night and pass its folders as sources"
+        )
+    survey = surveys[0]
+    folder = Path(settings.out) / "sim" / f"{survey}-seed{settings.sim_seed}-objects{settings.sim_objects}"
     done = folder / ".complete"
     if not done.exists():
         log.info(
-            "simulating a ZTF night (%d objects, seed %d) into %s",
-            settings.sim_objects,
-            settings.sim_seed,
-            folder,
-        )
+            "simulating a %s night (%d objects, seed %d) into %s",
+            survey.upper(), settings.sim_objects, settings.sim_seed, folder,
+        )  # fmt: skip
         report = simulate(
-            SimConfig(survey="ztf", nights=1, objects=settings.sim_objects, seed=settings.sim_seed),
+            SimConfig(survey=survey, nights=1, objects=settings.sim_objects, seed=settings.sim_seed),
             str(folder),
             truth_path=str(folder.parent / f"{folder.name}-truth.parquet"),
         )
         done.write_text(f"{report.alerts} alerts\n")
-    return folder
+    return [folder]

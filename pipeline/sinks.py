@@ -27,7 +27,8 @@ from alert_broker.storage.lake import partition_key
 
 #: Columns of the PostgreSQL ``alert`` summary row (the rest stays in the lake).
 ALERT_SUMMARY_COLUMNS = [
-    "candid", "oid", "mjd", "night", "fid", "ra", "dec", "magpsf", "sigmapsf", "survey", "raw_path", "batch_id",
+    "candid", "oid", "mjd", "night", "fid", "band", "ra", "dec", "magpsf", "sigmapsf", "flux", "flux_err", "survey",
+    "raw_path", "batch_id",
 ]  # fmt: skip
 
 Stage = Literal["decode", "region"]

@@ -47,8 +47,8 @@ class ArchiveSource:
 class KafkaBatches:
     """Adapter from :class:`pipeline.kafka.KafkaSource` to the Source interface."""
 
-    def __init__(self, settings: Settings) -> None:
-        url = parse_kafka_url(settings.source)
+    def __init__(self, settings: Settings, source: str | None = None) -> None:
+        url = parse_kafka_url(source or settings.source)
         self._src = KafkaSource(
             url.bootstrap,
             url.topics,
@@ -90,11 +90,65 @@ def resolve_archive(source: str, night: str) -> Path:
     return path
 
 
-def open_source(settings: Settings) -> Source:
-    src = settings.source
-    local = not settings.scheduler  # a LocalCluster's workers share the driver's disk: they read the files
+class MultiSource:
+    """Several sources read side by side (e.g. a ZTF topic and an LSST archive): batches alternate between
+    them, and each batch's offsets are committed to the source that gave its messages."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        names = [s.name for s in sources]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"two sources share the name {', '.join(twice)} (archives are named after their folder or file): "
+                "their offsets would collide in the batch manifest; rename one"
+            )
+        self.sources = sources
+        self.name = "+".join(names)
+        self._owner: dict[str, Source] = {}
+
+    def batches(self) -> Iterator[list[RawMessage]]:
+        streams = [(s, iter(s.batches())) for s in self.sources]
+        while streams:
+            for item in list(streams):
+                source, it = item
+                batch = next(it, None)
+                if batch is None:
+                    streams.remove(item)
+                    continue
+                for m in batch:
+                    self._owner.setdefault(m.source, source)
+                yield batch
+
+    def commit(self, messages: list[RawMessage]) -> None:
+        by_source: dict[int, tuple[Source, list[RawMessage]]] = {}
+        for m in messages:
+            owner = self._owner[m.source]
+            by_source.setdefault(id(owner), (owner, []))[1].append(m)
+        for owner, owned in by_source.values():
+            owner.commit(owned)
+
+    def total(self) -> int | None:
+        totals = [s.total() for s in self.sources]
+        return None if any(t is None for t in totals) else sum(totals)  # type: ignore[misc]
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+
+def _open_one(src: str, settings: Settings, local: bool) -> Source:
     if src.startswith("kafka://"):
-        return KafkaBatches(settings)
+        return KafkaBatches(settings, src)
     if src == "sim" or (not src and not SHARED_ZTF.exists()):
-        return ArchiveSource(simulated_night(settings), settings.batch_size, local)
+        paths = simulated_night(settings)
+        if len(paths) == 1:
+            return ArchiveSource(paths[0], settings.batch_size, local)
+        return MultiSource([ArchiveSource(p, settings.batch_size, local) for p in paths])
     return ArchiveSource(resolve_archive(src, settings.night), settings.batch_size, local)
+
+
+def open_source(settings: Settings) -> Source:
+    """The run's source: one, or several read side by side (``--source`` given more than once, or ``;``)."""
+    local = not settings.scheduler  # a LocalCluster's workers share the driver's disk: they read the files
+    sources = [_open_one(src, settings, local) for src in settings.sources]
+    return sources[0] if len(sources) == 1 else MultiSource(sources)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from alert_broker.classifiers.stamp import first_alert_mask
@@ -26,6 +27,7 @@ from alert_broker.pipeline.steps import REGION_STEPS, PipelineState, RegionConfi
 from alert_broker.storage import RawArchive
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import DeadLetter, RawMessage
+from alert_broker.surveys.registry import registry_for
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class DecodeConfig:
     lake: LakeSpec
     stamp_model: ModelSpec | None = None
     keep_stamps: bool = False
+    surveys: tuple[str, ...] = ()  # the accepted surveys (empty: every known one)
 
 
 @dataclass
@@ -90,7 +93,7 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
     lake = res.lake(config.lake)
     part = f"{batch_id}-c{chunk:03d}"
     t0 = time.thread_time()
-    decoded = decode_batch([m.loaded() for m in messages], batch_id)
+    decoded = decode_batch([m.loaded() for m in messages], batch_id, registry_for(config.surveys))
     tables = decoded.tables
     t1 = time.thread_time()
     paths: list[str] = []
@@ -102,7 +105,8 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
         raw_path = pd.Series(raw["night"].map(by_night).to_numpy(), index=raw["candid"].to_numpy())
         tables.alerts = tables.alerts.assign(raw_path=tables.alerts["candid"].map(raw_path).to_numpy())
     t2 = time.thread_time()
-    state = DecodeState(tables, classify_stamps(tables, config.stamp_model))
+    stamp_rows, skipped = classify_stamps(tables, config.stamp_model)
+    state = DecodeState(tables, stamp_rows)
     t3 = time.thread_time()
     sinks = sinks_of("decode")
     lake_paths, counts = write_lake(state, sinks, lake, batch_id, part, tables.alerts)
@@ -115,6 +119,7 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
         counts["stamp_classified"] = (
             int(state.stamp_probabilities["oid"].nunique()) if not state.stamp_probabilities.empty else 0
         )
+        counts.update(skipped)
     keys = tables.alerts[["oid", "mjd", "ra", "dec"]] if not tables.alerts.empty else pd.DataFrame()
     summary = DecodeSummary(keys, decoded.dead, postgres_rows(state, sinks), paths, counts, seconds)
     return DecodedChunk(tables, summary)
@@ -125,16 +130,24 @@ def decode_summary(chunk: DecodedChunk) -> DecodeSummary:
     return chunk.summary
 
 
-def classify_stamps(tables: Tables, spec: ModelSpec | None) -> pd.DataFrame:
+def classify_stamps(tables: Tables, spec: ModelSpec | None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Stamp-classifier probability rows for the alerts that are the first detection of their object (no
-    earlier detection in the alert's own history)."""
+    earlier detection in the alert's own history), and how many first alerts of each other survey were left
+    out: the CNN is trained on one survey's cutouts (``stamp_skipped_<survey>`` in the run summary)."""
     if spec is None or tables.alerts.empty or tables.stamps.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(), {}
     clf = resources().stamp_model(spec)
     first = first_alert_mask(tables.alerts, tables.detections)
+    survey = tables.alerts["survey"].astype(str).to_numpy()
+    other = first & (survey != clf.survey)
+    skipped = {
+        f"stamp_skipped_{s}": int(n)
+        for s, n in zip(*np.unique(survey[other], return_counts=True), strict=True)
+    }
+    first &= ~other
     if not first.any():
-        return pd.DataFrame()
-    return clf.probabilities_long(tables.alerts[first], tables.stamps).reset_index(drop=True)
+        return pd.DataFrame(), skipped
+    return clf.probabilities_long(tables.alerts[first], tables.stamps).reset_index(drop=True), skipped
 
 
 def regions_of_batch(summaries: list[DecodeSummary], n_regions: int, order: int) -> pd.Series:

@@ -69,7 +69,17 @@ def lsst_schema() -> tuple[dict, str, int]:
     """(resolved schema, version string, registry id) of the latest `lsst.alert` schema in lsst-alert-packet."""
     schema = packet.Schema.from_file()
     major, minor = packet.get_latest_schema_version()
-    return copy.deepcopy(schema.definition), f"{major}.{minor}", schema.get_schema_id()
+    return _sorted_keys(schema.definition), f"{major}.{minor}", schema.get_schema_id()
+
+
+def _sorted_keys(obj):
+    """A deep copy with every dict's keys in sorted order. lsst-alert-packet resolves its schema with an order
+    of keys that follows Python's string hashing (PYTHONHASHSEED); the container header's JSON must not."""
+    if isinstance(obj, dict):
+        return {k: _sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [_sorted_keys(v) for v in obj]
+    return copy.deepcopy(obj)
 
 
 # ------------------------------------------------------------------------------------------- primitives ----

@@ -11,6 +11,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from .rng import stream
+from .timeutil import night_start
+
 #: The 15 light-curve classes of the ALeRCE taxonomy plus the two stamp-only kinds.
 TRANSIENTS = ("SNIa", "SNIbc", "SNII", "SLSN")
 STOCHASTIC = ("QSO", "AGN", "Blazar", "CV/Nova", "YSO")
@@ -70,6 +73,7 @@ class SurveySpec:
     survey_start_mjd: float
     default_start_mjd: float
     objects_per_field: int  # how many simulated objects share one pointing (sets the visit burst size)
+    field_half_width: float = 1.7  # objects lie within +-this many degrees of their pointing's centre
 
     @property
     def nbands(self) -> int:
@@ -105,6 +109,7 @@ ZTF = SurveySpec(
     survey_start_mjd=58194.0,  # 2018-03-17, start of ZTF survey operations
     default_start_mjd=60676.0,  # 2025-01-01
     objects_per_field=500,
+    field_half_width=3.4,
 )
 
 LSST = SurveySpec(
@@ -130,9 +135,15 @@ LSST = SurveySpec(
     survey_start_mjd=60970.0,  # 2025-11
     default_start_mjd=61100.0,  # 2026-03-30
     objects_per_field=1000,
+    field_half_width=1.7,
 )
 
 SURVEYS = {"ztf": ZTF, "lsst": LSST}
+
+#: Joins the surveys of a joint run: SimConfig(survey="ztf+lsst").
+JOINT_SEPARATOR = "+"
+#: Joint runs: the closest distance between two distinct objects of the shared sky [arcsec] (default).
+DEFAULT_MIN_SEPARATION_ARCSEC = 5.0
 
 
 @dataclass
@@ -158,14 +169,57 @@ class SimConfig:
     # ~a year: the pipeline's history store gives the classifiers the accumulated light curve, not one alert's.
     history_days: float | None = None
     extra: dict = field(default_factory=dict)
+    # Joint runs only (survey="ztf+lsst"): distinct objects of the shared sky are never closer than this [arcsec].
+    min_separation: float = DEFAULT_MIN_SEPARATION_ARCSEC
+    # Set on one survey's part of a joint run (`SimConfig.part`): the joint run whose sky that survey observes.
+    joint: SimConfig | None = None
+
+    @property
+    def surveys(self) -> tuple[str, ...]:
+        """The surveys of the run: ("ztf",) or, for a joint run "ztf+lsst", ("ztf", "lsst")."""
+        return tuple(self.survey.split(JOINT_SEPARATOR))
+
+    @property
+    def is_joint(self) -> bool:
+        """True for a joint multi-survey run (survey="ztf+lsst"): one sky, one archive per survey."""
+        return len(self.surveys) > 1
 
     @property
     def spec(self) -> SurveySpec:
+        if self.is_joint:
+            raise ValueError(
+                f"a joint run ({self.survey!r}) has one survey description per survey: use cfg.part(survey).spec"
+            )
         try:
             spec = SURVEYS[self.survey]
         except KeyError:
-            raise ValueError(f"unknown survey {self.survey!r}; expected one of {sorted(SURVEYS)}") from None
+            raise ValueError(
+                f"unknown survey {self.survey!r}; expected one of {sorted(SURVEYS)} "
+                f"or a joint run such as 'ztf{JOINT_SEPARATOR}lsst'"
+            ) from None
         return spec if self.history_days is None else _with_history(spec, float(self.history_days))
+
+    def part(self, survey: str) -> SimConfig:
+        """One survey's part of a joint run: that survey's configuration, observing the joint run's sky.
+
+        The part has its own seed (derived from the run's seed and the survey's name), so the surveys' weather,
+        cadence, noise, ids and stamps are independent, and a start time at local midnight of the run's first
+        night at the survey's site, so that both surveys' alert nights carry the same labels.
+        """
+        if not self.is_joint:
+            raise ValueError(f"{self.survey!r} is not a joint run (e.g. survey='ztf{JOINT_SEPARATOR}lsst')")
+        if survey not in self.surveys:
+            raise ValueError(f"{survey!r} is not one of the joint run's surveys {list(self.surveys)}")
+        ref = SURVEYS[self.surveys[0]].lon_deg
+        first_night = night_start(self.first_mjd(), ref) + ref / 360.0 - 0.5  # MJD at 0h of the night's date
+        lon = SURVEYS[survey].lon_deg
+        return replace(
+            self,
+            survey=survey,
+            seed=part_seed(self.seed, survey),
+            start_mjd=float(first_night + 1.0 - lon / 360.0),  # local midnight at the survey's site
+            joint=self,
+        )
 
     def fractions(self) -> dict[str, float]:
         fr = dict(DEFAULT_FRACTIONS if self.class_fractions is None else self.class_fractions)
@@ -178,10 +232,27 @@ class SimConfig:
         return {c: fr.get(c, 0.0) / total for c in CLASSES}
 
     def first_mjd(self) -> float:
-        return self.spec.default_start_mjd if self.start_mjd is None else float(self.start_mjd)
+        if self.start_mjd is not None:
+            return float(self.start_mjd)
+        if self.is_joint:  # the latest default start: when every survey of the run operates
+            return max((SURVEYS[s].default_start_mjd for s in self.surveys if s in SURVEYS), default=ZTF.default_start_mjd)
+        return self.spec.default_start_mjd
 
     def validate(self) -> None:
-        _ = self.spec
+        if self.is_joint:
+            names = self.surveys
+            unknown = [s for s in names if s not in SURVEYS]
+            if unknown or len(set(names)) != len(names):
+                raise ValueError(
+                    f"a joint run names distinct known surveys joined by {JOINT_SEPARATOR!r} "
+                    f"(e.g. 'ztf{JOINT_SEPARATOR}lsst'), not {self.survey!r}; known: {sorted(SURVEYS)}"
+                )
+            if self.joint is not None:
+                raise ValueError("a joint run cannot itself be part of a joint run")
+            if not self.min_separation > 0:
+                raise ValueError(f"min_separation must be positive, not {self.min_separation!r}")
+        else:
+            _ = self.spec
         if self.nights < 1:
             raise ValueError("nights must be >= 1")
         if self.objects < 1:
@@ -194,6 +265,11 @@ class SimConfig:
             raise ValueError("chunk_size must be >= 1")
         if self.history_days is not None and not self.history_days > 0:
             raise ValueError(f"history_days must be positive, not {self.history_days!r}")
+
+
+def part_seed(seed: int, survey: str) -> int:
+    """The seed of one survey's part of a joint run (31 bits, derived from the run's seed and the survey)."""
+    return int(stream(seed, "joint-part", survey).integers(0, 2**31 - 1))
 
 
 @lru_cache(maxsize=16)

@@ -339,14 +339,19 @@ def make_fields(cfg: SimConfig, rng: np.random.Generator) -> pd.DataFrame:
     ra = (anti + rng.uniform(-75, 75, nf)) % 360.0
     s0, s1 = np.sin(np.deg2rad(spec.dec_range))
     dec = np.rad2deg(np.arcsin(rng.uniform(s0, s1, nf)))
+    return pd.DataFrame(
+        {"field": field_ids(spec, nf, rng), "field_ra": ra, "field_dec": dec, "phase": rng.integers(0, 1000, nf)}
+    )
+
+
+def field_ids(spec: SurveySpec, nf: int, rng: np.random.Generator) -> np.ndarray:
+    """Survey field numbers for `nf` pointings (ZTF's primary grid 245-1124; LSST 1-5000), distinct."""
     field_id = (
         rng.permutation(880 if spec.name == "ztf" else 5000)[:nf] + (245 if spec.name == "ztf" else 1)
     ).astype("int32")
     if nf > len(field_id):
         field_id = np.arange(1, nf + 1, dtype="int32")
-    return pd.DataFrame(
-        {"field": field_id, "field_ra": ra, "field_dec": dec, "phase": rng.integers(0, 1000, nf)}
-    )
+    return field_id
 
 
 def draw_population(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -362,21 +367,7 @@ def draw_population(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         n = counts[cls]
         if n == 0:
             continue
-        r = stream(cfg.seed, "population", cls)
-        if cls in TRANSIENTS:
-            lo = t_start - (90 if cls == "SLSN" else 30)
-            d = _draw_transients(cls, n, r, spec, lo, t_end + (30 if cls == "SLSN" else 15))
-            d["subtype"] = np.where(np.isnan(d["host_mag"]), "hostless", "").astype(object)
-        elif cls in PERIODIC:
-            d = _draw_periodic(cls, n, r, spec)
-        elif cls in STOCHASTIC:
-            d = _draw_stochastic(cls, n, r, spec, t_start - 20, t_end)
-        elif cls == "asteroid":
-            d = _draw_asteroids(n, r, spec)
-        else:
-            d = _draw_bogus(n, r)
-        d["class"] = np.full(n, cls, dtype=object)
-        parts.append(pd.DataFrame(d))
+        parts.append(pd.DataFrame(draw_class(cls, n, stream(cfg.seed, "population", cls), spec, t_start, t_end)))
     pop = pd.concat(parts, ignore_index=True)
     # Shuffle so that classes interleave across fields and chunks.
     pop = pop.iloc[rng.permutation(len(pop))].reset_index(drop=True)
@@ -384,13 +375,41 @@ def draw_population(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     rp = stream(cfg.seed, "positions")
     n = len(pop)
     fidx = rp.integers(0, len(fields), n)
-    half = 3.4 if spec.name == "ztf" else 1.7
+    half = spec.field_half_width
     dec = np.clip(fields["field_dec"].to_numpy()[fidx] + rp.uniform(-half, half, n), -89.9, 89.9)
     ra = (fields["field_ra"].to_numpy()[fidx] + rp.uniform(-half, half, n) / np.cos(np.deg2rad(dec))) % 360.0
     pop["field_index"] = fidx.astype("int32")
     pop["field"] = fields["field"].to_numpy()[fidx]
     pop["ra"] = ra
     pop["dec"] = dec
+    return finish_population(cfg, pop, rp), fields
+
+
+def draw_class(
+    cls: str, n: int, rng: np.random.Generator, spec: SurveySpec, t_start: float, t_end: float
+) -> dict:
+    """The model parameters of `n` objects of class `cls` (columns of the population frame, plus `class`)."""
+    if cls in TRANSIENTS:
+        lo = t_start - (90 if cls == "SLSN" else 30)
+        d = _draw_transients(cls, n, rng, spec, lo, t_end + (30 if cls == "SLSN" else 15))
+        d["subtype"] = np.where(np.isnan(d["host_mag"]), "hostless", "").astype(object)
+    elif cls in PERIODIC:
+        d = _draw_periodic(cls, n, rng, spec)
+    elif cls in STOCHASTIC:
+        d = _draw_stochastic(cls, n, rng, spec, t_start - 20, t_end)
+    elif cls == "asteroid":
+        d = _draw_asteroids(n, rng, spec)
+    else:
+        d = _draw_bogus(n, rng)
+    d["class"] = np.full(n, cls, dtype=object)
+    return d
+
+
+def finish_population(cfg: SimConfig, pop: pd.DataFrame, rp: np.random.Generator) -> pd.DataFrame:
+    """Add what the survey gives placed objects (`field`, `ra`, `dec` set): detector (rcid), pixel position,
+    ZTF's tblid, the survey's object names and ids, and empty columns for parameters no class drew."""
+    spec = cfg.spec
+    n = len(pop)
     pop["rcid"] = (
         rp.integers(0, 64, n).astype("int32")
         if spec.name == "ztf"
@@ -417,4 +436,4 @@ def draw_population(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     ):
         if col not in pop:
             pop[col] = np.nan
-    return pop, fields
+    return pop

@@ -267,6 +267,26 @@ class HistoryStore:
             return df
         return dedupe_rows(table, df).reset_index(drop=True)
 
+    def multisurvey_light_curve(self, oid: str) -> pd.DataFrame:
+        """Every stored detection of the source ``oid`` belongs to, across surveys: the objects sharing its
+        cross-survey id (``xid``; ``oid`` may be an xid itself), time-ordered, with ``xid``, ``survey`` and
+        ``band`` on every point. Empty when the store does not know it. Reads the whole object index: a tool
+        for people, not for the pipeline's hot path."""
+        index = self.read("objects", self.pixels("objects"))
+        if index.empty:
+            return pd.DataFrame()
+        xid = index["xid"].fillna(index["oid"]) if "xid" in index.columns else index["oid"]
+        index = index.assign(xid=xid)
+        hit = index[(index["oid"] == oid) | (index["xid"] == oid)]
+        if hit.empty:
+            return pd.DataFrame()
+        members = index[index["xid"].isin(set(hit["xid"]))]
+        det = self.read("detections", members["pixel"].unique(), members["oid"].unique())
+        if det.empty:
+            return det
+        det = det.merge(members[["oid", "xid"]].drop_duplicates("oid"), on="oid", how="left")
+        return det.sort_values(["mjd", "survey", "oid"], kind="stable").reset_index(drop=True)
+
     def locate(self, positions: pd.DataFrame) -> pd.Series:
         """oid -> home pixel of the objects of ``positions`` (oid, ra, dec) that the store already knows."""
         if positions.empty:

@@ -34,7 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 #: Natural key of each table: ``read_table(dedupe=True)`` keeps one row per key (the latest write's).
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
-    "alerts": ("candid",),
+    "alerts": ("survey", "candid"),
     "detections": ("oid", "candid"),
     "non_detections": ("oid", "fid", "mjd"),
     "forced_photometry": ("oid", "pid"),
@@ -387,6 +387,8 @@ class Lake:
             ]
         merged = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
         if key is not None:
+            if "survey" in key and "survey" not in merged.column_names:
+                key = tuple(k for k in key if k != "survey")  # rows of one survey, written without the column
             missing = [k for k in key if k not in merged.column_names]
             if missing:
                 raise ValueError(f"{table}: key columns {missing} are absent; cannot dedupe")

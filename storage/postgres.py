@@ -23,6 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from alert_broker.features.fluxstats import FLUX_STAT_COLUMNS
+
 BIGINT, INT, SMALLINT = "BIGINT", "INTEGER", "SMALLINT"
 FLOAT, BOOL, TEXT = "DOUBLE PRECISION", "BOOLEAN", "TEXT"
 JSONB, TS = "JSONB", "TIMESTAMPTZ"
@@ -95,6 +97,8 @@ TABLES: dict[str, TableSpec] = {
             "sigmadm_first": FLOAT,
             "dt_first": FLOAT,
             "night": INT,
+            # surveys that report difference fluxes (LSST): per-band statistics of the flux, nJy
+            **{c: FLOAT for c in FLUX_STAT_COLUMNS},
         },
         key=("oid", "fid"),
         version="lastmjd",
@@ -114,9 +118,13 @@ TABLES: dict[str, TableSpec] = {
             "sigmapsf": FLOAT,
             "raw_path": TEXT,
             "batch_id": TEXT,
+            "band": TEXT,
+            "flux": FLOAT,  # difference flux, nJy (LSST's psfFlux; derived from ZTF's magpsf and sign)
+            "flux_err": FLOAT,
         },
-        key=("candid",),
-        indexes=(("oid",), ("night",)),
+        # candids are unique within a survey (ZTF candid, LSST diaSourceId, ATLAS hashed candid), not across
+        key=("survey", "candid"),
+        indexes=(("oid",), ("night",), ("candid",)),
     ),
     "feature": TableSpec(
         "feature",
@@ -283,6 +291,20 @@ _NUMPY_BY_OID = {20: "int64", 23: "int32", 21: "int16", 16: "bool"}
 _SCHEMA_LOCK = 7_341_902_117  # advisory lock id: concurrent ensure_schema calls take turns
 
 
+#: Views over the tables. ``multisurvey_lightcurve``: every alert's own point with its object's cross-survey id
+#: (``xid``, shared by the ZTF, LSST and ATLAS objects of one source): ``WHERE xid = ...`` is the combined light
+#: curve, survey and band on every point, magnitudes and difference fluxes (nJy). The full light curves (every
+#: previous detection too) are in the lake's history store (``storage.history.multisurvey_light_curve``).
+VIEWS: dict[str, str] = {
+    "multisurvey_lightcurve": (
+        "CREATE OR REPLACE VIEW multisurvey_lightcurve AS "
+        "SELECT COALESCE(x.xid, a.oid) AS xid, a.survey, a.oid, a.candid, a.mjd, a.night, a.band, a.fid, "
+        "a.magpsf, a.sigmapsf, a.flux, a.flux_err, a.ra, a.dec "
+        "FROM alert a LEFT JOIN object_association x ON x.oid = a.oid AND x.survey = a.survey"
+    ),
+}
+
+
 def _ddl(spec: TableSpec) -> list[sql.Composable]:
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in spec.columns.items()
@@ -300,6 +322,25 @@ def _ddl(spec: TableSpec) -> list[sql.Composable]:
                 sql.Identifier(spec.name), sql.Identifier(c), sql.SQL(t)
             )
         )
+    # A key changed in a later version (e.g. the alert key gained the survey) reaches existing databases too.
+    stmts.append(
+        sql.SQL(
+            "DO $$ DECLARE pk text; cols text[]; BEGIN "
+            "SELECT c.conname, array_agg(a.attname::text ORDER BY k.n) INTO pk, cols "
+            "FROM pg_constraint c CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
+            "WHERE c.conrelid = {}::regclass AND c.contype = 'p' GROUP BY c.conname; "
+            "IF pk IS NOT NULL AND cols <> {} THEN "
+            "EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', {}, pk); "
+            "EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY ({})', {}); END IF; END $$"
+        ).format(
+            sql.Literal(spec.name),
+            sql.Literal("{" + ",".join(spec.key) + "}"),
+            sql.Literal(spec.name),
+            sql.SQL(", ").join(sql.SQL(c) for c in spec.key),
+            sql.Literal(spec.name),
+        )
+    )
     for idx in spec.indexes:
         name = f"{spec.name}_{'_'.join(idx)}_idx"
         stmts.append(
@@ -374,6 +415,8 @@ class SummaryStore:
             for spec in TABLES.values():
                 for stmt in _ddl(spec):
                     cur.execute(stmt)
+            for view in VIEWS.values():
+                cur.execute(view)
         self._columns.clear()
 
     def table_columns(self, table: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from alert_broker.surveys.adapter import SurveyAdapter, SurveyBatch, SurveyInfo
 from alert_broker.surveys.decode import DecodedBatch, decode_batch, read_packet
 from alert_broker.surveys.errors import PacketError
 from alert_broker.surveys.messages import DeadLetter, RawMessage, dead_letters_frame
-from alert_broker.surveys.registry import ADAPTERS, DEFAULT_REGISTRY, SurveyRegistry
+from alert_broker.surveys.registry import ADAPTERS, DEFAULT_REGISTRY, SurveyRegistry, registry_for
 
 __all__ = [
     "ADAPTERS",
@@ -24,4 +24,5 @@ __all__ = [
     "dead_letters_frame",
     "decode_batch",
     "read_packet",
+    "registry_for",
 ]

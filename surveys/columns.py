@@ -1,7 +1,7 @@
 """Typed columns from decoded Avro values, built once per batch (never a DataFrame per alert).
 
-Column kinds: ``f`` float64 (NaN when missing), ``i`` Int32 / ``l`` Int64 (nullable), ``s`` string, and the
-required ones: ``q`` int64 (ids), ``h`` int16 (band ids), ``b`` int8 (the sign of a difference, +1/-1).
+Column kinds: ``f`` float64 (NaN when missing), ``i`` Int32 / ``l`` Int64 (nullable), ``s`` string, ``t``
+boolean (nullable), and the required ones: ``q`` int64 (ids), ``h`` int16 (band ids), ``b`` int8 (the sign of a difference, +1/-1).
 """
 
 from __future__ import annotations
@@ -24,7 +24,36 @@ ACCEPTS = {
     "h": {"int", "long"},
     "s": {"string", "enum"},
     "b": {"string", "enum"},
+    "t": {"boolean"},
 }
+
+#: The column kind of each Avro primitive type (for surveys whose fields we take as the schema declares them);
+#: ``T`` is a timestamp (UTC), for longs with a ``timestamp-*`` logical type.
+KIND_OF_AVRO = {"double": "f", "float": "f", "int": "i", "long": "l", "string": "s", "boolean": "t"}
+
+
+def _clean(value: object, kind: str) -> object:
+    """A value of the kind's Python type, or None (a field whose writer type differs from the expected one)."""
+    if value is None:
+        return None
+    if kind == "f":
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind in ("i", "l", "q", "h"):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if kind == "t":
+        return value if isinstance(value, bool) else None
+    if kind == "s":
+        return value if isinstance(value, str) else str(value)
+    return value
+
+
+def lenient_column(values: list, kind: str):
+    """``column`` for fields whose writer types are not checked up front: values of another type become
+    missing instead of failing the whole batch's conversion."""
+    try:
+        return column(values, kind)
+    except (TypeError, ValueError, OverflowError):
+        return column([_clean(v, kind) for v in values], kind)
 
 
 def _nullable_int(values: list, dtype: type) -> pd.arrays.IntegerArray:
@@ -55,8 +84,34 @@ def column(values: list, kind: str):
         return _nullable_int(values, np.int64)
     if kind == "s":
         return pd.array(values, dtype="str")
+    if kind == "t":
+        return pd.array(values, dtype="boolean")
+    if kind == "T":
+        return pd.to_datetime(pd.Series(values, dtype=object), utc=True, errors="coerce").array
     raise ValueError(f"unknown column kind {kind!r}")
 
 
 def fields(rows: list[dict], names: Iterable[tuple[str, str]]) -> dict[str, object]:
     return {name: column([r.get(name) for r in rows], kind) for name, kind in names}
+
+
+def band_names(fid: np.ndarray, bands: dict[int, str]) -> pd.api.extensions.ExtensionArray:
+    """The band name of each band id (``None`` for an id the survey does not have)."""
+    fid = np.asarray(fid)
+    names = np.empty(len(fid), dtype=object)
+    names[:] = None
+    for value, name in bands.items():
+        names[fid == value] = name
+    return pd.array(names, dtype="str")
+
+
+#: AB magnitude of a flux in nJy: m = 31.4 - 2.5 log10(f / nJy).
+AB_ZERO_POINT_NJY = 31.4
+
+
+def difference_flux(mag: np.ndarray, sigma: np.ndarray, sign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The signed difference flux (nJy) and its error from a difference magnitude, its error and the sign of
+    the difference (ZTF's ``magpsf``, ``sigmapsf``, ``isdiffpos``): one unit for every survey's light curve."""
+    mag = np.asarray(mag, dtype=np.float64)
+    flux = np.asarray(sign, dtype=np.float64) * np.power(10.0, -0.4 * (mag - AB_ZERO_POINT_NJY))
+    return flux, np.abs(flux) * np.asarray(sigma, dtype=np.float64) / (2.5 / np.log(10.0))

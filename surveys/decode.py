@@ -21,13 +21,12 @@ from alert_broker.surveys.avro import (
     MAGIC,
     WIRE_PREFIX_SIZE,
     Container,
-    describe_non_avro,
     read_container,
     single_alert_container,
     unframe,
     wire_schema_id,
 )
-from alert_broker.surveys.errors import CorruptAvroError, NotAvroError, PacketError
+from alert_broker.surveys.errors import CorruptAvroError, PacketError, UnknownSchemaError
 from alert_broker.surveys.messages import DeadLetter, RawMessage
 from alert_broker.surveys.registry import DEFAULT_REGISTRY, Analysed, SurveyRegistry
 
@@ -82,7 +81,11 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
     schema_id = wire_schema_id(payload)
     found = registry.for_schema_id(schema_id) if schema_id is not None else None
     if found is None:
-        raise NotAvroError(describe_non_avro(payload))
+        known = ", ".join(registry.names)
+        raise UnknownSchemaError(
+            f"unknown schema: a schema-registry message (magic 0) with schema id {schema_id}, which no survey "
+            f"adapter ({known}) knows; Rubin's ids are major * 100 + minor of an lsst.alert version"
+        )
     stream = io.BytesIO(payload)
     stream.seek(WIRE_PREFIX_SIZE)
     try:
@@ -152,8 +155,12 @@ def decode_batch(
         for i, record in enumerate(records):
             try:
                 alert = adapter.extract(record, analysed.info)
+                # the archive keeps one self-describing container per alert: the packet itself when it is one,
+                # else the record re-encoded alone with its writer schema (wire-format messages included)
                 raw = (
-                    msg.payload if single else single_alert_container(record, analysed.info, container.codec)
+                    msg.payload
+                    if single and container.codec != "wire"
+                    else single_alert_container(record, analysed.info, container.codec)
                 )
             except Exception as err:  # PacketError, or anything unforeseen: a dead letter either way
                 failures.append((i, err))

@@ -8,16 +8,18 @@ analysis (it says what the schema lacks), or names the adapters that were asked.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from alert_broker.surveys.adapter import SurveyAdapter
 from alert_broker.surveys.avro import load_schema
 from alert_broker.surveys.errors import PacketError
+from alert_broker.surveys.lsst import LSST
 from alert_broker.surveys.ztf import ZTF
 
 #: Every adapter, in the order they are asked (the first is the default for a schema nobody recognises).
-ADAPTERS: tuple[SurveyAdapter, ...] = (ZTF,)
+ADAPTERS: tuple[SurveyAdapter, ...] = (ZTF, LSST)
 _CACHE_MAX = 256
 
 
@@ -89,3 +91,10 @@ class SurveyRegistry:
 
 #: The registry of every known survey (what ``decode_batch`` uses unless told otherwise).
 DEFAULT_REGISTRY = SurveyRegistry()
+
+
+@functools.cache
+def registry_for(surveys: tuple[str, ...] = ()) -> SurveyRegistry:
+    """The registry of the accepted ``surveys`` (empty: every known one), one per process (its schema cache
+    is shared by every batch the process decodes)."""
+    return DEFAULT_REGISTRY if not surveys else SurveyRegistry.of(surveys)

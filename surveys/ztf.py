@@ -40,7 +40,7 @@ from alert_broker.surveys.avro import (
     record_fields,
 )
 from alert_broker.surveys.avro import read_container as read_avro_container
-from alert_broker.surveys.columns import ACCEPTS, ISDIFFPOS, column, fields
+from alert_broker.surveys.columns import ACCEPTS, ISDIFFPOS, band_names, column, difference_flux, fields
 from alert_broker.surveys.errors import (
     InvalidValueError,
     MissingFieldError,
@@ -449,6 +449,8 @@ class ZtfBatch:
             "jd": jd,
         }
         cols.update(fields(cands, ((f, k) for f, k in CANDIDATE_FIELDS if f not in ("jd", "candid"))))
+        cols["band"] = band_names(cols["fid"], INFO.bands)
+        cols["flux"], cols["flux_err"] = difference_flux(cols["magpsf"], cols["sigmapsf"], cols["isdiffpos"])
         cols["source"] = column([p[0] for p in self._provenance], "s")
         cols["partition"] = np.array([p[1] for p in self._provenance], dtype=np.int32)
         cols["offset"] = np.array([p[2] for p in self._provenance], dtype=np.int64)
@@ -466,6 +468,8 @@ class ZtfBatch:
             "night": night,
         }
         cols.update(fields(rows, ((f, _CANDIDATE_KIND[f]) for f in DETECTION_FIELDS)))
+        cols["band"] = band_names(cols["fid"], INFO.bands)
+        cols["flux"], cols["flux_err"] = difference_flux(cols["magpsf"], cols["sigmapsf"], cols["isdiffpos"])
         cols["parent_candid"] = column(self._det_parent, "q")
         cols["has_stamp"] = np.array(self._det_own, dtype=bool)
         return pd.DataFrame(cols)

@@ -76,6 +76,8 @@ class StampClassifier:
             )
         size = int(metadata.get("crop_size", 21))
         self.crop_size = size
+        #: the survey whose cutouts the network was trained on (models before this field: ZTF)
+        self.survey: str = metadata.get("survey", "ztf")
         spec = (
             tf.TensorSpec((None, size, size, 3), tf.float32),
             tf.TensorSpec((None, len(self.features)), tf.float32),

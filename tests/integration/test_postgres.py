@@ -141,6 +141,7 @@ def test_alert_rows_keep_64bit_ids_and_ignore_unknown_columns(summary_store: Sum
         {
             "candid": np.array([BIG, BIG + 1], dtype=np.int64),
             "oid": ["ZTF1", "ZTF2"],
+            "survey": "ztf",  # candids are unique within a survey: the key is (survey, candid)
             "mjd": [59000.1, 59000.2],
             "night": np.array([20200531, 20200531], dtype="int32"),
             "fid": np.array([1, 2], dtype="int16"),
