@@ -21,9 +21,11 @@ import pandas as pd
 import sklearn
 
 from alert_broker.classifiers.taxonomy import CLASSES, HIERARCHY
-from alert_broker.features import FEATURE_VERSION
+from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.models import shipped_models
 
+#: The feature sets a model may be trained on: ZTF's magnitude features and the difference-flux features.
+KNOWN_FEATURE_VERSIONS = (FEATURE_VERSION, FLUX_FEATURE_VERSION)
 #: Default registry root: the models installed with the package; override with the BROKER_MODELS environment
 #: variable or the ``root`` argument.
 DEFAULT_ROOT = shipped_models()
@@ -110,7 +112,7 @@ def save(
         "taxonomy_version": model.taxonomy_version,
         "classes": list(CLASSES),
         "hierarchy": {b: list(c) for b, c in HIERARCHY.items()},
-        "feature_version": FEATURE_VERSION,
+        "feature_version": getattr(model, "feature_version", None) or FEATURE_VERSION,
         "features": list(model.feature_columns_),
         "training_fingerprint": training_fingerprint or model.metadata.get("training_fingerprint"),
         "metrics": _jsonable(metrics if metrics is not None else model.metadata.get("metrics", {})),
@@ -170,10 +172,10 @@ def load(
     metadata = json.loads((path / METADATA_FILE).read_text())
     if not (path / MODEL_FILE).is_file():
         raise ValueError(f"{path} holds a Keras model ({KERAS_FILE}): load it with load_keras()")
-    if check_feature_version and metadata.get("feature_version") != FEATURE_VERSION:
+    if check_feature_version and metadata.get("feature_version") not in KNOWN_FEATURE_VERSIONS:
         raise ValueError(
             f"model {name} {metadata.get('version')} was trained on features {metadata.get('feature_version')}, "
-            f"this code computes {FEATURE_VERSION}: retrain, or pass check_feature_version=False"
+            f"this code computes {' and '.join(KNOWN_FEATURE_VERSIONS)}: retrain, or pass check_feature_version=False"
         )
     model = joblib.load(path / MODEL_FILE)
     model.metadata = metadata

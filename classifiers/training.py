@@ -19,9 +19,12 @@ from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
 from alert_broker.classifiers.stamp.cli import add_train_stamp
 from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
-from alert_broker.features import FEATURE_VERSION, compute_features, correct
+from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
+from alert_broker.features.science import flux_features_of
+from alert_broker.features.tables import Tables
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
 from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.lsst import OID_PREFIX
 from alert_broker.surveys.messages import RawMessage
 
 #: Object shares for training sets. An object gets features only with >= 6 detections in g or r in its last
@@ -72,15 +75,17 @@ def last_alert_tables(
     seed: int,
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
+    survey: str = "ztf",
 ):
-    """Simulate ZTF alerts (no stamps) and decode each object's LAST alert (its history holds the light curve).
+    """Simulate alerts (no stamps) of ``survey`` and decode each object's LAST alert (its history holds the
+    light curve).
 
     ``history_days`` (default :data:`HISTORY_DAYS`) is how far back that history reaches: longer than a ZTF
-    alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert.
-    Returns (detections corrected, non_detections, truth) with truth indexed by oid.
+    alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert
+    (LSST alerts carry twelve months themselves). Returns (tables with corrected detections, truth indexed by oid).
     """
     cfg = SimConfig(
-        survey="ztf",
+        survey=survey,
         nights=nights,
         objects=n_objects,
         seed=seed,
@@ -93,7 +98,7 @@ def last_alert_tables(
     for alert in iter_alerts(cfg):  # time-sorted per object: the last one seen is the latest
         last[alert.oid] = alert.payload
     payloads = list(last.values())
-    dets, nondets = [], []
+    parts = []
     for start in range(0, len(payloads), DECODE_CHUNK):
         msgs = [
             RawMessage(f"sim-{seed}", 0, start + i, p)
@@ -102,12 +107,24 @@ def last_alert_tables(
         tables, dead, _ = decode_batch(msgs, f"train-{seed}-{start}")
         if dead:
             raise RuntimeError(f"simulated alerts failed to decode: {dead[0].reason}")
-        dets.append(tables.detections)
-        nondets.append(tables.non_detections)
-    detections = correct(pd.concat(dets, ignore_index=True)) if dets else pd.DataFrame()
-    non_detections = pd.concat(nondets, ignore_index=True) if nondets else pd.DataFrame()
-    truth = truth_table(build_world(cfg)).set_index("oid")
-    return detections, non_detections, truth
+        parts.append(tables)
+    tables = Tables(
+        detections=pd.concat([p.detections for p in parts], ignore_index=True) if parts else pd.DataFrame(),
+        non_detections=pd.concat([p.non_detections for p in parts], ignore_index=True)
+        if parts
+        else pd.DataFrame(),
+        forced_photometry=(
+            pd.concat([p.forced_photometry for p in parts], ignore_index=True) if parts else pd.DataFrame()
+        ),
+    )
+    if not tables.detections.empty:
+        tables.detections = correct(tables.detections)
+    truth = truth_table(build_world(cfg))
+    # the truth names objects by the simulator's id; the tables by the survey's oid (LSST: "LSST" + diaObjectId)
+    truth["oid"] = truth["oid"].astype(str)
+    if survey == "lsst":
+        truth["oid"] = OID_PREFIX + truth["oid"]
+    return tables, truth.set_index("oid")
 
 
 def build_training_set(
@@ -116,18 +133,22 @@ def build_training_set(
     seed: int = 1,
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
+    survey: str = "ztf",
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """(features indexed by oid, labels aligned with them) from a simulated ZTF run.
+    """(features indexed by oid, labels aligned with them) from a simulated run of ``survey``.
 
-    Features come from ``features.compute_features`` on the decoded, corrected last alert of every object; only
-    objects that qualify (>= 6 detections in g or r) and whose true class is one of the 15 are kept.
+    ZTF: ``features.compute_features`` on the decoded, corrected last alert of every object (>= 6 detections in
+    g or r). LSST: the difference-flux features (``features.compute_flux_features``) of the last alert's
+    detections and forced photometry (>= 6 detections). Only objects whose true class is one of the 15 are kept.
     """
-    detections, non_detections, truth = last_alert_tables(
-        n_objects, nights, seed, class_fractions, history_days
-    )
-    if detections.empty:
+    tables, truth = last_alert_tables(n_objects, nights, seed, class_fractions, history_days, survey)
+    if tables.detections.empty:
         raise ValueError(f"the simulation (objects={n_objects}, nights={nights}) produced no alerts")
-    feats = as_oid_indexed(compute_features(detections, non_detections))
+    if survey == "lsst":
+        raw = flux_features_of(tables.detections, tables.forced_photometry)
+    else:
+        raw = compute_features(tables.detections, tables.non_detections)
+    feats = as_oid_indexed(raw)
     labels = normalise_labels(truth["class"].reindex(feats.index))
     keep = labels.notna().to_numpy()
     labels = labels[keep].rename("class")
@@ -173,6 +194,7 @@ def train(
     n_jobs: int | None = 1,
     fit_jobs: int | None = None,
     training_set: dict | None = None,
+    feature_version: str = FEATURE_VERSION,
     **kwargs,
 ) -> HierarchicalClassifier:
     """Fit a :class:`HierarchicalClassifier` (``backend`` "rf" or "xgb", seeded by ``seed``).
@@ -193,6 +215,7 @@ def train(
     )
     t0 = time.perf_counter()
     model.fit(features, labels, n_jobs=fit_jobs)
+    model.feature_version = feature_version  # which feature set it reads (the registry's metadata says it)
     seconds = time.perf_counter() - t0
     y = normalise_labels(labels)
     model.metadata = {
@@ -252,7 +275,14 @@ def add_train_lc(train_subparsers) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="simulation and model seed")
     p.add_argument("--labels", help="a user's labelled set (oid,class CSV/Parquet) instead of simulating")
     p.add_argument("--features", help="features Parquet file or folder (e.g. LAKE/features) for --labels")
-    p.add_argument("--name", default="lc_hierarchical")
+    p.add_argument(
+        "--survey",
+        choices=("ztf", "lsst"),
+        default="ztf",
+        help="ztf: magnitude features of simulated ZTF nights; lsst: difference-flux features of simulated LSST "
+        "nights (default name lc_hierarchical_lsst)",
+    )
+    p.add_argument("--name", default=None, help="default: lc_hierarchical (ztf), lc_hierarchical_lsst (lsst)")
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="random forest or XGBoost")
     p.add_argument("--n-estimators", type=int, default=300, help="trees per forest / boosting rounds")
@@ -327,32 +357,46 @@ def register(subparsers) -> None:
 
 def cmd_train_lc(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    survey = getattr(args, "survey", "ztf")
+    name = args.name or ("lc_hierarchical_lsst" if survey == "lsst" else "lc_hierarchical")
     if args.labels:
+        if survey != "ztf":
+            raise SystemExit(
+                "--labels trains on ZTF magnitude features; --survey lsst simulates its training set"
+            )
         if not args.features:
             raise SystemExit("--labels needs --features (a Parquet file or folder of feature rows)")
         feats, labels = load_labelled_set(args.labels, args.features)
         source = {"source": "labelled set", "labels": str(args.labels), "features": str(args.features)}
     else:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed)
-        source = {"source": "simulation", "objects": args.objects, "nights": args.nights, "seed": args.seed}
+        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
+        source = {
+            "source": "simulation",
+            "survey": survey,
+            "objects": args.objects,
+            "nights": args.nights,
+            "seed": args.seed,
+        }
     source["rows"] = int(len(feats))
     print(f"training set: {len(feats)} objects, {feats.shape[1]} columns ({time.perf_counter() - t0:.0f} s)")
     model = train(
         feats,
         labels,
-        name=args.name,
+        name=name,
         version=args.version,
         backend=args.backend,
         n_estimators=args.n_estimators,
         seed=args.seed,
         fit_jobs=args.n_jobs,
         training_set=source,
+        feature_version=FLUX_FEATURE_VERSION if survey == "lsst" else FEATURE_VERSION,
     )
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
-        test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000)
+        test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000, survey=survey)
         metrics = evaluate(model, test_f, test_y).summary()
+        metrics["held_out"] = {"survey": survey, "objects": args.eval_objects, "seed": args.seed + 1000}
         print(metrics)
     path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
     size = (path / "model.joblib").stat().st_size
@@ -362,12 +406,15 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load(args.name, args.version, root=args.models)
+    survey = "lsst" if model.metadata.get("feature_version") == FLUX_FEATURE_VERSION else "ztf"
     results = {}
     if args.objects:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed)
+        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
         name = f"held-out simulation (seed {args.seed}, {args.objects} objects, {args.nights} nights)"
         results[name] = evaluate(model, feats, labels)
     names = real_set_names(args.real, args.data is not None)
+    if names and survey != "ztf":
+        raise SystemExit("the real labelled sets are ZTF light curves: evaluate a ZTF model on them")
     if names:
         root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
         if not root.is_dir():

@@ -11,7 +11,15 @@ from alert_broker.features.correction import (
     is_corrected,
     is_dubious,
 )
-from alert_broker.features.lightcurve import FEATURE_VERSION, compute_features, feature_names
+from alert_broker.features.lightcurve import (
+    FEATURE_VERSION,
+    FLUX_FEATURE_VERSION,
+    MIN_FLUX_DETECTIONS,
+    compute_features,
+    compute_flux_features,
+    feature_names,
+    flux_feature_names,
+)
 from alert_broker.features.magstats import EXTRA_COLUMNS, MAGSTATS_COLUMNS, magstats, stellar_flags
 from alert_broker.features.neighbours import NEIGHBOUR_COLUMNS, alert_neighbours, latest_neighbours
 from alert_broker.features.objects import OBJECT_COLUMNS, object_stats, position_sigma_arcsec
@@ -27,15 +35,19 @@ __all__ = [
     "DISTANCE_THRESHOLD",
     "EXTRA_COLUMNS",
     "FEATURE_VERSION",
+    "FLUX_FEATURE_VERSION",
     "MAGSTATS_COLUMNS",
+    "MIN_FLUX_DETECTIONS",
     "OBJECT_COLUMNS",
     "SENTINEL",
     "compute_features",
+    "compute_flux_features",
     "correct",
     "correct_magnitudes",
     "is_corrected",
     "is_dubious",
     "feature_names",
+    "flux_feature_names",
     "magstats",
     "object_stats",
     "position_sigma_arcsec",

@@ -20,7 +20,7 @@ import pandas as pd
 from alert_broker.features.colours import catalog_colours
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux, flux_stats
-from alert_broker.features.lightcurve import compute_features
+from alert_broker.features.lightcurve import compute_features, compute_flux_features
 from alert_broker.features.magstats import magstats
 from alert_broker.features.neighbours import alert_neighbours
 from alert_broker.features.objects import object_stats
@@ -45,6 +45,7 @@ class RegionState:
     magstats: pd.DataFrame = field(default_factory=_empty)  # one row per (object, band)
     objects: pd.DataFrame = field(default_factory=_empty)  # one row per object
     features: pd.DataFrame = field(default_factory=_empty)  # the wide light-curve feature vector per object
+    flux_features: pd.DataFrame = field(default_factory=_empty)  # difference-flux features (LSST objects)
     neighbours: pd.DataFrame = field(default_factory=_empty)  # the alerts' own PS1/Gaia/SSO neighbours
     xmatch: pd.DataFrame = field(default_factory=_empty)  # nearest catalogue source per (object, catalogue)
     probabilities: pd.DataFrame = field(default_factory=_empty)  # ALeRCE's long probability rows
@@ -159,6 +160,45 @@ def features_step(state: RegionState) -> RegionState:
     return replace(state, features=feats)
 
 
+def _flux_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of surveys that report difference fluxes (those with a ``psfFlux``), as flux light curves."""
+    if df.empty or "psfFlux" not in df.columns:
+        return pd.DataFrame()
+    rows = df[df["psfFlux"].notna().to_numpy()]
+    if rows.empty:
+        return rows
+    return pd.DataFrame(
+        {
+            "oid": rows["oid"].to_numpy(),
+            "band": rows["band"].astype(str).to_numpy(),
+            "mjd": rows["mjd"].to_numpy(dtype=float),
+            "flux": rows["psfFlux"].to_numpy(dtype=float),
+            "flux_err": rows["psfFluxErr"].to_numpy(dtype=float),
+        }
+    )
+
+
+def flux_features_of(detections: pd.DataFrame, forced: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The difference-flux features of the objects of flux surveys (rows with a ``psfFlux``: LSST) among
+    ``detections``, with their forced photometry; empty when there are none."""
+    det = _flux_rows(detections)
+    if det.empty:
+        return pd.DataFrame()
+    fp = _flux_rows(forced) if forced is not None else pd.DataFrame()
+    return compute_flux_features(det, fp if not fp.empty else None)
+
+
+def flux_features_step(state: RegionState) -> RegionState:
+    """Light-curve features from the difference fluxes of the objects of flux surveys (LSST), with their
+    forced photometry; tagged with their last mjd and night like the magnitude features."""
+    feats = flux_features_of(state.detections, state.tables.forced_photometry)
+    if feats.empty:
+        return state
+    if not state.objects.empty:
+        feats = feats.join(state.objects.set_index("oid")[["lastmjd", "night"]], on="oid")
+    return replace(state, flux_features=feats)
+
+
 def neighbours_step(state: RegionState) -> RegionState:
     """The PS1 / Gaia / solar-system neighbours the batch's alerts carry."""
     alerts = state.batch.alerts
@@ -174,7 +214,7 @@ def colours_step(state: RegionState, catalog: str = "allwise") -> RegionState:
 
 
 #: The science every region runs, in order (features only where asked for: see ``science``).
-SCIENCE_STEPS: tuple[PureStep, ...] = (correct_step, magstats_step, features_step)
+SCIENCE_STEPS: tuple[PureStep, ...] = (correct_step, magstats_step, features_step, flux_features_step)
 
 
 def science(tables: Tables, with_features: bool = True) -> RegionState:
@@ -182,7 +222,7 @@ def science(tables: Tables, with_features: bool = True) -> RegionState:
     a region task computes them."""
     state = RegionState.start(tables)
     for step in SCIENCE_STEPS:
-        if step is features_step and not with_features:
+        if step in (features_step, flux_features_step) and not with_features:
             continue
         state = step(state)
     return state

@@ -108,8 +108,9 @@ class Settings:
     lc_model: str = field(
         default="auto",
         metadata={
-            "help": "light-curve classifier: name[:version] from the model registry, 'auto' (the shipped "
-            "lc_hierarchical, latest version, if the registry has it) or 'none'"
+            "help": "light-curve classifiers: 'auto' (the shipped lc_hierarchical for ZTF features and "
+            "lc_hierarchical_lsst for LSST's flux features, latest versions), name[:version][,name...] from the "
+            "model registry, or 'none'"
         },
     )
     stamp_model: str = field(

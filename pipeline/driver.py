@@ -124,7 +124,7 @@ class Broker:
             with_features=s.features,
             xmatch=s.xmatch_specs,
             catalog_root=s.catalogs,
-            lc_model=self.models.lc,
+            lc_models=self.models.lc,
             history=HistorySpec(s.history_order, s.history_cache_mb) if s.history else None,
         )
 
@@ -140,10 +140,10 @@ class Broker:
     def write_taxonomy(self) -> list[str]:
         """The ``taxonomy`` rows of the classifiers this run uses (what their probability rows mean)."""
         used = []
-        lc, stamp = self.models.lc, self.models.stamp
-        if lc is not None:
+        for lc in self.models.lc:
             self.store.upsert("taxonomy", taxonomy_rows(load_model(lc.name, lc.version, root=lc.root)))
             used.append(f"{lc.name} {lc.version}")
+        stamp = self.models.stamp
         if stamp is not None:
             rows = flat_taxonomy_rows(stamp.name, stamp.version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
             self.store.upsert("taxonomy", rows)
@@ -341,7 +341,7 @@ class Services:
             self.client = self.stack.enter_context(Client(cluster))
         # every worker (now, or joining later) warms the science up and loads the models before any batch
         plugin = BrokerWorkerPlugin(
-            lc_model=models.lc if s.features else None,
+            lc_models=models.lc if s.features else (),
             stamp_model=models.stamp,
             log_level=s.log_level,
             log_format=s.log_format,
@@ -424,18 +424,28 @@ def models_root(settings: Settings) -> Path:
     return Path(settings.models).resolve() if settings.models else shipped_models()
 
 
+#: The light-curve classifiers ``--lc-model auto`` runs: one per feature set (ZTF's magnitude features, the
+#: difference-flux features of LSST).
+DEFAULT_LC_MODELS = ("lc_hierarchical", "lc_hierarchical_lsst")
+
+
 @dataclass(frozen=True)
 class RunModels:
     """The classifiers of a run, resolved once (name and version fixed) from the settings."""
 
-    lc: ModelSpec | None
+    lc: tuple[ModelSpec, ...]
     stamp: ModelSpec | None
 
     @classmethod
     def of(cls, settings: Settings) -> RunModels:
         root = models_root(settings)
+        spec = (settings.lc_model or "").strip()
+        if spec.lower() == "auto":
+            lc = tuple(resolve_model("auto", name, root, "--lc-model") for name in DEFAULT_LC_MODELS)
+        else:
+            lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
         return cls(
-            lc=resolve_model(settings.lc_model, "lc_hierarchical", root, "--lc-model"),
+            lc=tuple(m for m in lc if m is not None),
             stamp=resolve_model(settings.stamp_model, "stamp_classifier", root, "--stamp-model"),
         )
 

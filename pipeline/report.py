@@ -115,7 +115,15 @@ class RunReport:
             f"  dead letters      {s['dead_letters']}",
         ]
         lines.append(f"  objects           {s['objects']} distinct")
-        for k in ("detections", "non_detections", "forced_photometry", "magstats", "features", "xmatch"):
+        for k in (
+            "detections",
+            "non_detections",
+            "forced_photometry",
+            "magstats",
+            "features",
+            "flux_features",
+            "xmatch",
+        ):
             if k in s["counts"]:
                 lines.append(f"  {k:<17} {s['counts'][k]} rows written")
         if "history_rows_read" in s["counts"]:

@@ -30,6 +30,7 @@ from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.stamp import StampClassifier
 from alert_broker.classifiers.stamp.inference import set_tf_threads, tf_threads
 from alert_broker.features.correction import REQUIRED_COLUMNS
+from alert_broker.features.lightcurve import compute_flux_features
 from alert_broker.features.lightcurve import warm_up as warm_up_features
 from alert_broker.features.magstats import REQUIRED_DETECTIONS as MAGSTATS_REQUIRED
 from alert_broker.features.objects import REQUIRED_DETECTIONS as OBJECTS_REQUIRED
@@ -145,6 +146,18 @@ def warm_up_science() -> float:
     state = science(Tables(detections=pd.DataFrame(cols), non_detections=nondet), with_features=False)
     pq.write_table(pa.Table.from_pandas(state.detections), io.BytesIO())
     warm_up_features()
+    days = np.arange(12, dtype=np.float64)
+    compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
+        pd.DataFrame(
+            {
+                "oid": "warm-up",
+                "band": np.array(["g", "r"] * 6),
+                "mjd": 60000.0 + days,
+                "flux": 1000.0 + 100.0 * np.sin(days),
+                "flux_err": np.full(12, 20.0),
+            }
+        )
+    )
     return time.perf_counter() - t0
 
 
@@ -156,12 +169,12 @@ class BrokerWorkerPlugin(WorkerPlugin):
 
     def __init__(
         self,
-        lc_model: ModelSpec | None = None,
+        lc_models: tuple[ModelSpec, ...] = (),
         stamp_model: ModelSpec | None = None,
         log_level: str = "INFO",
         log_format: str = "text",
     ) -> None:
-        self.lc_model = lc_model
+        self.lc_models = lc_models
         self.stamp_model = stamp_model
         self.log_level = log_level
         self.log_format = log_format
@@ -175,10 +188,9 @@ class BrokerWorkerPlugin(WorkerPlugin):
         self.resources = WorkerResources()
         self.startup_seconds = {"science": warm_up_science()}
         res = self.resources
-        for kind, spec, loader in (
-            ("stamp_model", self.stamp_model, res.stamp_model),
-            ("lc_model", self.lc_model, res.lc_model),
-        ):
+        loads = [("stamp_model", self.stamp_model, res.stamp_model)]
+        loads += [(f"lc_model {m.name}", m, res.lc_model) for m in self.lc_models]
+        for kind, spec, loader in loads:
             if spec is not None:
                 t = time.perf_counter()
                 loader(spec)

@@ -77,6 +77,14 @@ def batch_forced_photometry(state: Any) -> pd.DataFrame:
     return state.batch.forced_photometry
 
 
+def batch_survey_objects(state: Any) -> pd.DataFrame:
+    return state.batch.survey_objects
+
+
+def batch_solar_system(state: Any) -> pd.DataFrame:
+    return state.batch.solar_system
+
+
 def alert_summary(alerts: pd.DataFrame) -> pd.DataFrame:
     return alerts[[c for c in ALERT_SUMMARY_COLUMNS if c in alerts.columns]]
 
@@ -87,13 +95,14 @@ def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:
     if feats.empty:
         return pd.DataFrame(columns=cols)
     names = [c for c in feats.columns if c not in ("oid", "FEATURE_VERSION", "lastmjd", "night", "batch_id")]
+    version = feats["FEATURE_VERSION"].to_numpy() if "FEATURE_VERSION" in feats.columns else FEATURE_VERSION
     values = feats[names].astype("float64")
     finite = values.astype(object).where(np.isfinite(values.to_numpy()), None)
     records = finite.to_dict(orient="records")
     return pd.DataFrame(
         {
             "oid": feats["oid"].to_numpy(),
-            "feature_version": FEATURE_VERSION,
+            "feature_version": version,
             "lastmjd": feats["lastmjd"].to_numpy(),
             "n_features": np.isfinite(values.to_numpy()).sum(axis=1),
             "features": records,
@@ -113,6 +122,7 @@ SINKS: tuple[Sink, ...] = (
     Sink("objects", lake="objects", postgres="object"),
     Sink("magstats", lake="magstats", postgres="magstats"),
     Sink("features", lake="features", postgres="feature", postgres_rows=feature_summary),
+    Sink("flux_features", lake="flux_features", postgres="feature", postgres_rows=feature_summary),
     Sink("stamp_probabilities", lake="probabilities", postgres="probability", stage="decode"),
     Sink("probabilities", lake="probabilities", postgres="probability"),
     Sink("outliers", lake="outliers", postgres="outlier_score"),
@@ -123,6 +133,8 @@ SINKS: tuple[Sink, ...] = (
     Sink("detections", lake="detections", lake_rows=batch_detections),
     Sink("non_detections", lake="non_detections", lake_rows=batch_non_detections),
     Sink("forced_photometry", lake="forced_photometry", lake_rows=batch_forced_photometry),
+    Sink("survey_objects", lake="survey_objects", lake_rows=batch_survey_objects),
+    Sink("solar_system", lake="solar_system", lake_rows=batch_solar_system),
 )
 
 

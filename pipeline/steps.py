@@ -19,11 +19,13 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.features.science import (
     RegionState,
     colours_step,
     correct_step,
     features_step,
+    flux_features_step,
     magstats_step,
     neighbours_step,
 )
@@ -43,7 +45,7 @@ class RegionConfig:
     with_features: bool = True
     xmatch: tuple[XmatchSpec, ...] = ()
     catalog_root: str = ""
-    lc_model: ModelSpec | None = None
+    lc_models: tuple[ModelSpec, ...] = ()
     history: HistorySpec | None = None
 
 
@@ -113,17 +115,33 @@ def xmatch_step(state: PipelineState, ctx: StepContext) -> PipelineState:
 
 
 def classify_step(state: PipelineState, ctx: StepContext) -> PipelineState:
-    """Class probabilities (ALeRCE's long rows) and outlier scores of the objects with features."""
-    feats = state.features
-    if feats.empty or ctx.config.lc_model is None:
+    """Class probabilities (ALeRCE's long rows) and outlier scores of the objects with features, each feature
+    set by the model trained on it (ZTF's magnitude features, LSST's flux features)."""
+    probs, outliers = [], []
+    for spec in ctx.config.lc_models:
+        model = ctx.resources.lc_model(spec)
+        version = model.metadata.get("feature_version", FEATURE_VERSION)
+        feats = state.flux_features if version == FLUX_FEATURE_VERSION else state.features
+        if feats.empty:
+            continue
+        if "FEATURE_VERSION" in feats.columns:
+            feats = feats[feats["FEATURE_VERSION"].astype(str) == version]
+        x = feats.drop(columns=[c for c in ("lastmjd", "night", "FEATURE_VERSION") if c in feats.columns])
+        if x.empty:
+            continue
+        if hasattr(model, "classify"):  # the top level evaluated once for both
+            p, o = model.classify(x)
+        else:
+            p, o = model.probabilities_long(x), model.outlier_scores(x)
+        probs.append(p)
+        outliers.append(o)
+    if not probs:
         return state
-    model = ctx.resources.lc_model(ctx.config.lc_model)
-    x = feats.drop(columns=[c for c in ("lastmjd", "night", "FEATURE_VERSION") if c in feats.columns])
-    if hasattr(model, "classify"):  # the top level evaluated once for both
-        probs, outliers = model.classify(x)
-    else:
-        probs, outliers = model.probabilities_long(x), model.outlier_scores(x)
-    return replace(state, probabilities=probs, outliers=outliers)
+    return replace(
+        state,
+        probabilities=pd.concat(probs, ignore_index=True) if len(probs) > 1 else probs[0],
+        outliers=pd.concat(outliers, ignore_index=True) if len(outliers) > 1 else outliers[0],
+    )
 
 
 def _has_allwise(config: RegionConfig) -> bool:
@@ -136,10 +154,11 @@ REGION_STEPS: tuple[Step, ...] = (
     Step("correct", pure(correct_step), guarded=True),
     Step("magstats", pure(magstats_step), guarded=True),
     Step("features", pure(features_step), applies=lambda c: c.with_features, guarded=True),
+    Step("flux_features", pure(flux_features_step), applies=lambda c: c.with_features, guarded=True),
     Step("xmatch", xmatch_step, applies=lambda c: bool(c.xmatch)),
     Step("neighbours", pure(neighbours_step)),
     Step("colours", pure(colours_step), applies=_has_allwise),
-    Step("classify", classify_step, applies=lambda c: c.lc_model is not None and c.with_features),
+    Step("classify", classify_step, applies=lambda c: bool(c.lc_models) and c.with_features),
 )
 
 

@@ -26,6 +26,12 @@ def simulated_span(cfg: SimConfig) -> tuple[float, float, float]:
     return w0 - lead, w0, w1
 
 
+def joint_span(cfg: SimConfig) -> tuple[float, float]:
+    """Joint runs: (first MJD, end of the alert window) covering every survey's simulated span."""
+    spans = [simulated_span(cfg.part(s)) for s in cfg.surveys]
+    return min(s[0] for s in spans), max(s[2] for s in spans)
+
+
 def schedule(cfg: SimConfig, fields: pd.DataFrame) -> pd.DataFrame:
     """All visits of all fields between the start of the simulated history and the end of the alert window."""
     spec = cfg.spec

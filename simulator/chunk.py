@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .cadence import rows_for_objects, simulated_span
+from .cadence import joint_span, rows_for_objects, simulated_span
 from .config import PERIODIC, STOCHASTIC, SimConfig
-from .models import reference_mags
+from .models import SharedRealisation, reference_mags
 from .neighbours import context
 from .photometry import observe
 from .rng import stream
@@ -36,8 +36,19 @@ def simulate_chunk(cfg: SimConfig, pop: pd.DataFrame, visits: pd.DataFrame, inde
     s0, w0, w1 = simulated_span(cfg)
     obj, epoch = rows_for_objects(chunk["field_index"].to_numpy(), visits)
     ctx = context(chunk, reference_mags(chunk, spec), spec, stream(cfg.seed, "context", index))
+    # Joint runs: stochastic light curves draw their random parts per object, the same in every survey.
+    shared = None if cfg.joint is None else SharedRealisation(cfg.joint.seed, joint_span(cfg.joint))
     rows = observe(
-        chunk, visits, obj, epoch, ctx, spec, (w0, w1), (s0, w1), stream(cfg.seed, "photometry", index)
+        chunk,
+        visits,
+        obj,
+        epoch,
+        ctx,
+        spec,
+        (w0, w1),
+        (s0, w1),
+        stream(cfg.seed, "photometry", index),
+        shared,
     )
     rows = add_history_counts(cfg, chunk, rows, stream(cfg.seed, "history", index))
     return ChunkData(index=index, pop=chunk, ctx=ctx, rows=rows, window=(w0, w1), span=(s0, w1))

@@ -7,6 +7,7 @@ import sys
 
 from .config import SimConfig
 from .engine import simulate
+from .sinks import is_kafka
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -17,10 +18,17 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=(
             "Simulate the sky as ZTF or LSST sees it and write schema-valid Avro alerts: a folder of "
             "night=YYYYMMDD/<id>.avro, one .tar.gz per night (--tar), or a Kafka topic at a given rate "
-            "(--out kafka://host:port/topic). A truth table (Parquet) lists every object's class and parameters."
+            "(--out kafka://host:port/topic). A truth table (Parquet) lists every object's class and parameters. "
+            "--survey ztf+lsst: one sky seen by both surveys in the same nights, OUT/ztf/ and OUT/lsst/ archives "
+            "and one joint truth table (OUT/truth.parquet: truth_id, class, position, oid_ztf, oid_lsst, ...)."
         ),
     )
-    p.add_argument("--survey", choices=("ztf", "lsst"), default="ztf")
+    p.add_argument(
+        "--survey",
+        choices=("ztf", "lsst", "ztf+lsst"),
+        default="ztf",
+        help="the survey, or ztf+lsst for a joint run (one sky, an archive per survey; default ztf)",
+    )
     p.add_argument("--nights", type=int, default=1, help="number of nights with alerts (default 1)")
     p.add_argument("--objects", type=int, default=1000, help="number of simulated objects (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes (default 0)")
@@ -75,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         cfg.validate()
+        if cfg.is_joint and is_kafka(args.out):
+            raise ValueError("--survey ztf+lsst writes one folder per survey; --out must be a folder")
         report = simulate(
             cfg, args.out, rate=args.rate, burst=args.burst, tar=args.tar, truth_path=args.truth
         )

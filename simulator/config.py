@@ -235,7 +235,10 @@ class SimConfig:
         if self.start_mjd is not None:
             return float(self.start_mjd)
         if self.is_joint:  # the latest default start: when every survey of the run operates
-            return max((SURVEYS[s].default_start_mjd for s in self.surveys if s in SURVEYS), default=ZTF.default_start_mjd)
+            return max(
+                (SURVEYS[s].default_start_mjd for s in self.surveys if s in SURVEYS),
+                default=ZTF.default_start_mjd,
+            )
         return self.spec.default_start_mjd
 
     def validate(self) -> None:

@@ -24,8 +24,8 @@ from .chunk import simulate_chunk
 from .config import JOINT_SEPARATOR, SimConfig
 from .lsst_alerts import LsstPacketBuilder
 from .population import draw_population
-from .sky import Sky, build_sky, part_population
 from .sinks import is_kafka, manifest_messages, parse_kafka_url, produce, write_tarballs
+from .sky import Sky, build_sky, part_population
 from .stamps import StampBank
 from .ztf_alerts import Alert, ZtfPacketBuilder
 
@@ -114,6 +114,7 @@ def _cfg_key(cfg: SimConfig) -> tuple:
         tuple(sorted(cfg.fractions().items())),
         cfg.n_fields,
         cfg.chunk_size,
+        cfg.history_days,  # sets how far back the observing log reaches
         None if cfg.joint is None else (_cfg_key(cfg.joint), cfg.joint.min_separation),
     )
 
@@ -346,7 +347,9 @@ def simulate(
 
 def _alert_counts(man: pd.DataFrame, n_obj: int) -> tuple[np.ndarray, np.ndarray]:
     """(alerts per object, MJD of each object's first alert) from a run's manifest."""
-    counts = np.bincount(man["obj"].to_numpy(dtype=np.int64), minlength=n_obj) if len(man) else np.zeros(n_obj)
+    counts = (
+        np.bincount(man["obj"].to_numpy(dtype=np.int64), minlength=n_obj) if len(man) else np.zeros(n_obj)
+    )
     first = np.full(n_obj, np.nan)
     if len(man):
         g = man.groupby("obj")["mjd"].min()
@@ -368,6 +371,7 @@ def joint_config(cfg: SimConfig, surveys: Iterable[str] | None = None) -> SimCon
     """The joint run of `cfg` over `surveys` (default: cfg's own if joint, else ZTF and LSST)."""
     if surveys is None:
         return cfg if cfg.is_joint else replace(cfg, survey=JOINT_SEPARATOR.join(("ztf", "lsst")))
+    surveys = tuple(surveys)
     name = JOINT_SEPARATOR.join(surveys)
     if cfg.is_joint and cfg.survey != name:
         raise ValueError(f"the configuration is a joint run of {cfg.survey!r}, not of {name!r}")
@@ -412,11 +416,15 @@ def joint_truth_table(
         n_alerts[tid] = counts
         first_mjd = np.full(n, np.nan)
         first_mjd[tid] = first
-        out[f"oid_{s}"] = oid
-        out[f"object_id_{s}"] = pd.arrays.IntegerArray(object_id, no_alert)
-        out[f"field_{s}"] = pd.arrays.IntegerArray(field, ~observed)
-        out[f"n_alerts_{s}"] = n_alerts
-        out[f"first_alert_mjd_{s}"] = first_mjd
+        cols = {
+            "oid": oid,
+            "object_id": pd.arrays.IntegerArray(object_id, no_alert),
+            "field": pd.arrays.IntegerArray(field, ~observed),
+            "n_alerts": n_alerts,
+            "first_alert_mjd": first_mjd,
+        }
+        for c in JOINT_SURVEY_COLUMNS:
+            out[f"{c}_{s}"] = cols[c]
     return out
 
 
@@ -492,7 +500,9 @@ def simulate_joint(
                 shutil.rmtree(root, ignore_errors=True)
         alerts[s] = _alert_counts(man, len(world.pop))
         nbytes = int(man["nbytes"].sum()) if len(man) else 0
-        reports[s] = SimulationReport(s, len(man), len(world.pop), nights, seconds, nbytes, outputs, truth_path)
+        reports[s] = SimulationReport(
+            s, len(man), len(world.pop), nights, seconds, nbytes, outputs, truth_path
+        )
     truth = joint_truth_table(jw, alerts)
     truth.to_parquet(truth_path, index=False)
     pairs = int(np.logical_and.reduce([truth[f"oid_{s}"].notna().to_numpy() for s in jw.worlds]).sum())

@@ -46,6 +46,26 @@ def _galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([g.l.deg, g.b.deg]), np.stack([e.lon.deg, e.lat.deg])
 
 
+def _cumulative_position(pop: pd.DataFrame, obj: np.ndarray, dcols: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection row (sorted by object, then time): the inverse-variance weighted mean position of the
+    object's detections up to and including it, as a diaObject's (ra, dec) [deg]."""
+    ra0 = pop["ra"].to_numpy()[obj]
+    dec0 = pop["dec"].to_numpy()[obj]
+    cosd = np.cos(np.deg2rad(dec0))
+    dx = ((dcols["ra"] - ra0 + 180.0) % 360.0 - 180.0) * cosd
+    dy = dcols["dec"] - dec0
+    w = 1.0 / dcols["raErr"] ** 2
+    start = np.flatnonzero(np.r_[True, obj[1:] != obj[:-1]]) if len(obj) else np.zeros(0, np.int64)
+    lengths = np.diff(np.r_[start, len(obj)])
+
+    def cum(v: np.ndarray) -> np.ndarray:
+        c = np.cumsum(v)
+        return c - np.repeat(c[start] - v[start], lengths)
+
+    sw = cum(w)
+    return (ra0 + cum(w * dx) / sw / cosd) % 360.0, dec0 + cum(w * dy) / sw
+
+
 def _cumulative_object_stats(det: pd.DataFrame, nb: int) -> dict[str, np.ndarray]:
     """Per detection row: the diaObject's per-band statistics over all detections up to and including it."""
     g = det["obj"].to_numpy()
@@ -265,8 +285,12 @@ class LsstPacketBuilder:
             "diaObjectId": dcols["diaObjectId"][a_in_det],
             "validityStartMjdTai": dcols["timeProcessedMjdTai"][a_in_det] + 1e-4,
         }
-        ocols["ra"] = chunk.pop["ra"].to_numpy()[dsub["obj"].to_numpy()[a_in_det]]
-        ocols["dec"] = chunk.pop["dec"].to_numpy()[dsub["obj"].to_numpy()[a_in_det]]
+        if cfg.joint is None:
+            ocols["ra"] = chunk.pop["ra"].to_numpy()[dsub["obj"].to_numpy()[a_in_det]]
+            ocols["dec"] = chunk.pop["dec"].to_numpy()[dsub["obj"].to_numpy()[a_in_det]]
+        else:  # joint runs: the diaObject sits where its diaSources so far put it (weighted mean)
+            ra_m, dec_m = _cumulative_position(chunk.pop, dsub["obj"].to_numpy(), dcols)
+            ocols["ra"], ocols["dec"] = ra_m[a_in_det], dec_m[a_in_det]
         ocols["raErr"] = dcols["raErr"][a_in_det] / np.sqrt(stats["nDiaSources"][a_in_det])
         ocols["decErr"] = ocols["raErr"]
         for j, bname in enumerate(spec.bands):

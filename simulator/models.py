@@ -6,11 +6,87 @@ pairs sorted by object then time; `obj` indexes the chunk's population frame.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from . import lightcurves as lc
 from .config import SurveySpec
+from .rng import stream
+
+#: Joint runs: spacing [d] of the grid on which an object's damped random walk is shared by the surveys.
+SHARED_DRW_STEP_DAYS = 0.5
+
+
+@dataclass(frozen=True)
+class SharedRealisation:
+    """The random parts of stochastic light curves, shared by every survey of a joint run (sky.py).
+
+    Single-survey runs draw a DRW path, YSO dips or bursts and dwarf-nova outbursts from the chunk's photometry
+    stream. In a joint run each survey simulates its own chunks, so these draws come instead from streams keyed
+    by the object's `truth_id` over one time span covering every survey's: the surveys see the same outbursts,
+    dips and DRW excursions. The DRW is drawn exactly on a grid of SHARED_DRW_STEP_DAYS and bridged (exact
+    Ornstein-Uhlenbeck conditional) to each visit with the survey's own stream.
+    """
+
+    seed: int  # the joint run's seed
+    span: tuple[float, float]  # MJD range covering every survey's simulated span
+
+    def _rngs(self, name: str, truth_ids: np.ndarray) -> list[np.random.Generator]:
+        return [stream(self.seed, "joint", name, int(t)) for t in truth_ids]
+
+    def event_train(self, truth_ids: np.ndarray, rate: np.ndarray, kmax: int = 120) -> np.ndarray:
+        if len(truth_ids) == 0:
+            return np.empty((0, kmax))
+        return np.concatenate(
+            [
+                lc.event_train(1, rate[i : i + 1], self.span, r, kmax)
+                for i, r in enumerate(self._rngs("events", truth_ids))
+            ]
+        )
+
+    def dn_outburst_times(self, truth_ids: np.ndarray, peak_mjd: np.ndarray, recurrence: np.ndarray):
+        if len(truth_ids) == 0:
+            return np.empty((0, 80))
+        return np.concatenate(
+            [
+                lc.dn_outburst_times(peak_mjd[i : i + 1], recurrence[i : i + 1], self.span, r)
+                for i, r in enumerate(self._rngs("outbursts", truth_ids))
+            ]
+        )
+
+    def drw(
+        self,
+        truth_ids: np.ndarray,
+        tau: np.ndarray,
+        sigma: np.ndarray,
+        obj: np.ndarray,
+        t: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """X(t) per row; `obj` indexes `truth_ids` / `tau` / `sigma` (per object)."""
+        if len(t) == 0:
+            return np.zeros(0)
+        step = SHARED_DRW_STEP_DAYS
+        ng = int(np.ceil((self.span[1] - self.span[0]) / step)) + 2
+        eps = np.stack([r.standard_normal(ng) for r in self._rngs("drw", truth_ids)])
+        a = np.exp(-step / tau)[:, None]
+        grid = np.empty_like(eps)
+        grid[:, 0] = sigma * eps[:, 0]
+        scale = (sigma[:, None] * np.sqrt(np.maximum(1 - a * a, 0.0)))[:, 0]
+        for j in range(1, ng):
+            grid[:, j] = a[:, 0] * grid[:, j - 1] + scale * eps[:, j]
+        u = np.clip((t - self.span[0]) / step, 0.0, ng - 1.000001)
+        k = np.floor(u).astype(np.int64)
+        x0, x1 = grid[obj, k], grid[obj, k + 1]
+        tr = tau[obj]
+        ea = np.exp(-(u - k) * step / tr)
+        eb = np.exp(-(k + 1 - u) * step / tr)
+        den = np.maximum(1 - ea**2 * eb**2, 1e-300)
+        mean = (x0 * ea * (1 - eb**2) + x1 * eb * (1 - ea**2)) / den
+        var = sigma[obj] ** 2 * (1 - ea**2) * (1 - eb**2) / den
+        return mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(len(t))
 
 
 def _col(pop: pd.DataFrame, name: str, default: float = np.nan) -> np.ndarray:
@@ -31,8 +107,11 @@ def source_mags(
     spec: SurveySpec,
     rng: np.random.Generator,
     span: tuple[float, float],
+    shared: SharedRealisation | None = None,
 ) -> np.ndarray:
-    """Apparent magnitude of the variable source per row (np.inf where it emits nothing: asteroids, bogus)."""
+    """Apparent magnitude of the variable source per row (np.inf where it emits nothing: asteroids, bogus).
+
+    `shared` (joint runs): draw the stochastic parts per object, the same for every survey (needs `truth_id`)."""
     lam_b = spec.wavelengths()
     lam = lam_b[band]
     cls = pop["class"].to_numpy()[obj]
@@ -103,14 +182,22 @@ def source_mags(
     if sel.any():
         idx = np.flatnonzero(sel)
         p = _gather(pop, ["tau", "sigma", "chroma"], obj[idx])
-        x = lc.drw_paths(obj[idx], t[idx], p["tau"], p["sigma"], rng)
+        if shared is None:
+            x = lc.drw_paths(obj[idx], t[idx], p["tau"], p["sigma"], rng)
+        else:
+            objs, inv = np.unique(obj[idx], return_inverse=True)
+            q = _gather(pop, ["truth_id", "tau", "sigma"], objs)
+            x = shared.drw(q["truth_id"], q["tau"], q["sigma"], inv, t[idx], rng)
         m[idx] = m0[idx] + x * lc.chroma_factor(lam[idx], p["chroma"])
         ysel = cls[idx] == "YSO"
         if ysel.any():
             yi = idx[ysel]
             objs, inv = np.unique(obj[yi], return_inverse=True)
             q = _gather(pop, ["dip_rate", "event_amp", "event_dur"], objs)
-            times = lc.event_train(len(objs), q["dip_rate"], span, rng)
+            if shared is None:
+                times = lc.event_train(len(objs), q["dip_rate"], span, rng)
+            else:
+                times = shared.event_train(_col(pop, "truth_id")[objs], q["dip_rate"])
             ev = lc.yso_events(
                 t[yi], times[inv], q["event_amp"][inv], q["event_dur"][inv], sub[yi] == "dipper"
             )
@@ -124,7 +211,11 @@ def source_mags(
             pop, ["peak_mjd", "recurrence", "outburst_amp", "tau_rise", "outburst_dur", "tau_fall"], objs
         )
         nova = pop["subtype"].to_numpy()[objs] == "nova"
-        times = lc.dn_outburst_times(q["peak_mjd"], np.where(nova, 1e9, q["recurrence"]), span, rng)
+        recurrence = np.where(nova, 1e9, q["recurrence"])
+        if shared is None:
+            times = lc.dn_outburst_times(q["peak_mjd"], recurrence, span, rng)
+        else:
+            times = shared.dn_outburst_times(_col(pop, "truth_id")[objs], q["peak_mjd"], recurrence)
         times[nova, :] = np.nan
         times[nova, 0] = q["peak_mjd"][nova]
         amp = q["outburst_amp"][inv] * lc.chroma_factor(lam[ci], np.full(len(ci), 0.1))

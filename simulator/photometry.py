@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .config import SurveySpec
-from .models import reference_mags, source_mags
+from .models import SharedRealisation, reference_mags, source_mags
 from .neighbours import flux
 
 DETECTION_SNR = 5.0
@@ -44,14 +44,17 @@ def observe(
     window: tuple[float, float],
     span: tuple[float, float],
     rng: np.random.Generator,
+    shared: SharedRealisation | None = None,
 ) -> pd.DataFrame:
-    """One row per (object, visit) with the true and measured difference flux and the detection flag."""
+    """One row per (object, visit) with the true and measured difference flux and the detection flag.
+
+    `shared` (joint runs): the stochastic light curves' random parts, the same for every survey."""
     t = visits["mjd"].to_numpy()[epoch]
     band = visits["band"].to_numpy()[epoch].astype(np.int64)
     maglim = visits["maglim"].to_numpy()[epoch]
     zp = visits["zp"].to_numpy()[epoch]
     cls = pop["class"].to_numpy()[obj]
-    m_src = source_mags(pop, obj, t, band, spec, rng, span)
+    m_src = source_mags(pop, obj, t, band, spec, rng, span, shared)
     ref = reference_mags(pop, spec)
     m_ref = ref[obj, band]
     in_window = (t >= window[0]) & (t < window[1])

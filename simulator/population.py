@@ -340,7 +340,12 @@ def make_fields(cfg: SimConfig, rng: np.random.Generator) -> pd.DataFrame:
     s0, s1 = np.sin(np.deg2rad(spec.dec_range))
     dec = np.rad2deg(np.arcsin(rng.uniform(s0, s1, nf)))
     return pd.DataFrame(
-        {"field": field_ids(spec, nf, rng), "field_ra": ra, "field_dec": dec, "phase": rng.integers(0, 1000, nf)}
+        {
+            "field": field_ids(spec, nf, rng),
+            "field_ra": ra,
+            "field_dec": dec,
+            "phase": rng.integers(0, 1000, nf),
+        }
     )
 
 
@@ -367,7 +372,9 @@ def draw_population(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         n = counts[cls]
         if n == 0:
             continue
-        parts.append(pd.DataFrame(draw_class(cls, n, stream(cfg.seed, "population", cls), spec, t_start, t_end)))
+        parts.append(
+            pd.DataFrame(draw_class(cls, n, stream(cfg.seed, "population", cls), spec, t_start, t_end))
+        )
     pop = pd.concat(parts, ignore_index=True)
     # Shuffle so that classes interleave across fields and chunks.
     pop = pop.iloc[rng.permutation(len(pop))].reset_index(drop=True)

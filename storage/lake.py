@@ -42,6 +42,9 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "objects": ("oid",),
     "magstats": ("oid", "fid"),
     "features": ("oid", "FEATURE_VERSION"),
+    "flux_features": ("oid", "FEATURE_VERSION"),
+    "survey_objects": ("oid", "candid"),
+    "solar_system": ("oid", "candid"),
     "xmatch": ("oid", "catalog"),
     "neighbours": ("oid", "candid", "catalog", "rank"),
     "probabilities": ("oid", "classifier_name", "classifier_version", "class_name"),
@@ -77,6 +80,7 @@ PARTITION_KEYS = {
     "non_detections": "alert_night",
     "forced_photometry": "alert_night",
     "features": "alert_night",
+    "flux_features": "alert_night",
     "probabilities": "alert_night",
     "outliers": "alert_night",
 }

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from alert_broker.surveys.adapter import SurveyAdapter
+from alert_broker.surveys.atlas import ATLAS
 from alert_broker.surveys.avro import load_schema
 from alert_broker.surveys.errors import PacketError
 from alert_broker.surveys.lsst import LSST
 from alert_broker.surveys.ztf import ZTF
 
 #: Every adapter, in the order they are asked (the first is the default for a schema nobody recognises).
-ADAPTERS: tuple[SurveyAdapter, ...] = (ZTF, LSST)
+ADAPTERS: tuple[SurveyAdapter, ...] = (ZTF, LSST, ATLAS)
 _CACHE_MAX = 256
 
 

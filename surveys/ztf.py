@@ -547,7 +547,14 @@ def recognises(schema: object) -> bool:
     if not isinstance(schema, dict):
         return False
     top = {f.get("name") for f in schema.get("fields", ()) if isinstance(f, dict)}
-    return "candidate" in top and bool({"objectId", "alertId"} & top)
+    if not ("candidate" in top and bool({"objectId", "alertId"} & top)):
+        return False
+    # ATLAS alerts (surveys.atlas) have the same top level; their candidate has RA/Dec/Mag, not ra/dec/magpsf
+    names: dict[str, dict] = {}
+    collect_names(schema, names)
+    found = (f.get("type") for f in schema["fields"] if isinstance(f, dict) and f.get("name") == "candidate")
+    candidate = record_fields(next(found), names) or {}
+    return not ({"RA", "Mag"} <= set(candidate) or str(schema.get("name", "")).startswith("atlas."))
 
 
 class ZtfAdapter:

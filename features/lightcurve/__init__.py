@@ -1,20 +1,27 @@
-"""Light-curve features of the broker: ALeRCE's ZTF feature set, batched and compiled with numba.
+"""Light-curve features of the broker: ALeRCE's ZTF feature set, batched and compiled with numba, and a feature
+set on difference fluxes for LSST.
 
 ``compute_features(detections, non_detections, objects=None)`` returns one row per object with at least 6 clean
-detections in g or r. Definitions: docs/features.md.
+detections in g or r (ZTF magnitudes). ``compute_flux_features(detections, forced=None)`` returns one row per
+object with at least 6 detections in u g r i z y (difference fluxes in nJy). Definitions: docs/features.md.
 """
 
 from __future__ import annotations
 
 from .api import FEATURE_VERSION, compute_batch, compute_features, feature_names, warm_up
+from .flux import FLUX_FEATURE_VERSION, MIN_FLUX_DETECTIONS, compute_flux_features, flux_feature_names
 from .prepare import Batch, prepare
 
 __all__ = [
     "FEATURE_VERSION",
+    "FLUX_FEATURE_VERSION",
+    "MIN_FLUX_DETECTIONS",
     "Batch",
     "compute_batch",
     "compute_features",
+    "compute_flux_features",
     "feature_names",
+    "flux_feature_names",
     "prepare",
     "warm_up",
 ]

@@ -10,14 +10,16 @@ Layout: clean detections sorted by (object, band, mjd); object ``o`` owns six ba
 by ``seg_off``. Times are days since the object's first detection (any band). The cheap statistics come from the
 ``light-curve`` package's batch API over an Arrow list array of the segments (zero copy); the Bazin fit is our
 own compiled Levenberg-Marquardt with several starting points (light-curve's LMSDER fit lands in a wrong basin
-for about a third of noise-free supernova curves); the periodogram is light-curve's fast Lomb-Scargle on the
-chi-weighted residuals of all bands pooled (a shared-phase multiband periodogram: one FFT per object rather than
-one per band); the per-band sinusoid at the object's period is a vectorised weighted least-squares fit.
+for about a third of noise-free supernova curves); the period search is light-curve's fast (FFT) Lomb-Scargle on
+the chi-weighted residuals of all bands pooled (one FFT per object rather than one per band), its peak then
+polished on the true multiband power (every band its own mean, amplitude and phase; one frequency) by compiled
+code, which also gives the per-band sinusoid at that period. No Python loop runs per object or per band.
 
-Forced photometry (``forced``, LSST's prvDiaForcedSources) is used by ``Baseline_flux_<b>`` and
-``PeakSignificance_flux_<b>`` only: the weighted mean flux before the object's first detection (the
-pre-explosion baseline) and the significance of the band's peak above it. Everything else uses detections, so it
-does not change with whether forced photometry was supplied.
+Forced photometry (``forced``, LSST's prvDiaForcedSources) is used by ``ForcedChi2_flux_<b>`` (chi2 per point of
+the forced fluxes about zero: is there flux at the position at every visit, detected or not),
+``Baseline_flux_<b>`` (the weighted mean forced flux before the object's first detection, the pre-explosion
+baseline) and ``PeakSignificance_flux_<b>`` (the band's peak above that baseline in units of the combined error)
+only. Everything else uses detections, so it does not change with whether forced photometry was supplied.
 """
 
 from __future__ import annotations
@@ -41,13 +43,21 @@ N_BANDS = len(FLUX_BANDS)
 COLOUR_PAIRS: tuple[tuple[str, str], ...] = tuple(zip(FLUX_BANDS[:-1], FLUX_BANDS[1:], strict=True))
 #: Fewest clean detections (all bands together) an object needs to get a feature row.
 MIN_FLUX_DETECTIONS = 6
-#: Fewest points in a band for the Bazin fit and the sinusoid at the object's period.
+#: Fewest points in a band for the Bazin fit.
 MIN_FIT_POINTS = 6
+#: Fewest points in a band for the sinusoid at the object's period (and for the band to count in the multiband
+#: power).
+MIN_SINE_POINTS = 5
 #: Periodogram grid: angular frequencies linspace(0, 2 pi PERIOD_FMAX, 2**k + 1) with 2**k >= FMAX * span * OFAC,
 #: k clipped to PERIOD_LOG2_GRID (light-curve's fast periodogram needs this grid shape).
 PERIOD_FMAX = 10.0  # cycles / day: periods down to 2.4 hours
-PERIOD_OFAC = 3.0
+PERIOD_OFAC = 2.0
 PERIOD_LOG2_GRID = (8, 16)
+#: Periodogram peaks tried per object, rounds polishing each and the winner, harmonics of the ranking fit.
+PERIOD_N_CANDIDATES = 5
+PERIOD_REFINE_ITER = 2
+PERIOD_POLISH_ITER = 2
+PERIOD_N_HARMONICS = 4
 #: Threads light-curve may use; 1 because Dask already runs one task per core.
 N_JOBS = 1
 REQUIRED_COLUMNS = ("oid", "band", "mjd", "flux", "flux_err")
@@ -95,9 +105,10 @@ N_BAZIN_OUT = len(BAZIN_NAMES)
 FLUX_BAND_NAMES: tuple[str, ...] = (
     ("n_det_flux",)
     + tuple(name for _, name in _LC_STATS)
-    + ("Duration_flux", "Peak_flux", "RiseTime_flux", "DeclineTime_flux")
+    + ("Peak_flux", "RiseTime_flux", "DeclineTime_flux")
     + BAZIN_NAMES
-    + ("PeriodPower_flux", "PeriodAmplitude_flux", "Baseline_flux", "PeakSignificance_flux")
+    + ("PeriodPower_flux", "PeriodAmplitude_flux")
+    + ("ForcedChi2_flux", "Baseline_flux", "PeakSignificance_flux")
 )
 FLUX_OBJECT_NAMES: tuple[str, ...] = (
     ("n_det_flux", "NegativeFraction_flux", "Duration_flux")
@@ -152,7 +163,7 @@ def _dedupe_sorted(
 # ------------------------------------------------------------------------------------------------- Bazin fit
 
 N_BAZIN_PAR = 5  # A, B, t0, tau_rise, tau_fall
-BAZIN_MAX_ITER = 100
+BAZIN_MAX_ITER = 30
 BAZIN_N_POLISH = 2
 BAZIN_TAU_RISE = (0.01, 100.0)  # days
 BAZIN_TAU_FALL = (0.1, 1000.0)  # days
@@ -272,7 +283,7 @@ def bazin_lm(
                     cost = new_cost
                     lam = max(lam / 3.0, 1e-12)
                     improved = True
-                    if rel < 1e-12 or moved < 1e-10:
+                    if rel < 1e-10 or moved < 1e-10:
                         return cost
                     break
                 if moved < 1e-10:
@@ -397,7 +408,7 @@ def bazin_batch(
     return out
 
 
-# ------------------------------------------------------------------------------------------- vectorised parts
+# ----------------------------------------------------------------------------------------------- periodic parts
 
 
 def _segment_list(t: np.ndarray, f: np.ndarray, e: np.ndarray, off: np.ndarray) -> pa.ListArray:
@@ -406,45 +417,253 @@ def _segment_list(t: np.ndarray, f: np.ndarray, e: np.ndarray, off: np.ndarray) 
     return pa.ListArray.from_arrays(pa.array(off.astype(np.int32)), values)
 
 
-def sinusoid_fit(
-    seg: np.ndarray, nseg: int, t: np.ndarray, y: np.ndarray, w: np.ndarray, omega: np.ndarray, min_points: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted fit y = c + a cos(omega t) + b sin(omega t) per segment (``omega`` given per point).
+@njit(cache=True)
+def sinusoid_chi2(t: np.ndarray, y: np.ndarray, w: np.ndarray, omega: float) -> tuple[float, float, float]:
+    """Weighted fit y = c + a cos(omega t) + b sin(omega t) of one segment.
 
-    Returns (power, semi-amplitude) per segment: power = 1 - chi2(sinusoid) / chi2(constant) in [0, 1] (the
-    generalised Lomb-Scargle power at that frequency), amplitude = sqrt(a^2 + b^2). NaN for segments with fewer
-    than ``min_points`` points, a non-finite frequency or a singular system.
+    Returns (chi2 of the constant, chi2 of the sinusoid, semi-amplitude sqrt(a^2 + b^2)); NaN for a non-finite
+    frequency, a constant ``y`` or a singular system.
     """
-    cnt = np.bincount(seg, minlength=nseg)
-    ph = omega * t
-    c = np.cos(ph)
-    s = np.sin(ph)
-    sw = np.bincount(seg, weights=w, minlength=nseg)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ybar = np.bincount(seg, weights=w * y, minlength=nseg) / sw
-        yc = y - ybar[seg]  # centred per segment: no cancellation in chi2(constant)
+    n = t.size
+    if n < 3 or not math.isfinite(omega):
+        return NAN, NAN, NAN
+    sw = 0.0
+    swy = 0.0
+    for i in range(n):
+        sw += w[i]
+        swy += w[i] * y[i]
+    ybar = swy / sw
+    swc = sws = swcc = swss = swcs = 0.0
+    sy = syc = sys_ = chi_const = 0.0
+    for i in range(n):
+        c = math.cos(omega * t[i])
+        s = math.sin(omega * t[i])
+        wi = w[i]
+        yc = y[i] - ybar
+        swc += wi * c
+        sws += wi * s
+        swcc += wi * c * c
+        swss += wi * s * s
+        swcs += wi * c * s
+        sy += wi * yc
+        syc += wi * yc * c
+        sys_ += wi * yc * s
+        chi_const += wi * yc * yc
+    if not (chi_const > 0.0):
+        return NAN, NAN, NAN
+    det = sw * (swcc * swss - swcs * swcs) - swc * (swc * swss - swcs * sws) + sws * (swc * swcs - swcc * sws)
+    if not (abs(det) > 1e-10 * abs(sw * swcc * swss)):
+        return NAN, NAN, NAN
+    mat = np.array([[sw, swc, sws], [swc, swcc, swcs], [sws, swcs, swss]])
+    rhs = np.array([sy, syc, sys_])
+    if not solve_small(mat, rhs):
+        return NAN, NAN, NAN
+    chi_model = min(max(chi_const - (rhs[0] * sy + rhs[1] * syc + rhs[2] * sys_), 0.0), chi_const)
+    return chi_const, chi_model, math.hypot(rhs[1], rhs[2])
 
-        def tot(x: np.ndarray) -> np.ndarray:
-            return np.bincount(seg, weights=np.nan_to_num(w * x), minlength=nseg)
 
-        swc, sws, swcc, swss, swcs = tot(c), tot(s), tot(c * c), tot(s * s), tot(c * s)
-        rhs = np.stack([tot(yc), tot(yc * c), tot(yc * s)], axis=1)
-        chi_const = tot(yc * yc)
-        mat = np.empty((nseg, 3, 3))
-        mat[:, 0, 0], mat[:, 0, 1], mat[:, 0, 2] = sw, swc, sws
-        mat[:, 1, 0], mat[:, 1, 1], mat[:, 1, 2] = swc, swcc, swcs
-        mat[:, 2, 0], mat[:, 2, 1], mat[:, 2, 2] = sws, swcs, swss
-        diag = np.abs(mat[:, 0, 0] * mat[:, 1, 1] * mat[:, 2, 2])
-        det = np.linalg.det(mat)
-        ok = (cnt >= min_points) & np.isfinite(det) & (np.abs(det) > 1e-10 * diag) & (chi_const > 0.0)
-        ok &= np.isfinite(np.bincount(seg, weights=ph, minlength=nseg))
-        mat[~ok] = np.eye(3)
-        rhs[~ok] = 0.0
-        sol = np.linalg.solve(mat, rhs[:, :, None])[:, :, 0]
-        chi_model = chi_const - np.einsum("ij,ij->i", sol, rhs)
-        power = np.clip(1.0 - chi_model / chi_const, 0.0, 1.0)
-        amp = np.hypot(sol[:, 1], sol[:, 2])
-    return np.where(ok, power, np.nan), np.where(ok, amp, np.nan)
+@njit(cache=True)
+def sinusoid_batch(
+    t: np.ndarray, y: np.ndarray, w: np.ndarray, off: np.ndarray, omega: np.ndarray, min_points: int
+) -> np.ndarray:
+    """Per segment at its own frequency: (power, semi-amplitude), power = 1 - chi2(sinusoid) / chi2(constant)
+    in [0, 1] (the generalised Lomb-Scargle power); NaN below ``min_points`` points or where undefined."""
+    nseg = off.size - 1
+    out = np.full((nseg, 2), NAN)
+    for s in range(nseg):
+        a = off[s]
+        b = off[s + 1]
+        if b - a < min_points:
+            continue
+        cc, cm, amp = sinusoid_chi2(t[a:b], y[a:b], w[a:b], omega[s])
+        if cc > 0.0:
+            out[s, 0] = 1.0 - cm / cc
+            out[s, 1] = amp
+    return out
+
+
+@njit(cache=True)
+def multiband_power(
+    t: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    seg_off: np.ndarray,
+    o: int,
+    n_bands: int,
+    omega: float,
+    min_points: int,
+) -> float:
+    """Multiband power of object ``o`` at ``omega``: 1 - sum_b chi2_b(sinusoid) / sum_b chi2_b(constant) over its
+    bands with at least ``min_points`` points (each band its own mean, amplitude and phase; shared frequency)."""
+    cc = 0.0
+    cm = 0.0
+    for b in range(n_bands):
+        s = o * n_bands + b
+        lo = seg_off[s]
+        hi = seg_off[s + 1]
+        if hi - lo < min_points:
+            continue
+        c, m, _ = sinusoid_chi2(t[lo:hi], y[lo:hi], w[lo:hi], omega)
+        if c > 0.0:
+            cc += c
+            cm += m
+    return 1.0 - cm / cc if cc > 0.0 else NAN
+
+
+@njit(cache=True)
+def _refine_one(
+    t: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    seg_off: np.ndarray,
+    o: int,
+    n_bands: int,
+    w0: float,
+    h: float,
+    n_iter: int,
+    min_points: int,
+) -> tuple[float, float]:
+    """``n_iter`` rounds of comparing the multiband power at omega +- h and at the vertex of the parabola through
+    the three, h shrinking threefold per round. Returns (angular frequency, power); (w0, NaN) where undefined."""
+    p0 = multiband_power(t, y, w, seg_off, o, n_bands, w0, min_points)
+    if not math.isfinite(p0):
+        return w0, NAN
+    for _ in range(n_iter):
+        pm = multiband_power(t, y, w, seg_off, o, n_bands, w0 - h, min_points)
+        pp = multiband_power(t, y, w, seg_off, o, n_bands, w0 + h, min_points)
+        best_w = w0
+        best_p = p0
+        if pm > best_p:
+            best_w, best_p = w0 - h, pm
+        if pp > best_p:
+            best_w, best_p = w0 + h, pp
+        denom = pm - 2.0 * p0 + pp
+        if denom < 0.0:
+            wv = w0 + 0.5 * h * (pm - pp) / denom
+            if abs(wv - w0) <= h and wv > 0.0:
+                pv = multiband_power(t, y, w, seg_off, o, n_bands, wv, min_points)
+                if pv > best_p:
+                    best_w, best_p = wv, pv
+        w0 = best_w
+        p0 = best_p
+        h /= 3.0
+    return w0, p0
+
+
+@njit(cache=True)
+def harmonic_chi2(
+    t: np.ndarray, y: np.ndarray, w: np.ndarray, boff: np.ndarray, omega: float, nh: int
+) -> float:
+    """Sum over bands of n_b * (unexplained fraction of chi2) of a per-band offset + ``nh``-harmonic weighted fit.
+
+    ``boff`` delimits the bands inside ``t``/``y``/``w``; bands whose weights are all zero contribute nothing. A
+    multi-harmonic model tells a non-sinusoidal variable's true period from its daily aliases far better than the
+    one-harmonic power that proposed them (the ZTF set's periodogram.py ranks its candidates the same way).
+    """
+    npar = 1 + 2 * nh
+    total = 0.0
+    basis = np.empty(npar)
+    ata = np.empty((npar, npar))
+    aty = np.empty(npar)
+    for b in range(boff.size - 1):
+        lo = boff[b]
+        hi = boff[b + 1]
+        sw = 0.0
+        swy = 0.0
+        for j in range(lo, hi):
+            sw += w[j]
+            swy += w[j] * y[j]
+        if not (sw > 0.0):
+            continue
+        ybar = swy / sw
+        ata[:, :] = 0.0
+        aty[:] = 0.0
+        yy = 0.0
+        for j in range(lo, hi):
+            ph = omega * t[j]
+            c1 = math.cos(ph)
+            s1 = math.sin(ph)
+            ck = c1
+            sk = s1
+            basis[0] = 1.0
+            for k in range(nh):
+                basis[1 + 2 * k] = ck
+                basis[2 + 2 * k] = sk
+                ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+            wj = w[j]
+            yc = y[j] - ybar
+            for p in range(npar):
+                aty[p] += wj * basis[p] * yc
+                for q in range(p, npar):
+                    ata[p, q] += wj * basis[p] * basis[q]
+            yy += wj * yc * yc
+        if not (yy > 0.0):
+            continue
+        for p in range(npar):
+            ata[p, p] += 1e-10 * (1.0 + ata[p, p])
+            for q in range(p):
+                ata[p, q] = ata[q, p]
+        sol = aty.copy()
+        if not solve_small(ata.copy(), sol):
+            return np.inf
+        expl = 0.0
+        for p in range(npar):
+            expl += sol[p] * aty[p]
+        total += max(yy - expl, 0.0) / yy * (hi - lo)
+    return total
+
+
+@njit(cache=True)
+def select_period(
+    t: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    seg_off: np.ndarray,
+    n_bands: int,
+    cand: np.ndarray,
+    step: np.ndarray,
+    min_points: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each object's period among its periodogram candidates (``cand``: (n_objects, n_candidates) angular
+    frequencies, NaN padded). Every candidate is polished for ``PERIOD_REFINE_ITER`` rounds on the multiband
+    power (h from the grid ``step``), the candidates are ranked by ``harmonic_chi2`` with ``PERIOD_N_HARMONICS``
+    harmonics (bands with fewer than ``min_points`` points left out) and the winner polished for
+    ``PERIOD_POLISH_ITER`` more rounds. Returns (angular frequency, multiband power there, index of the winner);
+    NaN / -1 where no candidate has a defined power."""
+    nobj = cand.shape[0]
+    omega = np.full(nobj, NAN)
+    power = np.full(nobj, NAN)
+    which = np.full(nobj, -1, dtype=np.int64)
+    for o in range(nobj):
+        a = seg_off[o * n_bands]
+        b = seg_off[o * n_bands + n_bands]
+        tt = t[a:b]
+        yy = y[a:b]
+        ww = w[a:b].copy()
+        boff = seg_off[o * n_bands : o * n_bands + n_bands + 1] - a
+        for k in range(n_bands):
+            if boff[k + 1] - boff[k] < min_points:
+                ww[boff[k] : boff[k + 1]] = 0.0
+        best_c = np.inf
+        for j in range(cand.shape[1]):
+            w0 = cand[o, j]
+            if not (w0 > 0.0):
+                continue
+            wr, pr = _refine_one(t, y, w, seg_off, o, n_bands, w0, step[o], PERIOD_REFINE_ITER, min_points)
+            if not math.isfinite(pr):
+                continue
+            c = harmonic_chi2(tt, yy, ww, boff, wr, PERIOD_N_HARMONICS)
+            if c < best_c:
+                best_c = c
+                omega[o] = wr
+                power[o] = pr
+                which[o] = j
+        if which[o] >= 0:
+            h = step[o] / 3.0**PERIOD_REFINE_ITER
+            omega[o], power[o] = _refine_one(
+                t, y, w, seg_off, o, n_bands, omega[o], h, PERIOD_POLISH_ITER, min_points
+            )
+    return omega, power, which
 
 
 _PERIODOGRAMS: dict[int, lc.Periodogram] = {}
@@ -453,20 +672,19 @@ _PERIODOGRAMS: dict[int, lc.Periodogram] = {}
 def _periodogram(k: int) -> lc.Periodogram:
     if k not in _PERIODOGRAMS:
         freqs = np.linspace(0.0, 2.0 * np.pi * PERIOD_FMAX, 2**k + 1)
-        _PERIODOGRAMS[k] = lc.Periodogram(peaks=1, freqs=freqs, fast=True)
+        _PERIODOGRAMS[k] = lc.Periodogram(peaks=PERIOD_N_CANDIDATES, freqs=freqs, fast=True)
     return _PERIODOGRAMS[k]
 
 
-def pooled_period(t: np.ndarray, r: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(period, peak signal-to-noise) of light-curve's fast Lomb-Scargle per object on time-sorted pooled data.
-
-    The frequency grid's size follows each object's time span (objects are grouped by grid size).
-    """
+def pooled_candidates(
+    t: np.ndarray, r: np.ndarray, off: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate peaks of light-curve's fast Lomb-Scargle of each object's time-sorted pooled data, on a grid whose
+    size follows the object's time span (objects grouped by grid size). Returns (angular frequencies,
+    signal-to-noise of each peak), both (n_objects, PERIOD_N_CANDIDATES) and NaN padded, and the grid step."""
     nobj = off.size - 1
-    period = np.full(nobj, np.nan)
-    snr = np.full(nobj, np.nan)
-    if nobj == 0:
-        return period, snr
+    period = np.full((nobj, PERIOD_N_CANDIDATES), np.nan)
+    snr = np.full((nobj, PERIOD_N_CANDIDATES), np.nan)
     span = t[off[1:] - 1] - t[off[:-1]]
     need = PERIOD_FMAX * np.maximum(span, 1.0) * PERIOD_OFAC
     k = np.clip(np.ceil(np.log2(need)), *PERIOD_LOG2_GRID).astype(np.int64)
@@ -477,15 +695,18 @@ def pooled_period(t: np.ndarray, r: np.ndarray, off: np.ndarray) -> tuple[np.nda
         res = _periodogram(int(kk)).many(
             sub, arrow_fields=_ARROW_FIELDS, fill_value=np.nan, sorted=True, check=False, n_jobs=N_JOBS
         )
-        period[sel] = res[:, 0]
-        snr[sel] = res[:, 1]
+        period[sel] = res[:, 0::2]
+        snr[sel] = res[:, 1::2]
     bad = ~(np.isfinite(period) & (period > 0.0))
-    period[bad] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        omega = np.where(bad, np.nan, 2.0 * np.pi / period)
     snr[bad] = np.nan
-    return period, snr
+    return omega, snr, 2.0 * np.pi * PERIOD_FMAX / 2.0**k
 
 
-def _segment_argmax(values: np.ndarray, seg: np.ndarray, nseg: int, starts: np.ndarray, nonempty: np.ndarray):
+def _segment_argmax(
+    values: np.ndarray, seg: np.ndarray, nseg: int, starts: np.ndarray, nonempty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(max, index of the first maximum) per non-empty segment of data sorted by segment."""
     vmax = np.full(nseg, np.nan)
     imax = np.zeros(nseg, dtype=np.int64)
@@ -515,15 +736,52 @@ def _empty_output() -> pd.DataFrame:
     return out
 
 
+def _forced_features(
+    forced: pd.DataFrame | None, oids: np.ndarray, t_first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per band segment from forced photometry: (chi2 per point about zero flux, weighted mean flux before the
+    object's first detection, its error). NaN where the segment has no (pre-detection) forced point."""
+    nseg = oids.size * N_BANDS
+    forced_chi2 = np.full(nseg, np.nan)
+    base = np.full(nseg, np.nan)
+    base_err = np.full(nseg, np.nan)
+    if forced is None or len(forced) == 0:
+        return forced_chi2, base, base_err
+    f_oid, f_band, f_mjd, f_flux, f_err = _clean(forced, "forced")
+    f_obj = pd.Index(oids).get_indexer(f_oid)
+    order, first = _dedupe_sorted(f_obj, f_band, f_mjd, f_err)
+    order = order[first & (f_obj[order] >= 0)]
+    f_obj, f_band, f_mjd, f_flux, f_err = (
+        f_obj[order],
+        f_band[order],
+        f_mjd[order],
+        f_flux[order],
+        f_err[order],
+    )
+    f_seg = f_obj * N_BANDS + f_band
+    n_forced = np.bincount(f_seg, minlength=nseg)
+    chi = np.bincount(f_seg, weights=(f_flux / f_err) ** 2, minlength=nseg)
+    has = n_forced > 0
+    forced_chi2[has] = chi[has] / n_forced[has]
+    pre = f_mjd < t_first[f_obj]
+    w = f_err[pre] ** -2
+    sw = np.bincount(f_seg[pre], weights=w, minlength=nseg)
+    swf = np.bincount(f_seg[pre], weights=w * f_flux[pre], minlength=nseg)
+    has = sw > 0
+    base[has] = swf[has] / sw[has]
+    base_err[has] = sw[has] ** -0.5
+    return forced_chi2, base, base_err
+
+
 def compute_flux_features(detections: pd.DataFrame, forced: pd.DataFrame | None = None) -> pd.DataFrame:
     """Difference-flux light-curve features of every object with at least ``MIN_FLUX_DETECTIONS`` detections.
 
     ``detections``: one row per detection with ``oid, band, mjd, flux, flux_err`` (nJy); rows in other bands than
     u g r i z y, with a non-finite value or an error <= 0 are ignored, and of rows sharing (oid, band, mjd) the
-    one with the smallest error is kept. ``forced``: optional forced photometry with the same columns (used only
-    by ``Baseline_flux_<b>`` and ``PeakSignificance_flux_<b>``). Returns ``oid``, the float64 features of
-    ``flux_feature_names()`` (NaN where undefined, never inf) and ``FEATURE_VERSION``; one row per object, sorted
-    by oid. Raises ValueError when a required column is missing.
+    one with the smallest error is kept. ``forced``: optional forced photometry with the same columns and the same
+    cleaning (used only by ``ForcedChi2_flux_<b>``, ``Baseline_flux_<b>`` and ``PeakSignificance_flux_<b>``).
+    Returns ``oid``, the float64 features of ``flux_feature_names()`` (NaN where undefined, never inf) and
+    ``FEATURE_VERSION``; one row per object, sorted by oid. Raises ValueError when a required column is missing.
     """
     oid_s, band, mjd, flux, err = _clean(detections, "detections")
     codes_all, uniq_all = pd.factorize(oid_s, sort=True)
@@ -561,22 +819,20 @@ def compute_flux_features(detections: pd.DataFrame, forced: pd.DataFrame | None 
     lists = _segment_list(t, flux, err, seg_off)
     stats = np.full((nseg, len(_LC_STATS)), np.nan)
     sub = lists.take(pa.array(ne)) if ne.size < nseg else lists
-    with np.errstate(all="ignore"):
-        res = _STATS_EXTRACTOR.many(
-            sub, arrow_fields=_ARROW_FIELDS, fill_value=np.nan, sorted=True, check=False, n_jobs=N_JOBS
-        )
+    res = _STATS_EXTRACTOR.many(
+        sub, arrow_fields=_ARROW_FIELDS, fill_value=np.nan, sorted=True, check=False, n_jobs=N_JOBS
+    )
     stats[ne] = res[:, _STATS_COLUMNS]
     for j, (_, name) in enumerate(_LC_STATS):
         cols[name] = stats[:, j]
 
-    # duration, peak, rise and decline
+    # peak, rise and decline
     t_lo = np.full(nseg, np.nan)
     t_hi = np.full(nseg, np.nan)
     t_lo[ne] = t[starts[ne]]
     t_hi[ne] = t[seg_off[1:][ne] - 1]
     peak, ipk = _segment_argmax(flux, seg, nseg, starts, nonempty)
     t_pk = np.where(nonempty, t[np.minimum(ipk, max(t.size - 1, 0))], np.nan)
-    cols["Duration_flux"] = t_hi - t_lo
     cols["Peak_flux"] = peak
     cols["RiseTime_flux"] = t_pk - t_lo
     cols["DeclineTime_flux"] = t_hi - t_pk
@@ -586,37 +842,26 @@ def compute_flux_features(detections: pd.DataFrame, forced: pd.DataFrame | None 
     for j, name in enumerate(BAZIN_NAMES):
         cols[name] = bz[:, j]
 
-    # pooled chi-weighted periodogram -> object period; per band sinusoid at that period
+    # pooled chi-weighted periodogram -> candidates -> object period; per band sinusoid at that period
     wmean = cols["WeightedMean_flux"]
     resid = (flux - wmean[seg]) / err
-    pool = np.lexsort((t, obj))
-    obj_pool_off = obj_off  # same object boundaries, reordered by time within the object
-    t_pool = np.ascontiguousarray(t[pool])
-    r_pool = np.ascontiguousarray(resid[pool])
-    period, snr = pooled_period(t_pool, r_pool, obj_pool_off)
-    omega = 2.0 * np.pi / period
-    pow_obj, _ = sinusoid_fit(obj[pool], nobj, t_pool, r_pool, np.ones_like(r_pool), omega[obj[pool]], 3)
-    pow_band, amp_band = sinusoid_fit(seg, nseg, t, flux, err**-2, omega[obj], MIN_FIT_POINTS)
-    cols["PeriodPower_flux"] = pow_band
-    cols["PeriodAmplitude_flux"] = amp_band
+    pool = np.lexsort((t, obj))  # same object boundaries (obj_off), time-sorted within each object
+    cand, cand_snr, step = pooled_candidates(
+        np.ascontiguousarray(t[pool]), np.ascontiguousarray(resid[pool]), obj_off
+    )
+    w = err**-2
+    omega, pow_obj, which = select_period(
+        t, flux - wmean[seg], w, seg_off, N_BANDS, cand, step, MIN_SINE_POINTS
+    )
+    snr = np.where(which >= 0, cand_snr[np.arange(nobj), np.maximum(which, 0)], np.nan)
+    band_fit = sinusoid_batch(t, flux, w, seg_off, np.repeat(omega, N_BANDS), MIN_SINE_POINTS)
+    cols["PeriodPower_flux"] = band_fit[:, 0]
+    cols["PeriodAmplitude_flux"] = band_fit[:, 1]
 
-    # forced photometry: pre-detection baseline and peak significance above it
-    base = np.full(nseg, np.nan)
-    base_err = np.full(nseg, np.nan)
-    if forced is not None and len(forced):
-        f_oid, f_band, f_mjd, f_flux, f_err = _clean(forced, "forced")
-        f_obj = pd.Index(oids).get_indexer(f_oid)
-        keep = f_obj >= 0
-        keep[keep] &= f_mjd[keep] < t_first[f_obj[keep]]
-        if keep.any():
-            f_seg = f_obj[keep] * N_BANDS + f_band[keep]
-            w = f_err[keep] ** -2
-            sw = np.bincount(f_seg, weights=w, minlength=nseg)
-            swf = np.bincount(f_seg, weights=w * f_flux[keep], minlength=nseg)
-            has = sw > 0
-            base[has] = swf[has] / sw[has]
-            base_err[has] = sw[has] ** -0.5
+    # forced photometry: chi2 about zero flux, pre-detection baseline and the peak's significance above it
+    forced_chi2, base, base_err = _forced_features(forced, oids, t_first)
     err_pk = np.where(nonempty, err[np.minimum(ipk, max(err.size - 1, 0))], np.nan)
+    cols["ForcedChi2_flux"] = forced_chi2
     cols["Baseline_flux"] = base
     cols["PeakSignificance_flux"] = (peak - base) / np.sqrt(err_pk**2 + base_err**2)
 
@@ -627,7 +872,7 @@ def compute_flux_features(detections: pd.DataFrame, forced: pd.DataFrame | None 
         "NegativeFraction_flux": np.bincount(obj, weights=(flux < 0.0).astype(np.float64), minlength=nobj)
         / n_obj,
         "Duration_flux": np.maximum.reduceat(t, obj_off[:-1]),
-        "Period_flux": period,
+        "Period_flux": 2.0 * np.pi / omega,
         "PeriodPower_flux": pow_obj,
         "PeriodSNR_flux": snr,
     }

@@ -56,10 +56,13 @@ def _source_ids(folder: Path) -> tuple[set[int], set[int]]:
     return alerts, every
 
 
-def test_three_lsst_versions_and_ztf_in_one_night(tmp_path, shared_data, summary_store):
+def test_three_surveys_in_one_night(tmp_path, shared_data, summary_store):
+    """LSST alerts of three schema versions, a ZTF object's alerts and the ATLAS alerts, read side by side."""
     lsst = [shared_data / "lsst" / v for v in ("v7_4", "v9_0", "v10_0")]
     ztf = shared_data / "ztf" / "object_sequences" / "ZTF19abaejrh"
-    settings = _settings(tmp_path, ";".join(map(str, [*lsst, ztf])), summary_store.dsn)
+    atlas = shared_data / "atlas"
+    n_atlas = len(list(atlas.glob("*.avro")))
+    settings = _settings(tmp_path, ";".join(map(str, [*lsst, ztf, atlas])), summary_store.dsn)
     report = run(settings)
     assert report.status == "ok" and report.dead_letters == 0
     alerts, every = set(), set()
@@ -67,13 +70,16 @@ def test_three_lsst_versions_and_ztf_in_one_night(tmp_path, shared_data, summary
         a, e = _source_ids(folder)
         alerts |= a
         every |= e
-    assert report.alerts == len(alerts) + 12
+    assert report.alerts == len(alerts) + 12 + n_atlas
 
     pg = summary_store.fetch_df("SELECT survey, candid, oid, band, flux FROM alert")
     assert set(pg.loc[pg["survey"] == "lsst", "candid"]) == alerts
     assert pg.loc[pg["survey"] == "lsst", "oid"].str.startswith("LSST").all()
     assert pg["band"].notna().all() and pg["flux"].notna().all()
-    assert set(pg["survey"]) == {"lsst", "ztf"}
+    assert set(pg["survey"]) == {"lsst", "ztf", "atlas"}
+    assert (pg["survey"] == "atlas").sum() == n_atlas and pg.loc[pg["survey"] == "atlas", "band"].isin(
+        ["c", "o"]
+    ).all()
 
     lake = Lake(settings.lake)
     store = HistoryStore(lake, order=settings.history_order)

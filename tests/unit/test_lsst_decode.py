@@ -66,7 +66,9 @@ def test_v10_objects_carry_their_whole_light_curves(shared_data):
     for m in msgs:
         for rec in _records(m.payload):
             oid = oid_of[rec["diaSource"]["diaSourceId"]]
-            history = {p["diaSourceId"] for p in rec["prvDiaSources"] or ()} | {rec["diaSource"]["diaSourceId"]}
+            history = {p["diaSourceId"] for p in rec["prvDiaSources"] or ()} | {
+                rec["diaSource"]["diaSourceId"]
+            }
             assert per_object[oid] >= len(history)
     assert per_object.max() > 250  # ~300 previous sources
     assert len(tables.forced_photometry) > 1000 and tables.forced_photometry["pid"].notna().all()
