@@ -86,7 +86,7 @@ def test_the_default_steps_follow_the_configuration():
     assert names == ["correct", "magstats", "neighbours"]
     full = RegionConfig(lake=LakeSpec("x"), xmatch=(("allwise", 2.0, ()),), history=object())  # type: ignore[arg-type]
     assert [s.name for s in REGION_STEPS if s.applies(full)] == [
-        "history", "correct", "magstats", "features", "xmatch", "neighbours", "colours",
+        "history", "correct", "magstats", "features", "flux_features", "xmatch", "neighbours", "colours",
     ]  # fmt: skip
 
 
