@@ -43,3 +43,13 @@ def pixels_around(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int, margin_ar
     all_ra = np.concatenate([ra, np.rad2deg(a1).ravel() % 360.0])
     all_dec = np.concatenate([dec, np.rad2deg(d1).ravel()])
     return np.unique(pixel_of(all_ra, all_dec, order))
+
+
+#: The finest HEALPix order (nside 2**29): a pixel index at it orders positions along the nested curve, and a pixel
+#: ``p`` of order ``k`` covers the order-29 indices ``[p * 4**(29 - k), (p + 1) * 4**(29 - k))``.
+MAX_ORDER = 29
+
+
+def healpix29(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """Nested HEALPix index at order 29 of each position (hats and lsdb call it ``_healpix_29``)."""
+    return healpix_pixels(ra_deg, dec_deg, MAX_ORDER)

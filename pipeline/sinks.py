@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from alert_broker.features import FEATURE_VERSION, latest_neighbours
+from alert_broker.features.healpix import healpix29
 from alert_broker.storage import Lake
 from alert_broker.storage.lake import partition_key
 
@@ -112,6 +113,18 @@ def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def object_rows(objects: pd.DataFrame) -> pd.DataFrame:
+    """The ``object`` rows with their order-29 HEALPix index (cone searches read index ranges of it)."""
+    if objects.empty or "meanra" not in objects.columns:
+        return objects
+    ra = objects["meanra"].to_numpy(dtype=float)
+    dec = objects["meandec"].to_numpy(dtype=float)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    hpx = np.zeros(len(objects), dtype=np.int64)
+    hpx[ok] = healpix29(ra[ok], dec[ok])
+    return objects.assign(hpx29=pd.arrays.IntegerArray(hpx, ~ok))
+
+
 def xmatch_rows(matches: pd.DataFrame) -> pd.DataFrame:
     """The ``xmatch`` rows with their catalogue columns as a JSON object (JSONB in PostgreSQL)."""
     return matches.assign(properties=matches["properties"].map(json.loads))
@@ -119,7 +132,7 @@ def xmatch_rows(matches: pd.DataFrame) -> pd.DataFrame:
 
 #: Every output of a batch, in the order the driver upserts them.
 SINKS: tuple[Sink, ...] = (
-    Sink("objects", lake="objects", postgres="object"),
+    Sink("objects", lake="objects", postgres="object", postgres_rows=object_rows),
     Sink("magstats", lake="magstats", postgres="magstats"),
     Sink("features", lake="features", postgres="feature", postgres_rows=feature_summary),
     Sink("flux_features", lake="flux_features", postgres="feature", postgres_rows=feature_summary),

@@ -73,10 +73,12 @@ TABLES: dict[str, TableSpec] = {
             "g_r_mean": FLOAT,
             "g_r_mean_corr": FLOAT,
             "night": INT,
+            # nested HEALPix index at order 29 of (meanra, meandec): a cone is a few ranges of it (hats' _healpix_29)
+            "hpx29": BIGINT,
         },
         key=("oid",),
         version="lastmjd",
-        indexes=(("lastmjd",), ("meanra", "meandec")),
+        indexes=(("lastmjd",), ("meanra", "meandec"), ("hpx29",)),
     ),
     "magstats": TableSpec(
         "magstats",
