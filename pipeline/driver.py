@@ -353,8 +353,9 @@ class Services:
         self.stack.close()
 
 
-def run(settings: Settings) -> RunReport:
-    """Process a source to its end (an archive, or a topic until idle) and return the run's report."""
+def run(settings: Settings, source: Source | None = None) -> RunReport:
+    """Process a source to its end (an archive, or a topic until idle) and return the run's report.
+    ``source`` replaces the one the settings name (e.g. the integrity re-scan's batches to repair)."""
     t0 = time.perf_counter()
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
@@ -362,7 +363,7 @@ def run(settings: Settings) -> RunReport:
         broker = Broker(settings, svc.client, svc.lake, svc.store)
         used = broker.write_taxonomy()
         log.info("classifiers: %s", ", ".join(used) if used else "none (switched off)")
-        source = open_source(settings)
+        source = source if source is not None else open_source(settings)
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
         report.startup_seconds = time.perf_counter() - t0
         svc.store.start_run(broker.run_id, source.name, settings.public_dict())
