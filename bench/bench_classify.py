@@ -94,11 +94,11 @@ def bench_stamps(models: str | None, batch: int, seconds: float) -> str:
     ``predict_arrays(images, metadata)``; preprocessing of the FITS cutouts is not included.
     """
     try:
-        from alert_broker.classifiers.stamp.inference import StampClassifier, _threads
+        from alert_broker.classifiers.stamp.inference import StampClassifier, set_tf_threads
         from alert_broker.classifiers.stamp.training import DEFAULT_NAME
     except ImportError as err:
         return f"stamp CNN: not measured (classifiers.stamp not importable: {err})"
-    _threads(1)
+    set_tf_threads(1)
     try:
         t0 = time.perf_counter()
         clf = StampClassifier.load(DEFAULT_NAME, root=models)

@@ -34,7 +34,39 @@ class Settings:
         default="",
         metadata={
             "help": "a folder or .tar.gz of .avro files, kafka://host:port/topic[,topic], or 'sim'; several "
-            "sources are read side by side (give the flag again, or separate them with ';')"
+            "sources are read side by side (give the flag again, or separate them with ';')",
+            "repeat": True,
+        },
+    )
+    output: str = field(
+        default="",
+        metadata={
+            "help": "the annotated output stream: kafka://host:port/topic or file://DIR (repeatable, or ';')",
+            "repeat": True,
+        },
+    )
+    filters: str = field(
+        default="",
+        metadata={
+            "help": "user filters of the output stream: .toml/.py files or folders of them (repeatable, or ';'); "
+            "'examples' loads the shipped ones",
+            "repeat": True,
+        },
+    )
+    watchlists: str = field(
+        default="",
+        metadata={
+            "help": "watch lists to match every alert against: names imported with `broker watchlist import`"
+        },
+    )
+    watchlist_root: str = field(
+        default="", metadata={"help": "folder of imported watch lists (default OUT/watchlists)"}
+    )
+    filter: str = field(
+        default="",
+        metadata={
+            "help": "a user filter as name=expression, e.g. 'bright=magpsf < 17 and rb > 0.8' (repeatable, or ';')",
+            "repeat": True,
         },
     )
     survey: str = field(
@@ -133,6 +165,34 @@ class Settings:
         """``source`` split into the sources read side by side (one empty entry: the default night)."""
         parts = [s.strip() for s in self.source.split(";") if s.strip()]
         return parts or [""]
+
+    @property
+    def watchlist_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.watchlists.replace(",", ";").split(";") if s.strip())
+
+    @property
+    def watchlists_dir(self) -> str:
+        return self.watchlist_root or str(Path(self.out) / "watchlists")
+
+    @property
+    def outputs(self) -> list[str]:
+        return [s.strip() for s in self.output.split(";") if s.strip()]
+
+    @property
+    def filter_paths(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.filters.split(";") if s.strip())
+
+    @property
+    def filter_expressions(self) -> tuple[tuple[str, str], ...]:
+        out = []
+        for item in (s.strip() for s in self.filter.split(";")):
+            if not item:
+                continue
+            name, sep, expression = item.partition("=")
+            if not sep or not name.strip() or not expression.strip():
+                raise ValueError(f"filter {item!r}: expected name=expression")
+            out.append((name.strip(), expression.strip()))
+        return tuple(out)
 
     @property
     def surveys(self) -> tuple[str, ...]:
@@ -285,6 +345,10 @@ def _validate(s: Settings) -> None:
     if s.history_cache_mb < 0:
         raise ValueError("history_cache_mb must be >= 0")
     parse_xmatch(s.xmatch)
+    s.filter_expressions  # noqa: B018 - raises on a malformed filter
+    for url in s.outputs:
+        if not url.startswith(("kafka://", "file://")):
+            raise ValueError(f"output {url!r}: expected kafka://host:port/topic or file://DIR")
     unknown = [x for x in s.surveys if x not in KNOWN_SURVEYS]
     if unknown:
         raise ValueError(f"survey: unknown {', '.join(unknown)}; known: auto, {', '.join(KNOWN_SURVEYS)}")

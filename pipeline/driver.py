@@ -33,12 +33,13 @@ from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
 from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
 from alert_broker.pipeline.resources import BrokerWorkerPlugin, HistorySpec, LakeSpec, ModelSpec
 from alert_broker.pipeline.sinks import SINKS
 from alert_broker.pipeline.sources import Source, open_source
-from alert_broker.pipeline.steps import RegionConfig
+from alert_broker.pipeline.steps import FilterSpec, RegionConfig
 from alert_broker.pipeline.tasks import (
     DecodeConfig,
     DecodeSummary,
@@ -98,6 +99,7 @@ class InFlight:
     small_futs: list
     region_futs: list
     t_start: float
+    stream: list[StreamMessage] = field(default_factory=list)  # the annotated alerts, once the batch finished
 
 
 @dataclass
@@ -111,6 +113,8 @@ class Broker:
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     _seq: int = 0
     _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
+    outputs: list[Output] = field(default_factory=list)  # the annotated output stream's destinations
+    notes: dict[str, str] = field(default_factory=dict)  # things to report once (a filter's first error)
 
     @property
     def models(self) -> RunModels:
@@ -126,6 +130,12 @@ class Broker:
             catalog_root=s.catalogs,
             lc_models=self.models.lc,
             history=HistorySpec(s.history_order, s.history_cache_mb) if s.history else None,
+            annotate=bool(self.outputs),
+            watchlists=s.watchlist_names,
+            watchlist_root=s.watchlists_dir,
+            filters=FilterSpec(s.filter_paths, s.filter_expressions)
+            if (s.filter_paths or s.filter_expressions)
+            else None,
         )
 
     @property
@@ -222,6 +232,10 @@ class Broker:
         job.region_futs.clear()
 
         paths: list[str] = []
+        for r in regions:
+            job.stream.extend(r.stream)
+            for key, note in r.notes.items():
+                self.notes.setdefault(key, note)
         for part in [*decoded, *regions]:
             paths.extend(part.paths)
             for k, v in part.counts.items():
@@ -301,6 +315,21 @@ class Broker:
         store.drop_deltas(deltas)
         return out
 
+    def publish(self, job: InFlight) -> None:
+        """Hand the batch's annotated alerts to every output; returns once they are durable there. Runs after the
+        lake and PostgreSQL have the batch and before its offsets are committed: a crash can only repeat a
+        batch's messages (same keys), never lose them."""
+        if not self.outputs or not job.stream:
+            return
+        t = time.perf_counter()
+        for output in self.outputs:
+            counts = output.publish(job.batch_id, job.stream)
+            for stream, n in counts.items():
+                key = f"published_{stream}"
+                job.report.counts[key] = job.report.counts.get(key, 0) + n
+        job.report.seconds["output"] = time.perf_counter() - t
+        job.stream = []
+
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
         source.commit(messages)
         manifest.mark_committed(self.store, batch_id)
@@ -316,6 +345,7 @@ class Services:
     store: SummaryStore | None = None
     lake: Lake | None = None
     dsn: str = ""
+    outputs: list[Output] = field(default_factory=list)
 
     def __enter__(self) -> Services:
         s = self.settings
@@ -327,6 +357,9 @@ class Services:
         self.store = SummaryStore(self.dsn)
         self.store.ensure_schema()
         self.lake = Lake(s.lake, s.storage_options or None)
+        self.outputs = open_outputs(s.outputs, "")
+        for output in self.outputs:
+            self.stack.callback(output.close)
         if s.scheduler:
             self.client = self.stack.enter_context(Client(s.scheduler))
         else:
@@ -360,7 +393,9 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
         log.info("Dask dashboard: %s", svc.client.dashboard_link)
-        broker = Broker(settings, svc.client, svc.lake, svc.store)
+        broker = Broker(settings, svc.client, svc.lake, svc.store, outputs=svc.outputs)
+        for output in svc.outputs:
+            log.info("annotated output stream: %s", output.url)
         used = broker.write_taxonomy()
         log.info("classifiers: %s", ", ".join(used) if used else "none (switched off)")
         source = source if source is not None else open_source(settings)
@@ -387,6 +422,7 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
             status = "ok"
         finally:
             source.close()
+            report.notes.update(broker.notes)
             report.finish(status)
             svc.store.finish_run(broker.run_id, status, report.summary())
             report.write(settings.reports_dir)
@@ -394,8 +430,9 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
 
 
 def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, bar) -> None:
-    """Finish a batch, then (and only then) commit its offsets."""
+    """Finish a batch, publish its annotated alerts, then (and only then) commit its offsets."""
     rep = broker.finish(job)
+    broker.publish(job)
     t = time.perf_counter()
     broker.commit(source, job.messages, rep.batch_id)
     rep.seconds["commit"] = time.perf_counter() - t

@@ -40,6 +40,7 @@ class RunReport:
     processing_ended: float | None = None  # perf_counter at the last batch's commit
     objects: set[str] = field(default_factory=set, repr=False)
     history_compaction: dict = field(default_factory=dict)  # files before/after, seconds
+    notes: dict[str, str] = field(default_factory=dict)  # reported once per run (e.g. a filter's first error)
 
     def add(self, rep: BatchReport) -> None:
         self.objects |= rep.object_ids
@@ -102,6 +103,7 @@ class RunReport:
             "step_seconds": {k: round(v, 3) for k, v in steps.items()},
             "worker_seconds": {k: round(v, 3) for k, v in worker.items()},
             "history_compaction": self.history_compaction,
+            "notes": dict(self.notes),
         }
 
     def render(self) -> str:
@@ -140,6 +142,20 @@ class RunReport:
                 + ", ".join(f"{n} {survey.upper()} first alerts" for survey, n in sorted(skipped.items()))
                 + " (no stamp model trained on their cutouts)"
             )
+        published = {k[len("published_") :]: v for k, v in s["counts"].items() if k.startswith("published_")}
+        if published:
+            lines.append(
+                "  output stream     "
+                + ", ".join(f"{stream} {n}" for stream, n in sorted(published.items()))
+                + " messages"
+            )
+        filters = sorted({k.split(":", 2)[1] for k in s["counts"] if k.startswith("filter:")})
+        for name in filters:
+            hits = s["counts"].get(f"filter:{name}:matches", 0)
+            errors = s["counts"].get(f"filter:{name}:errors", 0)
+            lines.append(f"  filter {name:<10} {hits} matches" + (f", {errors} errors" if errors else ""))
+        for key, note in sorted(s.get("notes", {}).items()):
+            lines.append(f"  note              {key}: {note}")
         hc = s.get("history_compaction") or {}
         if hc.get("deltas"):
             lines.append(

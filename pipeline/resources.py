@@ -36,9 +36,12 @@ from alert_broker.features.magstats import REQUIRED_DETECTIONS as MAGSTATS_REQUI
 from alert_broker.features.objects import REQUIRED_DETECTIONS as OBJECTS_REQUIRED
 from alert_broker.features.science import science
 from alert_broker.features.tables import Tables
+from alert_broker.pipeline.filters import FilterSet
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.storage import Catalog, Lake
+from alert_broker.storage.catalogs import PIXEL_CACHE
 from alert_broker.storage.history import HistoryStore
+from alert_broker.storage.watchlists import WatchList
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,26 @@ class WorkerResources:
                 self._catalogs[(root, name)] = Catalog(root, name)
             return self._catalogs[(root, name)]
 
+    def watchlist(self, root: str, name: str) -> WatchList:
+        with self._lock:
+            key = ("watchlist", root, name)
+            if key not in self._catalogs:
+                self._catalogs[key] = WatchList(root, name)  # type: ignore[index]
+            return self._catalogs[key]  # type: ignore[index,return-value]
+
+    def filter_set(self, spec) -> tuple[FilterSet, threading.Lock]:
+        """The compiled user filters of a ``FilterSpec`` (``examples`` among the paths: the shipped ones), and
+        the lock its counters need."""
+        with self._lock:
+            key = ("filters", spec)
+            if key not in self._catalogs:
+                paths = tuple(p for p in spec.paths if p != "examples")
+                fs = FilterSet.load(
+                    paths, dict(spec.expressions), examples="examples" in spec.paths, report_errors=False
+                )
+                self._catalogs[key] = (fs, threading.Lock())  # type: ignore[index]
+            return self._catalogs[key]  # type: ignore[index,return-value]
+
     def lc_model(self, spec: ModelSpec):
         """The light-curve classifier (a registry model)."""
         with self._lock:
@@ -118,6 +141,7 @@ class WorkerResources:
             self._stores.clear()
             self._catalogs.clear()
             self._models.clear()
+            PIXEL_CACHE.clear()
 
 
 def warm_up_science() -> float:

@@ -142,6 +142,7 @@ SINKS: tuple[Sink, ...] = (
     Sink("neighbours", lake="neighbours", postgres="neighbour", postgres_rows=latest_neighbours),
     Sink("associations", postgres="object_association"),
     Sink("xmatch", lake="xmatch", postgres="xmatch", postgres_rows=xmatch_rows),
+    Sink("watchlist_hits", lake="watchlist_hits", postgres="watchlist_hit"),
     Sink("alerts", lake="alerts", postgres="alert", postgres_rows=alert_summary),
     Sink("detections", lake="detections", lake_rows=batch_detections),
     Sink("non_detections", lake="non_detections", lake_rows=batch_non_detections),

@@ -29,12 +29,23 @@ from alert_broker.features.science import (
     magstats_step,
     neighbours_step,
 )
+from alert_broker.features.watchlists import watchlist_hits
 from alert_broker.features.xmatch import crossmatch
 from alert_broker.pipeline.history import HistoryMerge, merge_history
+from alert_broker.pipeline.output import MAIN_STREAM, StreamMessage, alert_key, annotate, encode
 from alert_broker.pipeline.resources import HistorySpec, LakeSpec, ModelSpec, WorkerResources
+from alert_broker.surveys import ADAPTERS
 
 #: Cross-match of one catalogue: (name, radius in arcsec, columns to keep).
 XmatchSpec = tuple[str, float, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """User filters of the output stream: files or folders of filters, and ``name = expression`` rules."""
+
+    paths: tuple[str, ...] = ()
+    expressions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,13 +58,20 @@ class RegionConfig:
     catalog_root: str = ""
     lc_models: tuple[ModelSpec, ...] = ()
     history: HistorySpec | None = None
+    annotate: bool = False  # build the annotated output stream's messages
+    filters: FilterSpec | None = None
+    watchlists: tuple[str, ...] = ()
+    watchlist_root: str = ""
 
 
 @dataclass
 class PipelineState(RegionState):
-    """The science state plus what the pipeline's own steps carry: the history merge (what to store back)."""
+    """The science state plus what the pipeline's own steps carry: the history merge (what to store back), the
+    stamp classes of first alerts (computed by the decode tasks) and the watch-list hits."""
 
     history: HistoryMerge | None = None
+    stamp_probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)
+    watchlist_hits: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -144,6 +162,23 @@ def classify_step(state: PipelineState, ctx: StepContext) -> PipelineState:
     )
 
 
+def watchlist_step(state: PipelineState, ctx: StepContext) -> PipelineState:
+    """The batch's alerts within an entry's radius of every configured watch list."""
+    alerts = state.alerts
+    if alerts.empty:
+        return state
+    ra, dec = alerts["ra"].to_numpy(dtype=float), alerts["dec"].to_numpy(dtype=float)
+    hits = []
+    for name in ctx.config.watchlists:
+        watch = ctx.resources.watchlist(ctx.config.watchlist_root, name)
+        found = watchlist_hits(alerts, watch.entries_near(ra, dec), name)
+        if not found.empty:
+            hits.append(found)
+    if not hits:
+        return state
+    return replace(state, watchlist_hits=pd.concat(hits, ignore_index=True) if len(hits) > 1 else hits[0])
+
+
 def _has_allwise(config: RegionConfig) -> bool:
     return any(name == "allwise" for name, *_ in config.xmatch)
 
@@ -159,6 +194,7 @@ REGION_STEPS: tuple[Step, ...] = (
     Step("neighbours", pure(neighbours_step)),
     Step("colours", pure(colours_step), applies=_has_allwise),
     Step("classify", classify_step, applies=lambda c: bool(c.lc_models) and c.with_features),
+    Step("watchlists", watchlist_step, applies=lambda c: bool(c.watchlists)),
 )
 
 
@@ -217,3 +253,48 @@ def _failing_objects(state: PipelineState, ctx: StepContext, block: list[Step]) 
         reason=failed["oid"].map(lambda o: f"processing failed for object {o}: {bad[o]}"),
         error="ScienceError",
     )
+
+
+#: Band names by band id, every survey's (the annotated records name bands).
+BANDS: dict[int, str] = {fid: band for adapter in ADAPTERS for fid, band in adapter.info.bands.items()}
+
+
+def annotated_stream(
+    state: PipelineState, ctx: StepContext
+) -> tuple[list[StreamMessage], dict[str, int], dict[str, str]]:
+    """The region's annotated alerts as output messages, with the streams each goes to (the main one, the user
+    filters it passes, the watch lists it hits); plus counts and notes (a filter's first error) for the run
+    report."""
+    records = annotate(state, state.stamp_probabilities, BANDS)
+    streams: list[list[str]] = [[MAIN_STREAM] for _ in records]
+    counts = {"annotated": len(records)}
+    notes: dict[str, str] = {}
+    if ctx.config.filters is not None and records:
+        filter_set, lock = ctx.resources.filter_set(ctx.config.filters)
+        with lock:  # one set per worker process, its counters shared by the task threads
+            matches = filter_set.evaluate(records)
+            stats = filter_set.take_stats()
+        topic = {f.name: f.topic for f in filter_set.filters}
+        for name, indices in matches.items():
+            for i in indices:
+                stream = f"filter:{topic[name]}"
+                if stream not in streams[i]:
+                    streams[i].append(stream)
+        for name, s in stats.items():
+            counts[f"filter:{name}:matches"] = s.matched
+            counts[f"filter:{name}:errors"] = s.errors
+            if s.first_error is not None and s.errors:
+                err = s.first_error
+                notes[f"filter {name}"] = (
+                    f"failed on candid {err.candid}: {err.message} (later failures only counted)"
+                )
+    for i, record in enumerate(records):
+        for hit in record["watchlists"]:
+            stream = f"watchlist:{hit['watchlist']}"
+            if stream not in streams[i]:
+                streams[i].append(stream)
+    messages = [
+        StreamMessage(alert_key(r["survey"], r["candid"]), encode(r), tuple(s))
+        for r, s in zip(records, streams, strict=True)
+    ]
+    return messages, counts, notes

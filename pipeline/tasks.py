@@ -11,7 +11,7 @@ file paths, counts, timings), so the driver stays light as workers scale.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -20,10 +20,18 @@ from alert_broker.classifiers.stamp import first_alert_mask
 from alert_broker.features.science import merge_pieces
 from alert_broker.features.tables import Tables
 from alert_broker.pipeline.history import write_history
+from alert_broker.pipeline.output import StreamMessage
 from alert_broker.pipeline.regions import assign_regions
 from alert_broker.pipeline.resources import HistorySpec, LakeSpec, ModelSpec, resources
 from alert_broker.pipeline.sinks import postgres_rows, sinks_of, write_lake
-from alert_broker.pipeline.steps import REGION_STEPS, PipelineState, RegionConfig, StepContext, run_steps
+from alert_broker.pipeline.steps import (
+    REGION_STEPS,
+    PipelineState,
+    RegionConfig,
+    StepContext,
+    annotated_stream,
+    run_steps,
+)
 from alert_broker.storage import RawArchive
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import DeadLetter, RawMessage
@@ -66,6 +74,15 @@ class DecodedChunk:
 
     tables: Tables
     summary: DecodeSummary
+    stamp_probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass
+class RegionPiece:
+    """The rows of one chunk that belong to one sky region, with the stamp classes of their first alerts."""
+
+    tables: Tables
+    stamp_probabilities: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -77,6 +94,8 @@ class RegionResult:
     counts: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # alerts whose science failed: dead letters
+    stream: list[StreamMessage] = field(default_factory=list)  # the annotated alerts, encoded
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. a filter's first error, reported once
 
 
 def _night_of_path(path: str) -> int:
@@ -122,7 +141,7 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
         counts.update(skipped)
     keys = tables.alerts[["oid", "mjd", "ra", "dec"]] if not tables.alerts.empty else pd.DataFrame()
     summary = DecodeSummary(keys, decoded.dead, postgres_rows(state, sinks), paths, counts, seconds)
-    return DecodedChunk(tables, summary)
+    return DecodedChunk(tables, summary, state.stamp_probabilities)
 
 
 def decode_summary(chunk: DecodedChunk) -> DecodeSummary:
@@ -159,20 +178,28 @@ def regions_of_batch(summaries: list[DecodeSummary], n_regions: int, order: int)
     return assign_regions(pd.concat(keys, ignore_index=True), n_regions, order)
 
 
-def split_by_region(chunk: DecodedChunk, oid_region: pd.Series, n_regions: int) -> list[Tables]:
-    """Cut one chunk's tables into per-region pieces (by each row's ``oid``)."""
-    pieces = [Tables() for _ in range(n_regions)]
+def split_by_region(chunk: DecodedChunk, oid_region: pd.Series, n_regions: int) -> list[RegionPiece]:
+    """Cut one chunk's tables (and stamp classes) into per-region pieces (by each row's ``oid``)."""
+    pieces = [RegionPiece(Tables()) for _ in range(n_regions)]
     for name, df in chunk.tables.items():
         if df.empty or "oid" not in df.columns:
             continue
         region = df["oid"].map(oid_region)
         for r, part in df.groupby(region.to_numpy(), sort=False):
-            setattr(pieces[int(r)], name, part)
+            setattr(pieces[int(r)].tables, name, part)
+    stamps = chunk.stamp_probabilities
+    if not stamps.empty:
+        for r, part in stamps.groupby(stamps["oid"].map(oid_region).to_numpy(), sort=False):
+            pieces[int(r)].stamp_probabilities = part
     return pieces
 
 
 def process_region(
-    pieces: list[Tables], batch_id: str, region: int, config: RegionConfig, after: object = None
+    pieces: list[RegionPiece | Tables],
+    batch_id: str,
+    region: int,
+    config: RegionConfig,
+    after: object = None,
 ) -> RegionResult:
     """The steps of one sky region of a batch, then its lake files (and the history rows the store lacked).
 
@@ -181,7 +208,11 @@ def process_region(
     del after
     ctx = StepContext(config, resources())
     t0 = time.thread_time()
-    state = PipelineState.start(merge_pieces(pieces))
+    pieces = [p if isinstance(p, RegionPiece) else RegionPiece(p) for p in pieces]
+    state = PipelineState.start(merge_pieces([p.tables for p in pieces]))
+    stamps = [p.stamp_probabilities for p in pieces if not p.stamp_probabilities.empty]
+    if stamps:
+        state = replace(state, stamp_probabilities=pd.concat(stamps, ignore_index=True))
     ctx.seconds["history"] = time.thread_time() - t0  # merging the pieces: part of getting the rows together
     state = run_steps(state, ctx, REGION_STEPS)
 
@@ -209,7 +240,14 @@ def process_region(
     counts["classified"] = len(state.outliers)
     rows = postgres_rows(state, sinks)
     ctx.seconds["lake"] = time.thread_time() - t
-    return RegionResult(rows, paths, counts, ctx.seconds, state.failed)
+    stream: list[StreamMessage] = []
+    notes: dict[str, str] = {}
+    if config.annotate:
+        t = time.thread_time()
+        stream, filter_counts, notes = annotated_stream(state, ctx)
+        counts.update(filter_counts)
+        ctx.seconds["annotate"] = time.thread_time() - t
+    return RegionResult(rows, paths, counts, ctx.seconds, state.failed, stream, notes)
 
 
 def region_done(result: RegionResult) -> int:

@@ -44,6 +44,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "features": ("oid", "FEATURE_VERSION"),
     "flux_features": ("oid", "FEATURE_VERSION"),
     "survey_objects": ("oid", "candid"),
+    "watchlist_hits": ("watchlist", "name", "survey", "candid"),
     "solar_system": ("oid", "candid"),
     "xmatch": ("oid", "catalog"),
     "neighbours": ("oid", "candid", "catalog", "rank"),

@@ -193,6 +193,23 @@ TABLES: dict[str, TableSpec] = {
         key=("oid", "survey"),
         indexes=(("xid",), ("dec", "ra")),
     ),
+    "watchlist_hit": TableSpec(
+        "watchlist_hit",
+        {
+            "watchlist": TEXT,
+            "name": TEXT,
+            "survey": TEXT,
+            "candid": BIGINT,
+            "oid": TEXT,
+            "mjd": FLOAT,
+            "night": INT,
+            "ra": FLOAT,
+            "dec": FLOAT,
+            "dist_arcsec": FLOAT,
+        },
+        key=("watchlist", "name", "survey", "candid"),
+        indexes=(("oid",), ("night",)),
+    ),
     "probability": TableSpec(
         "probability",
         {
