@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_features
 	$(BIN)/python -m bench.bench_classify
 	$(BIN)/python -m bench.bench_lsst
+	$(BIN)/python -m bench.bench_output
 
 # Re-train the shipped models from their seeds (deterministic: the same files with the pinned libraries).
 models: setup

@@ -29,7 +29,6 @@ from alert_broker.features.science import (
     magstats_step,
     neighbours_step,
 )
-from alert_broker.features.watchlists import watchlist_hits
 from alert_broker.features.xmatch import crossmatch
 from alert_broker.pipeline.history import HistoryMerge, merge_history
 from alert_broker.pipeline.output import MAIN_STREAM, StreamMessage, alert_key, annotate, encode
@@ -167,11 +166,9 @@ def watchlist_step(state: PipelineState, ctx: StepContext) -> PipelineState:
     alerts = state.alerts
     if alerts.empty:
         return state
-    ra, dec = alerts["ra"].to_numpy(dtype=float), alerts["dec"].to_numpy(dtype=float)
     hits = []
     for name in ctx.config.watchlists:
-        watch = ctx.resources.watchlist(ctx.config.watchlist_root, name)
-        found = watchlist_hits(alerts, watch.entries_near(ra, dec), name)
+        found = ctx.resources.watchlist(ctx.config.watchlist_root, name).hits(alerts)
         if not found.empty:
             hits.append(found)
     if not hits:

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     imp.add_argument("file", help="a .csv, .parquet or .fits file with columns name, ra, dec, radius_arcsec")
     imp.add_argument("--out", default="data", help="the run's OUT folder (the list goes to OUT/watchlists)")
     imp.add_argument("--root", default=None, help="watch-list folder (default OUT/watchlists)")
-    imp.add_argument("--order", type=int, default=5, help="HEALPix order of the partitions")
+    imp.add_argument("--order", type=int, default=3, help="HEALPix order of the partitions")
     p.set_defaults(func=run)
 
 

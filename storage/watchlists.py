@@ -14,13 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alert_broker.features.watchlists import WatchIndex
 from alert_broker.storage.catalogs import Catalog, import_catalog, read_table
 
 REQUIRED = ("name", "ra", "dec", "radius_arcsec")
+#: Watch lists up to this many entries are held whole in each worker (a k-d tree of ~100 bytes an entry).
+IN_MEMORY_ENTRIES = 2_000_000
 META_FILE = "watchlist.json"
+#: Every entry in one file beside the partitioned collection: what a worker reads to hold a list whole.
+ENTRIES_FILE = "entries.parquet"
 
 
-def import_watchlist(name: str, path: str | Path, root: str | Path, order: int = 5) -> dict:
+def import_watchlist(name: str, path: str | Path, root: str | Path, order: int = 3) -> dict:
     """Import a watch list (CSV/Parquet/FITS with columns name, ra, dec, radius_arcsec). Returns its summary."""
     df = read_table(path)
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -42,6 +47,10 @@ def import_watchlist(name: str, path: str | Path, root: str | Path, order: int =
         margin_arcsec=max(max_radius, 1.0),
     )  # fmt: skip
     summary = {"name": name, "entries": int(info.total_rows), "max_radius_arcsec": max_radius}
+    entries = pd.DataFrame(
+        {"name": df["name"].astype(str).to_numpy(), "ra": ra, "dec": dec, "radius_arcsec": radius}
+    )
+    entries.to_parquet(Path(root) / name / ENTRIES_FILE, index=False)
     (Path(root) / name / META_FILE).write_text(json.dumps(summary))
     return summary
 
@@ -61,10 +70,20 @@ class WatchList:
                 f"{self.root}/{self.name} is a catalogue, not a watch list (no {META_FILE})"
             )
         self.max_radius_arcsec = float(json.loads(meta.read_text())["max_radius_arcsec"])
+        self._index: WatchIndex | None = None
 
-    def entries_near(self, ra: np.ndarray, dec: np.ndarray) -> pd.DataFrame:
-        """Entries (name, ra, dec, radius_arcsec) of the pixels any of the positions can reach."""
-        rows = self.catalog.load(self.catalog.pixels_for(ra, dec, self.max_radius_arcsec))
+    def hits(self, alerts: pd.DataFrame) -> pd.DataFrame:
+        """The watch-list hits of ``alerts``. A list of up to ``IN_MEMORY_ENTRIES`` entries is read whole once
+        and kept as a k-d tree (a region then costs one tree query); a bigger one is read per region, for the
+        pixels around its alerts only."""
+        if self.catalog.info.total_rows <= IN_MEMORY_ENTRIES:
+            if self._index is None:
+                self._index = WatchIndex(pd.read_parquet(Path(self.root) / self.name / ENTRIES_FILE))
+            return self._index.hits(alerts, self.name)
+        ra, dec = alerts["ra"].to_numpy(dtype=float), alerts["dec"].to_numpy(dtype=float)
+        return WatchIndex(self.entries_near(ra, dec)).hits(alerts, self.name)
+
+    def _entries(self, rows: pd.DataFrame) -> pd.DataFrame:
         info = self.catalog.info
         return pd.DataFrame(
             {
@@ -74,3 +93,7 @@ class WatchList:
                 "radius_arcsec": rows["radius_arcsec"].to_numpy(dtype=float),
             }
         )
+
+    def entries_near(self, ra: np.ndarray, dec: np.ndarray) -> pd.DataFrame:
+        """Entries (name, ra, dec, radius_arcsec) of the pixels any of the positions can reach."""
+        return self._entries(self.catalog.load(self.catalog.pixels_for(ra, dec, self.max_radius_arcsec)))
