@@ -48,7 +48,7 @@ def _adapter_per_core(payloads: list[bytes]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--objects", type=int, default=6000, help="simulated LSST objects (one night)")
+    ap.add_argument("--objects", type=int, default=15000, help="simulated LSST objects (one night)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(ratio {full['alerts_per_second'] / ceiling:.3f}; {full['counts'].get('flux_features', 0)} feature "
         f"vectors, {full['counts'].get('classified', 0)} classified; the run-night defaults)"
     )
-    print(f"  peak memory (driver+workers+pg)              {core_mem / 1e6:>8.0f} MB  ({full_mem / 1e6:.0f} MB defaults)")
+    print(
+        f"  peak memory (driver+workers+pg)              {core_mem / 1e6:>8.0f} MB  ({full_mem / 1e6:.0f} MB defaults)"
+    )
     print("  decoders per core, in-process (alerts/s):     fastavro records   our adapter (-> tables)")
     print(f"    LSST (simulated, latest schema)           {lsst_fastavro:>10.1f}   {lsst_adapter:>10.1f}")
     print(f"    ZTF  (real, fink sample)                  {ztf_fastavro:>10.1f}   {ztf_adapter:>10.1f}")
