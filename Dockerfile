@@ -11,6 +11,7 @@ COPY simulator ./simulator
 COPY classifiers ./classifiers
 COPY storage ./storage
 COPY models ./models
+COPY api ./api
 RUN pip install --no-cache-dir -c constraints.txt . \
     && python -c "from alert_broker.pipeline.driver import RunModels; from alert_broker.pipeline.config import load_settings; print(RunModels.of(load_settings(env={})))" \
     && useradd -m broker

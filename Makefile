@@ -8,15 +8,28 @@ OUT    ?= ./data
 SURVEY ?=
 ARGS   ?=
 
-.PHONY: setup test test-unit test-integration lint bench run-night clean lock models
+.PHONY: setup browser test test-unit test-integration lint bench run-night serve lake-publish clean lock models
 
-setup: $(BIN)/broker
+setup: $(BIN)/broker browser
 
 $(BIN)/broker: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(BIN)/broker
+
+# The explorer's browser tests drive Debian's chromium with Playwright (Playwright's own browser download is not
+# used). Installed with apt-get when missing and possible; otherwise the tests skip, saying so.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$BROKER_CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the explorer's browser tests (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "could not install chromium: the browser tests will skip (apt-get install chromium)"; \
+	else \
+		echo "no chromium found: the explorer's browser tests will skip. Install it (Debian/Ubuntu:" \
+		     "sudo apt-get install chromium) or point BROKER_CHROMIUM at a Chromium/Chrome binary."; \
+	fi
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -38,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_features
 	$(BIN)/python -m bench.bench_classify
 	$(BIN)/python -m bench.bench_lsst
+	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_output
 
 # Re-train the shipped models from their seeds (deterministic: the same files with the pinned libraries).
@@ -50,6 +64,14 @@ models: setup
 
 run-night: setup
 	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) $(if $(SURVEY),--survey $(SURVEY)) --out $(OUT) $(ARGS)
+
+# The query API and web explorer over OUT's database and lake (docs/api.md): http://127.0.0.1:8000/
+serve: setup
+	$(BIN)/broker serve --out $(OUT) $(ARGS)
+
+# The lake's analysis-ready tables (docs/lake-tables.md)
+lake-publish: setup
+	$(BIN)/broker lake publish --out $(OUT) $(ARGS)
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock:

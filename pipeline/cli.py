@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from alert_broker.api.publish import PUBLISHED_TABLES, publish
+from alert_broker.api.server import ServeConfig, serve
 from alert_broker.classifiers.training import register as register_training
-from alert_broker.pipeline import catalog_cli
+from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
 from alert_broker.pipeline.driver import run
@@ -25,7 +27,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         help_ = f"{f.metadata.get('help', '')} (env: {ENV_PREFIX}{f.name.upper()})"
         if f.type in ("bool", bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif f.name == "source":  # several sources are read side by side
+        elif f.metadata.get("repeat"):  # e.g. several sources read side by side
             p.add_argument(flag, dest=f.name, action="append", default=None, help=help_)
         else:
             p.add_argument(flag, dest=f.name, default=None, help=help_)
@@ -33,8 +35,9 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):
     overrides = {f.name: getattr(args, f.name, None) for f in settings_fields()}
-    if isinstance(overrides.get("source"), list):
-        overrides["source"] = ";".join(overrides["source"])
+    for name, value in overrides.items():
+        if isinstance(value, list):
+            overrides[name] = ";".join(value)
     settings = load_settings(args.config, overrides=overrides)
     configure_logging(settings.log_level, settings.log_format)
     return settings
@@ -46,6 +49,23 @@ def cmd_run_night(args: argparse.Namespace) -> int:
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
     return 0 if report.status == "ok" and report.alerts > 0 else 1
+
+
+def cmd_integrity(args: argparse.Namespace) -> int:
+    """Re-read the source, compare its alerts with the lake and PostgreSQL, and (--repair) reprocess the
+    missing ones. Exit status 0 when nothing is missing (after the repair), 1 otherwise."""
+    settings = _settings(args)
+    with integrity.with_database(settings) as settings:
+        report = integrity.scan(settings)
+        print(report.render())
+        result = integrity.repair(settings, report) if args.repair else None
+    if result is not None:
+        print()
+        print(result.render())
+    path = integrity.write_report(settings.reports_dir, report, result)
+    print(f"report written to {path.resolve()}")
+    final = result.after if result is not None else report
+    return 0 if final.missing_total == 0 else 1
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -66,6 +86,41 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if data:
             (out / f"{args.candid}_{name}.fits.gz").write_bytes(data)
     print(f"wrote {out / f'{args.candid}.avro'} and its stamps")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the read-only query API and web explorer over PostgreSQL and the lake (docs/api.md)."""
+    settings = _settings(args)
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        config = ServeConfig(
+            dsn=pg.dsn,
+            lake_url=settings.lake,
+            storage_options=settings.storage_options,
+            history_order=settings.history_order,
+            host=args.host,
+            port=args.port,
+            log_level=settings.log_level,
+        )
+        print(f"serving the API and explorer on http://{args.host}:{args.port}/ (docs at /docs)", flush=True)
+        serve(config)
+    return 0
+
+
+def cmd_lake(args: argparse.Namespace) -> int:
+    """Write the lake's analysis-ready tables (current objects, magstats, latest probabilities, light curves)."""
+    settings = _settings(args)
+    tables = tuple(args.table) if args.table else PUBLISHED_TABLES
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        report = publish(
+            pg.dsn,
+            settings.lake,
+            settings.storage_options,
+            history_order=settings.history_order,
+            order=args.order,
+            tables=tables,
+        )
+    print(report.render())
     return 0
 
 
@@ -139,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p)
     p.set_defaults(func=cmd_run_night)
 
+    p = sub.add_parser(
+        "integrity",
+        help="re-scan a source (a topic from its earliest offset, or an archive) against the lake and PostgreSQL",
+    )
+    _add_settings_flags(p)  # --source, --night, --out, --pg-dsn, --lake-url, ...
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="reprocess the missing alerts (whole batches, same sinks and idempotence), then re-scan",
+    )
+    p.set_defaults(func=cmd_integrity)
+
     p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
     _add_settings_flags(p)
     p.add_argument("candid", type=int)
@@ -165,9 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_history)
 
+    p = sub.add_parser("serve", help="serve the read-only query API and web explorer (docs/api.md)")
+    _add_settings_flags(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("lake", help="the lake's analysis-ready tables: publish (docs/lake-tables.md)")
+    _add_settings_flags(p)
+    p.add_argument("action", choices=["publish"])
+    p.add_argument("--table", action="append", choices=PUBLISHED_TABLES, help="only this table (repeatable)")
+    p.add_argument(
+        "--order", type=int, default=None, help="HEALPix order of the HATS tables (default: by size)"
+    )
+    p.set_defaults(func=cmd_lake)
+
     register_training(sub)
 
     catalog_cli.register(sub)
+    watchlist_cli.register(sub)
     sub.choices["catalog"].set_defaults(func=catalog_cli.run)
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -123,6 +124,25 @@ class Settings:
     compact_history: bool = field(
         default=True,
         metadata={"help": "merge each touched history pixel's files into one at the end of a run"},
+    )
+    batch_retries: int = field(
+        default=2, metadata={"help": "times a batch whose tasks failed (a worker died) is submitted again"}
+    )
+    task_allowed_failures: int = field(
+        default=3,
+        metadata={
+            "help": "worker deaths a task may cause before Dask gives up on it (a LocalCluster's scheduler)"
+        },
+    )
+    pg_retry_s: float = field(
+        default=120.0, metadata={"help": "how long to retry while PostgreSQL is unreachable before stopping"}
+    )
+    publish_lake: bool = field(
+        default=True,
+        metadata={
+            "help": "at the end of a run, write the analysis-ready lake tables (current objects, latest "
+            "probabilities, deduplicated light curves: docs/lake-tables.md); reads the whole history store"
+        },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar (terminals)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
@@ -263,6 +283,19 @@ def parse_xmatch(spec: str) -> tuple[tuple[str, float, tuple[str, ...]], ...]:
         cols = tuple(c for c in parts[2].split(",") if c) if len(parts) == 3 else ()
         out.append((parts[0], radius, cols))
     return tuple(out)
+
+
+_SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(password|passwd|secret|token|sasl\.password|aws_secret_access_key)(\s*[=:]\s*)(\S+)"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URLs/DSNs and ``password=...``-style values replaced by ``***`` (for logs,
+    reports and error messages)."""
+    text = _SECRET_IN_URL.sub(r"\1***\3", text)
+    return _SECRET_PARAM.sub(r"\1\2***", text)
 
 
 def _mask_dsn(dsn: str) -> str:

@@ -24,15 +24,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import pandas as pd
+import psycopg
 from distributed import Client, LocalCluster
 
+from alert_broker.api.publish import publish
 from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.registry import versions
 from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.models import shipped_models
-from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.config import Settings, redact
 from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
 from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
@@ -100,6 +103,22 @@ class InFlight:
     region_futs: list
     t_start: float
     stream: list[StreamMessage] = field(default_factory=list)  # the annotated alerts, once the batch finished
+    attempt: int = (
+        0  # 0 the first time; a batch whose tasks failed is submitted again (settings.batch_retries)
+    )
+
+
+class BatchFailed(Exception):
+    """A batch's tasks failed (a worker died more often than the scheduler allows, or a task raised)."""
+
+    def __init__(self, job: InFlight, cause: BaseException) -> None:
+        super().__init__(f"batch {job.batch_id} failed: {type(cause).__name__}: {cause}")
+        self.job = job
+        self.cause = cause
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL stayed unreachable past the configured limit: the run stops without committing."""
 
 
 @dataclass
@@ -169,7 +188,7 @@ class Broker:
         """Everything but the offset commit. Raises if any sink failed (then nothing may be committed)."""
         return self.finish(self.submit(messages))
 
-    def submit(self, messages: list[RawMessage]) -> InFlight:
+    def submit(self, messages: list[RawMessage], attempt: int = 0) -> InFlight:
         """Start a batch: retire superseded files, record the batch as started, submit the batch's graph.
 
         Returns at once, so the driver can start the next batches while this one runs; earlier batches have
@@ -179,18 +198,20 @@ class Broker:
         ranges = batch_ranges(messages)
         rep = BatchReport(batch_id=batch_id, messages=len(messages))
         for source, parts in ranges.items():
-            rep.superseded_files += len(manifest.supersede(self.store, self.lake, source, parts, batch_id))
-        manifest.begin_batch(self.store, batch_id, ranges)
+            superseded = self.with_postgres(
+                lambda s=source, p=parts: manifest.supersede(self.store, self.lake, s, p, batch_id),
+                "manifest",
+            )
+            rep.superseded_files += len(superseded)
+        self.with_postgres(lambda: manifest.begin_batch(self.store, batch_id, ranges), "manifest")
         rep.seconds["manifest"] = time.perf_counter() - t_start
 
         client = self.client
         self._seq += 1
         prio = -self._seq  # earlier batches first, so they finish (and commit) in order
-        t = time.perf_counter()
-        chunk_futs = client.scatter(
-            _chunks(messages, max(1, int(self.n_threads() * self.settings.chunks_per_thread))), hash=False
-        )
-        rep.seconds["scatter"] = time.perf_counter() - t
+        # The chunks travel inside their decode tasks (not scattered): if a worker dies, the scheduler still holds
+        # every task's inputs and recomputes what was lost on the survivors (scattered data would die with it).
+        chunks = _chunks(messages, max(1, int(self.n_threads() * self.settings.chunks_per_thread)))
 
         # The whole batch is one graph: decode -> regions (a task, from the decoded positions) -> split ->
         # one task per region. The driver does not sit between the stages, so workers always have work.
@@ -198,7 +219,7 @@ class Broker:
             return client.submit(fn, *args, pure=False, priority=prio)
 
         decode_config, region_config = self.decode_config, self.region_config
-        dec_futs = [submit(decode_chunk, cf, batch_id, i, decode_config) for i, cf in enumerate(chunk_futs)]
+        dec_futs = [submit(decode_chunk, chunk, batch_id, i, decode_config) for i, chunk in enumerate(chunks)]
         small_futs = [submit(decode_summary, f) for f in dec_futs]
         n_regions = max(1, int(self.n_threads() * self.settings.regions_per_thread))
         region_map = submit(regions_of_batch, small_futs, n_regions, self.settings.healpix_order)
@@ -218,17 +239,20 @@ class Broker:
             # the next batch's region tasks start after this batch's: they read the history it writes
             self._previous = [submit(region_done, f) for f in region_futs]
         rep.regions = n_regions
-        return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start)
+        return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start, attempt=attempt)
 
     def finish(self, job: InFlight) -> BatchReport:
         """Wait for a batch's tasks, then write PostgreSQL (every sink of the registry) and the manifest."""
         client, rep, batch_id = self.client, job.report, job.batch_id
-        t = time.perf_counter()
-        decoded: list[DecodeSummary] = client.gather(job.small_futs)
-        rep.seconds["decode"] = time.perf_counter() - t
-        t = time.perf_counter()
-        regions: list[RegionResult] = client.gather(job.region_futs)
-        rep.seconds["science+lake"] = time.perf_counter() - t
+        try:
+            t = time.perf_counter()
+            decoded: list[DecodeSummary] = client.gather(job.small_futs)
+            rep.seconds["decode"] = time.perf_counter() - t
+            t = time.perf_counter()
+            regions: list[RegionResult] = client.gather(job.region_futs)
+            rep.seconds["science+lake"] = time.perf_counter() - t
+        except Exception as err:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled or a failed task
+            raise BatchFailed(job, err) from err
         job.region_futs.clear()
 
         paths: list[str] = []
@@ -248,10 +272,7 @@ class Broker:
         failed = [r.failed for r in regions if not r.failed.empty]
         if failed:
             dead = dead + self._science_dead_letters(pd.concat(failed, ignore_index=True))
-        if dead:
-            dl = dead_letters_frame(dead, batch_id)
-            paths.extend(self.lake.write_table("dead_letters", dl, batch_id))
-            self.store.upsert("dead_letter", dl.drop(columns=["payload"]))
+        paths.extend(self._write_dead_letters(dead, batch_id))
         rep.dead_letters = len(dead)
         for sink in SINKS:
             if sink.postgres is None:
@@ -260,17 +281,81 @@ class Broker:
             frames = [p.rows[sink.name] for p in parts if sink.name in p.rows]
             if frames:
                 rows = pd.concat(frames, ignore_index=True)
-                self.store.upsert(sink.postgres, rows)
+                self.with_postgres(lambda s=sink, r=rows: self.store.upsert(s.postgres, r), sink.postgres)
                 if sink.name == "objects":
                     rep.object_ids = set(rows["oid"])
         rep.seconds["postgres"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        manifest.record_batch(self.store, batch_id, job.ranges, sorted(set(paths)))
+        self.with_postgres(
+            lambda: manifest.record_batch(self.store, batch_id, job.ranges, sorted(set(paths))), "manifest"
+        )
         rep.seconds["manifest"] += time.perf_counter() - t
         rep.alerts = rep.counts.get("alerts", 0)
         rep.wall = time.perf_counter() - job.t_start
         return rep
+
+    def with_postgres(self, call, what: str):
+        """``call()``, retried with backoff while PostgreSQL is unreachable (a restart, a failover), for at most
+        ``settings.pg_retry_s`` seconds; then :class:`PostgresUnavailable` stops the run, nothing committed."""
+        limit = self.settings.pg_retry_s
+        start = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                waited = time.monotonic() - start
+                if waited >= limit:
+                    raise PostgresUnavailable(
+                        f"PostgreSQL unreachable for {waited:.0f} s (writing {what}): {redact(str(err))}; the run "
+                        "stops without committing this batch: restart it once PostgreSQL is back (--pg-retry-s "
+                        "sets how long to wait)"
+                    ) from None
+                log.warning(
+                    "PostgreSQL unreachable (writing %s): %s; retrying in %.1f s (%.0f of %.0f s)",
+                    what, redact(str(err)).splitlines()[0], delay, waited, limit,
+                )  # fmt: skip
+                time.sleep(min(delay, max(0.0, limit - waited)))
+                delay = min(delay * 2, 10.0)
+
+    def _write_dead_letters(self, dead: list[DeadLetter], batch_id: str) -> list[str]:
+        if not dead:
+            return []
+        dl = dead_letters_frame(dead, batch_id)
+        paths = self.lake.write_table("dead_letters", dl, batch_id)
+        self.with_postgres(
+            lambda: self.store.upsert("dead_letter", dl.drop(columns=["payload"])), "dead letters"
+        )
+        return paths
+
+    def give_up(self, job: InFlight, cause: BaseException) -> BatchReport:
+        """A poison batch (its tasks failed on every attempt): its messages become dead letters, so the night
+        goes on and nothing is lost; the batch is recorded and may be committed like any other."""
+        reason = (
+            f"poison batch: processing failed on {job.attempt + 1} attempts (last: {type(cause).__name__}: "
+            f"{str(cause)[:300]}); the packet may kill or break a worker: keep this dead letter and report it"
+        )
+        dead = [
+            DeadLetter(m.source, m.partition, m.offset, reason, "PoisonBatch", m.loaded().payload, m.key)
+            for m in job.messages
+        ]
+        for fut in [*job.small_futs, *job.region_futs]:
+            fut.cancel()
+        rep = job.report
+        paths = self._write_dead_letters(dead, job.batch_id)
+        rep.dead_letters = len(dead)
+        rep.counts["poison_batches"] = 1
+        self.with_postgres(
+            lambda: manifest.record_batch(self.store, job.batch_id, job.ranges, sorted(set(paths))),
+            "manifest",
+        )
+        rep.wall = time.perf_counter() - job.t_start
+        return rep
+
+    def reset_chain(self) -> None:
+        """Forget the history-order dependency (after cancelling the batches in flight)."""
+        self._previous = []
 
     def _science_dead_letters(self, failed: pd.DataFrame) -> list[DeadLetter]:
         """Dead letters for alerts whose science failed, with their raw packets from the archive."""
@@ -332,7 +417,7 @@ class Broker:
 
     def commit(self, source: Source, messages: list[RawMessage], batch_id: str) -> None:
         source.commit(messages)
-        manifest.mark_committed(self.store, batch_id)
+        self.with_postgres(lambda: manifest.mark_committed(self.store, batch_id), "manifest")
 
 
 @dataclass
@@ -363,6 +448,9 @@ class Services:
         if s.scheduler:
             self.client = self.stack.enter_context(Client(s.scheduler))
         else:
+            self.stack.enter_context(
+                dask.config.set({"distributed.scheduler.allowed-failures": s.task_allowed_failures})
+            )
             cluster = self.stack.enter_context(
                 LocalCluster(
                     n_workers=s.n_workers,
@@ -412,21 +500,66 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     # decode the next batches while the oldest one finishes; commits stay in order
                     pending.append(broker.submit(messages))
                     if len(pending) > settings.pipeline_depth:
-                        _complete(broker, source, pending.popleft(), report, bar)
+                        _complete_or_retry(broker, source, pending, report, bar)
                 while pending:
-                    _complete(broker, source, pending.popleft(), report, bar)
+                    _complete_or_retry(broker, source, pending, report, bar)
             if settings.compact_history:
                 t = time.perf_counter()
                 report.history_compaction = broker.compact_history()
                 report.history_compaction["seconds"] = round(time.perf_counter() - t, 3)
+            if settings.publish_lake and report.alerts:
+                # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
+                t = time.perf_counter()
+                published = publish(
+                    svc.dsn, settings.lake, settings.storage_options, history_order=settings.history_order
+                )
+                log.info("%s (%.1f s)", published.render().splitlines()[0], time.perf_counter() - t)
             status = "ok"
         finally:
             source.close()
             report.notes.update(broker.notes)
             report.finish(status)
-            svc.store.finish_run(broker.run_id, status, report.summary())
             report.write(settings.reports_dir)
+            try:
+                svc.store.finish_run(broker.run_id, status, report.summary())
+            except psycopg.Error as err:  # PostgreSQL down: the report on disk still tells what happened
+                log.error("could not record the run in PostgreSQL: %s", redact(str(err)).splitlines()[0])
     return report
+
+
+def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: RunReport, bar) -> None:
+    """Complete the oldest batch in flight. If its tasks failed, the batches behind it (which depend on it for
+    the history order) are cancelled, it is submitted again and they after it; a batch that fails
+    ``batch_retries + 1`` times becomes dead letters (a poison batch) and the night goes on."""
+    job = pending.popleft()
+    while True:
+        try:
+            _complete(broker, source, job, report, bar)
+            return
+        except BatchFailed as failure:
+            later = list(pending)
+            pending.clear()
+            for other in later:
+                for fut in [*other.small_futs, *other.region_futs]:
+                    fut.cancel()
+            broker.reset_chain()
+            if job.attempt < broker.settings.batch_retries:
+                log.warning(
+                    "batch %s failed (attempt %d: %s); submitting it again",
+                    job.batch_id, job.attempt + 1, failure.cause,
+                )  # fmt: skip
+                job = broker.submit(job.messages, attempt=job.attempt + 1)
+                pending.extend(broker.submit(o.messages, attempt=o.attempt) for o in later)
+                continue
+            log.error(
+                "batch %s failed %d times: its messages become dead letters", job.batch_id, job.attempt + 1
+            )
+            rep = broker.give_up(job, failure.cause)
+            broker.commit(source, job.messages, rep.batch_id)
+            report.add(rep)
+            bar.update(len(job.messages), report)
+            pending.extend(broker.submit(o.messages, attempt=o.attempt) for o in later)
+            return
 
 
 def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, bar) -> None:

@@ -12,11 +12,15 @@ which works; we silence that one warning instead of changing the process environ
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 try:
     from platformdirs import RuntimeDirWarning
@@ -36,6 +40,33 @@ def _server_class() -> Any:
     return PostgresServer
 
 
+HANDLES_FILE = ".handle_pids.json"
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop the processes that no longer exist from the wheel's list of handles on ``data_dir``.
+
+    The wheel stops the server when its last handle exits; a run killed with SIGKILL never removes its pid, so
+    its server would outlive it and every later run (each would wait for the dead handle). Pruning adopts the
+    orphan knowingly: the server it left is reused, and stopped when this run ends."""
+    path = data_dir / HANDLES_FILE
+    if not path.is_file():
+        return
+    try:
+        pids = json.loads(path.read_text())
+    except ValueError:
+        pids = []
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    dead = [p for p in pids if p not in alive]
+    if dead:
+        _log.warning(
+            "adopting the embedded PostgreSQL in %s: its handle(s) %s belong to processes that are gone (a run "
+            "killed before it could stop it); this run reuses it and stops it at exit",
+            data_dir, dead,
+        )  # fmt: skip
+        path.write_text(json.dumps(alive))
+
+
 class EmbeddedPostgres:
     """Start (or reuse, if one already runs on ``data_dir``) an embedded PostgreSQL server.
 
@@ -48,6 +79,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server_cls = _server_class()
+        _forget_dead_handles(self.data_dir)
         with _lock:
             existing = server_cls._instances.get(self.data_dir)
             try:

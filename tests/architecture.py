@@ -1,7 +1,7 @@
 """The architecture check `make lint` runs: layers that point one way, no import cycles, and no hidden imports.
 
 1. ``lint-imports`` (import-linter) with the contracts in ``pyproject.toml``: the layers
-   ``pipeline > classifiers | storage > simulator | surveys > features`` and no import cycle at any depth.
+   ``pipeline > api > classifiers | storage > simulator | surveys > features`` and no import cycle at any depth.
    The installed package maps ``alert_broker.<sub>`` onto the repository's top-level folders; import-linter
    finds modules by walking the package's folder, so it is given a view of the package as it is installed:
    a temporary ``alert_broker/`` whose subpackages are links to those folders.

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BROKER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.services", "tests.fixtures.broker_api"]
 
 
 @pytest.fixture(scope="session")

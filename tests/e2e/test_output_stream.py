@@ -84,11 +84,17 @@ def _consume(bootstrap: str, topic: str, timeout: float = 20.0) -> list[tuple[st
 
 def test_kafka_stream_filters_and_watchlists(tmp_path, night, summary_store, kafka_bootstrap, shared_data):
     # a watch list entry on a known object's position (and one far from everything)
-    first = next(fastavro.reader(open(sorted(night.glob("*.avro"))[0], "rb")))
+    with open(sorted(night.glob("*.avro"))[0], "rb") as fh:
+        first = next(fastavro.reader(fh))
     target, ra, dec = first["objectId"], first["candidate"]["ra"], first["candidate"]["dec"]
     wl = tmp_path / "targets.csv"
     pd.DataFrame(
-        {"name": ["my-target", "nowhere"], "ra": [ra, (ra + 90) % 360], "dec": [dec, 0.0], "radius_arcsec": [2.0, 5.0]}
+        {
+            "name": ["my-target", "nowhere"],
+            "ra": [ra, (ra + 90) % 360],
+            "dec": [dec, 0.0],
+            "radius_arcsec": [2.0, 5.0],
+        }
     ).to_csv(wl, index=False)
     import_watchlist("friends", wl, tmp_path / "out" / "watchlists")
 
@@ -191,7 +197,10 @@ def test_file_output(tmp_path, night, summary_store):
     report = run(settings)
     files = sorted((tmp_path / "stream" / "alerts").glob("*.avro"))
     assert len(files) == len(report.batches)
-    records = [r for f in files for r in fastavro.reader(open(f, "rb"))]
+    records = []
+    for f in files:
+        with open(f, "rb") as fh:
+            records.extend(fastavro.reader(fh))
     assert len(records) == report.alerts == len({r["candid"] for r in records})
     # a re-run rewrites the same files (named by batch), adding none
     run(settings)

@@ -14,7 +14,7 @@ import pytest
 from alert_broker.models import shipped_models
 from tests.architecture import REPO, function_imports, lazy_import_problems, package_dirs, run_import_linter
 
-PROJECT_FOLDERS = ("pipeline", "features", "surveys", "simulator", "classifiers", "storage")
+PROJECT_FOLDERS = ("pipeline", "features", "surveys", "simulator", "classifiers", "storage", "api")
 
 
 def test_every_package_folder_is_listed_for_the_wheel():

@@ -1,0 +1,403 @@
+"""The HTTP query API and the web explorer (FastAPI): ``create_app(BrokerData(...))``.
+
+Read-only: every endpoint is a GET over :class:`alert_broker.api.data.BrokerData`. Parameter names follow ALeRCE's
+API and client where the concept is the same (``classifier``, ``class``, ``probability``, ``ranking``, ``ndet``,
+``firstmjd``, ``lastmjd``, ``ra``, ``dec``, ``radius`` in arcsec, ``page``, ``page_size``, ``count``,
+``order_by``, ``order_mode``). Bad input is a 4xx with a message: 422 for a value out of range, 404 for an
+unknown object or alert, 409 for an ambiguous candid. The OpenAPI docs (``/docs``) and the explorer's pages
+(``/``, ``/object/{oid}``, ``/sn``, ``/night``) use only files served from here: the Swagger UI and Plotly
+bundles come from their Python packages (``swagger-ui-bundle-v2``, ``plotly``), nothing from a CDN.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, NotFound, ObjectQuery
+from alert_broker.api.db import DatabaseBusy, clean
+from alert_broker.api.stamps import stamp_png
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGES = {"index": "index.html", "object": "object.html", "sn": "sn.html", "night": "night.html"}
+#: An object id: a survey's id (ZTF20aaelulu, LSST170028485706776685, ATLAS...) or a cross-survey id.
+OID_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
+NAME_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
+SURVEY_PATTERN = r"^[A-Za-z]{1,16}$"
+MAX_CANDID = 2**63 - 1
+MAX_LIST = 100
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with NaN and infinities as null (plain JSON has neither)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(clean(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _package_dir(name: str) -> Path | None:
+    """A package's folder without importing it (plotly's import is slow and we only want a file)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def vendor_files() -> dict[str, Path]:
+    """The third-party browser files the explorer and the docs load, from their Python packages."""
+    out: dict[str, Path] = {}
+    plotly = _package_dir("plotly")
+    if plotly is not None:
+        out["plotly.min.js"] = plotly / "package_data" / "plotly.min.js"
+    swagger = _package_dir("swagger_ui_bundle")
+    if swagger is not None:
+        dist = sorted((swagger / "vendor").glob("swagger-ui-*"))
+        if dist:
+            for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+                out[name] = dist[-1] / name
+    return out
+
+
+def _check_list(name: str, values: list[str] | None, pattern: str) -> list[str]:
+    values = values or []
+    if len(values) > MAX_LIST:
+        raise BadRequest(f"{name}: at most {MAX_LIST} values")
+    for v in values:
+        if not re.fullmatch(pattern, v):
+            raise BadRequest(f"{name}: {v[:40]!r} is not a valid value")
+    return values
+
+
+def _numbers(name: str, values: list[float] | None, lo: float, hi: float) -> list[float]:
+    values = values or []
+    if len(values) > 2:
+        raise BadRequest(f"{name} takes one value (minimum) or two (minimum and maximum)")
+    for v in values:
+        if not (lo <= v <= hi):  # also refuses NaN
+            raise BadRequest(f"{name}: {v} is outside [{lo:g}, {hi:g}]")
+    return values
+
+
+def _ints(name: str, values: list[int] | None, lo: int, hi: int) -> list[int]:
+    values = values or []
+    if len(values) > 2:
+        raise BadRequest(f"{name} takes one value (minimum) or two (minimum and maximum)")
+    for v in values:
+        if not (lo <= v <= hi):
+            raise BadRequest(f"{name}: {str(v)[:20]} is outside [{lo}, {hi}]")
+    return [int(v) for v in values]
+
+
+def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastAPI:
+    """The API and explorer over ``data``."""
+    app = FastAPI(
+        title=title,
+        version="1.0",
+        description=(
+            "Read-only access to the broker's objects, light curves, classifications, stamps, supernova "
+            "candidates and night statistics. Parameter names follow ALeRCE's API. The web explorer is at `/`."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=SafeJSONResponse,
+    )
+    app.state.data = data
+    vendor = vendor_files()
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_: Request, err: BadRequest):
+        return SafeJSONResponse({"detail": str(err)}, status_code=err.status)
+
+    @app.exception_handler(NotFound)
+    async def _missing(_: Request, err: NotFound):
+        return SafeJSONResponse({"detail": str(err.args[0] if err.args else err)}, status_code=404)
+
+    @app.exception_handler(DatabaseBusy)
+    async def _busy(_: Request, err: DatabaseBusy):
+        return SafeJSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def _slow(_: Request, err: psycopg.errors.QueryCanceled):
+        return SafeJSONResponse({"detail": "the query took too long; narrow it down"}, status_code=503)
+
+    @app.exception_handler(psycopg.errors.UndefinedTable)
+    async def _empty(_: Request, err: psycopg.errors.UndefinedTable):
+        detail = "the database holds no broker tables yet: process a night first (broker run-night)"
+        return SafeJSONResponse({"detail": detail}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError):
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in err.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"][1:]) or "request"
+        return SafeJSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, status_code=422)
+
+    # ------------------------------------------------------------------------------------------ pages
+    def page(name: str) -> HTMLResponse:
+        return HTMLResponse((STATIC / PAGES[name]).read_text(encoding="utf-8"))
+
+    @app.get("/", include_in_schema=False)
+    def index_page():
+        return page("index")
+
+    @app.get("/object/{oid}", include_in_schema=False)
+    def object_page(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        return page("object")
+
+    @app.get("/sn", include_in_schema=False)
+    def sn_page():
+        return page("sn")
+
+    @app.get("/night", include_in_schema=False)
+    def night_page():
+        return page("night")
+
+    @app.get("/vendor/{name}", include_in_schema=False)
+    def vendor_file(name: str):
+        path = vendor.get(name)
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"no vendored file {name!r} (is the package installed? see docs/api.md)")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} — docs",
+            swagger_js_url="/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui.css",
+            swagger_favicon_url="/vendor/favicon-32x32.png",
+        )
+
+    @app.get("/api", include_in_schema=False)
+    def api_root():
+        return RedirectResponse("/docs")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ------------------------------------------------------------------------------------------ API
+    @app.get("/objects", tags=["objects"], summary="Search objects (filters, cone search, paging)")
+    def objects(
+        classifier: Annotated[str | None, Query(pattern=NAME_PATTERN, description="classifier name")] = None,
+        classifier_version: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        class_: Annotated[
+            str | None,
+            Query(alias="class", pattern=NAME_PATTERN, description="class name (ALeRCE's `class`)"),
+        ] = None,
+        class_name: Annotated[str | None, Query(pattern=NAME_PATTERN, description="same as `class`")] = None,
+        probability: Annotated[float | None, Query(ge=0, le=1, description="minimum probability")] = None,
+        ranking: Annotated[
+            int | None, Query(ge=1, le=100, description="class rank (default 1 with a class)")
+        ] = None,
+        ndet: Annotated[list[int] | None, Query(description="[min] or [min, max] detections")] = None,
+        firstmjd: Annotated[
+            list[float] | None, Query(description="[min] or [min, max] first detection MJD")
+        ] = None,
+        lastmjd: Annotated[
+            list[float] | None, Query(description="[min] or [min, max] last detection MJD")
+        ] = None,
+        survey: Annotated[list[str] | None, Query(description="ztf, lsst, atlas (repeatable)")] = None,
+        oid: Annotated[list[str] | None, Query(description="object ids (repeatable)")] = None,
+        ra: Annotated[float | None, Query(ge=0, le=360, description="cone centre, degrees")] = None,
+        dec: Annotated[float | None, Query(ge=-90, le=90, description="cone centre, degrees")] = None,
+        radius: Annotated[float | None, Query(gt=0, le=36000, description="cone radius, arcsec")] = None,
+        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+        count: bool = False,
+        order_by: Literal[
+            "oid",
+            "ndet",
+            "firstmjd",
+            "lastmjd",
+            "deltajd",
+            "meanra",
+            "meandec",
+            "probability",
+            "dist_arcsec",
+            "dist",
+        ]
+        | None = None,
+        order_mode: Literal["ASC", "DESC", "asc", "desc"] = "DESC",
+    ):
+        """Objects, newest first, filtered by class (any or one classifier; `ranking` 1 = most probable class),
+        minimum probability, number of detections, first/last detection MJD, survey or id, or within `radius`
+        arcsec of (`ra`, `dec`) (HEALPix-indexed, exact angular distance `dist_arcsec`). `count=true` adds the
+        total. Pages of at most 1000."""
+        if class_ and class_name and class_ != class_name:
+            raise BadRequest("give the class once (class or class_name)")
+        q = ObjectQuery(
+            classifier=classifier,
+            classifier_version=classifier_version,
+            class_name=class_ or class_name,
+            probability=probability,
+            ranking=ranking,
+            ndet=_ints("ndet", ndet, 0, 2**31 - 1),
+            firstmjd=_numbers("firstmjd", firstmjd, -1e6, 1e6),
+            lastmjd=_numbers("lastmjd", lastmjd, -1e6, 1e6),
+            survey=_check_list("survey", survey, SURVEY_PATTERN),
+            oid=_check_list("oid", oid, OID_PATTERN),
+            ra=ra,
+            dec=dec,
+            radius=radius,
+            page=page,
+            page_size=page_size,
+            count=count,
+            order_by=order_by,
+            order_mode=order_mode.upper(),
+        )
+        return data.objects(q)
+
+    @app.get("/objects/{oid}", tags=["objects"], summary="One object")
+    def object_(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        """The object's summary (ALeRCE's object fields), its `magstats` per band, cross-matches (`xmatch`),
+        the catalogue neighbours its alerts carry (`neighbours`: PS1, Gaia, solar-system), outlier scores, its
+        alerts, and its `association` with objects of other surveys (cross-survey id `xid` and members)."""
+        return data.object(oid)
+
+    @app.get("/objects/{oid}/magstats", tags=["objects"], summary="Magnitude statistics per band")
+    def magstats(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        data._object_row(oid)
+        return data.magstats(oid)
+
+    @app.get("/objects/{oid}/lightcurve", tags=["light curves"], summary="Light curve")
+    def lightcurve(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        all_surveys: Annotated[
+            bool, Query(description="the combined light curve of every survey's object")
+        ] = False,
+    ):
+        """`detections` (raw `magpsf`/`sigmapsf` and corrected `magpsf_corr`/`sigmapsf_corr`/`sigmapsf_corr_ext`,
+        `corrected`, `dubious`, difference `flux`/`flux_err` in nJy), `non_detections` (`diffmaglim`) and
+        `forced_photometry`: every point the history store holds, time-ordered."""
+        return data.lightcurve(oid, all_surveys=all_surveys)
+
+    @app.get("/objects/{oid}/detections", tags=["light curves"], summary="Detections only")
+    def detections(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        return data.lightcurve(oid)["detections"]
+
+    @app.get("/objects/{oid}/non_detections", tags=["light curves"], summary="Non-detection limits only")
+    def non_detections(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        return data.lightcurve(oid)["non_detections"]
+
+    @app.get("/objects/{oid}/forced_photometry", tags=["light curves"], summary="Forced photometry only")
+    def forced_photometry(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+        return data.lightcurve(oid)["forced_photometry"]
+
+    @app.get("/objects/{oid}/probabilities", tags=["classifications"], summary="Class probabilities")
+    def probabilities(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        classifier: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        classifier_version: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    ):
+        """Every classifier's and version's probability rows (ALeRCE's: `classifier_name`,
+        `classifier_version`, `class_name`, `probability`, `ranking`), with the taxonomy's `level` and
+        `parent`."""
+        return data.probabilities(oid, classifier, classifier_version)
+
+    @app.get("/classifiers", tags=["classifications"], summary="Classifiers and their classes")
+    def classifiers():
+        return data.classifiers()
+
+    @app.get("/alerts/{candid}", tags=["alerts"], summary="One alert's summary")
+    def alert(
+        candid: Annotated[int, PathParam(ge=0, le=MAX_CANDID)],
+        survey: Annotated[str | None, Query(pattern=SURVEY_PATTERN)] = None,
+    ):
+        row = data.alert(candid, survey)
+        return {k: (str(v) if k == "candid" else v) for k, v in row.items()}
+
+    @app.get("/alerts/{candid}/raw", tags=["alerts"], summary="The raw alert packet (Avro)")
+    def raw(
+        candid: Annotated[int, PathParam(ge=0, le=MAX_CANDID)],
+        survey: Annotated[str | None, Query(pattern=SURVEY_PATTERN)] = None,
+    ):
+        """The packet byte for byte as it arrived (an Avro container), stamps included."""
+        _, payload = data.raw_packet(candid, survey)
+        return Response(
+            payload,
+            media_type="application/avro",
+            headers={"Content-Disposition": f'attachment; filename="{int(candid)}.avro"'},
+        )
+
+    @app.get("/alerts/{candid}/stamps/{kind}", tags=["alerts"], summary="A cutout (PNG or FITS)")
+    def stamp(
+        candid: Annotated[int, PathParam(ge=0, le=MAX_CANDID)],
+        kind: Literal["science", "template", "difference"],
+        format: Literal["png", "fits"] = "png",  # noqa: A002  # ALeRCE's parameter name
+        survey: Annotated[str | None, Query(pattern=SURVEY_PATTERN)] = None,
+        scale: Annotated[int, Query(ge=1, le=8, description="PNG: pixels per cutout pixel")] = 1,
+    ):
+        """The alert's `science`, `template` or `difference` cutout: a PNG for browsers (zscale, asinh), or the
+        FITS file as the alert carried it (`format=fits`; gzipped for ZTF)."""
+        _, raw_stamp = data.stamp(candid, kind, survey)
+        cache = {"Cache-Control": "public, max-age=86400"}
+        if format == "fits":
+            gz = raw_stamp[:2] == b"\x1f\x8b"
+            name = f"{int(candid)}_{kind}.fits" + (".gz" if gz else "")
+            return Response(
+                raw_stamp,
+                media_type="application/gzip" if gz else "application/fits",
+                headers={**cache, "Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        try:
+            png = stamp_png(raw_stamp, scale=scale)
+        except (ValueError, OSError) as err:
+            raise NotFound(f"the {kind} cutout of alert {candid} cannot be read as an image: {err}") from None
+        return Response(png, media_type="image/png", headers=cache)
+
+    @app.get("/sn-candidates", tags=["nights"], summary="The night's supernova candidates")
+    def sn_candidates(
+        night: Annotated[
+            int | None, Query(ge=19000101, le=29991231, description="YYYYMMDD; default latest")
+        ] = None,
+        max_age_days: Annotated[
+            float, Query(gt=0, le=365, description="first detection at most this old")
+        ] = 5.0,
+        min_probability: Annotated[float, Query(ge=0, le=1, description="stamp SN probability")] = 0.0,
+        ranking: Annotated[int, Query(ge=1, le=5, description="SN at most this rank (1: the top class)")] = 1,
+        exclude_stellar: bool = True,
+        max_sgscore: Annotated[float, Query(ge=0, le=1)] = 0.4,
+        ps1_radius: Annotated[float, Query(ge=0, le=30, description="arcsec")] = 1.4,
+        sso_radius: Annotated[float, Query(ge=0, le=60, description="arcsec")] = 5.0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ):
+        """ALeRCE SN Hunter-like list: objects with an alert in the night, young (`max_age_days`), classified SN
+        by the stamp classifier, not star-like (the `stellar` flag, or a PS1 source within `ps1_radius` with
+        `sgscore1` > `max_sgscore`) and not a known solar-system object; ranked by SN probability."""
+        return data.sn_candidates(
+            night, max_age_days, min_probability, ranking, exclude_stellar, max_sgscore, ps1_radius, sso_radius,
+            limit,
+        )  # fmt: skip
+
+    @app.get("/stats", tags=["nights"], summary="The night's counts")
+    def stats(night: Annotated[int | None, Query(ge=19000101, le=29991231)] = None):
+        """Alerts per survey and per UTC hour, objects seen and new, top classes, dead letters, latest runs."""
+        return data.stats(night)
+
+    @app.get("/nights", tags=["nights"], summary="Nights with alerts")
+    def nights(limit: Annotated[int, Query(ge=1, le=3660)] = 366):
+        return data.nights(limit)
+
+    @app.get("/health", include_in_schema=False)
+    def health():
+        data.db.scalar("SELECT 1")
+        return {"status": "ok"}
+
+    return app

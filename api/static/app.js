@@ -1,0 +1,433 @@
+// The explorer: plain JavaScript over the query API; plots with Plotly (served from the plotly Python package,
+// /vendor/plotly.min.js). One file for every page: body[data-page] picks the page's init function.
+"use strict";
+
+const BAND_COLOURS = {
+  g: "#2ca02c", r: "#d62728", i: "#ff7f0e", u: "#6a3d9a", z: "#8c564b", y: "#333333", c: "#17becf", o: "#e6550d",
+};
+const FID_BANDS = { 1: "g", 2: "r", 3: "i", 4: "u", 5: "g", 6: "r", 7: "i", 8: "z", 9: "y", 10: "c", 11: "o" };
+
+async function api(path, params) {
+  const url = new URL(path, window.location.origin);
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v === null || v === undefined || v === "") continue;
+    if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
+    else url.searchParams.set(k, v);
+  }
+  const res = await fetch(url);
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.detail || `${res.status} ${res.statusText}`);
+  return body;
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const c of children.flat(Infinity)) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return node;
+}
+
+function fmt(v, digits) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(digits ?? 4);
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+function showError(where, err) {
+  const box = document.getElementById(where);
+  if (box) box.replaceChildren(el("p", { class: "error" }, String(err.message || err)));
+}
+
+// A table of rows; columns are [key, title, render?]; clicking a sortable header re-sorts (rankable lists).
+function table(rows, columns, opts) {
+  opts = opts || {};
+  const state = { key: opts.sortKey || null, desc: opts.sortDesc ?? true };
+  const wrap = el("div", { class: "scroll" });
+  const draw = () => {
+    let data = rows.slice();
+    if (state.key) {
+      data.sort((a, b) => {
+        const x = a[state.key], y = b[state.key];
+        if (x === y) return 0;
+        if (x === null || x === undefined) return 1;
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : 1) * (state.desc ? -1 : 1);
+      });
+    }
+    const head = el("tr", {}, columns.map(([key, title]) => {
+      const arrow = state.key === key ? (state.desc ? " ▼" : " ▲") : "";
+      return el("th", opts.sortable ? { class: "sortable", "data-key": key, onclick: () => {
+        state.desc = state.key === key ? !state.desc : true; state.key = key; draw();
+      } } : {}, title + arrow);
+    }));
+    const body = data.map((r) => el("tr", {}, columns.map(([key, , render]) => {
+      const v = render ? render(r) : fmt(r[key]);
+      return el("td", { class: typeof r[key] === "number" && !render ? "num" : "" }, v);
+    })));
+    wrap.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, body)));
+  };
+  draw();
+  return wrap;
+}
+
+function objectLink(oid) {
+  return el("a", { href: `/object/${encodeURIComponent(oid)}`, class: "oid" }, oid);
+}
+
+function stampUrl(candid, kind, survey, format) {
+  const q = new URLSearchParams();
+  if (survey) q.set("survey", survey);
+  if (format) q.set("format", format);
+  const s = q.toString();
+  return `/alerts/${candid}/stamps/${kind}${s ? "?" + s : ""}`;
+}
+
+function nav(active) {
+  const links = [["/", "Search", "index"], ["/sn", "SN candidates", "sn"], ["/night", "Night dashboard", "night"],
+    ["/docs", "API docs", "docs"]];
+  document.getElementById("nav").replaceChildren(...links.map(([href, text, key]) =>
+    el("a", { href, class: key === active ? "active" : "" }, text)));
+}
+
+async function nightOptions(select, wanted) {
+  const nights = await api("/nights");
+  select.replaceChildren(...nights.map((n) =>
+    el("option", { value: n.night }, `${n.night} (${n.alerts} alerts)`)));
+  if (wanted) select.value = String(wanted);
+  return nights;
+}
+
+// ------------------------------------------------------------------------------------------------ search page
+async function initSearch() {
+  nav("index");
+  const form = document.getElementById("search");
+  const params = new URLSearchParams(window.location.search);
+  for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
+  let page = Number(params.get("page") || 1);
+  const classifiers = await api("/classifiers").catch(() => []);
+  const clfSelect = form.elements.classifier;
+  const classSelect = form.elements["class"];
+  clfSelect.replaceChildren(el("option", { value: "" }, "any classifier"),
+    ...classifiers.map((c) => el("option", { value: c.classifier_name }, `${c.classifier_name} ${c.classifier_version}`)));
+  const fillClasses = () => {
+    const names = new Set();
+    classifiers.filter((c) => !clfSelect.value || c.classifier_name === clfSelect.value)
+      .forEach((c) => c.classes.forEach((n) => names.add(n)));
+    const keep = classSelect.value;
+    classSelect.replaceChildren(el("option", { value: "" }, "any class"),
+      ...[...names].map((n) => el("option", { value: n }, n)));
+    classSelect.value = names.has(keep) ? keep : "";
+  };
+  clfSelect.value = params.get("classifier") || "";
+  fillClasses();
+  classSelect.value = params.get("class") || "";
+  clfSelect.addEventListener("change", fillClasses);
+
+  const run = async () => {
+    const f = form.elements;
+    const oid = f.oid.value.trim();
+    if (oid) { window.location.href = `/object/${encodeURIComponent(oid)}`; return; }
+    const q = {
+      ra: f.ra.value, dec: f.dec.value, radius: f.ra.value || f.dec.value ? (f.radius.value || 5) : "",
+      classifier: f.classifier.value, class: f["class"].value, probability: f.probability.value,
+      survey: f.survey.value, ndet: f.ndet.value, page, page_size: 25, count: true,
+    };
+    const status = document.getElementById("status");
+    status.textContent = "searching…";
+    try {
+      const res = await api("/objects", q);
+      const hasClass = res.items.some((r) => r.class_name !== undefined);
+      const hasDist = res.items.some((r) => r.dist_arcsec !== undefined);
+      const cols = [["oid", "object", (r) => objectLink(r.oid)], ["survey", "survey"], ["ndet", "ndet"],
+        ["firstmjd", "first MJD", (r) => fmt(r.firstmjd, 5)], ["lastmjd", "last MJD", (r) => fmt(r.lastmjd, 5)],
+        ["meanra", "RA", (r) => fmt(r.meanra, 6)], ["meandec", "Dec", (r) => fmt(r.meandec, 6)]];
+      if (hasClass) cols.push(["class_name", "class"], ["probability", "probability", (r) => fmt(r.probability, 3)],
+        ["classifier_name", "classifier"]);
+      if (hasDist) cols.push(["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 3)]);
+      document.getElementById("results").replaceChildren(table(res.items, cols, { sortable: true }));
+      status.textContent = `${res.total ?? res.items.length} objects, page ${res.page}`;
+      document.getElementById("prev").disabled = !res.prev;
+      document.getElementById("next").disabled = !res.has_next;
+    } catch (err) {
+      status.textContent = "";
+      showError("results", err);
+    }
+    document.body.dataset.ready = "yes";
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); page = 1; run(); });
+  document.getElementById("prev").addEventListener("click", () => { page = Math.max(1, page - 1); run(); });
+  document.getElementById("next").addEventListener("click", () => { page += 1; run(); });
+  await run();
+}
+
+// ------------------------------------------------------------------------------------------------ object page
+function bandOf(row) { return row.band || FID_BANDS[row.fid] || String(row.fid); }
+
+// Plotly traces of a light curve: one detection trace per (survey, band), non-detection limits as open
+// triangles. ``mode``: "raw" (difference magnitude, every detection), "corrected" (apparent magnitude where the
+// correction applies) or "flux" (difference flux in nJy, with forced photometry).
+function lightcurveTraces(lc, mode, showLimits) {
+  const groups = new Map();
+  const key = (r) => `${r.survey}:${bandOf(r)}`;
+  for (const r of lc.detections) {
+    let y, e;
+    if (mode === "corrected") { y = r.magpsf_corr; e = r.sigmapsf_corr_ext ?? r.sigmapsf_corr; if (!r.corrected || y === null || y >= 100) continue; }
+    else if (mode === "flux") { y = r.flux; e = r.flux_err; }
+    else { y = r.magpsf; e = r.sigmapsf; }
+    if (y === null || y === undefined) continue;
+    if (!groups.has(key(r))) groups.set(key(r), { x: [], y: [], e: [], text: [], candid: [], survey: r.survey, band: bandOf(r) });
+    const g = groups.get(key(r));
+    g.x.push(r.mjd); g.y.push(y); g.e.push(e ?? 0); g.candid.push(r.has_stamp ? r.candid : null);
+    g.text.push(`${r.oid} ${bandOf(r)} candid ${r.candid}${r.dubious ? " (dubious)" : ""}`);
+  }
+  const traces = [];
+  for (const g of groups.values()) {
+    traces.push({
+      type: "scatter", mode: "markers", name: `${g.band} (${g.survey})`, x: g.x, y: g.y, text: g.text,
+      customdata: g.candid, meta: { kind: "detection", survey: g.survey },
+      error_y: { type: "data", array: g.e, visible: true, thickness: 1 },
+      marker: { color: BAND_COLOURS[g.band] || "#555", size: 7 }, hovertemplate: "%{text}<br>MJD %{x:.5f}<br>%{y:.3f}<extra></extra>",
+    });
+  }
+  if (mode === "flux") {
+    const fp = new Map();
+    for (const r of lc.forced_photometry) {
+      let f = r.psfFlux, e = r.psfFluxErr;
+      if ((f === undefined || f === null) && r.forcediffimflux !== undefined && r.forcediffimflux !== null && r.magzpsci) {
+        const k = Math.pow(10, -0.4 * (r.magzpsci - 31.4)); f = r.forcediffimflux * k; e = (r.forcediffimfluxunc ?? 0) * k;
+      }
+      if (f === undefined || f === null || f <= -99999) continue;
+      const b = bandOf(r);
+      if (!fp.has(b)) fp.set(b, { x: [], y: [], e: [] });
+      const g = fp.get(b); g.x.push(r.mjd); g.y.push(f); g.e.push(e ?? 0);
+    }
+    for (const [b, g] of fp) traces.push({
+      type: "scatter", mode: "markers", name: `${b} forced`, x: g.x, y: g.y, meta: { kind: "forced" },
+      error_y: { type: "data", array: g.e, visible: true, thickness: 0.5 },
+      marker: { color: BAND_COLOURS[b] || "#555", size: 4, symbol: "square-open", opacity: 0.6 },
+    });
+  } else if (showLimits) {
+    const nd = new Map();
+    for (const r of lc.non_detections) {
+      if (r.diffmaglim === null || r.diffmaglim === undefined) continue;
+      const b = bandOf(r);
+      if (!nd.has(b)) nd.set(b, { x: [], y: [] });
+      nd.get(b).x.push(r.mjd); nd.get(b).y.push(r.diffmaglim);
+    }
+    for (const [b, g] of nd) traces.push({
+      type: "scatter", mode: "markers", name: `${b} limit`, x: g.x, y: g.y, meta: { kind: "limit" },
+      marker: { color: BAND_COLOURS[b] || "#555", size: 7, symbol: "triangle-down-open", opacity: 0.55 },
+      hovertemplate: "limit %{y:.2f}<br>MJD %{x:.5f}<extra></extra>",
+    });
+  }
+  return traces;
+}
+
+function plotLightcurve(div, lc, mode, showLimits) {
+  const traces = lightcurveTraces(lc, mode, showLimits);
+  const yTitle = mode === "flux" ? "difference flux (nJy)" : mode === "corrected" ? "apparent magnitude" : "difference magnitude";
+  const layout = {
+    margin: { l: 60, r: 10, t: 10, b: 45 }, xaxis: { title: { text: "MJD" }, exponentformat: "none", separatethousands: false },
+    yaxis: { title: { text: yTitle }, autorange: mode === "flux" ? true : "reversed" },
+    legend: { orientation: "h" }, hovermode: "closest",
+  };
+  const points = traces.filter((t) => t.meta.kind === "detection").reduce((n, t) => n + t.x.length, 0);
+  div.dataset.points = String(points);
+  div.dataset.mode = mode;
+  return Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
+}
+
+function showStamps(container, alert) {
+  if (!alert) { container.replaceChildren(el("p", { class: "muted" }, "no alert with stamps")); return; }
+  const kinds = ["science", "template", "difference"];
+  container.replaceChildren(
+    el("p", {}, `alert ${alert.candid} · ${alert.survey} · MJD ${fmt(alert.mjd, 5)} · `,
+      el("a", { href: `/alerts/${alert.candid}/raw?survey=${alert.survey}`, download: `${alert.candid}.avro` }, "raw packet (Avro)")),
+    el("div", { class: "stamps" }, kinds.map((k) => el("figure", {},
+      el("img", { src: stampUrl(alert.candid, k, alert.survey), alt: `${k} stamp of ${alert.candid}`, "data-kind": k }),
+      el("figcaption", {}, `${k} · `, el("a", { href: stampUrl(alert.candid, k, alert.survey, "fits") }, "FITS"))))));
+}
+
+function probabilityPlots(container, rows) {
+  const byClf = new Map();
+  for (const r of rows) {
+    const k = `${r.classifier_name} ${r.classifier_version}`;
+    if (!byClf.has(k)) byClf.set(k, []);
+    byClf.get(k).push(r);
+  }
+  if (!byClf.size) { container.replaceChildren(el("p", { class: "muted" }, "not classified (yet)")); return; }
+  container.replaceChildren();
+  for (const [name, rs] of byClf) {
+    rs.sort((a, b) => a.probability - b.probability);
+    const div = el("div", { class: "plot probs", style: `height:${Math.max(140, 22 * rs.length + 50)}px` });
+    container.append(el("h2", {}, name), div);
+    Plotly.newPlot(div, [{
+      type: "bar", orientation: "h", x: rs.map((r) => r.probability), y: rs.map((r) => r.class_name),
+      marker: { color: rs.map((r) => (r.ranking === 1 ? "#2c5cc5" : "#a9b7da")) },
+      hovertemplate: "%{y}: %{x:.3f}<extra></extra>",
+    }], { margin: { l: 110, r: 10, t: 5, b: 30 }, xaxis: { range: [0, 1] } }, { displaylogo: false, responsive: true });
+  }
+}
+
+async function initObject() {
+  nav("");
+  const oid = decodeURIComponent(window.location.pathname.split("/").pop());
+  document.title = `${oid} — alert broker`;
+  document.getElementById("oid").textContent = oid;
+  let obj;
+  try {
+    obj = await api(`/objects/${encodeURIComponent(oid)}`);
+  } catch (err) { showError("summary", err); document.body.dataset.ready = "error"; return; }
+  const kv = [["survey", obj.survey], ["cross-survey id", obj.association.xid], ["RA, Dec (deg)", `${fmt(obj.meanra, 6)}, ${fmt(obj.meandec, 6)}`],
+    ["detections", obj.ndet], ["first / last MJD", `${fmt(obj.firstmjd, 5)} / ${fmt(obj.lastmjd, 5)}`],
+    ["stellar", fmt(obj.stellar)], ["corrected", fmt(obj.corrected)], ["last night", obj.night]];
+  document.getElementById("summary").replaceChildren(el("dl", { class: "kv" }, kv.map(([k, v]) => [el("dt", {}, k), el("dd", {}, fmt(v))])));
+
+  const lcDiv = document.getElementById("lc");
+  const stampBox = document.getElementById("stamps");
+  const modeInputs = document.querySelectorAll("input[name=mode]");
+  const limits = document.getElementById("limits");
+  const allSurveys = document.getElementById("allsurveys");
+  let lc;
+  const loadLc = async () => {
+    lc = await api(`/objects/${encodeURIComponent(oid)}/lightcurve`, { all_surveys: allSurveys.checked });
+    document.getElementById("lcinfo").textContent =
+      `${lc.detections.length} detections, ${lc.non_detections.length} non-detections, ${lc.forced_photometry.length} forced-photometry points (${lc.source})`;
+    lcDiv.dataset.detections = String(lc.detections.length);
+  };
+  const redraw = () => plotLightcurve(lcDiv, lc, document.querySelector("input[name=mode]:checked").value, limits.checked);
+  try { await loadLc(); await redraw(); } catch (err) { showError("lcbox", err); }
+  modeInputs.forEach((i) => i.addEventListener("change", redraw));
+  limits.addEventListener("change", redraw);
+  allSurveys.addEventListener("change", async () => { await loadLc(); await redraw(); });
+  lcDiv.on && lcDiv.on("plotly_click", (ev) => {
+    const p = ev.points && ev.points[0];
+    const candid = p && p.customdata;
+    const a = candid && obj.alerts.find((x) => x.candid === candid);
+    if (a) { document.getElementById("alertpick").value = a.candid; showStamps(stampBox, a); }
+  });
+
+  const pick = document.getElementById("alertpick");
+  pick.replaceChildren(...obj.alerts.map((a) => el("option", { value: a.candid }, `${a.candid} (MJD ${fmt(a.mjd, 4)}, ${a.band || ""})`)));
+  const last = obj.alerts[obj.alerts.length - 1];
+  if (last) pick.value = last.candid;
+  showStamps(stampBox, last);
+  pick.addEventListener("change", () => showStamps(stampBox, obj.alerts.find((a) => a.candid === pick.value)));
+
+  document.getElementById("alerts").replaceChildren(table(obj.alerts, [
+    ["candid", "candid"], ["mjd", "MJD", (r) => fmt(r.mjd, 5)], ["band", "band"], ["magpsf", "magpsf", (r) => fmt(r.magpsf, 3)],
+    ["flux", "flux (nJy)", (r) => fmt(r.flux, 1)],
+    ["raw", "raw packet", (r) => el("a", { href: `/alerts/${r.candid}/raw?survey=${r.survey}`, class: "raw", download: `${r.candid}.avro` }, "Avro")],
+    ["stamps", "stamps", (r) => el("a", { href: "#stamps", onclick: () => { pick.value = r.candid; showStamps(stampBox, r); } }, "show")],
+  ]));
+  document.getElementById("magstats").replaceChildren(obj.magstats.length ? table(obj.magstats, [
+    ["band", "band", (r) => bandOf(r)], ["ndet", "ndet"], ["magmean", "mean", (r) => fmt(r.magmean, 3)], ["magmin", "min", (r) => fmt(r.magmin, 3)],
+    ["magmax", "max", (r) => fmt(r.magmax, 3)], ["magmean_corr", "mean corr", (r) => fmt(r.magmean_corr, 3)],
+    ["dmdt_first", "dm/dt first", (r) => fmt(r.dmdt_first, 3)], ["firstmjd", "first MJD", (r) => fmt(r.firstmjd, 4)],
+  ]) : el("p", { class: "muted" }, "none"));
+  const xm = obj.xmatch.map((r) => ({ ...r, source: "catalogue" })).concat(obj.neighbours.map((r) => ({
+    catalog: r.catalog + (r.rank > 1 ? ` #${r.rank}` : ""), catalog_id: r.neighbour_id, dist_arcsec: r.dist_arcsec,
+    properties: { mag: r.mag, gmag: r.gmag, rmag: r.rmag, sgscore: r.sgscore }, source: "alert",
+  })));
+  document.getElementById("xmatch").replaceChildren(xm.length ? table(xm, [["catalog", "catalogue"], ["catalog_id", "id"],
+    ["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 3)], ["source", "from"],
+    ["properties", "properties", (r) => Object.entries(r.properties || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(" ")]])
+    : el("p", { class: "muted" }, "no cross-match"));
+  document.getElementById("association").replaceChildren(table(obj.association.members, [
+    ["oid", "object", (r) => objectLink(r.oid)], ["survey", "survey"], ["ndet", "ndet"],
+    ["xid_distance_arcsec", "distance (\")", (r) => fmt(r.xid_distance_arcsec, 3)]]));
+  try {
+    probabilityPlots(document.getElementById("probs"), await api(`/objects/${encodeURIComponent(oid)}/probabilities`));
+  } catch (err) { showError("probs", err); }
+  document.body.dataset.ready = "yes";
+}
+
+// ------------------------------------------------------------------------------------------------ SN candidates
+async function initSn() {
+  nav("sn");
+  const params = new URLSearchParams(window.location.search);
+  const form = document.getElementById("snform");
+  for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
+  await nightOptions(form.elements.night, params.get("night"));
+  const look = document.getElementById("quicklook");
+  const quick = async (c) => {
+    look.classList.add("open");
+    look.replaceChildren(el("button", { class: "secondary", onclick: () => look.classList.remove("open") }, "close"),
+      el("h2", {}, c.oid, " ", el("span", { class: "pill" }, `SN ${fmt(c.sn_probability, 3)}`)),
+      el("p", {}, objectLink(c.oid), ` · ${fmt(c.meanra, 5)}, ${fmt(c.meandec, 5)} · age ${fmt(c.age_days, 2)} d · ndet ${c.ndet}`));
+    const stamps = el("div", {});
+    showStamps(stamps, { candid: c.first_candid, survey: c.first_survey, mjd: c.firstmjd });
+    const plot = el("div", { class: "plot", id: "qlc" });
+    look.append(stamps, plot);
+    try {
+      const lc = await api(`/objects/${encodeURIComponent(c.oid)}/lightcurve`);
+      await plotLightcurve(plot, lc, "raw", true);
+    } catch (err) { plot.replaceChildren(el("p", { class: "error" }, String(err.message))); }
+  };
+  const run = async () => {
+    const f = form.elements;
+    const status = document.getElementById("status");
+    try {
+      const res = await api("/sn-candidates", { night: f.night.value, max_age_days: f.max_age_days.value, min_probability: f.min_probability.value });
+      const thumbs = (r) => el("span", {}, ["science", "template", "difference"].map((k) =>
+        el("img", { class: "thumb", src: stampUrl(r.first_candid, k, r.first_survey), alt: k, title: k })));
+      document.getElementById("candidates").replaceChildren(res.candidates.length ? table(res.candidates, [
+        ["rank", "rank"], ["thumbs", "first alert (science, template, difference)", thumbs],
+        ["oid", "object", (r) => objectLink(r.oid)], ["sn_probability", "SN probability", (r) => fmt(r.sn_probability, 3)],
+        ["age_days", "age (d)", (r) => fmt(r.age_days, 2)], ["ndet", "ndet"], ["first_magpsf", "first mag", (r) => fmt(r.first_magpsf, 2)],
+        ["last_magpsf", "last mag", (r) => fmt(r.last_magpsf, 2)], ["sgscore1", "sgscore1", (r) => fmt(r.sgscore1, 2)],
+        ["distpsnr1", "distpsnr1 (\")", (r) => fmt(r.distpsnr1, 2)],
+        ["look", "", (r) => el("button", { class: "secondary quick", onclick: () => quick(r) }, "quick look")],
+      ], { sortable: true }) : el("p", { class: "muted" }, "no candidates this night"));
+      status.textContent = `${res.candidates.length} candidates on night ${res.night}`;
+    } catch (err) { showError("candidates", err); }
+    document.body.dataset.ready = "yes";
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  await run();
+}
+
+// ------------------------------------------------------------------------------------------------ night dashboard
+async function initNight() {
+  nav("night");
+  const params = new URLSearchParams(window.location.search);
+  const select = document.getElementById("nightpick");
+  await nightOptions(select, params.get("night"));
+  const run = async () => {
+    const s = await api("/stats", { night: select.value });
+    const newObjects = s.surveys.reduce((n, r) => n + (r.new_objects || 0), 0);
+    document.getElementById("cards").replaceChildren(...[["alerts", s.alerts], ["objects", s.objects],
+      ["new objects", newObjects], ["dead letters", s.dead_letters]].map(([label, value]) =>
+      el("div", { class: "stat" }, el("div", { class: "value" }, fmt(value)), el("div", { class: "label" }, label))));
+    const surveys = [...new Set(s.alerts_per_hour.map((r) => r.survey))];
+    await Plotly.react("hours", surveys.map((sv) => {
+      const rows = s.alerts_per_hour.filter((r) => r.survey === sv);
+      return { type: "bar", name: sv, x: rows.map((r) => r.hour_utc), y: rows.map((r) => r.alerts) };
+    }), { barmode: "stack", margin: { l: 50, r: 10, t: 10, b: 40 }, xaxis: { title: { text: "hour (UTC)" }, dtick: 1 },
+      yaxis: { title: { text: "alerts" } } }, { displaylogo: false, responsive: true });
+    const clfs = [...new Set(s.classes.map((r) => r.classifier_name))];
+    await Plotly.react("classes", clfs.map((c) => {
+      const rows = s.classes.filter((r) => r.classifier_name === c);
+      return { type: "bar", name: c, x: rows.map((r) => r.class_name), y: rows.map((r) => r.objects) };
+    }), { margin: { l: 50, r: 10, t: 10, b: 80 }, yaxis: { title: { text: "objects (top class)" } } }, { displaylogo: false, responsive: true });
+    document.getElementById("dead").replaceChildren(s.dead_letters_by_error.length ? table(s.dead_letters_by_error,
+      [["error", "error"], ["dead_letters", "count"], ["example_reason", "example reason"]])
+      : el("p", { class: "muted" }, `no dead letters this night (${s.dead_letters_all_nights} in all)`));
+    document.getElementById("runs").replaceChildren(table(s.runs, [["run_id", "run"], ["status", "status"],
+      ["started_at", "started"], ["finished_at", "finished"], ["source", "source"]]));
+    document.body.dataset.ready = "yes";
+  };
+  select.addEventListener("change", run);
+  try { await run(); } catch (err) { showError("cards", err); }
+}
+
+const PAGES = { index: initSearch, object: initObject, sn: initSn, night: initNight };
+window.addEventListener("DOMContentLoaded", () => {
+  const init = PAGES[document.body.dataset.page];
+  if (init) init().catch((err) => { console.warn(err); document.body.dataset.ready = "error"; });
+});

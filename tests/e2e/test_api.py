@@ -1,0 +1,375 @@
+"""The query API against a running ``broker serve`` on a real night (real PostgreSQL, real lake): every endpoint's
+answer checked against the stores, the cone search against brute force, and injection strings and oversized values
+thrown at every parameter of every endpoint (only 4xx, never 5xx; the tables untouched)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from urllib.parse import quote
+
+import astropy.units as u
+import fastavro
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from PIL import Image
+
+from alert_broker.api.data import BrokerData, ObjectQuery
+from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage.history import HistoryStore
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def http(api_url):
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def store(api_night):
+    with SummaryStore(api_night.dsn) as s:
+        yield s
+
+
+def _stored_detections(api_night, oid: str) -> int:
+    """How many detections of ``oid`` the history store holds (found through its whole object index)."""
+    history = HistoryStore(Lake(api_night.lake))
+    home = history.read("objects", history.pixels("objects"), [oid])["pixel"].tolist()
+    return len(history.read("detections", home, [oid]))
+
+
+def test_objects_page_filters_and_paging(http, store):
+    n = store.count("object")
+    res = http.get("/objects", params={"page_size": 10, "count": True}).json()
+    assert res["total"] == n and len(res["items"]) == 10 and res["has_next"]
+    lastmjd = [r["lastmjd"] for r in res["items"]]
+    assert lastmjd == sorted(lastmjd, reverse=True)  # newest first by default
+    page2 = http.get("/objects", params={"page_size": 10, "page": 2}).json()
+    assert not {r["oid"] for r in res["items"]} & {r["oid"] for r in page2["items"]}
+
+    lsst = http.get("/objects", params={"survey": "lsst", "page_size": 1000}).json()["items"]
+    assert lsst and all(r["survey"] == "lsst" for r in lsst)
+    assert len(lsst) == store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"].iloc[0]
+
+    many = http.get("/objects", params={"ndet": [10, 400], "page_size": 1000, "order_by": "ndet"}).json()[
+        "items"
+    ]
+    expected = store.fetch_df("SELECT oid FROM object WHERE ndet BETWEEN 10 AND 400")
+    assert {r["oid"] for r in many} == set(expected["oid"]) and many
+    assert [r["ndet"] for r in many] == sorted((r["ndet"] for r in many), reverse=True)
+
+    lo = float(store.fetch_df("SELECT min(firstmjd) AS m FROM object")["m"].iloc[0]) + 1
+    first = http.get("/objects", params={"firstmjd": lo, "page_size": 1000}).json()["items"]
+    assert first and all(r["firstmjd"] >= lo for r in first)
+
+
+def test_objects_by_class_and_probability(http, store):
+    top = store.fetch_df(
+        "SELECT oid, probability FROM probability WHERE classifier_name = 'stamp_classifier' AND ranking = 1 "
+        "AND class_name = (SELECT class_name FROM probability WHERE classifier_name = 'stamp_classifier' "
+        "AND ranking = 1 GROUP BY 1 ORDER BY count(*) DESC LIMIT 1)"
+    )
+    cls = store.fetch_df(
+        "SELECT class_name FROM probability WHERE oid = %s AND classifier_name = 'stamp_classifier' AND ranking = 1",
+        (top["oid"].iloc[0],),
+    )["class_name"].iloc[0]
+    res = http.get(
+        "/objects", params={"classifier": "stamp_classifier", "class": cls, "page_size": 1000, "count": True}
+    ).json()
+    assert res["total"] == len(top) == len(res["items"])
+    probs = [r["probability"] for r in res["items"]]
+    assert probs == sorted(probs, reverse=True)  # ranked by probability by default
+    assert all(r["class_name"] == cls and r["ranking"] == 1 for r in res["items"])
+    cut = float(np.median(probs))
+    above = http.get(
+        "/objects",
+        params={"classifier": "stamp_classifier", "class_name": cls, "probability": cut, "page_size": 1000},
+    ).json()["items"]
+    assert {r["oid"] for r in above} == set(top.loc[top["probability"] >= cut, "oid"])
+    # the light-curve classifier's classes too
+    lc = store.fetch_df(
+        "SELECT oid, class_name FROM probability WHERE classifier_name = 'lc_hierarchical' AND ranking = 1"
+    )
+    assert not lc.empty
+    got = http.get(
+        "/objects",
+        params={"classifier": "lc_hierarchical", "class": lc["class_name"].iloc[0], "page_size": 100},
+    ).json()["items"]
+    assert lc["oid"].iloc[0] in {r["oid"] for r in got}
+
+
+def test_cone_search_equals_brute_force(http, store):
+    objects = store.fetch_df("SELECT oid, meanra, meandec FROM object")
+    everything = SkyCoord(objects["meanra"].to_numpy() * u.deg, objects["meandec"].to_numpy() * u.deg)
+    rng = np.random.default_rng(3)
+    centres = objects.sample(5, random_state=2)[["meanra", "meandec"]].to_numpy().tolist()
+    centres += [[rng.uniform(0, 360), rng.uniform(-60, 60)] for _ in range(3)]
+    for (ra, dec), radius in itertools.product(centres, (5.0, 3600.0, 36000.0)):
+        res = http.get("/objects", params={"ra": ra, "dec": dec, "radius": radius, "page_size": 1000}).json()
+        d = SkyCoord(ra * u.deg, dec * u.deg).separation(everything).arcsec
+        expected = set(objects.loc[d <= radius, "oid"])
+        assert {r["oid"] for r in res["items"]} == expected, (ra, dec, radius)
+        dist = [r["dist_arcsec"] for r in res["items"]]
+        assert dist == sorted(dist)
+        for r in res["items"]:
+            i = objects.index[objects["oid"] == r["oid"]][0]
+            assert abs(r["dist_arcsec"] - d[i]) < 1e-3
+    # an object found within 5" of its own position
+    ra, dec = centres[0]
+    near = http.get("/objects", params={"ra": ra, "dec": dec, "radius": 5}).json()["items"]
+    assert near and near[0]["dist_arcsec"] < 1e-6
+
+
+def test_cone_query_uses_the_hpx29_index(api_night):
+    """The API's own cone SQL, planned by PostgreSQL with sequential scans switched off only so that this small
+    table's plan shows what a large one's does (bench/bench_api.py shows it on 10^6 rows): an hpx29 index scan."""
+    data = BrokerData(api_night.dsn, api_night.lake)
+    try:
+        sql, _, params = data.objects_sql(ObjectQuery(ra=25.19, dec=27.57, radius=5.0))
+        with data.db.connection() as conn:
+            conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", params).fetchall())
+            conn.execute("RESET enable_seqscan")
+        assert "object_hpx29_idx" in plan, plan
+    finally:
+        data.close()
+
+
+def test_object_page(http, store, api_night):
+    oid = (
+        "ZTF23abgqcnj"
+        if not store.fetch_df("SELECT 1 FROM object WHERE oid = 'ZTF23abgqcnj'").empty
+        else None
+    )
+    oid = (
+        oid
+        or store.fetch_df("SELECT oid FROM object WHERE survey = 'ztf' ORDER BY ndet DESC LIMIT 1")["oid"][0]
+    )
+    obj = http.get(f"/objects/{oid}").json()
+    row = store.fetch_df("SELECT * FROM object WHERE oid = %s", (oid,)).iloc[0]
+    assert obj["oid"] == oid and obj["ndet"] == row["ndet"] and abs(obj["meanra"] - row["meanra"]) < 1e-12
+    assert (
+        len(obj["magstats"])
+        == store.fetch_df("SELECT count(*) AS n FROM magstats WHERE oid = %s", (oid,))["n"][0]
+    )
+    assert all(m["band"] in ("g", "r", "i") for m in obj["magstats"])
+    assert {n["catalog"] for n in obj["neighbours"]} <= {"ps1", "gaia", "gaia_bright", "sso"}
+    assert obj["association"]["xid"] and oid in {m["oid"] for m in obj["association"]["members"]}
+    assert [a["candid"] for a in obj["alerts"]] == [
+        str(c)
+        for c in store.fetch_df("SELECT candid FROM alert WHERE oid = %s ORDER BY mjd", (oid,))["candid"]
+    ]
+    assert http.get(f"/objects/{oid}/magstats").json() == obj["magstats"]
+
+
+def test_light_curves_are_the_stored_ones(http, store, api_night):
+    objects = store.fetch_df("SELECT oid, survey, meanra, meandec FROM object ORDER BY ndet DESC LIMIT 6")
+    assert set(objects["survey"]) == {"ztf", "lsst"}
+    for oid, survey, _, _ in objects.itertuples(index=False):
+        lc = http.get(f"/objects/{oid}/lightcurve").json()
+        assert lc["source"] == "history"
+        assert len(lc["detections"]) == _stored_detections(api_night, oid) > 0
+        det = lc["detections"]
+        assert [d["mjd"] for d in det] == sorted(d["mjd"] for d in det)
+        assert all(isinstance(d["candid"], str) for d in det)  # 64-bit ids survive JavaScript
+        assert {"magpsf", "sigmapsf", "magpsf_corr", "sigmapsf_corr", "corrected", "dubious", "flux"} <= set(
+            det[0]
+        )
+        assert any(d["corrected"] and d["magpsf_corr"] is not None for d in det)
+        assert http.get(f"/objects/{oid}/detections").json() == det
+        if survey == "lsst":
+            assert lc["forced_photometry"]
+        for nd in lc["non_detections"]:
+            assert nd["diffmaglim"] is not None
+
+
+def test_probabilities_of_both_classifiers(http, store):
+    oid = store.fetch_df(
+        "SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' "
+        "INTERSECT SELECT oid FROM probability WHERE classifier_name = 'stamp_classifier' LIMIT 1"
+    )
+    if oid.empty:
+        oid = store.fetch_df("SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' LIMIT 1")
+    oid = oid["oid"][0]
+    rows = http.get(f"/objects/{oid}/probabilities").json()
+    expected = store.fetch_df(
+        "SELECT classifier_name, class_name, probability FROM probability WHERE oid = %s", (oid,)
+    )
+    assert len(rows) == len(expected)
+    assert {"lc_hierarchical", "lc_hierarchical_top"} <= {r["classifier_name"] for r in rows}
+    assert all(r["level"] in ("class", "branch") for r in rows)
+    only = http.get(f"/objects/{oid}/probabilities", params={"classifier": "lc_hierarchical"}).json()
+    assert {r["classifier_name"] for r in only} == {"lc_hierarchical"} and len(only) == 15
+    assert abs(sum(r["probability"] for r in only) - 1) < 1e-6
+
+
+def test_stamps_png_and_fits_and_raw_packet(http, api_night):
+    path = api_night.ztf_files[7]
+    with open(path, "rb") as fh:
+        record = next(fastavro.reader(fh))
+    candid = record["candid"]
+    for kind, field in (
+        ("science", "cutoutScience"),
+        ("template", "cutoutTemplate"),
+        ("difference", "cutoutDifference"),
+    ):
+        png = http.get(f"/alerts/{candid}/stamps/{kind}")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        image = np.asarray(Image.open(io.BytesIO(png.content)))
+        assert image.shape == (63, 63) and image.std() > 5  # not blank
+        raw = http.get(f"/alerts/{candid}/stamps/{kind}", params={"format": "fits"})
+        assert raw.content == record[field]["stampData"]
+    big = Image.open(io.BytesIO(http.get(f"/alerts/{candid}/stamps/science", params={"scale": 4}).content))
+    assert big.size == (252, 252)
+    packet = http.get(f"/alerts/{candid}/raw")
+    assert packet.content == path.read_bytes()
+    alert = http.get(f"/alerts/{candid}").json()
+    assert alert["candid"] == str(candid) and alert["survey"] == "ztf"
+
+
+def test_lsst_stamps_are_plain_fits(http, store):
+    candid = int(store.fetch_df("SELECT candid FROM alert WHERE survey = 'lsst' LIMIT 1")["candid"][0])
+    raw = http.get(f"/alerts/{candid}/stamps/difference", params={"format": "fits", "survey": "lsst"})
+    assert raw.status_code == 200
+    with fits.open(io.BytesIO(raw.content)) as hdus:
+        assert any(h.data is not None and h.data.ndim == 2 for h in hdus)
+    png = http.get(f"/alerts/{candid}/stamps/science", params={"survey": "lsst"})
+    assert np.asarray(Image.open(io.BytesIO(png.content))).std() > 0
+
+
+def test_sn_candidates_stats_and_nights(http, store):
+    nights = http.get("/nights").json()
+    assert {n["night"] for n in nights} == set(store.fetch_df("SELECT DISTINCT night FROM alert")["night"])
+    night = max(nights, key=lambda n: n["alerts"])["night"]
+    sn = http.get("/sn-candidates", params={"night": night}).json()
+    assert sn["night"] == night
+    cands = sn["candidates"]
+    assert cands, "the fink sample's busy night has stamp-classified SN candidates"
+    assert [c["rank"] for c in cands] == list(range(1, len(cands) + 1))
+    probs = [c["sn_probability"] for c in cands]
+    assert probs == sorted(probs, reverse=True)
+    for c in cands:
+        assert not c["stellar"] and c["age_days"] <= 5
+        assert c["first_candid"] and (c["sgscore1"] is None or c["sgscore1"] <= 0.4 or c["distpsnr1"] > 1.4)
+        top = store.fetch_df(
+            "SELECT class_name FROM probability WHERE oid = %s AND classifier_name = 'stamp_classifier' AND ranking = 1",
+            (c["oid"],),
+        )
+        assert top["class_name"].tolist() == ["SN"]
+    wider = http.get("/sn-candidates", params={"night": night, "ranking": 5, "max_age_days": 365}).json()
+    assert len(wider["candidates"]) >= len(cands)
+
+    stats = http.get("/stats", params={"night": night}).json()
+    alerts = store.fetch_df("SELECT survey, count(*) AS n FROM alert WHERE night = %s GROUP BY 1", (night,))
+    assert stats["alerts"] == alerts["n"].sum() == sum(r["alerts"] for r in stats["alerts_per_hour"])
+    assert stats["classes"] and stats["dead_letters"] == 0 and stats["runs"][0]["status"] == "ok"
+    assert http.get("/stats").json()["night"] == max(n["night"] for n in nights)
+
+
+def test_errors_are_4xx_with_a_message(http):
+    cases = [
+        ("/objects/ZTF99nothere", {}, 404),
+        ("/objects/ZTF99nothere/lightcurve", {}, 404),
+        ("/objects/ZTF99nothere/probabilities", {}, 404),
+        ("/alerts/1/stamps/science", {}, 404),
+        ("/alerts/1/raw", {}, 404),
+        ("/objects", {"ra": 10, "dec": 95, "radius": 5}, 422),
+        ("/objects", {"ra": -1, "dec": 0, "radius": 5}, 422),
+        ("/objects", {"ra": 10, "dec": 0}, 422),
+        ("/objects", {"ra": 10, "dec": 0, "radius": 0}, 422),
+        ("/objects", {"page_size": 1001}, 422),
+        ("/objects", {"page": 100_000, "page_size": 1000}, 422),
+        ("/objects", {"order_by": "probability"}, 422),
+        ("/objects", {"ndet": [1, 2, 3]}, 422),
+        ("/objects", {"ndet": [5, 1]}, 422),
+        ("/alerts/1/stamps/sideways", {}, 422),
+        ("/sn-candidates", {"night": 123}, 422),
+    ]
+    for path, params, status in cases:
+        res = http.get(path, params=params)
+        assert res.status_code == status, (path, params, res.text)
+        assert isinstance(res.json()["detail"], str) and res.json()["detail"]
+
+
+INJECTIONS = [
+    "' OR '1'='1", "1; DROP TABLE object; --", "ZTF' UNION SELECT usename, passwd FROM pg_shadow --", "\x00",
+    "%00", "1e309", "-1e309", "NaN", "inf", "-1", "9" * 400, "A" * 5000, "../../../../etc/passwd",
+    "<script>alert(1)</script>", "\u202e\U0001f600", "", " ", "true", "[]", "{}", "$(reboot)", "1 OR 1=1",
+]  # fmt: skip
+
+
+def test_injection_and_oversized_values_get_only_4xx(http, api_url, store, api_night):
+    spec = http.get("/openapi.json").json()
+    before = {t: store.count(t) for t in ("object", "alert", "probability", "magstats")}
+    oid = store.fetch_df("SELECT oid FROM object LIMIT 1")["oid"][0]
+    candid = str(store.fetch_df("SELECT candid FROM alert WHERE survey = 'ztf' LIMIT 1")["candid"][0])
+    valid_path = {"oid": oid, "candid": candid, "kind": "science"}
+    tried = 0
+    statuses = set()
+    for path, ops in spec["paths"].items():
+        op = ops.get("get")
+        if op is None:
+            continue
+        params = op.get("parameters", [])
+        assert all(p["in"] in ("path", "query") for p in params)
+        for p in params:
+            for bad in INJECTIONS:
+                url = path
+                for name, value in valid_path.items():
+                    if p["in"] == "path" and name == p["name"]:
+                        value = quote(bad, safe="") or "%20"
+                    url = url.replace("{" + name + "}", value)
+                query = {}
+                if p["in"] == "query":
+                    query = {p["name"]: bad}
+                    if p["name"] in ("ra", "dec", "radius"):  # the cone's other two, valid
+                        query = {"ra": 10, "dec": 10, "radius": 5, **query}
+                res = http.get(url, params=query)
+                tried += 1
+                statuses.add(res.status_code)
+                assert res.status_code < 500, (url, query, res.status_code, res.text[:300])
+                if res.status_code >= 400:
+                    assert res.headers["content-type"].startswith("application/json"), (url, query)
+    assert tried > 300 and statuses & {404, 422}
+    # a URL longer than any server accepts is refused as a client error too
+    huge = http.get("/objects", params={"oid": "Z" * 60_000})
+    assert 400 <= huge.status_code < 500
+    assert {t: store.count(t) for t in before} == before
+
+
+def test_the_service_cannot_write(api_night):
+    data = BrokerData(api_night.dsn, api_night.lake)
+    try:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            data.db.rows("DELETE FROM object")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            data.db.rows("CREATE TABLE intruder (x int)")
+    finally:
+        data.close()
+
+
+def test_openapi_docs_and_vendored_files_are_served_locally(http):
+    spec = http.get("/openapi.json").json()
+    for path in ("/objects", "/objects/{oid}", "/objects/{oid}/lightcurve", "/objects/{oid}/probabilities",
+                 "/alerts/{candid}/stamps/{kind}", "/sn-candidates", "/stats"):  # fmt: skip
+        assert path in spec["paths"]
+    names = {p["name"] for p in spec["paths"]["/objects"]["get"]["parameters"]}
+    assert {"classifier", "class", "probability", "ranking", "ndet", "firstmjd", "lastmjd", "ra", "dec", "radius",
+            "page", "page_size", "count", "order_by", "order_mode"} <= names  # fmt: skip
+    docs = http.get("/docs")
+    assert (
+        docs.status_code == 200
+        and "/vendor/swagger-ui-bundle.js" in docs.text
+        and "cdn" not in docs.text.lower()
+    )
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "plotly.min.js"):
+        assert http.get(f"/vendor/{name}").status_code == 200
+    for page in ("/", "/sn", "/night", "/static/app.js"):
+        text = http.get(page).text
+        assert "http://" not in text and "https://" not in text

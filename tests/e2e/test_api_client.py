@@ -1,0 +1,117 @@
+"""``alert_broker.api.client`` against a running ``broker serve``: pandas frames (astropy Tables on request) that
+hold what the stores hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fastavro
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.table import Table
+
+from alert_broker.api import client as client_module
+from alert_broker.api.client import BrokerAPIError, BrokerClient
+from alert_broker.storage import SummaryStore
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def client(api_url):
+    with BrokerClient(api_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(api_night):
+    with SummaryStore(api_night.dsn) as s:
+        yield s
+
+
+def test_the_client_imports_without_the_server():
+    code = (
+        "import sys, alert_broker.api.client\n"
+        "bad = [m for m in ('fastapi', 'uvicorn', 'psycopg', 'alert_broker.storage', 'alert_broker.api.app') "
+        "if m in sys.modules]\n"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_query_objects_and_cone(client, store):
+    df = client.query_objects(page_size=1000)
+    assert isinstance(df, pd.DataFrame) and len(df) == store.count("object")
+    assert {"oid", "meanra", "meandec", "ndet", "firstmjd", "lastmjd"} <= set(df.columns)
+    sn = client.query_objects(classifier="stamp_classifier", class_name="SN", probability=0.0, page_size=100)
+    assert (sn["class_name"] == "SN").all() and sn["probability"].is_monotonic_decreasing
+    ndet = client.query_objects(ndet=[10, 1000], survey="ztf", page_size=1000)
+    assert (ndet["ndet"] >= 10).all() and (ndet["survey"] == "ztf").all()
+    row = df.iloc[0]
+    near = client.cone(row["meanra"], row["meandec"], 5)
+    assert near["oid"].iloc[0] == row["oid"] and near["dist_arcsec"].iloc[0] < 1e-6
+    table = client.cone(row["meanra"], row["meandec"], 3600, format="astropy")
+    assert isinstance(table, Table) and row["oid"] in list(table["oid"])
+    page = client.query_objects(page_size=5, count=True, format="json")
+    assert page["total"] == len(df) and len(page["items"]) == 5
+
+
+def test_object_lightcurve_probabilities(client, store):
+    oid = store.fetch_df(
+        "SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' ORDER BY oid LIMIT 1"
+    )["oid"][0]
+    obj = client.query_object(oid)
+    assert len(obj) == 1 and obj["oid"].iloc[0] == oid
+    full = client.query_object(oid, format="json")
+    assert {"magstats", "xmatch", "association", "alerts"} <= set(full)
+    lc = client.lightcurve(oid)
+    det = lc["detections"]
+    assert det["candid"].dtype == "int64" and det["mjd"].is_monotonic_increasing
+    alerts = set(store.fetch_df("SELECT candid FROM alert WHERE oid = %s", (oid,))["candid"])
+    assert alerts <= set(det["candid"])
+    assert {"magpsf", "magpsf_corr", "sigmapsf_corr"} <= set(det.columns)
+    tables = client.lightcurve(oid, format="astropy")
+    assert len(tables["detections"]) == len(det)
+    probs = client.probabilities(oid)
+    assert {"lc_hierarchical", "lc_hierarchical_top"} <= set(probs["classifier_name"])
+    assert len(client.probabilities(oid, classifier="lc_hierarchical")) == 15
+    assert len(client.query_magstats(oid)) == len(full["magstats"])
+    with pytest.raises(BrokerAPIError) as err:
+        client.query_object("ZTF99nothere")
+    assert err.value.status == 404
+
+
+def test_stamps_and_raw_packet(client, api_night):
+    path = api_night.ztf_files[3]
+    with open(path, "rb") as fh:
+        rec = next(fastavro.reader(fh))
+    arrays = client.stamps(rec["candid"])
+    assert set(arrays) == {"science", "template", "difference"}
+    assert all(a.shape == (63, 63) and np.isfinite(a).any() for a in arrays.values())
+    raw = client.stamps(rec["candid"], format="fits")
+    assert raw["science"] == rec["cutoutScience"]["stampData"]
+    assert client.stamps(rec["candid"], format="png")["difference"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.raw_packet(rec["candid"]) == path.read_bytes()
+
+
+def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
+    nights = client.nights()
+    night = int(nights.sort_values("alerts").iloc[-1]["night"])
+    sn = client.sn_candidates(night)
+    assert len(sn) and sn["rank"].tolist() == list(range(1, len(sn) + 1))
+    assert sn["first_candid"].dtype == "int64"
+    assert isinstance(client.sn_candidates(night, format="astropy"), Table)
+    monkeypatch.setenv("BROKER_API_URL", api_url)
+    monkeypatch.setattr(client_module, "_default", None)
+    assert len(client_module.sn_candidates(night)) == len(sn)
+    oid = sn["oid"].iloc[0]
+    assert client_module.query_object(oid)["oid"].iloc[0] == oid
+    assert len(client_module.lightcurve(oid)["detections"]) > 0
+    assert len(client_module.probabilities(oid)) > 0
+    assert len(client_module.query_objects(oid=[oid])) == 1
+    assert client_module.stamps(int(sn["first_candid"].iloc[0]), format="png")
+    assert client_module.cone(sn["meanra"].iloc[0], sn["meandec"].iloc[0], 2)["oid"].iloc[0] == oid
+    assert client.stats(night)["night"] == night

@@ -1,0 +1,232 @@
+"""Faults with the real services: a Dask worker SIGKILLed mid-batch, a poison batch that kills its worker on every
+try, PostgreSQL stopped mid-night. Each scenario ends with the same audit: every input alert is in the lake and
+PostgreSQL exactly once, or a dead letter with a reason; the manifest accounts for every lake file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from alert_broker.pipeline import driver as driver_module
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import Broker, PostgresUnavailable, run
+from alert_broker.storage import EmbeddedPostgres, Lake, SummaryStore, manifest
+from tests.fixtures.poison import POISON_KEY, decode_chunk_or_die, start_postgres, stop_postgres
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory, shared_data) -> Path:
+    d = tmp_path_factory.mktemp("night")
+    for f in sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:90]:
+        shutil.copy(f, d / f.name)
+    return d
+
+
+def _candids(folder: Path) -> set[int]:
+    out = set()
+    for f in folder.glob("*.avro"):
+        if f.name == POISON_KEY:
+            continue
+        with open(f, "rb") as fh:
+            out |= {int(r["candidate"]["candid"]) for r in fastavro.reader(fh)}
+    return out
+
+
+def _settings(tmp_path: Path, source: str, dsn: str, **kw):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    overrides = dict(
+        source=source,
+        out=str(tmp_path / "out"),
+        pg_dsn=dsn,
+        n_workers=2,
+        batch_size=15,
+        dashboard_address=":0",
+        progress=False,
+        lc_model="none",
+        stamp_model="none",
+        features=False,
+    )
+    overrides.update(kw)
+    return load_settings(env=env, overrides=overrides)
+
+
+def audit(settings, store: SummaryStore, expected: set[int], dead_expected: int = 0) -> None:
+    """Every expected alert once in the lake and PostgreSQL (or a dead letter), and no file the manifest does
+    not know."""
+    lake = Lake(settings.lake)
+    alerts = lake.read_table("alerts", columns=["candid"])["candid"]
+    assert alerts.is_unique, "an alert is in the lake twice"
+    pg = store.fetch_df("SELECT candid FROM alert")["candid"]
+    assert pg.is_unique
+    dead = store.fetch_df("SELECT reason FROM dead_letter")
+    assert len(dead) == dead_expected
+    assert all(isinstance(r, str) and r for r in dead["reason"])
+    if dead_expected == 0:
+        assert set(alerts) == set(pg) == expected
+    else:
+        assert set(alerts) == set(pg) and set(pg) <= expected
+    known = set()
+    for files in manifest.batches(store)["files"]:
+        known |= set(files or [])
+    # per-batch files (the history store and the published analysis tables are rewritten whole, not per batch)
+    published = ("_current/", "_latest/", "/history/")
+    on_disk = {
+        str(p) for p in Path(settings.lake).rglob("*.parquet") if not any(s in str(p) for s in published)
+    }
+    assert on_disk <= {str(Path(f)) for f in known}, "a lake file the manifest does not account for"
+
+
+def test_a_worker_killed_mid_batch_is_survived(tmp_path, night, summary_store):
+    settings = _settings(tmp_path, str(night), summary_store.dsn)
+    killed = []
+    original = Broker.submit
+
+    def submit_then_kill(self, messages, attempt=0):
+        job = original(self, messages, attempt)
+        if self._seq == 3 and not killed:
+            pids = self.client.run(os.getpid)
+            victim = sorted(pids.values())[0]
+            time.sleep(0.2)  # the batch's tasks are running
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        return job
+
+    Broker.submit = submit_then_kill
+    try:
+        report = run(settings)
+    finally:
+        Broker.submit = original
+    assert killed and report.status == "ok"
+    audit(settings, summary_store, _candids(night))
+
+
+def test_a_poison_batch_ends_in_dead_letters(tmp_path, night, summary_store, monkeypatch):
+    d = tmp_path / "poisoned"
+    shutil.copytree(night, d)
+    shutil.copy(sorted(night.glob("*.avro"))[20], d / POISON_KEY)  # sorts after the real files: its own batch
+    monkeypatch.setattr(driver_module, "decode_chunk", decode_chunk_or_die)
+    settings = _settings(tmp_path, str(d), summary_store.dsn, task_allowed_failures=1, batch_retries=1)
+    report = run(settings)
+    assert report.status == "ok"
+    poison = summary_store.fetch_df("SELECT reason, error FROM dead_letter")
+    assert len(poison) >= 1 and (poison["error"] == "PoisonBatch").all()
+    assert poison["reason"].str.contains("poison batch").all()
+    n_files = len(list(d.glob("*.avro")))
+    assert report.alerts + report.dead_letters == n_files
+    audit(settings, summary_store, _candids(d), dead_expected=len(poison))
+
+
+def test_postgres_down_then_back_and_down_for_good(tmp_path, night, postgres_dsn):
+    """An embedded PostgreSQL of its own, stopped for a few seconds mid-night: retried and completed; stopped for
+    good: the run stops cleanly, commits nothing, and a restart completes the night."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        store = SummaryStore(pg.dsn)
+        settings = _settings(tmp_path, str(night), pg.dsn, pg_retry_s=60)
+        original = Broker.finish
+        finished = {"n": 0, "stopped": 0}
+
+        def finish_with_a_restart(self, job):
+            finished["n"] += 1
+            if finished["n"] == 2:
+                finished["stopped"] += 1
+                stop_postgres(pg)
+                threading.Timer(4.0, start_postgres, (pg,)).start()
+            return original(self, job)
+
+        Broker.finish = finish_with_a_restart
+        try:
+            report = run(settings)
+        finally:
+            Broker.finish = original
+        assert report.status == "ok" and finished["stopped"] == 1
+        audit(settings, SummaryStore(pg.dsn), _candids(night))
+
+        # down for good: a clear stop, nothing committed past the sinks
+        settings2 = _settings(tmp_path / "again", str(night), pg.dsn, pg_retry_s=3)
+
+        finished["n"] = 0
+
+        def finish_then_die(self, job):
+            finished["n"] += 1
+            if finished["n"] == 2:
+                stop_postgres(pg)
+            return original(self, job)
+
+        Broker.finish = finish_then_die
+        try:
+            with pytest.raises(PostgresUnavailable, match="unreachable"):
+                run(settings2)
+        finally:
+            Broker.finish = original
+        start_postgres(pg)
+        report = run(settings2)  # the restart completes the night
+        assert report.status == "ok"
+        store = SummaryStore(pg.dsn)
+        assert store.fetch_df("SELECT count(*) AS n FROM alert")["n"].iloc[0] == len(_candids(night))
+    finally:
+        pg.stop()
+
+
+def _postmasters(data_dir: Path) -> list[int]:
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "postgres" in cmd and str(data_dir) in cmd:
+            out.append(proc.info["pid"])
+    return out
+
+
+def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
+    """SIGKILL of the driver's whole process group mid-night, then the same command again: it resumes from the
+    manifest and completes; the embedded PostgreSQL the killed run left is adopted and stopped at the end."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [
+        str(Path(sys.executable).with_name("broker")), "run-night", "--source", str(night), "--out", str(out),
+        "--batch-size", "10", "--n-workers", "1", "--no-progress", "--dashboard-address", ":0",
+        "--lc-model", "none", "--stamp-model", "none", "--no-features",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = (
+            list((out / "lake" / "alerts").rglob("*.parquet")) if (out / "lake" / "alerts").exists() else []
+        )
+        if len(done) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the night ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(1)
+    left = _postmasters(out / "pg")
+    # the killed run's embedded PostgreSQL may survive it (the wheel starts it in its own session) ...
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    if left:
+        assert "adopting the embedded PostgreSQL" in again.stderr
+    # ... and the next run adopts it knowingly and stops it at its end: nothing of either run is left
+    time.sleep(1)
+    assert _postmasters(out / "pg") == []
+    with EmbeddedPostgres(out / "pg") as pg:
+        store = SummaryStore(pg.dsn)
+        settings = _settings(tmp_path, str(night), pg.dsn)
+        audit(settings, store, _candids(night))
+        store.close()

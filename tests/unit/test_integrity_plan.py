@@ -1,0 +1,82 @@
+"""The integrity repair's plan (pipeline/integrity.py ``plan_repair``): which batches to re-run, in which order,
+so the batch manifest's superseding (storage/manifest.py) never deletes an alert the repair does not rewrite."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from alert_broker.pipeline.driver import make_batch_id
+from alert_broker.pipeline.integrity import plan_repair
+from alert_broker.surveys.messages import RawMessage
+
+SRC = "archive:night"
+
+
+def _id(spans: dict[tuple[str, int], tuple[int, int]]) -> str:
+    return make_batch_id([RawMessage(s, p, o, b"") for (s, p), (a, z) in spans.items() for o in (a, z)])
+
+
+def _manifest(*batches: dict[tuple[str, int], tuple[int, int]]) -> pd.DataFrame:
+    rows = [(_id(spans), s, p, a, z) for spans in batches for (s, p), (a, z) in spans.items()]
+    return pd.DataFrame(rows, columns=["batch_id", "source", "partition", "first_offset", "last_offset"])
+
+
+def _scanned(source: str, partition: int, offsets) -> pd.DataFrame:
+    offsets = list(offsets)
+    return pd.DataFrame({"source": source, "partition": partition, "offset": offsets})
+
+
+def _plan(targets, recorded, scanned, batch_size=10, refused=()):
+    planned, refused_ = plan_repair(targets, recorded, scanned, batch_size, refused)
+    return [(b.batch_id, b.why, b.targets, b.messages) for b in planned], refused_
+
+
+def test_a_missing_alert_reruns_its_batch_and_every_later_one_it_supersedes():
+    spans = [{(SRC, 0): (a, a + 9)} for a in (0, 10, 20, 30)]
+    planned, refused = _plan([(SRC, 0, 15), (SRC, 0, 17)], _manifest(*spans), _scanned(SRC, 0, range(40)))
+    assert refused == []
+    assert planned == [
+        (_id(spans[1]), "missing", 2, 10),
+        (_id(spans[2]), "superseded", 0, 10),
+        (_id(spans[3]), "superseded", 0, 10),
+    ]  # never the first batch: its range ends before the re-run's first offset
+
+
+def test_offsets_no_batch_covers_become_new_batches_inside_the_gaps():
+    spans = [{(SRC, 0): (0, 9)}, {(SRC, 0): (20, 29)}]
+    targets = [(SRC, 0, 12), (SRC, 0, 14), (SRC, 0, 33), (SRC, 0, 35), (SRC, 0, 37)]
+    planned, refused = _plan(targets, _manifest(*spans), _scanned(SRC, 0, range(40)), batch_size=2)
+    assert refused == []
+    new_12 = _id({(SRC, 0): (12, 14)})
+    assert planned == [
+        (new_12, "new", 2, 2),  # only the missing messages, not 10-19's others
+        (_id(spans[1]), "superseded", 0, 10),  # a new batch at 12 retires 20-29: re-run it after
+        (_id({(SRC, 0): (33, 35)}), "new", 2, 2),
+        (_id({(SRC, 0): (37, 37)}), "new", 1, 1),
+    ]
+
+
+def test_a_batch_the_source_no_longer_holds_whole_is_never_superseded():
+    spans = [{(SRC, 0): (0, 9)}, {(SRC, 0): (10, 19)}, {(SRC, 0): (20, 29)}]
+    scanned = _scanned(SRC, 0, range(5, 30))  # retention removed offsets 0-4
+    planned, refused = _plan([(SRC, 0, 7), (SRC, 0, 25)], _manifest(*spans), scanned)
+    assert planned == [(_id(spans[2]), "missing", 1, 10)]
+    assert [(r["offset"], "no longer holds whole" in r["reason"]) for r in refused] == [(7, True)]
+
+
+def test_multi_partition_batches_run_in_an_order_that_keeps_each_rerun():
+    t = "ztf"
+    a = {(t, 0): (0, 9), (t, 1): (0, 4)}
+    b = {(t, 0): (10, 19)}
+    c = {(t, 1): (5, 14), (t, 0): (20, 25)}
+    scanned = pd.concat([_scanned(t, 0, range(26)), _scanned(t, 1, range(15))])
+    planned, refused = _plan([(t, 1, 2)], _manifest(c, b, a), scanned)
+    assert refused == []
+    assert [p[0] for p in planned] == [_id(a), _id(b), _id(c)]
+    assert [p[1] for p in planned] == ["missing", "superseded", "superseded"]
+
+
+def test_a_changed_source_is_refused():
+    spans = [{(SRC, 0): (0, 9)}]
+    planned, refused = _plan([(SRC, 0, 3)], _manifest(*spans), _scanned(SRC, 0, range(10)), refused=[SRC])
+    assert planned == [] and len(refused) == 1 and "no longer hold" in refused[0]["reason"]
