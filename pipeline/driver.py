@@ -12,6 +12,7 @@ A crash anywhere before 6 replays the batch; the manifest and upserts make the r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import operator
@@ -28,6 +29,7 @@ import dask
 import pandas as pd
 import psycopg
 from distributed import Client, LocalCluster
+from distributed.scheduler import KilledWorker
 
 from alert_broker.api.publish import publish
 from alert_broker.classifiers import load as load_model
@@ -543,6 +545,8 @@ def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: R
                 for fut in [*other.small_futs, *other.region_futs]:
                     fut.cancel()
             broker.reset_chain()
+            if _out_of_space(failure.cause):
+                raise failure.cause from failure  # retrying cannot help: stop, commit nothing, say why
             if job.attempt < broker.settings.batch_retries:
                 log.warning(
                     "batch %s failed (attempt %d: %s); submitting it again",
@@ -551,6 +555,10 @@ def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: R
                 job = broker.submit(job.messages, attempt=job.attempt + 1)
                 pending.extend(broker.submit(o.messages, attempt=o.attempt) for o in later)
                 continue
+            if not isinstance(failure.cause, KilledWorker):
+                # not a worker dying on the batch (a poison packet) but an error every try met (storage full or
+                # unreachable, a bug): stop the night without committing; a re-run resumes from here
+                raise failure.cause from failure
             log.error(
                 "batch %s failed %d times: its messages become dead letters", job.batch_id, job.attempt + 1
             )
@@ -560,6 +568,12 @@ def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: R
             bar.update(len(job.messages), report)
             pending.extend(broker.submit(o.messages, attempt=o.attempt) for o in later)
             return
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """A full disk or quota, or a read-only filesystem: nothing a retry fixes."""
+    codes = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    return (isinstance(err, OSError) and err.errno in codes) or "No space left on device" in str(err)
 
 
 def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, bar) -> None:

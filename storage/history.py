@@ -333,8 +333,7 @@ class HistoryStore:
             pq.write_table(table, tmp, row_group_size=row_group_size)
             os.replace(tmp, path)
         else:
-            with self.lake.fs.open(path, "wb") as fh:
-                pq.write_table(table, fh, row_group_size=row_group_size)
+            self.lake.put_parquet(table, path, row_group_size=row_group_size)
 
     def _remove(self, paths: Iterable[str]) -> None:
         paths = list(paths)

@@ -54,6 +54,15 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "dead_letters": ("source", "partition", "offset"),
 }
 
+#: Options for S3 lakes unless the caller gives its own: retries with backoff on 5xx, throttling and timeouts.
+S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {
+        "retries": {"max_attempts": 10, "mode": "standard"},
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    },
+}
+
 META_BATCH = b"broker.batch_id"
 META_WRITTEN = b"broker.written_at_ns"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*$")
@@ -147,7 +156,13 @@ class Lake:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         self.storage_options = dict(storage_options or {})
-        fs, root = fsspec.core.url_to_fs(str(url), **self.storage_options)
+        options = self.storage_options
+        if str(url).startswith(("s3://", "s3a://")):
+            # an object store answers 500/503 and throttles now and then: retry with backoff (botocore's
+            # standard mode: exponential, jittered) rather than fail a batch; a PUT is atomic, so a failed or
+            # retried write never leaves a partial object visible
+            options = {**S3_DEFAULTS, **options}
+        fs, root = fsspec.core.url_to_fs(str(url), **options)
         self.fs = fs
         self.local = isinstance(fs, LocalFileSystem)
         if self.local:
@@ -270,9 +285,16 @@ class Lake:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         else:
-            with self.fs.open(fs_path, "wb") as fh:
-                pq.write_table(table, fh, row_group_size=row_group_size, **opts)
+            self.put_parquet(table, fs_path, row_group_size=row_group_size, **opts)
         return path
+
+    def put_parquet(self, table: pa.Table, fs_path: str, **options) -> None:
+        """Write a Parquet file to an object store in one PUT: the file is built in memory first, so a failure
+        anywhere leaves no object at all, never a partial one (a streamed upload closed by an exception would
+        commit what it had). The store's client retries the PUT on 5xx and throttling."""
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, **options)
+        self.fs.pipe_file(fs_path, buf.getvalue().to_pybytes())
 
     def delete_files(self, paths: Iterable[str]) -> int:
         """Delete lake files (full or lake-relative paths); missing ones are fine (a replay may repeat this).
