@@ -52,8 +52,9 @@ Ids and bands:
   characters (``ATLAS_UNITS``: Mauna Loa, Haleakala, Sutherland, El Sauce), else ``SITES["atlas"]``.
 
 A record without ``candidate``, ``objectId``, a candid, ``mjd``, ``RA``, ``Dec``, ``Mag`` or ``Dmag``, with a
-non-finite time, magnitude or position, or whose band is not ``c``/``o``, is a dead letter whose reason names
-the field; a writer schema that is not an ATLAS alert is refused once (cached by its text).
+non-finite or implausible time, magnitude, error or position (``surveys.plausibility``, docs/input-validation.md),
+or whose band is not ``c``/``o``, is a dead letter whose reason names the field and value; a writer schema that
+is not an ATLAS alert is refused once (cached by its text).
 """
 
 from __future__ import annotations
@@ -74,10 +75,18 @@ from alert_broker.surveys.adapter import SurveyInfo
 from alert_broker.surveys.avro import collect_names, load_schema, parse_schema, primitive, record_fields
 from alert_broker.surveys.columns import column, difference_flux
 from alert_broker.surveys.errors import (
+    ImplausibleValueError,
     InvalidValueError,
     MissingFieldError,
     PacketError,
     UnknownSchemaError,
+)
+from alert_broker.surveys.plausibility import (
+    MAG_RANGE,
+    SIGMA_MAG_RANGE,
+    object_id_problem,
+    show,
+    time_problem,
 )
 
 SURVEY = "atlas"
@@ -339,18 +348,44 @@ def _candid_string(top: object, inner: object) -> str:
         )
     name = top_s if top_s is not None else inner_s
     if not isinstance(name, str) or not name.strip():
-        got = "null in this packet" if name is None else f"got {name!r}"
+        got = "null in this packet" if name is None else f"got {show(name)}"
         raise MissingFieldError(f"missing required field candid ({got})")
     return name
 
 
-def _finite(cand: dict, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+def _finite(cand: dict, name: str) -> float:
     value = cand[name]
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidValueError(f"candidate.{name} is {value!r}: an ATLAS detection needs a finite {name}")
-    if not low <= value <= high:
-        raise InvalidValueError(f"candidate.{name} is {value!r}, outside [{low}, {high}]")
+        raise InvalidValueError(
+            f"candidate.{name} is {show(value)}: an ATLAS detection needs a finite {name}"
+        )
     return float(value)
+
+
+def _implausible(problem: str) -> ImplausibleValueError:
+    return ImplausibleValueError(f"{problem}: the alert is not used (docs/input-validation.md)")
+
+
+def _check_values(cand: dict) -> None:
+    """The plausibility rules (docs/input-validation.md): finite values, a time in ATLAS's era, a position on
+    the sky, a difference magnitude |Mag| and its error Dmag in their plausible ranges."""
+    mjd, ra, dec, mag, dmag = (_finite(cand, name) for name in ("mjd", "RA", "Dec", "Mag", "Dmag"))
+    if problem := time_problem("candidate.mjd", mjd, SURVEY):
+        raise _implausible(problem)
+    if not 0.0 <= ra < 360.0:
+        raise _implausible(f"candidate.RA is {show(cand['RA'])}, outside [0, 360) degrees")
+    if not -90.0 <= dec <= 90.0:
+        raise _implausible(f"candidate.Dec is {show(cand['Dec'])}, outside [-90, 90] degrees")
+    low, high = MAG_RANGE
+    if not low < abs(mag) < high:
+        raise _implausible(
+            f"candidate.Mag is {show(cand['Mag'])}: |Mag| outside the plausible range ({low:g}, {high:g}) mag"
+        )
+    slow, shigh = SIGMA_MAG_RANGE
+    if not slow < dmag < shigh:
+        raise _implausible(
+            f"candidate.Dmag is {show(cand['Dmag'])}, outside the plausible range ({slow:g}, {shigh:g}) mag"
+        )
 
 
 def extract_alert(record: dict, info: AtlasSchema) -> AtlasAlert:  # noqa: ARG001 - schema checked once
@@ -362,16 +397,15 @@ def extract_alert(record: dict, info: AtlasSchema) -> AtlasAlert:  # noqa: ARG00
     if isinstance(object_id, int) and not isinstance(object_id, bool):
         object_id = str(object_id)
     if not isinstance(object_id, str) or not object_id.strip():
-        got = "null in this packet" if object_id is None else f"got {object_id!r}"
+        got = "null in this packet" if object_id is None else f"got {show(object_id)}"
         raise MissingFieldError(f"missing required field objectId ({got})")
+    if problem := object_id_problem("objectId", object_id.strip()):
+        raise InvalidValueError(problem)
     name = _candid_string(record.get("candid"), cand.get("candid"))
     for field in REQUIRED_CANDIDATE:
         if cand.get(field) is None:
             raise MissingFieldError(f"missing required field candidate.{field} (null in this packet)")
-    _finite(cand, "mjd")
-    _finite(cand, "RA", 0.0, 360.0)
-    _finite(cand, "Dec", -90.0, 90.0)
-    _finite(cand, "Mag")
+    _check_values(cand)
     band = _band(cand.get("filter"), name)
     stamps = tuple(
         s.get("stampData") if isinstance(s := record.get(field), dict) else None for field in _STAMP_FIELDS
@@ -505,6 +539,9 @@ class AtlasBatch:
             **{k: v for k, v in shared.items() if k not in ("oid", "candid", "survey")},
             "publisher": column([a.publisher for a in self.alerts], "s"),
             **self._own(),
+            # one detection per alert, no history: nothing is ever dropped (the columns every survey has)
+            "dropped_points": np.zeros(n, dtype=np.int32),
+            "dropped_reason": column([None] * n, "s"),
             "source": column([p[0] for p in self._provenance], "s"),
             "partition": np.array([p[1] for p in self._provenance], dtype=np.int32),
             "offset": np.array([p[2] for p in self._provenance], dtype=np.int64),

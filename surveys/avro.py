@@ -9,12 +9,22 @@ map it, is the survey adapters' business: ``read_container`` takes the function 
 A payload may also arrive with a schema-registry prefix (Confluent's wire format: a zero byte and a 4-byte
 schema id) in front of the container; ``unframe`` strips it. A prefix followed by a bare (schemaless) Avro
 datum is told apart and named in the dead letter's reason.
+
+Hostile containers (docs/input-validation.md): a writer schema over ``MAX_SCHEMA_BYTES`` is refused before it
+is parsed or cached; a schema whose arrays or maps could hold items that take no bytes (a count of 10^18 items
+in a few bytes) is refused; blocks are decompressed within a budget of ``MAX_DECODED_BYTES`` per container (a
+decompression bomb stops there), with the codecs whose output can be bounded (null, deflate, snappy, bzip2, xz);
+a block whose records average over ``SHAPE_CHECK_BYTES`` is first read for its shape only (the length of each
+top-level array, its items decoded as empty records), so an alert with 10^5 history entries is refused before
+10^5 dicts are built.
 """
 
 from __future__ import annotations
 
+import bz2
 import io
 import json
+import lzma
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +36,14 @@ import fastavro
 from alert_broker.surveys.errors import (
     CorruptAvroError,
     NotAvroError,
+    OversizeError,
     TruncatedAvroError,
     UnknownSchemaError,
+)
+from alert_broker.surveys.plausibility import (
+    MAX_DECODED_BYTES,
+    MAX_SCHEMA_BYTES,
+    history_size_problem,
 )
 
 MAGIC = b"Obj\x01"
@@ -102,6 +118,12 @@ def _read_header(buf: bytes) -> tuple[dict[bytes, bytes], bytes, int]:
             vlen, pos = _read_long(buf, pos)
             if klen < 0 or vlen < 0:
                 raise CorruptAvroError("corrupt Avro container: negative length in the header metadata")
+            try:
+                key.decode("utf-8")  # Avro's metadata keys are strings
+            except UnicodeDecodeError:
+                raise CorruptAvroError(
+                    f"corrupt Avro container: a header metadata key ({bytes(key[:40])!r}) is not UTF-8 text"
+                ) from None
             meta[key] = buf[pos : pos + vlen]
             pos += vlen
     sync = buf[pos : pos + _SYNC_SIZE]
@@ -184,17 +206,92 @@ def describe_non_avro(payload: bytes) -> str:
 
 def load_schema(text: bytes) -> dict:
     """A writer schema's JSON, or the PacketError that says it is not one."""
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise OversizeError(
+            f"writer schema of {len(text)} bytes, over the {MAX_SCHEMA_BYTES // 1024} kB limit (alert schemas "
+            "are 8-30 kB): not parsed"
+        )
     try:
         schema = json.loads(text)
-    except ValueError as err:
+    except ValueError as err:  # UnicodeDecodeError too
         raise CorruptAvroError(
             f"corrupt Avro container: the writer schema is not valid JSON ({err})"
         ) from err
+    except RecursionError:
+        raise CorruptAvroError(
+            "corrupt Avro container: the writer schema nests too deeply to be one"
+        ) from None
     return schema
+
+
+def _min_size(avro_type, names: dict[str, dict], seen: set[int], bad: list[str], where: str) -> int:
+    """The fewest bytes a value of ``avro_type`` takes; records ``where`` an array or map whose items can take
+    none (in ``bad``)."""
+    if isinstance(avro_type, list):  # a union: the branch index takes a byte at least
+        for t in avro_type:
+            _min_size(t, names, seen, bad, where)
+        return 1
+    if isinstance(avro_type, str):
+        if avro_type == "null":
+            return 0
+        if avro_type == "float":
+            return 4
+        if avro_type == "double":
+            return 8
+        if avro_type in ("boolean", "int", "long", "string", "bytes"):
+            return 1
+        named = names.get(avro_type)
+        return _min_size(named, names, seen, bad, where) if named is not None else 1
+    if not isinstance(avro_type, dict):
+        return 1
+    kind = avro_type.get("type")
+    if kind in ("record", "error"):
+        if id(avro_type) in seen:  # a recursive reference: it must go through a union or an array
+            return 1
+        seen.add(id(avro_type))
+        total = 0
+        for f in avro_type.get("fields", ()):
+            if isinstance(f, dict):
+                total += _min_size(f.get("type"), names, seen, bad, f"{where}.{f.get('name')}")
+        seen.discard(id(avro_type))
+        return total
+    if kind in ("array", "map"):
+        items = avro_type.get("items" if kind == "array" else "values")
+        if _min_size(items, names, seen, bad, f"{where}[]") == 0:
+            bad.append(where)
+        return 1
+    if kind == "fixed":
+        size = avro_type.get("size")
+        return size if isinstance(size, int) and size > 0 else 0
+    if kind == "enum":
+        return 1
+    if isinstance(kind, dict | list | str):  # {"type": "long", "logicalType": ...}, {"type": {...}}, a name
+        return _min_size(kind, names, seen, bad, where)
+    return 1
+
+
+def check_no_free_items(schema: dict) -> None:
+    """Refuse a schema whose records, arrays or maps can hold values that take no bytes: a block count or
+    array length of 10^18 in a few bytes would make the reader loop (and allocate) for ever."""
+    names: dict[str, dict] = {}
+    collect_names(schema, names)
+    bad: list[str] = []
+    name = str(schema.get("name", "record")) if isinstance(schema, dict) else "the schema"
+    if _min_size(schema, names, set(), bad, name) == 0:
+        bad.insert(0, f"the record {name:.40}")
+    if bad:
+        raise UnknownSchemaError(
+            f"unknown schema: {', '.join(b[:80] for b in bad[:3])} can hold values that take no bytes, so a few "
+            "bytes could claim billions of them; no alert schema has that"
+        )
 
 
 def parse_schema(schema: dict) -> Any:
     """fastavro's parsed form of a writer schema, or UnknownSchemaError."""
+    try:
+        check_no_free_items(schema)
+    except RecursionError:
+        raise UnknownSchemaError("unknown schema: the writer schema nests too deeply") from None
     try:
         return fastavro.parse_schema(schema)
     except Exception as err:  # fastavro raises several types for an invalid schema
@@ -271,33 +368,115 @@ def primitive(avro_type) -> str:
     return str(avro_type)
 
 
-def _decompress(codec: str, data: bytes, block: int) -> bytes:
+#: The Avro codecs the broker reads: those whose output it can bound while decompressing.
+CODECS = ("null", "deflate", "snappy", "bzip2", "xz")
+#: A block whose records average more than this (real alerts: 50-500 kB) is read for its shape first.
+SHAPE_CHECK_BYTES = 2**20
+_SHAPES: dict[bytes, Any] = {}
+_SHAPES_MAX = 64
+
+
+def _empty_records(avro_type: Any) -> Any:
+    """A (parsed) type with every record in it emptied (a reader schema that skips the writer's fields)."""
+    if isinstance(avro_type, list):
+        return [_empty_records(t) for t in avro_type]
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind in ("record", "error"):
+            return {"type": "record", "name": avro_type["name"], "fields": []}
+        if kind == "array":
+            return {"type": "array", "items": _empty_records(avro_type.get("items"))}
+        if kind == "map":
+            return {"type": "map", "values": _empty_records(avro_type.get("values"))}
+    return avro_type
+
+
+def shape_reader(text: bytes, parsed: Any) -> Any:
+    """A reader schema of the top-level record with every nested record emptied (None when it cannot be
+    built: the shape check is then skipped and the full decode reports what is wrong)."""
+    if text in _SHAPES:
+        return _SHAPES[text]
+    try:
+        fields = [{"name": f["name"], "type": _empty_records(f["type"])} for f in parsed["fields"]]
+        shape = fastavro.parse_schema({"type": "record", "name": parsed["name"], "fields": fields})
+    except Exception:  # a schema this simple transform does not fit: no shape check
+        shape = None
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.clear()
+    _SHAPES[text] = shape
+    return shape
+
+
+def check_shape(data: bytes, count: int, parsed: Any, shape: Any) -> None:
+    """Refuse a block one of whose records has a top-level array longer than ``MAX_HISTORY``, reading it with
+    every nested record emptied (cheap: no dict per field)."""
+    stream = io.BytesIO(data)
+    for i in range(count):
+        try:
+            record = fastavro.schemaless_reader(stream, parsed, shape)
+        except Exception:  # damaged data: the full decode says so, with its own reason
+            return
+        for name, value in record.items() if isinstance(record, dict) else ():
+            if isinstance(value, list) and (problem := history_size_problem(name, value)):
+                where = f"record {i + 1} of {count} in this block: " if count > 1 else ""
+                raise OversizeError(where + problem)
+
+
+def _uvarint(buf: bytes) -> int:
+    """The unsigned varint at the start of ``buf`` (snappy's uncompressed length); -1 if there is none."""
+    n = shift = 0
+    for b in buf[:10]:
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n
+        shift += 7
+    return -1
+
+
+def _too_big(block: int, limit: int) -> OversizeError:
+    return OversizeError(
+        f"Avro data over the {MAX_DECODED_BYTES // 2**20} MiB one packet may hold once decompressed (block "
+        f"{block} would pass it with {limit} bytes left): a decompression bomb or a damaged file; not decoded"
+    )
+
+
+def _decompress(codec: str, data: bytes, block: int, limit: int) -> bytes:
+    """A block's data, decompressed; at most ``limit`` bytes, else OversizeError."""
     if codec == "null":
-        return data
-    try:
-        if codec == "deflate":
-            return zlib.decompress(data, -15)
-        # snappy: raw snappy data followed by the big-endian CRC32 of the uncompressed bytes
-        out = bytes(cramjam.snappy.decompress_raw(data[:-4]))
-    except Exception as err:
-        raise CorruptAvroError(
-            f"corrupt Avro container: block {block} does not decompress with codec {codec} ({err})"
-        ) from err
-    if zlib.crc32(out) != int.from_bytes(data[-4:], "big"):
-        raise CorruptAvroError(f"corrupt Avro container: block {block} fails its snappy CRC check")
+        out = data
+    else:
+        try:
+            if codec == "deflate":
+                inflater = zlib.decompressobj(-15)
+                out = inflater.decompress(data, limit + 1)
+                if len(out) <= limit and not inflater.eof:
+                    out += inflater.flush()
+                    if not inflater.eof:
+                        raise zlib.error("incomplete or truncated stream")
+            elif codec == "snappy":
+                # raw snappy data (its uncompressed length first) + the big-endian CRC32 of the uncompressed bytes
+                declared = _uvarint(data[:-4])
+                if declared > limit:
+                    raise _too_big(block, limit)
+                out = bytes(cramjam.snappy.decompress_raw(data[:-4]))
+                if zlib.crc32(out) != int.from_bytes(data[-4:], "big"):
+                    raise CorruptAvroError(
+                        f"corrupt Avro container: block {block} fails its snappy CRC check"
+                    )
+            else:
+                inflater = bz2.BZ2Decompressor() if codec == "bzip2" else lzma.LZMADecompressor()
+                out = inflater.decompress(data, limit + 1)
+                if len(out) <= limit and not inflater.eof:
+                    raise EOFError("compressed data ends before the end-of-stream marker")
+        except (CorruptAvroError, OversizeError):
+            raise
+        except Exception as err:
+            raise CorruptAvroError(
+                f"corrupt Avro container: block {block} does not decompress with codec {codec} ({err})"
+            ) from err
+    if len(out) > limit:
+        raise _too_big(block, limit)
     return out
-
-
-def _read_with_fastavro(payload: bytes) -> list[dict]:
-    """Codecs we do not decode ourselves (zstandard, bzip2, xz, lz4): fastavro's reader, errors mapped."""
-    try:
-        return list(fastavro.reader(io.BytesIO(payload)))
-    except (EOFError, StopIteration) as err:
-        raise TruncatedAvroError(
-            f"truncated Avro container: {err or 'data ends early'}; re-fetch it"
-        ) from err
-    except Exception as err:
-        raise CorruptAvroError(f"corrupt Avro container: {type(err).__name__}: {err}") from err
 
 
 def read_container(payload: bytes, analyse: Analyse) -> Container:
@@ -318,11 +497,15 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
         raise CorruptAvroError("corrupt Avro container: the header has no avro.schema entry")
     info = analyse(text)
     codec = meta.get(b"avro.codec", b"null").decode("ascii", "replace") or "null"
-    if codec not in ("null", "deflate", "snappy"):
-        return Container(records=_read_with_fastavro(payload), schema=info, codec=codec)
+    if codec not in CODECS:
+        raise CorruptAvroError(
+            f"unsupported Avro codec {codec[:40]!r}: the broker reads {', '.join(CODECS)} (no alert stream uses "
+            "another); re-encode the file with one of them"
+        )
 
     records: list[dict] = []
     block = 0
+    budget = MAX_DECODED_BYTES
     reader = fastavro.schemaless_reader
     parsed = info.parsed
     while pos < size:
@@ -348,8 +531,13 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
                 f"corrupt Avro container: block {block} does not end with the file's sync marker (damaged or "
                 "spliced file)"
             )
-        data = _decompress(codec, payload[pos:end], block)
+        data = _decompress(codec, payload[pos:end], block, budget)
+        budget -= len(data)
         pos = end + _SYNC_SIZE
+        if count and len(data) > count * SHAPE_CHECK_BYTES:
+            shape = shape_reader(text, parsed)
+            if shape is not None:
+                check_shape(data, count, parsed, shape)
         stream = io.BytesIO(data)
         try:
             for _ in range(count):

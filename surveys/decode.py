@@ -5,11 +5,17 @@ decode, check, split) and each adapter builds every column once per batch (e.g. 
 The loop never names a survey: the registry (``surveys.registry``) finds each packet's adapter from its writer
 schema, or from its schema-registry id for schemaless messages; a batch may mix surveys. One bad packet never
 stops the batch: anything that goes wrong with it, foreseen or not, becomes a dead letter with a reason.
+
+Hostile input (docs/input-validation.md): a message over ``MAX_PACKET_BYTES`` is a dead letter before it is
+read; the containers, schemas and history arrays have their own limits (``surveys.avro``, the adapters), and the
+adapters drop or dead-letter physically absurd values (``surveys.plausibility``). Reasons are cut to
+``MAX_REASON_CHARS``.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from typing import NamedTuple
 
 import fastavro
@@ -19,16 +25,22 @@ from alert_broker.features.tables import TABLE_NAMES, Tables
 from alert_broker.surveys.adapter import SurveyBatch
 from alert_broker.surveys.avro import (
     MAGIC,
+    SHAPE_CHECK_BYTES,
     WIRE_PREFIX_SIZE,
     Container,
+    check_shape,
     read_container,
+    shape_reader,
     single_alert_container,
     unframe,
     wire_schema_id,
 )
-from alert_broker.surveys.errors import CorruptAvroError, PacketError, UnknownSchemaError
+from alert_broker.surveys.errors import CorruptAvroError, OversizeError, PacketError, UnknownSchemaError
 from alert_broker.surveys.messages import DeadLetter, RawMessage
+from alert_broker.surveys.plausibility import MAX_PACKET_BYTES, cut_reason
 from alert_broker.surveys.registry import DEFAULT_REGISTRY, Analysed, SurveyRegistry
+
+log = logging.getLogger(__name__)
 
 RAW_COLUMNS = ("candid", "oid", "night", "payload")
 
@@ -46,7 +58,7 @@ def _dead(msg: RawMessage, reason: str, error: str) -> DeadLetter:
         source=msg.source,
         partition=msg.partition,
         offset=msg.offset,
-        reason=reason,
+        reason=cut_reason(reason),
         error=error,
         payload=msg.payload,
         key=msg.key,
@@ -86,6 +98,10 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
             f"unknown schema: a schema-registry message (magic 0) with schema id {schema_id}, which no survey "
             f"adapter ({known}) knows; Rubin's ids are major * 100 + minor of an lsst.alert version"
         )
+    if len(payload) - WIRE_PREFIX_SIZE > SHAPE_CHECK_BYTES:  # as for a container's block (surveys.avro)
+        shape = shape_reader(b"wire:%d" % schema_id, found.parsed)
+        if shape is not None:
+            check_shape(payload[WIRE_PREFIX_SIZE:], 1, found.parsed, shape)
     stream = io.BytesIO(payload)
     stream.seek(WIRE_PREFIX_SIZE)
     try:
@@ -135,6 +151,14 @@ def decode_batch(
     batches: dict[str, SurveyBatch] = {}
     dead: list[DeadLetter] = []
     for msg in messages:
+        if len(msg.payload) > MAX_PACKET_BYTES:
+            reason = (
+                f"message of {len(msg.payload)} bytes, over the {MAX_PACKET_BYTES // 2**20} MiB limit of one alert "
+                "packet (ZTF alerts are ~100 kB, Fink's multi-alert files a few MB): not decoded; split it into "
+                "smaller files (docs/input-validation.md)"
+            )
+            dead.append(_dead(msg, reason, OversizeError.__name__))
+            continue
         try:
             container = read_packet(msg.payload, registry)
         except PacketError as err:
@@ -172,6 +196,13 @@ def decode_batch(
     if not batches:
         batches[registry.names[0]] = registry.adapters[0].new_batch()
     parts = [b.tables(batch_id) for b in batches.values()]
+    dropped = [int(t.alerts["dropped_points"].sum()) for t in parts if "dropped_points" in t.alerts]
+    if sum(dropped):
+        log.info(
+            "batch %s: %d history point(s) dropped by the plausibility rules (docs/input-validation.md); "
+            "the alerts' dropped_points and dropped_reason say which",
+            batch_id, sum(dropped), extra={"batch_id": batch_id, "dropped_points": sum(dropped)},
+        )  # fmt: skip
     raws = [b.raw_frame(t.alerts["night"].to_numpy()) for b, t in zip(batches.values(), parts, strict=True)]
     raw = raws[0] if len(raws) == 1 else pd.concat(raws, ignore_index=True)
     return DecodedBatch(_concat_tables(parts), dead, raw)

@@ -30,3 +30,13 @@ class MissingFieldError(PacketError):
 
 class InvalidValueError(PacketError):
     """An alert whose field holds a value the model cannot take."""
+
+
+class ImplausibleValueError(InvalidValueError):
+    """An alert whose own detection holds a value that decodes but cannot be physical (a magnitude of 99, a
+    declination of 120, a time outside the survey's era): docs/input-validation.md."""
+
+
+class OversizeError(PacketError):
+    """A packet, a writer schema, a decompressed block or a history array over the documented size limits
+    (docs/input-validation.md): not decoded further, so a hostile packet cannot exhaust memory or time."""

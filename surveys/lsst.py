@@ -49,7 +49,26 @@ from alert_broker.features.tables import Tables
 from alert_broker.surveys.adapter import SurveyInfo
 from alert_broker.surveys.avro import collect_names, load_schema, parse_schema, record_fields, unwrap
 from alert_broker.surveys.columns import KIND_OF_AVRO, column, lenient_column
-from alert_broker.surveys.errors import InvalidValueError, MissingFieldError, UnknownSchemaError
+from alert_broker.surveys.errors import (
+    ImplausibleValueError,
+    InvalidValueError,
+    MissingFieldError,
+    OversizeError,
+    UnknownSchemaError,
+)
+from alert_broker.surveys.plausibility import (
+    ERA_START_MJD,
+    FLUX_MAX_NJY,
+    MJD_END,
+    Dropped,
+    flux_problem,
+    history_size_problem,
+    id_problem,
+    is_number,
+    position_problem,
+    show,
+    time_problem,
+)
 
 SURVEY = "lsst"
 OID_PREFIX = "LSST"
@@ -66,6 +85,9 @@ _SCHEMA_ROOT = Path(os.path.dirname(lsst_packet.__file__)) / "schema"
 _NAME = re.compile(r"lsst\.v(\d+)_(\d+)\.alert$")
 #: The oldest schema major version the broker maps (the first of LSSTCam's commissioning alerts).
 OLDEST_MAJOR = 7
+#: The history arrays of an alert (each capped at ``plausibility.MAX_HISTORY`` entries).
+HISTORY_FIELDS = ("prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits")
+_MJD_START = ERA_START_MJD[SURVEY]
 
 
 # ------------------------------------------------------------------------------------- known versions
@@ -255,6 +277,8 @@ class LsstAlert:
     dia_object: dict | None
     solar_system: dict | None
     stamps: tuple[bytes | None, bytes | None, bytes | None]
+    dropped: int = 0  # history points dropped by the plausibility rules
+    dropped_reason: str | None = None  # the first few, field and value
 
 
 def _present(record: object) -> dict | None:
@@ -265,19 +289,87 @@ def _present(record: object) -> dict | None:
 
 
 def _check_source(src: object, where: str) -> dict:
+    """A diaSource's structure: the required fields, a positive id, a finite time, a known band."""
     if not isinstance(src, dict):
         raise MissingFieldError(f"missing required field {where} (null in this packet)")
     for name in _REQUIRED_SOURCE:
         if src.get(name) is None:
             raise MissingFieldError(f"missing required field {where}.{name} (null in this packet)")
-    if not isinstance(src["diaSourceId"], int) or src["diaSourceId"] <= 0:
-        raise InvalidValueError(f"{where}.diaSourceId is {src['diaSourceId']!r}, not a positive 64-bit id")
+    if problem := id_problem(f"{where}.diaSourceId", src["diaSourceId"]):
+        raise InvalidValueError(problem)
     t = src["midpointMjdTai"]
-    if not isinstance(t, float | int) or not math.isfinite(t):
-        raise InvalidValueError(f"{where}.midpointMjdTai is {t!r}: a detection needs a finite time")
-    if src["band"] not in FID:
-        raise InvalidValueError(f"{where}.band is {src['band']!r}; LSST bands are {', '.join(BANDS)}")
+    if not is_number(t) or not math.isfinite(t):
+        raise InvalidValueError(f"{where}.midpointMjdTai is {show(t)}: a detection needs a finite time")
+    band = src["band"]
+    if not isinstance(band, str) or band not in FID:
+        raise InvalidValueError(f"{where}.band is {show(band)}; LSST bands are {', '.join(BANDS)}")
     return src
+
+
+def _source_problem(src: dict, where: str) -> str | None:
+    """Why a diaSource's values are implausible (None if they are plausible): time in Rubin's era, a position
+    on the sky, a finite difference flux no brighter than magnitude 5, a finite positive flux error."""
+    t, ra, dec, flux, err = src["midpointMjdTai"], src["ra"], src["dec"], src["psfFlux"], src["psfFluxErr"]
+    try:
+        if (
+            _MJD_START <= t < MJD_END
+            and 0.0 <= ra < 360.0
+            and -90.0 <= dec <= 90.0
+            and -FLUX_MAX_NJY <= flux <= FLUX_MAX_NJY
+            and 0.0 < err < math.inf
+        ):
+            return None
+    except TypeError:  # a field of another type (a re-serialised schema): named below
+        pass
+    return (
+        time_problem(f"{where}.midpointMjdTai", t, SURVEY)
+        or position_problem(where, ra, dec)
+        or flux_problem(where, flux, err)
+        or f"{where}: a value of the wrong type"
+    )
+
+
+def _forced_problem(f: dict, where: str) -> str | None:
+    """Why a forced-photometry point is dropped (None if it is kept): time, flux and error as a diaSource's;
+    its position, when it has one, on the sky."""
+    t, flux, err = f["midpointMjdTai"], f.get("psfFlux"), f.get("psfFluxErr")
+    ra, dec = f.get("ra"), f.get("dec")
+    try:
+        if (
+            _MJD_START <= t < MJD_END
+            and -FLUX_MAX_NJY <= flux <= FLUX_MAX_NJY
+            and 0.0 < err < math.inf
+            and (ra is None or 0.0 <= ra < 360.0)
+            and (dec is None or -90.0 <= dec <= 90.0)
+        ):
+            return None
+    except TypeError:
+        pass
+    return (
+        (time_problem(f"{where}.midpointMjdTai", t, SURVEY) if is_number(t) else None)
+        or flux_problem(where, flux, err)
+        or (position_problem(where, ra, dec) if ra is not None and dec is not None else None)
+        or f"{where}: a value of the wrong type"
+    )
+
+
+def _limit_problem(lim: object, where: str) -> str | None:
+    """Why a 7.x non-detection limit is dropped (None if it is kept): a time in Rubin's era, a known band and
+    a finite positive noise (``diaNoise``, nJy)."""
+    if not isinstance(lim, dict):
+        return f"{where} is {show(lim)}, not a record"
+    t, band, noise = lim.get("midpointMjdTai"), lim.get("band"), lim.get("diaNoise")
+    if not (isinstance(band, str) and band in FID):
+        return f"{where}.band is {show(band)}, not an LSST band"
+    if not (is_number(t) and _MJD_START <= t < MJD_END):
+        return (
+            time_problem(f"{where}.midpointMjdTai", t, SURVEY)
+            if is_number(t)
+            else f"{where}.midpointMjdTai is {show(t)}"
+        )
+    if not (is_number(noise) and 0.0 < noise < math.inf):
+        return f"{where}.diaNoise is {show(noise)}, not a finite positive noise"
+    return None
 
 
 def _object_id(src: dict, dia_object: dict | None) -> str:
@@ -295,21 +387,41 @@ def _object_id(src: dict, dia_object: dict | None) -> str:
 def extract_alert(record: dict, info: LsstSchema) -> LsstAlert:
     """Validate one LSST alert record and split it for the tables, or raise the reason it is unusable."""
     src = _check_source(record.get("diaSource"), "diaSource")
+    if problem := _source_problem(src, "diaSource"):
+        raise ImplausibleValueError(f"{problem}: the alert is not used (docs/input-validation.md)")
     dia_object = _present(record.get("diaObject"))
     oid = _object_id(src, dia_object)
+    for name in HISTORY_FIELDS:
+        if problem := history_size_problem(name, record.get(name)):
+            raise OversizeError(problem)
+    dropped = Dropped()
     previous = []
     for i, p in enumerate(record.get("prvDiaSources") or ()):
-        previous.append(_check_source(p, f"prvDiaSources[{i}]"))
+        where = f"prvDiaSources[{i}]"
+        if why := _source_problem(_check_source(p, where), where):
+            dropped.add(why)
+        else:
+            previous.append(p)
     forced = []
     for i, f in enumerate(record.get("prvDiaForcedSources") or ()):
-        if not isinstance(f, dict) or f.get("midpointMjdTai") is None or f.get("band") not in FID:
+        band = f.get("band") if isinstance(f, dict) else None
+        if (
+            not isinstance(f, dict)
+            or f.get("midpointMjdTai") is None
+            or not isinstance(band, str)
+            or band not in FID
+        ):
             raise InvalidValueError(f"prvDiaForcedSources[{i}] has no time or no LSST band")
-        forced.append(f)
-    limits = [
-        lim
-        for lim in record.get("prvDiaNondetectionLimits") or ()
-        if isinstance(lim, dict) and lim.get("midpointMjdTai") is not None and lim.get("band") in FID
-    ]
+        if why := _forced_problem(f, f"prvDiaForcedSources[{i}]"):
+            dropped.add(why)
+        else:
+            forced.append(f)
+    limits = []
+    for i, lim in enumerate(record.get("prvDiaNondetectionLimits") or ()):
+        if why := _limit_problem(lim, f"prvDiaNondetectionLimits[{i}]"):
+            dropped.add(why)
+        else:
+            limits.append(lim)
     ss = _present(record.get("ssSource")) or _present(record.get("ssObject"))
     orbit = _present(record.get("mpc_orbits")) or _present(record.get("MPCORB"))
     solar = None
@@ -333,6 +445,8 @@ def extract_alert(record: dict, info: LsstSchema) -> LsstAlert:
         dia_object=dia_object,
         solar_system=solar,
         stamps=stamps,  # type: ignore[arg-type]
+        dropped=dropped.count,
+        dropped_reason=dropped.reason(),
     )
 
 
@@ -489,6 +603,8 @@ class LsstBatch:
         for name, kind in field_kinds()["diaSource"].items():
             if name not in cols:
                 cols[name] = _get(rows, name, kind)
+        cols["dropped_points"] = np.array([a.dropped for a in self.alerts], dtype=np.int32)
+        cols["dropped_reason"] = column([a.dropped_reason for a in self.alerts], "s")
         cols["source"] = column([p[0] for p in self._provenance], "s")
         cols["partition"] = np.array([p[1] for p in self._provenance], dtype=np.int32)
         cols["offset"] = np.array([p[2] for p in self._provenance], dtype=np.int64)

@@ -14,7 +14,7 @@ from typing import Any
 
 from alert_broker.surveys.adapter import SurveyAdapter
 from alert_broker.surveys.atlas import ATLAS
-from alert_broker.surveys.avro import load_schema
+from alert_broker.surveys.avro import load_schema, parse_schema
 from alert_broker.surveys.errors import PacketError
 from alert_broker.surveys.lsst import LSST
 from alert_broker.surveys.ztf import ZTF
@@ -74,12 +74,20 @@ class SurveyRegistry:
 
     def _analyse(self, text: bytes) -> Analysed:
         schema = load_schema(text)
-        for adapter in self.adapters:
-            if adapter.recognises(schema):
-                return Analysed(adapter, adapter.analyse(text))
-        # nobody claims it: the default adapter's analysis says what the schema lacks
-        default = self.adapters[0]
-        return Analysed(default, default.analyse(text))
+        try:
+            for adapter in self.adapters:
+                if adapter.recognises(schema):
+                    return Analysed(adapter, adapter.analyse(text))
+            # nobody claims it: the default adapter's analysis says what the schema lacks
+            default = self.adapters[0]
+            return Analysed(default, default.analyse(text))
+        except PacketError:
+            raise
+        except Exception:
+            # an adapter tripped on the schema's shape (a field without a type, ...): if it is not valid Avro,
+            # that is the reason (UnknownSchemaError); a valid schema that trips an adapter is a bug: re-raised
+            parse_schema(schema)
+            raise
 
     def for_schema_id(self, schema_id: int) -> Analysed | None:
         """The adapter that knows a schema-registry id (schemaless wire-format messages), if any."""

@@ -42,10 +42,26 @@ from alert_broker.surveys.avro import (
 from alert_broker.surveys.avro import read_container as read_avro_container
 from alert_broker.surveys.columns import ACCEPTS, ISDIFFPOS, band_names, column, difference_flux, fields
 from alert_broker.surveys.errors import (
+    ImplausibleValueError,
     InvalidValueError,
     MissingFieldError,
+    OversizeError,
     PacketError,
     UnknownSchemaError,
+)
+from alert_broker.surveys.plausibility import (
+    ERA_START_MJD,
+    MAG_RANGE,
+    MJD_END,
+    SIGMA_MAG_RANGE,
+    Dropped,
+    history_size_problem,
+    id_problem,
+    magnitude_problem,
+    object_id_problem,
+    position_problem,
+    show,
+    time_problem,
 )
 
 SURVEY = "ztf"
@@ -113,6 +129,12 @@ REQUIRED_CANDIDATE = ("jd", "fid", "pid", "ra", "dec", "magpsf", "sigmapsf", "is
 _REQUIRED_PRV_DETECTION = ("pid", "ra", "dec", "magpsf", "sigmapsf")
 ZTF_FIDS = frozenset((1, 2, 3))  # g, r, i
 _STAMP_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+#: The candidate's string fields: none may hold a NUL (PostgreSQL text cannot; ZTF never writes one).
+_CANDIDATE_STRINGS = tuple(name for name, kind in CANDIDATE_FIELDS if kind == "s")
+# The plausibility rules (surveys.plausibility, docs/input-validation.md) as bare bounds, for the per-point loop.
+_JD_START, _JD_END = ERA_START_MJD[SURVEY] + JD_MJD_OFFSET, MJD_END + JD_MJD_OFFSET
+_MAG_LO, _MAG_HI = MAG_RANGE
+_SIG_LO, _SIG_HI = SIGMA_MAG_RANGE
 
 
 # ------------------------------------------------------------------------------------ container reading
@@ -242,6 +264,8 @@ class Alert:
     non_detections: list[dict]  # prv_candidates entries without one
     forced: list[dict]  # fp_hists entries (or schema 3.5's fp-shaped prv_candidates)
     stamps: tuple[bytes | None, bytes | None, bytes | None]
+    dropped: int = 0  # history points dropped by the plausibility rules
+    dropped_reason: str | None = None  # the first few, field and value
 
 
 def _jd_date(jd: float) -> str:
@@ -267,7 +291,9 @@ def _check_fid(fid: object, where: str) -> None:
         raise InvalidValueError(f"{where}.fid is {fid!r}; ZTF filters are 1 (g), 2 (r) and 3 (i)")
 
 
-def _check_forced(entry: dict, where: str) -> dict:
+def _check_forced(entry: object, where: str) -> dict:
+    if not isinstance(entry, dict):
+        raise MissingFieldError(f"missing required field {where} (null in this packet)")
     if entry.get("pid") is None:
         raise MissingFieldError(f"missing required field {where}.pid")
     _check_fid(entry.get("fid"), where)
@@ -275,6 +301,46 @@ def _check_forced(entry: dict, where: str) -> dict:
     if jd is None or not math.isfinite(jd):
         raise MissingFieldError(f"missing required field {where}.jd (got {jd!r})")
     return entry
+
+
+def _forced_problem(entry: dict, where: str) -> str | None:
+    """Why a forced-photometry point is dropped (None if it is kept). Its fluxes are kept as they come (ZTF's
+    -99999 markers included: docs/correction.md); its time and id must be plausible."""
+    jd, pid = entry["jd"], entry["pid"]
+    if _JD_START <= jd < _JD_END and isinstance(pid, int) and pid > 0:
+        return None
+    return id_problem(f"{where}.pid", pid) or time_problem(f"{where}.jd", jd - JD_MJD_OFFSET, SURVEY, jd)
+
+
+def _detection_problem(p: dict, where: str) -> str | None:
+    """Why a detection (the candidate or a ``prv_candidates`` entry with a candid) is implausible, or None."""
+    jd, ra, dec, mag, sigma = p["jd"], p["ra"], p["dec"], p["magpsf"], p["sigmapsf"]
+    if (
+        _JD_START <= jd < _JD_END
+        and 0.0 <= ra < 360.0
+        and -90.0 <= dec <= 90.0
+        and _MAG_LO < mag < _MAG_HI
+        and _SIG_LO < sigma < _SIG_HI
+        and p["pid"] > 0
+    ):
+        return None
+    return (
+        id_problem(f"{where}.pid", p["pid"])
+        or time_problem(f"{where}.jd", jd - JD_MJD_OFFSET, SURVEY, jd)
+        or position_problem(where, ra, dec)
+        or magnitude_problem(where, "magpsf", mag, "sigmapsf", sigma)
+    )
+
+
+def _non_detection_problem(p: dict, where: str) -> str | None:
+    """Why a non-detection is dropped (None if it is kept): a time in ZTF's era and, when it has one, a
+    plausible limiting magnitude (a null ``diffmaglim`` is kept as null)."""
+    jd, limit = p["jd"], p.get("diffmaglim")
+    if _JD_START <= jd < _JD_END and (limit is None or _MAG_LO < limit < _MAG_HI):
+        return None
+    return time_problem(f"{where}.jd", jd - JD_MJD_OFFSET, SURVEY, jd) or magnitude_problem(
+        where, "diffmaglim", limit
+    )
 
 
 def extract_alert(record: dict, info: SchemaInfo) -> Alert:
@@ -288,7 +354,9 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
             cand[new] = cand.pop(old)
     oid = record.get("objectId")
     if not isinstance(oid, str) or not oid:
-        raise MissingFieldError(f"missing required field objectId (got {oid!r})")
+        raise MissingFieldError(f"missing required field objectId (got {show(oid)})")
+    if problem := object_id_problem("objectId", oid):
+        raise InvalidValueError(problem)
     candid = record.get("candid")
     inner = cand.get("candid")
     if candid is None:
@@ -307,22 +375,46 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
     if cand["isdiffpos"] not in ISDIFFPOS:
         raise InvalidValueError(f"candidate.isdiffpos is {cand['isdiffpos']!r}, not one of t, f, 1, 0")
     _check_fid(cand["fid"], "candidate")
+    if problem := _detection_problem(cand, "candidate"):
+        raise ImplausibleValueError(f"{problem}: the alert is not used (docs/input-validation.md)")
+    for name in _CANDIDATE_STRINGS:
+        value = cand.get(name)
+        if isinstance(value, str) and "\0" in value:
+            raise InvalidValueError(
+                f"candidate.{name} is {show(value)}: a NUL character, which no ZTF string holds and PostgreSQL "
+                "text cannot store"
+            )
 
     detections: list[dict] = []
     non_detections: list[dict] = []
     forced: list[dict] = []
+    dropped = Dropped()
     prv = record.get("prv_candidates") or ()
+    fp = record.get("fp_hists") or ()
+    for where, entries in (("prv_candidates", prv), ("fp_hists", fp)):
+        if problem := history_size_problem(where, entries):
+            raise OversizeError(problem)
     if info.prv_is_forced:
-        forced.extend(_check_forced(p, f"prv_candidates[{i}]") for i, p in enumerate(prv))
+        for i, p in enumerate(prv):
+            where = f"prv_candidates[{i}]"
+            if why := _forced_problem(_check_forced(p, where), where):
+                dropped.add(why)
+            else:
+                forced.append(p)
     else:
         for i, p in enumerate(prv):
+            if not isinstance(p, dict):
+                raise MissingFieldError(f"missing required field prv_candidates[{i}] (null in this packet)")
             pjd = p.get("jd")
             if pjd is None or not math.isfinite(pjd):
                 raise MissingFieldError(f"missing required field prv_candidates[{i}].jd (got {pjd!r})")
             if p.get("fid") not in ZTF_FIDS:
                 _check_fid(p.get("fid"), f"prv_candidates[{i}]")
             if p.get("candid") is None:
-                non_detections.append(p)
+                if why := _non_detection_problem(p, f"prv_candidates[{i}]"):
+                    dropped.add(why)
+                else:
+                    non_detections.append(p)
                 continue
             for name in _REQUIRED_PRV_DETECTION:
                 if p.get(name) is None:
@@ -331,15 +423,29 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
                     )
             if p.get("isdiffpos") not in ISDIFFPOS:
                 raise InvalidValueError(
-                    f"prv_candidates[{i}].isdiffpos is {p.get('isdiffpos')!r}, not one of t, f, 1, 0"
+                    f"prv_candidates[{i}].isdiffpos is {show(p.get('isdiffpos'))}, not one of t, f, 1, 0"
                 )
-            detections.append(p)
-    fp = record.get("fp_hists") or ()
-    forced.extend(_check_forced(p, f"fp_hists[{i}]") for i, p in enumerate(fp))
+            if p["candid"] <= 0:
+                dropped.add(id_problem(f"prv_candidates[{i}].candid", p["candid"]) or "")
+            elif why := _detection_problem(p, f"prv_candidates[{i}]"):
+                dropped.add(why)
+            else:
+                detections.append(p)
+    for i, p in enumerate(fp):
+        where = f"fp_hists[{i}]"
+        if why := _forced_problem(_check_forced(p, where), where):
+            dropped.add(why)
+        else:
+            forced.append(p)
 
     stamps = tuple(
         s.get("stampData") if isinstance(s := record.get(name), dict) else None for name in _STAMP_FIELDS
     )
+    for name, stamp in zip(_STAMP_FIELDS, stamps, strict=True):
+        if stamp is not None and not isinstance(stamp, bytes):
+            raise InvalidValueError(
+                f"{name}.stampData is a {type(stamp).__name__}, not bytes (a FITS cutout)"
+            )
     schemavsn = record.get("schemavsn")
     return Alert(
         oid=oid,
@@ -350,6 +456,8 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
         non_detections=non_detections,
         forced=forced,
         stamps=stamps,  # type: ignore[arg-type]
+        dropped=dropped.count,
+        dropped_reason=dropped.reason(),
     )
 
 
@@ -451,6 +559,8 @@ class ZtfBatch:
         cols.update(fields(cands, ((f, k) for f, k in CANDIDATE_FIELDS if f not in ("jd", "candid"))))
         cols["band"] = band_names(cols["fid"], INFO.bands)
         cols["flux"], cols["flux_err"] = difference_flux(cols["magpsf"], cols["sigmapsf"], cols["isdiffpos"])
+        cols["dropped_points"] = np.array([a.dropped for a in self.alerts], dtype=np.int32)
+        cols["dropped_reason"] = column([a.dropped_reason for a in self.alerts], "s")
         cols["source"] = column([p[0] for p in self._provenance], "s")
         cols["partition"] = np.array([p[1] for p in self._provenance], dtype=np.int32)
         cols["offset"] = np.array([p[2] for p in self._provenance], dtype=np.int64)
