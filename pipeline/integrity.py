@@ -60,6 +60,7 @@ from alert_broker.pipeline.archive import archive_source, iter_archive
 from alert_broker.pipeline.config import SHARED_ZTF, Settings
 from alert_broker.pipeline.driver import make_batch_id, run
 from alert_broker.pipeline.kafka import CONSUMER_DEFAULTS, parse_kafka_url
+from alert_broker.pipeline.kafka import client as kafka_client
 from alert_broker.pipeline.simulate_night import simulated_night
 from alert_broker.pipeline.sources import resolve_archive
 from alert_broker.storage import EmbeddedPostgres, Lake, SummaryStore, manifest
@@ -141,12 +142,13 @@ class KafkaReader:
     offset and read to its end (the partition-EOF event, i.e. the high watermark when the read gets there).
     The group id is a throwaway one and nothing is ever committed, so no consumer group moves."""
 
-    def __init__(self, url: str, idle_s: float = 30.0) -> None:
+    def __init__(self, url: str, idle_s: float = 30.0, config: dict | None = None) -> None:
         parsed = parse_kafka_url(url)
         self.label = url
         self.bootstrap = parsed.bootstrap
         self.names = parsed.topics
         self.idle_s = idle_s
+        self.config = dict(config or {})  # the run's Kafka client settings (security)
 
     def _consumer(self) -> Consumer:
         conf = {
@@ -156,8 +158,9 @@ class KafkaReader:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
+            **self.config,
         }
-        return Consumer(conf)
+        return kafka_client(Consumer, conf)
 
     def _partitions(self, consumer: Consumer) -> list[Key]:
         out = []
@@ -258,7 +261,9 @@ def open_readers(settings: Settings) -> list[Reader]:
     shared_disk = not settings.scheduler  # as sources.open_source: a LocalCluster's workers read the files
     for src in settings.sources:
         if src.startswith("kafka://"):
-            readers.append(KafkaReader(src, idle_s=max(30.0, settings.kafka_idle_stop_s)))
+            readers.append(
+                KafkaReader(src, idle_s=max(30.0, settings.kafka_idle_stop_s), config=settings.kafka_config)
+            )
         elif src == "sim" or (not src and not SHARED_ZTF.exists()):
             readers += [ArchiveReader(p, shared_disk) for p in simulated_night(settings)]
         else:

@@ -37,6 +37,7 @@ import pandas as pd
 from confluent_kafka import KafkaException, Producer
 
 from alert_broker.classifiers.stamp import STAMP_CLASSES
+from alert_broker.pipeline.kafka import client as kafka_client
 from alert_broker.pipeline.kafka import ensure_topic
 
 SCHEMA_VERSION = "1.0"
@@ -325,19 +326,23 @@ class KafkaOutput:
     ``alerts.filter.young_sn``). One transaction per batch."""
 
     def __init__(self, url: str, transactional_id: str, extra: dict | None = None) -> None:
+        """``extra``: more librdkafka properties, the run's Kafka client settings (security) among them; they
+        also go to the admin client that creates the stream's topics."""
         parsed = urlparse(url)
-        self.url = url
+        self.url = str(url)
         self.bootstrap = parsed.netloc
         self.topic = parsed.path.strip("/") or MAIN_STREAM
         self._topics: set[str] = set()
-        self.producer = Producer(
+        self._client_config = dict(extra or {})
+        self.producer = kafka_client(
+            Producer,
             {
                 "bootstrap.servers": self.bootstrap,
                 "transactional.id": transactional_id,
                 "enable.idempotence": True,
                 "linger.ms": 20,
-                **(extra or {}),
-            }
+                **self._client_config,
+            },
         )
         self.producer.init_transactions(30)
 
@@ -348,7 +353,7 @@ class KafkaOutput:
         counts: dict[str, int] = {}
         topics = {self.topic_of(s) for m in messages for s in m.streams}
         for t in topics - self._topics:
-            ensure_topic(self.bootstrap, t)
+            ensure_topic(self.bootstrap, t, config=self._client_config)
             self._topics.add(t)
         headers = [("schema_version", SCHEMA_VERSION.encode()), ("batch_id", batch_id.encode())]
         self.producer.begin_transaction()
@@ -368,12 +373,19 @@ class KafkaOutput:
         self.producer.flush(30)
 
 
-def open_outputs(urls: Iterable[str], run_id: str) -> list[Output]:
-    """The outputs named by ``--output`` (``kafka://host:port/topic`` or ``file://DIR``)."""
+def open_outputs(urls: Iterable[str], run_id: str, kafka_config: dict | None = None) -> list[Output]:
+    """The outputs named by ``--output`` (``kafka://host:port/topic`` or ``file://DIR``). A Kafka output's client
+    settings (security) are ``kafka_config``, else those its URL carries (``Settings.outputs`` gives
+    ``pipeline.kafka.KafkaEndpoint`` URLs)."""
     out: list[Output] = []
     for url in urls:
         if url.startswith("kafka://"):
-            out.append(KafkaOutput(url, transactional_id=f"alert-broker-{urlparse(url).path.strip('/')}"))
+            config = kafka_config if kafka_config is not None else getattr(url, "client_config", None)
+            out.append(
+                KafkaOutput(
+                    str(url), transactional_id=f"alert-broker-{urlparse(url).path.strip('/')}", extra=config
+                )
+            )
         elif url.startswith("file://"):
             out.append(FileOutput(url))
         else:

@@ -22,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from alert_broker.storage.secrets import redact
+
 try:
     from platformdirs import RuntimeDirWarning
 except ImportError:  # older platformdirs: no such warning
@@ -43,7 +45,7 @@ def _server_class() -> Any:
 HANDLES_FILE = ".handle_pids.json"
 
 
-def _forget_dead_handles(data_dir: Path) -> None:
+def _forget_dead_handles(data_dir: Path, own_handle: bool) -> None:
     """Drop the processes that no longer exist from the wheel's list of handles on ``data_dir``.
 
     The wheel stops the server when its last handle exits; a run killed with SIGKILL never removes its pid, so
@@ -56,7 +58,10 @@ def _forget_dead_handles(data_dir: Path) -> None:
         pids = json.loads(path.read_text())
     except ValueError:
         pids = []
-    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    # our own pid counts as alive only while this process holds the server (else it is a reused pid)
+    alive = [
+        p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and (p != os.getpid() or own_handle)
+    ]
     dead = [p for p in pids if p not in alive]
     if dead:
         _log.warning(
@@ -79,7 +84,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server_cls = _server_class()
-        _forget_dead_handles(self.data_dir)
+        _forget_dead_handles(self.data_dir, own_handle=self.data_dir in server_cls._instances)
         with _lock:
             existing = server_cls._instances.get(self.data_dir)
             try:
@@ -88,12 +93,12 @@ class EmbeddedPostgres:
                 log = self.data_dir / "log"
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
                 raise RuntimeError(
-                    f"embedded PostgreSQL failed to start in {self.data_dir}: {err}\n{tail}"
-                ) from err
+                    redact(f"embedded PostgreSQL failed to start in {self.data_dir}: {err}\n{tail}")
+                ) from None
             _refs[self.data_dir] = _refs.get(self.data_dir, 0) + 1
         self._stopped = False
         self.dsn: str = self._server.get_uri("postgres")
-        _log.info("embedded PostgreSQL at %s", self.dsn)
+        _log.info("embedded PostgreSQL at %s", redact(self.dsn))
 
     def uri(self, database: str = "postgres") -> str:
         return self._server.get_uri(database)
@@ -119,4 +124,4 @@ class EmbeddedPostgres:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"EmbeddedPostgres({str(self.data_dir)!r}, dsn={self.dsn!r})"
+        return f"EmbeddedPostgres({str(self.data_dir)!r}, dsn={redact(self.dsn)!r})"
