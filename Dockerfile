@@ -14,6 +14,10 @@ COPY models ./models
 COPY api ./api
 RUN pip install --no-cache-dir -c constraints.txt . \
     && python -c "from alert_broker.pipeline.driver import RunModels; from alert_broker.pipeline.config import load_settings; print(RunModels.of(load_settings(env={})))" \
-    && useradd -m broker
+    && useradd -m broker \
+    && mkdir -p /var/cache/numba && chown broker /var/cache/numba
+# numba's compiled kernels, cached at build time so a worker (an autoscaled one in a burst) is ready in seconds
+ENV NUMBA_CACHE_DIR=/var/cache/numba
 USER broker
+RUN broker warm
 ENTRYPOINT []

@@ -8,7 +8,7 @@ OUT    ?= ./data
 SURVEY ?=
 ARGS   ?=
 
-.PHONY: setup browser test test-unit test-integration lint bench run-night serve lake-publish clean lock models
+.PHONY: setup browser test test-unit test-integration lint bench bench-stream run-night serve lake-publish clean lock models
 
 setup: $(BIN)/broker browser
 
@@ -16,6 +16,7 @@ $(BIN)/broker: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/broker warm  # compile the numba kernels into their cache once: workers then start in seconds
 	@touch $(BIN)/broker
 
 # The explorer's browser tests drive Debian's chromium with Playwright (Playwright's own browser download is not
@@ -61,6 +62,10 @@ models: setup
 		--eval-objects 20000 --version 1.0.0
 	$(BIN)/broker train stamp --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
 		--eval-per-class 600 --version 1.1.0 $(if $(wildcard ../shared/data),--real-data ../shared/data)
+
+# Latency under a bursty LSST-like stream through tansu (long: ~10 minutes per rate; ARGS="--rates 250 --minutes 3").
+bench-stream: setup
+	$(BIN)/python -m bench.bench_stream $(ARGS)
 
 run-night: setup
 	$(BIN)/broker run-night $(if $(NIGHT),--night $(NIGHT)) $(if $(SOURCE),--source $(SOURCE)) $(if $(SURVEY),--survey $(SURVEY)) --out $(OUT) $(ARGS)

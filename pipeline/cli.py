@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,12 +14,15 @@ from alert_broker.classifiers.training import register as register_training
 from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
-from alert_broker.pipeline.driver import run
+from alert_broker.pipeline.driver import PostgresUnavailable, run
 from alert_broker.pipeline.kafka import ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
+from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.simulator.cli import register as register_simulator
 from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
+
+log = logging.getLogger("alert_broker.pipeline.cli")
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -43,12 +48,30 @@ def _settings(args: argparse.Namespace):
     return settings
 
 
+#: Exit status of a night stopped because PostgreSQL stayed unreachable past --pg-retry-s (docs/guarantees.md).
+EXIT_POSTGRES_DOWN = 3
+
+
 def cmd_run_night(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    report = run(settings)
+    try:
+        report = run(settings)
+    except PostgresUnavailable as err:
+        log.error("%s; nothing past the last committed batch was committed: run the same command again", err)
+        return EXIT_POSTGRES_DOWN
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
     return 0 if report.status == "ok" and report.alerts > 0 else 1
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Compile the science's numba kernels into their on-disk cache (``make setup`` and the image build run it),
+    so a worker that starts later, an autoscaled one in a burst above all, is ready in seconds."""
+    seconds = warm_up_science()
+    print(
+        f"science warmed up in {seconds:.1f} s (numba cache: {os.environ.get('NUMBA_CACHE_DIR') or 'beside the code'})"
+    )
+    return 0
 
 
 def cmd_integrity(args: argparse.Namespace) -> int:
@@ -138,9 +161,10 @@ class _Null:
 def cmd_produce(args: argparse.Namespace) -> int:
     """Push a night archive to a Kafka topic (replaying a night, or a load test at a given rate)."""
     url = parse_kafka_url(args.to)
-    ensure_topic(url.bootstrap, url.topics[0], partitions=args.partitions)
+    config = load_settings().kafka_config  # the Kafka security settings, from BROKER_* / BROKER_CONFIG
+    ensure_topic(url.bootstrap, url.topics[0], partitions=args.partitions, config=config)
     payloads = ((m.key, m.payload) for batch in iter_archive(Path(args.archive), 1000) for m in batch)
-    n = produce(url.bootstrap, url.topics[0], payloads, rate=args.rate)
+    n = produce(url.bootstrap, url.topics[0], payloads, rate=args.rate, config=config)
     print(f"produced {n} alerts to {args.to}")
     return 0
 
@@ -205,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="reprocess the missing alerts (whole batches, same sinks and idempotence), then re-scan",
     )
     p.set_defaults(func=cmd_integrity)
+
+    p = sub.add_parser(
+        "warm", help="compile the numba kernels into their cache (workers then start in seconds)"
+    )
+    p.set_defaults(func=cmd_warm)
 
     p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
     _add_settings_flags(p)

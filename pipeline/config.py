@@ -3,6 +3,12 @@
 Every setting has an environment variable ``BROKER_<NAME>`` (upper case), e.g. ``BROKER_PG_DSN``,
 ``BROKER_BATCH_SIZE``, ``BROKER_LAKE_URL``. Production swaps each embedded default by configuration: a Kafka
 source URL, an ``s3://`` lake, a PostgreSQL DSN, a Dask scheduler address.
+
+Credentials (docs/guarantees.md, "Credentials"): the PostgreSQL DSN, the S3 keys and the Kafka SASL/SSL
+passwords (``SECRET_FIELDS``) come from the environment, a file (``<name>_file``: a Kubernetes Secret mounted
+as files works as is), or, for a laptop, the TOML file or a flag. Their values are ``storage.secrets.Secret``
+strings (``repr`` masked) registered for ``redact``; ``public_dict`` (the ``pipeline_run`` row) masks them.
+The Kafka security settings reach every Kafka client the broker creates (``kafka_config``).
 """
 
 from __future__ import annotations
@@ -14,8 +20,14 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import unquote
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from alert_broker.pipeline.kafka import KafkaEndpoint
 from alert_broker.pipeline.logs import FORMATS, LEVELS
+from alert_broker.storage.secrets import MASK, Secret, password_of, redact, secret
 from alert_broker.surveys import ADAPTERS
 
 KNOWN_SURVEYS = tuple(a.info.name for a in ADAPTERS)
@@ -25,6 +37,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ZTF = REPO_ROOT.parent / "shared" / "data" / "ztf" / "fink_sample_1166"
 
 ENV_PREFIX = "BROKER_"
+#: Settings that hold credentials: each has a ``<name>_file`` twin (the value read from that file at load time).
+SECRET_FIELDS = ("pg_dsn", "s3_key", "s3_secret", "kafka_sasl_password", "kafka_ssl_key_password")
+#: librdkafka properties given with ``--kafka-option`` whose values are masked (passwords, tokens, keys, PEMs).
+_SECRET_OPTION = re.compile(r"(?i)(password|secret|token|credential|oauthbearer\.config|\.pem$|jaas)")
 
 
 @dataclass
@@ -82,19 +98,98 @@ class Settings:
     lake_url: str = field(default="", metadata={"help": "lake location: a folder or s3://bucket/prefix"})
     s3_endpoint_url: str = field(default="", metadata={"help": "S3 endpoint (any S3-compatible service)"})
     s3_key: str = field(default="", metadata={"help": "S3 access key (else the usual AWS variables)"})
-    s3_secret: str = field(default="", metadata={"help": "S3 secret key"})
+    s3_key_file: str = field(default="", metadata={"help": "a file holding the S3 access key"})
+    s3_secret: str = field(
+        default="", metadata={"help": "S3 secret key (prefer the environment or s3_secret_file to a flag)"}
+    )
+    s3_secret_file: str = field(
+        default="", metadata={"help": "a file holding the S3 secret key (e.g. a mounted Kubernetes Secret)"}
+    )
     pg_dsn: str = field(default="", metadata={"help": "PostgreSQL DSN; empty starts embedded PostgreSQL"})
+    pg_dsn_file: str = field(
+        default="",
+        metadata={
+            "help": "a file holding the PostgreSQL DSN (e.g. a mounted Kubernetes Secret); or give a DSN "
+            "without password and set PGPASSWORD / PGPASSFILE, which libpq reads itself"
+        },
+    )
     scheduler: str = field(
         default="", metadata={"help": "Dask scheduler address; empty starts a LocalCluster"}
     )
     n_workers: int = field(default=2, metadata={"help": "LocalCluster worker processes"})
     threads_per_worker: int = field(default=1, metadata={"help": "threads per LocalCluster worker"})
     dashboard_address: str = field(default=":8787", metadata={"help": "Dask dashboard address"})
+    adapt: str = field(
+        default="",
+        metadata={
+            "help": "MIN:MAX: scale the Dask workers between MIN and MAX with the scheduler's adaptive target "
+            "(LocalCluster or --cluster kubernetes); empty: a fixed --n-workers"
+        },
+    )
+    cluster: str = field(
+        default="local",
+        metadata={
+            "help": "where the Dask cluster comes from without --scheduler: 'local' (a LocalCluster) or "
+            "'kubernetes' (a DaskCluster started through the Dask operator; docs/kubernetes.md)"
+        },
+    )
+    image: str = field(
+        default="alert-broker:latest", metadata={"help": "the broker image of --cluster kubernetes"}
+    )
+    namespace: str = field(default="", metadata={"help": "Kubernetes namespace of --cluster kubernetes"})
+    metrics_port: int = field(
+        default=0,
+        metadata={
+            "help": "serve Prometheus metrics at http://0.0.0.0:PORT/metrics (0: off; docs/operations.md)"
+        },
+    )
+    report_every_s: float = field(
+        default=300.0,
+        metadata={
+            "help": "rewrite the run report (OUT/reports) this often while a run goes on (0: at the end)"
+        },
+    )
     batch_size: int = field(default=500, metadata={"help": "messages per micro-batch"})
     batch_timeout_s: float = field(default=5.0, metadata={"help": "max seconds to fill a micro-batch"})
     kafka_group: str = field(default="alert-broker", metadata={"help": "Kafka consumer group"})
     kafka_idle_stop_s: float = field(
         default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
+    )
+    kafka_security_protocol: str = field(
+        default="",
+        metadata={
+            "help": "Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (empty: librdkafka's)"
+        },
+    )
+    kafka_sasl_mechanism: str = field(
+        default="", metadata={"help": "Kafka sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."}
+    )
+    kafka_sasl_username: str = field(default="", metadata={"help": "Kafka sasl.username"})
+    kafka_sasl_password: str = field(
+        default="", metadata={"help": "Kafka sasl.password (prefer the environment or the _file setting)"}
+    )
+    kafka_sasl_password_file: str = field(
+        default="",
+        metadata={"help": "a file holding the Kafka SASL password (e.g. a mounted Kubernetes Secret)"},
+    )
+    kafka_ssl_ca_location: str = field(default="", metadata={"help": "Kafka ssl.ca.location (a CA file)"})
+    kafka_ssl_certificate_location: str = field(
+        default="", metadata={"help": "Kafka ssl.certificate.location (the client certificate, mutual TLS)"}
+    )
+    kafka_ssl_key_location: str = field(
+        default="", metadata={"help": "Kafka ssl.key.location (the client key)"}
+    )
+    kafka_ssl_key_password: str = field(default="", metadata={"help": "Kafka ssl.key.password"})
+    kafka_ssl_key_password_file: str = field(
+        default="", metadata={"help": "a file holding the Kafka ssl.key.password"}
+    )
+    kafka_option: str = field(
+        default="",
+        metadata={
+            "help": "any other librdkafka property for every Kafka client, as key=value (repeatable, or ';'), "
+            "e.g. 'ssl.endpoint.identification.algorithm=none'; values of password/secret/token keys are masked",
+            "repeat": True,
+        },
     )
     pipeline_depth: int = field(
         default=3,
@@ -180,11 +275,80 @@ class Settings:
     sim_seed: int = field(default=1, metadata={"help": "SOURCE=sim: random seed of the simulated night"})
 
     # ----------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Secrets from their ``_file`` settings (when the value itself is not given), then wrapped as
+        ``Secret`` (``repr`` masked) and registered for ``redact`` (the DSN's password, not the whole DSN, so that
+        a redacted message still names the host)."""
+        for name in SECRET_FIELDS:
+            path = getattr(self, f"{name}_file")
+            if path and not getattr(self, name):
+                setattr(self, name, read_secret_file(path, f"{name}_file"))
+            value = getattr(self, name)
+            if value and name == "pg_dsn":
+                self.pg_dsn = Secret(value)
+                if password := password_of(value):
+                    secret(password)
+                    secret(unquote(password))
+            elif value:
+                setattr(self, name, secret(value))
+        hidden = [value for key, value in self.kafka_options if _SECRET_OPTION.search(key)]
+        for value in hidden:
+            secret(value)
+        if hidden:
+            self.kafka_option = Secret(
+                self.kafka_option
+            )  # its repr masked; public_dict masks the values only
+
+    @property
+    def kafka_options(self) -> tuple[tuple[str, str], ...]:
+        """``kafka_option`` parsed: ((librdkafka property, value), ...)."""
+        out = []
+        for item in (x.strip() for x in self.kafka_option.split(";")):
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"kafka_option {key.strip() or item[:20]!r}...: expected key=value")
+            out.append((key.strip(), value.strip()))
+        return tuple(out)
+
+    @property
+    def kafka_config(self) -> dict[str, str]:
+        """The librdkafka properties every Kafka client of the run gets (consumer, producer, admin): the
+        security settings, then ``kafka_option`` (which may override them). Passwords are ``Secret`` strings."""
+        conf: dict[str, str] = {}
+        for name, prop in (
+            ("kafka_security_protocol", "security.protocol"),
+            ("kafka_sasl_mechanism", "sasl.mechanism"),
+            ("kafka_sasl_username", "sasl.username"),
+            ("kafka_sasl_password", "sasl.password"),
+            ("kafka_ssl_ca_location", "ssl.ca.location"),
+            ("kafka_ssl_certificate_location", "ssl.certificate.location"),
+            ("kafka_ssl_key_location", "ssl.key.location"),
+            ("kafka_ssl_key_password", "ssl.key.password"),
+        ):
+            value = getattr(self, name)
+            if value:
+                conf[prop] = value
+        for key, value in self.kafka_options:
+            conf[key] = secret(value) if _SECRET_OPTION.search(key) else value
+        return conf
+
     @property
     def sources(self) -> list[str]:
         """``source`` split into the sources read side by side (one empty entry: the default night)."""
         parts = [s.strip() for s in self.source.split(";") if s.strip()]
         return parts or [""]
+
+    @property
+    def adapt_bounds(self) -> tuple[int, int] | None:
+        """(minimum, maximum) workers of ``--adapt MIN:MAX``; None for a fixed cluster."""
+        if not self.adapt:
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", self.adapt)
+        if not m or int(m.group(1)) > int(m.group(2)) or int(m.group(2)) < 1:
+            raise ValueError(f"--adapt must be MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, not {self.adapt!r}")
+        return int(m.group(1)), int(m.group(2))
 
     @property
     def watchlist_names(self) -> tuple[str, ...]:
@@ -196,7 +360,10 @@ class Settings:
 
     @property
     def outputs(self) -> list[str]:
-        return [s.strip() for s in self.output.split(";") if s.strip()]
+        """The output URLs; ``kafka://`` ones carry the run's Kafka client settings (``KafkaEndpoint``), so that
+        ``output.open_outputs`` gives them to the producer."""
+        urls = [s.strip() for s in self.output.split(";") if s.strip()]
+        return [KafkaEndpoint(u, self.kafka_config) if u.startswith("kafka://") else u for u in urls]
 
     @property
     def filter_paths(self) -> tuple[str, ...]:
@@ -255,14 +422,20 @@ class Settings:
         return Path(self.out) / "reports"
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings as plain JSON values, secrets masked (stored with each pipeline run)."""
+        """The settings as plain JSON values, secrets masked (stored with each pipeline run): the DSN keeps its
+        user and host, every other secret is ``***``; ``_file`` settings show the path, never the content."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-        if d.get("s3_secret"):
-            d["s3_secret"] = "***"
-        if d.get("pg_dsn") and "@" in d["pg_dsn"]:
-            d["pg_dsn"] = _mask_dsn(d["pg_dsn"])
-        return d
+        for name in SECRET_FIELDS:
+            if d.get(name):
+                d[name] = MASK
+        if self.pg_dsn:
+            d["pg_dsn"] = redact(_mask_dsn(str(self.pg_dsn)))
+        if self.kafka_option:
+            d["kafka_option"] = ";".join(
+                f"{k}={MASK if _SECRET_OPTION.search(k) else v}" for k, v in self.kafka_options
+            )
+        return {k: (str(v) if isinstance(v, str) else v) for k, v in d.items()}
 
 
 def parse_xmatch(spec: str) -> tuple[tuple[str, float, tuple[str, ...]], ...]:
@@ -285,20 +458,19 @@ def parse_xmatch(spec: str) -> tuple[tuple[str, float, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-_SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
-_SECRET_PARAM = re.compile(
-    r"(?i)\b(password|passwd|secret|token|sasl\.password|aws_secret_access_key)(\s*[=:]\s*)(\S+)"
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with passwords in URLs/DSNs and ``password=...``-style values replaced by ``***`` (for logs,
-    reports and error messages)."""
-    text = _SECRET_IN_URL.sub(r"\1***\3", text)
-    return _SECRET_PARAM.sub(r"\1\2***", text)
+def read_secret_file(path: str, setting: str) -> str:
+    """A secret from a file (a mounted Kubernetes Secret, a Docker secret): its text without the trailing
+    newline. The error names the setting and the path, never the content."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise ValueError(f"setting {setting!r}: cannot read {path}: {why}") from None
 
 
 def _mask_dsn(dsn: str) -> str:
+    if "@" not in dsn:
+        return dsn
     head, _, tail = dsn.rpartition("@")
     if ":" in head.split("//", 1)[-1]:
         scheme, _, cred = head.partition("//")
@@ -361,6 +533,11 @@ def load_settings(
         if key not in types:
             raise ValueError(f"unknown setting {key!r}")
         values[key] = _coerce(val, types[key], key)
+    for name in SECRET_FIELDS:
+        if values.get(name) and values.get(f"{name}_file"):
+            raise ValueError(
+                f"settings {name!r} and {name + '_file'!r} are both given; give one (the file is read at load time)"
+            )
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -371,6 +548,10 @@ def _validate(s: Settings) -> None:
         raise ValueError("batch_size must be >= 1")
     if s.n_workers < 1 or s.threads_per_worker < 1:
         raise ValueError("n_workers and threads_per_worker must be >= 1")
+    if s.adapt:
+        s.adapt_bounds  # noqa: B018 - validates MIN:MAX
+    if s.cluster not in ("local", "kubernetes"):
+        raise ValueError(f"--cluster must be 'local' or 'kubernetes', not {s.cluster!r}")
     if not 0 <= s.healpix_order <= 29:
         raise ValueError("healpix_order must be within 0..29")
     if not 0 <= s.history_order <= 13:
@@ -389,6 +570,14 @@ def _validate(s: Settings) -> None:
         raise ValueError(f"log_level must be one of {', '.join(LEVELS)}")
     if s.log_format not in FORMATS:
         raise ValueError(f"log_format must be one of {', '.join(FORMATS)}")
+    s.kafka_options  # noqa: B018 - raises on a malformed kafka_option
+    if s.pg_dsn:
+        try:
+            conninfo_to_dict(str(s.pg_dsn))
+        except (
+            psycopg.Error
+        ) as err:  # libpq's parse errors quote the DSN: redacted, and raised here, not later
+            raise ValueError(f"pg_dsn is not a PostgreSQL DSN: {redact(str(err))}") from None
 
 
 def settings_fields() -> list[dataclasses.Field]:

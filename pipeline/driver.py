@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
+import numpy as np
 import pandas as pd
 import psycopg
 from distributed import Client, LocalCluster
@@ -38,6 +39,8 @@ from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.config import Settings, redact
+from alert_broker.pipeline.kube import start_kube_cluster
+from alert_broker.pipeline.metrics import Metrics
 from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
 from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
@@ -135,6 +138,9 @@ class Broker:
     _seq: int = 0
     _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
     outputs: list[Output] = field(default_factory=list)  # the annotated output stream's destinations
+    metrics: Metrics | None = None  # Prometheus metrics (--metrics-port)
+    in_flight: deque = field(default_factory=deque)  # the batches submitted and not yet committed
+    _report_written: float = field(default_factory=time.monotonic)
     notes: dict[str, str] = field(default_factory=dict)  # things to report once (a filter's first error)
 
     @property
@@ -243,6 +249,23 @@ class Broker:
         rep.regions = n_regions
         return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start, attempt=attempt)
 
+    def observe(self, rep: BatchReport, latencies: np.ndarray, source: Source, report: RunReport) -> None:
+        """After a commit: the metrics, and the rolling run report every ``report_every_s``."""
+        if self.metrics is not None:
+            self.metrics.observe_batch(rep, latencies)
+            self.metrics.in_flight.set(len(self.in_flight))
+            lag = getattr(source, "lag", None)
+            if lag is not None:
+                try:
+                    self.metrics.consumer_lag.set(lag())
+                except Exception as err:  # noqa: BLE001 - a metric must never stop the night
+                    log.debug("consumer lag unavailable: %s", err)
+            self.metrics.workers.set(len(self.client.scheduler_info().get("workers", {})))
+        every = self.settings.report_every_s
+        if every > 0 and time.monotonic() - self._report_written >= every:
+            self._report_written = time.monotonic()
+            report.write(self.settings.reports_dir)  # status "running": what an operator reads mid-night
+
     def finish(self, job: InFlight) -> BatchReport:
         """Wait for a batch's tasks, then write PostgreSQL (every sink of the registry) and the manifest."""
         client, rep, batch_id = self.client, job.report, job.batch_id
@@ -283,6 +306,8 @@ class Broker:
             frames = [p.rows[sink.name] for p in parts if sink.name in p.rows]
             if frames:
                 rows = pd.concat(frames, ignore_index=True)
+                if sink.postgres == "alert":
+                    rows = _with_produced_at(rows, job.messages)
                 self.with_postgres(lambda s=sink, r=rows: self.store.upsert(s.postgres, r), sink.postgres)
                 if sink.name == "objects":
                     rep.object_ids = set(rows["oid"])
@@ -447,20 +472,36 @@ class Services:
         self.outputs = open_outputs(s.outputs, "")
         for output in self.outputs:
             self.stack.callback(output.close)
+        bounds = s.adapt_bounds
         if s.scheduler:
             self.client = self.stack.enter_context(Client(s.scheduler))
+        elif s.cluster == "kubernetes":
+            cluster = self.stack.enter_context(
+                start_kube_cluster(
+                    name=f"broker-{uuid.uuid4().hex[:6]}",
+                    image=s.image,
+                    namespace=s.namespace or None,
+                    n_workers=s.n_workers,
+                    adapt=bounds,
+                )
+            )
+            self.client = self.stack.enter_context(Client(cluster))
         else:
             self.stack.enter_context(
                 dask.config.set({"distributed.scheduler.allowed-failures": s.task_allowed_failures})
             )
             cluster = self.stack.enter_context(
                 LocalCluster(
-                    n_workers=s.n_workers,
+                    n_workers=bounds[0] if bounds else s.n_workers,
                     threads_per_worker=s.threads_per_worker,
                     dashboard_address=s.dashboard_address,
                     processes=True,
                 )
             )
+            if bounds:
+                # the scheduler's adaptive target (its task backlog), as the Dask operator's DaskAutoscaler
+                cluster.adapt(minimum=bounds[0], maximum=bounds[1], interval="1s", wait_count=5)
+                log.info("adaptive cluster: %d to %d workers", *bounds)
             self.client = self.stack.enter_context(Client(cluster))
         # every worker (now, or joining later) warms the science up and loads the models before any batch
         plugin = BrokerWorkerPlugin(
@@ -492,10 +533,15 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
         report.startup_seconds = time.perf_counter() - t0
         svc.store.start_run(broker.run_id, source.name, settings.public_dict())
+        if settings.metrics_port:
+            broker.metrics = Metrics()
+            broker.metrics.serve(settings.metrics_port)
+            log.info("Prometheus metrics: http://0.0.0.0:%d/metrics", settings.metrics_port)
         status = "failed"
         try:
             with Progress(total=source.total(), enabled=settings.progress) as bar:
                 pending: deque[InFlight] = deque()
+                broker.in_flight = pending
                 for messages in _batches(source):
                     if report.processing_started is None:
                         report.processing_started = time.perf_counter()
@@ -570,6 +616,23 @@ def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: R
             return
 
 
+def _with_produced_at(alerts: pd.DataFrame, messages: list[RawMessage]) -> pd.DataFrame:
+    """``alerts`` with ``produced_at`` (UTC) from their messages' Kafka timestamps, matched by (partition,
+    offset); unchanged when no message has one (an archive)."""
+    stamps = {(m.partition, m.offset): m.timestamp for m in messages if m.timestamp is not None}
+    if not stamps or "offset" not in alerts.columns or "partition" not in alerts.columns:
+        return alerts
+    keys = zip(alerts["partition"].to_numpy(), alerts["offset"].to_numpy(), strict=True)
+    seconds = np.array([stamps.get((int(p), int(o)), np.nan) for p, o in keys], dtype=np.float64)
+    return alerts.assign(produced_at=pd.to_datetime(seconds, unit="s", utc=True))
+
+
+def alert_latencies(messages: list[RawMessage], now: float | None = None) -> np.ndarray:
+    """Seconds from each message's production (Kafka timestamp) to ``now`` (default: the wall clock)."""
+    now = time.time() if now is None else now
+    return np.array([now - m.timestamp for m in messages if m.timestamp is not None], dtype=np.float64)
+
+
 def _out_of_space(err: BaseException) -> bool:
     """A full disk or quota, or a read-only filesystem: nothing a retry fixes."""
     codes = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -584,9 +647,11 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
     broker.commit(source, job.messages, rep.batch_id)
     rep.seconds["commit"] = time.perf_counter() - t
     rep.wall += rep.seconds["commit"]
-    report.add(rep)
+    latencies = alert_latencies(job.messages)
+    report.add(rep, latencies)
     report.processing_ended = time.perf_counter()
     bar.update(len(job.messages), report)
+    broker.observe(rep, latencies, source, report)
     log.debug(
         "batch %s: %d alerts, %d dead letters, %.2f s",
         rep.batch_id, rep.alerts, rep.dead_letters, rep.wall,

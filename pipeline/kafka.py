@@ -3,6 +3,11 @@
 Offsets are committed only by :meth:`KafkaSource.commit`, which the driver calls after every sink has the
 batch. A crash before that makes the consumer group re-deliver the batch; idempotent sinks make the replay
 harmless (see storage/manifest.py).
+
+Security: every client here (consumer, producer, admin) takes the run's Kafka client settings
+(``Settings.kafka_config``: security.protocol, SASL, SSL, any ``--kafka-option``) as ``config``; a
+``KafkaEndpoint`` (an output URL) carries them. An error while creating a client is re-raised redacted, so a
+password given in a property never reaches a log or a traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +17,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from alert_broker.storage.secrets import redact
 from alert_broker.surveys.messages import RawMessage
 
 #: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
@@ -26,6 +39,30 @@ CONSUMER_DEFAULTS = {
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "fetch.max.bytes": 64 * 1024 * 1024,
 }
+
+
+class KafkaEndpoint(str):
+    """A ``kafka://host:port/topic`` URL (a plain ``str`` everywhere) that carries the client settings of the run
+    that named it (``client_config``: security.protocol, SASL, SSL). Its ``repr`` is the URL alone."""
+
+    client_config: dict[str, str]
+
+    def __new__(cls, url: str, client_config: dict[str, str] | None = None) -> KafkaEndpoint:
+        endpoint = super().__new__(cls, url)
+        endpoint.client_config = dict(client_config or {})
+        return endpoint
+
+    def __reduce__(self):
+        return (KafkaEndpoint, (str(self), self.client_config))
+
+
+def client(kind: type, conf: dict):
+    """A confluent_kafka client (``Consumer``, ``Producer``, ``AdminClient``) of ``conf``; a configuration error
+    (which may quote a property's value) is re-raised with its text redacted."""
+    try:
+        return kind(conf)
+    except (KafkaException, ValueError, TypeError) as err:
+        raise type(err)(redact(str(err))) from None
 
 
 @dataclass(frozen=True)
@@ -72,7 +109,7 @@ class KafkaSource:
             **CONSUMER_DEFAULTS,
             **(extra_config or {}),
         }
-        self._consumer = Consumer(conf)
+        self._consumer = client(Consumer, conf)
         self._consumer.subscribe(self.topics)
         self.name = "kafka:" + ",".join(self.topics)
 
@@ -103,6 +140,7 @@ class KafkaSource:
                         continue
                     raise KafkaException(err)
                 key = m.key()
+                ts_type, ts_ms = m.timestamp()
                 out.append(
                     RawMessage(
                         source=m.topic(),
@@ -110,6 +148,7 @@ class KafkaSource:
                         offset=m.offset(),
                         payload=m.value() or b"",
                         key=key.decode("utf-8", "replace") if key else None,
+                        timestamp=ts_ms / 1000.0 if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
                     )
                 )
             if not msgs and out:
@@ -140,9 +179,11 @@ class KafkaSource:
         self._consumer.close()
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 30.0) -> None:
-    """Create ``topic`` if it does not exist."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def ensure_topic(
+    bootstrap: str, topic: str, partitions: int = 1, timeout: float = 30.0, config: dict | None = None
+) -> None:
+    """Create ``topic`` if it does not exist. ``config``: the run's Kafka client settings (security)."""
+    admin = client(AdminClient, {"bootstrap.servers": bootstrap, **(config or {})})
     if topic in admin.list_topics(timeout=timeout).topics:
         return
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
@@ -159,10 +200,18 @@ def produce(
     topic: str,
     payloads: Iterable[tuple[str | None, bytes]],
     rate: float | None = None,
+    config: dict | None = None,
 ) -> int:
-    """Produce (key, value) pairs to ``topic``; ``rate`` (messages/s) paces a load generator. Returns the count."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "message.max.bytes": 16 * 1024 * 1024, "linger.ms": 20}
+    """Produce (key, value) pairs to ``topic``; ``rate`` (messages/s) paces a load generator. Returns the count.
+    ``config``: the run's Kafka client settings (security)."""
+    producer = client(
+        Producer,
+        {
+            "bootstrap.servers": bootstrap,
+            "message.max.bytes": 16 * 1024 * 1024,
+            "linger.ms": 20,
+            **(config or {}),
+        },
     )
     n = 0
     start = time.monotonic()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -25,6 +27,84 @@ class BatchReport:
     object_ids: set[str] = field(default_factory=set, repr=False)
 
 
+#: Batch reports kept whole (the most recent ones): a run that goes on for days keeps aggregates, not every batch.
+KEEP_BATCHES = 200
+#: Distinct object ids counted exactly up to this many; beyond, a HyperLogLog estimate (about 1% error).
+EXACT_OBJECTS = 200_000
+
+
+class LatencyHistogram:
+    """Counts of seconds in fixed log-spaced bins (1 ms to ~3 h): bounded memory, percentiles to ~2.5%."""
+
+    EDGES = np.concatenate([[0.0], np.logspace(-3, 4, 351)])
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(self.EDGES), dtype=np.int64)
+        self.n = 0
+        self.max = 0.0
+
+    def add(self, values) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return
+        idx = np.clip(np.searchsorted(self.EDGES, v, side="right") - 1, 0, len(self.EDGES) - 1)
+        np.add.at(self.counts, idx, 1)
+        self.n += int(v.size)
+        self.max = max(self.max, float(v.max()))
+
+    def quantile(self, q: float) -> float:
+        if self.n == 0:
+            return 0.0
+        target = q * self.n
+        i = int(np.searchsorted(np.cumsum(self.counts), target, side="left"))
+        i = min(i, len(self.EDGES) - 2)
+        low, high = self.EDGES[i], self.EDGES[i + 1]
+        mid = np.sqrt(low * high) if low > 0 else high / 2  # the bin's geometric middle
+        return float(min(mid, self.max))
+
+
+class DistinctCounter:
+    """Distinct strings: exact up to ``EXACT_OBJECTS``, then a HyperLogLog (2**14 registers)."""
+
+    P = 14
+
+    def __init__(self) -> None:
+        self.exact: set[str] | None = set()
+        self.registers = np.zeros(2**self.P, dtype=np.uint8)
+
+    def update(self, values) -> None:
+        values = list(values)
+        if not values:
+            return
+        h = pd.util.hash_array(np.asarray(values, dtype=object)).astype(np.uint64)
+        index = (h >> np.uint64(64 - self.P)).astype(np.int64)
+        rest = (h << np.uint64(self.P)) | np.uint64(1 << (self.P - 1))
+        rank = np.zeros(len(h), dtype=np.uint8)
+        bits = rest.copy()
+        for r in range(1, 64 - self.P + 2):  # leading zeros + 1, vectorised
+            top = (bits >> np.uint64(63)) == 1
+            rank = np.where((rank == 0) & top, r, rank)
+            bits = bits << np.uint64(1)
+        np.maximum.at(self.registers, index, rank.astype(np.uint8))
+        if self.exact is not None:
+            self.exact.update(values)
+            if len(self.exact) > EXACT_OBJECTS:
+                self.exact = None
+
+    def __len__(self) -> int:
+        if self.exact is not None:
+            return len(self.exact)
+        m = len(self.registers)
+        estimate = (
+            0.7213 / (1 + 1.079 / m) * m * m / np.sum(np.power(2.0, -self.registers.astype(np.float64)))
+        )
+        zeros = int(np.sum(self.registers == 0))
+        if estimate <= 2.5 * m and zeros:
+            estimate = m * np.log(m / zeros)
+        return int(round(estimate))
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -34,30 +114,55 @@ class RunReport:
     status: str = "running"
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
-    batches: list[BatchReport] = field(default_factory=list)
+    batches: deque = field(default_factory=lambda: deque(maxlen=KEEP_BATCHES))  # the most recent ones
     startup_seconds: float = 0.0
     processing_started: float | None = None  # perf_counter at the first batch's submission
     processing_ended: float | None = None  # perf_counter at the last batch's commit
-    objects: set[str] = field(default_factory=set, repr=False)
     history_compaction: dict = field(default_factory=dict)  # files before/after, seconds
     notes: dict[str, str] = field(default_factory=dict)  # reported once per run (e.g. a filter's first error)
+    # bounded aggregates over every batch
+    n_batches: int = 0
+    total_messages: int = 0
+    total_alerts: int = 0
+    total_dead_letters: int = 0
+    total_wall: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    worker_steps: dict[str, float] = field(default_factory=dict)
+    batch_latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+    alert_latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+    objects: DistinctCounter = field(default_factory=DistinctCounter, repr=False)
 
-    def add(self, rep: BatchReport) -> None:
-        self.objects |= rep.object_ids
+    def add(self, rep: BatchReport, alert_latencies=None) -> None:
+        self.objects.update(rep.object_ids)
         rep.object_ids = set()  # keep the per-batch reports small
         self.batches.append(rep)
+        self.n_batches += 1
+        self.total_messages += rep.messages
+        self.total_alerts += rep.alerts
+        self.total_dead_letters += rep.dead_letters
+        self.total_wall += rep.wall
+        for k, v in rep.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        for k, v in rep.seconds.items():
+            self.steps[k] = self.steps.get(k, 0.0) + v
+        for k, v in rep.worker_seconds.items():
+            self.worker_steps[k] = self.worker_steps.get(k, 0.0) + v
+        self.batch_latency.add([rep.wall])
+        if alert_latencies is not None:
+            self.alert_latency.add(alert_latencies)
 
     @property
     def messages(self) -> int:
-        return sum(b.messages for b in self.batches)
+        return self.total_messages
 
     @property
     def alerts(self) -> int:
-        return sum(b.alerts for b in self.batches)
+        return self.total_alerts
 
     @property
     def dead_letters(self) -> int:
-        return sum(b.dead_letters for b in self.batches)
+        return self.total_dead_letters
 
     def finish(self, status: str) -> None:
         self.status = status
@@ -70,41 +175,38 @@ class RunReport:
         if self.processing_started is not None and self.processing_ended is not None:
             processing = self.processing_ended - self.processing_started
         else:
-            processing = sum(b.wall for b in self.batches)
-        counts: dict[str, int] = {}
-        steps: dict[str, float] = {}
-        worker: dict[str, float] = {}
-        for b in self.batches:
-            for k, v in b.counts.items():
-                counts[k] = counts.get(k, 0) + v
-            for k, v in b.seconds.items():
-                steps[k] = steps.get(k, 0.0) + v
-            for k, v in b.worker_seconds.items():
-                worker[k] = worker.get(k, 0.0) + v
-        lat = np.array([b.wall for b in self.batches]) if self.batches else np.zeros(1)
-        return {
+            processing = self.total_wall
+        out = {
             "run_id": self.run_id,
             "status": self.status,
             "source": self.source,
             "night": self.night,
             "lake": self.lake,
-            "batches": len(self.batches),
+            "batches": self.n_batches,
             "messages_read": self.messages,
             "alerts_written": self.alerts,
             "dead_letters": self.dead_letters,
             "objects": len(self.objects),
-            "counts": counts,
+            "counts": dict(self.counts),
             "wall_seconds": round(wall, 3),
             "startup_seconds": round(self.startup_seconds, 3),
             "processing_seconds": round(processing, 3),
             "alerts_per_second": round(self.alerts / processing, 1) if processing else 0.0,
-            "batch_seconds_p50": round(float(np.percentile(lat, 50)), 3),
-            "batch_seconds_p99": round(float(np.percentile(lat, 99)), 3),
-            "step_seconds": {k: round(v, 3) for k, v in steps.items()},
-            "worker_seconds": {k: round(v, 3) for k, v in worker.items()},
+            "batch_seconds_p50": round(self.batch_latency.quantile(0.5), 3),
+            "batch_seconds_p99": round(self.batch_latency.quantile(0.99), 3),
+            "step_seconds": {k: round(v, 3) for k, v in self.steps.items()},
+            "worker_seconds": {k: round(v, 3) for k, v in self.worker_steps.items()},
             "history_compaction": self.history_compaction,
             "notes": dict(self.notes),
         }
+        if self.alert_latency.n:
+            out["alert_latency_seconds"] = {
+                "p50": round(self.alert_latency.quantile(0.5), 3),
+                "p99": round(self.alert_latency.quantile(0.99), 3),
+                "max": round(self.alert_latency.max, 3),
+                "n": self.alert_latency.n,
+            }
+        return out
 
     def render(self) -> str:
         s = self.summary()
@@ -164,6 +266,15 @@ class RunReport:
             )
         lines += [
             f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",
+            *(
+                [
+                    f"  alert latency     p50 {s['alert_latency_seconds']['p50']} s, p99 "
+                    f"{s['alert_latency_seconds']['p99']} s, max {s['alert_latency_seconds']['max']} s "
+                    "(Kafka timestamp to commit)"
+                ]
+                if "alert_latency_seconds" in s
+                else []
+            ),
             f"  throughput        {s['alerts_per_second']} alerts/s over {s['processing_seconds']} s of "
             f"processing (start-up {s['startup_seconds']} s)",
             "  time per step (driver wall, s): "
@@ -180,7 +291,9 @@ class RunReport:
         path = folder / f"run-{self.run_id}.json"
         payload = {
             "summary": self.summary(),
-            "batches": [{k: v for k, v in asdict(b).items() if k != "object_ids"} for b in self.batches],
+            "recent_batches": [
+                {k: v for k, v in asdict(b).items() if k != "object_ids"} for b in self.batches
+            ],
         }
         path.write_text(json.dumps(payload, indent=2, default=str))
         (folder / f"run-{self.run_id}.md").write_text("```\n" + self.render() + "\n```\n")

@@ -30,6 +30,7 @@ from alert_broker.storage.lake import partition_key
 ALERT_SUMMARY_COLUMNS = [
     "candid", "oid", "mjd", "night", "fid", "band", "ra", "dec", "magpsf", "sigmapsf", "flux", "flux_err", "survey",
     "raw_path", "batch_id",
+    "partition", "offset",  # not stored: the driver matches them to the messages' Kafka timestamps (produced_at)
 ]  # fmt: skip
 
 Stage = Literal["decode", "region"]

@@ -56,6 +56,7 @@ class KafkaBatches:
             batch_size=settings.batch_size,
             batch_timeout_s=settings.batch_timeout_s,
             idle_stop_s=settings.kafka_idle_stop_s,
+            extra_config=settings.kafka_config,  # security.protocol, SASL, SSL (docs/guarantees.md)
         )
         self.name = self._src.name
 
@@ -67,6 +68,10 @@ class KafkaBatches:
 
     def total(self) -> int | None:
         return None
+
+    def lag(self) -> int:
+        """Messages of the assigned partitions not yet consumed (the consumer lag, for the metrics)."""
+        return self._src.lag()
 
     def close(self) -> None:
         self._src.close()

@@ -238,6 +238,9 @@ def process_region(
     paths += lake_paths
     counts.update(lake_counts)
     counts["classified"] = len(state.outliers)
+    if not state.alerts.empty:  # per survey too (the metrics label alerts by survey)
+        for survey, n in state.alerts["survey"].value_counts().items():
+            counts[f"alerts_{survey}"] = int(n)
     rows = postgres_rows(state, sinks)
     ctx.seconds["lake"] = time.thread_time() - t
     stream: list[StreamMessage] = []

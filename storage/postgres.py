@@ -123,6 +123,10 @@ TABLES: dict[str, TableSpec] = {
             "band": TEXT,
             "flux": FLOAT,  # difference flux, nJy (LSST's psfFlux; derived from ZTF's magpsf and sign)
             "flux_err": FLOAT,
+            # latency: when the packet was produced (its Kafka timestamp; null for archives) and when this row
+            # first reached PostgreSQL (a replay's upsert keeps the first time)
+            "produced_at": TS,
+            "ingested_at": f"{TS} DEFAULT now()",
         },
         # candids are unique within a survey (ZTF candid, LSST diaSourceId, ATLAS hashed candid), not across
         key=("survey", "candid"),

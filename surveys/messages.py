@@ -27,6 +27,7 @@ class RawMessage:
     payload: bytes
     key: str | None = None  # a file name or Kafka key, for people reading dead letters
     path: str | None = None  # a file the payload is still to be read from (workers sharing the driver's disk)
+    timestamp: float | None = None  # when it was produced (Kafka's message timestamp, Unix seconds): latency
 
     def loaded(self) -> RawMessage:
         """This message with its payload in memory (reads ``path`` when the payload was left on disk)."""

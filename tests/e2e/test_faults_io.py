@@ -155,7 +155,7 @@ def test_disk_full_stops_cleanly_and_a_rerun_completes(tmp_path, night, summary_
         # free space (a bigger disk), run again: the night completes, every alert once
         subprocess.run(["umount", str(lake_dir)], check=True)
         report = run(settings)
-        assert report.status == "ok" and len(committed) < len(report.batches)
+        assert report.status == "ok" and len(committed) < report.n_batches
         audit(settings, summary_store, _candids(night))
     finally:
         subprocess.run(["umount", str(lake_dir)], check=False, capture_output=True)

@@ -196,7 +196,7 @@ def test_file_output(tmp_path, night, summary_store):
     )
     report = run(settings)
     files = sorted((tmp_path / "stream" / "alerts").glob("*.avro"))
-    assert len(files) == len(report.batches)
+    assert len(files) == report.n_batches
     records = []
     for f in files:
         with open(f, "rb") as fh:

@@ -1,0 +1,137 @@
+"""Operations with the real services: a night read from Kafka records each alert's production and arrival times,
+reports its latency and serves Prometheus metrics; ``--adapt`` grows the workers under a backlog and retires
+them when idle, and a night on an adaptive cluster processes every alert once."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from alert_broker.pipeline.config import load_settings
+from alert_broker.pipeline.driver import Services, run
+from alert_broker.pipeline.kafka import ensure_topic, produce
+from tests.fixtures.kafka import _free_port
+
+pytestmark = pytest.mark.e2e
+
+N_FILES = 60
+
+
+def _settings(tmp_path: Path, source: str, dsn: str, **kw):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    overrides = dict(
+        source=source,
+        out=str(tmp_path / "out"),
+        pg_dsn=dsn,
+        n_workers=1,
+        threads_per_worker=2,
+        batch_size=20,
+        dashboard_address=":0",
+        progress=False,
+        lc_model="none",
+        stamp_model="none",
+        batch_timeout_s=1,
+        publish_lake=False,
+    )
+    overrides.update(kw)
+    return load_settings(env=env, overrides=overrides)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_a_kafka_night_records_latency_and_serves_metrics(
+    tmp_path, shared_data, summary_store, kafka_bootstrap
+):
+    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:N_FILES]
+    topic = f"ops-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic)
+    before = time.time()
+    produce(kafka_bootstrap, topic, [(f.name, f.read_bytes()) for f in files])
+    port = _free_port()
+    settings = _settings(
+        tmp_path,
+        f"kafka://{kafka_bootstrap}/{topic}",
+        summary_store.dsn,
+        kafka_group=f"ops-{uuid.uuid4().hex[:6]}",
+        kafka_idle_stop_s=5,
+        metrics_port=port,
+        report_every_s=0.001,  # a rolling report after every batch
+    )
+    report = run(settings)
+    assert report.status == "ok" and report.alerts == N_FILES
+
+    rows = summary_store.fetch_df(
+        "SELECT extract(epoch from produced_at) AS produced, extract(epoch from ingested_at) AS stored FROM alert"
+    )
+    assert len(rows) == N_FILES and rows["produced"].notna().all()
+    # produced by this test (Kafka's timestamps are the producer's clock), stored after
+    assert (rows["produced"] >= before - 1).all() and (rows["stored"] >= rows["produced"] - 1).all()
+    latency = report.summary()["alert_latency_seconds"]
+    assert latency["n"] == N_FILES and 0 < latency["p50"] <= latency["max"] < 600
+
+    metrics = _scrape(port)  # the endpoint outlives the run's last batch
+    assert metrics['alert_broker_alerts_total{survey="ztf"}'] == N_FILES
+    assert metrics["alert_broker_messages_total"] == N_FILES
+    assert metrics['alert_broker_batches_total{outcome="ok"}'] == report.n_batches
+    assert metrics["alert_broker_alert_latency_seconds_count"] == N_FILES
+    assert metrics["alert_broker_workers"] == 1 and metrics["alert_broker_consumer_lag_messages"] == 0
+
+    rolling = list((Path(settings.reports_dir)).glob(f"run-{report.run_id}.json"))
+    assert rolling, "the rolling report was not written"
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _workers(client: Client) -> int:
+    return len(client.scheduler_info()["workers"])
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_adapt_adds_workers_for_a_backlog_and_retires_them_when_idle(tmp_path, summary_store, shared_data):
+    settings = _settings(
+        tmp_path, str(shared_data / "ztf" / "fink_sample_1166"), summary_store.dsn, adapt="1:2"
+    )
+    with Services(settings) as svc:
+        client = svc.client
+        assert _wait_for(lambda: _workers(client) == 1, 60)
+        # a backlog of ~30 s of work on one worker: well past the scheduler's adaptive target (5 s)
+        futures = client.map(_sleep, [0.5] * 60, pure=False)
+        assert _wait_for(lambda: _workers(client) == 2, 60), "no worker was added for the backlog"
+        assert sum(client.gather(futures)) == pytest.approx(30.0)
+        assert _wait_for(lambda: _workers(client) == 1, 60), "the idle worker was not retired"
+
+
+def test_a_night_on_an_adaptive_cluster_processes_every_alert_once(tmp_path, summary_store, shared_data):
+    night = tmp_path / "night"
+    night.mkdir()
+    for f in sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:N_FILES]:
+        (night / f.name).write_bytes(f.read_bytes())
+    settings = _settings(tmp_path, str(night), summary_store.dsn, adapt="1:2")
+    report = run(settings)
+    assert report.status == "ok" and report.alerts == N_FILES
+    counts = summary_store.fetch_df("SELECT candid, count(*) AS n FROM alert GROUP BY candid")
+    assert len(counts) == N_FILES and (counts["n"] == 1).all()
