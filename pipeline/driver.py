@@ -16,6 +16,7 @@ import errno
 import hashlib
 import logging
 import operator
+import os
 import re
 import time
 import uuid
@@ -545,6 +546,7 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                 for messages in _batches(source):
                     if report.processing_started is None:
                         report.processing_started = time.perf_counter()
+                        report.driver_cpu_started = _process_cpu()
                     # decode the next batches while the oldest one finishes; commits stay in order
                     pending.append(broker.submit(messages))
                     if len(pending) > settings.pipeline_depth:
@@ -633,6 +635,13 @@ def alert_latencies(messages: list[RawMessage], now: float | None = None) -> np.
     return np.array([now - m.timestamp for m in messages if m.timestamp is not None], dtype=np.float64)
 
 
+def _process_cpu() -> float:
+    """CPU seconds of this process so far: the driver and, with a LocalCluster, the scheduler (it runs in the
+    driver's process). Their sum per alert is the serial part that bounds one driver (docs/operations.md)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _out_of_space(err: BaseException) -> bool:
     """A full disk or quota, or a read-only filesystem: nothing a retry fixes."""
     codes = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -650,6 +659,7 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
     latencies = alert_latencies(job.messages)
     report.add(rep, latencies)
     report.processing_ended = time.perf_counter()
+    report.driver_cpu_ended = _process_cpu()
     bar.update(len(job.messages), report)
     broker.observe(rep, latencies, source, report)
     log.debug(

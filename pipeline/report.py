@@ -118,6 +118,10 @@ class RunReport:
     startup_seconds: float = 0.0
     processing_started: float | None = None  # perf_counter at the first batch's submission
     processing_ended: float | None = None  # perf_counter at the last batch's commit
+    driver_cpu_started: float | None = (
+        None  # CPU seconds of the driver process (and a LocalCluster's scheduler)
+    )
+    driver_cpu_ended: float | None = None
     history_compaction: dict = field(default_factory=dict)  # files before/after, seconds
     notes: dict[str, str] = field(default_factory=dict)  # reported once per run (e.g. a filter's first error)
     # bounded aggregates over every batch
@@ -199,6 +203,13 @@ class RunReport:
             "history_compaction": self.history_compaction,
             "notes": dict(self.notes),
         }
+        if self.driver_cpu_started is not None and self.driver_cpu_ended is not None and self.alerts:
+            cpu = self.driver_cpu_ended - self.driver_cpu_started
+            per_alert = cpu / self.alerts
+            out["driver_cpu_seconds"] = round(cpu, 3)
+            out["driver_cpu_ms_per_alert"] = round(1000 * per_alert, 4)
+            # Amdahl: the alerts/s one driver (and its scheduler) could sustain on one core of its own
+            out["driver_ceiling_alerts_per_second"] = round(1 / per_alert, 1) if per_alert > 0 else None
         if self.alert_latency.n:
             out["alert_latency_seconds"] = {
                 "p50": round(self.alert_latency.quantile(0.5), 3),
@@ -273,6 +284,14 @@ class RunReport:
                     "(Kafka timestamp to commit)"
                 ]
                 if "alert_latency_seconds" in s
+                else []
+            ),
+            *(
+                [
+                    f"  driver CPU        {s['driver_cpu_ms_per_alert']} ms/alert (driver + scheduler): one driver "
+                    f"tops out near {s['driver_ceiling_alerts_per_second']} alerts/s"
+                ]
+                if s.get("driver_ceiling_alerts_per_second")
                 else []
             ),
             f"  throughput        {s['alerts_per_second']} alerts/s over {s['processing_seconds']} s of "

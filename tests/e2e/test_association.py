@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def joint_sky(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("joint")
-    simulate_joint(SimConfig(survey="ztf+lsst", nights=2, objects=8000, seed=11, stamps=False), str(out))
+    simulate_joint(SimConfig(survey="ztf+lsst", nights=2, objects=5000, seed=11, stamps=False), str(out))
     return out
 
 
@@ -49,6 +49,7 @@ def _run(out: Path, dsn: str, *sources: Path) -> None:
             lc_model="none",
             stamp_model="none",
             features=False,
+            publish_lake=False,  # the analysis tables are not what these tests look at
         ),
     )
     report = run(settings)
@@ -87,7 +88,7 @@ def test_true_pairs_share_an_xid_and_false_ones_do_not(tmp_path, joint_sky, post
 
         xid = _xids(SummaryStore(dsn), tmp_path)
     pairs, joined, false = _score(_truth(joint_sky), xid)
-    assert pairs >= 300
+    assert pairs >= 200
     assert joined >= 0.99, f"{joined:.4f} of {pairs} true pairs share an xid"
     assert false < 0.001, f"{false:.4%} of associations are false"
 
@@ -113,4 +114,4 @@ def test_association_does_not_depend_on_which_survey_came_first(tmp_path, joint_
                 _run(out, dsn, joint_sky / survey)
             groups.append(_groups(_xids(SummaryStore(dsn), out)))
     assert groups[0] == groups[1]
-    assert len(groups[0]) >= 300
+    assert len(groups[0]) >= 150

@@ -46,6 +46,7 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
         features=False,
         kafka_idle_stop_s=6,
         batch_timeout_s=2,
+        publish_lake=False,  # the analysis tables re-read the whole lake: tested elsewhere, slow through faults
     )
     overrides.update(kw)
     return load_settings(env=env, overrides=overrides)
@@ -53,14 +54,19 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
 
 def test_s3_failing_and_slow(tmp_path, night, summary_store, s3_lake_url):
     url, options = s3_lake_url
-    with FaultyProxy(options["endpoint_url"], fail_rate=0.15, slow_rate=0.1) as proxy:
+    # ~2.5 % of the ~1000 requests of this night fail (each retried with a backoff of ~1 s, up to 10 attempts) and
+    # some are slow: a few dozen faults, while the backoff sleeps (most of the test's time) stay short
+    with FaultyProxy(options["endpoint_url"], fail_rate=0.025, slow_rate=0.03, delay_s=0.2) as proxy:
         settings = _settings(
             tmp_path, str(night), summary_store.dsn, lake_url=url, s3_endpoint_url=proxy.url,
             s3_key=options["key"], s3_secret=options["secret"],
         )  # fmt: skip
         report = run(settings)
     assert report.status == "ok"
-    assert proxy.counts["failed"] > 10, proxy.counts  # the faults really happened
+    print("S3 proxy:", proxy.counts)
+    assert proxy.counts["failed"] > 10 and proxy.counts["slowed"] > 10, (
+        proxy.counts
+    )  # the faults really happened
     # read back through a healthy endpoint: every alert once, nothing partial (every file opens)
     healthy = _settings(
         tmp_path, str(night), summary_store.dsn, lake_url=url, s3_endpoint_url=options["endpoint_url"]

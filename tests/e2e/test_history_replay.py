@@ -71,6 +71,9 @@ def _run(source: Path, out: Path, dsn: str, **kw) -> None:
         batch_size=40,
         dashboard_address=":0",
         progress=False,
+        lc_model="none",  # the history, features and object state are compared, not classes: no TensorFlow
+        stamp_model="none",
+        publish_lake=False,
     )
     overrides.update(kw)
     report = run(load_settings(env=env, overrides=overrides))

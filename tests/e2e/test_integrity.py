@@ -64,6 +64,7 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
         batch_size=40,
         dashboard_address=":0",
         progress=False,
+        publish_lake=False,  # the analysis tables: tests/e2e/test_lake_publish.py
         lc_model="none",
         stamp_model="none",
         batch_timeout_s=1,

@@ -35,6 +35,7 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
         batch_size=60,
         dashboard_address=":0",
         progress=False,
+        publish_lake=False,  # the analysis tables: tests/e2e/test_lake_publish.py
         kafka_idle_stop_s=6,
         batch_timeout_s=2,
         lc_model="none",

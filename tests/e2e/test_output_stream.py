@@ -44,6 +44,7 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
         batch_size=30,
         dashboard_address=":0",
         progress=False,
+        publish_lake=False,  # the analysis tables: tests/e2e/test_lake_publish.py
         kafka_idle_stop_s=5,
         batch_timeout_s=2,
     )

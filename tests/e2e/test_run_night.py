@@ -80,6 +80,11 @@ def _settings(tmp_path: Path, source: str, dsn: str, **kw):
         progress=False,
         kafka_idle_stop_s=6,
         batch_timeout_s=2,
+        # the classifiers (TensorFlow in every worker of every run) only where a test looks at classes: the
+        # archive night below runs the defaults; tests/e2e/test_classify_night.py checks the probabilities
+        lc_model="none",
+        stamp_model="none",
+        publish_lake=False,  # the analysis tables: tests/e2e/test_lake_publish.py (the archive night runs them)
     )
     overrides.update(kw)
     return load_settings(env=env, overrides=overrides)
@@ -93,7 +98,9 @@ def test_archive_night_exactly_once_and_rerun(tmp_path, night_dir, summary_store
     expected = _expected_candids(night_dir)
     assert len(expected) == N_GOOD
     n_files = len(list(night_dir.glob("*.avro")))
-    settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
+    settings = _settings(
+        tmp_path, str(night_dir), summary_store.dsn, lc_model="auto", stamp_model="auto", publish_lake=True
+    )  # the make run-night defaults
 
     report = run(settings)
     assert report.status == "ok"

@@ -161,3 +161,13 @@ def test_produced_at_follows_each_alerts_message():
     assert "produced_at" not in _with_produced_at(alerts, archive).columns
     lat = alert_latencies(messages, now=1_800_000_020.5)
     assert sorted(lat) == [10.0, 20.25]
+
+
+def test_the_driver_cpu_per_alert_gives_the_one_driver_ceiling():
+    report = RunReport(run_id="r", source="s", lake="l")
+    report.add(_batch_report(500))
+    report.driver_cpu_started, report.driver_cpu_ended = 10.0, 12.5  # 2.5 s of CPU for 500 alerts
+    s = report.summary()
+    assert s["driver_cpu_ms_per_alert"] == pytest.approx(5.0)
+    assert s["driver_ceiling_alerts_per_second"] == pytest.approx(200.0)
+    assert "tops out near 200.0 alerts/s" in report.render()
