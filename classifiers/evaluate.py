@@ -40,7 +40,9 @@ __all__ = [
     "alerce_feature_frame",
     "evaluate",
     "evaluate_alerce_features",
+    "evaluate_predictions",
     "evaluate_real",
+    "branch_sums",
     "recall_vs_magnitude",
     "write_report",
 ]
@@ -124,20 +126,42 @@ def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
     keep = y.notna().to_numpy()
     if not keep.any():
         raise ValueError("evaluate(): no object has a label among the 15 classes")
-    feats, y_true = feats[keep], y[keep].to_numpy(dtype=object)
-    y_pred = model.predict(feats).to_numpy(dtype=object)
+    feats = feats[keep]
+    return evaluate_predictions(model.predict_proba(feats), y[keep], feats)
+
+
+def evaluate_predictions(
+    proba: pd.DataFrame, labels: pd.Series, features: pd.DataFrame | None = None
+) -> Evaluation:
+    """Metrics of given class probabilities (rows x the 15 classes; e.g. out-of-fold predictions) against
+    labels aligned with their rows. The branch prediction is the branch with the largest summed probability
+    (equal to the top-level model's, by the product rule). ``features`` (same rows) gives recall vs magnitude."""
+    y = normalise_labels(pd.Series(np.asarray(labels, dtype=object), index=proba.index))
+    keep = y.notna().to_numpy()
+    if not keep.any():
+        raise ValueError("evaluate_predictions(): no object has a label among the 15 classes")
+    p = proba[keep].reindex(columns=list(CLASSES), fill_value=0.0)
+    y_true = y[keep].to_numpy(dtype=object)
+    y_pred = p.columns.to_numpy(dtype=object)[p.to_numpy().argmax(axis=1)]
+    top = branch_sums(p)
     b_true = np.array([BRANCH_OF[c] for c in y_true], dtype=object)
-    top = model.predict_branch_proba(feats)
     b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
     cb, cf, per_c, cm_c = _level(y_true, y_pred, CLASSES)
     bb, bf, per_b, cm_b = _level(b_true, b_pred, BRANCHES)
-    mag_col = next((c for c in ("Mean_2", "mean_mag_2", "Mean_1") if c in feats.columns), None)
-    rvm = (
-        recall_vs_magnitude(y_true, y_pred, feats[mag_col].to_numpy(dtype=float))
-        if mag_col
-        else pd.DataFrame()
-    )
+    rvm = pd.DataFrame()
+    if features is not None:
+        feats = features[keep]
+        mag_col = next((c for c in ("Mean_2", "mean_mag_2", "Mean_1") if c in feats.columns), None)
+        if mag_col:
+            rvm = recall_vs_magnitude(y_true, y_pred, feats[mag_col].to_numpy(dtype=float))
     return Evaluation(len(y_true), cb, cf, bb, bf, per_c, per_b, cm_c, cm_b, rvm)
+
+
+def branch_sums(proba: pd.DataFrame) -> pd.DataFrame:
+    """P(branch) = the sum of its classes' probabilities (rows x Transient/Stochastic/Periodic)."""
+    return pd.DataFrame(
+        {b: proba[[c for c in CLASSES if BRANCH_OF[c] == b]].sum(axis=1) for b in BRANCHES}, index=proba.index
+    )
 
 
 def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[str]]:

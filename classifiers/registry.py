@@ -213,10 +213,13 @@ def save_keras(
     metadata: dict | None = None,
     root: str | os.PathLike | None = None,
     overwrite: bool = False,
+    extra_objects: dict[str, object] | None = None,
 ) -> Path:
     """Write a Keras model to ``{root}/{name}/{version}/model.keras`` with a metadata.json, atomically as
     :func:`save`. ``metadata`` (taxonomy, features, fingerprint, metrics, ...) is stored as given, plus name,
-    version, kind, created_at and the TensorFlow/Keras versions. Refuses to replace a version unless ``overwrite``.
+    version, kind, created_at and the TensorFlow/Keras versions. ``extra_objects`` (file name -> object) are
+    written beside it with joblib (e.g. the stamp classifier's second stage, ``stacker.joblib``). Refuses to
+    replace a version unless ``overwrite``.
     """
     import keras  # lazy: Keras starts TensorFlow (seconds, ~0.5 GB); only the stamp CNN's models need it
 
@@ -247,9 +250,17 @@ def save_keras(
         "tensorflow_version": tf_version,
     }
     model.save(tmp / KERAS_FILE)
+    for fname, obj in (extra_objects or {}).items():
+        joblib.dump(obj, tmp / fname, compress=3)
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tmp.rename(target)
     return target
+
+
+def load_extra(name: str, fname: str, version: str | None = None, *, root: str | os.PathLike | None = None):
+    """A joblib object saved beside a model by ``save_keras(extra_objects=...)``; None when the version has none."""
+    path = _model_dir(name, version, root) / fname
+    return joblib.load(path) if path.is_file() else None
 
 
 def load_keras(name: str, version: str | None = None, *, root: str | os.PathLike | None = None):

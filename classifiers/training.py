@@ -13,12 +13,34 @@ import numpy as np
 import pandas as pd
 import sklearn
 
+from alert_broker.classifiers.calibration import summary as calibration_summary
+from alert_broker.classifiers.crossval import (
+    DEFAULT_FOLDS,
+    MASK_PROBABILITY,
+    MASKED_SHARE,
+    MISSING_INPUTS,
+    REAL_WEIGHT,
+    TEMPLATE_COUNTS,
+    Rows,
+    cross_validate,
+    make_rows,
+    masked_copies,
+    metrics_by_source,
+    real_rows,
+    template_rows,
+)
 from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
-from alert_broker.classifiers.hierarchical import BACKENDS, HierarchicalClassifier, as_oid_indexed
+from alert_broker.classifiers.hierarchical import (
+    BACKENDS,
+    HierarchicalClassifier,
+    as_oid_indexed,
+    fit_temperatures,
+    temper,
+)
 from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
 from alert_broker.classifiers.stamp.cli import add_train_stamp
-from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
+from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
 from alert_broker.features.science import flux_features_of
 from alert_broker.features.tables import Tables
@@ -69,6 +91,40 @@ SIM_CHUNK = 5_000
 HISTORY_DAYS = 365.0
 
 
+#: Days of history one ZTF alert carries (prv_candidates): the window of non-detections the history store gets.
+ALERT_HISTORY_DAYS = 30.0
+
+
+def history_store_non_detections(
+    detections: pd.DataFrame, non_detections: pd.DataFrame, window: float = ALERT_HISTORY_DAYS
+) -> pd.DataFrame:
+    """The non-detections the pipeline's history store accumulates for these detections: every ZTF detection is
+    an alert whose history reaches ``window`` days back, so a non-detection is known only when some detection of
+    the object follows it within ``window`` days (none from before that, nor after the last alert).
+
+    A simulated history of ``HISTORY_DAYS`` holds a year of non-detections before a supernova; the real light
+    curves (ALeRCE's, the history store's) hold at most a month: the training set keeps what the sky gives."""
+    if non_detections is None or non_detections.empty or detections.empty:
+        return non_detections
+    nd = non_detections.reset_index(drop=True)
+    nd_key = pd.DataFrame({"oid": nd["oid"].astype(str).to_numpy(), "mjd": nd["mjd"].to_numpy(dtype=float)})
+    nd_key["row"] = np.arange(len(nd))
+    det_key = pd.DataFrame(
+        {"oid": detections["oid"].astype(str).to_numpy(), "t_det": detections["mjd"].to_numpy(dtype=float)}
+    )
+    det_key["mjd"] = det_key["t_det"]
+    matched = pd.merge_asof(
+        nd_key.sort_values("mjd"),
+        det_key.sort_values("mjd")[["oid", "mjd", "t_det"]],
+        on="mjd",
+        by="oid",
+        direction="forward",
+        tolerance=float(window),
+    )
+    keep = matched.loc[matched["t_det"].notna(), "row"].to_numpy()
+    return nd.iloc[np.sort(keep)].reset_index(drop=True)
+
+
 def last_alert_tables(
     n_objects: int,
     nights: int,
@@ -76,9 +132,11 @@ def last_alert_tables(
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
     survey: str = "ztf",
+    history_store_window: float | None = ALERT_HISTORY_DAYS,
 ):
     """Simulate alerts (no stamps) of ``survey`` and decode each object's LAST alert (its history holds the
-    light curve).
+    light curve). ZTF non-detections are then cut to what the history store accumulates
+    (:func:`history_store_non_detections`; ``history_store_window=None`` keeps the whole simulated history).
 
     ``history_days`` (default :data:`HISTORY_DAYS`) is how far back that history reaches: longer than a ZTF
     alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert
@@ -119,6 +177,10 @@ def last_alert_tables(
     )
     if not tables.detections.empty:
         tables.detections = correct(tables.detections)
+        if survey == "ztf" and history_store_window:
+            tables.non_detections = history_store_non_detections(
+                tables.detections, tables.non_detections, history_store_window
+            )
     truth = truth_table(build_world(cfg))
     # the truth names objects by the simulator's id; the tables by the survey's oid (LSST: "LSST" + diaObjectId)
     truth["oid"] = truth["oid"].astype(str)
@@ -134,6 +196,7 @@ def build_training_set(
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
     survey: str = "ztf",
+    history_store_window: float | None = ALERT_HISTORY_DAYS,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """(features indexed by oid, labels aligned with them) from a simulated run of ``survey``.
 
@@ -141,7 +204,9 @@ def build_training_set(
     g or r). LSST: the difference-flux features (``features.compute_flux_features``) of the last alert's
     detections and forced photometry (>= 6 detections). Only objects whose true class is one of the 15 are kept.
     """
-    tables, truth = last_alert_tables(n_objects, nights, seed, class_fractions, history_days, survey)
+    tables, truth = last_alert_tables(
+        n_objects, nights, seed, class_fractions, history_days, survey, history_store_window
+    )
     if tables.detections.empty:
         raise ValueError(f"the simulation (objects={n_objects}, nights={nights}) produced no alerts")
     if survey == "lsst":
@@ -195,6 +260,7 @@ def train(
     fit_jobs: int | None = None,
     training_set: dict | None = None,
     feature_version: str = FEATURE_VERSION,
+    sample_weight: pd.Series | None = None,
     **kwargs,
 ) -> HierarchicalClassifier:
     """Fit a :class:`HierarchicalClassifier` (``backend`` "rf" or "xgb", seeded by ``seed``).
@@ -214,7 +280,7 @@ def train(
         **kwargs,
     )
     t0 = time.perf_counter()
-    model.fit(features, labels, n_jobs=fit_jobs)
+    model.fit(features, labels, n_jobs=fit_jobs, sample_weight=sample_weight)
     model.feature_version = feature_version  # which feature set it reads (the registry's metadata says it)
     seconds = time.perf_counter() - t0
     y = normalise_labels(labels)
@@ -298,6 +364,23 @@ def add_train_lc(train_subparsers) -> None:
     p.add_argument(
         "--eval-objects", type=int, default=0, help="also evaluate on this many held-out objects (seed+1000)"
     )
+    p.add_argument(
+        "--real-data",
+        default=None,
+        help="shared data root: also train on the real labelled sets and real light curves resampled as "
+        "templates; out-of-fold real figures from object-grouped cross-validation (docs/classifiers.md)",
+    )
+    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS, help="folds for the out-of-fold figures (0: none)")
+    p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
+    p.add_argument(
+        "--no-templates", dest="templates", action="store_false", help="no resampled real light curves"
+    )
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="no temperature scaling (fitted on out-of-fold real and held-out simulated predictions)",
+    )
     p.set_defaults(func=cmd_train_lc)
 
 
@@ -379,6 +462,11 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         }
     source["rows"] = int(len(feats))
     print(f"training set: {len(feats)} objects, {feats.shape[1]} columns ({time.perf_counter() - t0:.0f} s)")
+    real_data = getattr(args, "real_data", None)
+    if real_data and (survey != "ztf" or args.labels):
+        raise SystemExit("--real-data mixes real ZTF light curves into a simulated ZTF training set")
+    if real_data:
+        return _train_lc_with_real(args, name, feats, labels, source, t0)
     model = train(
         feats,
         labels,
@@ -402,6 +490,123 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     size = (path / "model.joblib").stat().st_size
     print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
     return 0
+
+
+def _train_lc_with_real(
+    args: argparse.Namespace, name: str, feats: pd.DataFrame, labels: pd.Series, source: dict, t0: float
+) -> int:
+    """``broker train lc --real-data``: simulation + real labelled sets + real light curves resampled as
+    templates (classifiers.crossval), out-of-fold real figures from object-grouped K-fold cross-validation,
+    temperatures fitted on out-of-fold real and held-out simulated predictions, then the model on every row."""
+    root = Path(args.real_data)
+    seed = args.seed
+    sim = make_rows(feats, labels, "simulation")
+    sim = Rows.concat([sim, masked_copies(sim, seed * 7 + 1)])
+    real = real_rows(root, weight=args.real_weight)
+    tpl = template_rows(root, seed) if args.templates else None
+    if tpl is not None and len(tpl):
+        tpl = Rows.concat([tpl, masked_copies(tpl, seed * 7 + 2)])
+    print(
+        f"rows: {len(sim)} simulated (with masked copies), {len(real)} real "
+        f"({dict(real.sources.value_counts())}), {0 if tpl is None else len(tpl)} template "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    model_kwargs = dict(
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+    )
+    metrics: dict = {}
+    cv = None
+    if args.cv_folds and args.cv_folds > 1:
+        cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10})
+        print(f"cross-validation: {args.cv_folds} folds ({time.perf_counter() - t0:.0f} s)")
+    everything = Rows.concat([sim, real] + ([tpl] if tpl is not None and len(tpl) else []))
+    training_set = {
+        **source,
+        "source": "simulation + real labelled sets + real templates",
+        "rows": int(len(everything)),
+        "rows_by_source": {str(k): int(v) for k, v in everything.sources.value_counts().items()},
+        "real_weight": args.real_weight,
+        "masked_copies": {"share": MASKED_SHARE, "probability": MASK_PROBABILITY, "inputs": list(MISSING_INPUTS)},
+        "template_counts": TEMPLATE_COUNTS if args.templates else {},
+        "cv_folds": args.cv_folds,
+    }
+    model = train(
+        everything.features,
+        everything.labels,
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        seed=seed,
+        fit_jobs=args.n_jobs,
+        training_set=training_set,
+        feature_version=FEATURE_VERSION,
+        sample_weight=everything.weights,
+    )
+    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
+    held = None
+    if args.eval_objects:
+        held = build_training_set(args.eval_objects, args.nights, seed + 1000)
+    if args.calibrate and cv is not None:
+        top, cond = [cv.top_raw], [cv.cond_raw]
+        y = [real.labels.to_numpy(object)]
+        # every real set counts as much as the held-out simulation in the fit, whatever its size
+        w = [1.0 / real.sources.map(real.sources.value_counts()).to_numpy(float)]
+        if held is not None:
+            ht, hc = model.raw_probabilities(held[0])
+            top.append(ht)
+            cond.append(hc)
+            y.append(held[1].to_numpy(object))
+            w.append(np.full(len(held[1]), 1.0 / len(held[1])))
+        temps = fit_temperatures(np.vstack(top), np.vstack(cond), np.concatenate(y), np.concatenate(w))
+        model.temperature_top_, model.temperature_branch_ = temps
+        print(f"temperatures: top {temps[0]:.3f}, within branches {temps[1]:.3f}")
+    if cv is not None:
+        proba = cv.proba
+        if args.calibrate:
+            proba = tempered_class_proba(cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_)
+            proba = pd.DataFrame(proba, index=cv.proba.index, columns=cv.proba.columns)
+        oof = metrics_by_source(proba, real)
+        metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
+        for k, v in oof.items():
+            print(f"out-of-fold {k}: {v.summary()}")
+        metrics["out_of_fold_calibration"] = {
+            k: calibration_summary(proba[(real.sources == k).to_numpy()].to_numpy(), real.labels[real.sources == k], CLASSES)
+            for k in pd.unique(real.sources)
+        }
+    if held is not None:
+        metrics["held_out_simulation"] = evaluate(model, *held).summary()
+        metrics["held_out_simulation"]["calibration"] = calibration_summary(
+            model.predict_proba(held[0]).to_numpy(), normalise_labels(held[1]), CLASSES
+        )
+        metrics["held_out"] = {"survey": "ztf", "objects": args.eval_objects, "seed": seed + 1000}
+        print(f"held-out simulation: {metrics['held_out_simulation']}")
+    metrics["temperatures"] = {"top": model.temperature_top_, "branch": model.temperature_branch_}
+    path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
+    size = (path / "model.joblib").stat().st_size
+    print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
+    return 0
+
+
+def tempered_class_proba(top: np.ndarray, cond: np.ndarray, t_top: float, t_branch: float) -> np.ndarray:
+    """P(class) = temper(P(branch)) x temper(P(class | branch)) from untempered outputs (n x 3, n x 15)."""
+    top_t = temper(top, t_top)
+    out = np.zeros_like(cond)
+    for bi, b in enumerate(BRANCHES):
+        cols = [CLASSES.index(c) for c in CLASSES if BRANCH_OF[c] == b]
+        sub = cond[:, cols]
+        ok = sub.sum(axis=1) > 0
+        q = np.zeros_like(sub)
+        q[ok] = temper(sub[ok], t_branch)
+        out[:, cols] = q * top_t[:, [bi]]
+    tot = out.sum(axis=1, keepdims=True)
+    return out / np.where(tot > 0, tot, 1.0)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -37,6 +37,14 @@ def add_train_stamp(train_subparsers) -> None:
     p.add_argument(
         "--real-data", default=None, help="shared data root: also score the 51 labelled real stamps"
     )
+    p.add_argument(
+        "--second-stage",
+        action="store_true",
+        help="also train the second stage (CNN output + stamp statistics + raw metadata) on simulated and the "
+        "real labelled alerts of --real-data, with out-of-fold real figures (1.2.0 on)",
+    )
+    p.add_argument("--stack-per-class", type=int, default=800, help="simulated alerts per class, second stage")
+    p.add_argument("--cv-folds", type=int, default=5, help="object-grouped folds for the second stage's figures")
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
     p.set_defaults(func=cmd_train_stamp)
 
@@ -62,6 +70,9 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
         real_data=args.real_data,
         overwrite=args.overwrite,
         verbose=2,
+        second_stage=args.second_stage,
+        stack_n_per_class=args.stack_per_class,
+        cv_folds=args.cv_folds,
     )
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     print(f"saved {result.path} ({times}; {time.perf_counter() - t0:.0f} s in all)")

@@ -18,6 +18,9 @@ from alert_broker.classifiers.stamp.dataset import build_stamp_set
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
 from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
+from alert_broker.surveys.ztf import decode_packet
 
 #: The labelled real stamps in the shared data (ALeRCE's examples), and which carry alert metadata.
 REAL_STAMP_FILES = {
@@ -148,6 +151,57 @@ def load_real_stamps(shared_data: str | Path) -> tuple[pd.DataFrame, pd.DataFram
         }
     )
     alerts = df.drop(columns=["cutoutScience", "cutoutTemplate", "cutoutDifference"])
+    return alerts, stamps
+
+
+#: SIMBAD types (Fink's ``cdsxmatch``) of ``ztf/simbad_labelled`` -> stamp classes: weak labels (a 1.5" match,
+#: heterogeneous literature). Extragalactic nuclear sources are AGN, supernovae SN, stars of any kind VS (a point
+#: source in the reference that varies); types that name no kind of source (Unknown, UV, IR, Radio, EmObj, Blue,
+#: PN, clusters, lenses, Fail, ...) are left out.
+SIMBAD_STAMP_CLASSES: dict[str, str] = {
+    **dict.fromkeys(
+        ["QSO", "QSO_Candidate", "AGN", "AGN_Candidate", "Seyfert", "Seyfert_1", "Seyfert_2", "LINER",
+         "Blazar", "Blazar_Candidate", "BLLac", "BLLac_Candidate"],
+        "AGN",
+    ),
+    **dict.fromkeys(["SN", "Candidate_SN*"], "SN"),
+}  # fmt: skip
+_SIMBAD_STAR_HINTS = ("*", "V*", "Var", "Cepheid", "RRLyr", "Mira", "EllipVar", "BYDra", "RSCVn", "gammaDor",
+                      "delSct", "HotSubdwarf", "Candidate_Hsd", "YSO", "Orion", "TTau", "XB", "OH/IR", "Ae")  # fmt: skip
+_SIMBAD_NOT_STARS = ("Cl*", "GlCl?", "Candidate_SN*", "PN", "PN?")
+
+
+def simbad_stamp_class(cds: str | None) -> str | None:
+    """Stamp class of a SIMBAD type (see :data:`SIMBAD_STAMP_CLASSES`); stars of any kind -> VS; else None."""
+    if cds is None:
+        return None
+    if cds in SIMBAD_STAMP_CLASSES:
+        return SIMBAD_STAMP_CLASSES[cds]
+    if cds in _SIMBAD_NOT_STARS:
+        return None
+    return "VS" if any(h in cds for h in _SIMBAD_STAR_HINTS) else None
+
+
+def load_simbad_stamps(shared_data: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The SIMBAD-labelled real alerts (``ztf/simbad_labelled``, Fink's cross-match) as (alerts, stamps) with a
+    ``class`` column (weak stamp labels, :func:`simbad_stamp_class`) and ``cdsxmatch``; alerts whose type names
+    no stamp class are left out. Not first alerts: most carry a history (ndethist 2-100+)."""
+    folder = Path(shared_data) / "ztf" / "simbad_labelled"
+    messages, cds = [], {}
+    for i, f in enumerate(sorted(folder.glob("*.avro"))):
+        payload = f.read_bytes()
+        messages.append(RawMessage("simbad", 0, i, payload, f.name))
+        for rec in decode_packet(payload):
+            cds[int(rec["candid"])] = rec.get("cdsxmatch")
+    tables, dead, _ = decode_batch(messages, "real-simbad-stamps")
+    if dead:
+        raise ValueError(f"SIMBAD-labelled alerts failed to decode: {dead[0].reason}")
+    alerts = tables.alerts.copy()
+    alerts["cdsxmatch"] = alerts["candid"].astype(np.int64).map(cds)
+    alerts["class"] = alerts["cdsxmatch"].map(simbad_stamp_class)
+    keep = alerts["class"].notna().to_numpy()
+    alerts = alerts[keep].reset_index(drop=True)
+    stamps = tables.stamps[tables.stamps["candid"].isin(alerts["candid"])].reset_index(drop=True)
     return alerts, stamps
 
 
