@@ -83,7 +83,9 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str
         r = reliability(proba, idx)
         r = r[r["count"] > 0]
         ece = expected_calibration_error(proba, idx)
-        ax.plot(r["confidence"], r["accuracy"], marker="o", lw=1.2, label=f"{label} (n={len(idx)}, ECE {ece:.3f})")
+        ax.plot(
+            r["confidence"], r["accuracy"], marker="o", lw=1.2, label=f"{label} (n={len(idx)}, ECE {ece:.3f})"
+        )
     ax.set_xlabel("confidence (probability of the predicted class)")
     ax.set_ylabel("fraction correct")
     ax.set_xlim(0, 1)

@@ -111,7 +111,11 @@ def make_rows(
 
 
 def real_rows(
-    root: str | Path, names=REAL_TRAINING_SETS, *, weight: float = REAL_WEIGHT, feature_version: str | None = None
+    root: str | Path,
+    names=REAL_TRAINING_SETS,
+    *,
+    weight: float = REAL_WEIGHT,
+    feature_version: str | None = None,
 ) -> Rows:
     """The real training sets as rows (source = the set's name; group = the ZTF object id)."""
     parts = []
@@ -135,9 +139,17 @@ def template_rows(
     periodic = periodic_templates(root)
     transient = transient_templates(root)
     jobs = [
-        ([t for t in periodic if not t.name.startswith("S82-")], counts["periodic"], "template:alerce_periodic"),
+        (
+            [t for t in periodic if not t.name.startswith("S82-")],
+            counts["periodic"],
+            "template:alerce_periodic",
+        ),
         ([t for t in periodic if t.name.startswith("S82-")], counts["s82"], "template:s82_rrlyrae"),
-        ([t for t in transient if not t.redshift or not np.isfinite(t.redshift)], counts["sne"], "template:alerce_sne"),
+        (
+            [t for t in transient if not t.redshift or not np.isfinite(t.redshift)],
+            counts["sne"],
+            "template:alerce_sne",
+        ),
         ([t for t in transient if t.redshift and np.isfinite(t.redshift)], counts["bts"], "template:bts"),
     ]
     parts = []
@@ -158,7 +170,13 @@ def template_rows(
 #: in one real set learns "this set" instead of "this class", so simulated and template rows get copies with
 #: the same gaps, in every class.
 MISSING_INPUTS: dict[str, tuple[str, ...]] = {
-    "non_detections": ("n_non_det_", "diffmaglim_", "dmag_non_det_fid_", "dmag_first_det_fid_", "last_mjd_before_"),
+    "non_detections": (
+        "n_non_det_",
+        "diffmaglim_",
+        "dmag_non_det_fid_",
+        "dmag_first_det_fid_",
+        "last_mjd_before_",
+    ),
     "rb": ("rb",),
     "sgscore1": ("sgscore1",),
     "position": ("gal_l", "gal_b"),

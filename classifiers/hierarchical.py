@@ -361,7 +361,9 @@ class HierarchicalClassifier:
         y = normalise_labels(labels.set_axis(labels.index.astype(str)).reindex(feats.index))
         keep = y.notna().to_numpy()
         top, cond = self.raw_probabilities(feats[keep])
-        self.temperature_top_, self.temperature_branch_ = fit_temperatures(top, cond, y[keep].to_numpy(object))
+        self.temperature_top_, self.temperature_branch_ = fit_temperatures(
+            top, cond, y[keep].to_numpy(object)
+        )
         return self.temperature_top_, self.temperature_branch_
 
     def _check_fitted(self) -> None:

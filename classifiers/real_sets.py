@@ -24,9 +24,9 @@ from alert_broker.classifiers.alerce import ALERCE_FEATURES_FILE, ALERCE_LABELS_
 from alert_broker.classifiers.hierarchical import as_oid_indexed
 from alert_broker.classifiers.taxonomy import normalise_labels
 from alert_broker.features import compute_features
+from alert_broker.features.lightcurve.prepare import RB_MIN
 from alert_broker.features.night import SITES, observing_night
 from alert_broker.features.science import merge_pieces, science
-from alert_broker.features.lightcurve.prepare import RB_MIN
 from alert_broker.features.tables import Tables
 from alert_broker.simulator.templates import Template, templates_from_table
 from alert_broker.surveys.decode import decode_batch

@@ -22,10 +22,13 @@ import sklearn
 
 from alert_broker.classifiers.taxonomy import CLASSES, HIERARCHY
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION
+from alert_broker.features.lightcurve import FEATURE_VERSIONS
 from alert_broker.models import shipped_models
 
 #: The feature sets a model may be trained on: ZTF's magnitude features and the difference-flux features.
-KNOWN_FEATURE_VERSIONS = (FEATURE_VERSION, FLUX_FEATURE_VERSION)
+#: The definitions this code computes: the current and earlier magnitude feature versions (a model names
+#: its own; the pipeline computes that one for it) and LSST's flux features.
+KNOWN_FEATURE_VERSIONS = (*FEATURE_VERSIONS, FLUX_FEATURE_VERSION)
 #: Default registry root: the models installed with the package; override with the BROKER_MODELS environment
 #: variable or the ``root`` argument.
 DEFAULT_ROOT = shipped_models()

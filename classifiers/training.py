@@ -370,7 +370,9 @@ def add_train_lc(train_subparsers) -> None:
         help="shared data root: also train on the real labelled sets and real light curves resampled as "
         "templates; out-of-fold real figures from object-grouped cross-validation (docs/classifiers.md)",
     )
-    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS, help="folds for the out-of-fold figures (0: none)")
+    p.add_argument(
+        "--cv-folds", type=int, default=DEFAULT_FOLDS, help="folds for the out-of-fold figures (0: none)"
+    )
     p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
     p.add_argument(
         "--no-templates", dest="templates", action="store_false", help="no resampled real light curves"
@@ -523,7 +525,9 @@ def _train_lc_with_real(
     metrics: dict = {}
     cv = None
     if args.cv_folds and args.cv_folds > 1:
-        cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10})
+        cv = cross_validate(
+            sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
+        )
         print(f"cross-validation: {args.cv_folds} folds ({time.perf_counter() - t0:.0f} s)")
     everything = Rows.concat([sim, real] + ([tpl] if tpl is not None and len(tpl) else []))
     training_set = {
@@ -532,7 +536,11 @@ def _train_lc_with_real(
         "rows": int(len(everything)),
         "rows_by_source": {str(k): int(v) for k, v in everything.sources.value_counts().items()},
         "real_weight": args.real_weight,
-        "masked_copies": {"share": MASKED_SHARE, "probability": MASK_PROBABILITY, "inputs": list(MISSING_INPUTS)},
+        "masked_copies": {
+            "share": MASKED_SHARE,
+            "probability": MASK_PROBABILITY,
+            "inputs": list(MISSING_INPUTS),
+        },
         "template_counts": TEMPLATE_COUNTS if args.templates else {},
         "cv_folds": args.cv_folds,
     }
@@ -570,14 +578,18 @@ def _train_lc_with_real(
     if cv is not None:
         proba = cv.proba
         if args.calibrate:
-            proba = tempered_class_proba(cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_)
+            proba = tempered_class_proba(
+                cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_
+            )
             proba = pd.DataFrame(proba, index=cv.proba.index, columns=cv.proba.columns)
         oof = metrics_by_source(proba, real)
         metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
         for k, v in oof.items():
             print(f"out-of-fold {k}: {v.summary()}")
         metrics["out_of_fold_calibration"] = {
-            k: calibration_summary(proba[(real.sources == k).to_numpy()].to_numpy(), real.labels[real.sources == k], CLASSES)
+            k: calibration_summary(
+                proba[(real.sources == k).to_numpy()].to_numpy(), real.labels[real.sources == k], CLASSES
+            )
             for k in pd.unique(real.sources)
         }
     if held is not None:

@@ -246,7 +246,7 @@ def resample(
     the first template point. Extinction: E(B-V) ~ Exp(``ebv_scale``).
     """
     dets, nds, labels, parents = [], [], {}, {}
-    for ti, tpl in enumerate(templates):
+    for tpl in templates:
         n = n_per_template.get(tpl.label, 0) if isinstance(n_per_template, dict) else int(n_per_template)
         bands = [b for b in tpl.usable_bands() if b in spec.fids]
         if not bands or n <= 0:

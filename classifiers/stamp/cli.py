@@ -43,8 +43,12 @@ def add_train_stamp(train_subparsers) -> None:
         help="also train the second stage (CNN output + stamp statistics + raw metadata) on simulated and the "
         "real labelled alerts of --real-data, with out-of-fold real figures (1.2.0 on)",
     )
-    p.add_argument("--stack-per-class", type=int, default=800, help="simulated alerts per class, second stage")
-    p.add_argument("--cv-folds", type=int, default=5, help="object-grouped folds for the second stage's figures")
+    p.add_argument(
+        "--stack-per-class", type=int, default=800, help="simulated alerts per class, second stage"
+    )
+    p.add_argument(
+        "--cv-folds", type=int, default=5, help="object-grouped folds for the second stage's figures"
+    )
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
     p.set_defaults(func=cmd_train_stamp)
 

@@ -107,7 +107,9 @@ class StampClassifier:
         if metadata.get("stacker"):
             stacker = load_extra(name, metadata["stacker"], metadata.get("version"), root=root)
             if stacker is None:
-                raise FileNotFoundError(f"model {name} {metadata.get('version')} lacks its {metadata['stacker']}")
+                raise FileNotFoundError(
+                    f"model {name} {metadata.get('version')} lacks its {metadata['stacker']}"
+                )
         return cls(model, metadata, stacker)
 
     # -- arrays -------------------------------------------------------------------------------------------
@@ -134,7 +136,9 @@ class StampClassifier:
         out = images[complete], metadata_matrix(al, self.features), al
         return (*out, st[complete].reset_index(drop=True)) if with_stamps else out
 
-    def second_stage_inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def second_stage_inputs(
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the second stage's input table, the alerts with complete stamps it describes, aligned by position)."""
         images, meta, al, st = self._inputs(alerts, stamps, with_stamps=True)
         cnn = self.predict_arrays(images, meta)

@@ -119,7 +119,11 @@ class StampStacker:
         import xgboost as xgb  # lazy: ~0.75 s to import; only training and the second stage use it
 
         codes = np.array([STAMP_CLASSES.index(c) for c in y])
-        w = compute_sample_weight("balanced", codes) if sample_weight is None else balanced_weights(codes, sample_weight)
+        w = (
+            compute_sample_weight("balanced", codes)
+            if sample_weight is None
+            else balanced_weights(codes, sample_weight)
+        )
         self.booster_ = xgb.XGBClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,

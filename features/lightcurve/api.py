@@ -48,8 +48,11 @@ VERSION_SETTINGS: dict[str, dict] = {
 def _settings(feature_version: str | None) -> dict:
     version = feature_version or FEATURE_VERSION
     if version not in VERSION_SETTINGS:
-        raise ValueError(f"unknown feature version {version!r}; this code computes {', '.join(FEATURE_VERSIONS)}")
+        raise ValueError(
+            f"unknown feature version {version!r}; this code computes {', '.join(FEATURE_VERSIONS)}"
+        )
     return VERSION_SETTINGS[version]
+
 
 #: Fewest points a band needs for the variability, stochastic, periodogram, harmonic and MHPS features.
 MIN_BAND_POINTS = 6

@@ -20,14 +20,17 @@ RR Lyrae: 71 % -> 92 % within 1 %), and the polish removes the small offset of t
 Selection 1 (``lc-features-1.1.0``, ``SELECTION_SCAN``) goes further, after measuring where selection 0 failed on
 real light curves: (1) the one-harmonic peak of a non-sinusoidal curve can sit a yearly alias (1/365.25 c/d) or
 more than one fringe (1/T) away from the multi-harmonic optimum, so every candidate is *scanned* with the
-harmonic chi-square over +-(1/365.25 + 2/T) in steps of 1/(3T) and then polished, instead of being compared at
+harmonic chi-square over +-(1/365.25 + 2/T) (at most +-f/4: never reaching a sub-harmonic f/k, where an
+nh-harmonic model fits as well) in steps of 1/(3T) and then polished, instead of being compared at
 its one-harmonic position; (2) the +-1 and +-2 sidereal-day aliases of the ``N_ALIAS`` strongest peaks are
 candidates too (the true peak of a sparse light curve is often not among the one-harmonic maxima);
 (3) the harmonic chi-square uses errors with a floor of ``ERROR_FLOOR`` mag added in quadrature (real photometric
 errors are underestimated; without it a few points dominate the comparison); (4) the number of harmonics is
 reduced for sparse bands (at most (n - 1) / (2 ``POINTS_PER_PARAMETER``) per band, 1..N_RANK), so 20 points
-do not choose a period by over-fitting 9 parameters. SDSS Stripe 82 RR Lyrae (g + r): 92.1 % -> 95.4 % within
-1 % (docs/features.md lists the remaining alias cases).
+do not choose a period by over-fitting 9 parameters; (5) of the selected f and its multiples k f (k <= the
+harmonics fitted) that fit within ``HARMONIC_TOLERANCE`` of it, the highest frequency wins: a model at f / k
+holds every harmonic of f, so a sub-harmonic always fits as well, by the noise alone. SDSS Stripe 82 RR Lyrae
+(g + r): see docs/features.md for the measured recovery and the remaining alias cases.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ POINTS_PER_PARAMETER = 2
 #: Selection 1: scan steps per fringe (1/T) and half-width of the scan in fringes beyond the yearly alias.
 SCAN_SUB = 3.0
 SCAN_FRINGES = 2.0
+#: Selection 1: the scan around a candidate f stays within f +- SCAN_MAX_RELATIVE f (sub-harmonics f/k lie at
+#: f/2 and below: a long period's scan must not reach them).
+SCAN_MAX_RELATIVE = 0.25
+#: Selection 1: k f (k = 2..nh) replaces the selected f when its harmonic chi-square is at most this much (relative)
+#: above f's: of periods that fit equally well, the shortest (a sub-harmonic fits as well by construction).
+HARMONIC_TOLERANCE = 0.05
 
 OBJECT_NAMES: tuple[str, ...] = (
     "Multiband_period",
@@ -420,10 +429,28 @@ def _scan_candidates(
             fc = f0 + ALIAS_SHIFTS[q]
             if fc <= fmin or fc >= fmax:
                 continue
-            f1, c1 = _scan_harmonic(tt, y, ww, boff, fc, half, step, nh)
+            # never so wide that it reaches a sub-harmonic fc / k: an nh-harmonic model at fc / k (k <= nh)
+            # holds fc itself, so its chi-square is never worse and the scan would slide there
+            h = min(half, SCAN_MAX_RELATIVE * fc)
+            f1, c1 = _scan_harmonic(tt, y, ww, boff, fc, h, min(step, h / 4.0), nh)
             if c1 < best_c:
                 best_c = c1
                 best_f = f1
+    # The shortest period that fits as well: an nh-harmonic model at f / k (k <= nh) holds every harmonic of f,
+    # so a sub-harmonic of the true frequency fits at least as well, by the noise alone. k f replaces f when
+    # its chi-square is within HARMONIC_TOLERANCE of f's (a binary with unequal eclipses keeps its period:
+    # half of it fits much worse).
+    if best_f == best_f:
+        f_sel = best_f
+        for k in range(2, nh + 1):
+            fk = k * best_f
+            if fk >= fmax:
+                break
+            hk = min(step, SCAN_MAX_RELATIVE * fk)
+            f1, c1 = _scan_harmonic(tt, y, ww, boff, fk, hk, hk / 2.0, nh)
+            if c1 <= best_c * (1.0 + HARMONIC_TOLERANCE):
+                f_sel = f1
+        best_f = f_sel
     return best_f
 
 
