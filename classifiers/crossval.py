@@ -36,7 +36,15 @@ from alert_broker.features.lightcurve import compute_features
 from alert_broker.simulator.templates import ZTF_CADENCE, resample
 
 #: Real sets that train (every labelled set with features: ours from light curves or ALeRCE's vectors).
-REAL_TRAINING_SETS = ("alerce_sne", "alerce_periodic", "bts", "simbad", "alerce_labelled", "alerce_features")
+REAL_TRAINING_SETS = (
+    "alerce_sne",
+    "alerce_periodic",
+    "bts",
+    "simbad",
+    "alerce_labelled",
+    "alerce_features",
+    "s82_rrlyrae",
+)
 #: Defaults of the shipped model (docs/classifiers.md: chosen on the out-of-fold figures).
 DEFAULT_FOLDS = 5
 REAL_WEIGHT = 3.0
@@ -240,6 +248,28 @@ def masked_copies(
         sub.sources.set_axis(keys),
         sub.weights.set_axis(keys),
     )
+
+
+def training_rows(
+    root: str | Path,
+    sim_features: pd.DataFrame,
+    sim_labels: pd.Series,
+    seed: int,
+    *,
+    real_weight: float = REAL_WEIGHT,
+    templates: bool = True,
+    feature_version: str | None = None,
+) -> tuple[Rows, Rows, Rows | None]:
+    """(simulation, real, templates) rows as ``broker train lc --real-data`` trains on them: simulated and
+    template rows each with masked copies (:func:`masked_copies`), the real sets of :data:`REAL_TRAINING_SETS`
+    weighted ``real_weight``; templates None when ``templates`` is false."""
+    sim = make_rows(sim_features, sim_labels, "simulation")
+    sim = Rows.concat([sim, masked_copies(sim, seed * 7 + 1)])
+    real = real_rows(root, weight=real_weight, feature_version=feature_version)
+    tpl = template_rows(root, seed, feature_version=feature_version) if templates else None
+    if tpl is not None and len(tpl):
+        tpl = Rows.concat([tpl, masked_copies(tpl, seed * 7 + 2)])
+    return sim, real, tpl
 
 
 def assign_folds(real: Rows, k: int = DEFAULT_FOLDS, seed: int = 0) -> pd.Series:

@@ -297,31 +297,6 @@ def alerce_features(root: str | Path) -> tuple[pd.DataFrame, pd.Series]:
 
 
 #: Name -> (loader, one-line description). Loaders of light-curve sets accept ``alert_day``.
-REAL_SETS: dict[str, tuple[Callable, str]] = {
-    "alerce_sne": (alerce_sne, "ALeRCE's 30 spectroscopic SNe (our features from their light curves)"),
-    "alerce_labelled": (alerce_labelled, "ALeRCE's 98 labelled objects (ALeRCE's feature vectors)"),
-    "alerce_periodic": (alerce_periodic, "ALeRCE's 25 periodic variables (our features)"),
-    "alerce_features": (alerce_features, "ALeRCE's 150 labelled feature vectors, 10 per class"),
-    "bts": (bts, "ZTF Bright Transient Survey SNe Ia (our features from their light curves)"),
-    "simbad": (simbad, "SIMBAD-labelled ZTF alerts, weak labels (our decoder and features)"),
-}
-LIGHT_CURVE_SETS = ("alerce_sne", "alerce_periodic", "bts", "simbad")
-
-
-def load_real_set(
-    name: str, root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
-) -> tuple[pd.DataFrame, pd.Series]:
-    """One of :data:`REAL_SETS` by name (light-curve sets: our features under ``feature_version``, default the
-    current one; ALeRCE's vector sets are what they are)."""
-    if name not in REAL_SETS:
-        raise ValueError(f"unknown real set {name!r}; known: {', '.join(REAL_SETS)}")
-    loader = REAL_SETS[name][0]
-    if name in LIGHT_CURVE_SETS:
-        return loader(root, alert_day=alert_day, feature_version=feature_version)
-    return loader(root)
-
-
-# -- real light curves as simulator templates ------------------------------------------------------------
 S82_DIR = "lightcurves/sdss_s82_rrlyrae"
 
 
@@ -349,6 +324,52 @@ def s82_light_curves(root: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     return pd.concat(frames, ignore_index=True), periods
 
 
+def s82_rrlyrae(
+    root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The 483 SDSS Stripe 82 RR Lyrae (Sesar et al. 2010; g and r as fid 1 and 2, our features): one class,
+    RRL, so its figure is the RRL recall. SDSS light curves (~50 epochs per band over ~8 years), not ZTF's:
+    ``alert_day`` cuts them like a ZTF alert's history all the same."""
+    det, _ = s82_light_curves(root)
+    det, _ = alert_window(det, pd.DataFrame(), alert_day)
+    det = det.assign(isdiffpos=1, corrected=False)
+    notes = [
+        "features computed by our code from the SDSS g and r light curves (no non-detections, rb, sgscore1, "
+        "positions or isdiffpos: those features are -999); every star labelled RRL"
+    ]
+    feats = as_oid_indexed(compute_features(det, None, feature_version=feature_version))
+    return _aligned(feats, pd.Series("RRL", index=feats.index), notes)
+
+
+REAL_SETS: dict[str, tuple[Callable, str]] = {
+    "alerce_sne": (alerce_sne, "ALeRCE's 30 spectroscopic SNe (our features from their light curves)"),
+    "alerce_labelled": (alerce_labelled, "ALeRCE's 98 labelled objects (ALeRCE's feature vectors)"),
+    "alerce_periodic": (alerce_periodic, "ALeRCE's 25 periodic variables (our features)"),
+    "alerce_features": (alerce_features, "ALeRCE's 150 labelled feature vectors, 10 per class"),
+    "bts": (bts, "ZTF Bright Transient Survey SNe Ia (our features from their light curves)"),
+    "simbad": (simbad, "SIMBAD-labelled ZTF alerts, weak labels (our decoder and features)"),
+    "s82_rrlyrae": (
+        s82_rrlyrae,
+        "SDSS Stripe 82 RR Lyrae, 483 stars (our features from SDSS g, r light curves)",
+    ),
+}
+LIGHT_CURVE_SETS = ("alerce_sne", "alerce_periodic", "bts", "simbad", "s82_rrlyrae")
+
+
+def load_real_set(
+    name: str, root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """One of :data:`REAL_SETS` by name (light-curve sets: our features under ``feature_version``, default the
+    current one; ALeRCE's vector sets are what they are)."""
+    if name not in REAL_SETS:
+        raise ValueError(f"unknown real set {name!r}; known: {', '.join(REAL_SETS)}")
+    loader = REAL_SETS[name][0]
+    if name in LIGHT_CURVE_SETS:
+        return loader(root, alert_day=alert_day, feature_version=feature_version)
+    return loader(root)
+
+
+# -- real light curves as simulator templates ------------------------------------------------------------
 def periodic_templates(root: str | Path, *, include_s82: bool = True) -> list[Template]:
     """Templates of the labelled real periodic variables: ALeRCE's 25 (total magnitudes ``magpsf_corr``; period
     the catalogue's, else our ``Multiband_period``) and the 483 Stripe 82 RR Lyrae (catalogue periods)."""

@@ -23,11 +23,8 @@ from alert_broker.classifiers.crossval import (
     TEMPLATE_COUNTS,
     Rows,
     cross_validate,
-    make_rows,
-    masked_copies,
     metrics_by_source,
-    real_rows,
-    template_rows,
+    training_rows,
 )
 from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
 from alert_broker.classifiers.hierarchical import (
@@ -413,6 +410,21 @@ def add_evaluate(subparsers) -> None:
         default=None,
         help="cut real light curves to one alert's 30-day history, this many days after the first detection",
     )
+    p.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="also the out-of-fold figures of every real set: models trained on simulation + the real sets "
+        "(+ real light curves as templates) in object-grouped K-fold cross-validation, beside the model's own",
+    )
+    p.add_argument("--cv-objects", type=int, default=6000, help="simulated objects of the cross-validation")
+    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS)
+    p.add_argument(
+        "--cv-seed", type=int, default=1, help="seed of the cross-validation's simulation and folds"
+    )
+    p.add_argument("--cv-estimators", type=int, default=None, help="trees per model (default: the model's)")
+    p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
+    p.add_argument("--no-templates", dest="templates", action="store_false", help="no real templates")
+    p.add_argument("--n-jobs", type=int, default=2, help="training threads of the cross-validation")
     p.add_argument("--out", default="reports/classifiers", help="report folder")
     p.set_defaults(func=cmd_evaluate)
 
@@ -502,12 +514,9 @@ def _train_lc_with_real(
     temperatures fitted on out-of-fold real and held-out simulated predictions, then the model on every row."""
     root = Path(args.real_data)
     seed = args.seed
-    sim = make_rows(feats, labels, "simulation")
-    sim = Rows.concat([sim, masked_copies(sim, seed * 7 + 1)])
-    real = real_rows(root, weight=args.real_weight)
-    tpl = template_rows(root, seed) if args.templates else None
-    if tpl is not None and len(tpl):
-        tpl = Rows.concat([tpl, masked_copies(tpl, seed * 7 + 2)])
+    sim, real, tpl = training_rows(
+        root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
+    )
     print(
         f"rows: {len(sim)} simulated (with masked copies), {len(real)} real "
         f"({dict(real.sources.value_counts())}), {0 if tpl is None else len(tpl)} template "
@@ -637,10 +646,86 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not root.is_dir():
             raise SystemExit(f"real data not found at {root} (pass --data or set BROKER_SHARED_DATA)")
         results |= evaluate_real(model, root, names, alert_day=args.alert_day)
+    notes: list[str] = []
+    if getattr(args, "cross_validate", False):
+        if survey != "ztf":
+            raise SystemExit("--cross-validate mixes real ZTF light curves into a simulated ZTF training set")
+        root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
+        oof, notes = out_of_fold_figures(model, root, args)
+        results = _beside(results, oof)
     if not results:
         raise SystemExit("nothing to evaluate: --objects 0 and no --real set")
+    notes += predicted_shares(results)
     for name, ev in results.items():
         print(f"{name}: {ev.summary()}")
-    path = write_report(results, args.out, model=model)
+    for line in notes:
+        print(line)
+    path = write_report(results, args.out, model=model, notes=notes or None)
     print(f"report written to {path}")
     return 0
+
+
+def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Out-of-fold figures per real set (``broker evaluate --cross-validate``): fold models of ``model``'s
+    backend trained on ``args.cv_objects`` simulated objects, the real sets of the other folds and the real
+    templates whose parent is not held out (classifiers.crossval), under the current FEATURE_VERSION. Returns
+    ({"<set> (out-of-fold)": Evaluation}, notes for the report)."""
+    t0 = time.perf_counter()
+    seed = args.cv_seed
+    feats, labels = build_training_set(args.cv_objects, args.nights, seed)
+    sim, real, tpl = training_rows(
+        root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
+    )
+    kwargs = dict(
+        name="cross-validation",
+        version="cv",
+        backend=getattr(model, "backend", "rf"),
+        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+        outlier_estimators=10,
+    )
+    cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **kwargs)
+    oof = metrics_by_source(cv.proba, real)
+    out = {}
+    for src, ev in oof.items():
+        ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
+        out[f"{src} (out-of-fold)"] = ev
+    n_tpl = 0 if tpl is None else len(tpl)
+    notes = [
+        f"Out-of-fold rows: {args.cv_folds}-fold cross-validation grouped by object (an object never scores with "
+        f"a model that saw it, in any set or as a template's parent), stratified by (set, class); each fold "
+        f"model ({kwargs['backend']}, {kwargs['n_estimators']} trees) trained on {len(sim)} simulated rows "
+        f"({args.cv_objects} objects, seed {seed}, with masked copies), the other folds' real rows (weight "
+        f"{args.real_weight:g}) and {n_tpl} template rows; features {FEATURE_VERSION}; "
+        f"{time.perf_counter() - t0:.0f} s.",
+    ]
+    return out, notes
+
+
+def predicted_shares(results: dict) -> list[str]:
+    """For every one-class set (BTS SNe Ia, Stripe 82 RR Lyrae): the share of its objects called each class."""
+    lines = []
+    for name, ev in results.items():
+        if ev.n_classes == 1:
+            row = ev.confusion_class.sum(axis=0)
+            shares = (row / max(row.sum(), 1)).sort_values(ascending=False)
+            top = ", ".join(f"{c} {100 * v:.1f} %" for c, v in shares.items() if v >= 0.01)
+            lines.append(f"{name}: called {top}.")
+    return lines
+
+
+def _beside(results: dict, oof: dict) -> dict:
+    """``results`` with each set's out-of-fold entry right after the model's own entry for that set."""
+    out = {}
+    placed = set()
+    for name, ev in results.items():
+        out[name] = ev
+        key = name.split(" (")[0]
+        match = f"{key} (out-of-fold)"
+        if match in oof:
+            out[match] = oof[match]
+            placed.add(match)
+    out |= {k: v for k, v in oof.items() if k not in placed}
+    return out
