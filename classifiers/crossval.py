@@ -333,6 +333,33 @@ def cross_validate(
     return CrossValidation(frame, folds, top_raw, cond_raw)
 
 
+#: Real sets of one class: K-fold over them measures little (the other folds' rows of the same set teach "a light
+#: curve like these is this class": SDSS's cadence, BTS's missing rb and non-detections), so they are also
+#: scored *leave-set-out*: by a model that saw no row of the set, no template made from its objects, and none of
+#: its objects through another set.
+ONE_CLASS_SETS = ("bts", "s82_rrlyrae")
+
+
+def leave_set_out(
+    always: Rows, real: Rows, extra: Rows | None = None, sources=ONE_CLASS_SETS, **model_kwargs
+) -> dict[str, pd.DataFrame]:
+    """Class probabilities (row key x 15 classes) of each real set in ``sources`` from a model trained on
+    ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not."""
+    out = {}
+    for src in sources:
+        test = (real.sources == src).to_numpy()
+        if not test.any():
+            continue
+        held = set(real.groups[test].astype(str))
+        parts = [always, real.take(~real.groups.astype(str).isin(held).to_numpy())]
+        if extra is not None and len(extra):
+            parts.append(extra.take(~extra.groups.astype(str).isin(held).to_numpy()))
+        model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
+        feats = real.features[test]
+        out[src] = model.predict_proba(feats).reindex(columns=list(CLASSES))
+    return out
+
+
 def metrics_by_source(proba: pd.DataFrame, rows: Rows) -> dict[str, Evaluation]:
     """Evaluation per source of out-of-fold (or any) probabilities of ``rows``."""
     out = {}

@@ -23,10 +23,11 @@ from alert_broker.classifiers.crossval import (
     TEMPLATE_COUNTS,
     Rows,
     cross_validate,
+    leave_set_out,
     metrics_by_source,
     training_rows,
 )
-from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
+from alert_broker.classifiers.evaluate import evaluate, evaluate_predictions, evaluate_real, write_report
 from alert_broker.classifiers.hierarchical import (
     BACKENDS,
     HierarchicalClassifier,
@@ -537,6 +538,15 @@ def _train_lc_with_real(
         cv = cross_validate(
             sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
         )
+        lso = leave_set_out(sim, real, tpl, **{**model_kwargs, "outlier_estimators": 10})
+        metrics["leave_set_out"] = {
+            src: evaluate_predictions(
+                p,
+                real.labels[(real.sources == src).to_numpy()],
+                real.features[(real.sources == src).to_numpy()],
+            ).summary()
+            for src, p in lso.items()
+        }
         print(f"cross-validation: {args.cv_folds} folds ({time.perf_counter() - t0:.0f} s)")
     everything = Rows.concat([sim, real] + ([tpl] if tpl is not None and len(tpl) else []))
     training_set = {
@@ -692,6 +702,11 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
     for src, ev in oof.items():
         ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
         out[f"{src} (out-of-fold)"] = ev
+    for src, proba in leave_set_out(sim, real, tpl, **kwargs).items():
+        sel = (real.sources == src).to_numpy()
+        ev = evaluate_predictions(proba, real.labels[sel], real.features[sel])
+        ev.description = f"{REAL_SETS[src][1]}; leave-set-out (a model that saw none of the set)"
+        out[f"{src} (leave-set-out)"] = ev
     n_tpl = 0 if tpl is None else len(tpl)
     notes = [
         f"Out-of-fold rows: {args.cv_folds}-fold cross-validation grouped by object (an object never scores with "
@@ -723,9 +738,9 @@ def _beside(results: dict, oof: dict) -> dict:
     for name, ev in results.items():
         out[name] = ev
         key = name.split(" (")[0]
-        match = f"{key} (out-of-fold)"
-        if match in oof:
-            out[match] = oof[match]
-            placed.add(match)
+        for match in (f"{key} (out-of-fold)", f"{key} (leave-set-out)"):
+            if match in oof:
+                out[match] = oof[match]
+                placed.add(match)
     out |= {k: v for k, v in oof.items() if k not in placed}
     return out

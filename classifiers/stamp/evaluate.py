@@ -15,8 +15,9 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
 from alert_broker.classifiers.stamp.dataset import build_stamp_set
+from alert_broker.classifiers.stamp.inference import first_alert_mask
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules, known_solar_system_object
 from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import RawMessage
@@ -226,6 +227,53 @@ def evaluate_real_stamps(classifier, shared_data: str | Path) -> dict[str, dict[
                 y, names[ruled[list(STAMP_CLASSES)].to_numpy()[rows].argmax(axis=1)]
             ),
         }
+    return out
+
+
+#: The realistic sample: 1166 real ZTF alerts (the default ``make run-night`` source).
+REAL_NIGHT_DIR = "ztf/fink_sample_1166"
+
+
+def known_sso(alerts: pd.DataFrame, max_dist_arcsec: float = 5.0) -> np.ndarray:
+    """Whether ZTF matched a known solar-system object within ``max_dist_arcsec`` (the rule's test, ``rules.py``:
+    0 <= ssdistnr <= 5" and a non-null ssnamenr)."""
+    zero = pd.DataFrame(0.0, index=range(len(alerts)), columns=list(STAMP_CLASSES))
+    hit = known_solar_system_object(zero, alerts.reset_index(drop=True), max_dist_arcsec)
+    return hit["asteroid"].to_numpy() == 1.0
+
+
+def real_night_asteroid_shares(classifier, shared_data: str | Path) -> dict:
+    """How a :class:`~classifiers.stamp.inference.StampClassifier` calls the first alerts of the new objects of
+    the 1166 real alerts (``ztf/fink_sample_1166``; first as the pipeline decides it,
+    ``inference.first_alert_mask`` with the alerts' own histories), with the default rules: the share called
+    asteroid, split by whether ZTF matched a known solar-system object near (:func:`known_sso`) and by history
+    (ndethist <= 1: no earlier detection at that position)."""
+    folder = Path(shared_data) / REAL_NIGHT_DIR
+    messages = [
+        RawMessage("real", 0, i, f.read_bytes(), f.name) for i, f in enumerate(sorted(folder.glob("*.avro")))
+    ]
+    tables, _, _ = decode_batch(messages, "real-night")
+    alerts = tables.alerts[first_alert_mask(tables.alerts, tables.detections)].reset_index(drop=True)
+    proba = classifier.predict_proba(alerts, tables.stamps)
+    al = alerts.set_index("candid").loc[proba.index]
+    called = np.array(STAMP_CLASSES, dtype=object)[proba[list(STAMP_CLASSES)].to_numpy().argmax(axis=1)]
+    sso = known_sso(al.reset_index())
+    nhist = pd.to_numeric(al.get("ndethist", pd.Series(np.nan, index=al.index)), errors="coerce").to_numpy()
+    ast = called == "asteroid"
+    out = {
+        "new_objects": int(len(al)),
+        "called": {c: int((called == c).sum()) for c in STAMP_CLASSES},
+        "asteroid": int(ast.sum()),
+        "with_known_sso": int(sso.sum()),
+        "asteroid_with_known_sso": int((ast & sso).sum()),
+        "without_known_sso": int((~sso).sum()),
+        "asteroid_without_known_sso": int((ast & ~sso).sum()),
+        "asteroid_without_known_sso_no_history": int((ast & ~sso & (nhist <= 1)).sum()),
+    }
+    out["asteroid_share"] = round(out["asteroid"] / max(out["new_objects"], 1), 4)
+    out["asteroid_share_without_known_sso"] = round(
+        out["asteroid_without_known_sso"] / max(out["without_known_sso"], 1), 4
+    )
     return out
 
 

@@ -27,6 +27,7 @@ from alert_broker.classifiers.stamp.metadata import metadata_matrix
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
 from alert_broker.classifiers.stamp.stacker import (
     NO_METADATA_SHARE,
+    UNKNOWN_ASTEROID_SHARE,
     StampStacker,
     drop_metadata,
     raw_metadata,
@@ -86,6 +87,9 @@ def simulated_rows(classifier, data: StampSet, seed: int) -> StackRows:
     y = np.array(STAMP_CLASSES, dtype=object)[data.labels]
     groups = data.frame["oid"].astype(str).to_numpy()
     rows = StackRows(x, y, groups, np.full(len(y), "simulation"), np.ones(len(y)), data.frame)
+    rng = np.random.default_rng([seed, 37])
+    unknown = np.flatnonzero((y == "asteroid") & (rng.random(len(y)) < UNKNOWN_ASTEROID_SHARE))
+    rows.x.loc[unknown, "known_sso"] = np.where(rows.x.loc[unknown, "known_sso"].notna(), 0.0, np.nan)
     drop = np.flatnonzero(np.random.default_rng([seed, 31]).random(len(y)) < NO_METADATA_SHARE)
     copy = rows.take(drop)
     copy.x = drop_metadata(copy.x, np.ones(len(copy), dtype=bool))

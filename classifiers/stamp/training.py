@@ -223,6 +223,54 @@ def train_stamp_model(
 STACKER_FILE = "stacker.joblib"
 
 
+def add_second_stage(
+    base_version: str,
+    version: str,
+    real_data: str | Path,
+    *,
+    seed: int = 1,
+    name: str = DEFAULT_NAME,
+    out_root: str | Path | None = None,
+    stack_n_per_class: int = STACK_N_PER_CLASS,
+    real_weight: float = REAL_WEIGHT,
+    cv_folds: int = DEFAULT_FOLDS,
+    eval_n_per_class: int = 0,
+    eval_seed: int | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """A new version = the CNN of ``base_version`` unchanged (same weights, same inputs) + a second stage trained
+    on top of it (:func:`train_second_stage`): the CNN needs hours on a CPU, the second stage minutes, and the
+    second stage is where the real labelled alerts can teach. The metadata keeps the base's CNN figures (under
+    ``metrics.cnn_base``) and adds the second stage's out-of-fold real figures and held-out simulation."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = StampClassifier.load(name, base_version, root=out_root)
+    if base.stacker is not None:
+        raise ValueError(f"{name} {base_version} already has a second stage")
+    meta = dict(base.metadata)
+    cnn_metrics = meta.pop("metrics", {})
+    stacker, stack_meta = train_second_stage(base, seed, real_data, stack_n_per_class, real_weight, cv_folds)
+    times["second_stage"] = time.perf_counter() - t0
+    meta.update(
+        name=name, version=version, stacker=STACKER_FILE, second_stage=stack_meta, base_cnn=base_version
+    )
+    for k in ("created_at", "tensorflow_version", "keras_version"):
+        meta.pop(k, None)
+    meta["metrics"] = {"cnn_base": cnn_metrics}
+    clf = StampClassifier(base.model, meta, stacker)
+    if eval_n_per_class:
+        t1 = time.perf_counter()
+        es = seed + 1000 if eval_seed is None else eval_seed
+        held = build_stamp_set(es, eval_n_per_class, tuple(meta["features"]))
+        meta["metrics"]["heldout"] = {"seed": es, "n_per_class": eval_n_per_class}
+        for k, v in evaluate_stacked_simulation(clf, held).items():
+            meta["metrics"][f"heldout_{k}"] = v.summary()
+        times["evaluate"] = time.perf_counter() - t1
+    path = save_keras(base.model, name=name, version=version, metadata=meta, root=out_root, overwrite=overwrite,
+                      extra_objects={STACKER_FILE: stacker})  # fmt: skip
+    return TrainResult(path, base.model, meta, times)
+
+
 def train_second_stage(
     classifier: StampClassifier,
     seed: int,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alert_broker.classifiers import crossval
-from alert_broker.classifiers.crossval import Rows, assign_folds, cross_validate, make_rows
+from alert_broker.classifiers.crossval import Rows, assign_folds, cross_validate, leave_set_out, make_rows
 from alert_broker.classifiers.hierarchical import balanced_weights, fit_temperatures, temper
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES
 from alert_broker.classifiers.training import history_store_non_detections, tempered_class_proba
@@ -61,6 +61,21 @@ def test_no_object_scores_with_a_model_that_saw_it(monkeypatch):
     # every real row scored exactly once, and an object's rows (in either set) share one fold
     assert (cv.folds >= 0).all() and len(cv.proba) == len(real)
     assert (pd.DataFrame({"g": real.groups, "f": cv.folds}).groupby("g")["f"].nunique() == 1).all()
+
+
+def test_leave_set_out_models_saw_none_of_the_set(monkeypatch):
+    objs = [f"ZTF{i:03d}" for i in range(40)]
+    real = Rows.concat([_rows("alerce_sne", objs[:30], 1), _rows("bts", objs[20:], 2)])  # 10 objects in both
+    parents = {f"T{i}": objs[i % 40] for i in range(80)}
+    tpl = _rows("template:bts", list(parents), 3, groups=parents)
+    sim = _rows("simulation", [f"sim{i}" for i in range(20)], 4)
+    _Recorder.seen = []
+    monkeypatch.setattr(crossval, "fit_rows", lambda rows, **kw: _Recorder(rows))
+    out = leave_set_out(sim, real, tpl, sources=("bts", "s82_rrlyrae"))
+    assert list(out) == ["bts"] and len(out["bts"]) == 20  # a set with no rows is skipped
+    (trained,) = _Recorder.seen
+    assert not (trained & set(objs[20:]))  # not through bts, not through alerce_sne, not as a template parent
+    assert set(objs[:20]) <= trained
 
 
 def test_folds_are_stratified_by_set_and_class():
