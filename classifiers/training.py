@@ -27,7 +27,13 @@ from alert_broker.classifiers.crossval import (
     metrics_by_source,
     training_rows,
 )
-from alert_broker.classifiers.evaluate import evaluate, evaluate_predictions, evaluate_real, write_report
+from alert_broker.classifiers.evaluate import (
+    evaluate,
+    evaluate_predictions,
+    evaluate_real,
+    model_feature_version,
+    write_report,
+)
 from alert_broker.classifiers.hierarchical import (
     BACKENDS,
     HierarchicalClassifier,
@@ -40,6 +46,7 @@ from alert_broker.classifiers.registry import fingerprint, load, save
 from alert_broker.classifiers.stamp.cli import add_train_stamp
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
+from alert_broker.features.lightcurve import FEATURE_VERSIONS
 from alert_broker.features.science import flux_features_of
 from alert_broker.features.tables import Tables
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
@@ -195,8 +202,10 @@ def build_training_set(
     history_days: float | None = None,
     survey: str = "ztf",
     history_store_window: float | None = ALERT_HISTORY_DAYS,
+    feature_version: str | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """(features indexed by oid, labels aligned with them) from a simulated run of ``survey``.
+    """(features indexed by oid, labels aligned with them) from a simulated run of ``survey`` (ZTF: magnitude
+    features under ``feature_version``, default the current FEATURE_VERSION).
 
     ZTF: ``features.compute_features`` on the decoded, corrected last alert of every object (>= 6 detections in
     g or r). LSST: the difference-flux features (``features.compute_flux_features``) of the last alert's
@@ -210,7 +219,7 @@ def build_training_set(
     if survey == "lsst":
         raw = flux_features_of(tables.detections, tables.forced_photometry)
     else:
-        raw = compute_features(tables.detections, tables.non_detections)
+        raw = compute_features(tables.detections, tables.non_detections, feature_version=feature_version)
     feats = as_oid_indexed(raw)
     labels = normalise_labels(truth["class"].reindex(feats.index))
     keep = labels.notna().to_numpy()
@@ -363,6 +372,19 @@ def add_train_lc(train_subparsers) -> None:
         "--eval-objects", type=int, default=0, help="also evaluate on this many held-out objects (seed+1000)"
     )
     p.add_argument(
+        "--feature-version",
+        default=None,
+        choices=FEATURE_VERSIONS,
+        help="magnitude feature definition (default: the current one; an earlier one reproduces older models)",
+    )
+    p.add_argument(
+        "--history-window",
+        type=float,
+        default=ALERT_HISTORY_DAYS,
+        help="days of non-detections a simulated light curve keeps before each detection, as the history store "
+        "accumulates them from alerts (0: the whole simulated history, as models before 1.2.0 were trained)",
+    )
+    p.add_argument(
         "--real-data",
         default=None,
         help="shared data root: also train on the real labelled sets and real light curves resampled as "
@@ -457,6 +479,9 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     survey = getattr(args, "survey", "ztf")
     name = args.name or ("lc_hierarchical_lsst" if survey == "lsst" else "lc_hierarchical")
+    history_window = getattr(args, "history_window", ALERT_HISTORY_DAYS)
+    window = history_window if history_window and history_window > 0 else None
+    args.feature_version = getattr(args, "feature_version", None)
     if args.labels:
         if survey != "ztf":
             raise SystemExit(
@@ -467,19 +492,29 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         feats, labels = load_labelled_set(args.labels, args.features)
         source = {"source": "labelled set", "labels": str(args.labels), "features": str(args.features)}
     else:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
+        feats, labels = build_training_set(
+            args.objects,
+            args.nights,
+            args.seed,
+            survey=survey,
+            history_store_window=window,
+            feature_version=args.feature_version,
+        )
         source = {
             "source": "simulation",
             "survey": survey,
             "objects": args.objects,
             "nights": args.nights,
             "seed": args.seed,
+            "history_store_window": window,
         }
     source["rows"] = int(len(feats))
     print(f"training set: {len(feats)} objects, {feats.shape[1]} columns ({time.perf_counter() - t0:.0f} s)")
     real_data = getattr(args, "real_data", None)
     if real_data and (survey != "ztf" or args.labels):
         raise SystemExit("--real-data mixes real ZTF light curves into a simulated ZTF training set")
+    if real_data and args.feature_version not in (None, FEATURE_VERSION):
+        raise SystemExit(f"--real-data trains on the current features ({FEATURE_VERSION}) only")
     if real_data:
         return _train_lc_with_real(args, name, feats, labels, source, t0)
     model = train(
@@ -492,12 +527,21 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         seed=args.seed,
         fit_jobs=args.n_jobs,
         training_set=source,
-        feature_version=FLUX_FEATURE_VERSION if survey == "lsst" else FEATURE_VERSION,
+        feature_version=FLUX_FEATURE_VERSION
+        if survey == "lsst"
+        else (args.feature_version or FEATURE_VERSION),
     )
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
-        test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000, survey=survey)
+        test_f, test_y = build_training_set(
+            args.eval_objects,
+            args.nights,
+            args.seed + 1000,
+            survey=survey,
+            history_store_window=window,
+            feature_version=args.feature_version,
+        )
         metrics = evaluate(model, test_f, test_y).summary()
         metrics["held_out"] = {"survey": survey, "objects": args.eval_objects, "seed": args.seed + 1000}
         print(metrics)
@@ -645,7 +689,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     survey = "lsst" if model.metadata.get("feature_version") == FLUX_FEATURE_VERSION else "ztf"
     results = {}
     if args.objects:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
+        feats, labels = build_training_set(
+            args.objects, args.nights, args.seed, survey=survey, feature_version=model_feature_version(model)
+        )
         name = f"held-out simulation (seed {args.seed}, {args.objects} objects, {args.nights} nights)"
         results[name] = evaluate(model, feats, labels)
     names = real_set_names(args.real, args.data is not None)
