@@ -1,5 +1,5 @@
 """How far predicted probabilities can be trusted: reliability curves, expected calibration error, log loss, and
-reliability diagrams (docs/classifiers_reliability.png, docs/stamp_reliability.png).
+reliability diagrams (``plot_reliability``).
 
 A reliability curve bins objects by the probability of their predicted class (the confidence) and compares each
 bin's mean confidence with the fraction of its objects whose prediction is right. A calibrated classifier lies on

@@ -21,8 +21,8 @@ satellite streak) or a dipole (a bad subtraction).
 | ``diff_sci_ratio`` | difference peak over science peak (above their backgrounds): how much of the light is new |
 | ``nan_fraction`` | share of masked (NaN) pixels over the three cutouts |
 
-The same function measures simulated and real stamps (docs/simulator_vs_real_stamps.png compares them per
-class), and the stamp classifier's second stage uses them.
+The same function measures simulated and real stamps (docs/simulator.md, "Real data in the simulator"), and
+the stamp classifier's second stage uses them.
 """
 
 from __future__ import annotations
