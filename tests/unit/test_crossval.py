@@ -124,3 +124,31 @@ def test_history_store_keeps_only_non_detections_an_alert_carried():
     kept = history_store_non_detections(det, nd, window=30.0)
     # a: 75 (alert at 100), 125 (alert at 150); not 50 (> 30 d before any alert) nor 160 (after the last)
     assert kept[["oid", "mjd"]].values.tolist() == [["a", 75.0], ["a", 125.0], ["b", 280.0]]
+
+
+def test_evaluate_puts_out_of_fold_figures_beside_the_models_own():
+    from alert_broker.classifiers.evaluate import evaluate_predictions
+    from alert_broker.classifiers.training import _beside, predicted_shares
+
+    p = pd.DataFrame(0.0, index=[f"o{i}" for i in range(4)], columns=list(CLASSES))
+    p.iloc[:3, CLASSES.index("SNIa")] = 1.0
+    p.iloc[3, CLASSES.index("SLSN")] = 1.0
+    ev = evaluate_predictions(p, pd.Series("SNIa", index=p.index))
+    assert ev.class_balanced_accuracy == pytest.approx(0.75)
+    assert predicted_shares({"bts (real)": ev}) == ["bts (real): called SNIa 75.0 %, SLSN 25.0 %."]
+    own = {"held-out simulation": ev, "bts (real)": ev, "alerce_sne (real)": ev}
+    oof = {
+        "alerce_sne (out-of-fold)": ev,
+        "bts (out-of-fold)": ev,
+        "bts (leave-set-out)": ev,
+        "simbad (out-of-fold)": ev,
+    }
+    assert list(_beside(own, oof)) == [
+        "held-out simulation",
+        "bts (real)",
+        "bts (out-of-fold)",
+        "bts (leave-set-out)",
+        "alerce_sne (real)",
+        "alerce_sne (out-of-fold)",
+        "simbad (out-of-fold)",
+    ]
