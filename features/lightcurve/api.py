@@ -20,6 +20,7 @@ from .periodogram import (
     SELECTION_RANK,
     SELECTION_SCAN,
     period_batch,
+    period_batch_scan,
 )
 from .periodogram import (
     OBJECT_NAMES as PERIOD_OBJECT_NAMES,
@@ -98,7 +99,9 @@ def compute_batch(batch: Batch, *, feature_version: str | None = None) -> pd.Dat
         )
         cols.update(_wide(sn_batch(b.t, b.mag, b.sign, b.seg_off, b.nd_t, b.nd_lim, b.nd_off), SN_NAMES))
         cols.update(_wide(spm_batch(b.t, flux, flux_err, b.seg_off, MIN_SPM_POINTS), SPM_NAMES))
-        per_obj, per_seg = period_batch(
+        # selection 0 runs the untouched compiled code of lc-features-1.0.0 (bit for bit what it was)
+        periods = period_batch if selection == SELECTION_RANK else period_batch_scan
+        per_obj, per_seg = periods(
             b.t,
             b.mag,
             b.err,
@@ -110,7 +113,6 @@ def compute_batch(batch: Batch, *, feature_version: str | None = None) -> pd.Dat
             N_PEAKS,
             N_RANK,
             POWER_RATE_FACTORS,
-            selection,
         )
         cols.update(_wide(per_seg, PERIOD_BAND_NAMES))
         obj_values = np.hstack(
@@ -180,5 +182,6 @@ def warm_up() -> None:
     nd = pd.DataFrame(
         {"oid": ["ZTFwarmup"] * 2, "fid": [1, 2], "mjd": [57990.0, 57991.0], "diffmaglim": [20.0, 20.5]}
     )
-    compute_features(det, nd)
+    for version in FEATURE_VERSIONS:  # each version has its own compiled period selection
+        compute_features(det, nd, feature_version=version)
     _WARM = True

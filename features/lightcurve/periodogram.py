@@ -538,10 +538,180 @@ def object_periodogram(
     factors: np.ndarray,
     out_obj: np.ndarray,
     out_seg: np.ndarray,
+) -> None:
+    """All period features of one object (its two band segments are seg 2*obj and 2*obj+1)."""
+    # Gather the bands with enough points.
+    nb = 0
+    ntot = 0
+    band_ids = np.empty(2, dtype=np.int64)
+    for b in range(2):
+        s = 2 * obj + b
+        if seg_off[s + 1] - seg_off[s] >= min_points:
+            band_ids[nb] = b
+            nb += 1
+            ntot += seg_off[s + 1] - seg_off[s]
+    if nb == 0:
+        return
+    tt = np.empty(ntot)
+    y = np.empty(ntot)
+    ww = np.empty(ntot)
+    boff = np.zeros(nb + 1, dtype=np.int64)
+    yy = np.empty(nb)
+    chi0 = np.empty(nb)
+    d2 = np.empty(nb)
+    tmin = np.inf
+    tmax = -np.inf
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        a = seg_off[s]
+        tmin = min(tmin, t[a])
+        tmax = max(tmax, t[seg_off[s + 1] - 1])
+    pos = 0
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        a = seg_off[s]
+        b = seg_off[s + 1]
+        boff[k] = pos
+        sw = 0.0
+        swm = 0.0
+        for i in range(a, b):
+            w = 1.0 / (e[i] * e[i])
+            sw += w
+            swm += w * m[i]
+        mu = swm / sw
+        v = 0.0
+        for i in range(a, b):
+            tt[pos] = t[i] - tmin
+            y[pos] = m[i] - mu
+            ww[pos] = 1.0 / (e[i] * e[i]) / sw
+            v += ww[pos] * y[pos] * y[pos]
+            pos += 1
+        yy[k] = v
+        chi0[k] = v * sw
+        d2[k] = (b - a) - 3.0
+    boff[nb] = pos
+    if not (chi0.sum() > 0.0):
+        return
+    span = tmax - tmin
+    kk = min(max(1, int(math.ceil(1e-3 * ofac * span))), MAX_SUBSTEPS)
+    df = 1e-3 / kk
+    nf = int((fmax - fmin) / df) + 1
+    pb = np.empty((nb, nf))
+    fm = np.empty(nf)
+    _eval_grid(tt, y, ww, boff, yy, fmin, df, nf, pb)
+    _combine(pb, chi0, d2, nf, fm)
+
+    # Top local maxima of the multiband statistic, refined.
+    top_v = np.full(n_peaks, -np.inf)
+    top_i = np.full(n_peaks, -1, dtype=np.int64)
+    for k in range(1, nf - 1):
+        v = fm[k]
+        if v > fm[k - 1] and v >= fm[k + 1] and v > top_v[n_peaks - 1]:
+            j = n_peaks - 1
+            while j > 0 and top_v[j - 1] < v:
+                top_v[j] = top_v[j - 1]
+                top_i[j] = top_i[j - 1]
+                j -= 1
+            top_v[j] = v
+            top_i[j] = k
+    best_f = NAN
+    best_v = -np.inf
+    best_c = np.inf
+    ref_f = np.full(n_peaks, NAN)
+    ref_v = np.full(n_peaks, NAN)
+    for j in range(n_peaks):
+        if top_i[j] < 0:
+            continue
+        f0 = fmin + top_i[j] * df
+        rf, rv = _refine(tt, y, ww, boff, yy, chi0, d2, f0, df, -1)
+        if rv < top_v[j]:
+            rf = f0
+            rv = top_v[j]
+        ref_f[j] = rf
+        ref_v[j] = rv
+        if n_rank > 0:
+            c = _harmonic_chi2(tt, y, ww, boff, rf, n_rank)
+            if c < best_c:
+                best_c = c
+                best_v = rv
+                best_f = rf
+        elif rv > best_v:
+            best_v = rv
+            best_f = rf
+    if best_f != best_f:
+        kb = np.argmax(fm)
+        best_f = fmin + kb * df
+        best_v = fm[kb]
+    elif n_rank > 0:
+        best_f = _refine_harmonic(tt, y, ww, boff, best_f, df / 3.0, n_rank)
+    period = 1.0 / best_f
+    out_obj[0] = period
+
+    # PPE on ALeRCE's 1e-3 grid (every kk-th frequency), with refined peaks written back like P4J's finetuning.
+    sub = fm[::kk].copy()
+    for j in range(n_peaks):
+        if ref_f[j] == ref_f[j]:
+            idx = int(round((ref_f[j] - fmin) / 1e-3))
+            if 0 <= idx < sub.size and ref_v[j] > sub[idx]:
+                sub[idx] = ref_v[j]
+    ntop = min(100, sub.size)
+    top = np.partition(sub, sub.size - ntop)[sub.size - ntop :]
+    tot = 0.0
+    for i in range(ntop):
+        tot += top[i] + 1e-2
+    ent = 0.0
+    for i in range(ntop):
+        p = (top[i] + 1e-2) / tot
+        if p > 0.0:
+            ent -= p * math.log(p)
+    out_obj[1] = 1.0 - ent / math.log(100.0)
+
+    # Power rates: statistic at f_best / factor (nearest grid frequency) over the best value.
+    for q in range(factors.size):
+        fq = best_f / factors[q]
+        idx = int(round((fq - fmin) / df))
+        idx = min(max(idx, 0), nf - 1)
+        out_obj[2 + q] = fm[idx] / best_v
+
+    # Per band: own best period, harmonic fit and folded statistics at the multiband period.
+    for k in range(nb):
+        b = band_ids[k]
+        s = 2 * obj + b
+        row = out_seg[s]
+        kb = np.argmax(pb[k])
+        fb0 = fmin + kb * df
+        fb, vb = _refine(tt, y, ww, boff, yy, chi0, d2, fb0, df, k)
+        if vb < pb[k, kb]:
+            fb = fb0
+        row[0] = 1.0 / fb
+        row[1] = abs(period - 1.0 / fb)
+        a = seg_off[s]
+        bb = seg_off[s + 1]
+        _harmonics(t[a:bb], m[a:bb], e[a:bb], best_f, row)
+        _folded(t[a:bb], m[a:bb], period, row)
+
+
+@njit(cache=True)
+def _object_periodogram_selection(
+    t: np.ndarray,
+    m: np.ndarray,
+    e: np.ndarray,
+    seg_off: np.ndarray,
+    obj: int,
+    min_points: int,
+    ofac: float,
+    fmin: float,
+    fmax: float,
+    n_peaks: int,
+    n_rank: int,
+    factors: np.ndarray,
+    out_obj: np.ndarray,
+    out_seg: np.ndarray,
     selection: int = SELECTION_RANK,
 ) -> None:
-    """All period features of one object (its two band segments are seg 2*obj and 2*obj+1); ``selection`` says
-    how the period is chosen among the candidates (module docstring)."""
+    """:func:`object_periodogram` with the period chosen by ``selection`` (module docstring). Selection 0 is
+    computed by the untouched :func:`object_periodogram` (so lc-features-1.0.0 stays bit for bit what it was: a
+    compiled function's floating-point code depends on its whole body); this one serves selection 1."""
     # Gather the bands with enough points.
     nb = 0
     ntot = 0
@@ -716,7 +886,6 @@ def period_batch(
     n_peaks: int,
     n_rank: int,
     factors: np.ndarray,
-    selection: int = SELECTION_RANK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Period features for every object of a batch laid out as two band segments per object."""
     nobj = (seg_off.size - 1) // 2
@@ -724,6 +893,33 @@ def period_batch(
     out_seg = np.full((2 * nobj, N_BAND), NAN)
     for o in range(nobj):
         object_periodogram(
+            t, m, e, seg_off, o, min_points, ofac, fmin, fmax, n_peaks, n_rank, factors, out_obj[o], out_seg
+        )
+    return out_obj, out_seg
+
+
+@njit(cache=True)
+def period_batch_scan(
+    t: np.ndarray,
+    m: np.ndarray,
+    e: np.ndarray,
+    seg_off: np.ndarray,
+    min_points: int,
+    ofac: float,
+    fmin: float,
+    fmax: float,
+    n_peaks: int,
+    n_rank: int,
+    factors: np.ndarray,
+    selection: int = SELECTION_SCAN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Period features for every object of a batch (two band segments per object), period selection 1
+    (lc-features-1.1.0); :func:`period_batch` is selection 0 (lc-features-1.0.0)."""
+    nobj = (seg_off.size - 1) // 2
+    out_obj = np.full((nobj, N_OBJ), NAN)
+    out_seg = np.full((2 * nobj, N_BAND), NAN)
+    for o in range(nobj):
+        _object_periodogram_selection(
             t,
             m,
             e,
