@@ -57,11 +57,17 @@ bench: setup
 
 # Re-train the shipped models from their seeds (deterministic: the same files with the pinned libraries).
 models: setup
-	$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 --eval-objects 20000 --version 1.1.0
+	$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 --eval-objects 20000 --version 1.1.0 \
+		--feature-version lc-features-1.0.0 --history-window 0
+	$(if $(wildcard ../shared/data),$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 \
+		--eval-objects 20000 --version 1.2.0 --real-data ../shared/data)
 	$(BIN)/broker train lc --survey lsst --objects 60000 --seed 1 --out models --overwrite --n-jobs 2 \
 		--eval-objects 20000 --version 1.0.0
 	$(BIN)/broker train stamp --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
 		--eval-per-class 600 --version 1.1.0 $(if $(wildcard ../shared/data),--real-data ../shared/data)
+	$(if $(wildcard ../shared/data),$(BIN)/broker train stamp --second-stage-on 1.1.0 --version 1.2.0 --seed 1 \
+		--models models --overwrite --stack-per-class 800 --cv-folds 5 --eval-per-class 600 \
+		--real-data ../shared/data)
 
 # Latency under a bursty LSST-like stream through tansu (long: ~10 minutes per rate; ARGS="--rates 250 --minutes 3").
 bench-stream: setup

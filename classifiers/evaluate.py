@@ -29,6 +29,7 @@ from alert_broker.classifiers.alerce import (
 from alert_broker.classifiers.hierarchical import as_oid_indexed
 from alert_broker.classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
+from alert_broker.features.lightcurve import FEATURE_VERSIONS
 
 __all__ = [
     # re-exported from classifiers.alerce (they lived here; real_sets shares them)
@@ -40,7 +41,9 @@ __all__ = [
     "alerce_feature_frame",
     "evaluate",
     "evaluate_alerce_features",
+    "evaluate_predictions",
     "evaluate_real",
+    "branch_sums",
     "recall_vs_magnitude",
     "write_report",
 ]
@@ -117,7 +120,8 @@ def recall_vs_magnitude(y_true: np.ndarray, y_pred: np.ndarray, mag: np.ndarray,
 
 
 def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
-    """Score ``model`` on a labelled features table (labels indexed by oid; non-taxonomy labels dropped)."""
+    """Score ``model`` on a labelled features table (labels indexed by oid; non-taxonomy labels dropped): its
+    ``predict`` for the class, its ``predict_branch_proba`` for the branch."""
     feats = as_oid_indexed(features)
     lab = labels.set_axis(labels.index.astype(str), axis=0)
     y = normalise_labels(lab.reindex(feats.index))
@@ -126,18 +130,48 @@ def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
         raise ValueError("evaluate(): no object has a label among the 15 classes")
     feats, y_true = feats[keep], y[keep].to_numpy(dtype=object)
     y_pred = model.predict(feats).to_numpy(dtype=object)
-    b_true = np.array([BRANCH_OF[c] for c in y_true], dtype=object)
     top = model.predict_branch_proba(feats)
     b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
+    return _scores(y_true, y_pred, b_pred, feats)
+
+
+def evaluate_predictions(
+    proba: pd.DataFrame, labels: pd.Series, features: pd.DataFrame | None = None
+) -> Evaluation:
+    """Metrics of given class probabilities (rows x the 15 classes; e.g. out-of-fold predictions) against
+    labels aligned with their rows. The branch prediction is the branch with the largest summed probability
+    (equal to the top-level model's, by the product rule). ``features`` (same rows) gives recall vs magnitude."""
+    y = normalise_labels(pd.Series(np.asarray(labels, dtype=object), index=proba.index))
+    keep = y.notna().to_numpy()
+    if not keep.any():
+        raise ValueError("evaluate_predictions(): no object has a label among the 15 classes")
+    p = proba[keep].reindex(columns=list(CLASSES), fill_value=0.0)
+    y_true = y[keep].to_numpy(dtype=object)
+    y_pred = p.columns.to_numpy(dtype=object)[p.to_numpy().argmax(axis=1)]
+    top = branch_sums(p)
+    b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
+    return _scores(y_true, y_pred, b_pred, None if features is None else features[keep])
+
+
+def _scores(
+    y_true: np.ndarray, y_pred: np.ndarray, b_pred: np.ndarray, feats: pd.DataFrame | None
+) -> Evaluation:
+    b_true = np.array([BRANCH_OF[c] for c in y_true], dtype=object)
     cb, cf, per_c, cm_c = _level(y_true, y_pred, CLASSES)
     bb, bf, per_b, cm_b = _level(b_true, b_pred, BRANCHES)
-    mag_col = next((c for c in ("Mean_2", "mean_mag_2", "Mean_1") if c in feats.columns), None)
-    rvm = (
-        recall_vs_magnitude(y_true, y_pred, feats[mag_col].to_numpy(dtype=float))
-        if mag_col
-        else pd.DataFrame()
-    )
+    rvm = pd.DataFrame()
+    if feats is not None:
+        mag_col = next((c for c in ("Mean_2", "mean_mag_2", "Mean_1") if c in feats.columns), None)
+        if mag_col:
+            rvm = recall_vs_magnitude(y_true, y_pred, feats[mag_col].to_numpy(dtype=float))
     return Evaluation(len(y_true), cb, cf, bb, bf, per_c, per_b, cm_c, cm_b, rvm)
+
+
+def branch_sums(proba: pd.DataFrame) -> pd.DataFrame:
+    """P(branch) = the sum of its classes' probabilities (rows x Transient/Stochastic/Periodic)."""
+    return pd.DataFrame(
+        {b: proba[[c for c in CLASSES if BRANCH_OF[c] == b]].sum(axis=1) for b in BRANCHES}, index=proba.index
+    )
 
 
 def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[str]]:
@@ -146,6 +180,13 @@ def evaluate_alerce_features(model, data_root: Path) -> tuple[Evaluation, list[s
     labels = pd.read_parquet(Path(data_root) / ALERCE_LABELS_FILE)["classALeRCE"]
     mapped, notes = alerce_feature_frame(feats)
     return evaluate(model, mapped, labels), notes
+
+
+def model_feature_version(model) -> str | None:
+    """The magnitude feature version ``model`` was trained on (its registry metadata), None (= the current one)
+    when it names none or one this code does not compute."""
+    version = getattr(model, "metadata", {}).get("feature_version") or getattr(model, "feature_version", None)
+    return version if version in FEATURE_VERSIONS else None
 
 
 def evaluate_real(
@@ -157,8 +198,9 @@ def evaluate_real(
     ``alert_day`` the light-curve sets are cut to a single alert's 30-day history (see ``real_sets``).
     """
     out: dict[str, Evaluation] = {}
+    version = model_feature_version(model)
     for name in names or list(REAL_SETS):
-        feats, labels = load_real_set(name, data_root, alert_day=alert_day)
+        feats, labels = load_real_set(name, data_root, alert_day=alert_day, feature_version=version)
         if feats.empty:
             raise ValueError(f"real set {name}: no labelled object has features")
         ev = evaluate(model, feats, labels)

@@ -44,6 +44,31 @@ def as_oid_indexed(features: pd.DataFrame) -> pd.DataFrame:
 BACKENDS = ("rf", "xgb")
 
 
+def balanced_weights(y: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Per-row weights giving every class the same total weight (``n / k`` each): scikit-learn's "balanced"
+    weights when ``sample_weight`` is None, else ``sample_weight`` rescaled within each class so that rows keep
+    their relative weights inside a class (a real light curve can count more than a simulated one) while classes
+    stay balanced."""
+    if sample_weight is None:
+        return compute_sample_weight("balanced", y)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    classes, codes = np.unique(y, return_inverse=True)
+    totals = np.bincount(codes, weights=w, minlength=len(classes))
+    return w * (len(y) / len(classes)) / totals[codes]
+
+
+def temper(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of probabilities raised to 1/T and renormalised (temperature scaling on log-probabilities; T > 1
+    softens over-confident outputs). Zeros stay zero."""
+    if temperature == 1.0 or p.size == 0:
+        return p
+    with np.errstate(divide="ignore"):
+        logp = np.log(np.clip(p, 0.0, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    q = np.exp(logp)
+    return q / q.sum(axis=1, keepdims=True)
+
+
 def impute(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The float matrix of ``columns`` (absent columns, NaN and +-inf -> :data:`SENTINEL`), rows as given."""
     x = np.array(features.reindex(columns=columns).to_numpy(dtype=np.float64, na_value=np.nan), copy=True)
@@ -80,7 +105,7 @@ class XGBBranchModel:
         self.classes_: np.ndarray = np.array([], dtype=object)
         self.booster_ = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> XGBBranchModel:
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> XGBBranchModel:
         import xgboost as xgb  # lazy: ~0.75 s to import; only the optional xgb backend trains with it
 
         self.classes_ = np.unique(y)  # sorted, as scikit-learn orders classes_
@@ -97,7 +122,7 @@ class XGBBranchModel:
             tree_method="hist",
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(x, codes, sample_weight=compute_sample_weight("balanced", y))
+        ).fit(x, codes, sample_weight=balanced_weights(y, sample_weight))
         return self
 
     def set_n_jobs(self, n_jobs: int | None) -> None:
@@ -112,6 +137,45 @@ class XGBBranchModel:
             return np.zeros((0, len(self.classes_)))
         p = self.booster_.predict_proba(x).astype(np.float64)
         return p / p.sum(axis=1, keepdims=True)  # XGBoost answers float32: make rows sum to 1 in float64
+
+
+#: Temperatures tried by :func:`fit_temperatures` (log-spaced; 1 = no change).
+TEMPERATURE_GRID = np.exp(np.linspace(np.log(0.3), np.log(5.0), 61))
+
+
+def fit_temperatures(
+    top: np.ndarray, cond: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(T_top, T_branch) minimising the (weighted) log loss of the top level on the true branch and of the
+    within-branch models on the true class given its branch, from untempered outputs
+    (``HierarchicalClassifier.raw_probabilities``: top (n, 3) in BRANCHES order, cond (n, 15) in CLASSES
+    order). Tempering both levels keeps P(class) = P(branch) x P(class | branch) and the branch sums."""
+    y = np.asarray(labels, dtype=object)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+    b_idx = np.array([BRANCHES.index(BRANCH_OF[c]) for c in y])
+    c_idx = np.array([CLASSES.index(c) for c in y])
+    groups = {b: [CLASSES.index(c) for c in CLASSES if BRANCH_OF[c] == b] for b in BRANCHES}
+
+    def nll_top(t: float) -> float:
+        p = temper(top, t)[np.arange(len(y)), b_idx]
+        return float(-(w * np.log(np.clip(p, 1e-12, 1))).sum())
+
+    def nll_cond(t: float) -> float:
+        total = 0.0
+        for bi, b in enumerate(BRANCHES):
+            rows = b_idx == bi
+            cols = groups[b]
+            sub = cond[np.ix_(rows, cols)]
+            if not rows.any() or len(cols) < 2 or not (sub.sum(axis=1) > 0).all():
+                continue
+            q = temper(sub, t)
+            pos = np.array([cols.index(c) for c in c_idx[rows]])
+            total -= float((w[rows] * np.log(np.clip(q[np.arange(rows.sum()), pos], 1e-12, 1))).sum())
+        return total
+
+    if len(y) == 0:
+        return 1.0, 1.0
+    return float(min(TEMPERATURE_GRID, key=nll_top)), float(min(TEMPERATURE_GRID, key=nll_cond))
 
 
 class HierarchicalClassifier:
@@ -160,6 +224,9 @@ class HierarchicalClassifier:
         self.top_: RandomForestClassifier | XGBBranchModel | None = None
         self.branch_models_: dict[str, RandomForestClassifier | XGBBranchModel] = {}
         self.outlier_: BranchOutlierScorer | None = None
+        #: Temperature scaling of the top level and of the within-branch models (1 = none; ``calibrate``).
+        self.temperature_top_: float = 1.0
+        self.temperature_branch_: float = 1.0
         self.metadata: dict = {}
 
     # -- pickling -----------------------------------------------------------------------------------
@@ -173,6 +240,8 @@ class HierarchicalClassifier:
     def __setstate__(self, state: dict) -> None:
         state.setdefault("backend", "rf")  # models pickled before the XGBoost backend existed
         state.setdefault("learning_rate", 0.1)
+        state.setdefault("temperature_top_", 1.0)  # models pickled before calibration existed
+        state.setdefault("temperature_branch_", 1.0)
         self.__dict__.update(state)
 
     # -- training -----------------------------------------------------------------------------------
@@ -213,9 +282,18 @@ class HierarchicalClassifier:
         return self
 
     def fit(
-        self, features: pd.DataFrame, labels: pd.Series, *, n_jobs: int | None = None
+        self,
+        features: pd.DataFrame,
+        labels: pd.Series,
+        *,
+        n_jobs: int | None = None,
+        sample_weight: pd.Series | np.ndarray | None = None,
     ) -> HierarchicalClassifier:
-        """Train every model; ``n_jobs`` threads for training only (default: the instance's ``n_jobs``)."""
+        """Train every model; ``n_jobs`` threads for training only (default: the instance's ``n_jobs``).
+
+        ``sample_weight`` (aligned with ``features`` rows, or a Series indexed like them) weights rows within
+        their class; classes stay balanced (:func:`balanced_weights`). Row labels are looked up by index, so
+        the index must be unique."""
         fit_jobs = self.n_jobs if n_jobs is None else n_jobs
         feats = as_oid_indexed(features)
         labels = labels.copy()
@@ -226,6 +304,9 @@ class HierarchicalClassifier:
             raise ValueError(
                 "fit(): no object has a label among the 15 classes (labels must be indexed by oid)"
             )
+        if isinstance(sample_weight, pd.Series):
+            sample_weight = sample_weight.set_axis(sample_weight.index.astype(str)).reindex(feats.index)
+        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[keep]
         feats, y = feats[keep], y[keep].to_numpy(dtype=object)
         self.feature_columns_ = [
             c
@@ -238,15 +319,52 @@ class HierarchicalClassifier:
         branch = np.array([BRANCH_OF[c] for c in y], dtype=object)
         if len(set(branch)) < 2:
             raise ValueError("fit(): the training set must cover at least two of the three branches")
-        self.top_ = self._model(0, fit_jobs).fit(x, branch)
+        self.top_ = self._fit_one(self._model(0, fit_jobs), x, branch, sw)
         self.branch_models_ = {}
         for i, b in enumerate(BRANCHES, start=1):
             rows = branch == b
             if rows.any():
-                self.branch_models_[b] = self._model(i, fit_jobs).fit(x[rows], y[rows])
+                self.branch_models_[b] = self._fit_one(
+                    self._model(i, fit_jobs), x[rows], y[rows], None if sw is None else sw[rows]
+                )
         self.outlier_ = BranchOutlierScorer(self.outlier_estimators, self.random_state, fit_jobs)
         self.outlier_.fit(x, branch)
         return self.set_n_jobs(self.n_jobs)
+
+    @staticmethod
+    def _fit_one(model, x: np.ndarray, y: np.ndarray, sw: np.ndarray | None):
+        if sw is None:
+            return model.fit(x, y)  # forests balance through class_weight, XGBoost through its own weights
+        if isinstance(model, XGBBranchModel):
+            return model.fit(x, y, sw)
+        return model.fit(x, y, sample_weight=sw)  # class_weight="balanced_subsample" multiplies these
+
+    def raw_probabilities(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Untempered outputs: (P(branch) as (n, 3) in BRANCHES order, P(class | its branch) as (n, 15) in
+        CLASSES order: each branch's conditional distribution in its own classes' columns)."""
+        self._check_fitted()
+        feats = as_oid_indexed(features)
+        x = impute(feats, self.feature_columns_)
+        top = np.zeros((len(x), len(BRANCHES)))
+        if len(x):
+            top[:, [BRANCHES.index(b) for b in self.top_.classes_]] = self.top_.predict_proba(x)
+        cond = np.zeros((len(x), len(CLASSES)))
+        for model in self.branch_models_.values():
+            if len(x):
+                cond[:, [CLASSES.index(c) for c in model.classes_]] = model.predict_proba(x)
+        return top, cond
+
+    def calibrate(self, features: pd.DataFrame, labels: pd.Series) -> tuple[float, float]:
+        """Fit the temperatures (:func:`fit_temperatures`) on a labelled set the model did not train on and
+        keep them; returns (T_top, T_branch)."""
+        feats = as_oid_indexed(features)
+        y = normalise_labels(labels.set_axis(labels.index.astype(str)).reindex(feats.index))
+        keep = y.notna().to_numpy()
+        top, cond = self.raw_probabilities(feats[keep])
+        self.temperature_top_, self.temperature_branch_ = fit_temperatures(
+            top, cond, y[keep].to_numpy(object)
+        )
+        return self.temperature_top_, self.temperature_branch_
 
     def _check_fitted(self) -> None:
         if self.top_ is None:
@@ -254,7 +372,7 @@ class HierarchicalClassifier:
 
     # -- inference ----------------------------------------------------------------------------------
     def _branch_proba(self, x: np.ndarray, index: pd.Index) -> pd.DataFrame:
-        p = self.top_.predict_proba(x)
+        p = temper(self.top_.predict_proba(x), self.temperature_top_)
         out = pd.DataFrame(0.0, index=index, columns=list(BRANCHES))
         out[list(self.top_.classes_)] = p
         return out
@@ -279,6 +397,7 @@ class HierarchicalClassifier:
             if model is None:
                 continue
             cond = model.predict_proba(x) if len(x) else np.zeros((0, len(model.classes_)))
+            cond = temper(cond, self.temperature_branch_)
             out[list(model.classes_)] = cond * top[[b]].to_numpy()
         # A branch without a trained model (absent from training) keeps P(branch) unassigned; renormalise.
         total = out.sum(axis=1).to_numpy()

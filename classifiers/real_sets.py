@@ -24,9 +24,11 @@ from alert_broker.classifiers.alerce import ALERCE_FEATURES_FILE, ALERCE_LABELS_
 from alert_broker.classifiers.hierarchical import as_oid_indexed
 from alert_broker.classifiers.taxonomy import normalise_labels
 from alert_broker.features import compute_features
+from alert_broker.features.lightcurve.prepare import RB_MIN
 from alert_broker.features.night import SITES, observing_night
 from alert_broker.features.science import merge_pieces, science
 from alert_broker.features.tables import Tables
+from alert_broker.simulator.templates import Template, templates_from_table
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import RawMessage
 from alert_broker.surveys.ztf import decode_packet
@@ -89,11 +91,18 @@ def _aligned(features: pd.DataFrame, labels: pd.Series, notes: list[str]) -> tup
 
 
 # -- our features from light curves ---------------------------------------------------------------------
-def features_from_detections(detections: pd.DataFrame, non_detections: pd.DataFrame) -> pd.DataFrame:
+def features_from_detections(
+    detections: pd.DataFrame, non_detections: pd.DataFrame, *, feature_version: str | None = None
+) -> pd.DataFrame:
     """Correction, magstats, object statistics and features of contract tables, exactly as a pipeline region
-    task computes them (``features.science``), indexed by oid."""
+    task computes them (``features.science``; its features step, under ``feature_version``), indexed by oid."""
     tables = merge_pieces([Tables(detections=detections, non_detections=non_detections)])
-    feats = science(tables, True).features
+    state = science(tables, False)
+    if state.detections.empty:
+        return pd.DataFrame(index=pd.Index([], name="oid", dtype=str))
+    feats = compute_features(
+        state.detections, state.tables.non_detections, state.objects, feature_version=feature_version
+    )
     if feats.empty:
         return pd.DataFrame(index=pd.Index([], name="oid", dtype=str))
     return as_oid_indexed(feats)
@@ -143,16 +152,20 @@ def _alerce_csv_tables(root: Path, stem: str) -> tuple[pd.DataFrame, pd.DataFram
     return det, nd
 
 
-def alerce_sne(root: str | Path, *, alert_day: float | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def alerce_sne(
+    root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
     """ALeRCE's 30 spectroscopic SNe (19 SNIa, 8 SNIbc, 2 SLSN, 1 SNII): our features from their light curves."""
     root = Path(root)
     det, nd = alert_window(*_alerce_csv_tables(root, "30_sne"), alert_day)
     labels = pd.read_csv(root / ALERCE_DIR / "30_sne_labels.csv").set_index("objectId")["classALeRCE"]
     notes = ["features computed by our code from ALeRCE's detections (our correction redone)"]
-    return _aligned(features_from_detections(det, nd), labels, notes)
+    return _aligned(features_from_detections(det, nd, feature_version=feature_version), labels, notes)
 
 
-def alerce_periodic(root: str | Path, *, alert_day: float | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def alerce_periodic(
+    root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
     """ALeRCE's 25 periodic variables (5 each of CEP, DSCT, E (EA), LPV, RRL): our features from their light
     curves. Only corrected magnitudes ship (no reference-source columns), so they are used as given, with
     ``sigmapsf_corr`` standing in for ``sigmapsf_corr_ext``; no isdiffpos, no position, no sgscore1."""
@@ -167,7 +180,7 @@ def alerce_periodic(root: str | Path, *, alert_day: float | None = None) -> tupl
         "features computed by our code from ALeRCE's corrected magnitudes (sigmapsf_corr used as the "
         "extended-source error; no non-detections, positions, isdiffpos or sgscore1: those features are -999)"
     ]
-    feats = as_oid_indexed(compute_features(det, None))
+    feats = as_oid_indexed(compute_features(det, None, feature_version=feature_version))
     return _aligned(feats, labels["classALeRCE"], notes)
 
 
@@ -217,7 +230,11 @@ def bts_light_curves(root: str | Path, limit: int | None = None) -> tuple[pd.Dat
 
 
 def bts(
-    root: str | Path, *, alert_day: float | None = None, limit: int | None = None
+    root: str | Path,
+    *,
+    alert_day: float | None = None,
+    limit: int | None = None,
+    feature_version: str | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """The ZTF Bright Transient Survey SNe Ia (2289 light curves; every type "SN Ia*" -> SNIa)."""
     det, meta = bts_light_curves(root, limit)
@@ -231,10 +248,12 @@ def bts(
         "detections only: no non-detections, rb, sgscore1 or reference source, so no correction and the "
         "non-detection, rb and sgscore1 features are -999",
     ]
-    return _aligned(features_from_detections(det, nd), labels, notes)
+    return _aligned(features_from_detections(det, nd, feature_version=feature_version), labels, notes)
 
 
-def simbad(root: str | Path, *, alert_day: float | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def simbad(
+    root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
     """Fink's SIMBAD-labelled ZTF alerts (weak labels via :data:`SIMBAD_CLASSES`): decoded by the broker's
     decoder, light curves from the alerts and their histories, features by the pipeline's science."""
     folder = Path(root) / SIMBAD_DIR
@@ -254,7 +273,9 @@ def simbad(root: str | Path, *, alert_day: float | None = None) -> tuple[pd.Data
         f"{len(raw)} objects; SIMBAD types mapped with classifiers.real_sets.SIMBAD_CLASSES, "
         f"{int(mapped.isna().sum())} with a type that names no class of the taxonomy left out"
     ]
-    return _aligned(features_from_detections(det, nd), mapped.dropna(), notes)
+    return _aligned(
+        features_from_detections(det, nd, feature_version=feature_version), mapped.dropna(), notes
+    )
 
 
 # -- ALeRCE's own feature vectors -------------------------------------------------------------------------
@@ -276,6 +297,50 @@ def alerce_features(root: str | Path) -> tuple[pd.DataFrame, pd.Series]:
 
 
 #: Name -> (loader, one-line description). Loaders of light-curve sets accept ``alert_day``.
+S82_DIR = "lightcurves/sdss_s82_rrlyrae"
+
+
+def s82_light_curves(root: str | Path) -> tuple[pd.DataFrame, pd.Series]:
+    """SDSS Stripe 82 RR Lyrae (Sesar et al. 2010) as detections in g (fid 1) and r (fid 2), oid ``S82-<Num>``,
+    and their catalogue periods by oid."""
+    folder = Path(root) / S82_DIR
+    periods = pd.read_csv(folder / "periods.csv")
+    periods = pd.Series(periods["Per"].to_numpy(dtype=float), index="S82-" + periods["Num"].astype(str))
+    frames = []
+    for f in sorted((folder / "light-curves").glob("*.csv")):
+        lc = pd.read_csv(f)
+        lc = lc[lc["band"].isin(["g", "r"])]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "oid": f"S82-{f.stem}",
+                    "mjd": lc["time"].to_numpy(dtype=float),
+                    "fid": lc["band"].map({"g": 1, "r": 2}).to_numpy(dtype=np.int16),
+                    "magpsf": lc["mag"].to_numpy(dtype=float),
+                    "sigmapsf": lc["magerr"].to_numpy(dtype=float),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True), periods
+
+
+def s82_rrlyrae(
+    root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The 483 SDSS Stripe 82 RR Lyrae (Sesar et al. 2010; g and r as fid 1 and 2, our features): one class,
+    RRL, so its figure is the RRL recall. SDSS light curves (~50 epochs per band over ~8 years), not ZTF's:
+    ``alert_day`` cuts them like a ZTF alert's history all the same."""
+    det, _ = s82_light_curves(root)
+    det, _ = alert_window(det, pd.DataFrame(), alert_day)
+    det = det.assign(isdiffpos=1, corrected=False)
+    notes = [
+        "features computed by our code from the SDSS g and r light curves (no non-detections, rb, sgscore1, "
+        "positions or isdiffpos: those features are -999); every star labelled RRL"
+    ]
+    feats = as_oid_indexed(compute_features(det, None, feature_version=feature_version))
+    return _aligned(feats, pd.Series("RRL", index=feats.index), notes)
+
+
 REAL_SETS: dict[str, tuple[Callable, str]] = {
     "alerce_sne": (alerce_sne, "ALeRCE's 30 spectroscopic SNe (our features from their light curves)"),
     "alerce_labelled": (alerce_labelled, "ALeRCE's 98 labelled objects (ALeRCE's feature vectors)"),
@@ -283,17 +348,67 @@ REAL_SETS: dict[str, tuple[Callable, str]] = {
     "alerce_features": (alerce_features, "ALeRCE's 150 labelled feature vectors, 10 per class"),
     "bts": (bts, "ZTF Bright Transient Survey SNe Ia (our features from their light curves)"),
     "simbad": (simbad, "SIMBAD-labelled ZTF alerts, weak labels (our decoder and features)"),
+    "s82_rrlyrae": (
+        s82_rrlyrae,
+        "SDSS Stripe 82 RR Lyrae, 483 stars (our features from SDSS g, r light curves)",
+    ),
 }
-LIGHT_CURVE_SETS = ("alerce_sne", "alerce_periodic", "bts", "simbad")
+LIGHT_CURVE_SETS = ("alerce_sne", "alerce_periodic", "bts", "simbad", "s82_rrlyrae")
 
 
 def load_real_set(
-    name: str, root: str | Path, *, alert_day: float | None = None
+    name: str, root: str | Path, *, alert_day: float | None = None, feature_version: str | None = None
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """One of :data:`REAL_SETS` by name."""
+    """One of :data:`REAL_SETS` by name (light-curve sets: our features under ``feature_version``, default the
+    current one; ALeRCE's vector sets are what they are)."""
     if name not in REAL_SETS:
         raise ValueError(f"unknown real set {name!r}; known: {', '.join(REAL_SETS)}")
     loader = REAL_SETS[name][0]
     if name in LIGHT_CURVE_SETS:
-        return loader(root, alert_day=alert_day)
+        return loader(root, alert_day=alert_day, feature_version=feature_version)
     return loader(root)
+
+
+# -- real light curves as simulator templates ------------------------------------------------------------
+def periodic_templates(root: str | Path, *, include_s82: bool = True) -> list[Template]:
+    """Templates of the labelled real periodic variables: ALeRCE's 25 (total magnitudes ``magpsf_corr``; period
+    the catalogue's, else our ``Multiband_period``) and the 483 Stripe 82 RR Lyrae (catalogue periods)."""
+    root = Path(root)
+    lc = pd.read_parquet(root / ALERCE_DIR / "alerce_periodic_light_curves_25obj.parquet")
+    det = lc.reset_index().rename(columns={"index": "oid"})
+    det = det[~(det["rb"] < RB_MIN)] if "rb" in det else det
+    lab = pd.read_parquet(root / ALERCE_DIR / "alerce_periodic_light_curve_labels_25obj.parquet")
+    labels = normalise_labels(lab["classALeRCE"])
+    period = pd.to_numeric(lab["period"], errors="coerce")
+    measured = as_oid_indexed(
+        compute_features(det.assign(sigmapsf_corr_ext=det["sigmapsf_corr"], corrected=True), None)
+    )["Multiband_period"]
+    period = period.fillna(measured.reindex(period.index))
+    out = templates_from_table(
+        det, labels, "periodic", periods=period, mag="magpsf_corr", err="sigmapsf_corr"
+    )
+    if include_s82:
+        s82, s82_periods = s82_light_curves(root)
+        out += templates_from_table(
+            s82, pd.Series("RRL", index=s82_periods.index), "periodic", periods=s82_periods
+        )
+    return out
+
+
+def transient_templates(root: str | Path, *, include_bts: bool = True) -> list[Template]:
+    """Templates of the labelled real supernovae: ALeRCE's 30 spectroscopic SNe (positive detections,
+    difference magnitudes) and the BTS SNe Ia (with their redshifts)."""
+    root = Path(root)
+    det, _ = _alerce_csv_tables(root, "30_sne")
+    det = det[(det["isdiffpos"] > 0) & ~(det["rb"] < RB_MIN)]
+    labels = normalise_labels(
+        pd.read_csv(root / ALERCE_DIR / "30_sne_labels.csv").set_index("objectId")["classALeRCE"]
+    )
+    out = templates_from_table(det, labels, "transient")
+    if include_bts:
+        bdet, meta = bts_light_curves(root)
+        types = meta["type"].astype(str)
+        blabels = normalise_labels(types.where(~types.str.startswith("SN Ia"), "SNIa"))
+        z = pd.to_numeric(meta["redshift"], errors="coerce")
+        out += templates_from_table(bdet[bdet["fid"].isin([1, 2])], blabels, "transient", redshifts=z)
+    return out

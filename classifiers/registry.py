@@ -22,10 +22,13 @@ import sklearn
 
 from alert_broker.classifiers.taxonomy import CLASSES, HIERARCHY
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION
+from alert_broker.features.lightcurve import FEATURE_VERSIONS
 from alert_broker.models import shipped_models
 
 #: The feature sets a model may be trained on: ZTF's magnitude features and the difference-flux features.
-KNOWN_FEATURE_VERSIONS = (FEATURE_VERSION, FLUX_FEATURE_VERSION)
+#: The definitions this code computes: the current and earlier magnitude feature versions (a model names
+#: its own; the pipeline computes that one for it) and LSST's flux features.
+KNOWN_FEATURE_VERSIONS = (*FEATURE_VERSIONS, FLUX_FEATURE_VERSION)
 #: Default registry root: the models installed with the package; override with the BROKER_MODELS environment
 #: variable or the ``root`` argument.
 DEFAULT_ROOT = shipped_models()
@@ -213,10 +216,13 @@ def save_keras(
     metadata: dict | None = None,
     root: str | os.PathLike | None = None,
     overwrite: bool = False,
+    extra_objects: dict[str, object] | None = None,
 ) -> Path:
     """Write a Keras model to ``{root}/{name}/{version}/model.keras`` with a metadata.json, atomically as
     :func:`save`. ``metadata`` (taxonomy, features, fingerprint, metrics, ...) is stored as given, plus name,
-    version, kind, created_at and the TensorFlow/Keras versions. Refuses to replace a version unless ``overwrite``.
+    version, kind, created_at and the TensorFlow/Keras versions. ``extra_objects`` (file name -> object) are
+    written beside it with joblib (e.g. the stamp classifier's second stage, ``stacker.joblib``). Refuses to
+    replace a version unless ``overwrite``.
     """
     import keras  # lazy: Keras starts TensorFlow (seconds, ~0.5 GB); only the stamp CNN's models need it
 
@@ -247,9 +253,17 @@ def save_keras(
         "tensorflow_version": tf_version,
     }
     model.save(tmp / KERAS_FILE)
+    for fname, obj in (extra_objects or {}).items():
+        joblib.dump(obj, tmp / fname, compress=3)
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tmp.rename(target)
     return target
+
+
+def load_extra(name: str, fname: str, version: str | None = None, *, root: str | os.PathLike | None = None):
+    """A joblib object saved beside a model by ``save_keras(extra_objects=...)``; None when the version has none."""
+    path = _model_dir(name, version, root) / fname
+    return joblib.load(path) if path.is_file() else None
 
 
 def load_keras(name: str, version: str | None = None, *, root: str | os.PathLike | None = None):

@@ -13,13 +13,40 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from alert_broker.classifiers.evaluate import evaluate, evaluate_real, write_report
-from alert_broker.classifiers.hierarchical import BACKENDS, HierarchicalClassifier, as_oid_indexed
+from alert_broker.classifiers.calibration import summary as calibration_summary
+from alert_broker.classifiers.crossval import (
+    DEFAULT_FOLDS,
+    MASK_PROBABILITY,
+    MASKED_SHARE,
+    MISSING_INPUTS,
+    REAL_WEIGHT,
+    TEMPLATE_COUNTS,
+    Rows,
+    cross_validate,
+    leave_set_out,
+    metrics_by_source,
+    training_rows,
+)
+from alert_broker.classifiers.evaluate import (
+    evaluate,
+    evaluate_predictions,
+    evaluate_real,
+    model_feature_version,
+    write_report,
+)
+from alert_broker.classifiers.hierarchical import (
+    BACKENDS,
+    HierarchicalClassifier,
+    as_oid_indexed,
+    fit_temperatures,
+    temper,
+)
 from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
 from alert_broker.classifiers.stamp.cli import add_train_stamp
-from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
+from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
+from alert_broker.features.lightcurve import FEATURE_VERSIONS
 from alert_broker.features.science import flux_features_of
 from alert_broker.features.tables import Tables
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
@@ -69,6 +96,40 @@ SIM_CHUNK = 5_000
 HISTORY_DAYS = 365.0
 
 
+#: Days of history one ZTF alert carries (prv_candidates): the window of non-detections the history store gets.
+ALERT_HISTORY_DAYS = 30.0
+
+
+def history_store_non_detections(
+    detections: pd.DataFrame, non_detections: pd.DataFrame, window: float = ALERT_HISTORY_DAYS
+) -> pd.DataFrame:
+    """The non-detections the pipeline's history store accumulates for these detections: every ZTF detection is
+    an alert whose history reaches ``window`` days back, so a non-detection is known only when some detection of
+    the object follows it within ``window`` days (none from before that, nor after the last alert).
+
+    A simulated history of ``HISTORY_DAYS`` holds a year of non-detections before a supernova; the real light
+    curves (ALeRCE's, the history store's) hold at most a month: the training set keeps what the sky gives."""
+    if non_detections is None or non_detections.empty or detections.empty:
+        return non_detections
+    nd = non_detections.reset_index(drop=True)
+    nd_key = pd.DataFrame({"oid": nd["oid"].astype(str).to_numpy(), "mjd": nd["mjd"].to_numpy(dtype=float)})
+    nd_key["row"] = np.arange(len(nd))
+    det_key = pd.DataFrame(
+        {"oid": detections["oid"].astype(str).to_numpy(), "t_det": detections["mjd"].to_numpy(dtype=float)}
+    )
+    det_key["mjd"] = det_key["t_det"]
+    matched = pd.merge_asof(
+        nd_key.sort_values("mjd"),
+        det_key.sort_values("mjd")[["oid", "mjd", "t_det"]],
+        on="mjd",
+        by="oid",
+        direction="forward",
+        tolerance=float(window),
+    )
+    keep = matched.loc[matched["t_det"].notna(), "row"].to_numpy()
+    return nd.iloc[np.sort(keep)].reset_index(drop=True)
+
+
 def last_alert_tables(
     n_objects: int,
     nights: int,
@@ -76,9 +137,11 @@ def last_alert_tables(
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
     survey: str = "ztf",
+    history_store_window: float | None = ALERT_HISTORY_DAYS,
 ):
     """Simulate alerts (no stamps) of ``survey`` and decode each object's LAST alert (its history holds the
-    light curve).
+    light curve). ZTF non-detections are then cut to what the history store accumulates
+    (:func:`history_store_non_detections`; ``history_store_window=None`` keeps the whole simulated history).
 
     ``history_days`` (default :data:`HISTORY_DAYS`) is how far back that history reaches: longer than a ZTF
     alert's 30 days, it stands for the light curve the pipeline's history store accumulates from every alert
@@ -119,6 +182,10 @@ def last_alert_tables(
     )
     if not tables.detections.empty:
         tables.detections = correct(tables.detections)
+        if survey == "ztf" and history_store_window:
+            tables.non_detections = history_store_non_detections(
+                tables.detections, tables.non_detections, history_store_window
+            )
     truth = truth_table(build_world(cfg))
     # the truth names objects by the simulator's id; the tables by the survey's oid (LSST: "LSST" + diaObjectId)
     truth["oid"] = truth["oid"].astype(str)
@@ -134,20 +201,25 @@ def build_training_set(
     class_fractions: dict[str, float] | None = None,
     history_days: float | None = None,
     survey: str = "ztf",
+    history_store_window: float | None = ALERT_HISTORY_DAYS,
+    feature_version: str | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """(features indexed by oid, labels aligned with them) from a simulated run of ``survey``.
+    """(features indexed by oid, labels aligned with them) from a simulated run of ``survey`` (ZTF: magnitude
+    features under ``feature_version``, default the current FEATURE_VERSION).
 
     ZTF: ``features.compute_features`` on the decoded, corrected last alert of every object (>= 6 detections in
     g or r). LSST: the difference-flux features (``features.compute_flux_features``) of the last alert's
     detections and forced photometry (>= 6 detections). Only objects whose true class is one of the 15 are kept.
     """
-    tables, truth = last_alert_tables(n_objects, nights, seed, class_fractions, history_days, survey)
+    tables, truth = last_alert_tables(
+        n_objects, nights, seed, class_fractions, history_days, survey, history_store_window
+    )
     if tables.detections.empty:
         raise ValueError(f"the simulation (objects={n_objects}, nights={nights}) produced no alerts")
     if survey == "lsst":
         raw = flux_features_of(tables.detections, tables.forced_photometry)
     else:
-        raw = compute_features(tables.detections, tables.non_detections)
+        raw = compute_features(tables.detections, tables.non_detections, feature_version=feature_version)
     feats = as_oid_indexed(raw)
     labels = normalise_labels(truth["class"].reindex(feats.index))
     keep = labels.notna().to_numpy()
@@ -195,6 +267,7 @@ def train(
     fit_jobs: int | None = None,
     training_set: dict | None = None,
     feature_version: str = FEATURE_VERSION,
+    sample_weight: pd.Series | None = None,
     **kwargs,
 ) -> HierarchicalClassifier:
     """Fit a :class:`HierarchicalClassifier` (``backend`` "rf" or "xgb", seeded by ``seed``).
@@ -214,7 +287,7 @@ def train(
         **kwargs,
     )
     t0 = time.perf_counter()
-    model.fit(features, labels, n_jobs=fit_jobs)
+    model.fit(features, labels, n_jobs=fit_jobs, sample_weight=sample_weight)
     model.feature_version = feature_version  # which feature set it reads (the registry's metadata says it)
     seconds = time.perf_counter() - t0
     y = normalise_labels(labels)
@@ -298,6 +371,38 @@ def add_train_lc(train_subparsers) -> None:
     p.add_argument(
         "--eval-objects", type=int, default=0, help="also evaluate on this many held-out objects (seed+1000)"
     )
+    p.add_argument(
+        "--feature-version",
+        default=None,
+        choices=FEATURE_VERSIONS,
+        help="magnitude feature definition (default: the current one; an earlier one reproduces older models)",
+    )
+    p.add_argument(
+        "--history-window",
+        type=float,
+        default=ALERT_HISTORY_DAYS,
+        help="days of non-detections a simulated light curve keeps before each detection, as the history store "
+        "accumulates them from alerts (0: the whole simulated history, as models before 1.2.0 were trained)",
+    )
+    p.add_argument(
+        "--real-data",
+        default=None,
+        help="shared data root: also train on the real labelled sets and real light curves resampled as "
+        "templates; out-of-fold real figures from object-grouped cross-validation (docs/classifiers.md)",
+    )
+    p.add_argument(
+        "--cv-folds", type=int, default=DEFAULT_FOLDS, help="folds for the out-of-fold figures (0: none)"
+    )
+    p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
+    p.add_argument(
+        "--no-templates", dest="templates", action="store_false", help="no resampled real light curves"
+    )
+    p.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="no temperature scaling (fitted on out-of-fold real and held-out simulated predictions)",
+    )
     p.set_defaults(func=cmd_train_lc)
 
 
@@ -328,6 +433,21 @@ def add_evaluate(subparsers) -> None:
         default=None,
         help="cut real light curves to one alert's 30-day history, this many days after the first detection",
     )
+    p.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="also the out-of-fold figures of every real set: models trained on simulation + the real sets "
+        "(+ real light curves as templates) in object-grouped K-fold cross-validation, beside the model's own",
+    )
+    p.add_argument("--cv-objects", type=int, default=6000, help="simulated objects of the cross-validation")
+    p.add_argument("--cv-folds", type=int, default=DEFAULT_FOLDS)
+    p.add_argument(
+        "--cv-seed", type=int, default=1, help="seed of the cross-validation's simulation and folds"
+    )
+    p.add_argument("--cv-estimators", type=int, default=None, help="trees per model (default: the model's)")
+    p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
+    p.add_argument("--no-templates", dest="templates", action="store_false", help="no real templates")
+    p.add_argument("--n-jobs", type=int, default=2, help="training threads of the cross-validation")
     p.add_argument("--out", default="reports/classifiers", help="report folder")
     p.set_defaults(func=cmd_evaluate)
 
@@ -359,6 +479,9 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     survey = getattr(args, "survey", "ztf")
     name = args.name or ("lc_hierarchical_lsst" if survey == "lsst" else "lc_hierarchical")
+    history_window = getattr(args, "history_window", ALERT_HISTORY_DAYS)
+    window = history_window if history_window and history_window > 0 else None
+    args.feature_version = getattr(args, "feature_version", None)
     if args.labels:
         if survey != "ztf":
             raise SystemExit(
@@ -369,16 +492,31 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         feats, labels = load_labelled_set(args.labels, args.features)
         source = {"source": "labelled set", "labels": str(args.labels), "features": str(args.features)}
     else:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
+        feats, labels = build_training_set(
+            args.objects,
+            args.nights,
+            args.seed,
+            survey=survey,
+            history_store_window=window,
+            feature_version=args.feature_version,
+        )
         source = {
             "source": "simulation",
             "survey": survey,
             "objects": args.objects,
             "nights": args.nights,
             "seed": args.seed,
+            "history_store_window": window,
         }
     source["rows"] = int(len(feats))
     print(f"training set: {len(feats)} objects, {feats.shape[1]} columns ({time.perf_counter() - t0:.0f} s)")
+    real_data = getattr(args, "real_data", None)
+    if real_data and (survey != "ztf" or args.labels):
+        raise SystemExit("--real-data mixes real ZTF light curves into a simulated ZTF training set")
+    if real_data and args.feature_version not in (None, FEATURE_VERSION):
+        raise SystemExit(f"--real-data trains on the current features ({FEATURE_VERSION}) only")
+    if real_data:
+        return _train_lc_with_real(args, name, feats, labels, source, t0)
     model = train(
         feats,
         labels,
@@ -389,12 +527,21 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         seed=args.seed,
         fit_jobs=args.n_jobs,
         training_set=source,
-        feature_version=FLUX_FEATURE_VERSION if survey == "lsst" else FEATURE_VERSION,
+        feature_version=FLUX_FEATURE_VERSION
+        if survey == "lsst"
+        else (args.feature_version or FEATURE_VERSION),
     )
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
-        test_f, test_y = build_training_set(args.eval_objects, args.nights, args.seed + 1000, survey=survey)
+        test_f, test_y = build_training_set(
+            args.eval_objects,
+            args.nights,
+            args.seed + 1000,
+            survey=survey,
+            history_store_window=window,
+            feature_version=args.feature_version,
+        )
         metrics = evaluate(model, test_f, test_y).summary()
         metrics["held_out"] = {"survey": survey, "objects": args.eval_objects, "seed": args.seed + 1000}
         print(metrics)
@@ -404,12 +551,147 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lc_with_real(
+    args: argparse.Namespace, name: str, feats: pd.DataFrame, labels: pd.Series, source: dict, t0: float
+) -> int:
+    """``broker train lc --real-data``: simulation + real labelled sets + real light curves resampled as
+    templates (classifiers.crossval), out-of-fold real figures from object-grouped K-fold cross-validation,
+    temperatures fitted on out-of-fold real and held-out simulated predictions, then the model on every row."""
+    root = Path(args.real_data)
+    seed = args.seed
+    sim, real, tpl = training_rows(
+        root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
+    )
+    print(
+        f"rows: {len(sim)} simulated (with masked copies), {len(real)} real "
+        f"({dict(real.sources.value_counts())}), {0 if tpl is None else len(tpl)} template "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    model_kwargs = dict(
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+    )
+    metrics: dict = {}
+    cv = None
+    if args.cv_folds and args.cv_folds > 1:
+        cv = cross_validate(
+            sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
+        )
+        lso = leave_set_out(sim, real, tpl, **{**model_kwargs, "outlier_estimators": 10})
+        metrics["leave_set_out"] = {
+            src: evaluate_predictions(
+                p,
+                real.labels[(real.sources == src).to_numpy()],
+                real.features[(real.sources == src).to_numpy()],
+            ).summary()
+            for src, p in lso.items()
+        }
+        print(f"cross-validation: {args.cv_folds} folds ({time.perf_counter() - t0:.0f} s)")
+    everything = Rows.concat([sim, real] + ([tpl] if tpl is not None and len(tpl) else []))
+    training_set = {
+        **source,
+        "source": "simulation + real labelled sets + real templates",
+        "rows": int(len(everything)),
+        "rows_by_source": {str(k): int(v) for k, v in everything.sources.value_counts().items()},
+        "real_weight": args.real_weight,
+        "masked_copies": {
+            "share": MASKED_SHARE,
+            "probability": MASK_PROBABILITY,
+            "inputs": list(MISSING_INPUTS),
+        },
+        "template_counts": TEMPLATE_COUNTS if args.templates else {},
+        "cv_folds": args.cv_folds,
+    }
+    model = train(
+        everything.features,
+        everything.labels,
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        seed=seed,
+        fit_jobs=args.n_jobs,
+        training_set=training_set,
+        feature_version=FEATURE_VERSION,
+        sample_weight=everything.weights,
+    )
+    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
+    held = None
+    if args.eval_objects:
+        held = build_training_set(args.eval_objects, args.nights, seed + 1000)
+    if args.calibrate and cv is not None:
+        top, cond = [cv.top_raw], [cv.cond_raw]
+        y = [real.labels.to_numpy(object)]
+        # every real set counts as much as the held-out simulation in the fit, whatever its size
+        w = [1.0 / real.sources.map(real.sources.value_counts()).to_numpy(float)]
+        if held is not None:
+            ht, hc = model.raw_probabilities(held[0])
+            top.append(ht)
+            cond.append(hc)
+            y.append(held[1].to_numpy(object))
+            w.append(np.full(len(held[1]), 1.0 / len(held[1])))
+        temps = fit_temperatures(np.vstack(top), np.vstack(cond), np.concatenate(y), np.concatenate(w))
+        model.temperature_top_, model.temperature_branch_ = temps
+        print(f"temperatures: top {temps[0]:.3f}, within branches {temps[1]:.3f}")
+    if cv is not None:
+        proba = cv.proba
+        if args.calibrate:
+            proba = tempered_class_proba(
+                cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_
+            )
+            proba = pd.DataFrame(proba, index=cv.proba.index, columns=cv.proba.columns)
+        oof = metrics_by_source(proba, real)
+        metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
+        for k, v in oof.items():
+            print(f"out-of-fold {k}: {v.summary()}")
+        metrics["out_of_fold_calibration"] = {
+            k: calibration_summary(
+                proba[(real.sources == k).to_numpy()].to_numpy(), real.labels[real.sources == k], CLASSES
+            )
+            for k in pd.unique(real.sources)
+        }
+    if held is not None:
+        metrics["held_out_simulation"] = evaluate(model, *held).summary()
+        metrics["held_out_simulation"]["calibration"] = calibration_summary(
+            model.predict_proba(held[0]).to_numpy(), normalise_labels(held[1]), CLASSES
+        )
+        metrics["held_out"] = {"survey": "ztf", "objects": args.eval_objects, "seed": seed + 1000}
+        print(f"held-out simulation: {metrics['held_out_simulation']}")
+    metrics["temperatures"] = {"top": model.temperature_top_, "branch": model.temperature_branch_}
+    path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
+    size = (path / "model.joblib").stat().st_size
+    print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
+    return 0
+
+
+def tempered_class_proba(top: np.ndarray, cond: np.ndarray, t_top: float, t_branch: float) -> np.ndarray:
+    """P(class) = temper(P(branch)) x temper(P(class | branch)) from untempered outputs (n x 3, n x 15)."""
+    top_t = temper(top, t_top)
+    out = np.zeros_like(cond)
+    for bi, b in enumerate(BRANCHES):
+        cols = [CLASSES.index(c) for c in CLASSES if BRANCH_OF[c] == b]
+        sub = cond[:, cols]
+        ok = sub.sum(axis=1) > 0
+        q = np.zeros_like(sub)
+        q[ok] = temper(sub[ok], t_branch)
+        out[:, cols] = q * top_t[:, [bi]]
+    tot = out.sum(axis=1, keepdims=True)
+    return out / np.where(tot > 0, tot, 1.0)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load(args.name, args.version, root=args.models)
     survey = "lsst" if model.metadata.get("feature_version") == FLUX_FEATURE_VERSION else "ztf"
     results = {}
     if args.objects:
-        feats, labels = build_training_set(args.objects, args.nights, args.seed, survey=survey)
+        feats, labels = build_training_set(
+            args.objects, args.nights, args.seed, survey=survey, feature_version=model_feature_version(model)
+        )
         name = f"held-out simulation (seed {args.seed}, {args.objects} objects, {args.nights} nights)"
         results[name] = evaluate(model, feats, labels)
     names = real_set_names(args.real, args.data is not None)
@@ -420,10 +702,91 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not root.is_dir():
             raise SystemExit(f"real data not found at {root} (pass --data or set BROKER_SHARED_DATA)")
         results |= evaluate_real(model, root, names, alert_day=args.alert_day)
+    notes: list[str] = []
+    if getattr(args, "cross_validate", False):
+        if survey != "ztf":
+            raise SystemExit("--cross-validate mixes real ZTF light curves into a simulated ZTF training set")
+        root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
+        oof, notes = out_of_fold_figures(model, root, args)
+        results = _beside(results, oof)
     if not results:
         raise SystemExit("nothing to evaluate: --objects 0 and no --real set")
+    notes += predicted_shares(results)
     for name, ev in results.items():
         print(f"{name}: {ev.summary()}")
-    path = write_report(results, args.out, model=model)
+    for line in notes:
+        print(line)
+    path = write_report(results, args.out, model=model, notes=notes or None)
     print(f"report written to {path}")
     return 0
+
+
+def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Out-of-fold figures per real set (``broker evaluate --cross-validate``): fold models of ``model``'s
+    backend trained on ``args.cv_objects`` simulated objects, the real sets of the other folds and the real
+    templates whose parent is not held out (classifiers.crossval), under the current FEATURE_VERSION. Returns
+    ({"<set> (out-of-fold)": Evaluation}, notes for the report)."""
+    t0 = time.perf_counter()
+    seed = args.cv_seed
+    feats, labels = build_training_set(args.cv_objects, args.nights, seed)
+    sim, real, tpl = training_rows(
+        root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
+    )
+    kwargs = dict(
+        name="cross-validation",
+        version="cv",
+        backend=getattr(model, "backend", "rf"),
+        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+        outlier_estimators=10,
+    )
+    cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **kwargs)
+    oof = metrics_by_source(cv.proba, real)
+    out = {}
+    for src, ev in oof.items():
+        ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
+        out[f"{src} (out-of-fold)"] = ev
+    for src, proba in leave_set_out(sim, real, tpl, **kwargs).items():
+        sel = (real.sources == src).to_numpy()
+        ev = evaluate_predictions(proba, real.labels[sel], real.features[sel])
+        ev.description = f"{REAL_SETS[src][1]}; leave-set-out (a model that saw none of the set)"
+        out[f"{src} (leave-set-out)"] = ev
+    n_tpl = 0 if tpl is None else len(tpl)
+    notes = [
+        f"Out-of-fold rows: {args.cv_folds}-fold cross-validation grouped by object (an object never scores with "
+        f"a model that saw it, in any set or as a template's parent), stratified by (set, class); each fold "
+        f"model ({kwargs['backend']}, {kwargs['n_estimators']} trees) trained on {len(sim)} simulated rows "
+        f"({args.cv_objects} objects, seed {seed}, with masked copies), the other folds' real rows (weight "
+        f"{args.real_weight:g}) and {n_tpl} template rows; features {FEATURE_VERSION}; "
+        f"{time.perf_counter() - t0:.0f} s.",
+    ]
+    return out, notes
+
+
+def predicted_shares(results: dict) -> list[str]:
+    """For every one-class set (BTS SNe Ia, Stripe 82 RR Lyrae): the share of its objects called each class."""
+    lines = []
+    for name, ev in results.items():
+        if ev.n_classes == 1:
+            row = ev.confusion_class.sum(axis=0)
+            shares = (row / max(row.sum(), 1)).sort_values(ascending=False)
+            top = ", ".join(f"{c} {100 * v:.1f} %" for c, v in shares.items() if v >= 0.01)
+            lines.append(f"{name}: called {top}.")
+    return lines
+
+
+def _beside(results: dict, oof: dict) -> dict:
+    """``results`` with each set's out-of-fold entry right after the model's own entry for that set."""
+    out = {}
+    placed = set()
+    for name, ev in results.items():
+        out[name] = ev
+        key = name.split(" (")[0]
+        for match in (f"{key} (out-of-fold)", f"{key} (leave-set-out)"):
+            if match in oof:
+                out[match] = oof[match]
+                placed.add(match)
+    out |= {k: v for k, v in oof.items() if k not in placed}
+    return out

@@ -150,11 +150,15 @@ def magstats_step(state: RegionState) -> RegionState:
     return replace(state, magstats=ms, objects=objects)
 
 
-def features_step(state: RegionState) -> RegionState:
-    """Light-curve features of the objects with enough detections, tagged with their last mjd and night."""
+def features_step(state: RegionState, feature_version: str | None = None) -> RegionState:
+    """Light-curve features of the objects with enough detections, tagged with their last mjd and night, under
+    ``feature_version`` (default the current ``FEATURE_VERSION``; the pipeline asks for the version its
+    light-curve classifier was trained on)."""
     if state.detections.empty:
         return state
-    feats = compute_features(state.detections, state.tables.non_detections, state.objects)
+    feats = compute_features(
+        state.detections, state.tables.non_detections, state.objects, feature_version=feature_version
+    )
     if not feats.empty:
         feats = feats.join(state.objects.set_index("oid")[["lastmjd", "night"]], on="oid")
     return replace(state, features=feats)

@@ -35,9 +35,10 @@ from distributed.scheduler import KilledWorker
 
 from alert_broker.api.publish import publish
 from alert_broker.classifiers import load as load_model
-from alert_broker.classifiers.registry import versions
+from alert_broker.classifiers.registry import read_metadata, versions
 from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
+from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.config import Settings, redact
 from alert_broker.pipeline.kube import start_kube_cluster
@@ -157,6 +158,7 @@ class Broker:
             xmatch=s.xmatch_specs,
             catalog_root=s.catalogs,
             lc_models=self.models.lc,
+            feature_version=self.models.feature_version,
             history=HistorySpec(s.history_order, s.history_cache_mb) if s.history else None,
             annotate=bool(self.outputs),
             watchlists=s.watchlist_names,
@@ -695,6 +697,8 @@ class RunModels:
 
     lc: tuple[ModelSpec, ...]
     stamp: ModelSpec | None
+    #: The magnitude feature definition the run computes: the one its ZTF light-curve classifier reads.
+    feature_version: str = FEATURE_VERSION
 
     @classmethod
     def of(cls, settings: Settings) -> RunModels:
@@ -704,10 +708,31 @@ class RunModels:
             lc = tuple(resolve_model("auto", name, root, "--lc-model") for name in DEFAULT_LC_MODELS)
         else:
             lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
+        lc = tuple(m for m in lc if m is not None)
         return cls(
-            lc=tuple(m for m in lc if m is not None),
+            lc=lc,
             stamp=resolve_model(settings.stamp_model, "stamp_classifier", root, "--stamp-model"),
+            feature_version=magnitude_feature_version(lc),
         )
+
+
+def magnitude_feature_version(models: tuple[ModelSpec, ...]) -> str:
+    """The magnitude feature version the light-curve models read (their metadata name it; LSST's flux-feature
+    models are left out): the current FEATURE_VERSION when none reads magnitude features. Two models that read
+    different versions cannot share one features step: refused with a clear message."""
+    wanted = {
+        v: f"{m.name} {m.version}"
+        for m in models
+        if (v := read_metadata(m.name, m.version, root=m.root).get("feature_version", FEATURE_VERSION))
+        != FLUX_FEATURE_VERSION
+    }
+    if len(wanted) > 1:
+        raise ValueError(
+            "the light-curve models read different feature versions ("
+            + ", ".join(f"{who}: {v}" for v, who in wanted.items())
+            + "); run them in separate runs"
+        )
+    return next(iter(wanted), FEATURE_VERSION)
 
 
 def resolve_model(spec: str, default_name: str, root: str | Path, flag: str = "model") -> ModelSpec | None:

@@ -56,6 +56,9 @@ class RegionConfig:
     xmatch: tuple[XmatchSpec, ...] = ()
     catalog_root: str = ""
     lc_models: tuple[ModelSpec, ...] = ()
+    #: The magnitude feature definition the features step computes: the one the ZTF light-curve classifier was
+    #: trained on (its metadata names it; ``driver.RunModels``), so features and model always agree.
+    feature_version: str = FEATURE_VERSION
     history: HistorySpec | None = None
     annotate: bool = False  # build the annotated output stream's messages
     filters: FilterSpec | None = None
@@ -113,6 +116,11 @@ def history_step(state: PipelineState, ctx: StepContext) -> PipelineState:
     store = ctx.resources.history(ctx.config.lake, ctx.config.history)
     merge = merge_history(state.batch, store)
     return replace(state, tables=merge.tables, history=merge, associations=merge.associations)
+
+
+def lc_features_step(state: PipelineState, ctx: StepContext) -> PipelineState:
+    """The light-curve features (``features.science.features_step``) under the run's feature version."""
+    return features_step(state, ctx.config.feature_version)  # type: ignore[return-value]
 
 
 def xmatch_step(state: PipelineState, ctx: StepContext) -> PipelineState:
@@ -185,7 +193,7 @@ REGION_STEPS: tuple[Step, ...] = (
     Step("history", history_step, applies=lambda c: c.history is not None),
     Step("correct", pure(correct_step), guarded=True),
     Step("magstats", pure(magstats_step), guarded=True),
-    Step("features", pure(features_step), applies=lambda c: c.with_features, guarded=True),
+    Step("features", lc_features_step, applies=lambda c: c.with_features, guarded=True),
     Step("flux_features", pure(flux_features_step), applies=lambda c: c.with_features, guarded=True),
     Step("xmatch", xmatch_step, applies=lambda c: bool(c.xmatch)),
     Step("neighbours", pure(neighbours_step)),

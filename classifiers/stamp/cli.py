@@ -37,6 +37,25 @@ def add_train_stamp(train_subparsers) -> None:
     p.add_argument(
         "--real-data", default=None, help="shared data root: also score the 51 labelled real stamps"
     )
+    p.add_argument(
+        "--second-stage",
+        action="store_true",
+        help="also train the second stage (CNN output + stamp statistics + raw metadata) on simulated and the "
+        "real labelled alerts of --real-data, with out-of-fold real figures (1.2.0 on)",
+    )
+    p.add_argument(
+        "--stack-per-class", type=int, default=800, help="simulated alerts per class, second stage"
+    )
+    p.add_argument(
+        "--cv-folds", type=int, default=5, help="object-grouped folds for the second stage's figures"
+    )
+    p.add_argument(
+        "--second-stage-on",
+        default=None,
+        metavar="BASE_VERSION",
+        help="no CNN training: --version = the CNN of BASE_VERSION + a second stage trained on it (needs "
+        "--real-data); --eval-per-class scores the whole model on a held-out simulation",
+    )
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
     p.set_defaults(func=cmd_train_stamp)
 
@@ -47,10 +66,29 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    train_stamp_model = importlib.import_module(TRAINING_MODULE).train_stamp_model
-
+    training = importlib.import_module(TRAINING_MODULE)
     t0 = time.perf_counter()
-    result = train_stamp_model(
+    if args.second_stage_on:
+        if not args.real_data:
+            raise SystemExit("--second-stage-on trains on the real labelled alerts: pass --real-data")
+        result = training.add_second_stage(
+            args.second_stage_on,
+            args.version,
+            args.real_data,
+            seed=args.seed,
+            name=args.name,
+            out_root=args.models,
+            stack_n_per_class=args.stack_per_class,
+            cv_folds=args.cv_folds,
+            eval_n_per_class=args.eval_per_class,
+            eval_seed=args.eval_seed,
+            overwrite=args.overwrite,
+        )
+        times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+        print(f"saved {result.path} ({times}; {time.perf_counter() - t0:.0f} s in all)")
+        print(json.dumps(result.metadata.get("second_stage", {}).get("out_of_fold", {}), indent=2))
+        return 0
+    result = training.train_stamp_model(
         seed=args.seed,
         n_per_class=args.n_per_class,
         epochs=args.epochs,
@@ -62,6 +100,9 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
         real_data=args.real_data,
         overwrite=args.overwrite,
         verbose=2,
+        second_stage=args.second_stage,
+        stack_n_per_class=args.stack_per_class,
+        cv_folds=args.cv_folds,
     )
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     print(f"saved {result.path} ({times}; {time.perf_counter() - t0:.0f} s in all)")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import stamp_images
+from alert_broker.classifiers.stamp.stampstats import STAT_COLUMNS, stamp_statistics
 from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
 from alert_broker.surveys.decode import decode_batch
@@ -162,12 +163,15 @@ def to_stamp_set(
     alerts: pd.DataFrame, stamps: pd.DataFrame, features: tuple[str, ...] = DEFAULT_FEATURES
 ) -> StampSet:
     """Preprocess labelled alerts (a ``class`` column of stamp classes) and their stamps (joined on candid);
-    alerts without all three readable cutouts are dropped."""
+    alerts without all three readable cutouts are dropped. The frame carries the alerts' columns and the
+    cutouts' physical statistics (``stampstats.STAT_COLUMNS``)."""
     st = stamps.set_index("candid").reindex(alerts["candid"].to_numpy()).reset_index()
     images, complete = stamp_images(st)
     labels = alerts["class"].map({c: i for i, c in enumerate(STAMP_CLASSES)}).to_numpy()
     keep = complete & pd.notna(labels)
+    stats = stamp_statistics(st[keep].reset_index(drop=True))
     frame = alerts[keep].reset_index(drop=True)
+    frame = pd.concat([frame.drop(columns=[c for c in STAT_COLUMNS if c in frame]), stats], axis=1)
     return StampSet(
         images[keep],
         metadata_matrix(frame, features),

@@ -15,9 +15,13 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
 from alert_broker.classifiers.stamp.dataset import build_stamp_set
+from alert_broker.classifiers.stamp.inference import first_alert_mask
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules, known_solar_system_object
 from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
+from alert_broker.surveys.ztf import decode_packet
 
 #: The labelled real stamps in the shared data (ALeRCE's examples), and which carry alert metadata.
 REAL_STAMP_FILES = {
@@ -151,6 +155,57 @@ def load_real_stamps(shared_data: str | Path) -> tuple[pd.DataFrame, pd.DataFram
     return alerts, stamps
 
 
+#: SIMBAD types (Fink's ``cdsxmatch``) of ``ztf/simbad_labelled`` -> stamp classes: weak labels (a 1.5" match,
+#: heterogeneous literature). Extragalactic nuclear sources are AGN, supernovae SN, stars of any kind VS (a point
+#: source in the reference that varies); types that name no kind of source (Unknown, UV, IR, Radio, EmObj, Blue,
+#: PN, clusters, lenses, Fail, ...) are left out.
+SIMBAD_STAMP_CLASSES: dict[str, str] = {
+    **dict.fromkeys(
+        ["QSO", "QSO_Candidate", "AGN", "AGN_Candidate", "Seyfert", "Seyfert_1", "Seyfert_2", "LINER",
+         "Blazar", "Blazar_Candidate", "BLLac", "BLLac_Candidate"],
+        "AGN",
+    ),
+    **dict.fromkeys(["SN", "Candidate_SN*"], "SN"),
+}  # fmt: skip
+_SIMBAD_STAR_HINTS = ("*", "V*", "Var", "Cepheid", "RRLyr", "Mira", "EllipVar", "BYDra", "RSCVn", "gammaDor",
+                      "delSct", "HotSubdwarf", "Candidate_Hsd", "YSO", "Orion", "TTau", "XB", "OH/IR", "Ae")  # fmt: skip
+_SIMBAD_NOT_STARS = ("Cl*", "GlCl?", "Candidate_SN*", "PN", "PN?")
+
+
+def simbad_stamp_class(cds: str | None) -> str | None:
+    """Stamp class of a SIMBAD type (see :data:`SIMBAD_STAMP_CLASSES`); stars of any kind -> VS; else None."""
+    if cds is None:
+        return None
+    if cds in SIMBAD_STAMP_CLASSES:
+        return SIMBAD_STAMP_CLASSES[cds]
+    if cds in _SIMBAD_NOT_STARS:
+        return None
+    return "VS" if any(h in cds for h in _SIMBAD_STAR_HINTS) else None
+
+
+def load_simbad_stamps(shared_data: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The SIMBAD-labelled real alerts (``ztf/simbad_labelled``, Fink's cross-match) as (alerts, stamps) with a
+    ``class`` column (weak stamp labels, :func:`simbad_stamp_class`) and ``cdsxmatch``; alerts whose type names
+    no stamp class are left out. Not first alerts: most carry a history (ndethist 2-100+)."""
+    folder = Path(shared_data) / "ztf" / "simbad_labelled"
+    messages, cds = [], {}
+    for i, f in enumerate(sorted(folder.glob("*.avro"))):
+        payload = f.read_bytes()
+        messages.append(RawMessage("simbad", 0, i, payload, f.name))
+        for rec in decode_packet(payload):
+            cds[int(rec["candid"])] = rec.get("cdsxmatch")
+    tables, dead, _ = decode_batch(messages, "real-simbad-stamps")
+    if dead:
+        raise ValueError(f"SIMBAD-labelled alerts failed to decode: {dead[0].reason}")
+    alerts = tables.alerts.copy()
+    alerts["cdsxmatch"] = alerts["candid"].astype(np.int64).map(cds)
+    alerts["class"] = alerts["cdsxmatch"].map(simbad_stamp_class)
+    keep = alerts["class"].notna().to_numpy()
+    alerts = alerts[keep].reset_index(drop=True)
+    stamps = tables.stamps[tables.stamps["candid"].isin(alerts["candid"])].reset_index(drop=True)
+    return alerts, stamps
+
+
 def evaluate_real_stamps(classifier, shared_data: str | Path) -> dict[str, dict[str, StampEvaluation]]:
     """Score a :class:`~classifiers.stamp.inference.StampClassifier` on the 51 real stamps: all of them, the 21
     with alert metadata, and the 30 with stamps only (their metadata are the fills)."""
@@ -172,6 +227,53 @@ def evaluate_real_stamps(classifier, shared_data: str | Path) -> dict[str, dict[
                 y, names[ruled[list(STAMP_CLASSES)].to_numpy()[rows].argmax(axis=1)]
             ),
         }
+    return out
+
+
+#: The realistic sample: 1166 real ZTF alerts (the default ``make run-night`` source).
+REAL_NIGHT_DIR = "ztf/fink_sample_1166"
+
+
+def known_sso(alerts: pd.DataFrame, max_dist_arcsec: float = 5.0) -> np.ndarray:
+    """Whether ZTF matched a known solar-system object within ``max_dist_arcsec`` (the rule's test, ``rules.py``:
+    0 <= ssdistnr <= 5" and a non-null ssnamenr)."""
+    zero = pd.DataFrame(0.0, index=range(len(alerts)), columns=list(STAMP_CLASSES))
+    hit = known_solar_system_object(zero, alerts.reset_index(drop=True), max_dist_arcsec)
+    return hit["asteroid"].to_numpy() == 1.0
+
+
+def real_night_asteroid_shares(classifier, shared_data: str | Path) -> dict:
+    """How a :class:`~classifiers.stamp.inference.StampClassifier` calls the first alerts of the new objects of
+    the 1166 real alerts (``ztf/fink_sample_1166``; first as the pipeline decides it,
+    ``inference.first_alert_mask`` with the alerts' own histories), with the default rules: the share called
+    asteroid, split by whether ZTF matched a known solar-system object near (:func:`known_sso`) and by history
+    (ndethist <= 1: no earlier detection at that position)."""
+    folder = Path(shared_data) / REAL_NIGHT_DIR
+    messages = [
+        RawMessage("real", 0, i, f.read_bytes(), f.name) for i, f in enumerate(sorted(folder.glob("*.avro")))
+    ]
+    tables, _, _ = decode_batch(messages, "real-night")
+    alerts = tables.alerts[first_alert_mask(tables.alerts, tables.detections)].reset_index(drop=True)
+    proba = classifier.predict_proba(alerts, tables.stamps)
+    al = alerts.set_index("candid").loc[proba.index]
+    called = np.array(STAMP_CLASSES, dtype=object)[proba[list(STAMP_CLASSES)].to_numpy().argmax(axis=1)]
+    sso = known_sso(al.reset_index())
+    nhist = pd.to_numeric(al.get("ndethist", pd.Series(np.nan, index=al.index)), errors="coerce").to_numpy()
+    ast = called == "asteroid"
+    out = {
+        "new_objects": int(len(al)),
+        "called": {c: int((called == c).sum()) for c in STAMP_CLASSES},
+        "asteroid": int(ast.sum()),
+        "with_known_sso": int(sso.sum()),
+        "asteroid_with_known_sso": int((ast & sso).sum()),
+        "without_known_sso": int((~sso).sum()),
+        "asteroid_without_known_sso": int((ast & ~sso).sum()),
+        "asteroid_without_known_sso_no_history": int((ast & ~sso & (nhist <= 1)).sum()),
+    }
+    out["asteroid_share"] = round(out["asteroid"] / max(out["new_objects"], 1), 4)
+    out["asteroid_share_without_known_sso"] = round(
+        out["asteroid_without_known_sso"] / max(out["without_known_sso"], 1), 4
+    )
     return out
 
 

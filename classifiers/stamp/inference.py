@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from alert_broker.classifiers.hierarchical import PROBABILITY_COLUMNS
-from alert_broker.classifiers.registry import load_keras
+from alert_broker.classifiers.registry import load_extra, load_keras
 from alert_broker.classifiers.stamp.metadata import metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
+from alert_broker.classifiers.stamp.stacker import raw_metadata, stack_inputs
+from alert_broker.classifiers.stamp.stampstats import stamp_statistics
 from alert_broker.classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
 
 #: Rows per forward pass: large enough to amortise the call, small enough to keep a worker's memory flat
@@ -61,10 +63,13 @@ def set_tf_threads(n: int | None) -> None:
 class StampClassifier:
     """A trained stamp CNN with its registry metadata; ``predict_proba`` / ``probabilities_long`` on tables."""
 
-    def __init__(self, model, metadata: dict) -> None:
+    def __init__(self, model, metadata: dict, stacker=None) -> None:
         import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; only a loaded CNN needs it
 
         self.model = model
+        #: The second stage (``stacker.StampStacker``: CNN output + stamp statistics + raw metadata), or None
+        #: for models before 1.2.0 (the CNN's softmax is the answer).
+        self.stacker = stacker
         self.metadata = dict(metadata)
         self.name: str = metadata.get("name", DEFAULT_NAME)
         self.version: str = metadata.get("version", "0")
@@ -98,7 +103,14 @@ class StampClassifier:
                 f"model {name} {metadata.get('version')} expects stamp inputs {metadata.get('feature_version')}, "
                 f"this code makes {STAMP_FEATURE_VERSION}: retrain it with `broker train stamp`"
             )
-        return cls(model, metadata)
+        stacker = None
+        if metadata.get("stacker"):
+            stacker = load_extra(name, metadata["stacker"], metadata.get("version"), root=root)
+            if stacker is None:
+                raise FileNotFoundError(
+                    f"model {name} {metadata.get('version')} lacks its {metadata['stacker']}"
+                )
+        return cls(model, metadata, stacker)
 
     # -- arrays -------------------------------------------------------------------------------------------
     def predict_arrays(
@@ -114,23 +126,37 @@ class StampClassifier:
         return out
 
     # -- tables -------------------------------------------------------------------------------------------
-    def _inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame):
+    def _inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame, with_stamps: bool = False):
         if "candid" not in alerts.columns or "candid" not in stamps.columns:
             raise KeyError("alerts and stamps must both carry a candid column (docs/data-model.md)")
         st = stamps.drop_duplicates("candid").set_index("candid").reindex(alerts["candid"].to_numpy())
-        images, complete = stamp_images(st.reset_index(), self.crop_size)
+        st = st.reset_index()
+        images, complete = stamp_images(st, self.crop_size)
         al = alerts[complete].reset_index(drop=True)
-        return images[complete], metadata_matrix(al, self.features), al
+        out = images[complete], metadata_matrix(al, self.features), al
+        return (*out, st[complete].reset_index(drop=True)) if with_stamps else out
+
+    def second_stage_inputs(
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the second stage's input table, the alerts with complete stamps it describes, aligned by position)."""
+        images, meta, al, st = self._inputs(alerts, stamps, with_stamps=True)
+        cnn = self.predict_arrays(images, meta)
+        return stack_inputs(cnn, stamp_statistics(st), raw_metadata(al)), al
 
     def predict_proba(
         self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
     ) -> pd.DataFrame:
         """P(class) for every alert with three readable cutouts: index ``candid``, columns ``oid`` and the five
-        classes (rows sum to 1). ``rules`` (default: ALeRCE's, see ``classifiers.stamp.rules``) are applied after
-        the softmax; ``rules=None`` gives the network's output alone. Alerts without complete stamps are left
-        out."""
-        images, meta, al = self._inputs(alerts, stamps)
-        p = pd.DataFrame(self.predict_arrays(images, meta), columns=list(STAMP_CLASSES))
+        classes (rows sum to 1). Models with a second stage (1.2.0 on) answer its probabilities, older ones the
+        CNN's softmax. ``rules`` (default: ALeRCE's, see ``classifiers.stamp.rules``) are applied after;
+        ``rules=None`` gives the model's output alone. Alerts without complete stamps are left out."""
+        if self.stacker is not None:
+            x, al = self.second_stage_inputs(alerts, stamps)
+            p = pd.DataFrame(self.stacker.predict_proba(x), columns=list(STAMP_CLASSES))
+        else:
+            images, meta, al = self._inputs(alerts, stamps)
+            p = pd.DataFrame(self.predict_arrays(images, meta), columns=list(STAMP_CLASSES))
         if rules:
             p = apply_rules(p, al, tuple(rules))
         p.index = pd.Index(al["candid"].to_numpy(dtype=np.int64), name="candid")

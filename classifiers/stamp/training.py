@@ -14,11 +14,28 @@ import tensorflow as tf
 
 from alert_broker.classifiers.registry import save_keras
 from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
-from alert_broker.classifiers.stamp.evaluate import evaluate_on_simulation, evaluate_real_stamps
+from alert_broker.classifiers.stamp.evaluate import (
+    StampEvaluation,
+    evaluate_on_simulation,
+    evaluate_real_stamps,
+)
 from alert_broker.classifiers.stamp.inference import StampClassifier
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
 from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
 from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.second_stage import (
+    DEFAULT_FOLDS,
+    REAL_WEIGHT,
+    STACK_N_PER_CLASS,
+    StackRows,
+    fit_stacker,
+    simulated_rows,
+    stacked_evaluations,
+    stacker_training_set,
+)
+from alert_broker.classifiers.stamp.second_stage import cross_validate as stack_cross_validate
+from alert_broker.classifiers.stamp.second_stage import real_rows as stack_real_rows
 from alert_broker.classifiers.stamp.taxonomy import (
     DEFAULT_NAME,
     SIM_TO_STAMP,
@@ -147,6 +164,10 @@ def train_stamp_model(
     real_data: str | Path | None = None,
     overwrite: bool = False,
     verbose: int = 0,
+    second_stage: bool = False,
+    stack_n_per_class: int = STACK_N_PER_CLASS,
+    real_weight: float = REAL_WEIGHT,
+    cv_folds: int = DEFAULT_FOLDS,
 ) -> TrainResult:
     """Simulate a balanced set of first alerts (``n_per_class`` per class, from ``seed``), train the CNN for
     ``epochs`` and save it to the registry at ``{out_root}/{name}/{version}/`` (``out_root`` None: the default
@@ -154,7 +175,11 @@ def train_stamp_model(
 
     With ``eval_n_per_class`` it is also scored on a held-out simulation (seed ``eval_seed``, default
     ``seed + 1000``), and with ``real_data`` (the shared data root) on ALeRCE's 51 labelled real stamps, each with
-    and without the business rules; the figures go into the model's metadata (``metrics``)."""
+    and without the business rules; the figures go into the model's metadata (``metrics``).
+
+    ``second_stage`` (1.2.0 on; needs ``real_data``) also trains the second stage (``second_stage.py``) on
+    simulated alerts of seed ``seed + 500`` and the real labelled alerts, reports its out-of-fold real figures
+    (``cv_folds``-fold, object-grouped) and ships it beside the CNN (``stacker.joblib``)."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     train = build_stamp_set(seed, n_per_class, features)
@@ -165,13 +190,135 @@ def train_stamp_model(
     meta = model_metadata(train, config, seed=seed, epochs=epochs, seconds=times["train"])
     meta["training"]["simulate_seconds"] = round(times["simulate"], 1)
     meta.update(name=name, version=version)
+    del train
+    extra = {}
+    if second_stage:
+        if not real_data:
+            raise ValueError("the second stage trains on the real labelled alerts: pass real_data")
+        t3 = time.perf_counter()
+        stacker, stack_meta = train_second_stage(
+            StampClassifier(model, meta), seed, real_data, stack_n_per_class, real_weight, cv_folds
+        )
+        times["second_stage"] = time.perf_counter() - t3
+        extra[STACKER_FILE] = stacker
+        meta["stacker"] = STACKER_FILE
+        meta["second_stage"] = stack_meta
     t2 = time.perf_counter()
-    meta["metrics"] = evaluation_metrics(model, meta, seed, eval_n_per_class, eval_seed, real_data)
+    cnn_meta = {k: v for k, v in meta.items() if k != "stacker"}
+    meta["metrics"] = evaluation_metrics(model, cnn_meta, seed, eval_n_per_class, eval_seed, real_data)
+    if second_stage and eval_n_per_class:
+        es = seed + 1000 if eval_seed is None else eval_seed
+        clf = StampClassifier(model, meta, extra[STACKER_FILE])
+        held = build_stamp_set(es, eval_n_per_class, tuple(meta["features"]))
+        for k, v in evaluate_stacked_simulation(clf, held).items():
+            meta["metrics"][f"heldout_{k}"] = v.summary()
     if eval_n_per_class or real_data:
         times["evaluate"] = time.perf_counter() - t2
     path = save_keras(inference_copy(model), name=name, version=version, metadata=meta, root=out_root,
-                      overwrite=overwrite)  # fmt: skip
+                      overwrite=overwrite, extra_objects=extra)  # fmt: skip
     return TrainResult(path, model, meta, times)
+
+
+#: File name of the second stage beside ``model.keras``.
+STACKER_FILE = "stacker.joblib"
+
+
+def add_second_stage(
+    base_version: str,
+    version: str,
+    real_data: str | Path,
+    *,
+    seed: int = 1,
+    name: str = DEFAULT_NAME,
+    out_root: str | Path | None = None,
+    stack_n_per_class: int = STACK_N_PER_CLASS,
+    real_weight: float = REAL_WEIGHT,
+    cv_folds: int = DEFAULT_FOLDS,
+    eval_n_per_class: int = 0,
+    eval_seed: int | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """A new version = the CNN of ``base_version`` unchanged (same weights, same inputs) + a second stage trained
+    on top of it (:func:`train_second_stage`): the CNN needs hours on a CPU, the second stage minutes, and the
+    second stage is where the real labelled alerts can teach. The metadata keeps the base's CNN figures (under
+    ``metrics.cnn_base``) and adds the second stage's out-of-fold real figures and held-out simulation."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = StampClassifier.load(name, base_version, root=out_root)
+    if base.stacker is not None:
+        raise ValueError(f"{name} {base_version} already has a second stage")
+    meta = dict(base.metadata)
+    cnn_metrics = meta.pop("metrics", {})
+    stacker, stack_meta = train_second_stage(base, seed, real_data, stack_n_per_class, real_weight, cv_folds)
+    times["second_stage"] = time.perf_counter() - t0
+    meta.update(
+        name=name, version=version, stacker=STACKER_FILE, second_stage=stack_meta, base_cnn=base_version
+    )
+    for k in ("created_at", "tensorflow_version", "keras_version"):
+        meta.pop(k, None)
+    meta["metrics"] = {"cnn_base": cnn_metrics}
+    clf = StampClassifier(base.model, meta, stacker)
+    if eval_n_per_class:
+        t1 = time.perf_counter()
+        es = seed + 1000 if eval_seed is None else eval_seed
+        held = build_stamp_set(es, eval_n_per_class, tuple(meta["features"]))
+        meta["metrics"]["heldout"] = {"seed": es, "n_per_class": eval_n_per_class}
+        for k, v in evaluate_stacked_simulation(clf, held).items():
+            meta["metrics"][f"heldout_{k}"] = v.summary()
+        times["evaluate"] = time.perf_counter() - t1
+    path = save_keras(base.model, name=name, version=version, metadata=meta, root=out_root, overwrite=overwrite,
+                      extra_objects={STACKER_FILE: stacker})  # fmt: skip
+    return TrainResult(path, base.model, meta, times)
+
+
+def train_second_stage(
+    classifier: StampClassifier,
+    seed: int,
+    real_data: str | Path,
+    n_per_class: int = STACK_N_PER_CLASS,
+    real_weight: float = REAL_WEIGHT,
+    cv_folds: int = DEFAULT_FOLDS,
+):
+    """(the fitted second stage, its metadata: rows, weights and out-of-fold real figures)."""
+    sim = stacker_training_set(classifier, seed, n_per_class)
+    real = stack_real_rows(classifier, real_data, real_weight)
+    oof, folds = stack_cross_validate(sim, real, cv_folds, seed)
+    figures = {
+        f"oof_{subset.replace(' ', '_')}_{kind.replace(' ', '_')}": ev.summary()
+        for subset, res in stacked_evaluations(oof, real).items()
+        for kind, ev in res.items()
+    }
+    stacker = fit_stacker(StackRows.concat([sim, real]), seed)
+    meta = {
+        "columns": list(stacker.columns),
+        "simulated_rows": int(len(sim)),
+        "simulated_seed": seed + 500,
+        "real_rows": {str(k): int(v) for k, v in pd.Series(real.sources).value_counts().items()},
+        "real_weight": real_weight,
+        "cv_folds": cv_folds,
+        "out_of_fold": figures,
+        "hyperparameters": {
+            "n_estimators": stacker.n_estimators,
+            "max_depth": stacker.max_depth,
+            "learning_rate": stacker.learning_rate,
+            "subsample": stacker.subsample,
+            "colsample_bytree": stacker.colsample_bytree,
+        },
+    }
+    return stacker, meta
+
+
+def evaluate_stacked_simulation(classifier: StampClassifier, data: StampSet) -> dict[str, StampEvaluation]:
+    """A held-out simulated set through the whole model (CNN, second stage), without and with the rules."""
+    rows = simulated_rows(classifier, data, 0)
+    rows = rows.take(np.arange(len(data)))  # the set itself, not the no-metadata copies
+    p = classifier.stacker.predict_proba(rows.x)
+    names = np.array(STAMP_CLASSES, dtype=object)
+    ruled = apply_rules(pd.DataFrame(p, columns=list(STAMP_CLASSES)), data.frame, DEFAULT_RULES)
+    return {
+        "stacked": StampEvaluation(rows.y, names[p.argmax(axis=1)]),
+        "stacked+rules": StampEvaluation(rows.y, names[ruled.to_numpy().argmax(axis=1)]),
+    }
 
 
 def evaluation_metrics(

@@ -8,13 +8,23 @@ object with at least 6 detections in u g r i z y (difference fluxes in nJy). Def
 
 from __future__ import annotations
 
-from .api import FEATURE_VERSION, compute_batch, compute_features, feature_names, warm_up
+from .api import (
+    FEATURE_VERSION,
+    FEATURE_VERSIONS,
+    LEGACY_FEATURE_VERSIONS,
+    compute_batch,
+    compute_features,
+    feature_names,
+    warm_up,
+)
 from .flux import FLUX_FEATURE_VERSION, MIN_FLUX_DETECTIONS, compute_flux_features, flux_feature_names
 from .prepare import Batch, prepare
 
 __all__ = [
     "FEATURE_VERSION",
+    "FEATURE_VERSIONS",
     "FLUX_FEATURE_VERSION",
+    "LEGACY_FEATURE_VERSIONS",
     "MIN_FLUX_DETECTIONS",
     "Batch",
     "compute_batch",

@@ -17,12 +17,15 @@ from .periodogram import (
     N_RANK,
     OFAC,
     POWER_RATE_FACTORS,
+    SELECTION_RANK,
+    SELECTION_SCAN,
     period_batch,
+    period_batch_scan,
 )
 from .periodogram import (
     OBJECT_NAMES as PERIOD_OBJECT_NAMES,
 )
-from .prepare import BANDS, Batch, prepare
+from .prepare import BANDS, RB_MIN, RB_MIN_LEGACY, Batch, prepare
 from .spm import SPM_NAMES, mag_to_flux, spm_batch
 from .stochastic import STOCHASTIC_NAMES, stochastic_batch
 from .supernova import SN_NAMES, sn_batch
@@ -30,7 +33,27 @@ from .variability import BASIC_NAMES, SF_EDGES, basic_batch
 
 #: Version of the feature definitions; stored with every feature row so the lake and PostgreSQL can tell
 #: vectors computed under different definitions apart. Bump on any change of a definition or of the grid.
-FEATURE_VERSION = "lc-features-1.0.0"
+FEATURE_VERSION = "lc-features-1.1.0"
+#: Earlier definitions this code still computes on request (``compute_features(..., feature_version=...)``), so
+#: models trained on them stay usable: 1.0.0 = ALeRCE's rb >= 0.55 cut and period selection 0.
+LEGACY_FEATURE_VERSIONS = ("lc-features-1.0.0",)
+FEATURE_VERSIONS = (FEATURE_VERSION, *LEGACY_FEATURE_VERSIONS)
+#: What differs between the versions: the rb threshold of the cleaning and the period selection
+#: (periodogram.SELECTION_*). The column set is the same.
+VERSION_SETTINGS: dict[str, dict] = {
+    "lc-features-1.0.0": {"rb_min": RB_MIN_LEGACY, "selection": SELECTION_RANK},
+    "lc-features-1.1.0": {"rb_min": RB_MIN, "selection": SELECTION_SCAN},
+}
+
+
+def _settings(feature_version: str | None) -> dict:
+    version = feature_version or FEATURE_VERSION
+    if version not in VERSION_SETTINGS:
+        raise ValueError(
+            f"unknown feature version {version!r}; this code computes {', '.join(FEATURE_VERSIONS)}"
+        )
+    return VERSION_SETTINGS[version]
+
 
 #: Fewest points a band needs for the variability, stochastic, periodogram, harmonic and MHPS features.
 MIN_BAND_POINTS = 6
@@ -56,8 +79,11 @@ def _wide(seg_values: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarra
     return {f"{name}_{fid}": cube[:, b, j] for j, name in enumerate(names) for b, fid in enumerate(BANDS)}
 
 
-def compute_batch(batch: Batch) -> pd.DataFrame:
-    """Features of an already prepared batch (see ``prepare``)."""
+def compute_batch(batch: Batch, *, feature_version: str | None = None) -> pd.DataFrame:
+    """Features of an already prepared batch (see ``prepare``) under ``feature_version`` (default the current
+    FEATURE_VERSION; prepare the batch with that version's ``rb_min``)."""
+    version = feature_version or FEATURE_VERSION
+    selection = _settings(version)["selection"]
     b = batch
     cols: dict[str, np.ndarray] = {}
     if b.n_objects:
@@ -73,7 +99,9 @@ def compute_batch(batch: Batch) -> pd.DataFrame:
         )
         cols.update(_wide(sn_batch(b.t, b.mag, b.sign, b.seg_off, b.nd_t, b.nd_lim, b.nd_off), SN_NAMES))
         cols.update(_wide(spm_batch(b.t, flux, flux_err, b.seg_off, MIN_SPM_POINTS), SPM_NAMES))
-        per_obj, per_seg = period_batch(
+        # selection 0 runs the untouched compiled code of lc-features-1.0.0 (bit for bit what it was)
+        periods = period_batch if selection == SELECTION_RANK else period_batch_scan
+        per_obj, per_seg = periods(
             b.t,
             b.mag,
             b.err,
@@ -100,12 +128,16 @@ def compute_batch(batch: Batch) -> pd.DataFrame:
     for name in names:
         data[name] = pd.Series(cols.get(name, np.zeros(0)), dtype=np.float64)
     out = pd.DataFrame(data)
-    out["FEATURE_VERSION"] = FEATURE_VERSION
+    out["FEATURE_VERSION"] = version
     return out
 
 
 def compute_features(
-    detections: pd.DataFrame, non_detections: pd.DataFrame | None, objects: pd.DataFrame | None = None
+    detections: pd.DataFrame,
+    non_detections: pd.DataFrame | None,
+    objects: pd.DataFrame | None = None,
+    *,
+    feature_version: str | None = None,
 ) -> pd.DataFrame:
     """Light-curve features of every object with at least 6 clean detections in g or r.
 
@@ -113,8 +145,11 @@ def compute_features(
     non-detections (may be empty or None), ``objects`` optionally the objects table whose ``corrected`` column
     decides which magnitudes an object uses. Returns one row per qualifying object: ``oid``, the float64
     features of ``feature_names()`` (per band ``<name>_<fid>``) and ``FEATURE_VERSION``. Undefined values are NaN.
+    ``feature_version`` computes an earlier definition (one of ``FEATURE_VERSIONS``) for a model trained on it.
     """
-    return compute_batch(prepare(detections, non_detections, objects))
+    settings = _settings(feature_version)
+    batch = prepare(detections, non_detections, objects, rb_min=settings["rb_min"])
+    return compute_batch(batch, feature_version=feature_version)
 
 
 _WARM = False
@@ -147,5 +182,6 @@ def warm_up() -> None:
     nd = pd.DataFrame(
         {"oid": ["ZTFwarmup"] * 2, "fid": [1, 2], "mjd": [57990.0, 57991.0], "diffmaglim": [20.0, 20.5]}
     )
-    compute_features(det, nd)
+    for version in FEATURE_VERSIONS:  # each version has its own compiled period selection
+        compute_features(det, nd, feature_version=version)
     _WARM = True

@@ -16,6 +16,21 @@ Choice of the period (our addition to ALeRCE's argmax): the refined candidates a
 per-band N_RANK-harmonic fit, and the winner's frequency is polished on that fit. Real pulsators are not
 sinusoids; the one-harmonic statistic often prefers a daily alias, which the harmonic fit rejects (SDSS Stripe 82
 RR Lyrae: 71 % -> 92 % within 1 %), and the polish removes the small offset of the one-harmonic peak.
+
+Selection 1 (``lc-features-1.1.0``, ``SELECTION_SCAN``) goes further, after measuring where selection 0 failed on
+real light curves: (1) the one-harmonic peak of a non-sinusoidal curve can sit a yearly alias (1/365.25 c/d) or
+more than one fringe (1/T) away from the multi-harmonic optimum, so every candidate is *scanned* with the
+harmonic chi-square over +-(1/365.25 + 2/T) (at most +-f/4: never reaching a sub-harmonic f/k, where an
+nh-harmonic model fits as well) in steps of 1/(3T) and then polished, instead of being compared at
+its one-harmonic position; (2) the +-1 and +-2 sidereal-day aliases of the ``N_ALIAS`` strongest peaks are
+candidates too (the true peak of a sparse light curve is often not among the one-harmonic maxima);
+(3) the harmonic chi-square uses errors with a floor of ``ERROR_FLOOR`` mag added in quadrature (real photometric
+errors are underestimated; without it a few points dominate the comparison); (4) the number of harmonics is
+reduced for sparse bands (at most (n - 1) / (2 ``POINTS_PER_PARAMETER``) per band, 1..N_RANK), so 20 points
+do not choose a period by over-fitting 9 parameters; (5) of the selected f and its multiples k f (k <= the
+harmonics fitted) that fit within ``HARMONIC_TOLERANCE`` of it, the highest frequency wins: a model at f / k
+holds every harmonic of f, so a sub-harmonic always fits as well, by the noise alone. SDSS Stripe 82 RR Lyrae
+(g + r): see docs/features.md for the measured recovery and the remaining alias cases.
 """
 
 from __future__ import annotations
@@ -35,6 +50,28 @@ N_RANK = 4
 N_HARMONICS = 7
 MAX_SUBSTEPS = 50  # caps the grid at 1e6 frequencies (a 45-year span at OFAC 3); bad times cannot blow it up
 POWER_RATE_FACTORS = np.array([0.25, 1.0 / 3.0, 0.5, 2.0, 3.0, 4.0])
+#: Period selection: 0 = rank the one-harmonic peaks by the harmonic chi-square at their position and polish the
+#: winner (lc-features-1.0.0); 1 = scan every candidate and its sidereal-day aliases (lc-features-1.1.0).
+SELECTION_RANK = 0
+SELECTION_SCAN = 1
+#: Selection 1: peaks whose +-1, +-2 sidereal-day aliases are candidates too.
+N_ALIAS = 5
+SIDEREAL_DAY_FREQ = 1.0027379093  # cycles per day
+ALIAS_SHIFTS = np.array([0.0, -2.0, -1.0, 1.0, 2.0]) * SIDEREAL_DAY_FREQ
+YEAR_FREQ = 1.0 / 365.25
+#: Selection 1: error floor [mag] added in quadrature to the errors of the harmonic chi-square.
+ERROR_FLOOR = 0.02
+#: Selection 1: fewest points per fitted parameter of a band's harmonic model (caps the harmonics of sparse bands).
+POINTS_PER_PARAMETER = 2
+#: Selection 1: scan steps per fringe (1/T) and half-width of the scan in fringes beyond the yearly alias.
+SCAN_SUB = 3.0
+SCAN_FRINGES = 2.0
+#: Selection 1: the scan around a candidate f stays within f +- SCAN_MAX_RELATIVE f (sub-harmonics f/k lie at
+#: f/2 and below: a long period's scan must not reach them).
+SCAN_MAX_RELATIVE = 0.25
+#: Selection 1: k f (k = 2..nh) replaces the selected f when its harmonic chi-square is at most this much (relative)
+#: above f's: of periods that fit equally well, the shortest (a sub-harmonic fits as well by construction).
+HARMONIC_TOLERANCE = 0.05
 
 OBJECT_NAMES: tuple[str, ...] = (
     "Multiband_period",
@@ -295,6 +332,129 @@ def _refine_harmonic(
 
 
 @njit(cache=True)
+def _scan_harmonic(
+    tt: np.ndarray,
+    y: np.ndarray,
+    ww: np.ndarray,
+    boff: np.ndarray,
+    f_center: float,
+    half: float,
+    step: float,
+    nh: int,
+) -> tuple[float, float]:
+    """(f, chi2): the lowest ``nh``-harmonic chi-square on a grid of ``step`` over f_center +- half, polished by
+    golden-section search within one step. The chi-square of a multi-harmonic model oscillates with a period of
+    1/(h T) in frequency; a grid finer than the fringe finds the basin a golden search alone can miss."""
+    n = int(2.0 * half / step) + 1
+    best_f = f_center
+    best_c = np.inf
+    for k in range(n):
+        f = f_center - half + k * step
+        if f <= 1e-4:
+            continue
+        c = _harmonic_chi2(tt, y, ww, boff, f, nh)
+        if c < best_c:
+            best_c = c
+            best_f = f
+    f1 = _refine_harmonic(tt, y, ww, boff, best_f, step, nh)
+    c1 = _harmonic_chi2(tt, y, ww, boff, f1, nh)
+    if c1 < best_c:
+        return f1, c1
+    return best_f, best_c
+
+
+@njit(cache=True)
+def _scan_candidates(
+    t: np.ndarray,
+    m: np.ndarray,
+    e: np.ndarray,
+    seg_off: np.ndarray,
+    obj: int,
+    band_ids: np.ndarray,
+    nb: int,
+    tmin: float,
+    span: float,
+    ref_f: np.ndarray,
+    n_rank: int,
+    fmin: float,
+    fmax: float,
+) -> float:
+    """Selection 1: the frequency with the lowest harmonic chi-square over the refined one-harmonic peaks
+    ``ref_f`` (strongest first) and the +-1, +-2 sidereal-day aliases of the first N_ALIAS, each scanned over
+    +-(1/365.25 + SCAN_FRINGES/T); errors with ERROR_FLOOR in quadrature; harmonics capped for sparse bands."""
+    ntot = 0
+    nmin = 1 << 30
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        cnt = seg_off[s + 1] - seg_off[s]
+        ntot += cnt
+        nmin = min(nmin, cnt)
+    tt = np.empty(ntot)
+    y = np.empty(ntot)
+    ww = np.empty(ntot)
+    boff = np.zeros(nb + 1, dtype=np.int64)
+    pos = 0
+    f2 = ERROR_FLOOR * ERROR_FLOOR
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        a = seg_off[s]
+        b = seg_off[s + 1]
+        boff[k] = pos
+        sw = 0.0
+        swm = 0.0
+        for i in range(a, b):
+            w = 1.0 / (e[i] * e[i] + f2)
+            sw += w
+            swm += w * m[i]
+        mu = swm / sw
+        for i in range(a, b):
+            tt[pos] = t[i] - tmin
+            y[pos] = m[i] - mu
+            ww[pos] = 1.0 / (e[i] * e[i] + f2) / sw
+            pos += 1
+    boff[nb] = pos
+    nh = max(1, min(n_rank, (nmin - 1) // (2 * POINTS_PER_PARAMETER)))
+    span = max(span, 1.0)
+    half = YEAR_FREQ + SCAN_FRINGES / span
+    step = 1.0 / (SCAN_SUB * span)
+    best_f = NAN
+    best_c = np.inf
+    for j in range(ref_f.size):
+        f0 = ref_f[j]
+        if f0 != f0:
+            continue
+        for q in range(5):
+            if q > 0 and j >= N_ALIAS:
+                break
+            fc = f0 + ALIAS_SHIFTS[q]
+            if fc <= fmin or fc >= fmax:
+                continue
+            # never so wide that it reaches a sub-harmonic fc / k: an nh-harmonic model at fc / k (k <= nh)
+            # holds fc itself, so its chi-square is never worse and the scan would slide there
+            h = min(half, SCAN_MAX_RELATIVE * fc)
+            f1, c1 = _scan_harmonic(tt, y, ww, boff, fc, h, min(step, h / 4.0), nh)
+            if c1 < best_c:
+                best_c = c1
+                best_f = f1
+    # The shortest period that fits as well: an nh-harmonic model at f / k (k <= nh) holds every harmonic of f,
+    # so a sub-harmonic of the true frequency fits at least as well, by the noise alone. k f replaces f when
+    # its chi-square is within HARMONIC_TOLERANCE of f's (a binary with unequal eclipses keeps its period:
+    # half of it fits much worse).
+    if best_f == best_f:
+        f_sel = best_f
+        for k in range(2, nh + 1):
+            fk = k * best_f
+            if fk >= fmax:
+                break
+            hk = min(step, SCAN_MAX_RELATIVE * fk)
+            f1, c1 = _scan_harmonic(tt, y, ww, boff, fk, hk, hk / 2.0, nh)
+            if c1 <= best_c * (1.0 + HARMONIC_TOLERANCE):
+                f_sel = f1
+        best_f = f_sel
+    return best_f
+
+
+@njit(cache=True)
 def _harmonics(t: np.ndarray, m: np.ndarray, e: np.ndarray, freq: float, out: np.ndarray) -> None:
     """Weighted 7-harmonic fit at ``freq`` (min-norm least squares, as ALeRCE's pinv); amplitudes, phases, mse."""
     n = t.size
@@ -532,6 +692,188 @@ def object_periodogram(
 
 
 @njit(cache=True)
+def _object_periodogram_selection(
+    t: np.ndarray,
+    m: np.ndarray,
+    e: np.ndarray,
+    seg_off: np.ndarray,
+    obj: int,
+    min_points: int,
+    ofac: float,
+    fmin: float,
+    fmax: float,
+    n_peaks: int,
+    n_rank: int,
+    factors: np.ndarray,
+    out_obj: np.ndarray,
+    out_seg: np.ndarray,
+    selection: int = SELECTION_RANK,
+) -> None:
+    """:func:`object_periodogram` with the period chosen by ``selection`` (module docstring). Selection 0 is
+    computed by the untouched :func:`object_periodogram` (so lc-features-1.0.0 stays bit for bit what it was: a
+    compiled function's floating-point code depends on its whole body); this one serves selection 1."""
+    # Gather the bands with enough points.
+    nb = 0
+    ntot = 0
+    band_ids = np.empty(2, dtype=np.int64)
+    for b in range(2):
+        s = 2 * obj + b
+        if seg_off[s + 1] - seg_off[s] >= min_points:
+            band_ids[nb] = b
+            nb += 1
+            ntot += seg_off[s + 1] - seg_off[s]
+    if nb == 0:
+        return
+    tt = np.empty(ntot)
+    y = np.empty(ntot)
+    ww = np.empty(ntot)
+    boff = np.zeros(nb + 1, dtype=np.int64)
+    yy = np.empty(nb)
+    chi0 = np.empty(nb)
+    d2 = np.empty(nb)
+    tmin = np.inf
+    tmax = -np.inf
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        a = seg_off[s]
+        tmin = min(tmin, t[a])
+        tmax = max(tmax, t[seg_off[s + 1] - 1])
+    pos = 0
+    for k in range(nb):
+        s = 2 * obj + band_ids[k]
+        a = seg_off[s]
+        b = seg_off[s + 1]
+        boff[k] = pos
+        sw = 0.0
+        swm = 0.0
+        for i in range(a, b):
+            w = 1.0 / (e[i] * e[i])
+            sw += w
+            swm += w * m[i]
+        mu = swm / sw
+        v = 0.0
+        for i in range(a, b):
+            tt[pos] = t[i] - tmin
+            y[pos] = m[i] - mu
+            ww[pos] = 1.0 / (e[i] * e[i]) / sw
+            v += ww[pos] * y[pos] * y[pos]
+            pos += 1
+        yy[k] = v
+        chi0[k] = v * sw
+        d2[k] = (b - a) - 3.0
+    boff[nb] = pos
+    if not (chi0.sum() > 0.0):
+        return
+    span = tmax - tmin
+    kk = min(max(1, int(math.ceil(1e-3 * ofac * span))), MAX_SUBSTEPS)
+    df = 1e-3 / kk
+    nf = int((fmax - fmin) / df) + 1
+    pb = np.empty((nb, nf))
+    fm = np.empty(nf)
+    _eval_grid(tt, y, ww, boff, yy, fmin, df, nf, pb)
+    _combine(pb, chi0, d2, nf, fm)
+
+    # Top local maxima of the multiband statistic, refined.
+    top_v = np.full(n_peaks, -np.inf)
+    top_i = np.full(n_peaks, -1, dtype=np.int64)
+    for k in range(1, nf - 1):
+        v = fm[k]
+        if v > fm[k - 1] and v >= fm[k + 1] and v > top_v[n_peaks - 1]:
+            j = n_peaks - 1
+            while j > 0 and top_v[j - 1] < v:
+                top_v[j] = top_v[j - 1]
+                top_i[j] = top_i[j - 1]
+                j -= 1
+            top_v[j] = v
+            top_i[j] = k
+    best_f = NAN
+    best_v = -np.inf
+    best_c = np.inf
+    ref_f = np.full(n_peaks, NAN)
+    ref_v = np.full(n_peaks, NAN)
+    for j in range(n_peaks):
+        if top_i[j] < 0:
+            continue
+        f0 = fmin + top_i[j] * df
+        rf, rv = _refine(tt, y, ww, boff, yy, chi0, d2, f0, df, -1)
+        if rv < top_v[j]:
+            rf = f0
+            rv = top_v[j]
+        ref_f[j] = rf
+        ref_v[j] = rv
+        if selection == SELECTION_SCAN:
+            continue
+        if n_rank > 0:
+            c = _harmonic_chi2(tt, y, ww, boff, rf, n_rank)
+            if c < best_c:
+                best_c = c
+                best_v = rv
+                best_f = rf
+        elif rv > best_v:
+            best_v = rv
+            best_f = rf
+    if selection == SELECTION_SCAN and n_rank > 0:
+        best_f = _scan_candidates(t, m, e, seg_off, obj, band_ids, nb, tmin, span, ref_f, n_rank, fmin, fmax)
+        if best_f == best_f:
+            pb1 = np.empty((nb, 1))
+            fm1 = np.empty(1)
+            _eval_grid(tt, y, ww, boff, yy, best_f, df, 1, pb1)
+            _combine(pb1, chi0, d2, 1, fm1)
+            best_v = max(fm1[0], 1e-300)
+    if best_f != best_f:
+        kb = np.argmax(fm)
+        best_f = fmin + kb * df
+        best_v = fm[kb]
+    elif n_rank > 0 and selection != SELECTION_SCAN:
+        best_f = _refine_harmonic(tt, y, ww, boff, best_f, df / 3.0, n_rank)
+    period = 1.0 / best_f
+    out_obj[0] = period
+
+    # PPE on ALeRCE's 1e-3 grid (every kk-th frequency), with refined peaks written back like P4J's finetuning.
+    sub = fm[::kk].copy()
+    for j in range(n_peaks):
+        if ref_f[j] == ref_f[j]:
+            idx = int(round((ref_f[j] - fmin) / 1e-3))
+            if 0 <= idx < sub.size and ref_v[j] > sub[idx]:
+                sub[idx] = ref_v[j]
+    ntop = min(100, sub.size)
+    top = np.partition(sub, sub.size - ntop)[sub.size - ntop :]
+    tot = 0.0
+    for i in range(ntop):
+        tot += top[i] + 1e-2
+    ent = 0.0
+    for i in range(ntop):
+        p = (top[i] + 1e-2) / tot
+        if p > 0.0:
+            ent -= p * math.log(p)
+    out_obj[1] = 1.0 - ent / math.log(100.0)
+
+    # Power rates: statistic at f_best / factor (nearest grid frequency) over the best value.
+    for q in range(factors.size):
+        fq = best_f / factors[q]
+        idx = int(round((fq - fmin) / df))
+        idx = min(max(idx, 0), nf - 1)
+        out_obj[2 + q] = fm[idx] / best_v
+
+    # Per band: own best period, harmonic fit and folded statistics at the multiband period.
+    for k in range(nb):
+        b = band_ids[k]
+        s = 2 * obj + b
+        row = out_seg[s]
+        kb = np.argmax(pb[k])
+        fb0 = fmin + kb * df
+        fb, vb = _refine(tt, y, ww, boff, yy, chi0, d2, fb0, df, k)
+        if vb < pb[k, kb]:
+            fb = fb0
+        row[0] = 1.0 / fb
+        row[1] = abs(period - 1.0 / fb)
+        a = seg_off[s]
+        bb = seg_off[s + 1]
+        _harmonics(t[a:bb], m[a:bb], e[a:bb], best_f, row)
+        _folded(t[a:bb], m[a:bb], period, row)
+
+
+@njit(cache=True)
 def period_batch(
     t: np.ndarray,
     m: np.ndarray,
@@ -552,5 +894,46 @@ def period_batch(
     for o in range(nobj):
         object_periodogram(
             t, m, e, seg_off, o, min_points, ofac, fmin, fmax, n_peaks, n_rank, factors, out_obj[o], out_seg
+        )
+    return out_obj, out_seg
+
+
+@njit(cache=True)
+def period_batch_scan(
+    t: np.ndarray,
+    m: np.ndarray,
+    e: np.ndarray,
+    seg_off: np.ndarray,
+    min_points: int,
+    ofac: float,
+    fmin: float,
+    fmax: float,
+    n_peaks: int,
+    n_rank: int,
+    factors: np.ndarray,
+    selection: int = SELECTION_SCAN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Period features for every object of a batch (two band segments per object), period selection 1
+    (lc-features-1.1.0); :func:`period_batch` is selection 0 (lc-features-1.0.0)."""
+    nobj = (seg_off.size - 1) // 2
+    out_obj = np.full((nobj, N_OBJ), NAN)
+    out_seg = np.full((2 * nobj, N_BAND), NAN)
+    for o in range(nobj):
+        _object_periodogram_selection(
+            t,
+            m,
+            e,
+            seg_off,
+            o,
+            min_points,
+            ofac,
+            fmin,
+            fmax,
+            n_peaks,
+            n_rank,
+            factors,
+            out_obj[o],
+            out_seg,
+            selection,
         )
     return out_obj, out_seg

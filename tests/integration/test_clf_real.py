@@ -14,6 +14,7 @@ from alert_broker.classifiers.real_sets import (
     ALERCE_DIR,
     BTS_DIR,
     REAL_SETS,
+    S82_DIR,
     SIMBAD_CLASSES,
     alerce_features,
     alerce_labelled,
@@ -22,9 +23,11 @@ from alert_broker.classifiers.real_sets import (
     alert_window,
     bts,
     load_real_set,
+    s82_rrlyrae,
     simbad,
 )
 from alert_broker.features import feature_names
+from alert_broker.features.lightcurve.prepare import RB_MIN
 
 BOOKKEEPING = {"FEATURE_VERSION", "lastmjd", "night"}
 
@@ -43,11 +46,13 @@ def test_alerce_sne_counts_match_the_readme_and_the_detections(shared_data):
     feats, labels = alerce_sne(shared_data)
     check_shape(feats, labels, min_finite=60)
     assert labels.value_counts().to_dict() == {"SNIa": 19, "SNIbc": 8, "SLSN": 2, "SNII": 1}
-    # An alert 30 days after discovery: objects with >= 6 good detections (rb >= 0.55, 0 < sigma < 1, one per
-    # epoch) in g or r among the first 30 days, counted straight from the CSV.
+    # An alert 30 days after discovery: objects with >= 6 good detections (rb >= 0.3 since lc-features-1.1.0,
+    # 0 < sigma < 1, one per epoch) in g or r among the first 30 days, counted straight from the CSV.
     det = pd.read_csv(shared_data / ALERCE_DIR / "30_sne_detections_corr.csv")
     first = det.groupby("objectId")["mjd"].transform("min")
-    good = det[(det["mjd"] <= first + 30) & (det["rb"] >= 0.55) & (det["sigmapsf"].between(0, 1, "neither"))]
+    good = det[
+        (det["mjd"] <= first + 30) & (det["rb"] >= RB_MIN) & (det["sigmapsf"].between(0, 1, "neither"))
+    ]
     counts = good.groupby(["objectId", "fid"])["mjd"].nunique().unstack()
     expected = set(counts.index[(counts >= 6).any(axis=1)])
     feats30, labels30 = alerce_sne(shared_data, alert_day=30)
@@ -97,6 +102,15 @@ def test_bts_subset_positions_and_labels(shared_data):
     np.testing.assert_allclose(feats["gal_b"], meta.loc[feats.index, "b"], atol=1e-3)
     assert feats["rb"].isna().all()  # said in the notes: BTS gives no rb
     assert any("SN Ia" in n for n in feats.attrs["notes"])
+
+
+def test_s82_rr_lyrae_as_a_real_set(shared_data):
+    feats, labels = s82_rrlyrae(shared_data)
+    check_shape(feats, labels, min_finite=40)
+    periods = pd.read_csv(shared_data / S82_DIR / "periods.csv")
+    assert len(feats) == len(periods) == 483 and set(labels) == {"RRL"}
+    assert feats.index.str.startswith("S82-").all()  # the same names as their templates' parents
+    assert "s82_rrlyrae" in REAL_SETS
 
 
 def test_simbad_weak_labels_follow_the_documented_mapping(shared_data):

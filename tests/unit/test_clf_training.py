@@ -127,7 +127,15 @@ def test_cli_backend_out_and_real_options():
     assert parser.parse_args(["evaluate", "--real-data", "/d"]).data == "/d"
     assert real_set_names("bts, simbad", False) == ["bts", "simbad"]
     assert real_set_names(None, True) == ["alerce_features"] and real_set_names(None, False) == []
-    assert len(real_set_names("all", False)) == 6
+    assert len(real_set_names("all", False)) == 7 and "s82_rrlyrae" in real_set_names("all", False)
+    args = parser.parse_args(["evaluate", "--real", "all", "--cross-validate", "--cv-objects", "500"])
+    assert args.cross_validate and args.cv_objects == 500 and args.cv_folds == 5 and args.templates
+    args = parser.parse_args(
+        ["train", "lc", "--feature-version", "lc-features-1.0.0", "--history-window", "0"]
+    )
+    assert (args.feature_version, args.history_window) == ("lc-features-1.0.0", 0.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "lc", "--feature-version", "lc-features-0.1"])
     with pytest.raises(SystemExit, match="unknown set"):
         real_set_names("bts,nope", False)
 

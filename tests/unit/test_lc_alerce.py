@@ -294,6 +294,8 @@ def _load_periodic(root: Path) -> pd.DataFrame:
     return det.assign(corrected=True, isdiffpos=1.0, sgscore1=np.nan, ra=np.nan, dec=np.nan)
 
 
+# lc-features-1.0.0 cleans as ALeRCE does (rb >= 0.55); 1.1.0 keeps 0.3 <= rb < 0.55 (docs/features.md).
+ALERCE_DEFINITION = "lc-features-1.0.0"
 # Features whose definition is ALeRCE's verbatim (only numerical noise may separate us).
 DIFFERENT = ("SF_ML_amplitude", "SF_ML_gamma")
 
@@ -304,7 +306,7 @@ def comparison(shared_data):
     det_sn, nd_sn = _load_sne(root)
     det_per = _load_periodic(root)
     det = pd.concat([det_sn, det_per], ignore_index=True)
-    ours = compute_features(det, nd_sn).set_index("oid")
+    ours = compute_features(det, nd_sn, feature_version=ALERCE_DEFINITION).set_index("oid")
     ref = alerce_reference(det, nd_sn, ours)
     return ours, ref, det
 
@@ -383,7 +385,9 @@ def test_hundred_object_sample_runs_and_matches_definitions(shared_data):
     det = pd.read_csv(root / "100_detections_corr.csv").rename(columns={"objectId": "oid"})
     nd = pd.read_csv(root / "100_non_detections.csv").rename(columns={"objectId": "oid"})
     nd["mjd"] = nd["jd"] - 2400000.5
-    ours = compute_features(det, nd[["oid", "fid", "mjd", "diffmaglim"]]).set_index("oid")
+    ours = compute_features(
+        det, nd[["oid", "fid", "mjd", "diffmaglim"]], feature_version=ALERCE_DEFINITION
+    ).set_index("oid")
     clean = alerce_preprocess(det)
     counts = clean.groupby(["oid", "fid"]).size().unstack(fill_value=0)
     assert sorted(ours.index) == sorted(counts.index[(counts.max(axis=1) >= 6)])

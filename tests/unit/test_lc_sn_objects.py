@@ -8,6 +8,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from alert_broker.features.lightcurve import compute_features, prepare
+from alert_broker.features.lightcurve.prepare import RB_MIN, RB_MIN_LEGACY
 
 
 def det_frame(oid, t, fid, m, **cols):
@@ -128,15 +129,18 @@ def test_mean_position_wraps_at_ra_zero():
 
 
 def test_cleaning_follows_alerce():
-    """rb < 0.55, errors outside (0, 1) and non-finite values are dropped; of two detections at the same mjd the
-    higher-rb one stays; objects need 6 clean detections in g or r."""
+    """rb < 0.55 (ALeRCE's cut, lc-features-1.0.0), errors outside (0, 1) and non-finite values are dropped; of
+    two detections at the same mjd the higher-rb one stays; objects need 6 clean detections in g or r. Since
+    lc-features-1.1.0 the rb cut is 0.3: the rb = 0.4 detection stays."""
     t = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0, 7.0, 8.0, 9.0]
     m = [18.0, 18.1, 18.2, 18.3, 18.4, 18.5, 25.0, np.inf, 18.7, 18.8]
     rb = [0.9, 0.9, 0.9, 0.9, 0.9, 0.6, 0.95, 0.9, 0.4, 0.9]
     sig = [0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 1.5]
     det = det_frame("x", t, [1] * 10, m, rb=rb, sigmapsf=sig)
-    b = prepare(det, None)
+    b = prepare(det, None, rb_min=RB_MIN_LEGACY)
     assert list(b.t) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert list(prepare(det, None).t) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0]
+    assert RB_MIN == 0.3 and RB_MIN_LEGACY == 0.55
     assert b.mag[-1] == 25.0  # the rb = 0.95 duplicate wins
     assert b.n_objects == 1
     assert prepare(det.iloc[:5], None).n_objects == 0

@@ -1,0 +1,56 @@
+"""The stamp classifier on real alerts, per model version (docs/stamp.md):
+
+- ALeRCE's 51 labelled real stamps (all, with metadata, stamps only), with the default rules; for a model with a
+  second stage these are in-sample (it trained on them): its honest real figures are the out-of-fold ones in its
+  metadata (``second_stage.out_of_fold``), printed beside;
+- the default ``make run-night`` sample (1166 real alerts): of the first alerts of new objects, the share called
+  asteroid, with and without a known solar-system object near (ZTF's ssdistnr / ssnamenr), and without one and
+  without history.
+
+    python -m bench.bench_stamp_real [--data ../shared/data] [--versions 1.1.0,1.2.0] [--models models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alert_broker.classifiers.stamp.evaluate import evaluate_real_stamps, real_night_asteroid_shares
+from alert_broker.classifiers.stamp.inference import StampClassifier, set_tf_threads
+
+
+def run(root: Path, versions: list[str], models: str | None) -> dict:
+    out = {}
+    for v in versions:
+        clf = StampClassifier.load("stamp_classifier", v, root=models)
+        real = evaluate_real_stamps(clf, root)
+        out[v] = {
+            "second_stage": clf.stacker is not None,
+            "real_51_with_rules": {
+                subset: round(res["cnn+rules"].balanced_accuracy, 4) for subset, res in real.items()
+            },
+            "out_of_fold": {
+                k: v2.get("balanced_accuracy")
+                for k, v2 in clf.metadata.get("second_stage", {}).get("out_of_fold", {}).items()
+            },
+            "real_night": real_night_asteroid_shares(clf, root),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--versions", default="1.1.0")
+    p.add_argument("--models", default=None, help="registry root (default: the shipped models)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    set_tf_threads(args.threads)
+    res = run(Path(args.data), [v for v in args.versions.split(",") if v], args.models)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""Training on real labelled light curves mixed with simulation, scored honestly: object-grouped K-fold
+cross-validation, so every real figure is out-of-fold (an object never scores with a model that saw it, through
+any set it belongs to or any template made from it).
+
+Rows come in three kinds, all with a row key (unique), a label, a *group* (the real object a row stands for) and
+a *source*:
+
+- ``simulation``: simulated objects (``training.build_training_set``); always trained on;
+- the real sets of :data:`REAL_TRAINING_SETS` (``real_sets``): our features from real light curves, or
+  ALeRCE's own feature vectors; split into folds by group, stratified by (set, class);
+- ``template:*``: real light curves resampled by the simulator (``simulator.templates``) to new cadences,
+  distances, extinctions and noise; trained on only in the folds whose held-out part does not hold their parent.
+
+The shipped model trains on all of them; its real figures are the out-of-fold ones (docs/classifiers.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from alert_broker.classifiers.evaluate import Evaluation, evaluate_predictions
+from alert_broker.classifiers.hierarchical import HierarchicalClassifier, as_oid_indexed
+from alert_broker.classifiers.real_sets import (
+    REAL_SETS,
+    load_real_set,
+    periodic_templates,
+    transient_templates,
+)
+from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
+from alert_broker.features.lightcurve import compute_features
+from alert_broker.simulator.templates import ZTF_CADENCE, resample
+
+#: Real sets that train (every labelled set with features: ours from light curves or ALeRCE's vectors).
+REAL_TRAINING_SETS = (
+    "alerce_sne",
+    "alerce_periodic",
+    "bts",
+    "simbad",
+    "alerce_labelled",
+    "alerce_features",
+    "s82_rrlyrae",
+)
+#: Defaults of the shipped model (docs/classifiers.md: chosen on the out-of-fold figures).
+DEFAULT_FOLDS = 5
+REAL_WEIGHT = 3.0
+TEMPLATE_WEIGHT = 1.0
+#: Resamplings per template by class: the rare real classes get more (ALeRCE's 25 periodic variables, the 30
+#: spectroscopic SNe); the 483 Stripe 82 RR Lyrae and 1,726 BTS SNe Ia one each.
+TEMPLATE_COUNTS = {"periodic": 20, "s82": 1, "sne": 20, "bts": 1}
+
+
+@dataclass
+class Rows:
+    """Labelled feature rows: ``features`` (unique index = row key), and per row key its ``labels`` (class),
+    ``groups`` (object the row stands for), ``sources`` (simulation, a real set, template:*) and ``weights``."""
+
+    features: pd.DataFrame
+    labels: pd.Series
+    groups: pd.Series
+    sources: pd.Series
+    weights: pd.Series
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def take(self, mask) -> Rows:
+        mask = np.asarray(mask, dtype=bool)
+        idx = self.features.index[mask]
+        return Rows(
+            self.features.loc[idx],
+            self.labels.loc[idx],
+            self.groups.loc[idx],
+            self.sources.loc[idx],
+            self.weights.loc[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        parts = [p for p in parts if len(p)]
+        feats = pd.concat([p.features for p in parts], axis=0, sort=False)
+        if feats.index.duplicated().any():
+            raise ValueError("Rows.concat(): duplicate row keys")
+        return Rows(
+            feats,
+            pd.concat([p.labels for p in parts]),
+            pd.concat([p.groups for p in parts]),
+            pd.concat([p.sources for p in parts]),
+            pd.concat([p.weights for p in parts]),
+        )
+
+
+def make_rows(
+    features: pd.DataFrame, labels: pd.Series, source: str, weight: float = 1.0, groups=None, prefix=None
+) -> Rows:
+    """Rows of one source: row keys ``<prefix>/<oid>`` (default prefix = the source), groups default to the oid."""
+    feats = as_oid_indexed(features)
+    lab = normalise_labels(labels.set_axis(labels.index.astype(str)).reindex(feats.index))
+    keep = lab.notna().to_numpy()
+    feats, lab = feats[keep], lab[keep]
+    oids = feats.index.to_numpy(dtype=object)
+    keys = pd.Index([f"{prefix or source}/{o}" for o in oids], name="row")
+    grp = (
+        pd.Series(oids, index=keys)
+        if groups is None
+        else pd.Series(groups.reindex(feats.index).to_numpy(dtype=object), index=keys)
+    )
+    return Rows(
+        feats.set_axis(keys),
+        pd.Series(lab.to_numpy(dtype=object), index=keys, name="class"),
+        grp.rename("group"),
+        pd.Series(source, index=keys, name="source"),
+        pd.Series(float(weight), index=keys, name="weight"),
+    )
+
+
+def real_rows(
+    root: str | Path,
+    names=REAL_TRAINING_SETS,
+    *,
+    weight: float = REAL_WEIGHT,
+    feature_version: str | None = None,
+) -> Rows:
+    """The real training sets as rows (source = the set's name; group = the ZTF object id)."""
+    parts = []
+    for name in names:
+        feats, labels = load_real_set(name, root, feature_version=feature_version)
+        parts.append(make_rows(feats, labels, name, weight))
+    return Rows.concat(parts)
+
+
+def template_rows(
+    root: str | Path,
+    seed: int,
+    *,
+    counts: dict[str, int] | None = None,
+    weight: float = TEMPLATE_WEIGHT,
+    feature_version: str | None = None,
+) -> Rows:
+    """Real light curves resampled by the simulator to ZTF cadences, distances, extinctions and noise
+    (``simulator.templates``), with our features; group = the parent object (the S82 stars ``S82-<n>``)."""
+    counts = {**TEMPLATE_COUNTS, **(counts or {})}
+    periodic = periodic_templates(root)
+    transient = transient_templates(root)
+    jobs = [
+        (
+            [t for t in periodic if not t.name.startswith("S82-")],
+            counts["periodic"],
+            "template:alerce_periodic",
+        ),
+        ([t for t in periodic if t.name.startswith("S82-")], counts["s82"], "template:s82_rrlyrae"),
+        (
+            [t for t in transient if not t.redshift or not np.isfinite(t.redshift)],
+            counts["sne"],
+            "template:alerce_sne",
+        ),
+        ([t for t in transient if t.redshift and np.isfinite(t.redshift)], counts["bts"], "template:bts"),
+    ]
+    parts = []
+    for k, (templates, n, source) in enumerate(jobs):
+        if not templates or n <= 0:
+            continue
+        res = resample(templates, n, seed * 100 + k, ZTF_CADENCE)
+        if res.detections.empty:
+            continue
+        feats = compute_features(res.detections, res.non_detections, feature_version=feature_version)
+        parts.append(make_rows(feats, res.labels, source, weight, groups=res.parents))
+    return Rows.concat(parts)
+
+
+#: Inputs a real set may lack (docs/classifiers.md "Missing inputs"), and the feature columns each one sets: BTS
+#: photometry has no non-detections, rb or sgscore1; ALeRCE's periodic light curves no positions, isdiffpos,
+#: sgscore1 or non-detections; ALeRCE's vectors lack whole feature groups. A classifier that sees these gaps only
+#: in one real set learns "this set" instead of "this class", so simulated and template rows get copies with
+#: the same gaps, in every class.
+MISSING_INPUTS: dict[str, tuple[str, ...]] = {
+    "non_detections": (
+        "n_non_det_",
+        "diffmaglim_",
+        "dmag_non_det_fid_",
+        "dmag_first_det_fid_",
+        "last_mjd_before_",
+    ),
+    "rb": ("rb",),
+    "sgscore1": ("sgscore1",),
+    "position": ("gal_l", "gal_b"),
+    "isdiffpos": ("n_neg_", "n_pos_", "positive_fraction_"),
+    # ALeRCE's older vectors (alerce_features): no SPM fit, PPE, power rates, delta_period or corrected colours
+    "older_vectors": ("SPM_", "PPE", "Power_rate_", "delta_period_", "g-r_max_corr", "g-r_mean_corr"),
+}
+#: Share of simulated / template rows copied with missing inputs, and the chance each input is dropped in a copy.
+MASKED_SHARE = 0.5
+MASK_PROBABILITY = 0.5
+
+
+def _masked(features: pd.DataFrame, drop: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``features`` with the inputs of ``drop`` (input -> rows) removed, as the feature code leaves them when
+    the input is absent: counts of non-detections 0 and their statistics NaN; rb, sgscore1, positions NaN;
+    without isdiffpos every detection counts as positive."""
+    out = features.copy()
+    cols = list(out.columns)
+    for name, rows in drop.items():
+        if not rows.any():
+            continue
+        if name == "non_detections":
+            for c in cols:
+                if c.startswith("n_non_det_"):
+                    out.loc[rows, c] = 0.0
+                elif any(c.startswith(pfx) or pfx in c for pfx in MISSING_INPUTS[name][1:]):
+                    out.loc[rows, c] = np.nan
+        elif name == "isdiffpos":
+            for fid in (1, 2):
+                if f"n_det_{fid}" in out:
+                    n = out.loc[rows, f"n_det_{fid}"]
+                    out.loc[rows, f"n_neg_{fid}"] = np.where(n.notna(), 0.0, np.nan)
+                    out.loc[rows, f"n_pos_{fid}"] = n
+                    out.loc[rows, f"positive_fraction_{fid}"] = np.where(n.notna(), 1.0, np.nan)
+        else:  # entries ending in "_" are prefixes, others exact names
+            for c in cols:
+                if any(c.startswith(e) if e.endswith("_") else c == e for e in MISSING_INPUTS[name]):
+                    out.loc[rows, c] = np.nan
+    return out
+
+
+def masked_copies(
+    rows: Rows, seed: int, share: float = MASKED_SHARE, probability: float = MASK_PROBABILITY
+) -> Rows:
+    """Copies of a random ``share`` of ``rows`` with each of :data:`MISSING_INPUTS` dropped with
+    ``probability`` (independently; copies that drop nothing are left out). Row keys get a ``#m`` suffix;
+    groups, labels, sources and weights are kept."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(len(rows)) < share
+    sub = rows.take(chosen)
+    drop = {name: rng.random(len(sub)) < probability for name in MISSING_INPUTS}
+    any_drop = np.logical_or.reduce(list(drop.values()))
+    sub = sub.take(any_drop)
+    drop = {k: v[any_drop] for k, v in drop.items()}
+    feats = _masked(sub.features, drop)
+    keys = pd.Index([f"{k}#m" for k in sub.features.index], name="row")
+    return Rows(
+        feats.set_axis(keys),
+        sub.labels.set_axis(keys),
+        sub.groups.set_axis(keys),
+        sub.sources.set_axis(keys),
+        sub.weights.set_axis(keys),
+    )
+
+
+def training_rows(
+    root: str | Path,
+    sim_features: pd.DataFrame,
+    sim_labels: pd.Series,
+    seed: int,
+    *,
+    real_weight: float = REAL_WEIGHT,
+    templates: bool = True,
+    feature_version: str | None = None,
+) -> tuple[Rows, Rows, Rows | None]:
+    """(simulation, real, templates) rows as ``broker train lc --real-data`` trains on them: simulated and
+    template rows each with masked copies (:func:`masked_copies`), the real sets of :data:`REAL_TRAINING_SETS`
+    weighted ``real_weight``; templates None when ``templates`` is false."""
+    sim = make_rows(sim_features, sim_labels, "simulation")
+    sim = Rows.concat([sim, masked_copies(sim, seed * 7 + 1)])
+    real = real_rows(root, weight=real_weight, feature_version=feature_version)
+    tpl = template_rows(root, seed, feature_version=feature_version) if templates else None
+    if tpl is not None and len(tpl):
+        tpl = Rows.concat([tpl, masked_copies(tpl, seed * 7 + 2)])
+    return sim, real, tpl
+
+
+def assign_folds(real: Rows, k: int = DEFAULT_FOLDS, seed: int = 0) -> pd.Series:
+    """Fold (0..k-1) of every real row: groups never split, folds stratified by (source, class)."""
+    strata = (real.sources.astype(str) + ":" + real.labels.astype(str)).to_numpy()
+    groups = real.groups.astype(str).to_numpy()
+    folds = np.full(len(real), -1)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, test) in enumerate(splitter.split(np.zeros(len(real)), strata, groups)):
+        folds[test] = f
+    return pd.Series(folds, index=real.features.index, name="fold")
+
+
+def fit_rows(rows: Rows, **model_kwargs) -> HierarchicalClassifier:
+    """A hierarchical classifier trained on ``rows`` with their weights (classes balanced)."""
+    fit_jobs = model_kwargs.pop("fit_jobs", None)
+    model = HierarchicalClassifier(**model_kwargs)
+    return model.fit(rows.features, rows.labels, sample_weight=rows.weights, n_jobs=fit_jobs)
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold results of the real rows: class probabilities (row key x 15 classes), the fold of each row,
+    and the fold models' untempered outputs (for fitting temperatures, ``hierarchical.fit_temperatures``)."""
+
+    proba: pd.DataFrame
+    folds: pd.Series
+    top_raw: np.ndarray
+    cond_raw: np.ndarray
+
+
+def cross_validate(
+    always: Rows,
+    real: Rows,
+    extra: Rows | None = None,
+    *,
+    k: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    **model_kwargs,
+) -> CrossValidation:
+    """Out-of-fold predictions of every real row: fold f trains on ``always`` (simulation), the real rows of
+    the other folds and the ``extra`` rows (templates) whose group is not held out in fold f."""
+    folds = assign_folds(real, k, seed)
+    n = len(real)
+    proba = np.zeros((n, len(CLASSES)))
+    top_raw = np.zeros((n, 3))
+    cond_raw = np.zeros((n, len(CLASSES)))
+    for f in range(k):
+        test = (folds == f).to_numpy()
+        if not test.any():
+            continue
+        held_groups = set(real.groups[test].astype(str))
+        parts = [always, real.take(~test)]
+        if extra is not None and len(extra):
+            parts.append(extra.take(~extra.groups.astype(str).isin(held_groups).to_numpy()))
+        model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
+        feats = real.features[test]
+        proba[test] = model.predict_proba(feats).reindex(columns=list(CLASSES)).to_numpy()
+        top_raw[test], cond_raw[test] = model.raw_probabilities(feats)
+    frame = pd.DataFrame(proba, index=real.features.index, columns=list(CLASSES))
+    return CrossValidation(frame, folds, top_raw, cond_raw)
+
+
+#: Real sets of one class: K-fold over them measures little (the other folds' rows of the same set teach "a light
+#: curve like these is this class": SDSS's cadence, BTS's missing rb and non-detections), so they are also
+#: scored *leave-set-out*: by a model that saw no row of the set, no template made from its objects, and none of
+#: its objects through another set.
+ONE_CLASS_SETS = ("bts", "s82_rrlyrae")
+
+
+def leave_set_out(
+    always: Rows, real: Rows, extra: Rows | None = None, sources=ONE_CLASS_SETS, **model_kwargs
+) -> dict[str, pd.DataFrame]:
+    """Class probabilities (row key x 15 classes) of each real set in ``sources`` from a model trained on
+    ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not."""
+    out = {}
+    for src in sources:
+        test = (real.sources == src).to_numpy()
+        if not test.any():
+            continue
+        held = set(real.groups[test].astype(str))
+        parts = [always, real.take(~real.groups.astype(str).isin(held).to_numpy())]
+        if extra is not None and len(extra):
+            parts.append(extra.take(~extra.groups.astype(str).isin(held).to_numpy()))
+        model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
+        feats = real.features[test]
+        out[src] = model.predict_proba(feats).reindex(columns=list(CLASSES))
+    return out
+
+
+def metrics_by_source(proba: pd.DataFrame, rows: Rows) -> dict[str, Evaluation]:
+    """Evaluation per source of out-of-fold (or any) probabilities of ``rows``."""
+    out = {}
+    for source in pd.unique(rows.sources):
+        sel = (rows.sources == source).to_numpy()
+        out[str(source)] = evaluate_predictions(proba[sel], rows.labels[sel], rows.features[sel])
+    return out
+
+
+def describe_sources() -> dict[str, str]:
+    """One line per real source, for reports."""
+    return {name: desc for name, (_, desc) in REAL_SETS.items()}
