@@ -50,7 +50,8 @@ def _alerts_for(rate: float, minutes: float, seed: int) -> list[tuple[str, bytes
 
 def _sample(store: SummaryStore, since: float) -> pd.DataFrame:
     return store.fetch_df(
-        "SELECT candid, extract(epoch from produced_at) AS produced, extract(epoch from ingested_at) AS stored "
+        "SELECT candid, extract(epoch from produced_at)::float8 AS produced, "
+        "extract(epoch from ingested_at)::float8 AS stored "
         "FROM alert WHERE produced_at IS NOT NULL AND ingested_at >= to_timestamp(%s)",
         (since,),
     )
@@ -101,6 +102,8 @@ def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: i
         backlog = []
         while prod.is_alive() or len(backlog) == 0 or backlog[-1][2] < len(messages):
             time.sleep(2.0)
+            if driver.poll() is not None:
+                raise RuntimeError("the driver stopped early:\n" + "".join(log_lines[-40:]))
             done = int(store.fetch_df("SELECT count(*) AS n FROM alert")["n"].iloc[0])
             sent = report["produce"].messages if "produce" in report else None
             elapsed = time.time() - t0

@@ -203,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_total_mb": round(peak / 1e6),
             "peak_rss_total_mb_with_features": round(peak_f / 1e6),
             "step_seconds": s["step_seconds"],
+            # the serial part: CPU of the driver process (driver + the LocalCluster's scheduler) per alert, and
+            # the alerts/s one driver could sustain with a core of its own (Amdahl)
+            "driver_cpu_ms_per_alert": s.get("driver_cpu_ms_per_alert"),
+            "driver_ceiling_alerts_per_s": s.get("driver_ceiling_alerts_per_second"),
+            "driver_cpu_ms_per_alert_with_features": sf.get("driver_cpu_ms_per_alert"),
+            "driver_ceiling_alerts_per_s_with_features": sf.get("driver_ceiling_alerts_per_second"),
             "worker_seconds": s["worker_seconds"],
             "worker_seconds_with_features": sf["worker_seconds"],
         }
@@ -251,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  peak memory (driver+workers+pg)   {figures['peak_rss_total_mb']:>9} MB  "
         f"({figures['peak_rss_total_mb_with_features']} MB with features)"
+    )
+    print(
+        f"  driver CPU per alert              {figures['driver_cpu_ms_per_alert']} ms core, "
+        f"{figures['driver_cpu_ms_per_alert_with_features']} ms defaults (one driver's ceiling "
+        f"{figures['driver_ceiling_alerts_per_s']} / {figures['driver_ceiling_alerts_per_s_with_features']} alerts/s)"
     )
     print(f"  driver time per step (s)          {figures['step_seconds']}")
     print(f"  worker CPU per step (s)           {figures['worker_seconds']}")
