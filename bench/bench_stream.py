@@ -100,16 +100,21 @@ def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: i
         prod = threading.Thread(target=producer)
         prod.start()
         backlog = []
-        while prod.is_alive() or len(backlog) == 0 or backlog[-1][2] < len(messages):
+        distinct = len(
+            {key for key, _ in messages}
+        )  # PostgreSQL keeps one row per candid (seeds may repeat one)
+        while prod.is_alive() or len(backlog) == 0 or backlog[-1][2] < distinct:
             time.sleep(2.0)
             if driver.poll() is not None:
+                if driver.returncode == 0 and not prod.is_alive():
+                    break  # it processed the stream and stopped on the idle topic
                 raise RuntimeError("the driver stopped early:\n" + "".join(log_lines[-40:]))
             done = int(store.fetch_df("SELECT count(*) AS n FROM alert")["n"].iloc[0])
             sent = report["produce"].messages if "produce" in report else None
             elapsed = time.time() - t0
             expected_sent = min(len(messages), rate * elapsed) if sent is None else sent
             backlog.append((elapsed, expected_sent, done))
-            if not prod.is_alive() and done >= len(messages):
+            if not prod.is_alive() and done >= distinct:
                 break
             if elapsed > minutes * 60 * 3 + 300:
                 break  # it cannot keep up: stop measuring (the backlog says by how much)
