@@ -112,7 +112,10 @@ def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: i
             done = int(store.fetch_df("SELECT count(*) AS n FROM alert")["n"].iloc[0])
             sent = report["produce"].messages if "produce" in report else None
             elapsed = time.time() - t0
-            expected_sent = min(len(messages), rate * elapsed) if sent is None else sent
+            # what the producer has sent by now: whole bursts, one every visit (the distinct alerts of them)
+            burst = int(round(rate * VISIT_SECONDS))
+            scheduled = min(len(messages), burst * (int(elapsed // VISIT_SECONDS) + 1))
+            expected_sent = (scheduled if sent is None else sent) * distinct / len(messages)
             backlog.append((elapsed, expected_sent, done))
             if not prod.is_alive() and done >= distinct:
                 break
