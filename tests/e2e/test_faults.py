@@ -231,3 +231,103 @@ def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
         settings = _settings(tmp_path, str(night), pg.dsn)
         audit(settings, store, _candids(night))
         store.close()
+
+
+def _produce_night(bootstrap: str, night: Path) -> str:
+    import uuid
+
+    from alert_broker.pipeline.kafka import ensure_topic, produce
+
+    topic = f"faults-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, partitions=2)
+    produce(bootstrap, topic, [(f.name, f.read_bytes()) for f in sorted(night.glob("*.avro"))])
+    return topic
+
+
+def _committed_total(bootstrap: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def test_a_worker_killed_mid_batch_on_a_kafka_source(tmp_path, night, summary_store, kafka_bootstrap):
+    topic = _produce_night(kafka_bootstrap, night)
+    group = f"faults-{os.getpid()}-{time.monotonic_ns()}"
+    settings = _settings(
+        tmp_path,
+        f"kafka://{kafka_bootstrap}/{topic}",
+        summary_store.dsn,
+        kafka_group=group,
+        kafka_idle_stop_s=5,
+    )
+    killed = []
+    original = Broker.submit
+
+    def submit_then_kill(self, messages, attempt=0):
+        job = original(self, messages, attempt)
+        if self._seq == 3 and not killed:
+            victim = sorted(self.client.run(os.getpid).values())[0]
+            time.sleep(0.2)  # the batch's tasks are running
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        return job
+
+    Broker.submit = submit_then_kill
+    try:
+        report = run(settings)
+    finally:
+        Broker.submit = original
+    assert killed and report.status == "ok"
+    audit(settings, summary_store, _candids(night))
+    assert _committed_total(kafka_bootstrap, group, topic) == len(list(night.glob("*.avro")))
+
+
+def test_the_driver_killed_mid_night_on_a_kafka_source_then_restarted(tmp_path, night, kafka_bootstrap):
+    """As above with a topic: the restarted driver resumes from the committed offsets; every alert once, the
+    committed offsets at the end of the topic. (The idle stop outlasts the dead member's 6 s session, after
+    which the group gives the restarted driver the partitions.)"""
+    import subprocess
+    import sys
+
+    topic = _produce_night(kafka_bootstrap, night)
+    group = f"faults-{os.getpid()}-{time.monotonic_ns()}"
+    out = tmp_path / "out"
+    cmd = [
+        str(Path(sys.executable).with_name("broker")), "run-night", "--source", f"kafka://{kafka_bootstrap}/{topic}",
+        "--kafka-group", group, "--kafka-idle-stop-s", "12", "--out", str(out), "--batch-size", "10",
+        "--batch-timeout-s", "1", "--n-workers", "1", "--no-progress", "--dashboard-address", ":0",
+        "--lc-model", "none", "--stamp-model", "none", "--no-features", "--no-publish-lake",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = (
+            list((out / "lake" / "alerts").rglob("*.parquet")) if (out / "lake" / "alerts").exists() else []
+        )
+        if len(done) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the night ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(1)
+    committed_at_kill = _committed_total(kafka_bootstrap, group, topic)
+    assert committed_at_kill < len(list(night.glob("*.avro")))
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    time.sleep(1)
+    assert _postmasters(out / "pg") == []
+    with EmbeddedPostgres(out / "pg") as pg:
+        store = SummaryStore(pg.dsn)
+        settings = _settings(tmp_path, f"kafka://{kafka_bootstrap}/{topic}", pg.dsn)
+        audit(settings, store, _candids(night))
+        store.close()
+    assert _committed_total(kafka_bootstrap, group, topic) == len(list(night.glob("*.avro")))
