@@ -189,6 +189,29 @@ def _postmasters(data_dir: Path) -> list[int]:
     return out
 
 
+def _kill_after_three_batches(cmd: list[str], out: Path) -> dict[str, str]:
+    """Start ``broker run-night`` (``cmd``) in its own process group, SIGKILL the whole group once three batches'
+    alert files are in the lake, and return the environment it ran with (for the restart)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    alerts = out / "lake" / "alerts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = list(alerts.rglob("*.parquet")) if alerts.exists() else []
+        if len(done) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the night ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(1)
+    return env
+
+
 def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
     """SIGKILL of the driver's whole process group mid-night, then the same command again: it resumes from the
     manifest and completes; the embedded PostgreSQL the killed run left is adopted and stopped at the end."""
@@ -201,22 +224,7 @@ def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
         "--batch-size", "10", "--n-workers", "1", "--no-progress", "--dashboard-address", ":0",
         "--lc-model", "none", "--stamp-model", "none", "--no-features",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        done = (
-            list((out / "lake" / "alerts").rglob("*.parquet")) if (out / "lake" / "alerts").exists() else []
-        )
-        if len(done) >= 3 or proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the night ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    time.sleep(1)
+    env = _kill_after_three_batches(cmd, out)
     left = _postmasters(out / "pg")
     # the killed run's embedded PostgreSQL may survive it (the wheel starts it in its own session) ...
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -303,22 +311,7 @@ def test_the_driver_killed_mid_night_on_a_kafka_source_then_restarted(tmp_path, 
         "--batch-timeout-s", "1", "--n-workers", "1", "--no-progress", "--dashboard-address", ":0",
         "--lc-model", "none", "--stamp-model", "none", "--no-features", "--no-publish-lake",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        done = (
-            list((out / "lake" / "alerts").rglob("*.parquet")) if (out / "lake" / "alerts").exists() else []
-        )
-        if len(done) >= 3 or proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the night ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    time.sleep(1)
+    env = _kill_after_three_batches(cmd, out)
     committed_at_kill = _committed_total(kafka_bootstrap, group, topic)
     assert committed_at_kill < len(list(night.glob("*.avro")))
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
