@@ -36,6 +36,9 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 #: A Keras model (the stamp CNN) is saved as ``model.keras`` beside the same metadata.json (``save_keras``).
 KERAS_FILE = "model.keras"
+#: ... and served from ``model.onnx`` beside it, the same network exported for ONNX Runtime (``save_keras`` writes
+#: it when given ``onnx_bytes``; ``classifiers.stamp.onnx_export``).
+ONNX_FILE = "model.onnx"
 
 
 def registry_root(root: str | os.PathLike | None = None) -> Path:
@@ -148,6 +151,17 @@ def read_metadata(name: str, version: str | None = None, *, root: str | os.PathL
     return json.loads((_model_dir(name, version, root) / METADATA_FILE).read_text())
 
 
+def version_dir(name: str, version: str | None = None, *, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a saved version (the latest when ``version`` is None)."""
+    return _model_dir(name, version, root)
+
+
+def onnx_file(name: str, version: str | None = None, *, root: str | os.PathLike | None = None) -> Path | None:
+    """The version's ``model.onnx`` (the latest version when None), or None when it has none."""
+    path = _model_dir(name, version, root) / ONNX_FILE
+    return path if path.is_file() else None
+
+
 def _model_dir(name: str, version: str | None, root) -> Path:
     known = versions(name, root=root)
     if not known:
@@ -217,12 +231,13 @@ def save_keras(
     root: str | os.PathLike | None = None,
     overwrite: bool = False,
     extra_objects: dict[str, object] | None = None,
+    onnx_bytes: bytes | None = None,
 ) -> Path:
     """Write a Keras model to ``{root}/{name}/{version}/model.keras`` with a metadata.json, atomically as
     :func:`save`. ``metadata`` (taxonomy, features, fingerprint, metrics, ...) is stored as given, plus name,
     version, kind, created_at and the TensorFlow/Keras versions. ``extra_objects`` (file name -> object) are
-    written beside it with joblib (e.g. the stamp classifier's second stage, ``stacker.joblib``). Refuses to
-    replace a version unless ``overwrite``.
+    written beside it with joblib (e.g. the stamp classifier's second stage, ``stacker.joblib``), ``onnx_bytes``
+    as ``model.onnx`` (the network for ONNX Runtime). Refuses to replace a version unless ``overwrite``.
     """
     import keras  # lazy: Keras starts TensorFlow (seconds, ~0.5 GB); only the stamp CNN's models need it
 
@@ -255,6 +270,8 @@ def save_keras(
     model.save(tmp / KERAS_FILE)
     for fname, obj in (extra_objects or {}).items():
         joblib.dump(obj, tmp / fname, compress=3)
+    if onnx_bytes is not None:
+        (tmp / ONNX_FILE).write_bytes(onnx_bytes)
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tmp.rename(target)
     return target

@@ -43,7 +43,7 @@ from alert_broker.classifiers.hierarchical import (
 )
 from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
-from alert_broker.classifiers.stamp.cli import add_train_stamp
+from alert_broker.classifiers.stamp.cli import add_export_onnx, add_train_stamp
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
 from alert_broker.features.lightcurve import FEATURE_VERSIONS
@@ -473,6 +473,7 @@ def register(subparsers) -> None:
     add_train_lc(sub)
     add_train_stamp(sub)  # `train stamp`: the stamp CNN (stamp.cli imports no TensorFlow)
     add_evaluate(subparsers)
+    add_export_onnx(subparsers)
 
 
 def cmd_train_lc(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.stamp import StampClassifier
-from alert_broker.classifiers.stamp.inference import set_tf_threads, tf_threads
+from alert_broker.classifiers.stamp.inference import tf_threads
 from alert_broker.features.correction import REQUIRED_COLUMNS
 from alert_broker.features.lightcurve import compute_flux_features
 from alert_broker.features.lightcurve import warm_up as warm_up_features
@@ -128,11 +128,13 @@ class WorkerResources:
             return self._models[spec]
 
     def stamp_model(self, spec: ModelSpec):
-        """The stamp CNN (TensorFlow starts on the first call)."""
+        """The stamp classifier (ONNX Runtime when the version ships model.onnx, else TensorFlow starts here), one
+        thread per inference: a worker runs one task per thread."""
         with self._lock:
             if spec not in self._models:
-                set_tf_threads(tf_threads())  # one thread per inference: a worker runs one task per thread
-                self._models[spec] = StampClassifier.load(spec.name, spec.version, root=spec.root)
+                self._models[spec] = StampClassifier.load(
+                    spec.name, spec.version, root=spec.root, threads=tf_threads()
+                )
             return self._models[spec]
 
     def clear(self) -> None:

@@ -33,6 +33,7 @@ from alert_broker.classifiers.stamp.metadata import (
     metadata_matrix,
     sky_latitudes,
 )
+from alert_broker.classifiers.stamp.onnx_export import keras_to_onnx
 from alert_broker.classifiers.stamp.preprocess import (
     CROP_SIZE,
     STAMP_FEATURE_VERSION,
@@ -46,6 +47,7 @@ from alert_broker.classifiers.stamp.rules import (
     negative_difference_is_not_sn,
     star_counterpart_is_not_sn,
 )
+from alert_broker.classifiers.stamp.runtime import KerasNetwork, OnnxNetwork, stamp_runtime
 from alert_broker.classifiers.stamp.taxonomy import (
     DEFAULT_NAME,
     SIM_TO_STAMP,
@@ -63,6 +65,7 @@ _LAZY = {
     "train_stamp_model": "alert_broker.classifiers.stamp.training",
     "fit_model": "alert_broker.classifiers.stamp.training",
     "TrainResult": "alert_broker.classifiers.stamp.training",
+    "export_onnx": "alert_broker.classifiers.stamp.training",
 }
 
 
@@ -80,7 +83,9 @@ __all__ = [
     "DEFAULT_FEATURES",
     "DEFAULT_NAME",
     "DEFAULT_RULES",
+    "KerasNetwork",
     "METADATA_SPEC",
+    "OnnxNetwork",
     "RotationStack",
     "SIM_TO_STAMP",
     "STAMP_CLASSES",
@@ -100,7 +105,9 @@ __all__ = [
     "entropy_regularised_loss",
     "evaluate_on_simulation",
     "evaluate_real_stamps",
+    "export_onnx",
     "first_alert_mask",
+    "keras_to_onnx",
     "fit_model",
     "known_solar_system_object",
     "load_real_stamps",
@@ -114,6 +121,7 @@ __all__ = [
     "sky_latitudes",
     "stamp_images",
     "stamp_labels",
+    "stamp_runtime",
     "star_counterpart_is_not_sn",
     "to_stamp_set",
     "train_stamp_model",

@@ -60,6 +60,24 @@ def add_train_stamp(train_subparsers) -> None:
     p.set_defaults(func=cmd_train_stamp)
 
 
+def add_export_onnx(subparsers) -> None:
+    """``broker export-onnx``: write a stamp model version's network for ONNX Runtime (docs/stamp.md)."""
+    p = subparsers.add_parser(
+        "export-onnx", help="write model.onnx beside a stamp model's model.keras (served without TensorFlow)"
+    )
+    p.add_argument("--name", default="stamp_classifier")
+    p.add_argument("--version", default=None, help="default: the latest")
+    p.add_argument("--models", default=None, help="registry root (default: the shipped models)")
+    p.set_defaults(func=cmd_export_onnx)
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    training = importlib.import_module(TRAINING_MODULE)
+    path, diff = training.export_onnx(args.name, args.version, root=args.models)
+    print(f"wrote {path} (largest probability difference to Keras on random inputs: {diff:.1e})")
+    return 0
+
+
 def cmd_train_stamp(args: argparse.Namespace) -> int:
     if args.threads:
         import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; the CLI must start fast

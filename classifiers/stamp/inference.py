@@ -2,8 +2,9 @@
 
 ``classify_first_alerts`` is the pure function the pipeline runs on Dask workers: (alerts, stamps, model spec) ->
 long probability rows for the alerts that are the first of their object. The model behind a spec is loaded once
-per process (``load_stamp_classifier`` is cached), and inference runs on whole batches through one traced
-TensorFlow function (no per-row ``predict``).
+per process (``load_stamp_classifier`` is cached), and inference runs on whole batches through ONNX Runtime (the
+version's ``model.onnx``, exported from the trained Keras model: ``onnx_export``), or through one traced
+TensorFlow function for a version without one (``runtime``); no per-row ``predict``.
 
 Which alerts are "first" (:func:`first_alert_mask`). ALeRCE classifies the first alert of an object it has not
 reported before (Förster et al. 2021, Sect. 4.3), which needs to know what the broker has seen. Without state an
@@ -26,10 +27,17 @@ import numpy as np
 import pandas as pd
 
 from alert_broker.classifiers.hierarchical import PROBABILITY_COLUMNS
-from alert_broker.classifiers.registry import load_extra, load_keras
+from alert_broker.classifiers.registry import ONNX_FILE, load_extra, load_keras, onnx_file, read_metadata
+from alert_broker.classifiers.stamp.cutouts import decode_cutouts, select_rows
 from alert_broker.classifiers.stamp.metadata import metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
+from alert_broker.classifiers.stamp.runtime import (
+    KerasNetwork,
+    OnnxNetwork,
+    onnxruntime_available,
+    stamp_runtime,
+)
 from alert_broker.classifiers.stamp.stacker import raw_metadata, stack_inputs
 from alert_broker.classifiers.stamp.stampstats import stamp_statistics
 from alert_broker.classifiers.stamp.taxonomy import DEFAULT_NAME, STAMP_CLASSES
@@ -64,12 +72,8 @@ class StampClassifier:
     """A trained stamp CNN with its registry metadata; ``predict_proba`` / ``probabilities_long`` on tables."""
 
     def __init__(self, model, metadata: dict, stacker=None) -> None:
-        import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; only a loaded CNN needs it
-
-        self.model = model
-        #: The second stage (``stacker.StampStacker``: CNN output + stamp statistics + raw metadata), or None
-        #: for models before 1.2.0 (the CNN's softmax is the answer).
-        self.stacker = stacker
+        """``model``: a network of ``classifiers.stamp.runtime`` (ONNX or Keras), or a Keras model (served
+        through TensorFlow)."""
         self.metadata = dict(metadata)
         self.name: str = metadata.get("name", DEFAULT_NAME)
         self.version: str = metadata.get("version", "0")
@@ -83,21 +87,47 @@ class StampClassifier:
         self.crop_size = size
         #: the survey whose cutouts the network was trained on (models before this field: ZTF)
         self.survey: str = metadata.get("survey", "ztf")
-        spec = (
-            tf.TensorSpec((None, size, size, 3), tf.float32),
-            tf.TensorSpec((None, len(self.features)), tf.float32),
-        )
-        self._forward = tf.function(
-            lambda img, meta: model({"image": img, "metadata": meta}, training=False), input_signature=spec
-        )
+        if isinstance(model, OnnxNetwork | KerasNetwork):
+            self.network = model
+        else:
+            self.network = KerasNetwork(model, size, len(self.features))
+        #: the Keras model (None when served through ONNX Runtime): training saves it
+        self.model = self.network.model
+        #: "onnx" or "keras": which runtime answers
+        self.runtime: str = self.network.runtime
+        #: The second stage (``stacker.StampStacker``: CNN output + stamp statistics + raw metadata), or None
+        #: for models before 1.2.0 (the CNN's softmax is the answer).
+        self.stacker = stacker
 
     @classmethod
     def load(
-        cls, name: str = DEFAULT_NAME, version: str | None = None, *, root: str | os.PathLike | None = None
+        cls,
+        name: str = DEFAULT_NAME,
+        version: str | None = None,
+        *,
+        root: str | os.PathLike | None = None,
+        runtime: str | None = None,
+        threads: int | None = None,
     ) -> StampClassifier:
-        """From the registry; refuses a model whose inputs were made by other preprocessing code."""
-        importlib.import_module(LAYERS_MODULE)  # registers the custom layers for safe loading
-        model, metadata = load_keras(name, version, root=root)
+        """From the registry; refuses a model whose inputs were made by other preprocessing code. ``runtime``
+        ("auto", "onnx", "keras"; default env ``BROKER_STAMP_RUNTIME``, else "auto": ONNX Runtime when the
+        version ships a ``model.onnx``, TensorFlow otherwise); ``threads`` per inference (default
+        :func:`tf_threads`)."""
+        want = stamp_runtime(runtime)
+        onnx_path = onnx_file(name, version, root=root)
+        if want == "onnx" and onnx_path is None:
+            raise FileNotFoundError(
+                f"model {name} {version or '(latest)'} has no {ONNX_FILE}: export it with "
+                "`broker export-onnx`, or serve it with BROKER_STAMP_RUNTIME=keras"
+            )
+        if want == "onnx" or (want == "auto" and onnx_path is not None and onnxruntime_available()):
+            metadata = read_metadata(name, version, root=root)
+            network = OnnxNetwork(onnx_path, tf_threads(threads))
+        else:
+            importlib.import_module(LAYERS_MODULE)  # registers the custom layers for safe loading
+            set_tf_threads(tf_threads(threads))
+            model, metadata = load_keras(name, version, root=root)
+            network = KerasNetwork(model, int(metadata.get("crop_size", 21)), len(metadata["features"]))
         if metadata.get("feature_version") != STAMP_FEATURE_VERSION:
             raise ValueError(
                 f"model {name} {metadata.get('version')} expects stamp inputs {metadata.get('feature_version')}, "
@@ -110,7 +140,7 @@ class StampClassifier:
                 raise FileNotFoundError(
                     f"model {name} {metadata.get('version')} lacks its {metadata['stacker']}"
                 )
-        return cls(model, metadata, stacker)
+        return cls(network, metadata, stacker)
 
     # -- arrays -------------------------------------------------------------------------------------------
     def predict_arrays(
@@ -122,27 +152,33 @@ class StampClassifier:
         for s in range(0, n, batch_size):
             img = np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32)
             meta = np.ascontiguousarray(metadata[s : s + batch_size], dtype=np.float32)
-            out[s : s + batch_size] = np.asarray(self._forward(img, meta), dtype=np.float64)
+            out[s : s + batch_size] = self.network(img, meta)
         return out
 
     # -- tables -------------------------------------------------------------------------------------------
-    def _inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame, with_stamps: bool = False):
+    def _inputs(self, alerts: pd.DataFrame, stamps: pd.DataFrame, with_stats: bool = False):
+        """(images, CNN metadata, the alerts with complete stamps[, their stamp statistics]), aligned by position;
+        the cutouts are decoded once for both the crop and the statistics."""
         if "candid" not in alerts.columns or "candid" not in stamps.columns:
             raise KeyError("alerts and stamps must both carry a candid column (docs/data-model.md)")
         st = stamps.drop_duplicates("candid").set_index("candid").reindex(alerts["candid"].to_numpy())
         st = st.reset_index()
-        images, complete = stamp_images(st, self.crop_size)
+        decoded = decode_cutouts(st)
+        images, complete = stamp_images(st, self.crop_size, decoded)
         al = alerts[complete].reset_index(drop=True)
         out = images[complete], metadata_matrix(al, self.features), al
-        return (*out, st[complete].reset_index(drop=True)) if with_stamps else out
+        if not with_stats:
+            return out
+        stats = stamp_statistics(st[complete].reset_index(drop=True), select_rows(decoded, complete))
+        return (*out, stats)
 
     def second_stage_inputs(
         self, alerts: pd.DataFrame, stamps: pd.DataFrame
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the second stage's input table, the alerts with complete stamps it describes, aligned by position)."""
-        images, meta, al, st = self._inputs(alerts, stamps, with_stamps=True)
+        images, meta, al, stats = self._inputs(alerts, stamps, with_stats=True)
         cnn = self.predict_arrays(images, meta)
-        return stack_inputs(cnn, stamp_statistics(st), raw_metadata(al)), al
+        return stack_inputs(cnn, stats, raw_metadata(al)), al
 
     def predict_proba(
         self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
@@ -196,8 +232,7 @@ def long_rows(proba: pd.DataFrame, name: str, version: str) -> pd.DataFrame:
 
 @lru_cache(maxsize=4)
 def _cached(root: str | None, name: str, version: str | None, threads: int | None) -> StampClassifier:
-    set_tf_threads(threads)
-    return StampClassifier.load(name, version, root=root)
+    return StampClassifier.load(name, version, root=root, threads=threads)
 
 
 def load_stamp_classifier(
@@ -208,13 +243,14 @@ def load_stamp_classifier(
     threads: int | None = None,
 ) -> StampClassifier:
     """The classifier for (root, name, version), loaded once per process and cached. ``threads`` (default: env
-    ``BROKER_TF_THREADS``, else 1) is TensorFlow's thread count, applied if TF has not started yet: a Dask worker
-    runs one task per thread, so one thread per inference avoids oversubscribing the cores."""
+    ``BROKER_TF_THREADS``, else 1) is the threads of one inference (ONNX Runtime's session; TensorFlow's, if TF
+    has not started yet): a Dask worker runs one task per thread, so one thread per inference avoids
+    oversubscribing the cores."""
     return _cached(None if root is None else str(root), name, version, tf_threads(threads))
 
 
 def tf_threads(threads: int | None = None) -> int:
-    """TensorFlow's thread count for inference: ``threads``, else env ``BROKER_TF_THREADS``, else 1."""
+    """Threads per stamp inference (either runtime): ``threads``, else env ``BROKER_TF_THREADS``, else 1."""
     return int(threads) if threads is not None else int(os.environ.get("BROKER_TF_THREADS", "1"))
 
 

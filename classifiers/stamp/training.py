@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from alert_broker.classifiers.registry import save_keras
+from alert_broker.classifiers.registry import ONNX_FILE, save_keras, version_dir
 from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
 from alert_broker.classifiers.stamp.evaluate import (
     StampEvaluation,
@@ -22,8 +22,10 @@ from alert_broker.classifiers.stamp.evaluate import (
 from alert_broker.classifiers.stamp.inference import StampClassifier
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
 from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
+from alert_broker.classifiers.stamp.onnx_export import keras_to_onnx_bytes
 from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
 from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.runtime import OnnxNetwork
 from alert_broker.classifiers.stamp.second_stage import (
     DEFAULT_FOLDS,
     REAL_WEIGHT,
@@ -215,7 +217,7 @@ def train_stamp_model(
     if eval_n_per_class or real_data:
         times["evaluate"] = time.perf_counter() - t2
     path = save_keras(inference_copy(model), name=name, version=version, metadata=meta, root=out_root,
-                      overwrite=overwrite, extra_objects=extra)  # fmt: skip
+                      overwrite=overwrite, extra_objects=extra, onnx_bytes=keras_to_onnx_bytes(model))  # fmt: skip
     return TrainResult(path, model, meta, times)
 
 
@@ -244,7 +246,9 @@ def add_second_stage(
     ``metrics.cnn_base``) and adds the second stage's out-of-fold real figures and held-out simulation."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = StampClassifier.load(name, base_version, root=out_root)
+    base = StampClassifier.load(
+        name, base_version, root=out_root, runtime="keras"
+    )  # its Keras model is saved
     if base.stacker is not None:
         raise ValueError(f"{name} {base_version} already has a second stage")
     meta = dict(base.metadata)
@@ -267,7 +271,7 @@ def add_second_stage(
             meta["metrics"][f"heldout_{k}"] = v.summary()
         times["evaluate"] = time.perf_counter() - t1
     path = save_keras(base.model, name=name, version=version, metadata=meta, root=out_root, overwrite=overwrite,
-                      extra_objects={STACKER_FILE: stacker})  # fmt: skip
+                      extra_objects={STACKER_FILE: stacker}, onnx_bytes=keras_to_onnx_bytes(base.model))  # fmt: skip
     return TrainResult(path, base.model, meta, times)
 
 
@@ -344,3 +348,27 @@ def evaluation_metrics(
             for k, v in res.items():
                 metrics[f"real_{subset.replace(' ', '_')}_{k}"] = v.summary()
     return metrics
+
+
+#: Largest difference allowed between the Keras and the ONNX probabilities of an exported network.
+ONNX_TOLERANCE = 1e-5
+
+
+def export_onnx(
+    name: str = DEFAULT_NAME, version: str | None = None, *, root: str | Path | None = None, seed: int = 0
+) -> tuple[Path, float]:
+    """Write ``model.onnx`` beside a registry version's ``model.keras`` (versions saved before ONNX serving), after
+    checking both runtimes agree to :data:`ONNX_TOLERANCE` on random inputs. Returns (path, max difference)."""
+    clf = StampClassifier.load(name, version, root=root, runtime="keras")
+    data = keras_to_onnx_bytes(clf.model)
+    rng = np.random.default_rng(seed)
+    img = rng.random((64, clf.crop_size, clf.crop_size, 3), dtype=np.float32)
+    meta = rng.normal(size=(64, len(clf.features))).astype(np.float32)
+    diff = float(np.abs(OnnxNetwork(data)(img, meta) - clf.network(img, meta)).max())
+    if not diff <= ONNX_TOLERANCE:
+        raise ValueError(f"{name} {clf.version}: ONNX and Keras differ by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+    target = version_dir(name, clf.version, root=root) / ONNX_FILE
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target, diff
