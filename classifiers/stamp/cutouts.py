@@ -109,17 +109,40 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def cutout_cube(stamps, size: int = 21) -> tuple[np.ndarray, np.ndarray]:
+#: Decoded cutouts of a `stamps` table: column name -> one array (or None) per row. Decoding is the expensive part
+#: of reading stamps (gunzip + header scan), so the CNN's crop and the second stage's statistics share one decode.
+DecodedCutouts = dict[str, list]
+
+
+def decode_cutouts(stamps) -> DecodedCutouts:
+    """Every cutout of a `stamps` table decoded once (:func:`decode_cutout`), by column; raises KeyError naming a
+    missing cutout column."""
+    out: DecodedCutouts = {}
+    for col in CUTOUT_COLUMNS:
+        if col not in stamps.columns:
+            raise KeyError(f"the stamps table has no column {col!r} (columns: {list(stamps.columns)})")
+        out[col] = [decode_cutout(data) for data in stamps[col].to_numpy(dtype=object)]
+    return out
+
+
+def select_rows(decoded: DecodedCutouts, rows: np.ndarray) -> DecodedCutouts:
+    """The decoded cutouts of some rows (a boolean mask or positions), as :func:`decode_cutouts` of those rows."""
+    idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+    return {col: [imgs[i] for i in idx] for col, imgs in decoded.items()}
+
+
+def cutout_cube(
+    stamps, size: int = 21, decoded: DecodedCutouts | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The three cutouts of every row of a `stamps` table, centre-cropped: (images (N, size, size, 3) float32 with
-    NaN kept, complete (N,) bool: all three cutouts present and readable). Incomplete rows are all-NaN."""
+    NaN kept, complete (N,) bool: all three cutouts present and readable). Incomplete rows are all-NaN.
+    ``decoded``: the table's :func:`decode_cutouts`, when the caller has them already."""
+    decoded = decode_cutouts(stamps) if decoded is None else decoded
     n = len(stamps)
     cube = np.full((n, size, size, 3), np.nan, dtype=np.float32)
     complete = np.ones(n, dtype=bool)
     for ch, col in enumerate(CUTOUT_COLUMNS):
-        if col not in stamps.columns:
-            raise KeyError(f"the stamps table has no column {col!r} (columns: {list(stamps.columns)})")
-        for i, data in enumerate(stamps[col].to_numpy(dtype=object)):
-            img = decode_cutout(data)
+        for i, img in enumerate(decoded[col]):
             if img is None:
                 complete[i] = False
             else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alert_broker.classifiers.stamp.cutouts import cutout_cube
+from alert_broker.classifiers.stamp.cutouts import DecodedCutouts, cutout_cube
 
 #: Side of the crop fed to the CNN [pixels].
 CROP_SIZE = 21
@@ -41,8 +41,11 @@ def normalise_cutouts(images: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def stamp_images(stamps, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def stamp_images(
+    stamps, size: int = CROP_SIZE, decoded: DecodedCutouts | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A `stamps` table -> (images (N, size, size, 3) float32 ready for the CNN, complete (N,) bool: all three
-    cutouts present and readable). Rows of incomplete alerts are zeros; callers skip them."""
-    cube, complete = cutout_cube(stamps, size)
+    cutouts present and readable). Rows of incomplete alerts are zeros; callers skip them. ``decoded``: the
+    table's ``cutouts.decode_cutouts``, when the caller has them already."""
+    cube, complete = cutout_cube(stamps, size, decoded)
     return normalise_cutouts(cube), complete

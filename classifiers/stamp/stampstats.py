@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from alert_broker.classifiers.stamp.cutouts import decode_cutout
+from alert_broker.classifiers.stamp.cutouts import DecodedCutouts, decode_cutout
 
 STAT_COLUMNS: tuple[str, ...] = (
     "sci_bkg_sigma",
@@ -55,92 +55,150 @@ STAT_COLUMNS: tuple[str, ...] = (
 _KINDS = (("sci", "cutout_science"), ("ref", "cutout_template"), ("diff", "cutout_difference"))
 
 
-def _centre(img: np.ndarray) -> tuple[int, int]:
-    return img.shape[0] // 2, img.shape[1] // 2
-
-
-def _box(img: np.ndarray, half: int) -> np.ndarray:
-    cy, cx = _centre(img)
-    return img[max(cy - half, 0) : cy + half + 1, max(cx - half, 0) : cx + half + 1]
-
-
-def _background(img: np.ndarray) -> tuple[float, float]:
-    """(median, robust sigma) of the pixels outside the central 21x21 (the whole cutout if it is small)."""
-    cy, cx = _centre(img)
-    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+def _ring(shape: tuple[int, int]) -> np.ndarray:
+    """Background pixels of a cutout of this shape: outside the central 21x21, or every pixel when fewer than 50
+    lie outside (a small cutout)."""
+    cy, cx = shape[0] // 2, shape[1] // 2
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     ring = (np.abs(yy - cy) > 10) | (np.abs(xx - cx) > 10)
-    v = img[ring] if ring.sum() >= 50 else img.ravel()
-    v = v[np.isfinite(v)]
-    if v.size < 10:
-        return np.nan, np.nan
-    med = float(np.median(v))
-    return med, float(1.4826 * np.median(np.abs(v - med)))
+    return ring if ring.sum() >= 50 else np.ones(shape, dtype=bool)
 
 
-def _moments(patch: np.ndarray) -> tuple[float, float]:
-    """(FWHM, elongation) from the second moments of the positive pixels of a background-subtracted patch."""
+def _box(stack: np.ndarray, half: int) -> np.ndarray:
+    """The central (2 half + 1)^2 pixels of every image of an (n, h, w) stack (clipped at the edges)."""
+    cy, cx = stack.shape[1] // 2, stack.shape[2] // 2
+    return stack[:, max(cy - half, 0) : cy + half + 1, max(cx - half, 0) : cx + half + 1]
+
+
+def _row_medians(v: np.ndarray) -> np.ndarray:
+    """Median of each row's non-NaN values (NaN for an all-NaN row), equal to ``np.median`` of those values.
+
+    ``np.nanmedian`` loops in Python over rows that hold a NaN; here full rows share one vectorised partition and
+    rows with masked pixels are sorted (NaN sorts last), then the middle one or two of their k values are read."""
+    n, m = v.shape
+    out = np.full(n, np.nan)
+    if m == 0:
+        return out
+    nan = np.isnan(v)
+    full = ~nan.any(axis=1)
+    if full.any():
+        part = np.partition(v[full], [(m - 1) // 2, m // 2], axis=1)
+        lo, hi = part[:, (m - 1) // 2].astype(np.float64), part[:, m // 2].astype(np.float64)
+        out[full] = (lo + hi) / 2 if m % 2 == 0 else hi
+    rest = np.flatnonzero(~full)
+    if rest.size:
+        srt = np.sort(v[rest], axis=1)
+        k = m - nan[rest].sum(axis=1)
+        lo = np.take_along_axis(srt, np.maximum((k - 1) // 2, 0)[:, None], axis=1)[:, 0].astype(np.float64)
+        hi = np.take_along_axis(srt, np.maximum(k // 2, 0)[:, None], axis=1)[:, 0].astype(np.float64)
+        out[rest] = np.where(k == 0, np.nan, np.where(k % 2 == 0, (lo + hi) / 2, hi))
+    return out
+
+
+def _background(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(median, robust sigma = 1.4826 MAD) of each image's finite background pixels; NaN with fewer than 10."""
+    v = stack[:, _ring(stack.shape[1:])]
+    v = np.where(np.isfinite(v), v, np.nan)
+    enough = np.isfinite(v).sum(axis=1) >= 10
+    med = _row_medians(v)
+    sig = 1.4826 * _row_medians(np.abs(v - med[:, None]))
+    return np.where(enough, med, np.nan), np.where(enough, sig, np.nan)
+
+
+def _moments(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FWHM, elongation) per image from the second moments of the positive pixels of background-subtracted
+    patches (n, h, w): the FWHM of a Gaussian with the mean of the two principal variances, and the ratio of the
+    principal axes."""
     w = np.where(np.isfinite(patch) & (patch > 0), patch, 0.0)
-    tot = w.sum()
-    if tot <= 0:
-        return np.nan, np.nan
-    yy, xx = np.mgrid[: patch.shape[0], : patch.shape[1]]
-    my, mx = (w * yy).sum() / tot, (w * xx).sum() / tot
-    cyy = (w * (yy - my) ** 2).sum() / tot
-    cxx = (w * (xx - mx) ** 2).sum() / tot
-    cxy = (w * (yy - my) * (xx - mx)).sum() / tot
+    tot = w.sum(axis=(1, 2))
+    ok = tot > 0
+    t = np.where(ok, tot, 1.0)
+    yy, xx = np.mgrid[: patch.shape[1], : patch.shape[2]]
+    my = (w * yy).sum(axis=(1, 2)) / t
+    mx = (w * xx).sum(axis=(1, 2)) / t
+    dy, dx = yy - my[:, None, None], xx - mx[:, None, None]
+    cyy = (w * dy**2).sum(axis=(1, 2)) / t
+    cxx = (w * dx**2).sum(axis=(1, 2)) / t
+    cxy = (w * dy * dx).sum(axis=(1, 2)) / t
     tr, det = cyy + cxx, cyy * cxx - cxy**2
-    disc = np.sqrt(max(tr * tr / 4 - det, 0.0))
-    l1, l2 = tr / 2 + disc, max(tr / 2 - disc, 1e-6)
-    return float(2.3548 * np.sqrt(max((l1 + l2) / 2, 0.0))), float(np.sqrt(l1 / l2))
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-6)
+    fwhm = 2.3548 * np.sqrt(np.maximum((l1 + l2) / 2, 0.0))
+    return np.where(ok, fwhm, np.nan), np.where(ok, np.sqrt(l1 / l2), np.nan)
 
 
-def _one(cutouts: dict[str, np.ndarray | None]) -> np.ndarray:
-    out = dict.fromkeys(STAT_COLUMNS, np.nan)
-    nan_pix, all_pix = 0, 0
-    peaks = {}
-    for kind, img in cutouts.items():
-        if img is None:
-            continue
-        img = np.asarray(img, dtype=np.float64)
-        nan_pix += int((~np.isfinite(img)).sum())
-        all_pix += img.size
-        med, sig = _background(img)
-        out[f"{kind}_bkg_sigma"] = sig
-        c3 = _box(img, 1)
-        peak = float(np.nanmean(c3)) - med if np.isfinite(c3).any() else np.nan
-        peaks[kind] = peak
-        out[f"{kind}_peak_snr"] = peak / sig if sig and sig > 0 else np.nan
-        sub = _box(img, 4) - med
-        if kind == "ref":
-            out["ref_fwhm"], out["ref_elongation"] = _moments(sub)
-            c9 = np.nansum(np.clip(sub, 0, None))
-            out["ref_concentration"] = float(np.nansum(np.clip(c3 - med, 0, None)) / c9) if c9 > 0 else np.nan
-            p7 = _box(img, 7)
-            if np.isfinite(p7).any():
-                iy, ix = np.unravel_index(np.nanargmax(p7), p7.shape)
-                out["ref_offset"] = float(np.hypot(iy - p7.shape[0] // 2, ix - p7.shape[1] // 2))
-        elif kind == "diff":
-            out["diff_fwhm"], out["diff_elongation"] = _moments(sub)
-            finite = np.isfinite(sub).any()
-            hi = np.nanmax(sub) if finite else np.nan
-            lo = np.nanmin(sub) if finite else np.nan
-            out["diff_neg_ratio"] = float(abs(min(lo, 0.0)) / hi) if hi and hi > 0 else np.nan
-        elif kind == "sci":
-            out["sci_fwhm"], _ = _moments(sub)
-    if peaks.get("sci") and peaks["sci"] > 0 and "diff" in peaks:
-        out["diff_sci_ratio"] = peaks["diff"] / peaks["sci"]
-    out["nan_fraction"] = nan_pix / all_pix if all_pix else np.nan
-    return np.array([out[c] for c in STAT_COLUMNS], dtype=np.float64)
+def _kind_statistics(kind: str, stack: np.ndarray) -> dict[str, np.ndarray]:
+    """The statistics one cutout kind ("sci", "ref", "diff") gives, for a stack of same-shape images (float64),
+    plus ``_peak`` (central 3x3 mean above the background) and ``_nan`` (masked pixels per image)."""
+    out: dict[str, np.ndarray] = {"_nan": (~np.isfinite(stack)).sum(axis=(1, 2)).astype(np.float64)}
+    med, sig = _background(stack)
+    out[f"{kind}_bkg_sigma"] = sig
+    c3 = _box(stack, 1)
+    peak = np.where(np.isfinite(c3).any(axis=(1, 2)), np.nanmean(c3, axis=(1, 2)), np.nan) - med
+    out["_peak"] = peak
+    out[f"{kind}_peak_snr"] = np.where(sig > 0, peak / np.where(sig > 0, sig, 1.0), np.nan)
+    sub = _box(stack, 4) - med[:, None, None]
+    if kind == "ref":
+        out["ref_fwhm"], out["ref_elongation"] = _moments(sub)
+        c9 = np.nansum(np.clip(sub, 0, None), axis=(1, 2))
+        c3sum = np.nansum(np.clip(c3 - med[:, None, None], 0, None), axis=(1, 2))
+        out["ref_concentration"] = np.where(c9 > 0, c3sum / np.where(c9 > 0, c9, 1.0), np.nan)
+        p7 = _box(stack, 7)
+        flat = np.where(np.isnan(p7), -np.inf, p7).reshape(len(p7), -1)
+        iy, ix = np.unravel_index(flat.argmax(axis=1), p7.shape[1:])
+        off = np.hypot(iy - p7.shape[1] // 2, ix - p7.shape[2] // 2).astype(np.float64)
+        out["ref_offset"] = np.where(np.isfinite(p7).any(axis=(1, 2)), off, np.nan)
+    elif kind == "diff":
+        out["diff_fwhm"], out["diff_elongation"] = _moments(sub)
+        finite = np.isfinite(sub).any(axis=(1, 2))
+        hi = np.where(finite, np.nanmax(sub, axis=(1, 2)), np.nan)  # all-NaN rows: NaN (warning silenced)
+        lo = np.where(finite, np.nanmin(sub, axis=(1, 2)), np.nan)
+        neg = np.abs(np.minimum(lo, 0.0))
+        out["diff_neg_ratio"] = np.where(hi > 0, neg / np.where(hi > 0, hi, 1.0), np.nan)
+    elif kind == "sci":
+        out["sci_fwhm"], _ = _moments(sub)
+    return out
 
 
-def stamp_statistics(stamps: pd.DataFrame) -> pd.DataFrame:
+def stamp_statistics(stamps: pd.DataFrame, decoded: DecodedCutouts | None = None) -> pd.DataFrame:
     """:data:`STAT_COLUMNS` for every row of a `stamps` table (columns ``cutout_science``, ``cutout_template``,
-    ``cutout_difference``: gzipped FITS bytes), index of ``stamps``."""
-    rows = np.full((len(stamps), len(STAT_COLUMNS)), np.nan)
-    cols = {kind: stamps[col].to_numpy(dtype=object) if col in stamps else None for kind, col in _KINDS}
+    ``cutout_difference``: gzipped FITS bytes), index of ``stamps``. ``decoded``: the table's
+    ``cutouts.decode_cutouts``, when the caller has them already (the CNN's input shares them).
+
+    Computed per cutout kind over stacks of same-shape images (all of a batch's 63x63 ZTF cutouts at once);
+    ``tests/unit/test_stampstats.py`` checks it against a plain per-cutout derivation."""
+    n = len(stamps)
+    if decoded is None:
+        decoded = {
+            col: [decode_cutout(c) for c in stamps[col].to_numpy(dtype=object)]
+            if col in stamps
+            else [None] * n
+            for _, col in _KINDS
+        }
+    cols = {c: np.full(n, np.nan) for c in STAT_COLUMNS}
+    nan_pix, all_pix = np.zeros(n), np.zeros(n)
+    peaks = {kind: np.full(n, np.nan) for kind, _ in _KINDS}
+    present = {kind: np.zeros(n, dtype=bool) for kind, _ in _KINDS}
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a fully masked cutout is data, not a bug
-        for i in range(len(stamps)):
-            cut = {kind: decode_cutout(c[i]) if c is not None else None for kind, c in cols.items()}
-            rows[i] = _one(cut)
-    return pd.DataFrame(rows, columns=list(STAT_COLUMNS), index=stamps.index)
+        for kind, col in _KINDS:
+            images = decoded.get(col, [None] * n)
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, img in enumerate(images):
+                if img is not None:
+                    by_shape.setdefault(np.shape(img), []).append(i)
+            for shape, rows in by_shape.items():
+                idx = np.asarray(rows)
+                stack = np.stack([images[i] for i in rows]).astype(np.float64)
+                res = _kind_statistics(kind, stack)
+                nan_pix[idx] += res.pop("_nan")
+                all_pix[idx] += float(np.prod(shape))
+                peaks[kind][idx] = res.pop("_peak")
+                present[kind][idx] = True
+                for name, values in res.items():
+                    cols[name][idx] = values
+        sci, dif = peaks["sci"], peaks["diff"]
+        ratio = dif / np.where(sci > 0, sci, 1.0)
+        cols["diff_sci_ratio"] = np.where(present["diff"] & (sci > 0), ratio, np.nan)
+        cols["nan_fraction"] = np.where(all_pix > 0, nan_pix / np.where(all_pix > 0, all_pix, 1.0), np.nan)
+    return pd.DataFrame(cols, columns=list(STAT_COLUMNS), index=stamps.index)
