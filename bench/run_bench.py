@@ -4,8 +4,9 @@ Prints alerts/s for (a) fastavro decoding alone on the same Dask workers the pip
 (b) the full pipeline from a night archive (decode, archive, correction, magstats, lake, PostgreSQL, manifest),
 their ratio, and peak memory (whole process tree: driver, workers, PostgreSQL); then the same pipeline without
 the history store, replayed over the history it stored, with the stamp classifier, and with features and both
-classifiers (the `make run-night` defaults). Figures are only comparable within one run: the machine is shared
-and noisy.
+classifiers (the `make run-night` defaults); how long workers take from start to ready with the default models
+(stamp CNN served by ONNX Runtime, and by TensorFlow for comparison). Figures are only comparable within one run:
+the machine is shared and noisy.
 
     python -m bench.run_bench [--copies 4] [--batch-size 500] [--workers 2]
 """
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -89,6 +91,46 @@ def _ceiling(payloads: list[bytes], workers: int) -> float:
     return best
 
 
+def _startup(dask_worker) -> dict:
+    return dict(dask_worker.plugins["alert-broker"].startup_seconds)
+
+
+def start_to_ready(workers: int, stamp_runtime: str) -> dict:
+    """Seconds from starting a LocalCluster of ``workers`` processes to every worker ready with the default
+    models (process start, imports, numba kernels from their cache, science warm-up, models loaded), serving the
+    stamp CNN through ``stamp_runtime`` ("onnx" or "keras"); and the slowest worker's setup steps."""
+    from distributed import Client, LocalCluster
+
+    from alert_broker.pipeline.driver import RunModels
+    from alert_broker.pipeline.resources import BrokerWorkerPlugin
+
+    models = RunModels.of(load_settings(env={}, overrides=dict(lc_model="auto", stamp_model="auto")))
+    before = os.environ.get("BROKER_STAMP_RUNTIME")
+    os.environ["BROKER_STAMP_RUNTIME"] = stamp_runtime  # worker processes inherit it
+    try:
+        t = time.perf_counter()
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            plugin = BrokerWorkerPlugin(lc_models=models.lc, stamp_model=models.stamp, log_level="WARNING")
+            client.register_plugin(plugin)  # returns once every worker has run its setup
+            seconds = time.perf_counter() - t
+            setups = list(client.run(_startup).values())
+            rss = max(client.run(lambda: psutil.Process().memory_info().rss).values())
+    finally:
+        if before is None:
+            os.environ.pop("BROKER_STAMP_RUNTIME", None)
+        else:
+            os.environ["BROKER_STAMP_RUNTIME"] = before
+    slowest = max(setups, key=lambda d: sum(d.values()))
+    return {
+        "seconds": round(seconds, 2),
+        "setup_seconds": {k: round(v, 2) for k, v in slowest.items()},
+        "worker_rss_mb": round(rss / 1e6),
+    }
+
+
 def build_night(src: Path, copies: int, dest: Path) -> list[bytes]:
     files = sorted(src.glob("*.avro"))
     payloads = []
@@ -127,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         single = one_core / (time.perf_counter() - t)
 
         ceiling_before = _ceiling(payloads, args.workers)
+        ready = {rt: start_to_ready(args.workers, rt) for rt in ("onnx", "keras")}
 
         runs = {}
         # core: what every alert pays (decode, archive, correction, magstats, history, lake, PostgreSQL);
@@ -211,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             "driver_ceiling_alerts_per_s_with_features": sf.get("driver_ceiling_alerts_per_second"),
             "worker_seconds": s["worker_seconds"],
             "worker_seconds_with_features": sf["worker_seconds"],
+            # cluster start -> every worker ready with the default models, by stamp CNN runtime
+            "workers_start_to_ready": ready,
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -263,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures['driver_cpu_ms_per_alert_with_features']} ms defaults (one driver's ceiling "
         f"{figures['driver_ceiling_alerts_per_s']} / {figures['driver_ceiling_alerts_per_s_with_features']} alerts/s)"
     )
+    for rt, r in figures["workers_start_to_ready"].items():
+        print(
+            f"  workers start -> ready ({rt:<5})     {r['seconds']} s  (slowest worker's setup "
+            f"{r['setup_seconds']}; worker RSS {r['worker_rss_mb']} MB)"
+        )
     print(f"  driver time per step (s)          {figures['step_seconds']}")
     print(f"  worker CPU per step (s)           {figures['worker_seconds']}")
     print(f"  worker CPU per step, features (s) {figures['worker_seconds_with_features']}")
