@@ -48,7 +48,7 @@ from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
 from alert_broker.pipeline.resources import BrokerWorkerPlugin, HistorySpec, LakeSpec, ModelSpec
 from alert_broker.pipeline.sinks import SINKS
-from alert_broker.pipeline.sources import Source, open_source
+from alert_broker.pipeline.sources import KafkaBatches, Source, open_source
 from alert_broker.pipeline.steps import FilterSpec, RegionConfig
 from alert_broker.pipeline.tasks import (
     DecodeConfig,
@@ -545,6 +545,19 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
             with Progress(total=source.total(), enabled=settings.progress) as bar:
                 pending: deque[InFlight] = deque()
                 broker.in_flight = pending
+
+                def drain() -> None:
+                    """Complete and commit every batch in flight (a Kafka rebalance: our partitions move)."""
+                    if pending:
+                        log.info(
+                            "rebalance: finishing %d batches in flight before the partitions move",
+                            len(pending),
+                        )
+                    while pending:
+                        _complete_or_retry(broker, source, pending, report, bar)
+
+                if isinstance(source, KafkaBatches):
+                    source.on_revoke(drain)  # several drivers in one consumer group (docs/operations.md)
                 for messages in _batches(source):
                     if report.processing_started is None:
                         report.processing_started = time.perf_counter()
@@ -553,12 +566,17 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     pending.append(broker.submit(messages))
                     if len(pending) > settings.pipeline_depth:
                         _complete_or_retry(broker, source, pending, report, bar)
-                while pending:
-                    _complete_or_retry(broker, source, pending, report, bar)
+                drain()
             if settings.compact_history:
-                t = time.perf_counter()
-                report.history_compaction = broker.compact_history()
-                report.history_compaction["seconds"] = round(time.perf_counter() - t, 3)
+                # one compaction at a time over a shared lake: a driver finding another one compacting leaves
+                # its deltas to it (or to the next compaction); readers cope with files compacted away
+                with svc.store.exclusive("history-compaction") as ours:
+                    if ours:
+                        t = time.perf_counter()
+                        report.history_compaction = broker.compact_history()
+                        report.history_compaction["seconds"] = round(time.perf_counter() - t, 3)
+                    else:
+                        log.info("another driver is compacting the history store: skipped here")
             if settings.publish_lake and report.alerts:
                 # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
                 t = time.perf_counter()

@@ -12,12 +12,14 @@ password given in a property never reaches a log or a traceback.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -29,6 +31,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from alert_broker.storage.secrets import redact
 from alert_broker.surveys.messages import RawMessage
+
+log = logging.getLogger(__name__)
 
 #: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
 CONSUMER_DEFAULTS = {
@@ -87,6 +91,13 @@ class KafkaSource:
 
     ``idle_stop_s`` ends the iteration once no message arrived for that long (a night replayed from a topic);
     0 means run forever (continuous mode).
+
+    Several drivers in one consumer group share the topic's partitions (docs/operations.md, "Several drivers").
+    When the group rebalances (a driver joins or leaves), this consumer's partitions are revoked: ``on_revoke``
+    (set by the driver) runs first, inside the rebalance, and must finish and commit every batch it has in
+    flight; messages this source read but had not handed out yet are dropped, uncommitted, so whoever owns
+    their partition next reads them again from the committed offset. No batch is then ever processed by two
+    drivers, and the lake's exactly-once bookkeeping (storage/manifest.py) stays per driver.
     """
 
     def __init__(
@@ -110,8 +121,33 @@ class KafkaSource:
             **(extra_config or {}),
         }
         self._consumer = client(Consumer, conf)
-        self._consumer.subscribe(self.topics)
+        #: called when the group takes this consumer's partitions away: finish and commit what is in flight
+        self.on_revoke: Callable[[], None] | None = None
+        self._revoked = False
+        self._consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoking)
         self.name = "kafka:" + ",".join(self.topics)
+        #: partitions this consumer owns now
+        self.assignment: list[tuple[str, int]] = []
+
+    def _assigned(self, consumer, partitions: list[TopicPartition]) -> None:  # noqa: ARG002 - callback shape
+        self.assignment = sorted((tp.topic, tp.partition) for tp in partitions)
+        log.info("partitions assigned: %s", ", ".join(f"{t}[{p}]" for t, p in self.assignment) or "none")
+
+    def _rewind_to_committed(self) -> None:
+        owned = [TopicPartition(t, p) for t, p in self.assignment]
+        if not owned:
+            return
+        for tp in self._consumer.committed(owned, timeout=10):
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(tp)
+
+    def _revoking(self, consumer, partitions: list[TopicPartition]) -> None:  # noqa: ARG002 - callback shape
+        """The group rebalances: finish and commit the batches in flight while the partitions are still ours."""
+        log.info("partitions revoked: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+        self._revoked = True
+        if self.on_revoke is not None:
+            self.on_revoke()
+        self.assignment = []
 
     def batches(self) -> Iterator[list[RawMessage]]:
         last_message = time.monotonic()
@@ -132,7 +168,17 @@ class KafkaSource:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            self._revoked = False
             msgs = self._consumer.consume(self.batch_size - len(out), timeout=min(remaining, 1.0))
+            if self._revoked:
+                # a rebalance ran inside consume(): nothing read in this poll was handed out, so drop it all and
+                # start every partition we own now at its committed offset (everything before it is committed:
+                # on_revoke finished the batches in flight); the other partitions' owners do the same
+                log.info(
+                    "rebalance: %d messages read but not handed out are read again", len(out) + len(msgs)
+                )
+                out, msgs = [], []
+                self._rewind_to_committed()
             for m in msgs:
                 err = m.error()
                 if err is not None:
@@ -176,6 +222,7 @@ class KafkaSource:
         return total
 
     def close(self) -> None:
+        self.on_revoke = None  # closing revokes the partitions: nothing is in flight by then, or it failed
         self._consumer.close()
 
 

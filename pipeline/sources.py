@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +62,11 @@ class KafkaBatches:
 
     def batches(self) -> Iterator[list[RawMessage]]:
         return self._src.batches()
+
+    def on_revoke(self, drain: Callable[[], None] | None) -> None:
+        """``drain`` finishes and commits every batch in flight; the consumer calls it when the group takes its
+        partitions away (another driver joined or left), before they move."""
+        self._src.on_revoke = drain
 
     def commit(self, messages: list[RawMessage]) -> None:
         self._src.commit(messages)

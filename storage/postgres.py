@@ -9,11 +9,12 @@ stored one that is not newer, so replaying an old batch after newer ones never r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -421,6 +422,19 @@ class SummaryStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Whether this process holds the cluster-wide lock ``name`` (a PostgreSQL advisory lock, on a connection
+        of its own, released on exit or if the process dies): True for one holder at a time, False at once for
+        the others (they do not wait). Several drivers sharing a lake use it so one compacts at a time."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            got = bool(conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,)).fetchone()[0])
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
     @property
     def conn(self) -> psycopg.Connection:

@@ -213,3 +213,16 @@ def test_upsert_throughput_10k_objects(summary_store: SummaryStore):
         f"\nupsert 10k objects: insert {10_000 / insert_s:,.0f} rows/s, update {10_000 / update_s:,.0f} rows/s"
     )
     assert 10_000 / insert_s > 5_000 and 10_000 / update_s > 5_000
+
+
+def test_an_exclusive_lock_has_one_holder_at_a_time(summary_store):
+    from alert_broker.storage.postgres import SummaryStore
+
+    other = SummaryStore(summary_store.dsn)  # another driver: its own connections
+    with summary_store.exclusive("history-compaction") as mine:
+        assert mine
+        with other.exclusive("history-compaction") as theirs, other.exclusive("something-else") as unrelated:
+            assert not theirs and unrelated
+    with other.exclusive("history-compaction") as theirs:  # released on exit
+        assert theirs
+    other.close()
