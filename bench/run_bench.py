@@ -36,17 +36,21 @@ class PeakRSS:
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peak_total = 0
+        #: (seconds since start, total RSS) per sample: memory over a run
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process()
+        t0 = time.perf_counter()
         while not self._stop.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
             self.peak_total = max(self.peak_total, total)
+            self.samples.append((time.perf_counter() - t0, total))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:

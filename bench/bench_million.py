@@ -1,0 +1,127 @@
+"""A long simulated night through the pipeline: wall time, throughput over the night and peak memory.
+
+Simulates a ZTF night of about ``--alerts`` alerts (without cutouts: 10^6 alerts with stamps would be ~60 GB) into
+a night archive, then runs ``broker run-night`` over it in a subprocess with the core pipeline (decode, raw archive,
+correction, magstats, history store, cross-match, lake, PostgreSQL; ``--features`` adds the light-curve features
+and classifiers), sampling the memory of the whole process tree (driver, scheduler, workers, PostgreSQL). What it
+shows: that a night of LSST-era size goes through in one run with flat memory, and at what rate.
+
+    python -m bench.bench_million [--alerts 1000000] [--workers 2] [--features] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run_bench import PeakRSS
+
+#: Alerts per simulated object in one ZTF night (measured on the simulator: objects are detected ~2.3 times a
+#: night on average); the first guess of objects, corrected once after a small calibration run.
+ALERTS_PER_OBJECT_GUESS = 2.0
+
+
+def _broker() -> str:
+    return str(Path(sys.executable).with_name("broker"))
+
+
+def simulate(dest: Path, objects: int, seed: int, workers: int) -> int:
+    """Simulate one ZTF night without stamps into ``dest``; returns the number of alerts written."""
+    cmd = [
+        _broker(), "simulate", "--survey", "ztf", "--nights", "1", "--objects", str(objects), "--seed", str(seed),
+        "--out", str(dest), "--no-stamps", "--workers", str(workers),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return sum(1 for _ in dest.rglob("*.avro"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--alerts", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=2000)
+    ap.add_argument("--features", action="store_true", help="also light-curve features and classifiers")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one, removed)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="broker-million-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t = time.perf_counter()
+        probe = simulate(work / "probe", 2000, args.seed, args.workers)
+        per_object = probe / 2000 if probe else ALERTS_PER_OBJECT_GUESS
+        shutil.rmtree(work / "probe")
+        night = work / "night"
+        if night.exists():
+            shutil.rmtree(night)
+        alerts = simulate(night, int(args.alerts / per_object), args.seed, args.workers)
+        sim_seconds = time.perf_counter() - t
+        size = sum(f.stat().st_size for f in night.rglob("*.avro"))
+        (folder,) = [p for p in night.iterdir() if p.is_dir()] or [night]
+        out = work / "out"
+        cmd = [
+            _broker(), "run-night", "--source", str(folder), "--out", str(out), "--n-workers", str(args.workers),
+            "--batch-size", str(args.batch_size), "--no-progress", "--dashboard-address", ":0",
+            "--stamp-model", "none", "--no-publish-lake",
+        ]  # fmt: skip
+        if not args.features:
+            cmd += ["--lc-model", "none", "--no-features"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+        with PeakRSS(interval=1.0) as mem:
+            t = time.perf_counter()
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - t
+        if done.returncode != 0:
+            raise SystemExit(
+                f"run-night failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        (report_path,) = (out / "reports").glob("run-*.json")
+        summary = json.loads(report_path.read_text())["summary"]
+        figures = {
+            "alerts": alerts,
+            "archive_gb": round(size / 1e9, 2),
+            "simulate_seconds": round(sim_seconds, 1),
+            "features": args.features,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "wall_seconds": round(wall, 1),
+            "alerts_per_second": summary["alerts_per_second"],
+            "alerts_written": summary["alerts_written"],
+            "dead_letters": summary["dead_letters"],
+            "objects": summary["objects"],
+            "batches": summary["batches"],
+            "batch_seconds_p50": summary["batch_seconds_p50"],
+            "batch_seconds_p99": summary["batch_seconds_p99"],
+            "peak_rss_total_mb": round(mem.peak_total / 1e6),
+            # memory of the process tree at each tenth of the run: flat means nothing grows with the night
+            "rss_mb_by_tenth": [
+                round(
+                    max((r for s, r in mem.samples if k * wall / 10 <= s < (k + 1) * wall / 10), default=0)
+                    / 1e6
+                )
+                for k in range(10)
+            ],
+            "driver_cpu_ms_per_alert": summary.get("driver_cpu_ms_per_alert"),
+            "history_compaction": summary.get("history_compaction"),
+            "worker_seconds": summary.get("worker_seconds"),
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
