@@ -6,7 +6,9 @@ correction, magstats, history store, cross-match, lake, PostgreSQL; ``--features
 and classifiers), sampling the memory of the whole process tree (driver, scheduler, workers, PostgreSQL). What it
 shows: that a night of LSST-era size goes through in one run with flat memory, and at what rate.
 
-    python -m bench.bench_million [--alerts 1000000] [--workers 2] [--features] [--keep DIR]
+    python -m bench.bench_million [--alerts 1000000] [--workers 2] [--features] [--keep DIR] [--compact-every N]
+
+With ``--keep DIR`` a night already simulated there is reused.
 """
 
 from __future__ import annotations
@@ -51,23 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one, removed)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument(
+        "--compact-every", type=int, default=None, help="run-night's --compact-every (default: its own)"
+    )
     args = ap.parse_args(argv)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="broker-million-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         t = time.perf_counter()
-        probe = simulate(work / "probe", 2000, args.seed, args.workers)
-        per_object = probe / 2000 if probe else ALERTS_PER_OBJECT_GUESS
-        shutil.rmtree(work / "probe")
         night = work / "night"
-        if night.exists():
-            shutil.rmtree(night)
-        alerts = simulate(night, int(args.alerts / per_object), args.seed, args.workers)
+        if args.keep and night.exists() and any(night.rglob("*.avro")):  # a kept night: reused as it is
+            alerts = sum(1 for _ in night.rglob("*.avro"))
+        else:
+            probe = simulate(work / "probe", 2000, args.seed, args.workers)
+            per_object = probe / 2000 if probe else ALERTS_PER_OBJECT_GUESS
+            shutil.rmtree(work / "probe")
+            if night.exists():
+                shutil.rmtree(night)
+            alerts = simulate(night, int(args.alerts / per_object), args.seed, args.workers)
         sim_seconds = time.perf_counter() - t
         size = sum(f.stat().st_size for f in night.rglob("*.avro"))
         (folder,) = [p for p in night.iterdir() if p.is_dir()] or [night]
         out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
         cmd = [
             _broker(), "run-night", "--source", str(folder), "--out", str(out), "--n-workers", str(args.workers),
             "--batch-size", str(args.batch_size), "--no-progress", "--dashboard-address", ":0",
@@ -75,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         if not args.features:
             cmd += ["--lc-model", "none", "--no-features"]
+        if args.compact_every is not None:
+            cmd += ["--compact-every", str(args.compact_every)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
         with PeakRSS(interval=1.0) as mem:
             t = time.perf_counter()
@@ -112,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "driver_cpu_ms_per_alert": summary.get("driver_cpu_ms_per_alert"),
             "history_compaction": summary.get("history_compaction"),
+            "history_compactions_during_run": summary.get("counts", {}).get("history_compactions", 0),
             "worker_seconds": summary.get("worker_seconds"),
         }
     finally:

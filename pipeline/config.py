@@ -220,6 +220,13 @@ class Settings:
         default=True,
         metadata={"help": "merge each touched history pixel's files into one at the end of a run"},
     )
+    compact_every: int = field(
+        default=32,
+        metadata={
+            "help": "also fold the history deltas into their pixels every N committed batches (0: only at the "
+            "end); every history read scans the deltas, so they must not grow with the night"
+        },
+    )
     batch_retries: int = field(
         default=2, metadata={"help": "times a batch whose tasks failed (a worker died) is submitted again"}
     )

@@ -430,6 +430,24 @@ class Broker:
         store.drop_deltas(deltas)
         return out
 
+    def compact_if_free(self, report: RunReport, final: bool = False) -> None:
+        """Compact the history store unless another driver sharing the lake is compacting it (one at a time: a
+        PostgreSQL advisory lock; the other's compaction, or the next, folds our deltas too). ``final``: the
+        end-of-run compaction, recorded in the report; the periodic ones add to ``counts``."""
+        with self.store.exclusive("history-compaction") as ours:
+            if not ours:
+                log.info("another driver is compacting the history store: skipped here")
+                return
+            t = time.perf_counter()
+            done = self.compact_history()
+            seconds = round(time.perf_counter() - t, 3)
+        if final:
+            report.history_compaction = {**done, "seconds": seconds}
+        elif done:
+            report.counts["history_compactions"] = report.counts.get("history_compactions", 0) + 1
+            report.steps["compaction"] = report.steps.get("compaction", 0.0) + seconds
+            log.info("history compaction during the run: %s in %.1f s", done, seconds)
+
     def publish(self, job: InFlight) -> None:
         """Hand the batch's annotated alerts to every output; returns once they are durable there. Runs after the
         lake and PostgreSQL have the batch and before its offsets are committed: a crash can only repeat a
@@ -568,15 +586,7 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                         _complete_or_retry(broker, source, pending, report, bar)
                 drain()
             if settings.compact_history:
-                # one compaction at a time over a shared lake: a driver finding another one compacting leaves
-                # its deltas to it (or to the next compaction); readers cope with files compacted away
-                with svc.store.exclusive("history-compaction") as ours:
-                    if ours:
-                        t = time.perf_counter()
-                        report.history_compaction = broker.compact_history()
-                        report.history_compaction["seconds"] = round(time.perf_counter() - t, 3)
-                    else:
-                        log.info("another driver is compacting the history store: skipped here")
+                broker.compact_if_free(report, final=True)
             if settings.publish_lake and report.alerts:
                 # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
                 t = time.perf_counter()
@@ -682,6 +692,10 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
     report.driver_cpu_ended = _process_cpu()
     bar.update(len(job.messages), report)
     broker.observe(rep, latencies, source, report)
+    every = broker.settings.compact_every
+    if broker.settings.compact_history and every and report.n_batches % every == 0:
+        # every history read scans the deltas: fold them into their pixels before they grow with the night
+        broker.compact_if_free(report)
     log.debug(
         "batch %s: %d alerts, %d dead letters, %.2f s",
         rep.batch_id, rep.alerts, rep.dead_letters, rep.wall,

@@ -359,10 +359,8 @@ class HistoryStore:
         stats = {"pixels": 0, "files_before": 0, "files_after": 0}
         for table in HISTORY_KEYS:
             paths = (deltas or {}).get(table) if deltas is not None else self.delta_files(table)
-            rows = _concat([self._read_file(p) for p in sorted(paths or [])])
-            if rows.empty:
-                continue
-            rows = rows[rows["pixel"].to_numpy() % shares == share]
+            # each delta file cut to this share's pixels as it is read: a share never holds the others' rows
+            rows = _concat([self._share_of(self._read_file(p), share, shares) for p in sorted(paths or [])])
             if rows.empty:
                 continue
             # deduplicate and sort the whole share once, then cut it into pixels: pixels that had no file yet
@@ -393,6 +391,13 @@ class HistoryStore:
                 stats["files_before"] += len(old) + 1
                 stats["files_after"] += 1
         return stats
+
+    @staticmethod
+    def _share_of(table: pa.Table, share: int, shares: int) -> pa.Table:
+        if shares <= 1 or not table.num_rows:
+            return table
+        pixel = table.column("pixel").to_numpy(zero_copy_only=False)
+        return table.filter(pa.array(pixel % shares == share))
 
     def drop_deltas(self, deltas: dict[str, list[str]]) -> None:
         for paths in deltas.values():

@@ -60,7 +60,7 @@ def _folder(root: Path, name: str, files: pd.DataFrame) -> Path:
     return d
 
 
-def _run(source: Path, out: Path, dsn: str, **kw) -> None:
+def _run(source: Path, out: Path, dsn: str, **kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     overrides = dict(
         source=str(source),
@@ -78,6 +78,7 @@ def _run(source: Path, out: Path, dsn: str, **kw) -> None:
     overrides.update(kw)
     report = run(load_settings(env=env, overrides=overrides))
     assert report.status == "ok" and report.dead_letters == 0
+    return report
 
 
 def _light_curves(out: Path) -> pd.DataFrame:
@@ -101,13 +102,15 @@ def _state(dsn: str) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory, shared_data, postgres_dsn):
-    """One run over every alert (A) and the same alerts as three blocks of nights, three invocations (B)."""
+    """One run over every alert (A) and the same alerts as three blocks of nights, three invocations (B). A folds
+    its history deltas into their pixels every 3 batches while it runs; B only at the end of each invocation:
+    the comparisons below also say that compacting mid-run changes nothing."""
     alerts = _alerts(shared_data)
     nights = np.sort(alerts["night"].unique())
     blocks = np.array_split(nights, 3)
     root = tmp_path_factory.mktemp("replay")
     with new_database(postgres_dsn) as dsn_a, new_database(postgres_dsn) as dsn_b:
-        _run(_folder(root, "all", alerts), root / "a", dsn_a)
+        report_a = _run(_folder(root, "all", alerts), root / "a", dsn_a, compact_every=3)
         rows_b = []
         for i, block in enumerate(blocks):
             part = alerts[alerts["night"].isin(block)]
@@ -120,6 +123,7 @@ def replayed(tmp_path_factory, shared_data, postgres_dsn):
             "a": (_light_curves(root / "a"), _state(dsn_a)),
             "b": (_light_curves(root / "b"), _state(dsn_b)),
             "b_rows": rows_b,
+            "a_counts": dict(report_a.counts),
             "root": root,
         }
 
@@ -193,6 +197,10 @@ def test_summaries_equal_one_run(replayed):
                 assert va[k] is None and vb[k] is None, f"{oid} {k}"
             else:
                 assert vb[k] == pytest.approx(va[k], rel=1e-6, abs=1e-9), f"{oid} {k}"
+
+
+def test_run_a_compacted_while_it_ran(replayed):
+    assert replayed["a_counts"].get("history_compactions", 0) >= 2
 
 
 def test_history_is_compacted_one_file_per_pixel(replayed):
