@@ -31,6 +31,13 @@ do not choose a period by over-fitting 9 parameters; (5) of the selected f and i
 harmonics fitted) that fit within ``HARMONIC_TOLERANCE`` of it, the highest frequency wins: a model at f / k
 holds every harmonic of f, so a sub-harmonic always fits as well, by the noise alone. SDSS Stripe 82 RR Lyrae
 (g + r): see docs/features.md for the measured recovery and the remaining alias cases.
+
+Selection 2 (``lc-features-1.2.0``, ``SELECTION_FAMILY``) is selection 1 plus the alias families of the strongest
+peaks: nightly sampling at a similar sidereal time confuses f with f + k d and with its mirror k d - f for any k up
+to FMAX, and selection 1 looks only at f +- 1, 2 d; the members are screened by one harmonic fit each and the best
+``N_FAMILY`` scanned (:func:`_family_candidates`). Each selection has its own compiled functions
+(:func:`period_batch`, :func:`period_batch_scan`, :func:`period_batch_family`): adding one never changes another's
+floating-point code, so earlier feature versions stay bit for bit what they were.
 """
 
 from __future__ import annotations
