@@ -17,9 +17,11 @@ from .periodogram import (
     N_RANK,
     OFAC,
     POWER_RATE_FACTORS,
+    SELECTION_FAMILY,
     SELECTION_RANK,
     SELECTION_SCAN,
     period_batch,
+    period_batch_family,
     period_batch_scan,
 )
 from .periodogram import (
@@ -37,12 +39,25 @@ FEATURE_VERSION = "lc-features-1.1.0"
 #: Earlier definitions this code still computes on request (``compute_features(..., feature_version=...)``), so
 #: models trained on them stay usable: 1.0.0 = ALeRCE's rb >= 0.55 cut and period selection 0.
 LEGACY_FEATURE_VERSIONS = ("lc-features-1.0.0",)
-FEATURE_VERSIONS = (FEATURE_VERSION, *LEGACY_FEATURE_VERSIONS)
+#: Newer definitions computed on request but not yet the default: no shipped model reads them, and
+#: ``broker train lc --real-data`` (``make models``) trains on FEATURE_VERSION. 1.2.0 = period selection 2 (the
+#: alias families of the strongest peaks screened; docs/features.md). Make it FEATURE_VERSION when a light-curve
+#: model is retrained on it.
+NEWER_FEATURE_VERSIONS = ("lc-features-1.2.0",)
+FEATURE_VERSIONS = (FEATURE_VERSION, *LEGACY_FEATURE_VERSIONS, *NEWER_FEATURE_VERSIONS)
 #: What differs between the versions: the rb threshold of the cleaning and the period selection
 #: (periodogram.SELECTION_*). The column set is the same.
 VERSION_SETTINGS: dict[str, dict] = {
     "lc-features-1.0.0": {"rb_min": RB_MIN_LEGACY, "selection": SELECTION_RANK},
     "lc-features-1.1.0": {"rb_min": RB_MIN, "selection": SELECTION_SCAN},
+    "lc-features-1.2.0": {"rb_min": RB_MIN, "selection": SELECTION_FAMILY},
+}
+#: The compiled period code of each selection: each its own function, so adding one never changes the
+#: floating-point code (hence the features) of another.
+PERIOD_BATCH = {
+    SELECTION_RANK: period_batch,
+    SELECTION_SCAN: period_batch_scan,
+    SELECTION_FAMILY: period_batch_family,
 }
 
 
@@ -100,7 +115,7 @@ def compute_batch(batch: Batch, *, feature_version: str | None = None) -> pd.Dat
         cols.update(_wide(sn_batch(b.t, b.mag, b.sign, b.seg_off, b.nd_t, b.nd_lim, b.nd_off), SN_NAMES))
         cols.update(_wide(spm_batch(b.t, flux, flux_err, b.seg_off, MIN_SPM_POINTS), SPM_NAMES))
         # selection 0 runs the untouched compiled code of lc-features-1.0.0 (bit for bit what it was)
-        periods = period_batch if selection == SELECTION_RANK else period_batch_scan
+        periods = PERIOD_BATCH[selection]
         per_obj, per_seg = periods(
             b.t,
             b.mag,

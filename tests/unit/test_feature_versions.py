@@ -12,6 +12,7 @@ from alert_broker.features.lightcurve import (
     FEATURE_VERSION,
     FEATURE_VERSIONS,
     LEGACY_FEATURE_VERSIONS,
+    NEWER_FEATURE_VERSIONS,
     compute_features,
 )
 from alert_broker.features.tables import Tables
@@ -52,6 +53,12 @@ def _light_curve(oid: str = "o", n: int = 30, rb=0.9) -> pd.DataFrame:
 
 def test_both_versions_compute_and_say_which():
     assert FEATURE_VERSION == "lc-features-1.1.0" and LEGACY_FEATURE_VERSIONS == ("lc-features-1.0.0",)
+    # 1.2.0 (period selection 2) is computed on request; no shipped model reads it yet
+    assert NEWER_FEATURE_VERSIONS == ("lc-features-1.2.0",) and set(FEATURE_VERSIONS) == {
+        FEATURE_VERSION,
+        *LEGACY_FEATURE_VERSIONS,
+        *NEWER_FEATURE_VERSIONS,
+    }
     det = _light_curve()
     for v in FEATURE_VERSIONS:
         out = compute_features(det, None, feature_version=v)
@@ -64,6 +71,7 @@ def test_rb_threshold_differs_between_versions():
     det = _light_curve(rb=0.4)  # real, genuine detections with 0.3 <= rb < 0.55
     assert compute_features(det, None, feature_version="lc-features-1.0.0").empty
     assert len(compute_features(det, None, feature_version="lc-features-1.1.0")) == 1
+    assert len(compute_features(det, None, feature_version="lc-features-1.2.0")) == 1
 
 
 def test_the_shipped_ztf_model_gets_the_features_it_was_trained_on():

@@ -194,10 +194,14 @@ def _s82(shared: Path, limit: int) -> tuple[pd.DataFrame, pd.Series]:
     return pd.concat(frames, ignore_index=True), periods
 
 
-@pytest.mark.parametrize(("version", "floor"), [("lc-features-1.0.0", 0.90), ("lc-features-1.1.0", 0.94)])
+@pytest.mark.parametrize(
+    ("version", "floor"),
+    [("lc-features-1.0.0", 0.90), ("lc-features-1.1.0", 0.94), ("lc-features-1.2.0", 0.95)],
+)
 def test_sdss_stripe82_rr_lyrae_periods(shared_data, version, floor):
-    """Catalogue periods of Sesar et al. 2010 from g + r alone. All 483 stars recover 92.1 % (1.0.0) and 95.4 %
-    (1.1.0) within 1 % (docs/features.md); this test runs the first 240 files to stay fast and asserts a floor."""
+    """Catalogue periods of Sesar et al. 2010 from g + r alone. All 483 stars recover 92.1 % (1.0.0), 95.4 %
+    (1.1.0) and 96.1 % (1.2.0) within 1 % (docs/features.md); this test runs the first 240 files to stay fast and
+    asserts a floor."""
     det, periods = _s82(shared_data, 240)
     out = compute_features(det, None, feature_version=version)
     true = periods.loc[out["oid"].astype(int)].to_numpy()
@@ -206,7 +210,10 @@ def test_sdss_stripe82_rr_lyrae_periods(shared_data, version, floor):
     assert np.mean(rel < 0.01) >= floor
 
 
-@pytest.mark.parametrize(("version", "with_half_ea"), [("lc-features-1.0.0", 12), ("lc-features-1.1.0", 13)])
+@pytest.mark.parametrize(
+    ("version", "with_half_ea"),
+    [("lc-features-1.0.0", 12), ("lc-features-1.1.0", 13), ("lc-features-1.2.0", 13)],
+)
 def test_alerce_labelled_periodic_variables(shared_data, version, with_half_ea):
     """ALeRCE's 25 labelled periodic ZTF variables, 18 with a catalogue period. Eclipsing binaries are found at
     half their period by any one-harmonic periodogram, so for EA the half period also counts."""
