@@ -141,7 +141,7 @@ class Recorder:
     def __init__(self, conf: dict) -> None:
         Recorder.configs.append(dict(conf))
 
-    def subscribe(self, topics):
+    def subscribe(self, topics, on_assign=None, on_revoke=None):
         pass
 
     def init_transactions(self, timeout):
