@@ -129,6 +129,37 @@ class PostgresUnavailable(RuntimeError):
 
 
 @dataclass
+class Compaction:
+    """A history compaction submitted to the workers: its tasks, the delta files they fold (dropped only once
+    every share is written) and the advisory lock held meanwhile."""
+
+    futures: list
+    deltas: dict[str, list[str]]
+    store: HistoryStore
+    lock: ExitStack
+    started: float = field(default_factory=time.perf_counter)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def finish(self, client: Client) -> dict[str, int]:
+        """Wait for the shares, drop the folded deltas, release the lock (also when a share failed: then the
+        deltas stay and the error propagates)."""
+        try:
+            out = {"deltas": sum(len(v) for v in self.deltas.values())}
+            for part in client.gather(self.futures):
+                for k, v in part.items():
+                    out[k] = out.get(k, 0) + v
+            self.store.drop_deltas(self.deltas)
+            return out
+        finally:
+            self.lock.close()
+
+
+@dataclass
 class Broker:
     """A running broker: services opened once, then any number of batches."""
 
@@ -144,6 +175,7 @@ class Broker:
     in_flight: deque = field(default_factory=deque)  # the batches submitted and not yet committed
     _report_written: float = field(default_factory=time.monotonic)
     notes: dict[str, str] = field(default_factory=dict)  # things to report once (a filter's first error)
+    _compaction: Compaction | None = None  # a periodic history compaction running on the workers
 
     @property
     def models(self) -> RunModels:
@@ -407,46 +439,62 @@ class Broker:
             for row in failed.itertuples(index=False)
         ]
 
-    def compact_history(self) -> dict[str, int]:
-        """Fold the history deltas into their pixel folders, one Dask task per share of the pixels; the deltas
-        are removed only once every share is written."""
+    def start_compaction(self, priority: int = 0) -> Compaction | None:
+        """Submit the folding of the history deltas into their pixel folders (one Dask task per share of the
+        pixels) and return at once; None when there is nothing to fold, no history, or another driver sharing
+        the lake holds the compaction lock (its compaction, or the next, folds our deltas too)."""
         history = self.region_config.history
         if history is None:
-            return {}
+            return None
+        lock = ExitStack()
+        if not lock.enter_context(self.store.exclusive("history-compaction")):
+            lock.close()
+            log.info("another driver is compacting the history store: skipped here")
+            return None
         store = HistoryStore(self.lake, order=history.order)
         deltas = {t: store.delta_files(t) for t in HISTORY_KEYS}
         if not any(deltas.values()):
-            return {}
+            lock.close()
+            return None
         shares = self.n_threads()
         spec = lake_spec(self.settings)
         futs = [
-            self.client.submit(compact_share, spec, history, k, shares, deltas, pure=False)
+            self.client.submit(compact_share, spec, history, k, shares, deltas, pure=False, priority=priority)
             for k in range(shares)
         ]
-        out = {"deltas": sum(len(v) for v in deltas.values())}
-        for part in self.client.gather(futs):
-            for k, v in part.items():
-                out[k] = out.get(k, 0) + v
-        store.drop_deltas(deltas)
-        return out
+        return Compaction(futs, deltas, store, lock)
 
-    def compact_if_free(self, report: RunReport, final: bool = False) -> None:
-        """Compact the history store unless another driver sharing the lake is compacting it (one at a time: a
-        PostgreSQL advisory lock; the other's compaction, or the next, folds our deltas too). ``final``: the
-        end-of-run compaction, recorded in the report; the periodic ones add to ``counts``."""
-        with self.store.exclusive("history-compaction") as ours:
-            if not ours:
-                log.info("another driver is compacting the history store: skipped here")
+    def compact_history(self) -> dict[str, int]:
+        """Fold the history deltas into their pixel folders and wait for it (the end of a run)."""
+        job = self.start_compaction()
+        return job.finish(self.client) if job is not None else {}
+
+    def compact_in_background(self, report: RunReport) -> None:
+        """Between batches: finish a periodic compaction whose tasks are done, and start one every
+        ``compact_every`` batches. The driver never waits for it: batches go on while the workers fold."""
+        job = self._compaction
+        if job is not None and job.done():
+            self._compaction = None
+            try:
+                done = job.finish(self.client)
+            except Exception as err:  # the deltas stay (nothing was dropped): the next compaction folds them
+                log.warning("history compaction failed, its deltas are kept: %s", err)
                 return
-            t = time.perf_counter()
-            done = self.compact_history()
-            seconds = round(time.perf_counter() - t, 3)
-        if final:
-            report.history_compaction = {**done, "seconds": seconds}
-        elif done:
             report.counts["history_compactions"] = report.counts.get("history_compactions", 0) + 1
-            report.steps["compaction"] = report.steps.get("compaction", 0.0) + seconds
-            log.info("history compaction during the run: %s in %.1f s", done, seconds)
+            log.info("history compaction during the run: %s in %.1f s", done, job.seconds())
+        every = self.settings.compact_every
+        if self._compaction is None and every and report.n_batches % every == 0:
+            # the priority of the latest batch: after the batches before it, before the ones after it
+            self._compaction = self.start_compaction(priority=-self._seq)
+
+    def finish_compaction(self) -> None:
+        """Wait for a periodic compaction still running (the end of a run, before the final one)."""
+        job, self._compaction = self._compaction, None
+        if job is not None:
+            try:
+                job.finish(self.client)
+            except Exception as err:
+                log.warning("history compaction failed, its deltas are kept: %s", err)
 
     def publish(self, job: InFlight) -> None:
         """Hand the batch's annotated alerts to every output; returns once they are durable there. Runs after the
@@ -585,8 +633,12 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     if len(pending) > settings.pipeline_depth:
                         _complete_or_retry(broker, source, pending, report, bar)
                 drain()
+            broker.finish_compaction()
             if settings.compact_history:
-                broker.compact_if_free(report, final=True)
+                t = time.perf_counter()
+                done = broker.compact_history()
+                if done:
+                    report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
             if settings.publish_lake and report.alerts:
                 # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
                 t = time.perf_counter()
@@ -692,10 +744,9 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
     report.driver_cpu_ended = _process_cpu()
     bar.update(len(job.messages), report)
     broker.observe(rep, latencies, source, report)
-    every = broker.settings.compact_every
-    if broker.settings.compact_history and every and report.n_batches % every == 0:
+    if broker.settings.compact_history:
         # every history read scans the deltas: fold them into their pixels before they grow with the night
-        broker.compact_if_free(report)
+        broker.compact_in_background(report)
     log.debug(
         "batch %s: %d alerts, %d dead letters, %.2f s",
         rep.batch_id, rep.alerts, rep.dead_letters, rep.wall,
