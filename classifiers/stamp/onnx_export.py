@@ -114,7 +114,9 @@ def keras_to_onnx(model):
             x = y
         elif kind == "CyclicPool":
             r = node(
-                "Reshape", [x, const("cyclic_shape", np.array([4, -1, x_width(layer)], np.int64))], "cyc_r"
+                "Reshape",
+                [x, const("cyclic_shape", np.array([4, -1, int(layer.input.shape[-1])], np.int64))],
+                "cyc_r",
             )
             x = node("ReduceMean", [r], name, axes=[0], keepdims=0)
         elif kind == "Normalization":
@@ -145,11 +147,6 @@ def keras_to_onnx(model):
     proto.ir_version = 8  # readable by every ONNX Runtime that runs opset 17
     onnx.checker.check_model(proto)
     return proto
-
-
-def x_width(layer) -> int:
-    """Feature width entering a CyclicPool layer."""
-    return int(layer.input.shape[-1])
 
 
 def keras_to_onnx_bytes(model) -> bytes:

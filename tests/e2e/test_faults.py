@@ -86,16 +86,15 @@ def audit(settings, store: SummaryStore, expected: set[int], dead_expected: int 
     assert on_disk <= {str(Path(f)) for f in known}, "a lake file the manifest does not account for"
 
 
-def test_a_worker_killed_mid_batch_is_survived(tmp_path, night, summary_store):
-    settings = _settings(tmp_path, str(night), summary_store.dsn)
-    killed = []
+def _run_killing_a_worker(settings):
+    """Run the night, SIGKILLing one Dask worker while the third batch's tasks run; (killed pids, report)."""
+    killed: list[int] = []
     original = Broker.submit
 
     def submit_then_kill(self, messages, attempt=0):
         job = original(self, messages, attempt)
         if self._seq == 3 and not killed:
-            pids = self.client.run(os.getpid)
-            victim = sorted(pids.values())[0]
+            victim = sorted(self.client.run(os.getpid).values())[0]
             time.sleep(0.2)  # the batch's tasks are running
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
@@ -106,6 +105,12 @@ def test_a_worker_killed_mid_batch_is_survived(tmp_path, night, summary_store):
         report = run(settings)
     finally:
         Broker.submit = original
+    return killed, report
+
+
+def test_a_worker_killed_mid_batch_is_survived(tmp_path, night, summary_store):
+    settings = _settings(tmp_path, str(night), summary_store.dsn)
+    killed, report = _run_killing_a_worker(settings)
     assert killed and report.status == "ok"
     audit(settings, summary_store, _candids(night))
 
@@ -273,23 +278,7 @@ def test_a_worker_killed_mid_batch_on_a_kafka_source(tmp_path, night, summary_st
         kafka_group=group,
         kafka_idle_stop_s=5,
     )
-    killed = []
-    original = Broker.submit
-
-    def submit_then_kill(self, messages, attempt=0):
-        job = original(self, messages, attempt)
-        if self._seq == 3 and not killed:
-            victim = sorted(self.client.run(os.getpid).values())[0]
-            time.sleep(0.2)  # the batch's tasks are running
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-        return job
-
-    Broker.submit = submit_then_kill
-    try:
-        report = run(settings)
-    finally:
-        Broker.submit = original
+    killed, report = _run_killing_a_worker(settings)
     assert killed and report.status == "ok"
     audit(settings, summary_store, _candids(night))
     assert _committed_total(kafka_bootstrap, group, topic) == len(list(night.glob("*.avro")))
