@@ -70,28 +70,31 @@ def summary(proba: np.ndarray, labels, columns) -> dict:
 
 
 def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str) -> Path:
-    """One panel per curve set: ``curves`` maps a label to (proba, truth_index); the diagonal is perfect
-    calibration; markers sized by count, ECE in the legend."""
+    """Reliability diagram: ``curves`` maps a label to (proba, truth_index); the diagonal is perfect
+    calibration; marker areas follow the bins' counts (a bin of 3 objects says little); n and ECE in the
+    legend, which sits below the axes so that it hides no point."""
     import matplotlib  # lazy: only the figures need it; pyplot must follow use("Agg")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg"), only for the figures
 
-    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    fig, ax = plt.subplots(figsize=(6.4, 5.2 + 0.17 * len(curves)))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
     for label, (proba, idx) in curves.items():
         r = reliability(proba, idx)
         r = r[r["count"] > 0]
         ece = expected_calibration_error(proba, idx)
-        ax.plot(
-            r["confidence"], r["accuracy"], marker="o", lw=1.2, label=f"{label} (n={len(idx)}, ECE {ece:.3f})"
+        share = r["count"].to_numpy(float) / max(len(idx), 1)
+        (line,) = ax.plot(
+            r["confidence"], r["accuracy"], lw=1.1, label=f"{label} (n={len(idx)}, ECE {ece:.3f})"
         )
+        ax.scatter(r["confidence"], r["accuracy"], s=12 + 150 * share, color=line.get_color(), alpha=0.8)
     ax.set_xlabel("confidence (probability of the predicted class)")
     ax.set_ylabel("fraction correct")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6.5, loc="upper left")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -341,10 +341,16 @@ ONE_CLASS_SETS = ("bts", "s82_rrlyrae")
 
 
 def leave_set_out(
-    always: Rows, real: Rows, extra: Rows | None = None, sources=ONE_CLASS_SETS, **model_kwargs
+    always: Rows,
+    real: Rows,
+    extra: Rows | None = None,
+    sources=ONE_CLASS_SETS,
+    temperatures: tuple[float, float] | None = None,
+    **model_kwargs,
 ) -> dict[str, pd.DataFrame]:
     """Class probabilities (row key x 15 classes) of each real set in ``sources`` from a model trained on
-    ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not."""
+    ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not;
+    tempered with ``temperatures`` (top, within branches) when given."""
     out = {}
     for src in sources:
         test = (real.sources == src).to_numpy()
@@ -355,6 +361,8 @@ def leave_set_out(
         if extra is not None and len(extra):
             parts.append(extra.take(~extra.groups.astype(str).isin(held).to_numpy()))
         model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
+        if temperatures is not None:
+            model.temperature_top_, model.temperature_branch_ = temperatures
         feats = real.features[test]
         out[src] = model.predict_proba(feats).reindex(columns=list(CLASSES))
     return out

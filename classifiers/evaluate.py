@@ -26,6 +26,12 @@ from alert_broker.classifiers.alerce import (
     ALERCE_UNMATCHED,
     alerce_feature_frame,
 )
+from alert_broker.classifiers.calibration import (
+    expected_calibration_error,
+    log_loss,
+    plot_reliability,
+    truth_indices,
+)
 from alert_broker.classifiers.hierarchical import as_oid_indexed
 from alert_broker.classifiers.real_sets import LIGHT_CURVE_SETS, REAL_SETS, load_real_set
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
@@ -65,6 +71,19 @@ class Evaluation:
     recall_vs_mag: pd.DataFrame = field(default_factory=pd.DataFrame)
     description: str = ""  # what the set is (printed under its heading)
     notes: list[str] = field(default_factory=list)  # what was mapped, approximated or left out
+    # class probabilities (rows x the 15 classes) and true classes of the scored rows, for reliability diagrams
+    proba: pd.DataFrame | None = None
+    y_true: np.ndarray | None = None
+
+    def calibration(self, level: str = "class") -> tuple[np.ndarray, np.ndarray] | None:
+        """(probabilities, column index of the truth) at the ``class`` or ``branch`` level, None without
+        probabilities: what ``calibration.reliability`` and ``plot_reliability`` take."""
+        if self.proba is None or self.y_true is None:
+            return None
+        if level == "class":
+            return self.proba.to_numpy(float), truth_indices(self.y_true, CLASSES)
+        truth = [BRANCH_OF[c] for c in self.y_true]
+        return branch_sums(self.proba).to_numpy(float), truth_indices(truth, BRANCHES)
 
     @property
     def n_classes(self) -> int:
@@ -132,7 +151,11 @@ def evaluate(model, features: pd.DataFrame, labels: pd.Series) -> Evaluation:
     y_pred = model.predict(feats).to_numpy(dtype=object)
     top = model.predict_branch_proba(feats)
     b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
-    return _scores(y_true, y_pred, b_pred, feats)
+    ev = _scores(y_true, y_pred, b_pred, feats)
+    if hasattr(model, "predict_proba"):
+        ev.proba = model.predict_proba(feats).reindex(columns=list(CLASSES), fill_value=0.0)
+        ev.y_true = y_true
+    return ev
 
 
 def evaluate_predictions(
@@ -150,7 +173,9 @@ def evaluate_predictions(
     y_pred = p.columns.to_numpy(dtype=object)[p.to_numpy().argmax(axis=1)]
     top = branch_sums(p)
     b_pred = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)]
-    return _scores(y_true, y_pred, b_pred, None if features is None else features[keep])
+    ev = _scores(y_true, y_pred, b_pred, None if features is None else features[keep])
+    ev.proba, ev.y_true = p, y_true
+    return ev
 
 
 def _scores(
@@ -272,10 +297,69 @@ def _compact_confusion(cm: pd.DataFrame) -> pd.DataFrame:
     return cm.loc[rows, cols]
 
 
+def _reliability_section(results: dict[str, Evaluation], out: Path) -> list[str]:
+    """Reliability diagrams (one per level, a curve per set with probabilities) and a table of expected
+    calibration error, log loss and accuracy of the predicted class: how far the probabilities can be trusted."""
+    with_proba = {name: ev for name, ev in results.items() if ev.proba is not None and ev.n}
+    if not with_proba:
+        return []
+    lines = [
+        "## Calibration",
+        "",
+        "Reliability: objects binned by the probability of their predicted class (the confidence), each bin's "
+        "mean confidence against the fraction predicted right; a calibrated model lies on the diagonal. ECE: "
+        "the count-weighted mean gap (10 bins).",
+        "",
+        "| set | level | n | ECE | log loss | accuracy | mean confidence |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    # a set the model trained on (in-sample) says nothing of its calibration where the same set is also scored
+    # out of fold: those stay in the table, out of the diagrams
+    scored_apart = {n.split(" (")[0] for n in with_proba if "(out-of-fold)" in n or "(leave-set-out)" in n}
+    for level in ("branch", "class"):
+        curves = {}
+        for name, ev in with_proba.items():
+            proba, idx = ev.calibration(level)
+            if not (name.split(" (")[0] in scored_apart and name.endswith("(real)")):
+                curves[name] = (proba, idx)
+            lines.append(
+                f"| {name} | {level} | {len(idx)} | {expected_calibration_error(proba, idx):.3f} | "
+                f"{log_loss(proba, idx):.3f} | {(proba.argmax(axis=1) == idx).mean():.3f} | "
+                f"{proba.max(axis=1).mean():.3f} |"
+            )
+        title = "top level (Transient / Stochastic / Periodic)" if level == "branch" else "15 classes"
+        plot_reliability(curves, out / f"reliability_{level}.png", f"Reliability, {title}")
+    _probabilities_frame(with_proba).to_parquet(out / "probabilities.parquet")
+    lines += [
+        "",
+        "Sets scored both in-sample and out of fold (or leave-set-out) are drawn out of fold only. Every scored "
+        "row's probabilities: `probabilities.parquet` (set, row, true class, the 15 classes).",
+        "",
+        "![reliability, top level](reliability_branch.png)",
+        "![reliability, 15 classes](reliability_class.png)",
+        "",
+    ]
+    return lines
+
+
+def _probabilities_frame(results: dict[str, Evaluation]) -> pd.DataFrame:
+    """One row per scored object of every set: set name, row key, true class and the 15 probabilities."""
+    parts = []
+    for name, ev in results.items():
+        part = ev.proba.reset_index(drop=False)
+        part = part.rename(columns={part.columns[0]: "row"})
+        part["row"] = part["row"].astype(str)
+        part.insert(0, "set", name)
+        part.insert(2, "true_class", np.asarray(ev.y_true, dtype=object).astype(str))
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def write_report(
     results: dict[str, Evaluation], out_dir: str | Path, *, model=None, notes: list[str] | None = None
 ) -> Path:
-    """Write ``report.md`` and one PNG per (set, level) confusion matrix into ``out_dir``; returns the .md path."""
+    """Write ``report.md``, one PNG per (set, level) confusion matrix and the reliability diagrams of the sets
+    with probabilities into ``out_dir``; returns the .md path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Light-curve classifier evaluation", ""]
@@ -303,6 +387,7 @@ def write_report(
         "Targets (held-out simulation): top-level balanced accuracy >= 0.95, 15-class macro F1 >= 0.75.",
         "",
     ]
+    lines += _reliability_section(results, out)
     for k, (name, ev) in enumerate(results.items()):
         slug = f"set{k}"
         for level, cm in (("branch", ev.confusion_branch), ("class", ev.confusion_class)):

@@ -744,12 +744,22 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         outlier_estimators=10,
     )
     cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **kwargs)
-    oof = metrics_by_source(cv.proba, real)
+    proba = cv.proba
+    t_top = float(getattr(model, "temperature_top_", 1.0))
+    t_branch = float(getattr(model, "temperature_branch_", 1.0))
+    if (t_top, t_branch) != (
+        1.0,
+        1.0,
+    ):  # the fold models answer as the evaluated model would: same temperatures
+        tempered = tempered_class_proba(cv.top_raw, cv.cond_raw, t_top, t_branch)
+        proba = pd.DataFrame(tempered, index=cv.proba.index, columns=cv.proba.columns)
+    oof = metrics_by_source(proba, real)
     out = {}
     for src, ev in oof.items():
         ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
         out[f"{src} (out-of-fold)"] = ev
-    for src, proba in leave_set_out(sim, real, tpl, **kwargs).items():
+    temps = (t_top, t_branch) if (t_top, t_branch) != (1.0, 1.0) else None
+    for src, proba in leave_set_out(sim, real, tpl, temperatures=temps, **kwargs).items():
         sel = (real.sources == src).to_numpy()
         ev = evaluate_predictions(proba, real.labels[sel], real.features[sel])
         ev.description = f"{REAL_SETS[src][1]}; leave-set-out (a model that saw none of the set)"
@@ -763,6 +773,12 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         f"{args.real_weight:g}) and {n_tpl} template rows; features {FEATURE_VERSION}; "
         f"{time.perf_counter() - t0:.0f} s.",
     ]
+    if (t_top, t_branch) != (1.0, 1.0):
+        notes.append(
+            f"Out-of-fold and leave-set-out probabilities are tempered with the evaluated model's temperatures "
+            f"(top {t_top:.2f}, within branches {t_branch:.2f}): the classes are the fold models', the "
+            f"confidence is scaled as the evaluated model's."
+        )
     return out, notes
 
 

@@ -160,3 +160,46 @@ def stacker_training_set(classifier, seed: int, n_per_class: int = STACK_N_PER_C
     """Simulated second-stage rows from a seed the CNN did not train on (``seed + 500``)."""
     data = build_stamp_set(seed + 500, n_per_class, tuple(classifier.features))
     return simulated_rows(classifier, data, seed)
+
+
+def reliability_sets(
+    classifier,
+    shared_data: str | Path,
+    *,
+    heldout_per_class: int = 600,
+    cv_folds: int = DEFAULT_FOLDS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Final probabilities (second stage, then the business rules: what the pipeline stores) and the truth's
+    column, for reliability diagrams: a held-out simulation (seed + 1000) and the real labelled alerts out of
+    fold (the second stage re-fitted per fold as in training, same seed and rows). Needs a second stage."""
+    if classifier.stacker is None:
+        raise ValueError("reliability_sets needs a stamp model with a second stage")
+    stage = classifier.metadata.get("second_stage", {})
+    seed = int(stage.get("simulated_seed", 501)) - 500
+    weight = float(stage.get("real_weight", REAL_WEIGHT))
+    names = list(STAMP_CLASSES)
+
+    def ruled(proba: np.ndarray, alerts: pd.DataFrame) -> np.ndarray:
+        return apply_rules(
+            pd.DataFrame(proba, columns=names), alerts.reset_index(drop=True), DEFAULT_RULES
+        ).to_numpy()
+
+    def truth(y) -> np.ndarray:
+        return np.array([names.index(c) for c in y])
+
+    held = build_stamp_set(seed + 1000, heldout_per_class, tuple(classifier.features))
+    rows = simulated_rows(classifier, held, 0).take(np.arange(len(held)))
+    out = {
+        f"held-out simulation (seed {seed + 1000})": (
+            ruled(classifier.stacker.predict_proba(rows.x), held.frame),
+            truth(rows.y),
+        )
+    }
+    sim = stacker_training_set(classifier, seed, STACK_N_PER_CLASS)  # as `make models` trains it
+    real = real_rows(classifier, shared_data, weight)
+    oof, _ = cross_validate(sim, real, cv_folds, seed)
+    final = ruled(oof, real.alerts)
+    for source, label in (("alerce", "ALeRCE's labelled stamps"), ("simbad", "SIMBAD-labelled alerts, weak")):
+        sel = real.sources == source
+        out[f"{label} (out-of-fold)"] = (final[sel], truth(real.y[sel]))
+    return out
