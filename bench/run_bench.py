@@ -5,8 +5,9 @@ Prints alerts/s for (a) fastavro decoding alone on the same Dask workers the pip
 their ratio, and peak memory (whole process tree: driver, workers, PostgreSQL); then the same pipeline without
 the history store, replayed over the history it stored, with the stamp classifier, and with features and both
 classifiers (the `make run-night` defaults); how long workers take from start to ready with the default models
-(stamp CNN served by ONNX Runtime, and by TensorFlow for comparison). Figures are only comparable within one run:
-the machine is shared and noisy.
+(stamp CNN served by ONNX Runtime, and by TensorFlow for comparison); and the CPU per alert of the driver, the
+workers and PostgreSQL while processing, with the ratio that CPU allows on always-busy cores. Figures are only
+comparable within one run: the machine is shared and noisy.
 
     python -m bench.run_bench [--copies 4] [--batch-size 500] [--workers 2]
 """
@@ -31,26 +32,66 @@ from alert_broker.pipeline.config import SHARED_ZTF, load_settings
 
 
 class PeakRSS:
-    """Samples the RSS of this process and all its children; keeps the peak of the sum."""
+    """Samples the RSS of this process, all its children and the PostgreSQL servers started since; keeps the
+    peak of the sum, and the CPU seconds each process used (the last sample of each) by kind: the driver
+    (with the LocalCluster's scheduler, in this process), PostgreSQL (server and backends: pg_ctl daemonizes it,
+    so it is found by name) and the Dask worker processes (nannies and workers)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peak_total = 0
         #: (seconds since start, total RSS) per sample: memory over a run
         self.samples: list[tuple[float, int]] = []
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds used since the start)
+        #: (perf_counter, CPU seconds by kind since the start) per sample
+        self.cpu_samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _by_kind(self) -> dict[str, float]:
+        out = {"driver": 0.0, "postgres": 0.0, "workers": 0.0}
+        for kind, sec in self._cpu.values():
+            out[kind] += sec
+        return out
+
+    def cpu_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds by kind (driver, postgres, workers) from the last sample at or before ``start`` to the
+        first at or after ``end`` (``time.perf_counter`` values, e.g. a run's processing window)."""
+        before = [c for t, c in self.cpu_samples if t <= start] or [self.cpu_samples[0][1]]
+        after = [c for t, c in self.cpu_samples if t >= end] or [self.cpu_samples[-1][1]]
+        return {k: after[0][k] - before[-1][k] for k in before[-1]}
+
+    def _processes(self, me: psutil.Process, since: float) -> list[tuple[str, psutil.Process]]:
+        procs = [("driver", me)] + [("workers", p) for p in me.children(recursive=True)]
+        for p in psutil.process_iter(["name", "create_time"]):
+            if (p.info["name"] or "").startswith("postgres") and (p.info["create_time"] or 0) >= since - 1:
+                procs.append(("postgres", p))
+        seen: dict[int, tuple[str, psutil.Process]] = {}
+        for kind, p in procs:  # a postgres child of ours is postgres, not a worker
+            if p.pid not in seen or kind == "postgres":
+                seen[p.pid] = (kind, p)
+        return list(seen.values())
 
     def _run(self) -> None:
         me = psutil.Process()
         t0 = time.perf_counter()
+        since = time.time()
+        start: dict[int, float] = {}
+        for _kind, p in self._processes(me, since):  # CPU already used by running processes is not the run's
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                start[p.pid] = t.user + t.system
         while not self._stop.is_set():
             total = 0
-            for p in [me, *me.children(recursive=True)]:
+            for kind, p in self._processes(me, since):
                 with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = (kind, t.user + t.system - start.get(p.pid, 0.0))
             self.peak_total = max(self.peak_total, total)
-            self.samples.append((time.perf_counter() - t0, total))
+            now = time.perf_counter()
+            self.samples.append((now - t0, total))
+            self.cpu_samples.append((now, self._by_kind()))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -135,6 +176,14 @@ def start_to_ready(workers: int, stamp_runtime: str) -> dict:
     }
 
 
+def cpu_budget(seconds: dict[str, float], alerts: int, decode_per_core: float) -> dict:
+    """CPU per alert by process kind, and the pipeline / decode-only ratio that CPU allows on busy cores."""
+    per = {k: round(1000 * v / alerts, 3) for k, v in seconds.items()}
+    total = sum(seconds.values()) / alerts
+    decode = 1 / decode_per_core
+    return {**per, "total": round(1000 * total, 3), "cpu_bound_ratio": round(decode / total, 3)}
+
+
 def build_night(src: Path, copies: int, dest: Path) -> list[bytes]:
     files = sorted(src.glob("*.avro"))
     payloads = []
@@ -176,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         ready = {rt: start_to_ready(args.workers, rt) for rt in ("onnx", "keras")}
 
         runs = {}
+        cpu: dict[str, dict[str, float]] = {}
         # core: what every alert pays (decode, archive, correction, magstats, history, lake, PostgreSQL);
         # stamps: + the stamp CNN on each new object's first alert; features: the defaults of `make run-night`
         # (+ light-curve features and the light-curve classifier)
@@ -209,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 report = run(settings)
                 wall = time.perf_counter() - t
             runs[label] = (report.summary(), wall, mem.peak_total)
+            # the processing window (first submission to last commit), as the throughput: no start-up
+            cpu[label] = mem.cpu_between(report.processing_started, report.processing_ended)
         # the ceiling again after the pipeline runs: the best of both, so a slow spell on a shared machine during
         # one measurement cannot inflate the ratios
         ceiling_after = _ceiling(payloads, args.workers)
@@ -260,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             "worker_seconds_with_features": sf["worker_seconds"],
             # cluster start -> every worker ready with the default models, by stamp CNN runtime
             "workers_start_to_ready": ready,
+            # where the CPU goes while processing, ms per alert, and the ratio the pipeline could
+            # reach if every core were busy with it all the time: decode-only CPU per alert / all CPU per alert
+            "cpu_ms_per_alert": {k: cpu_budget(cpu[k], n, single) for k in ("core", "features")},
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -316,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  workers start -> ready ({rt:<5})     {r['seconds']} s  (slowest worker's setup "
             f"{r['setup_seconds']}; worker RSS {r['worker_rss_mb']} MB)"
+        )
+    for label, c in figures["cpu_ms_per_alert"].items():
+        print(
+            f"  CPU per alert, {label:<8}          {c['total']} ms (workers {c['workers']}, driver+scheduler "
+            f"{c['driver']}, PostgreSQL {c['postgres']}; decode alone "
+            f"{round(1000 / figures['decode_one_core_alerts_per_s'], 3)}): ratio if the cores were always busy "
+            f"{c['cpu_bound_ratio']}"
         )
     print(f"  driver time per step (s)          {figures['step_seconds']}")
     print(f"  worker CPU per step (s)           {figures['worker_seconds']}")
