@@ -1,0 +1,45 @@
+"""make bench's CPU accounting: the budget arithmetic, the processing-window difference, and a real child
+process's CPU counted as a worker's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.run_bench import PeakRSS, cpu_budget
+
+
+def test_cpu_budget_arithmetic():
+    # 1000 alerts, 1.5 s of CPU in all; decoding alone runs at 2000 alerts/s on a core (0.5 ms each)
+    b = cpu_budget({"driver": 0.25, "postgres": 0.25, "workers": 1.0}, 1000, 2000.0)
+    assert b == {"driver": 0.25, "postgres": 0.25, "workers": 1.0, "total": 1.5, "cpu_bound_ratio": 0.333}
+
+
+def test_cpu_between_takes_the_window():
+    mem = PeakRSS()
+    zero = {"driver": 0.0, "postgres": 0.0, "workers": 0.0}
+    mem.cpu_samples = [
+        (10.0, zero),
+        (11.0, {"driver": 0.1, "postgres": 0.0, "workers": 0.5}),
+        (12.0, {"driver": 0.3, "postgres": 0.1, "workers": 1.5}),
+        (13.0, {"driver": 0.4, "postgres": 0.1, "workers": 2.0}),
+    ]
+    got = mem.cpu_between(11.2, 11.9)  # from the sample at 11.0 to the one at 12.0
+    assert got == pytest.approx({"driver": 0.2, "postgres": 0.1, "workers": 1.0})
+
+
+def test_a_busy_child_counts_as_a_worker():
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    with PeakRSS(interval=0.05) as mem:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", burn])
+        time.sleep(0.3)
+        proc.wait(timeout=30)
+        time.sleep(0.1)
+        t1 = time.perf_counter()
+    cpu = mem.cpu_between(t0, t1)
+    # the child burnt ~0.6 s; the last sample before it exited caught most of it
+    assert 0.3 <= cpu["workers"] <= 1.5
