@@ -7,7 +7,8 @@ host-offset bin x image-quality bin x realisation. A cell is rendered the first 
 by the cell's key, so the bytes never depend on the order) and its encoded bytes are reused afterwards; the
 stamps then agree with the alert's magnitudes to within the bin width.
 
-ZTF stamps are 63x63 float32 gzipped FITS in DN with the same 6-card header as real ones; LSST stamps are 30x30
+ZTF stamps are 63x63 float32 gzipped FITS in DN with the same 6-card header as real ones (a negative candidate's
+difference cutout is reference minus science, as ZTF publishes it: the candidate is bright); LSST stamps are 30x30
 nJy FITS with image, variance (UNCERT) and PSF (PSFIMAGE) HDUs and a TAN WCS whose CRVAL is patched per alert.
 """
 
@@ -24,6 +25,9 @@ from .rng import stream
 
 KINDS = ("star", "galaxy", "bare", "trail", "hot_pixel", "dipole", "cosmic_ray", "streak", "ghost")
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+#: Scenes whose rendered difference carries the candidate's sign (negative flux in science minus reference for a
+#: negative candidate); the other kinds are drawn bright in the difference whatever the sign.
+SIGNED_KINDS = frozenset({"star", "galaxy", "bare", "trail", "dipole"})
 OFFSET_EDGES = np.array([1.4, 4.0])  # arcsec: host offset bins (< 1.4 is where ALeRCE "corrects")
 QUALITY_EDGES = {"ztf": np.array([19.6, 20.35]), "lsst": np.array([23.6, 24.3])}
 #: FWHM of ZTF reference-image (template) point sources [pixels]: Moffat fits to the bright variable stars of the
@@ -350,7 +354,12 @@ class StampBank:
         if cell is None:
             sci, tpl, dif, var, fwhm = render_scene(key, self.survey, self.seed)
             if self.survey == "ztf":
-                cell = (ztf_fits_gz(sci), ztf_fits_gz(tpl), ztf_fits_gz(dif))
+                # ZTF publishes the difference cutout of a negative candidate (isdiffpos 'f') from the negative
+                # (reference minus science) subtraction: the source is bright in it, as in a positive one.
+                # Artefacts are rendered bright in the difference whatever the sign: they stay as they are.
+                flip = key[2] < 0 and KINDS[key[0]] in SIGNED_KINDS
+                cutout = -dif if flip else dif
+                cell = (ztf_fits_gz(sci), ztf_fits_gz(tpl), ztf_fits_gz(cutout))
             else:
                 cell = (lsst_fits(sci, var, fwhm), lsst_fits(tpl, var / 6.0, fwhm), lsst_fits(dif, var, fwhm))
             self._cells[key] = cell

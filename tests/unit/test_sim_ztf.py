@@ -281,3 +281,42 @@ def test_classtar_drifts_towards_half_for_faint_sources():
     med = 0.5 ** (1 / classtar_a(np.array([18.0, 19.5, 20.5, 21.0])))  # median of Beta(a, 1)
     assert med[0] == pytest.approx(0.977, abs=0.002) and med[1] == pytest.approx(0.977, abs=0.002)
     assert med[2] == pytest.approx(0.90, abs=0.01) and med[3] == pytest.approx(0.80, abs=0.01)
+
+
+def _centre(data: bytes) -> np.ndarray:
+    with fits.open(io.BytesIO(gzip.decompress(data))) as hdul:
+        img = np.asarray(hdul[0].data, dtype=float)
+    c = img.shape[0] // 2
+    return img[c - 4 : c + 5, c - 4 : c + 5]
+
+
+def test_negative_candidates_are_bright_in_their_difference_cutout():
+    """ZTF publishes a negative candidate's difference cutout from the reference-minus-science subtraction, so
+    the candidate is bright in it (isdiffpos 'f'); our science-minus-reference rendering is negative there."""
+    from alert_broker.simulator.stamps import KIND_INDEX, StampBank, render_scene
+
+    bank = StampBank("ztf", seed=3)
+    for kind in ("star", "bare", "galaxy"):
+        for sign in (1, -1):
+            key = (KIND_INDEX[kind], 34, sign, 18 if kind != "bare" else 0, 0, 0, 0)  # 17 mag change
+            diff = _centre(bank.get(key)[2])
+            assert diff.max() > 5 * abs(diff.min()), (kind, sign)  # bright, not a hole
+            rendered = render_scene(key, "ztf", 3)[2]
+            c = rendered.shape[0] // 2
+            assert np.sign(rendered[c - 1 : c + 2, c - 1 : c + 2].sum()) == sign  # the physical difference
+    # an artefact is drawn bright whatever the sign, and stays so
+    hot = (KIND_INDEX["hot_pixel"], 34, -1, 0, 0, 0, 0)
+    assert _centre(bank.get(hot)[2]).max() > 0
+
+
+def test_simulated_negative_alerts_carry_a_bright_difference(run):
+    """In a simulated night, isdiffpos 'f' alerts of real (non-bogus) sources: the cutout's centre is bright."""
+    _, records, _ = run
+    n = 0
+    for k, rec in enumerate(records):
+        if rec["candidate"]["isdiffpos"] != "f" or not rec.get("cutoutDifference") or _cls(run, k) == "bogus":
+            continue
+        diff = _centre(rec["cutoutDifference"]["stampData"])
+        assert diff.max() > abs(diff.min()), rec["objectId"]
+        n += 1
+    assert n >= 5
