@@ -228,7 +228,7 @@ def real_light_curves(shared_data: str | Path) -> pd.DataFrame:
         feats, labels = load_real_set(name, shared_data)
         source = "our features" if name in OWN_FEATURE_SETS else "ALeRCE vectors"
         f = _sentinel_to_nan(feats.drop(columns=["FEATURE_VERSION"], errors="ignore"))
-        f = f.assign(**{"class": labels.astype(str).to_numpy(), "set": name, "source": source})
+        f = f.copy().assign(**{"class": labels.astype(str).to_numpy(), "set": name, "source": source})
         parts.append(f.rename_axis("oid").reset_index())
     real = pd.concat(parts, ignore_index=True)
     return real.drop_duplicates(["oid", "source"], keep="first").reset_index(drop=True)
