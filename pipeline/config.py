@@ -149,7 +149,10 @@ class Settings:
             "help": "rewrite the run report (OUT/reports) this often while a run goes on (0: at the end)"
         },
     )
-    batch_size: int = field(default=500, metadata={"help": "messages per micro-batch"})
+    # 2000: a batch's fixed costs (manifest, PostgreSQL round trips, task overhead, one Parquet file per table)
+    # are spread over 4x the alerts of 500, which cut the CPU per alert by ~40 % (docs/operations.md, "Batch
+    # size"); a slow stream still gets small batches, every batch_timeout_s.
+    batch_size: int = field(default=2000, metadata={"help": "messages per micro-batch"})
     batch_timeout_s: float = field(default=5.0, metadata={"help": "max seconds to fill a micro-batch"})
     kafka_group: str = field(default="alert-broker", metadata={"help": "Kafka consumer group"})
     kafka_idle_stop_s: float = field(
@@ -195,13 +198,14 @@ class Settings:
         default=3,
         metadata={"help": "batches in the cluster beside the one being finished (0 = one at a time)"},
     )
-    # On few workers, whole batches side by side beat splitting each batch across workers (no transfers between
-    # workers); on many, each batch is still cut into n_threads/2 decode and region tasks.
+    # One decode and one region task per worker thread and batch: each batch runs on every worker. (Whole batches
+    # side by side, 0.5 each, were better at 500-alert batches; at 2000 they leave a core idle while a batch's
+    # region tasks wait on the previous batch's: docs/operations.md, "Batch size".)
     chunks_per_thread: float = field(
-        default=0.5, metadata={"help": "decode tasks per worker thread and batch"}
+        default=1.0, metadata={"help": "decode tasks per worker thread and batch"}
     )
     regions_per_thread: float = field(
-        default=0.5, metadata={"help": "sky-region tasks per worker thread and batch"}
+        default=1.0, metadata={"help": "sky-region tasks per worker thread and batch"}
     )
     healpix_order: int = field(
         default=10, metadata={"help": "HEALPix order used to group alerts by sky region"}
