@@ -622,15 +622,22 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     while pending:
                         _complete_or_retry(broker, source, pending, report, bar)
 
+                batches = _batches(source)
                 if isinstance(source, KafkaBatches):
                     source.on_revoke(drain)  # several drivers in one consumer group (docs/operations.md)
-                for messages in _batches(source):
-                    if report.processing_started is None:
-                        report.processing_started = time.perf_counter()
-                        report.driver_cpu_started = _process_cpu()
-                    # decode the next batches while the oldest one finishes; commits stay in order
-                    pending.append(broker.submit(messages))
-                    if len(pending) > settings.pipeline_depth:
+                    source.yield_idle = True
+                    batches = source.batches()  # empty batches while the topic is quiet
+                for messages in batches:
+                    if messages:
+                        if report.processing_started is None:
+                            report.processing_started = time.perf_counter()
+                            report.driver_cpu_started = _process_cpu()
+                        # decode the next batches while the oldest one finishes; commits stay in order
+                        pending.append(broker.submit(messages))
+                        if len(pending) > settings.pipeline_depth:
+                            _complete_or_retry(broker, source, pending, report, bar)
+                    # a quiet stream: commit what has finished rather than hold it until the next burst
+                    while pending and not messages and _finished(pending[0]):
                         _complete_or_retry(broker, source, pending, report, bar)
                 drain()
             broker.finish_compaction()
@@ -752,6 +759,11 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
         rep.batch_id, rep.alerts, rep.dead_letters, rep.wall,
         extra={"batch_id": rep.batch_id, "alerts": rep.alerts, "dead_letters": rep.dead_letters},
     )  # fmt: skip
+
+
+def _finished(job: InFlight) -> bool:
+    """Every task of the batch is done (finished or failed): completing it will not wait."""
+    return all(f.done() for f in (*job.small_futs, *job.region_futs))
 
 
 def _batches(source: Source) -> Iterator[list[RawMessage]]:

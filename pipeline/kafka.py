@@ -114,6 +114,9 @@ class KafkaSource:
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.idle_stop_s = idle_stop_s
+        # yield an empty batch after each empty poll: a driver with batches in flight commits the finished ones
+        # while the topic is quiet, instead of holding them until the next burst (set by the driver)
+        self.yield_idle = False
         conf = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -159,6 +162,8 @@ class KafkaSource:
                 yield batch
             elif self.idle_stop_s and now - last_message >= self.idle_stop_s:
                 return
+            elif self.yield_idle:
+                yield []
 
     def poll_batch(self) -> list[RawMessage]:
         """Up to ``batch_size`` messages, or what arrived within ``batch_timeout_s``."""

@@ -63,6 +63,16 @@ class KafkaBatches:
     def batches(self) -> Iterator[list[RawMessage]]:
         return self._src.batches()
 
+    @property
+    def yield_idle(self) -> bool:
+        """Whether ``batches`` yields an empty batch after each empty poll (the driver's cue to commit what
+        finished while the topic is quiet)."""
+        return self._src.yield_idle
+
+    @yield_idle.setter
+    def yield_idle(self, value: bool) -> None:
+        self._src.yield_idle = value
+
     def on_revoke(self, drain: Callable[[], None] | None) -> None:
         """``drain`` finishes and commits every batch in flight; the consumer calls it when the group takes its
         partitions away (another driver joined or left), before they move."""
