@@ -150,7 +150,7 @@ class Settings:
         },
     )
     # 2000: a batch's fixed costs (manifest, PostgreSQL round trips, task overhead, one Parquet file per table)
-    # are spread over 4x the alerts of 500, which cut the CPU per alert by ~40 % (docs/operations.md, "Batch
+    # are spread over 4x the alerts of 500, which cut the CPU per alert by ~30 % (docs/operations.md, "Batch
     # size"); a slow stream still gets small batches, every batch_timeout_s.
     batch_size: int = field(default=2000, metadata={"help": "messages per micro-batch"})
     batch_timeout_s: float = field(default=5.0, metadata={"help": "max seconds to fill a micro-batch"})
