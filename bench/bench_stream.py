@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,16 +37,42 @@ from bench.bench_output import _tansu
 VISIT_SECONDS = 39.0
 
 
-def _alerts_for(rate: float, minutes: float, seed: int) -> list[tuple[str, bytes]]:
-    """Enough simulated ZTF alerts (with stamps) for ``minutes`` at ``rate``, in observing order."""
+class Spool:
+    """The stream's alerts on disk, read back in order while producing: ten minutes at 350 alerts/s are ~16 GB
+    of packets, which must not sit in this process's memory beside the broker's copy."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index: list[tuple[str, int, int]] = []  # key, offset, length
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def keys(self) -> list[str]:
+        return [key for key, _, _ in self.index]
+
+    def messages(self):
+        with open(self.path, "rb") as fh:
+            for key, offset, length in self.index:
+                fh.seek(offset)
+                yield key, fh.read(length)
+
+
+def _alerts_for(rate: float, minutes: float, seed: int, path: Path) -> Spool:
+    """Enough simulated ZTF alerts (with stamps) for ``minutes`` at ``rate``, in observing order, spooled."""
     want = int(rate * minutes * 60)
-    out: list[tuple[str, bytes]] = []
+    spool = Spool(path)
     objects = max(2000, want // 2)
-    while len(out) < want:
-        cfg = SimConfig(survey="ztf", nights=3, objects=objects, seed=seed + len(out))
-        out.extend((str(a.candid), a.payload) for a in iter_alerts(cfg))
-        objects *= 2
-    return out[:want]
+    with open(path, "wb") as fh:
+        while len(spool) < want:
+            cfg = SimConfig(survey="ztf", nights=3, objects=objects, seed=seed + len(spool))
+            for alert in iter_alerts(cfg):
+                if len(spool) >= want:
+                    break
+                spool.index.append((str(alert.candid), fh.tell(), len(alert.payload)))
+                fh.write(alert.payload)
+            objects *= 2
+    return spool
 
 
 def _sample(store: SummaryStore, since: float) -> pd.DataFrame:
@@ -57,10 +84,20 @@ def _sample(store: SummaryStore, since: float) -> pd.DataFrame:
     )
 
 
-def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: int) -> dict:
+def run_rate(rate: float, minutes: float, workdir: Path, seed: int) -> dict:
+    """One rate on its own broker (tansu keeps topics in memory: a broker per rate frees each rate's ~10 GB)."""
+    messages = _alerts_for(rate, minutes, seed, workdir / f"stream-{int(rate)}.bin")
+    proc, bootstrap = _tansu()
+    try:
+        return _measure(rate, minutes, workdir, bootstrap, messages)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _measure(rate: float, minutes: float, workdir: Path, bootstrap: str, messages: Spool) -> dict:
     topic = f"bench-{int(rate)}"
     ensure_topic(bootstrap, topic, partitions=2)
-    messages = _alerts_for(rate, minutes, seed)
     out = workdir / f"out-{int(rate)}"
     cmd = [
         str(Path(sys.executable).with_name("broker")), "run-night", "--source", f"kafka://{bootstrap}/{topic}",
@@ -89,7 +126,7 @@ def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: i
 
         def producer() -> None:
             r = produce(
-                messages,
+                messages.messages(),
                 KafkaTarget(bootstrap, topic),
                 rate=rate,
                 burst=int(round(rate * VISIT_SECONDS)),
@@ -100,9 +137,7 @@ def run_rate(rate: float, minutes: float, workdir: Path, bootstrap: str, seed: i
         prod = threading.Thread(target=producer)
         prod.start()
         backlog = []
-        distinct = len(
-            {key for key, _ in messages}
-        )  # PostgreSQL keeps one row per candid (seeds may repeat one)
+        distinct = len(set(messages.keys()))  # PostgreSQL keeps one row per candid (seeds may repeat one)
         while prod.is_alive() or len(backlog) == 0 or backlog[-1][2] < distinct:
             time.sleep(2.0)
             if driver.poll() is not None:
@@ -182,22 +217,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="reports")
     args = ap.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="broker-bench-stream-"))
-    proc, bootstrap = _tansu()
-    results = []
-    try:
-        for rate in (float(r) for r in args.rates.split(",")):
-            r = run_rate(rate, args.minutes, workdir, bootstrap, args.seed)
-            results.append(r)
-            print(
-                f"  {rate:>5.0f} alerts/s offered ({r['alerts']} alerts, bursts of {int(rate * VISIT_SECONDS)} every "
-                f"{VISIT_SECONDS:.0f} s): {r['achieved']:.0f} alerts/s achieved; produce -> PostgreSQL p50 "
-                f"{r['p50']:.1f} s, p99 {r['p99']:.1f} s, max {r['max']:.1f} s",
-                flush=True,
-            )
-    finally:
-        proc.terminate()
     out = Path(args.out)
+    results = []
+    for rate in (float(r) for r in args.rates.split(",")):
+        workdir = Path(tempfile.mkdtemp(prefix="broker-bench-stream-"))
+        try:
+            r = run_rate(rate, args.minutes, workdir, args.seed)
+            for report in (workdir / f"out-{int(rate)}" / "reports").glob("run-*.md"):
+                out.mkdir(parents=True, exist_ok=True)  # the driver's own night summary, per rate
+                shutil.copy(report, out / f"bench-stream-{int(rate)}-run.md")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # ~90 kB per alert: the raw archive, lake and spool
+        results.append(r)
+        print(
+            f"  {rate:>5.0f} alerts/s offered ({r['alerts']} alerts, bursts of {int(rate * VISIT_SECONDS)} every "
+            f"{VISIT_SECONDS:.0f} s): {r['achieved']:.0f} alerts/s achieved; produce -> PostgreSQL p50 "
+            f"{r['p50']:.1f} s, p99 {r['p99']:.1f} s, max {r['max']:.1f} s",
+            flush=True,
+        )
     plot(results, out / "bench-stream.png")
     (out / "bench-stream.json").write_text(
         json.dumps([{k: v for k, v in r.items() if k not in ("latency_series",)} for r in results], indent=1)
