@@ -21,7 +21,6 @@ import re
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.models import shipped_models
+from alert_broker.pipeline.chain import RegionStage
 from alert_broker.pipeline.config import Settings, redact
 from alert_broker.pipeline.kube import start_kube_cluster
 from alert_broker.pipeline.metrics import Metrics
@@ -58,7 +58,6 @@ from alert_broker.pipeline.tasks import (
     decode_chunk,
     decode_summary,
     process_region,
-    region_done,
     regions_of_batch,
     split_by_region,
 )
@@ -107,7 +106,7 @@ class InFlight:
     ranges: dict[str, dict[int, tuple[int, int]]]
     report: BatchReport
     small_futs: list
-    region_futs: list
+    regions: RegionStage  # the region tasks, submitted once the previous batch's have finished
     t_start: float
     stream: list[StreamMessage] = field(default_factory=list)  # the annotated alerts, once the batch finished
     attempt: int = (
@@ -169,7 +168,7 @@ class Broker:
     store: SummaryStore
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     _seq: int = 0
-    _previous: list = field(default_factory=list)  # the last batch's region_done futures (history order)
+    _previous: RegionStage | None = None  # the last batch's region tasks (history order: pipeline/chain.py)
     outputs: list[Output] = field(default_factory=list)  # the annotated output stream's destinations
     metrics: Metrics | None = None  # Prometheus metrics (--metrics-port)
     in_flight: deque = field(default_factory=deque)  # the batches submitted and not yet committed
@@ -267,22 +266,21 @@ class Broker:
         n_regions = max(1, int(self.n_threads() * self.settings.regions_per_thread))
         region_map = submit(regions_of_batch, small_futs, n_regions, self.settings.healpix_order)
         split_futs = [submit(split_by_region, f, region_map, n_regions) for f in dec_futs]
-        region_futs = [
-            submit(
-                process_region,
-                [submit(operator.getitem, sf, r) for sf in split_futs],
-                batch_id,
-                r,
-                region_config,
-                self._previous,
-            )
-            for r in range(n_regions)
-        ]
+        pieces = [[submit(operator.getitem, sf, r) for sf in split_futs] for r in range(n_regions)]
+        regions = RegionStage(
+            lambda: [submit(process_region, pieces[r], batch_id, r, region_config) for r in range(n_regions)]
+        )
         if region_config.history is not None:
-            # the next batch's region tasks start after this batch's: they read the history it writes
-            self._previous = [submit(region_done, f) for f in region_futs]
+            # the region tasks read the history the previous batch's write: they start once those have finished
+            previous, self._previous = self._previous, regions
+            if previous is not None:
+                previous.then(regions)
+            else:
+                regions.start()
+        else:
+            regions.start()
         rep.regions = n_regions
-        return InFlight(messages, batch_id, ranges, rep, small_futs, region_futs, t_start, attempt=attempt)
+        return InFlight(messages, batch_id, ranges, rep, small_futs, regions, t_start, attempt=attempt)
 
     def observe(self, rep: BatchReport, latencies: np.ndarray, source: Source, report: RunReport) -> None:
         """After a commit: the metrics, and the rolling run report every ``report_every_s``."""
@@ -309,11 +307,11 @@ class Broker:
             decoded: list[DecodeSummary] = client.gather(job.small_futs)
             rep.seconds["decode"] = time.perf_counter() - t
             t = time.perf_counter()
-            regions: list[RegionResult] = client.gather(job.region_futs)
+            regions: list[RegionResult] = client.gather(job.regions.wait())
             rep.seconds["science+lake"] = time.perf_counter() - t
         except Exception as err:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled or a failed task
             raise BatchFailed(job, err) from err
-        job.region_futs.clear()
+        job.regions.futures = []
 
         paths: list[str] = []
         for r in regions:
@@ -402,8 +400,9 @@ class Broker:
             DeadLetter(m.source, m.partition, m.offset, reason, "PoisonBatch", m.loaded().payload, m.key)
             for m in job.messages
         ]
-        for fut in [*job.small_futs, *job.region_futs]:
+        for fut in job.small_futs:
             fut.cancel()
+        job.regions.cancel()
         rep = job.report
         paths = self._write_dead_letters(dead, job.batch_id)
         rep.dead_letters = len(dead)
@@ -416,8 +415,8 @@ class Broker:
         return rep
 
     def reset_chain(self) -> None:
-        """Forget the history-order dependency (after cancelling the batches in flight)."""
-        self._previous = []
+        """Forget the history order (after cancelling the batches in flight): the next batch starts at once."""
+        self._previous = None
 
     def _science_dead_letters(self, failed: pd.DataFrame) -> list[DeadLetter]:
         """Dead letters for alerts whose science failed, with their raw packets from the archive."""
@@ -608,7 +607,9 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
             log.info("Prometheus metrics: http://0.0.0.0:%d/metrics", settings.metrics_port)
         status = "failed"
         try:
-            with Progress(total=source.total(), enabled=settings.progress) as bar:
+            # a tarball's total costs a pass over it: only a progress display needs one
+            total = source.total() if settings.progress else None
+            with Progress(total=total, enabled=settings.progress) as bar:
                 pending: deque[InFlight] = deque()
                 broker.in_flight = pending
 
@@ -622,12 +623,10 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     while pending:
                         _complete_or_retry(broker, source, pending, report, bar)
 
-                batches = _batches(source)
                 if isinstance(source, KafkaBatches):
                     source.on_revoke(drain)  # several drivers in one consumer group (docs/operations.md)
-                    source.yield_idle = True
-                    batches = source.batches()  # empty batches while the topic is quiet
-                for messages in batches:
+                    source.yield_idle = True  # empty batches while the topic is quiet
+                for messages in source.batches():
                     if messages:
                         if report.processing_started is None:
                             report.processing_started = time.perf_counter()
@@ -679,8 +678,9 @@ def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: R
             later = list(pending)
             pending.clear()
             for other in later:
-                for fut in [*other.small_futs, *other.region_futs]:
+                for fut in other.small_futs:
                     fut.cancel()
+                other.regions.cancel()
             broker.reset_chain()
             if _out_of_space(failure.cause):
                 raise failure.cause from failure  # retrying cannot help: stop, commit nothing, say why
@@ -763,13 +763,7 @@ def _complete(broker: Broker, source: Source, job: InFlight, report: RunReport, 
 
 def _finished(job: InFlight) -> bool:
     """Every task of the batch is done (finished or failed): completing it will not wait."""
-    return all(f.done() for f in (*job.small_futs, *job.region_futs))
-
-
-def _batches(source: Source) -> Iterator[list[RawMessage]]:
-    for batch in source.batches():
-        if batch:
-            yield batch
+    return all(f.done() for f in job.small_futs) and job.regions.done()
 
 
 def lake_spec(settings: Settings) -> LakeSpec:

@@ -195,17 +195,12 @@ def split_by_region(chunk: DecodedChunk, oid_region: pd.Series, n_regions: int) 
 
 
 def process_region(
-    pieces: list[RegionPiece | Tables],
-    batch_id: str,
-    region: int,
-    config: RegionConfig,
-    after: object = None,
+    pieces: list[RegionPiece | Tables], batch_id: str, region: int, config: RegionConfig
 ) -> RegionResult:
     """The steps of one sky region of a batch, then its lake files (and the history rows the store lacked).
 
-    ``after`` is only a dependency: the previous batch's region tasks, so a batch always sees the history its
-    predecessors wrote."""
-    del after
+    With a history store the driver submits it once the previous batch's region tasks have finished
+    (pipeline/chain.py), so a batch always sees the history its predecessors wrote."""
     ctx = StepContext(config, resources())
     t0 = time.thread_time()
     pieces = [p if isinstance(p, RegionPiece) else RegionPiece(p) for p in pieces]
@@ -251,11 +246,6 @@ def process_region(
         counts.update(filter_counts)
         ctx.seconds["annotate"] = time.thread_time() - t
     return RegionResult(rows, paths, counts, ctx.seconds, state.failed, stream, notes)
-
-
-def region_done(result: RegionResult) -> int:
-    """A tiny stand-in for a finished region task (the next batch waits on these, not on the results)."""
-    return len(result.paths)
 
 
 def compact_share(
