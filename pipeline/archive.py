@@ -73,6 +73,9 @@ def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
                 fileobj = tar.extractfile(member)
                 assert fileobj is not None  # regular files always have one
                 yield _member_key(member.name), fileobj.read()
+            # tarfile keeps every member it has read in ``tar.members``, even when streaming: ~0.7 kB each,
+            # 0.2 GB of the driver's memory per 300,000 alerts of a night's tarball. Nothing here looks back.
+            tar.members = []
 
 
 def _iter_packets(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -128,8 +131,12 @@ def count_archive(path: str | Path) -> int:
     if path.is_dir():
         return len(_folder_files(path))
     if path.is_file() and is_tarball(path):
+        n = 0
         with tarfile.open(path, mode="r|gz") as tar:
-            return sum(1 for m in tar if m.isfile() and _is_packet_name(m.name))
+            for m in tar:
+                n += m.isfile() and _is_packet_name(m.name)
+                tar.members = []  # as in _iter_tar: do not keep a million headers
+        return n
     if path.exists():
         raise ValueError(f"{path} is neither a folder nor a .tar.gz/.tgz archive of .avro files")
     raise FileNotFoundError(f"archive {path} does not exist")
