@@ -65,7 +65,7 @@ class RegionStage:
                 self._next = stage
                 return
             ok = self._ok
-        stage.start() if ok else stage.fail(PreviousBatchFailed("the previous batch's region tasks failed"))
+        _hand_over(stage, ok)
 
     def fail(self, error: BaseException) -> None:
         """Never submit: the batch is cancelled, or the one before it failed."""
@@ -111,4 +111,12 @@ class RegionStage:
             nxt, self._next = self._next, None
             ok = self._ok
         if nxt is not None:
-            nxt.start() if ok else nxt.fail(PreviousBatchFailed("the previous batch's region tasks failed"))
+            _hand_over(nxt, ok)
+
+
+def _hand_over(stage: RegionStage, ok: bool) -> None:
+    """The stage before ``stage`` has finished: submit it, or fail it if that one failed."""
+    if ok:
+        stage.start()
+    else:
+        stage.fail(PreviousBatchFailed("the previous batch's region tasks failed"))
