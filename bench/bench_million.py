@@ -10,7 +10,8 @@ shows: that a night of LSST-era size goes through in one run with flat memory, a
                                   [--compact-every N]
 
 ``--tar`` writes the night as one .tar.gz, which run-night streams in one pass: 10^6 alerts then fit on a disk
-of ~60 GB free (the tarball ~8 GB, the raw archive's uncompressed copy ~38 GB, the lake and PostgreSQL).
+of ~30 GB free (the tarball ~8 GB; the raw archive's zstd copy of these stamp-free packets ~2 GB, uncompressed it
+was ~38 GB; the lake and PostgreSQL).
 
 With ``--keep DIR`` a night already simulated there is reused.
 """
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tar",
         action="store_true",
-        help="the night as one .tar.gz (~8 kB per alert against ~38 kB: 10^6 alerts and the raw archive fit in "
-        "~50 GB of disk)",
+        help="the night as one .tar.gz (~8 kB per alert against ~38 kB: 10^6 alerts and their outputs fit in "
+        "~30 GB of disk)",
     )
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one, removed)")
     ap.add_argument("--json", help="also write the figures to this file")
