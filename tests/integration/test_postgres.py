@@ -226,3 +226,60 @@ def test_an_exclusive_lock_has_one_holder_at_a_time(summary_store):
     with other.exclusive("history-compaction") as theirs:  # released on exit
         assert theirs
     other.close()
+
+
+def test_copy_keeps_every_value_exactly(summary_store: SummaryStore):
+    """The COPY text (Arrow's CSV writer) against values CSV gets wrong easily: shortest-form doubles read back
+    bit for bit, infinities, NaN as NULL, NULL vs the empty string vs the text \\N (pandas' writer turned that
+    one into NULL), quotes/commas/newlines, 64-bit ids beyond float64, nullable integers, timestamps, mixed
+    objects."""
+    rng = np.random.default_rng(5)
+    n = 200
+    mjd = 59000.0 + rng.random(n) * 10.0 ** rng.integers(-12, 3, n)  # awkward binary fractions
+    mag = rng.standard_normal(n) * 10.0 ** rng.integers(-300, 300, n).astype(float)
+    mag[:4] = [np.inf, -np.inf, np.nan, 0.1 + 0.2]
+    text = ["", None, 'quote " and, comma\nnewline', "\\N", "plain"] * (n // 5)
+    alerts = pd.DataFrame(
+        {
+            "candid": BIG + np.arange(n, dtype=np.int64),
+            "oid": [f"ZTF{i}" for i in range(n)],
+            "survey": "ztf",
+            "mjd": mjd,
+            "night": pd.array([20200531, pd.NA] * (n // 2), dtype="Int64"),
+            "fid": np.ones(n, dtype="int16"),
+            "ra": rng.random(n) * 360.0,
+            "dec": rng.random(n) * 180.0 - 90.0,
+            "magpsf": mag,
+            "raw_path": text,
+            "batch_id": "b1",
+            "produced_at": pd.to_datetime(1.7e9 + np.arange(n) * 0.5, unit="s", utc=True),
+        }
+    )
+
+    def stored() -> pd.DataFrame:
+        got = summary_store.fetch_df(
+            "SELECT candid, mjd, magpsf, raw_path, night, produced_at FROM alert ORDER BY candid"
+        )
+        return got.reset_index(drop=True)
+
+    assert summary_store.upsert("alert", alerts) == n
+    got = stored()
+    assert got["candid"].tolist() == alerts["candid"].tolist()
+    assert np.array_equal(got["mjd"].to_numpy(float), mjd)  # bit for bit
+    assert np.array_equal(got["magpsf"].to_numpy(float)[3:], mag[3:], equal_nan=True)
+    assert (
+        got["magpsf"].iloc[0] == np.inf
+        and got["magpsf"].iloc[1] == -np.inf
+        and pd.isna(got["magpsf"].iloc[2])
+    )
+    assert [None if pd.isna(v) else v for v in got["raw_path"]] == text  # NULL and "" stay apart
+    assert [None if pd.isna(v) else int(v) for v in got["night"]] == [20200531, None] * (n // 2)
+    epoch = pd.Timestamp(0, tz="UTC")
+    seconds = (pd.to_datetime(got["produced_at"], utc=True) - epoch).dt.total_seconds().to_numpy()
+    assert np.allclose(seconds, 1.7e9 + np.arange(n) * 0.5, rtol=0, atol=1e-6)
+
+    # a column Arrow cannot write as values (mixed Python objects) goes as each value's text
+    mixed = alerts.iloc[:5].assign(raw_path=[1, "a", None, 2.5, b"z"], candid=BIG + np.arange(1000, 1005))
+    assert summary_store.upsert("alert", mixed) == 5
+    back = summary_store.fetch_df(f"SELECT raw_path FROM alert WHERE candid >= {BIG + 1000} ORDER BY candid")
+    assert [None if pd.isna(v) else v for v in back["raw_path"]] == ["1", "a", None, "2.5", "b'z'"]
