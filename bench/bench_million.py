@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,55 @@ from bench.run_bench import PeakRSS
 #: Alerts per simulated object in one ZTF night (measured on the simulator: objects are detected ~2.3 times a
 #: night on average); the first guess of objects, corrected once after a small calibration run.
 ALERTS_PER_OBJECT_GUESS = 2.0
+
+
+class ProgressSampler:
+    """Reads the run report's ``alerts_written`` every few seconds while run-night runs (it rewrites the report
+    every 30 s here): the rate over the night, where the night's total hides a rate that falls."""
+
+    def __init__(self, reports: Path, interval: float = 10.0) -> None:
+        self.reports, self.interval = reports, interval
+        self.samples: list[tuple[float, int]] = []  # (processing seconds, alerts written)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seen = None
+        while not self._stop.wait(self.interval):
+            for path in self.reports.glob("run-*.json"):
+                try:
+                    summary = json.loads(path.read_text())["summary"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                point = (
+                    float(summary.get("processing_seconds") or 0),
+                    int(summary.get("alerts_written") or 0),
+                )
+                if point != seen:
+                    self.samples.append(point)
+                    seen = point
+
+    def rates(self, parts: int) -> list[float]:
+        """Alerts per second over each of ``parts`` equal spans of the sampled processing time."""
+        pts = sorted({(0.0, 0), *self.samples})
+        end = pts[-1][0]
+        if end <= 0:
+            return []
+        out = []
+        for k in range(parts):
+            lo, hi = k * end / parts, (k + 1) * end / parts
+            a = max((p for p in pts if p[0] <= lo), default=pts[0])
+            b = min((p for p in pts if p[0] >= hi), default=pts[-1])
+            out.append(round((b[1] - a[1]) / (b[0] - a[0]), 1) if b[0] > a[0] else 0.0)
+        return out
+
+    def __enter__(self) -> ProgressSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _broker() -> str:
@@ -113,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--lc-model", "none", "--no-features"]
         if args.compact_every is not None:
             cmd += ["--compact-every", str(args.compact_every)]
+        # the run report rewritten every 30 s: alerts written over the night, read by a sampler meanwhile
+        cmd += ["--report-every-s", "30"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        with PeakRSS(interval=1.0) as mem:
+        with PeakRSS(interval=1.0) as mem, ProgressSampler(out / "reports") as progress:
             t = time.perf_counter()
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - t
@@ -152,6 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             "driver_cpu_ms_per_alert": summary.get("driver_cpu_ms_per_alert"),
             "history_compaction": summary.get("history_compaction"),
             "history_compactions_during_run": summary.get("counts", {}).get("history_compactions", 0),
+            "history_rows_rewritten_during_run": summary.get("counts", {}).get("history_rows_rewritten", 0),
+            "history_rows_written": summary.get("counts", {}).get("history_rows_written", 0),
+            # wall seconds of each periodic compaction (submitted -> seen done, the batches going on meanwhile)
+            "compaction_seconds": [
+                float(x)
+                for x in re.findall(
+                    r"history compaction during the run: .* in ([0-9.]+) s", done.stdout + done.stderr
+                )
+            ],
+            # alerts per second over each fifth of the processing (the report's count every 30 s)
+            "alerts_per_second_by_fifth": progress.rates(5),
             "worker_seconds": summary.get("worker_seconds"),
         }
     finally:

@@ -438,10 +438,11 @@ class Broker:
             for row in failed.itertuples(index=False)
         ]
 
-    def start_compaction(self, priority: int = 0) -> Compaction | None:
+    def start_compaction(self, priority: int = 0, tiered: bool = False) -> Compaction | None:
         """Submit the folding of the history deltas into their pixel folders (one Dask task per share of the
         pixels) and return at once; None when there is nothing to fold, no history, or another driver sharing
-        the lake holds the compaction lock (its compaction, or the next, folds our deltas too)."""
+        the lake holds the compaction lock (its compaction, or the next, folds our deltas too). ``tiered``
+        (the periodic ones) rewrites only a pixel's newest, smallest files (storage/history.py)."""
         history = self.region_config.history
         if history is None:
             return None
@@ -458,7 +459,9 @@ class Broker:
         shares = self.n_threads()
         spec = lake_spec(self.settings)
         futs = [
-            self.client.submit(compact_share, spec, history, k, shares, deltas, pure=False, priority=priority)
+            self.client.submit(
+                compact_share, spec, history, k, shares, deltas, tiered, pure=False, priority=priority
+            )
             for k in range(shares)
         ]
         return Compaction(futs, deltas, store, lock)
@@ -480,11 +483,15 @@ class Broker:
                 log.warning("history compaction failed, its deltas are kept: %s", err)
                 return
             report.counts["history_compactions"] = report.counts.get("history_compactions", 0) + 1
+            # stored rows read and written again: what a compaction costs, and what tiers keep from growing
+            report.counts["history_rows_rewritten"] = report.counts.get(
+                "history_rows_rewritten", 0
+            ) + done.get("rows_rewritten", 0)
             log.info("history compaction during the run: %s in %.1f s", done, job.seconds())
         every = self.settings.compact_every
         if self._compaction is None and every and report.n_batches % every == 0:
             # the priority of the latest batch: after the batches before it, before the ones after it
-            self._compaction = self.start_compaction(priority=-self._seq)
+            self._compaction = self.start_compaction(priority=-self._seq, tiered=True)
 
     def finish_compaction(self) -> None:
         """Wait for a periodic compaction still running (the end of a run, before the final one)."""

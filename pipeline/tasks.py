@@ -249,7 +249,13 @@ def process_region(
 
 
 def compact_share(
-    lake: LakeSpec, history: HistorySpec, share: int, shares: int, deltas: dict[str, list[str]]
+    lake: LakeSpec,
+    history: HistorySpec,
+    share: int,
+    shares: int,
+    deltas: dict[str, list[str]],
+    tiered: bool = False,
 ) -> dict[str, int]:
-    """One Dask task of the end-of-run compaction: the pixels ``p % shares == share``."""
-    return resources().history(lake, history).compact_share(share, shares, deltas)
+    """One Dask task of a history compaction: the pixels ``p % shares == share`` (``tiered``: a periodic one,
+    storage/history.py)."""
+    return resources().history(lake, history).compact_share(share, shares, deltas, tiered=tiered)

@@ -7,13 +7,15 @@ store did not have, so features and magstats see every night while no task reads
 
 Layout (hats-style, so a pixel's files sit together and ``lsdb``-like tools can walk it)::
 
-    {lake}/history/{table}/Norder={k}/Dir={d}/Npix={p}/compacted-{digest}.parquet  (the pixel's rows)
+    {lake}/history/{table}/Norder={k}/Dir={d}/Npix={p}/compacted-{gen}-{rows}-{digest}.parquet  (the pixel's rows)
     {lake}/history/{table}/Norder={k}/deltas/{batch_id}-rNNN.parquet                (new rows, one per task)
 
 A region task writes its new rows as ONE delta file per table (rows carry their ``pixel``, sorted by it), not
 one file per pixel: a batch spread over the sky would otherwise write hundreds of tiny files. Readers take a
-pixel's compacted file plus the delta rows of that pixel; compaction (at the end of a run, or ``broker history
-compact``) folds the deltas into the pixel folders and removes them. A run that died before compacting leaves
+pixel's compacted files plus the delta rows of that pixel; compaction (at the end of a run, or ``broker history
+compact``) folds the deltas into the pixel folders, one file per pixel, and removes them. The periodic
+compactions during a run are tiered (``compact_share``): a pixel then holds a few files of geometrically
+growing size, oldest generation first. A run that died before compacting leaves
 its deltas, which the next run reads and compacts.
 
 with ``table`` one of ``objects`` (the object index: oid, survey, first position, pixel, cross-survey id),
@@ -216,8 +218,8 @@ class HistoryStore:
         return isinstance(size, int) and size > self.cache_bytes // 8
 
     def _tables(self, folder: str, wanted: pa.Array | None = None) -> dict[str, pa.Table]:
-        """{path: table} of every file in ``folder``, compacted files first, then the rest by name (later
-        writes win ties). Files already read by this process and unchanged since come from the cache; files
+        """{path: table} of every file in ``folder``, compacted files first (oldest generation first), then the
+        rest by name (later writes win ties). Files already read by this process and unchanged since come from the cache; files
         gone since (compacted away) leave it. With ``wanted`` oids, files too big to cache come back with
         only those objects' rows (the others whole: the caller filters)."""
         listing = self._listing(folder)
@@ -245,7 +247,7 @@ class HistoryStore:
             while self._cached > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
-        order = sorted([*files, *partial], key=lambda p: (not _is_compacted(p), p))
+        order = sorted([*files, *partial], key=lambda p: (not _is_compacted(p), _generation(p), p))
         return {p: files[p][1] if p in files else partial[p] for p in order}
 
     def read_pixel(self, table: str, pixel: int) -> pd.DataFrame:
@@ -350,13 +352,23 @@ class HistoryStore:
 
     # ------------------------------------------------------------------------------------- compaction
     def compact_share(
-        self, share: int = 0, shares: int = 1, deltas: dict[str, list[str]] | None = None
+        self,
+        share: int = 0,
+        shares: int = 1,
+        deltas: dict[str, list[str]] | None = None,
+        tiered: bool = False,
     ) -> dict[str, int]:
         """Fold the delta rows of the pixels ``p % shares == share`` into their pixel folders: per pixel one
-        compacted file (rows deduplicated, sorted by oid and time), written before the files it replaces are
+        new compacted file (rows deduplicated, sorted by oid and time), written before the files it replaces are
         removed, so a reader at any moment sees every row at least once. The deltas themselves are left for
-        the caller to remove once every share is done (``drop_deltas``). Returns counts."""
-        stats = {"pixels": 0, "files_before": 0, "files_after": 0}
+        the caller to remove once every share is done (``drop_deltas``). Returns counts.
+
+        A full compaction (the end of a run, ``broker history compact``) merges everything into one file per
+        pixel. A ``tiered`` one (periodic, during a run) merges the new rows only with the pixel's newest files
+        while each is no bigger than the rows merged so far (``_tier``): rewriting the whole pixel every time
+        made a night's periodic compactions cost the square of its history (each one rewrote every row stored
+        so far), where tiers keep a row's rewrites to about log2 of the compactions."""
+        stats = {"pixels": 0, "files_before": 0, "files_after": 0, "rows_rewritten": 0}
         for table in HISTORY_KEYS:
             paths = (deltas or {}).get(table) if deltas is not None else self.delta_files(table)
             # each delta file cut to this share's pixels as it is read: a share never holds the others' rows
@@ -373,23 +385,26 @@ class HistoryStore:
             cuts = [0, *(np.flatnonzero(np.diff(pix)) + 1).tolist(), len(pix)]
             for a, b in itertools.pairwise(cuts):
                 folder = self.folder(table, int(pix[a]))
-                old = self._listing(folder)
-                if old:
-                    stored = _concat([self._read_file(f) for f in sorted(old)])
+                old = sorted(self._listing(folder), key=_generation)
+                merge = _tier(old, b - a) if tiered else old
+                if merge:
+                    stored = _concat([self._read_file(f) for f in merge])  # oldest first: later rows win
                     merged = dedupe_rows(table, pd.concat([stored, rows.iloc[a:b]], ignore_index=True))
                     merged = merged.sort_values(within, kind="stable").reset_index(drop=True)
                     out = frame_to_arrow(merged)
+                    stats["rows_rewritten"] += len(stored)
                 else:
                     out = arrow.slice(a, b - a)
                 digest = hashlib.sha1(
-                    ("\n".join(sorted(old)) + "|" + "\n".join(sorted(paths))).encode()
+                    ("\n".join(sorted(merge)) + "|" + "\n".join(sorted(paths))).encode()
                 ).hexdigest()[:16]
-                target = f"{folder}/compacted-{digest}.parquet"
+                generation = 1 + max((_generation(f) for f in old), default=0)
+                target = f"{folder}/{_compacted_name(generation, out.num_rows, digest)}"
                 self._write(out, target, row_group_size=COMPACTED_ROW_GROUP)
-                self._remove(f for f in old if f != target)
+                self._remove(f for f in merge if f != target)
                 stats["pixels"] += 1
                 stats["files_before"] += len(old) + 1
-                stats["files_after"] += 1
+                stats["files_after"] += len(old) - len(merge) + 1
         return stats
 
     @staticmethod
@@ -414,3 +429,37 @@ class HistoryStore:
 
 def _is_compacted(path: str) -> bool:
     return os.path.basename(path).startswith("compacted-")
+
+
+def _compacted_name(generation: int, rows: int, digest: str) -> str:
+    """``compacted-{generation}-{rows}-{digest}.parquet``: the generation orders a pixel's files by age (a
+    reader lets later rows win), the row count lets a tiered compaction choose without opening the file."""
+    return f"compacted-{generation:06d}-{rows}-{digest}.parquet"
+
+
+def _compacted_info(path: str) -> tuple[int, int | None]:
+    """(generation, rows) from a compacted file's name; (0, None) for other names, e.g. the single
+    ``compacted-{digest}.parquet`` of stores written before generations: the oldest, of unknown size."""
+    parts = os.path.basename(path).removesuffix(".parquet").split("-")
+    if len(parts) == 4 and parts[0] == "compacted" and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return 0, None
+
+
+def _generation(path: str) -> int:
+    return _compacted_info(path)[0]
+
+
+def _tier(files: list[str], new_rows: int) -> list[str]:
+    """Which of a pixel's files (oldest first) a tiered compaction merges with ``new_rows`` new rows: the
+    newest ones, while each holds no more rows than those merged so far. With equal deltas the files grow
+    like a binary counter (n, 2n, 4n, ... rows), so a pixel keeps about log2(compactions) files and a row is
+    rewritten about as often; a file of unknown size is merged only by a full compaction."""
+    merged, total = [], new_rows
+    for path in reversed(files):
+        rows = _compacted_info(path)[1]
+        if rows is None or rows > total:
+            break
+        merged.append(path)
+        total += rows
+    return merged[::-1]
