@@ -74,6 +74,10 @@ class SurveySpec:
     default_start_mjd: float
     objects_per_field: int  # how many simulated objects share one pointing (sets the visit burst size)
     field_half_width: float = 1.7  # objects lie within +-this many degrees of their pointing's centre
+    # Most pointings a run gets by default: as many as one night's exposures can visit (40 s each in ~0.4 d of
+    # dark time). Beyond it a run puts more objects on each pointing instead: with more, a night's exposures
+    # spilled days past its end, into the next nights' times, and ZTF's time-built ids (pid, candid) repeated.
+    max_fields: int = 800
 
     @property
     def nbands(self) -> int:
@@ -110,6 +114,7 @@ ZTF = SurveySpec(
     default_start_mjd=60676.0,  # 2025-01-01
     objects_per_field=500,
     field_half_width=3.4,
+    max_fields=800,  # ~730 exposures a night, about what ZTF takes
 )
 
 LSST = SurveySpec(
@@ -136,6 +141,7 @@ LSST = SurveySpec(
     default_start_mjd=61100.0,  # 2026-03-30
     objects_per_field=1000,
     field_half_width=1.7,
+    max_fields=2000,  # ~870 visits a night, about Rubin's
 )
 
 SURVEYS = {"ztf": ZTF, "lsst": LSST}

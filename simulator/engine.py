@@ -254,7 +254,21 @@ def run_parallel(cfg: SimConfig, root: str) -> pd.DataFrame:
     man = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(man):
         man = man.sort_values(["night", "mjd", "candid"], kind="stable").reset_index(drop=True)
+        check_unique_ids(man)
     return man
+
+
+def check_unique_ids(manifest: pd.DataFrame) -> None:
+    """Every alert's id must be its own: files are named by it, so a repeated id means one alert overwrote
+    another and the run holds fewer alerts than it reports (a 4-million-object ZTF run once lost 23 %)."""
+    repeated = manifest["candid"].duplicated(keep=False)
+    if repeated.any():
+        example = manifest.loc[repeated, ["candid", "oid", "mjd"]].head(4).to_dict("records")
+        raise RuntimeError(
+            f"{int(manifest['candid'].duplicated().sum())} of {len(manifest)} simulated alerts repeat another "
+            f"alert's id (e.g. {example}): ids are built from the exposure time, so this means one night's "
+            "exposures overlap another's; use fewer pointings (SimConfig.n_fields) for this many objects"
+        )
 
 
 @dataclass

@@ -337,11 +337,18 @@ def _year_of(mjd: float) -> int:
     )
 
 
+def default_fields(objects: int, objects_per_field: int, max_fields: int) -> int:
+    """Pointings of a run of ``objects``: one per ``objects_per_field`` objects, at least 40 (fewer only for
+    tiny runs), at most ``max_fields``."""
+    return int(min(objects, max(40, min(max_fields, np.ceil(objects / objects_per_field)))))
+
+
 def make_fields(cfg: SimConfig, rng: np.random.Generator) -> pd.DataFrame:
     """Pointings of the simulated footprint, placed where the night sky is during the run (RA near anti-Sun)."""
     spec = cfg.spec
-    # At least ~40 pointings (fewer only for tiny runs), so that cadence and conditions vary as across a survey.
-    nf = cfg.n_fields or int(min(cfg.objects, max(40, np.ceil(cfg.objects / spec.objects_per_field))))
+    # At least ~40 pointings (fewer only for tiny runs), so that cadence and conditions vary as across a survey;
+    # at most what one night's exposures can visit (SurveySpec.max_fields).
+    nf = cfg.n_fields or default_fields(cfg.objects, spec.objects_per_field, spec.max_fields)
     mid = cfg.first_mjd() + cfg.nights / 2
     anti = (sun_ra_deg(mid) + 180.0) % 360.0
     ra = (anti + rng.uniform(-75, 75, nf)) % 360.0

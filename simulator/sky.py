@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .config import CLASSES, SURVEYS, SimConfig, SurveySpec
-from .population import class_counts, draw_class, field_ids, finish_population
+from .population import class_counts, default_fields, draw_class, field_ids, finish_population
 from .rng import stream
 from .timeutil import sun_ra_deg
 
@@ -69,7 +69,8 @@ def patch_half_width(cfg: SimConfig) -> float:
 def n_patches(cfg: SimConfig) -> int:
     """As many pointings as the survey with the fewest objects per field would use (at least ~40)."""
     per = min(SURVEYS[s].objects_per_field for s in cfg.surveys)
-    return cfg.n_fields or int(min(cfg.objects, max(40, np.ceil(cfg.objects / per))))
+    most = min(SURVEYS[s].max_fields for s in cfg.surveys)
+    return cfg.n_fields or default_fields(cfg.objects, per, most)
 
 
 def make_patches(cfg: SimConfig, rng: np.random.Generator) -> pd.DataFrame:
