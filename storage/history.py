@@ -370,42 +370,80 @@ class HistoryStore:
         so far), where tiers keep a row's rewrites to about log2 of the compactions."""
         stats = {"pixels": 0, "files_before": 0, "files_after": 0, "rows_rewritten": 0}
         for table in HISTORY_KEYS:
-            paths = (deltas or {}).get(table) if deltas is not None else self.delta_files(table)
+            paths = sorted((deltas or {}).get(table) or []) if deltas is not None else self.delta_files(table)
             # each delta file cut to this share's pixels as it is read: a share never holds the others' rows
-            rows = _concat([self._share_of(self._read_file(p), share, shares) for p in sorted(paths or [])])
-            if rows.empty:
-                continue
-            # deduplicate and sort the whole share once, then cut it into pixels: pixels that had no file yet
-            # (most of them on a first night) are written straight from an Arrow slice
-            within = [c for c in ("oid", "mjd") if c in rows.columns]
-            rows = dedupe_rows(table, rows, extra=("pixel",))
-            rows = rows.sort_values(["pixel", *within], kind="stable").reset_index(drop=True)
-            arrow = frame_to_arrow(rows)
-            pix = rows["pixel"].to_numpy()
-            cuts = [0, *(np.flatnonzero(np.diff(pix)) + 1).tolist(), len(pix)]
-            for a, b in itertools.pairwise(cuts):
-                folder = self.folder(table, int(pix[a]))
-                old = sorted(self._listing(folder), key=_generation)
-                merge = _tier(old, b - a) if tiered else old
-                if merge:
-                    stored = _concat([self._read_file(f) for f in merge])  # oldest first: later rows win
-                    merged = dedupe_rows(table, pd.concat([stored, rows.iloc[a:b]], ignore_index=True))
-                    merged = merged.sort_values(within, kind="stable").reset_index(drop=True)
-                    out = frame_to_arrow(merged)
-                    stats["rows_rewritten"] += len(stored)
-                else:
-                    out = arrow.slice(a, b - a)
-                digest = hashlib.sha1(
-                    ("\n".join(sorted(merge)) + "|" + "\n".join(sorted(paths))).encode()
-                ).hexdigest()[:16]
-                generation = 1 + max((_generation(f) for f in old), default=0)
-                target = f"{folder}/{_compacted_name(generation, out.num_rows, digest)}"
-                self._write(out, target, row_group_size=COMPACTED_ROW_GROUP)
-                self._remove(f for f in merge if f != target)
-                stats["pixels"] += 1
-                stats["files_before"] += len(old) + 1
-                stats["files_after"] += len(old) - len(merge) + 1
+            rows = _concat([self._share_of(self._read_file(p), share, shares) for p in paths])
+            folded: set[int] = set()
+            if not rows.empty:
+                # deduplicate and sort the whole share once, then cut it into pixels: pixels that had no file yet
+                # (most of them on a first night) are written straight from an Arrow slice
+                within = [c for c in ("oid", "mjd") if c in rows.columns]
+                rows = dedupe_rows(table, rows, extra=("pixel",))
+                rows = rows.sort_values(["pixel", *within], kind="stable").reset_index(drop=True)
+                arrow = frame_to_arrow(rows)
+                pix = rows["pixel"].to_numpy()
+                cuts = [0, *(np.flatnonzero(np.diff(pix)) + 1).tolist(), len(pix)]
+                for a, b in itertools.pairwise(cuts):
+                    folded.add(int(pix[a]))
+                    folder = self.folder(table, int(pix[a]))
+                    old = sorted(self._listing(folder), key=_generation)
+                    merge = _tier(old, b - a) if tiered else old
+                    self._fold(table, folder, old, merge, rows.iloc[a:b], arrow.slice(a, b - a), paths, stats)
+            if not tiered:  # a full compaction also joins the tiers of pixels that got no new rows
+                for pixel in self._split_pixels(table):
+                    if pixel % shares == share and pixel not in folded:
+                        folder = self.folder(table, pixel)
+                        old = sorted(self._listing(folder), key=_generation)
+                        self._fold(table, folder, old, old, None, None, [], stats)
         return stats
+
+    def _fold(
+        self,
+        table: str,
+        folder: str,
+        old: list[str],
+        merge: list[str],
+        new: pd.DataFrame | None,
+        new_arrow: pa.Table | None,
+        sources: list[str],
+        stats: dict[str, int],
+    ) -> None:
+        """Write ``merge`` (a pixel's files, oldest first) and its ``new`` rows as one compacted file of the next
+        generation, then remove the files merged."""
+        if merge:
+            stored = _concat([self._read_file(f) for f in merge])  # oldest first: later rows win
+            merged = dedupe_rows(
+                table, pd.concat([stored, new], ignore_index=True) if new is not None else stored
+            )
+            within = [c for c in ("oid", "mjd") if c in merged.columns]
+            merged = merged.sort_values(within, kind="stable").reset_index(drop=True)
+            out = frame_to_arrow(merged)
+            stats["rows_rewritten"] += len(stored)
+        else:
+            out = new_arrow
+        digest = hashlib.sha1(("\n".join(sorted(merge)) + "|" + "\n".join(sources)).encode()).hexdigest()[:16]
+        generation = 1 + max((_generation(f) for f in old), default=0)
+        target = f"{folder}/{_compacted_name(generation, out.num_rows, digest)}"
+        self._write(out, target, row_group_size=COMPACTED_ROW_GROUP)
+        self._remove(f for f in merge if f != target)
+        stats["pixels"] += 1
+        stats["files_before"] += len(old) + (new is not None)
+        stats["files_after"] += len(old) - len(merge) + 1
+
+    def _split_pixels(self, table: str) -> list[int]:
+        """Pixels of ``table`` whose folder holds more than one file (tiers left by periodic compactions)."""
+        base = self._base(table)
+        if not self.lake.local:
+            self.lake.fs.invalidate_cache()
+        if not self.lake.fs.exists(base):
+            return []
+        counts: dict[int, int] = {}
+        for path in self.lake.fs.find(base):
+            name, parent = os.path.basename(str(path)), os.path.basename(os.path.dirname(str(path)))
+            if name.endswith(".parquet") and not name.startswith((".", "_")) and parent.startswith("Npix="):
+                pixel = int(parent.split("=", 1)[1])
+                counts[pixel] = counts.get(pixel, 0) + 1
+        return sorted(p for p, n in counts.items() if n > 1)
 
     @staticmethod
     def _share_of(table: pa.Table, share: int, shares: int) -> pa.Table:

@@ -75,10 +75,19 @@ def test_periodic_compactions_keep_log_files_and_read_like_a_full_one(tmp_path):
     assert rewritten <= 0.6 * full, (rewritten, full)
 
     before = HistoryStore(lake, order=2).read("forced_photometry", [PIXEL])
-    HistoryStore(lake, order=2).compact()  # nothing in the deltas: nothing to do
-    assert len(_files(store)) == 1  # after the loop k=8 (binary 1000): one file already
+    # one more tiered round leaves k=9 (binary 1001): two files; a full compaction with no new rows joins them
+    store.write("forced_photometry", _forced(9, per, 9 * per, flux=9.0), home, "b9-r000")
+    deltas = {"forced_photometry": store.delta_files("forced_photometry")}
+    store.compact_share(deltas=deltas, tiered=True)
+    store.drop_deltas(deltas)
+    assert len(_files(store)) == 2
+    with_nine = HistoryStore(lake, order=2).read("forced_photometry", [PIXEL])
+    assert len(with_nine) == len(before) + per
+    stats = HistoryStore(lake, order=2).compact()
+    assert stats["pixels"] == 1 and stats["deltas"] == 0
+    assert len(_files(store)) == 1
     after = HistoryStore(lake, order=2).read("forced_photometry", [PIXEL])
-    pd.testing.assert_frame_equal(before, after)
+    pd.testing.assert_frame_equal(with_nine, after)
 
 
 def test_a_full_compaction_folds_every_tier_and_an_old_style_file(tmp_path):
