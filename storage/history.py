@@ -219,9 +219,9 @@ class HistoryStore:
 
     def _tables(self, folder: str, wanted: pa.Array | None = None) -> dict[str, pa.Table]:
         """{path: table} of every file in ``folder``, compacted files first (oldest generation first), then the
-        rest by name (later writes win ties). Files already read by this process and unchanged since come from the cache; files
-        gone since (compacted away) leave it. With ``wanted`` oids, files too big to cache come back with
-        only those objects' rows (the others whole: the caller filters)."""
+        rest by name (later writes win ties). Files already read by this process and unchanged since come from
+        the cache; files gone since (compacted away) leave it. With ``wanted`` oids, files too big to cache come
+        back with only those objects' rows (the others whole: the caller filters)."""
         listing = self._listing(folder)
         with self._lock:
             held = self._cache.pop(folder, None)
