@@ -45,24 +45,29 @@ class ProgressSampler:
     def __init__(self, reports: Path, interval: float = 10.0) -> None:
         self.reports, self.interval = reports, interval
         self.samples: list[tuple[float, int]] = []  # (processing seconds, alerts written)
+        #: the report's cumulative seconds at each sample: worker CPU by step, the driver's wall by phase
+        self.costs: list[tuple[float, int, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        seen = None
         while not self._stop.wait(self.interval):
-            for path in self.reports.glob("run-*.json"):
-                try:
-                    summary = json.loads(path.read_text())["summary"]
-                except (OSError, ValueError, KeyError):
-                    continue
-                point = (
-                    float(summary.get("processing_seconds") or 0),
-                    int(summary.get("alerts_written") or 0),
-                )
-                if point != seen:
-                    self.samples.append(point)
-                    seen = point
+            self.sample()
+
+    def sample(self) -> None:
+        """Read the report once; a point is kept when the report moved since the last one."""
+        for path in self.reports.glob("run-*.json"):
+            try:
+                summary = json.loads(path.read_text())["summary"]
+            except (OSError, ValueError, KeyError):
+                continue
+            point = (float(summary.get("processing_seconds") or 0), int(summary.get("alerts_written") or 0))
+            if self.samples and point == self.samples[-1]:
+                continue
+            self.samples.append(point)
+            costs = {f"worker {k}": float(v) for k, v in (summary.get("worker_seconds") or {}).items()}
+            costs |= {f"driver {k}": float(v) for k, v in (summary.get("step_seconds") or {}).items()}
+            self.costs.append((*point, costs))
 
     def rates(self, parts: int) -> list[float]:
         """Alerts per second over each of ``parts`` equal spans of the sampled processing time."""
@@ -76,6 +81,24 @@ class ProgressSampler:
             a = max((p for p in pts if p[0] <= lo), default=pts[0])
             b = min((p for p in pts if p[0] >= hi), default=pts[-1])
             out.append(round((b[1] - a[1]) / (b[0] - a[0]), 1) if b[0] > a[0] else 0.0)
+        return out
+
+    def ms_per_alert(self, parts: int) -> list[dict[str, float]]:
+        """Milliseconds per alert written of each step (worker CPU by step, driver wall by phase) over each of
+        ``parts`` equal spans of the sampled processing time: which step's cost grows as the night goes on."""
+        pts = sorted([(0.0, 0, {}), *self.costs], key=lambda p: p[0])
+        end = pts[-1][0]
+        out: list[dict[str, float]] = []
+        for k in range(parts if end > 0 else 0):
+            lo, hi = k * end / parts, (k + 1) * end / parts
+            a = max((p for p in pts if p[0] <= lo), key=lambda p: p[0])
+            b = min((p for p in pts if p[0] >= hi), key=lambda p: p[0])
+            n = b[1] - a[1]
+            out.append(
+                {s: round(1e3 * (v - a[2].get(s, 0.0)) / n, 3) for s, v in sorted(b[2].items())}
+                if n > 0
+                else {}
+            )
         return out
 
     def __enter__(self) -> ProgressSampler:
@@ -216,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
             # alerts per second over each fifth of the processing (the report's count every 30 s)
             "alerts_per_second_by_fifth": progress.rates(5),
+            # each step's cost per alert over each fifth: the one that grows is what makes the rate fall
+            "ms_per_alert_by_fifth": progress.ms_per_alert(5),
             "worker_seconds": summary.get("worker_seconds"),
         }
     finally:

@@ -487,6 +487,9 @@ class Broker:
             report.counts["history_rows_rewritten"] = report.counts.get(
                 "history_rows_rewritten", 0
             ) + done.get("rows_rewritten", 0)
+            report.worker_steps["compaction"] = (
+                report.worker_steps.get("compaction", 0.0) + done.pop("cpu_ms", 0) / 1e3
+            )
             log.info("history compaction during the run: %s in %.1f s", done, job.seconds())
         every = self.settings.compact_every
         if self._compaction is None and every and report.n_batches % every == 0:

@@ -257,5 +257,8 @@ def compact_share(
     tiered: bool = False,
 ) -> dict[str, int]:
     """One Dask task of a history compaction: the pixels ``p % shares == share`` (``tiered``: a periodic one,
-    storage/history.py)."""
-    return resources().history(lake, history).compact_share(share, shares, deltas, tiered=tiered)
+    storage/history.py). Its counts, plus ``cpu_ms``: the worker CPU it took (the run report's
+    ``worker_seconds.compaction``)."""
+    t = time.thread_time()
+    out = resources().history(lake, history).compact_share(share, shares, deltas, tiered=tiered)
+    return {**out, "cpu_ms": round(1e3 * (time.thread_time() - t))}

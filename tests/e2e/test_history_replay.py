@@ -124,6 +124,7 @@ def replayed(tmp_path_factory, shared_data, postgres_dsn):
             "b": (_light_curves(root / "b"), _state(dsn_b)),
             "b_rows": rows_b,
             "a_counts": dict(report_a.counts),
+            "a_worker_seconds": dict(report_a.worker_steps),
             "root": root,
         }
 
@@ -201,6 +202,8 @@ def test_summaries_equal_one_run(replayed):
 
 def test_run_a_compacted_while_it_ran(replayed):
     assert replayed["a_counts"].get("history_compactions", 0) >= 2
+    # the workers' CPU in those compactions is counted beside the batch steps' (the night's cost per step)
+    assert replayed["a_worker_seconds"].get("compaction", 0.0) > 0
 
 
 def test_history_is_compacted_one_file_per_pixel(replayed):

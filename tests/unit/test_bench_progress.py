@@ -1,0 +1,43 @@
+"""bench_million's sampler of the rolling run report: the rate and each step's cost per alert over parts of the
+night, from the report's cumulative counters (a rate that falls must show which step grows)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.bench_million import ProgressSampler
+
+
+def _report(folder, seconds, alerts, decode, history, postgres):
+    summary = {
+        "processing_seconds": seconds,
+        "alerts_written": alerts,
+        "worker_seconds": {"decode": decode, "history": history},
+        "step_seconds": {"postgres": postgres},
+    }
+    (folder / "run-x.json").write_text(json.dumps({"summary": summary}))
+
+
+def test_rates_and_costs_by_part(tmp_path):
+    # 1000 alerts in the first 10 s, 500 in the next 10 s: decode stays 1 ms an alert, history grows 1 -> 4 ms
+    sampler = ProgressSampler(tmp_path)
+    for point in [
+        (5, 500, 0.5, 0.5, 0.1),
+        (10, 1000, 1.0, 1.0, 0.2),
+        (10, 1000, 1.0, 1.0, 0.2),
+        (20, 1500, 1.5, 3.0, 0.4),
+    ]:
+        _report(tmp_path, *point)
+        sampler.sample()
+    assert len(sampler.samples) == 3  # the unchanged report is one point
+    assert sampler.rates(2) == [100.0, 50.0]
+    first, second = sampler.ms_per_alert(2)
+    assert first == {"driver postgres": 0.2, "worker decode": 1.0, "worker history": 1.0}
+    assert second == {"driver postgres": 0.4, "worker decode": 1.0, "worker history": pytest.approx(4.0)}
+
+
+def test_no_samples_no_parts(tmp_path):
+    sampler = ProgressSampler(tmp_path)
+    assert sampler.rates(5) == [] and sampler.ms_per_alert(5) == []
