@@ -29,6 +29,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.stamp import StampClassifier
 from alert_broker.classifiers.stamp.inference import tf_threads
+from alert_broker.classifiers.stamp.stampstats import warm_up_stamp_statistics
 from alert_broker.features.correction import REQUIRED_COLUMNS
 from alert_broker.features.lightcurve import compute_flux_features
 from alert_broker.features.lightcurve import warm_up as warm_up_features
@@ -172,6 +173,7 @@ def warm_up_science() -> float:
     state = science(Tables(detections=pd.DataFrame(cols), non_detections=nondet), with_features=False)
     pq.write_table(pa.Table.from_pandas(state.detections), io.BytesIO())
     warm_up_features()
+    warm_up_stamp_statistics()
     days = np.arange(12, dtype=np.float64)
     compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
         pd.DataFrame(

@@ -171,3 +171,37 @@ def test_awkward_cutouts_match_the_per_cutout_derivation():
     assert np.isnan(got.loc[3, "ref_bkg_sigma"]) and np.isnan(got.loc[2, "ref_fwhm"])
     assert got.loc[1, "nan_fraction"] == pytest.approx(want[1, STAT_COLUMNS.index("nan_fraction")])
     assert np.isnan(got.loc[8, "diff_bkg_sigma"])
+
+
+def test_median_and_mad_kernel_equal_numpy_to_the_bit():
+    """The compiled background kernel against np.median on rows numpy's partition finds easy and quickselect
+    finds hard: odd and even counts, constant rows, two values, heavy ties, sorted and reversed runs, NaN and
+    inf among the pixels, too few finite pixels."""
+    from alert_broker.classifiers.stamp.stampstats import _median_mad
+
+    rng = np.random.default_rng(7)
+    m = 301
+    rows = [
+        rng.normal(size=m),
+        np.full(m, 3.25),
+        np.where(rng.random(m) < 0.5, 1.0, 2.0),
+        rng.integers(0, 4, m).astype(float),
+        np.arange(m, dtype=float),
+        np.arange(m, dtype=float)[::-1],
+        np.where(rng.random(m) < 0.3, np.nan, rng.normal(size=m)),
+        np.where(rng.random(m) < 0.1, np.inf, rng.lognormal(size=m)),
+        np.r_[np.full(m - 9, np.nan), np.ones(9)],  # 9 finite: below the minimum of 10
+        np.r_[np.full(m - 10, np.nan), rng.normal(size=10)],  # exactly 10
+    ]
+    flat = np.vstack(rows)
+    for pixels in (np.arange(m), np.arange(0, m, 2), np.arange(1, m - 1)):  # odd and even counts
+        med, mad = _median_mad(flat, pixels, 10)
+        for i, row in enumerate(flat):
+            v = row[pixels]
+            v = v[np.isfinite(v)]
+            if v.size < 10:
+                assert np.isnan(med[i]) and np.isnan(mad[i])
+                continue
+            want = np.median(v)
+            assert med[i] == want, (i, med[i], want)
+            assert mad[i] == np.median(np.abs(v - want)), i
