@@ -12,7 +12,8 @@ shows: that a night of LSST-era size goes through in one run with flat memory, a
 ``--tar`` writes the night as one .tar.gz, which run-night streams in one pass: the run then fits on a disk of
 ~30 GB free (the tarball ~8 kB per alert; the raw archive's zstd copy of these stamp-free packets ~2 GB per 10^6,
 uncompressed it was ~38 GB; the lake and PostgreSQL). Simulating it needs more for a while: the packets are
-spooled to disk before they are tarred (~50 GB for the 1.37 million alerts that ``--alerts 1000000`` gives).
+spooled to disk before they are tarred (~37 GB per 10^6 alerts; ~50 GB for the 1.37 million of a night
+calibrated before the probe used the night's own pointings).
 
 The rate over each fifth of the night and each step's cost per alert over each fifth (worker CPU by step, the
 driver's wall time by phase) come from the run report, which run-night rewrites every 30 s: a rate that falls
@@ -36,11 +37,13 @@ import time
 from pathlib import Path
 
 from alert_broker.pipeline.archive import count_archive
+from alert_broker.simulator.config import ZTF
+from alert_broker.simulator.population import default_fields
 from bench.run_bench import PeakRSS
 
-#: Alerts per simulated object in one ZTF night (measured on the simulator: objects are detected ~2.3 times a
-#: night on average); the first guess of objects, corrected once after a small calibration run.
-ALERTS_PER_OBJECT_GUESS = 2.0
+#: Alerts per simulated object in one ZTF night, the first guess (most simulated objects never alert: measured
+#: 0.34-0.35 with 800 pointings); corrected by a small calibration run with the night's own pointings.
+ALERTS_PER_OBJECT_GUESS = 0.35
 
 
 class ProgressSampler:
@@ -119,12 +122,22 @@ def _broker() -> str:
     return str(Path(sys.executable).with_name("broker"))
 
 
-def simulate(dest: Path, objects: int, seed: int, workers: int, tar: bool = False) -> int:
-    """Simulate one ZTF night without stamps into ``dest`` (a folder of packets, or with ``tar`` one .tar.gz);
-    returns the number of alerts written."""
+def night_fields(alerts: int) -> int:
+    """Pointings of a simulated ZTF night of about ``alerts`` alerts: the simulator's default for the objects that
+    give them. The calibration run uses the same: alerts per object depend on how often a night revisits each
+    pointing (a 2000-object run on its default 40 pointings gives 0.25, on the 800 of a big night 0.35)."""
+    return default_fields(int(alerts / ALERTS_PER_OBJECT_GUESS), ZTF.objects_per_field, ZTF.max_fields)
+
+
+def simulate(
+    dest: Path, objects: int, seed: int, workers: int, tar: bool = False, fields: int | None = None
+) -> int:
+    """Simulate one ZTF night without stamps into ``dest`` (a folder of packets, or with ``tar`` one .tar.gz) on
+    ``fields`` pointings (default: the simulator's); returns the number of alerts written."""
     cmd = [
         _broker(), "simulate", "--survey", "ztf", "--nights", "1", "--objects", str(objects), "--seed", str(seed),
         "--out", str(dest), "--no-stamps", "--workers", str(workers), *(["--tar"] if tar else []),
+        *(["--fields", str(fields)] if fields else []),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return count_archive(night_source(dest))
@@ -165,15 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         night = work / "night"
         kept = night.exists() and (any(night.glob("*.tar.gz")) or any(night.rglob("*.avro")))
+        fields = None  # pointings of a night simulated here
         if args.keep and kept:  # a kept night: reused as it is
             alerts = count_archive(night_source(night))
         else:
-            probe = simulate(work / "probe", 2000, args.seed, args.workers)
+            fields = night_fields(args.alerts)
+            probe = simulate(work / "probe", 2000, args.seed, args.workers, fields=fields)
             per_object = probe / 2000 if probe else ALERTS_PER_OBJECT_GUESS
             shutil.rmtree(work / "probe")
             if night.exists():
                 shutil.rmtree(night)
-            alerts = simulate(night, int(args.alerts / per_object), args.seed, args.workers, tar=args.tar)
+            objects = int(args.alerts / per_object)
+            alerts = simulate(night, objects, args.seed, args.workers, tar=args.tar, fields=fields)
         sim_seconds = time.perf_counter() - t
         folder = night_source(night)
         size = (
@@ -210,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "archive_gb": round(size / 1e9, 2),
             "archive": "tar.gz" if folder.is_file() else "folder",
             "simulate_seconds": round(sim_seconds, 1),
+            "pointings": fields,
             "features": args.features,
             "workers": args.workers,
             "batch_size": args.batch_size,

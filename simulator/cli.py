@@ -52,6 +52,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="ZTF 4.02 as ZTF publishes it (default) or as Fink re-serialises it",
     )
     p.add_argument("--no-stamps", action="store_true", help="leave the cutouts out (faster, smaller)")
+    p.add_argument(
+        "--fields",
+        type=int,
+        default=None,
+        help="pointings of the footprint (default: one per a survey's objects per field, at least 40, at most what "
+        "one night can visit)",
+    )
     p.add_argument("--truth", default=None, help="truth table path (default: OUT/truth.parquet)")
     p.add_argument(
         "--lsst-wire",
@@ -74,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         ztf_schema=args.ztf_schema,
         stamps=not args.no_stamps,
         workers=args.workers,
+        n_fields=args.fields,
         extra={"lsst_wire": args.lsst_wire},
     )
 

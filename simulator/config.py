@@ -266,6 +266,8 @@ class SimConfig:
             raise ValueError("nights must be >= 1")
         if self.objects < 1:
             raise ValueError("objects must be >= 1")
+        if self.n_fields is not None and self.n_fields < 1:
+            raise ValueError(f"n_fields (pointings) must be >= 1, not {self.n_fields!r}")
         if self.codec not in ("null", "snappy"):
             raise ValueError(f"codec must be 'null' or 'snappy', not {self.codec!r}")
         if self.ztf_schema not in ("ztf", "fink"):

@@ -1,10 +1,12 @@
-"""bench_million's sampler of the rolling run report: the rate and each step's cost per alert over parts of the
-night, from the report's cumulative counters (a rate that falls must show which step grows)."""
+"""bench_million: the sampler of the rolling run report (the rate and each step's cost per alert over parts of the
+night, from the report's cumulative counters: a rate that falls must show which step grows), and the pointings of
+its calibration run."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.bench_million import ProgressSampler
@@ -41,3 +43,13 @@ def test_rates_and_costs_by_part(tmp_path):
 def test_no_samples_no_parts(tmp_path):
     sampler = ProgressSampler(tmp_path)
     assert sampler.rates(5) == [] and sampler.ms_per_alert(5) == []
+
+
+def test_calibration_uses_the_nights_pointings():
+    from bench.bench_million import ALERTS_PER_OBJECT_GUESS, night_fields
+
+    # 10^6 alerts: ~2.9 M objects, over the 800 pointings a ZTF night can visit
+    assert night_fields(1_000_000) == 800
+    # 10^4 alerts: 28,571 objects at 500 a pointing
+    assert night_fields(10_000) == int(np.ceil(10_000 / ALERTS_PER_OBJECT_GUESS / 500)) == 58
+    assert night_fields(500) == 40  # never fewer than 40 (cadence and conditions vary across them)

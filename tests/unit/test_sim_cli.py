@@ -106,3 +106,16 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "nights must be >= 1" in capsys.readouterr().err
     assert run(_parse(["simulate", "--objects", "10", "--out", "kafka://only-host"])) == 2
     assert "kafka://host:port/topic" in capsys.readouterr().err
+
+
+def test_fields_sets_the_pointings(tmp_path, capsys):
+    """`--fields N` places the objects on N pointings (the default for 400 objects is the minimum of 40), so a
+    small calibration run can share a big night's pointings and with them its revisits."""
+    base = ["simulate", "--objects", "400", "--nights", "1", "--seed", "3", "--no-stamps"]
+    assert run(_parse([*base, "--out", str(tmp_path / "few"), "--fields", "5"])) == 0
+    assert run(_parse([*base, "--out", str(tmp_path / "default")])) == 0
+    few = pd.read_parquet(tmp_path / "few" / "truth.parquet")["field"]
+    default = pd.read_parquet(tmp_path / "default" / "truth.parquet")["field"]
+    assert few.nunique() <= 5 < default.nunique()
+    assert run(_parse([*base, "--out", str(tmp_path / "bad"), "--fields", "0"])) == 2
+    assert "n_fields (pointings) must be >= 1" in capsys.readouterr().err
