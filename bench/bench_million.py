@@ -52,8 +52,8 @@ class ProgressSampler:
 
     def __init__(self, reports: Path, interval: float = 10.0) -> None:
         self.reports, self.interval = reports, interval
-        self.samples: list[tuple[float, int]] = []  # (processing seconds, alerts written)
-        #: the report's cumulative seconds at each sample: worker CPU by step, the driver's wall by phase
+        #: (processing seconds, alerts written, the report's cumulative seconds: worker CPU by step, the driver's
+        #: wall by phase) at each sample
         self.costs: list[tuple[float, int, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -70,12 +70,16 @@ class ProgressSampler:
             except (OSError, ValueError, KeyError):
                 continue
             point = (float(summary.get("processing_seconds") or 0), int(summary.get("alerts_written") or 0))
-            if self.samples and point == self.samples[-1]:
+            if self.costs and point == self.costs[-1][:2]:
                 continue
-            self.samples.append(point)
             costs = {f"worker {k}": float(v) for k, v in (summary.get("worker_seconds") or {}).items()}
             costs |= {f"driver {k}": float(v) for k, v in (summary.get("step_seconds") or {}).items()}
             self.costs.append((*point, costs))
+
+    @property
+    def samples(self) -> list[tuple[float, int]]:
+        """(processing seconds, alerts written) at each sample."""
+        return [(t, n) for t, n, _ in self.costs]
 
     def rates(self, parts: int) -> list[float]:
         """Alerts per second over each of ``parts`` equal spans of the sampled processing time."""
