@@ -43,6 +43,7 @@ from alert_broker.storage import Catalog, Lake
 from alert_broker.storage.catalogs import PIXEL_CACHE
 from alert_broker.storage.history import HistoryStore
 from alert_broker.storage.watchlists import WatchList
+from alert_broker.surveys.compiled_reader import warm_up as warm_up_avro_reader
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def warm_up_science() -> float:
     pq.write_table(pa.Table.from_pandas(state.detections), io.BytesIO())
     warm_up_features()
     warm_up_stamp_statistics()
+    warm_up_avro_reader()
     days = np.arange(12, dtype=np.float64)
     compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
         pd.DataFrame(

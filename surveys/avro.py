@@ -2,7 +2,9 @@
 
 We parse the container ourselves and cache the analysed writer schema by its JSON text: every alert packet
 repeats the same tens of kB of schema, and re-parsing it per packet (what ``fastavro.reader`` does) is a fifth
-of the decode cost. Record decoding is still fastavro's. Which survey a schema belongs to, and whether we can
+of the decode cost. Records are read by a reader compiled per writer schema (``surveys.compiled_reader``: the
+same records, ~3.5x faster on ZTF alerts), fastavro reading whatever it leaves (schemas it does not compile,
+records it refuses, so errors stay fastavro's). Which survey a schema belongs to, and whether we can
 map it, is the survey adapters' business: ``read_container`` takes the function that analyses a writer schema
 (see ``alert_broker.surveys.registry``).
 
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 import cramjam
 import fastavro
 
+from alert_broker.surveys.compiled_reader import RecordReader, compile_reader
 from alert_broker.surveys.errors import (
     CorruptAvroError,
     NotAvroError,
@@ -422,6 +425,42 @@ def check_shape(data: bytes, count: int, parsed: Any, shape: Any) -> None:
                 raise OversizeError(where + problem)
 
 
+_READERS: dict[bytes, RecordReader | None] = {}
+
+
+def record_reader(key: bytes, parsed: Any) -> RecordReader | None:
+    """The compiled reader of a writer schema (None: fastavro reads its records), cached by ``key`` (the
+    schema's text, or ``b"wire:ID"`` for a schema-registry id) as the shape readers are."""
+    if key in _READERS:
+        return _READERS[key]
+    reader = compile_reader(parsed)
+    if len(_READERS) >= _SHAPES_MAX:
+        _READERS.clear()
+    _READERS[key] = reader
+    return reader
+
+
+def read_records(
+    data: bytes, stream: io.BytesIO, count: int, parsed: Any, fast: RecordReader | None, out: list
+) -> None:
+    """Append the ``count`` records at the position of ``stream`` (a stream over ``data``) to ``out``: the
+    compiled reader's while it reads them, fastavro's from the first it leaves (which raises what is wrong
+    with it). The stream ends after the last record read."""
+    done = 0
+    if fast is not None:
+        at = stream.tell()
+        while done < count:
+            got = fast.read(data, at)
+            if got is None:
+                break
+            out.append(got[0])
+            at = got[1]
+            done += 1
+        stream.seek(at)
+    for _ in range(done, count):
+        out.append(fastavro.schemaless_reader(stream, parsed))
+
+
 def _uvarint(buf: bytes) -> int:
     """The unsigned varint at the start of ``buf`` (snappy's uncompressed length); -1 if there is none."""
     n = shift = 0
@@ -506,8 +545,8 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
     records: list[dict] = []
     block = 0
     budget = MAX_DECODED_BYTES
-    reader = fastavro.schemaless_reader
     parsed = info.parsed
+    fast = record_reader(text, parsed)
     while pos < size:
         try:
             count, pos = _read_long(payload, pos)
@@ -540,8 +579,7 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
                 check_shape(data, count, parsed, shape)
         stream = io.BytesIO(data)
         try:
-            for _ in range(count):
-                records.append(reader(stream, parsed))
+            read_records(data, stream, count, parsed, fast, records)
         except Exception as err:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ... on bad bytes
             raise CorruptAvroError(
                 f"corrupt Avro data: record {len(records)} in block {block} does not decode against the "

@@ -18,7 +18,6 @@ import io
 import logging
 from typing import NamedTuple
 
-import fastavro
 import pandas as pd
 
 from alert_broker.features.tables import TABLE_NAMES, Tables
@@ -30,6 +29,8 @@ from alert_broker.surveys.avro import (
     Container,
     check_shape,
     read_container,
+    read_records,
+    record_reader,
     shape_reader,
     single_alert_container,
     unframe,
@@ -104,8 +105,11 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
             check_shape(payload[WIRE_PREFIX_SIZE:], 1, found.parsed, shape)
     stream = io.BytesIO(payload)
     stream.seek(WIRE_PREFIX_SIZE)
+    records: list = []
     try:
-        record = fastavro.schemaless_reader(stream, found.parsed)
+        read_records(
+            payload, stream, 1, found.parsed, record_reader(b"wire:%d" % schema_id, found.parsed), records
+        )
     except Exception as err:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ... on bad bytes
         raise CorruptAvroError(
             f"corrupt Avro data: the message does not decode against schema id {schema_id} "
@@ -116,7 +120,7 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
             f"corrupt Avro data: the datum of schema id {schema_id} ends at byte {stream.tell()} of "
             f"{len(payload)}; the message is damaged"
         )
-    return Container(records=[record], schema=found, codec="wire")
+    return Container(records=records, schema=found, codec="wire")
 
 
 def read_packet(payload: bytes, registry: SurveyRegistry = DEFAULT_REGISTRY) -> Container:
