@@ -28,6 +28,10 @@ _RET, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _UNION, _BRANCH, _ARRAY, _END_ITEM 
 _OK, _BAD, _MORE = 0, 1, 2
 #: Leaves a schema may have before it is left to fastavro (ZTF's: ~260; generated code stays small).
 MAX_LEAVES = 4096
+#: Slots (8 bytes each, in two slabs) a thread keeps between records (a ZTF alert needs ~2000), and the most
+#: one record may use before fastavro reads it instead (a record of millions of values).
+KEEP_SLOTS = 2**20
+MAX_SLOTS = 2**24
 _STACK = 64
 
 
@@ -346,18 +350,21 @@ class RecordReader:
         self._local = threading.local()
 
     def _slabs(self, need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scratch slabs of at least ``need`` slots: this thread's, or, past ``KEEP_SLOTS``, fresh ones that are
+        not kept (one huge record must not pin its memory to the thread)."""
         slabs = getattr(self._local, "slabs", None)
         if slabs is None or slabs[0].shape[0] < need:
             size = max(need, 4096 if slabs is None else 2 * slabs[0].shape[0])
             slabs = (np.empty(size, np.int64), np.empty(size, np.float64), np.empty(8, np.uint8))
-            self._local.slabs = slabs
+            if size <= KEEP_SLOTS:
+                self._local.slabs = slabs
         return slabs
 
     def read(self, data: bytes, pos: int = 0) -> tuple[Any, int] | None:
         """The record at ``data[pos:]`` and the position after it; None when fastavro should read it."""
         view = np.frombuffer(data, np.uint8)
         need = 0
-        for _ in range(24):  # slabs double until the record fits (a record's slots < its bytes x ~4)
+        while need <= MAX_SLOTS:  # slabs double until the record fits
             ints, floats, scratch = self._slabs(need)
             status, end, _, _ = _run(
                 view, pos, len(data), self._ops, ints, floats, self._k_int, self._k_float, scratch
@@ -365,7 +372,7 @@ class RecordReader:
             if status == _OK:
                 try:
                     return self._build(ints, floats, data), end
-                except (UnicodeDecodeError, ValueError, IndexError):  # fastavro tells what is wrong
+                except Exception:  # text not UTF-8, a timestamp past datetime's range: fastavro says which
                     return None
             if status == _BAD:
                 return None
@@ -375,24 +382,26 @@ class RecordReader:
 
 def compile_reader(schema: Any) -> RecordReader | None:
     """A reader for records of ``schema`` (a writer schema as parsed JSON, or as ``fastavro.parse_schema``
-    returns it), or None when the schema holds what this reader leaves to fastavro."""
-    compiler = _Compiler()
-    top = [0, 0]
+    returns it), or None when the schema holds what this reader leaves to fastavro. Never raises: a schema
+    comes with its packet, and one this reader cannot take (unsupported, malformed, or nesting past what
+    Python's parser takes) is fastavro's to read or refuse."""
     try:
+        compiler = _Compiler()
+        top = [0, 0]
         expr = compiler.compile(schema, top, "", in_item=False)
-    except (_Unsupported, RecursionError, AttributeError, TypeError):
+        source = "".join(compiler.items) + (
+            "def build(ints, floats, buf):\n"
+            f"    iv = ints[:{top[0]}].tolist()\n"
+            f"    fv = floats[:{top[1]}].tolist()\n"
+            f"    return {expr}\n"
+        )
+        namespace: dict[str, Any] = dict(compiler.helpers)
+        exec(
+            compile(source, "<avro compiled reader>", "exec"), namespace
+        )  # names enter as repr() literals only
+    except Exception:  # _Unsupported, a malformed schema, SyntaxError/RecursionError from very deep nesting
         return None
-    source = "".join(compiler.items) + (
-        "def build(ints, floats, buf):\n"
-        f"    iv = ints[:{top[0]}].tolist()\n"
-        f"    fv = floats[:{top[1]}].tolist()\n"
-        f"    return {expr}\n"
-    )
-    namespace: dict[str, Any] = dict(compiler.helpers)
-    exec(compile(source, "<avro compiled reader>", "exec"), namespace)  # names enter only as repr() literals
-    ops = np.array(compiler.ops if compiler.ops else [[_RET, 0, 0, 0, 0]], dtype=np.int64)
-    if not compiler.ops:
-        ops = ops[:0]
+    ops = np.array(compiler.ops, dtype=np.int64).reshape(-1, 5)
     return RecordReader(ops, top[0], top[1], namespace["build"])
 
 
@@ -416,4 +425,4 @@ def warm_up() -> None:
         raise RuntimeError("the compiled Avro reader misreads its warm-up record")
 
 
-__all__ = ["MAX_LEAVES", "RecordReader", "compile_reader", "warm_up"]
+__all__ = ["KEEP_SLOTS", "MAX_LEAVES", "MAX_SLOTS", "RecordReader", "compile_reader", "warm_up"]

@@ -181,6 +181,40 @@ def test_damaged_datums_are_left_to_fastavro():
     assert small.read(zigzag(1) + b"a" + zigzag(1) + zigzag(9)) == ({"s": "a", "u": 9}, 4)
 
 
+def test_values_fastavro_cannot_convert_are_left_to_it():
+    schema = {"type": "record", "name": "r", "fields": [{"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}]}  # fmt: skip
+    datum = zigzag(2**62)  # ~146,000 years: past datetime's range
+    with pytest.raises(OverflowError):
+        fastavro.schemaless_reader(io.BytesIO(datum), fastavro.parse_schema(schema))
+    assert compile_reader(schema).read(datum) is None
+
+
+def test_schemas_nested_past_pythons_parser_are_left_to_fastavro():
+    """A writer schema comes with its packet: nesting the generated code cannot hold gives no reader, never an
+    exception."""
+    inner: object = "long"
+    for depth in range(300):
+        inner = {"type": "record", "name": f"n{depth}", "fields": [{"name": "v", "type": inner}]}
+    assert compile_reader(inner) is None
+    wide = {"type": "record", "name": "w", "fields": [{"name": "u", "type": ["null"] + [
+        {"type": "record", "name": f"b{k}", "fields": [{"name": "x", "type": "long"}]} for k in range(300)]}]}  # fmt: skip
+    reader = compile_reader(wide)
+    datum = zigzag(299) + zigzag(-5)
+    expected = fastavro.schemaless_reader(io.BytesIO(datum), fastavro.parse_schema(wide))
+    assert reader is None or reader.read(datum) == (expected, len(datum))
+
+
+def test_a_record_past_the_slot_limit_is_left_to_fastavro(monkeypatch):
+    from alert_broker.surveys import compiled_reader
+
+    schema = {"type": "record", "name": "r", "fields": [{"name": "v", "type": {"type": "array", "items": "long"}}]}  # fmt: skip
+    datum = encode(schema, {"v": list(range(10_000))})
+    monkeypatch.setattr(compiled_reader, "MAX_SLOTS", 5000)
+    assert compile_reader(schema).read(datum) is None
+    monkeypatch.setattr(compiled_reader, "MAX_SLOTS", 2**24)
+    assert compile_reader(schema).read(datum)[0] == {"v": list(range(10_000))}
+
+
 @pytest.mark.parametrize(
     "field_type",
     [
