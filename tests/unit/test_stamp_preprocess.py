@@ -55,7 +55,9 @@ def test_decoder_applies_bscale_bzero_of_integer_images():
     np.testing.assert_allclose(decode_cutout(data), raw.astype(np.float32))
 
 
-@pytest.mark.parametrize("bad", [None, b"", b"not a fits file at all", gzip.compress(b"SIMPLE  =  garbage", mtime=0)])
+@pytest.mark.parametrize(
+    "bad", [None, b"", b"not a fits file at all", gzip.compress(b"SIMPLE  =  garbage", mtime=0)]
+)
 def test_absent_or_unreadable_cutouts_are_none(bad):
     assert decode_cutout(bad) is None
 
