@@ -179,7 +179,9 @@ def test_damaged_datums_are_left_to_fastavro():
     assert small.read(zigzag(1) + b"a" + zigzag(-1)) is None  # negative union index
     assert small.read(b"\xff" * 11) is None  # a varint of more than 10 bytes
     assert small.read(b"\xff" * 9 + b"\x7f") is None  # 10 bytes, bits past the 64th
-    assert small.read(zigzag(2**62) + b"ab" + zigzag(0)) is None  # a length past the bytes (and near int64's end)
+    assert (
+        small.read(zigzag(2**62) + b"ab" + zigzag(0)) is None
+    )  # a length past the bytes (and near int64's end)
     assert small.read(zigzag(2**63 - 1) + b"ab" + zigzag(0)) is None
     assert small.read(zigzag(1) + b"a" + zigzag(1) + zigzag(9)) == ({"s": "a", "u": 9}, 4)
 
