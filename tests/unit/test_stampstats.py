@@ -180,7 +180,11 @@ def test_median_and_mad_kernel_equal_numpy_to_the_bit():
     from alert_broker.classifiers.stamp.stampstats import _median_mad
 
     rng = np.random.default_rng(7)
-    m = 301
+    for m in (301, 3529):  # below and above the size where the median is bracketed first
+        _check_kernel_rows(_median_mad, rng, m)
+
+
+def _check_kernel_rows(_median_mad, rng, m: int) -> None:
     rows = [
         rng.normal(size=m),
         np.full(m, 3.25),
@@ -192,6 +196,8 @@ def test_median_and_mad_kernel_equal_numpy_to_the_bit():
         np.where(rng.random(m) < 0.1, np.inf, rng.lognormal(size=m)),
         np.r_[np.full(m - 9, np.nan), np.ones(9)],  # 9 finite: below the minimum of 10
         np.r_[np.full(m - 10, np.nan), rng.normal(size=10)],  # exactly 10
+        _sample_decoy(rng, m),  # the bracketing sample sees only outliers: the bracket misses
+        np.round(rng.normal(100, 5, size=m)),  # a sky of integer counts: long runs of equal values
     ]
     flat = np.vstack(rows)
     for pixels in (np.arange(m), np.arange(0, m, 2), np.arange(1, m - 1)):  # odd and even counts
@@ -205,3 +211,38 @@ def test_median_and_mad_kernel_equal_numpy_to_the_bit():
             want = np.median(v)
             assert med[i] == want, (i, med[i], want)
             assert mad[i] == np.median(np.abs(v - want)), i
+
+
+def _sample_decoy(rng, m: int) -> np.ndarray:
+    """A row whose evenly spaced sample (the values the bracketed median looks at first) is all huge outliers,
+    so its bracket holds none of the middle values and the kernel must fall back to selecting among all."""
+    from alert_broker.classifiers.stamp.stampstats import _SAMPLE
+
+    row = rng.normal(size=m)
+    row[[(t * m) // _SAMPLE for t in range(_SAMPLE)]] = 1e9
+    return row
+
+
+def test_bracketed_median_equals_numpy_for_any_count_and_ties():
+    """The bracketed selection (the sample, the branch-free counting pass, the fallback) against np.median on
+    random sizes around and far above its threshold, with ties, a decoy sample and sorted input."""
+    from alert_broker.classifiers.stamp.stampstats import _SAMPLE, _median_bracketed
+
+    rng = np.random.default_rng(11)
+    sample, inside = np.empty(_SAMPLE), np.empty(5000)
+    for trial in range(300):
+        n = int(rng.integers(200, 5000))
+        kind = trial % 5
+        if kind == 0:
+            a = rng.normal(size=n)
+        elif kind == 1:
+            a = rng.integers(0, 7, n).astype(float)
+        elif kind == 2:
+            a = np.sort(rng.lognormal(size=n))
+        elif kind == 3:
+            a = _sample_decoy(rng, n)
+        else:
+            a = np.abs(rng.standard_cauchy(n))
+        want = np.median(a)
+        got = _median_bracketed(a.copy(), n, sample, inside)
+        assert got == want, (trial, n, kind, got, want)
