@@ -169,7 +169,7 @@ def _median_mad(flat: np.ndarray, pixels: np.ndarray, min_finite: int) -> tuple[
     the ring, mask, partition, subtract, partition again) made five copies of the whole stack and was ~40 % of
     the stamp classifier's time. Both medians are numpy's (the mean of the two middle values of an even count),
     so the values are the same to the bit (tests/unit/test_stampstats.py); each is bracketed before it is selected
-    (``_median_bracketed``: half the time again))."""
+    (``_median_bracketed``: half the time again)."""
     n = flat.shape[0]
     med = np.full(n, np.nan)
     mad = np.full(n, np.nan)
