@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from alert_broker.pipeline.config import SHARED_ZTF, load_settings
 from alert_broker.pipeline.driver import run
 from alert_broker.simulator import SimConfig, simulate
 from alert_broker.surveys import RawMessage, decode_batch
+from alert_broker.surveys.lsst import _version_of, packaged_schemas
 from bench.run_bench import PeakRSS, _ceiling
 
 
@@ -46,6 +48,21 @@ def _adapter_per_core(payloads: list[bytes]) -> float:
     return len(tables.alerts) / (time.perf_counter() - t)
 
 
+def _wire_frames(payloads: list[bytes]) -> list[bytes]:
+    """The same alerts as Rubin's Kafka stream frames them: magic 0, the 4-byte schema id (major * 100 +
+    minor), the bare datum (decoding these also wraps each datum in a container for the raw archive)."""
+    frames = []
+    for p in payloads:
+        reader = fastavro.reader(io.BytesIO(p))
+        major, minor = _version_of(reader.writer_schema)
+        registered = fastavro.parse_schema(packaged_schemas()[(major, minor)].schema)  # what the id names
+        for record in reader:
+            datum = io.BytesIO()
+            fastavro.schemaless_writer(datum, registered, record)
+            frames.append(b"\0" + struct.pack(">I", major * 100 + minor) + datum.getvalue())
+    return frames
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", type=int, default=15000, help="simulated LSST objects (one night)")
@@ -62,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         n, mb = len(payloads), sum(map(len, payloads)) / 1e6
         lsst_fastavro = _fastavro_per_core(payloads[:1500])
         lsst_adapter = _adapter_per_core(payloads[:1500])
+        lsst_wire = _adapter_per_core(_wire_frames(payloads[:1500]))
         ztf = _payloads(SHARED_ZTF)[:1000] if SHARED_ZTF.is_dir() else []
         ztf_fastavro = _fastavro_per_core(ztf) if ztf else float("nan")
         ztf_adapter = _adapter_per_core(ztf) if ztf else float("nan")
@@ -109,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("  decoders per core, in-process (alerts/s):     fastavro records   our adapter (-> tables)")
     print(f"    LSST (simulated, latest schema)           {lsst_fastavro:>10.1f}   {lsst_adapter:>10.1f}")
+    print(f"    LSST, schema-registry (wire) frames                          {lsst_wire:>10.1f}")
     print(f"    ZTF  (real, fink sample)                  {ztf_fastavro:>10.1f}   {ztf_adapter:>10.1f}")
     print(f"  worker CPU per step, defaults (s)            {full['worker_seconds']}")
     return 0

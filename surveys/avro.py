@@ -67,6 +67,8 @@ class Container:
     records: list[dict]
     schema: Any  # the adapter's analysed schema (has ``parsed``)
     codec: str
+    #: a schema-registry message's datum (its one record's bytes as they arrived), for ``wrap_datum``
+    datum: bytes | memoryview | None = None
 
 
 Analyse = Callable[[bytes], AnalysedSchema]
@@ -595,6 +597,45 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
     if not records:
         raise CorruptAvroError("empty Avro container: a valid header but no records; nothing to ingest")
     return Container(records=records, schema=info, codec=codec)
+
+
+#: Container headers (with their sync marker) by writer schema: {id(info): (info, header, sync)}.
+_HEADERS: dict[int, tuple[Any, bytes, bytes]] = {}
+_MAX_HEADERS = 256
+
+
+def _header(info: AnalysedSchema) -> tuple[bytes, bytes]:
+    """(header, sync marker) of a null-codec container of ``info``'s writer schema: fastavro's own, written once
+    per schema (an empty container is its header, the sync marker its last 16 bytes)."""
+    got = _HEADERS.get(id(info))
+    if got is None or got[0] is not info:
+        out = io.BytesIO()
+        fastavro.writer(out, info.parsed, [], codec="null")
+        header = out.getvalue()
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        got = _HEADERS[id(info)] = (info, header, header[-16:])
+    return got[1], got[2]
+
+
+def _size(n: int) -> bytes:
+    """A non-negative Avro long (zig-zag, base-128 varint)."""
+    z = n << 1
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def wrap_datum(datum: bytes | memoryview, info: AnalysedSchema) -> bytes:
+    """A null-codec container of one record whose Avro bytes are ``datum``, under ``info``'s writer schema: what
+    ``single_alert_container`` writes for that record, without re-encoding it. For a schema-registry message
+    (Rubin's stream) the archive's container then holds the datum exactly as it arrived, and costs a copy:
+    fastavro re-encoding a real LSST alert took 0.45-1.1 ms, ten times reading it."""
+    header, sync = _header(info)
+    return b"".join((header, b"\x02", _size(len(datum)), datum, sync))
 
 
 def single_alert_container(record: dict, info: AnalysedSchema, codec: str) -> bytes:

@@ -35,6 +35,7 @@ from alert_broker.surveys.avro import (
     single_alert_container,
     unframe,
     wire_schema_id,
+    wrap_datum,
 )
 from alert_broker.surveys.errors import CorruptAvroError, OversizeError, PacketError, UnknownSchemaError
 from alert_broker.surveys.messages import DeadLetter, RawMessage
@@ -120,7 +121,9 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
             f"corrupt Avro data: the datum of schema id {schema_id} ends at byte {stream.tell()} of "
             f"{len(payload)}; the message is damaged"
         )
-    return Container(records=records, schema=found, codec="wire")
+    return Container(
+        records=records, schema=found, codec="wire", datum=memoryview(payload)[WIRE_PREFIX_SIZE:]
+    )
 
 
 def read_packet(payload: bytes, registry: SurveyRegistry = DEFAULT_REGISTRY) -> Container:
@@ -147,8 +150,9 @@ def decode_batch(
     """Decode packets of any known survey into (tables, dead letters, raw-archive rows).
 
     Raw rows are ``candid, oid, night, payload``: the payload is the original bytes when the packet held one
-    alert, else that alert re-encoded alone with the file's writer schema, so the raw archive always holds
-    one single-alert container per candid. A candid seen twice in the batch (a redelivery) is kept once.
+    alert, a schema-registry message's datum as it arrived wrapped in a container of its writer schema, else
+    (a multi-alert file) that alert re-encoded alone with the file's writer schema, so the raw archive always
+    holds one single-alert container per candid. A candid seen twice in the batch (a redelivery) is kept once.
     A multi-alert file with bad records ingests the good ones and yields one dead letter that names the bad
     records and carries the whole file, untouched.
     """
@@ -183,13 +187,14 @@ def decode_batch(
         for i, record in enumerate(records):
             try:
                 alert = adapter.extract(record, analysed.info)
-                # the archive keeps one self-describing container per alert: the packet itself when it is one,
-                # else the record re-encoded alone with its writer schema (wire-format messages included)
-                raw = (
-                    msg.payload
-                    if single and container.codec != "wire"
-                    else single_alert_container(record, analysed.info, container.codec)
-                )
+                # the archive keeps one self-describing container per alert: a wire message's datum wrapped in
+                # one, the packet itself when it is one, else the record re-encoded alone with its writer schema
+                if container.datum is not None:
+                    raw = wrap_datum(container.datum, analysed.info)
+                elif single:  # (without a schema-registry prefix, if one framed the container)
+                    raw = unframe(msg.payload)
+                else:
+                    raw = single_alert_container(record, analysed.info, container.codec)
             except Exception as err:  # PacketError, or anything unforeseen: a dead letter either way
                 failures.append((i, err))
                 continue

@@ -210,3 +210,67 @@ def test_a_run_restricted_to_ztf_dead_letters_lsst_packets(shared_data):
     msgs = _real(shared_data, "v9_0")[:3]
     tables, dead, _ = decode_batch(msgs, "b1", SurveyRegistry.of(("ztf",)))
     assert tables.alerts.empty and len(dead) == 3 and all("not a ZTF alert" in d.reason for d in dead)
+
+
+def test_wire_messages_are_archived_as_their_datum_in_a_container(shared_data):
+    """A schema-registry message's archive container wraps its datum as it arrived: the bytes fastavro writes
+    when it re-encodes the record (same header and sync marker), and it reads back as the same record."""
+    packaged = packaged_schemas()[(9, 0)]
+    parsed = fastavro.parse_schema(packaged.schema)
+    records = [_records(m.payload)[0] for m in _real(shared_data, "v9_0")[:12]]
+    msgs = [
+        RawMessage("k", 0, i, _wire(packaged.schema_id, packaged.schema, r)) for i, r in enumerate(records)
+    ]
+    msgs += [RawMessage("k", 1, i, _pad_first_varint(m.payload)) for i, m in enumerate(msgs[:3])]
+    tables, dead, raw = decode_batch(msgs, "b1")
+    assert dead == [] and len(raw) == len(records)  # the padded copies are the same alerts: kept once
+    by_candid = dict(zip(raw["candid"], raw["payload"], strict=True))
+    for msg, record in zip(msgs[: len(records)], records, strict=True):
+        payload = by_candid[record["diaSource"]["diaSourceId"]]
+        assert payload.endswith(msg.payload[5:] + payload[-16:])  # the datum itself, then the sync marker
+        again = io.BytesIO()
+        fastavro.writer(again, parsed, [record], codec="null", sync_marker=payload[-16:])
+        assert payload == again.getvalue()
+        assert _records(payload) == [fastavro.schemaless_reader(io.BytesIO(msg.payload[5:]), parsed)]
+    # a datum that is not fastavro's canonical encoding (a varint one byte longer than needed) is kept as it
+    # arrived, where re-encoding the record would have rewritten it
+    padded = [_pad_first_varint(m.payload) for m in msgs[3:6]]
+    _, dead, raw = decode_batch([RawMessage("k", 2, i, p) for i, p in enumerate(padded)], "b2")
+    assert dead == [] and len(raw) == 3
+    for p, payload in zip(padded, raw["payload"], strict=True):
+        assert payload.endswith(p[5:] + payload[-16:])
+        assert _records(payload) == [fastavro.schemaless_reader(io.BytesIO(p[5:]), parsed)]
+
+
+def _pad_first_varint(message: bytes) -> bytes:
+    """The wire message with its datum's first varint written one byte longer (a trailing zero group)."""
+    end = 5
+    while message[end] & 0x80:
+        end += 1
+    return message[:end] + bytes([message[end] | 0x80, 0]) + message[end + 1 :]
+
+
+def test_a_non_canonical_datum_is_archived_as_it_arrived():
+    """Avro lets a writer split an array into blocks (a negative count gives the block's byte size): the
+    archive keeps those bytes, which a re-encoding would have rewritten, and they read back the same."""
+    schema = {
+        "type": "record",
+        "name": "lsst.v9_0.alert",
+        "fields": [{"name": "x", "type": {"type": "array", "items": "long"}}],
+    }
+    from alert_broker.simulator.avro import encode_long
+    from alert_broker.surveys.avro import wrap_datum
+
+    class Info:
+        parsed = fastavro.parse_schema(schema)
+
+    blocks = (
+        encode_long(-2) + encode_long(2) + encode_long(5) + encode_long(7) + encode_long(1) + encode_long(9)
+    )
+    datum = blocks + encode_long(0)
+    wrapped = wrap_datum(datum, Info())
+    assert datum in wrapped
+    assert _records(wrapped) == [{"x": [5, 7, 9]}]
+    canonical = io.BytesIO()
+    fastavro.writer(canonical, Info.parsed, [{"x": [5, 7, 9]}], sync_marker=wrapped[-16:])
+    assert canonical.getvalue() != wrapped  # a re-encoding would not have kept them

@@ -144,6 +144,19 @@ def test_fink_stamps_and_raw(fink):
     assert raw["night"].tolist() == tables.alerts["night"].tolist()
 
 
+def test_a_container_framed_by_a_schema_registry_prefix_is_archived_without_it(fink):
+    """Some producers put the 5-byte schema-registry prefix before a whole container: it decodes, and the
+    archive keeps the container (self-describing, its cutouts fetchable) rather than the prefixed bytes."""
+    from alert_broker.storage.archive import stamps_from_packet
+
+    msgs = fink[0][:3]
+    framed = [RawMessage("k", 0, m.offset, b"\0\0\0\0\x07" + m.payload) for m in msgs]
+    tables, dead, raw = decode_batch(framed, "framed")
+    assert dead == [] and len(tables.alerts) == 3
+    assert raw["payload"].tolist() == [m.payload for m in msgs]
+    assert stamps_from_packet(raw["payload"].iloc[0])["science"] == tables.stamps["cutout_science"].iloc[0]
+
+
 # ------------------------------------------------------------------------------------------- other sets
 def test_alerce_snappy_samples(shared_data):
     msgs = messages(shared_data / "ztf" / "alerce_samples_snappy")
