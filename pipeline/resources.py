@@ -44,6 +44,7 @@ from alert_broker.storage.catalogs import PIXEL_CACHE
 from alert_broker.storage.history import HistoryStore
 from alert_broker.storage.watchlists import WatchList
 from alert_broker.surveys.compiled_reader import warm_up as warm_up_avro_reader
+from alert_broker.surveys.ztf_history import warm_up as warm_up_ztf_history
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def warm_up_science() -> float:
     warm_up_features()
     warm_up_stamp_statistics()
     warm_up_avro_reader()
+    warm_up_ztf_history()
     days = np.arange(12, dtype=np.float64)
     compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
         pd.DataFrame(

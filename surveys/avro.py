@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import cramjam
 import fastavro
 
-from alert_broker.surveys.compiled_reader import RecordReader, compile_reader
+from alert_broker.surveys.compiled_reader import ItemBlock, RecordReader, compile_reader
 from alert_broker.surveys.errors import (
     CorruptAvroError,
     NotAvroError,
@@ -427,18 +427,20 @@ def check_shape(data: bytes, count: int, parsed: Any, shape: Any) -> None:
                 raise OversizeError(where + problem)
 
 
-_READERS: dict[bytes, RecordReader | None] = {}
+_READERS: dict[tuple[bytes, frozenset[str]], RecordReader | None] = {}
 
 
-def record_reader(key: bytes, parsed: Any) -> RecordReader | None:
+def record_reader(key: bytes, parsed: Any, columnar: frozenset[str] = frozenset()) -> RecordReader | None:
     """The compiled reader of a writer schema (None: fastavro reads its records), cached by ``key`` (the
-    schema's text, or ``b"wire:ID"`` for a schema-registry id) as the shape readers are."""
-    if key in _READERS:
-        return _READERS[key]
-    reader = compile_reader(parsed)
+    schema's text, or ``b"wire:ID"`` for a schema-registry id) as the shape readers are. ``columnar``: the
+    top-level arrays of records it leaves in columns (``compiled_reader.ItemBlock``)."""
+    cache_key = (key, columnar)
+    if cache_key in _READERS:
+        return _READERS[cache_key]
+    reader = compile_reader(parsed, columnar)
     if len(_READERS) >= _SHAPES_MAX:
         _READERS.clear()
-    _READERS[key] = reader
+    _READERS[cache_key] = reader
     return reader
 
 
@@ -520,9 +522,11 @@ def _decompress(codec: str, data: bytes, block: int, limit: int) -> bytes:
     return out
 
 
-def read_container(payload: bytes, analyse: Analyse) -> Container:
+def read_container(payload: bytes, analyse: Analyse, columnar: bool = False) -> Container:
     """Decode an Avro object container file, or raise the PacketError that says why it cannot be. ``analyse``
-    turns the writer schema's text into the adapter's analysed schema (raising if no adapter can map it)."""
+    turns the writer schema's text into the adapter's analysed schema (raising if no adapter can map it).
+    ``columnar``: leave the arrays the adapter names (its analysed schema's ``columnar``) in columns; the
+    records then hold ``compiled_reader.ItemBlock``s there (sequences of the same dicts, built on demand)."""
     if not payload.startswith(_MAGIC):
         reason = describe_non_avro(payload)
         raise (TruncatedAvroError if reason.startswith("truncated") else NotAvroError)(reason)
@@ -548,7 +552,7 @@ def read_container(payload: bytes, analyse: Analyse) -> Container:
     block = 0
     budget = MAX_DECODED_BYTES
     parsed = info.parsed
-    fast = record_reader(text, parsed)
+    fast = record_reader(text, parsed, getattr(info, "columnar", frozenset()) if columnar else frozenset())
     while pos < size:
         try:
             count, pos = _read_long(payload, pos)
@@ -636,6 +640,13 @@ def wrap_datum(datum: bytes | memoryview, info: AnalysedSchema) -> bytes:
     fastavro re-encoding a real LSST alert took 0.45-1.1 ms, ten times reading it."""
     header, sync = _header(info)
     return b"".join((header, b"\x02", _size(len(datum)), datum, sync))
+
+
+def materialised(record: Any) -> Any:
+    """``record`` with any ``ItemBlock`` among its values replaced by its list of dicts (for fastavro's writer)."""
+    if isinstance(record, dict) and any(isinstance(v, ItemBlock) for v in record.values()):
+        return {k: v.rows() if isinstance(v, ItemBlock) else v for k, v in record.items()}
+    return record
 
 
 def single_alert_container(record: dict, info: AnalysedSchema, codec: str) -> bytes:

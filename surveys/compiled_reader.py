@@ -18,7 +18,8 @@ nested in array or map items) get no program and are read by fastavro.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -176,6 +177,89 @@ def _run(buf, pos, end, ops, ints, floats, k_int0, k_float0, scratch):  # noqa: 
     return _OK, pos, itop, ftop
 
 
+class ItemLayout(NamedTuple):
+    """Where an ``ItemBlock``'s columns are: ``fields`` maps a field to ``(union slot, branch, kind, slot)``;
+    ``item_union`` is ``(slot, branch)`` of a ``["null", record]`` item union ((-1, -1) when items are records)."""
+
+    fields: dict[str, tuple[int, int, int, int]]
+    item_union: tuple[int, int]
+
+
+class ItemBlock(Sequence):
+    """The items of an array of records, still in the reader's slabs (a copy of their rows): what the compiled
+    reader gives for the arrays its caller names ``columnar`` instead of a list of dicts, so that a consumer can
+    take columns of the whole array at once (``surveys.ztf``'s history). It is a sequence of exactly the dicts
+    fastavro reads (built on first use, once), so code that walks it as a list sees no difference.
+
+    ``layout.fields`` maps each field the block can give as a column to ``(union slot, branch, kind, slot)``: the
+    int slot of its ``["null", T]`` union and T's branch index (-1, -1 when the field is not nullable), the kind of
+    T (``K_LONG``, ``K_FLOAT``, ``K_BOOL``, ``K_STRING``, ``K_BYTES``) and its slot (a float slot for K_FLOAT, an
+    int slot otherwise; strings and bytes take two: offset into ``buf`` and length). Rows are ``ints[i]`` and
+    ``floats[i]``; fields outside the layout (nested, logical, wider unions) are only in the dicts."""
+
+    __slots__ = ("ints", "floats", "buf", "layout", "_build", "_rows")
+
+    def __init__(self, ints: np.ndarray, floats: np.ndarray, buf: bytes, layout: dict, build: Any) -> None:
+        self.ints = ints
+        self.floats = floats
+        self.buf = buf
+        self.layout = layout
+        self._build = build
+        self._rows: list | None = None
+
+    def rows(self) -> list[dict]:
+        """The items as fastavro's dicts."""
+        if self._rows is None:
+            self._rows = self._build(self.ints, self.floats, self.buf)
+        return self._rows
+
+    def __len__(self) -> int:
+        return self.ints.shape[0]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.rows()[i]
+
+    def __iter__(self):
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        return self.rows() == (list(other) if isinstance(other, ItemBlock | tuple) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ItemBlock({len(self)} items)"
+
+
+#: Column kinds of ``ItemBlock.layout``.
+K_LONG, K_FLOAT, K_BOOL, K_STRING, K_BYTES = range(5)
+_KIND_OF = {"int": K_LONG, "long": K_LONG, "float": K_FLOAT, "double": K_FLOAT, "boolean": K_BOOL,
+            "string": K_STRING, "bytes": K_BYTES}  # fmt: skip
+
+
+def _column_of(field_type: Any, ints_at: int, floats_at: int) -> tuple[int, int, int, int] | None:
+    """The layout entry of a record field whose slots start at (``ints_at``, ``floats_at``): a plain primitive or
+    a ``["null", T]`` union of one (either order), without a logical type; None for anything else."""
+
+    def plain(t: Any) -> int | None:
+        if isinstance(t, dict) and t.get("type") in _KIND_OF and not t.get("logicalType"):
+            t = t["type"]
+        return _KIND_OF.get(t) if isinstance(t, str) else None
+
+    def slot(kind: int, i: int, f: int) -> int:
+        return f if kind == K_FLOAT else i
+
+    kind = plain(field_type)
+    if kind is not None:
+        return (-1, -1, kind, slot(kind, ints_at, floats_at))
+    if isinstance(field_type, list) and len(field_type) == 2 and "null" in field_type:
+        branch = 1 - field_type.index("null")
+        kind = plain(field_type[branch])
+        if kind is not None:  # the union's index takes the first int slot, the value the next
+            return (ints_at, branch, kind, slot(kind, ints_at + 1, floats_at))
+    return None
+
+
 class _Unsupported(Exception):
     """The schema holds something this reader does not compile (fastavro reads it)."""
 
@@ -203,6 +287,14 @@ class _Compiler:
         self.leaves = 0
         self.items: list[str] = []  # one builder function's source per array type
         self.helpers: dict[str, Any] = {}  # functions the generated code calls, by name
+        self.columnar: frozenset[str] = (
+            frozenset()
+        )  # top-level fields whose arrays of records become ItemBlocks
+        self._columnar_field = False  # compiling one of those fields now
+        self._layout: dict[str, tuple[int, int, int, int]] | None = (
+            None  # the layout of the item being compiled
+        )
+        self.names_seen_top = False  # the top record has been entered
 
     # slot allocation per table (the top record, or one array's item)
     def _slot(self, table: list[int], kind: int, width: int = 1) -> int:
@@ -290,12 +382,24 @@ class _Compiler:
         # real ZTF schemas define their cutout record inline three times: the last definition is what a later
         # reference means (fastavro's rule too); inline definitions are compiled where they stand
         self.names[full] = (schema, space)
+        top = not in_item and not self.names_seen_top
+        self.names_seen_top = True
+        layout, self._layout = self._layout, None  # an item record's layout is filled by its own fields only
         parts = []
         for field in schema.get("fields", ()):
             fname = field.get("name") if isinstance(field, dict) else None
             if not isinstance(fname, str):
                 raise _Unsupported("a field without a name")
+            ints_at, floats_at = table
+            self._columnar_field = top and fname in self.columnar
             parts.append(f"{fname!r}: {self.compile(field.get('type'), table, space, in_item)}")
+            self._columnar_field = False
+            if (
+                layout is not None
+                and (entry := _column_of(field.get("type"), ints_at, floats_at)) is not None
+            ):
+                layout[fname] = entry
+        self._layout = layout
         return "{" + ", ".join(parts) + "}"
 
     def _union(self, branches: list, table: list[int], namespace: str, in_item: bool) -> str:
@@ -320,12 +424,27 @@ class _Compiler:
         at = self._slot(table, 0, width=3)
         head = self._emit(_ARRAY, at)
         item_table = [0, 0]
+        columnar = self._columnar_field and not is_map
+        self._columnar_field = False
+        item_union = (-1, -1)
+        if (
+            columnar
+        ):  # only for items that are records, or a ["null", record] union (the union's index: slot 0)
+            items, _ = self._resolve(schema.get("items"), namespace)
+            if isinstance(items, list) and len(items) == 2 and "null" in items:
+                item_union = (0, 1 - items.index("null"))
+                items, _ = self._resolve(items[item_union[1]], namespace)
+            columnar = isinstance(items, dict) and items.get("type") == "record"
+        layout: dict[str, tuple[int, int, int, int]] = {}
+        if columnar:
+            self._layout = layout  # the item record's fields fill it
         if is_map:
             key = self.compile("string", item_table, namespace, in_item=True)
             value = self.compile(schema.get("values"), item_table, namespace, in_item=True)
             expr = f"({key}, {value})"
         else:
             expr = self.compile(schema.get("items"), item_table, namespace, in_item=True)
+        self._layout = None
         if item_table == [0, 0]:  # items of no bytes: 10^18 of them fit in a few bytes
             raise _Unsupported("items that take no bytes")
         end = self._emit(_END_ITEM)
@@ -339,6 +458,18 @@ class _Compiler:
             f"    return [{expr} for iv, fv in zip(rows_i, rows_f)]\n"
         )
         call = f"_items{index}(ints, floats, buf, iv[{at}], iv[{at + 1}], iv[{at + 2}])"
+        if columnar and layout:  # the items' rows stay in columns; their dicts are built only if asked for
+            ki, kf = item_table
+            self.items.append(
+                f"def _rows{index}(mi, mf, buf):\n"
+                f"    return [{expr} for iv, fv in zip(mi.tolist(), mf.tolist())]\n"
+                f"def _block{index}(ints, floats, buf, n, i0, f0):\n"
+                f"    return _ItemBlock(ints[i0:i0 + n * {ki}].reshape(n, {ki}).copy(), "
+                f"floats[f0:f0 + n * {kf}].reshape(n, {kf}).copy(), buf, _layout{index}, _rows{index})\n"
+            )
+            self.helpers[f"_layout{index}"] = ItemLayout(layout, item_union)
+            self.helpers["_ItemBlock"] = ItemBlock
+            return f"_block{index}(ints, floats, buf, iv[{at}], iv[{at + 1}], iv[{at + 2}])"
         return f"dict({call})" if is_map else call
 
 
@@ -383,13 +514,15 @@ class RecordReader:
         return None
 
 
-def compile_reader(schema: Any) -> RecordReader | None:
+def compile_reader(schema: Any, columnar: frozenset[str] = frozenset()) -> RecordReader | None:
     """A reader for records of ``schema`` (a writer schema as parsed JSON, or as ``fastavro.parse_schema``
     returns it), or None when the schema holds what this reader leaves to fastavro. Never raises: a schema
     comes with its packet, and one this reader cannot take (unsupported, malformed, or nesting past what
-    Python's parser takes) is fastavro's to read or refuse."""
+    Python's parser takes) is fastavro's to read or refuse. The top-level fields named in ``columnar`` that
+    hold arrays of records are read as ``ItemBlock``s."""
     try:
         compiler = _Compiler()
+        compiler.columnar = frozenset(columnar)
         top = [0, 0]
         expr = compiler.compile(schema, top, "", in_item=False)
         source = "".join(compiler.items) + (
@@ -428,4 +561,18 @@ def warm_up() -> None:
         raise RuntimeError("the compiled Avro reader misreads its warm-up record")
 
 
-__all__ = ["KEEP_SLOTS", "MAX_LEAVES", "MAX_SLOTS", "RecordReader", "compile_reader", "warm_up"]
+__all__ = [
+    "K_BOOL",
+    "K_BYTES",
+    "K_FLOAT",
+    "K_LONG",
+    "K_STRING",
+    "KEEP_SLOTS",
+    "MAX_LEAVES",
+    "MAX_SLOTS",
+    "ItemBlock",
+    "ItemLayout",
+    "RecordReader",
+    "compile_reader",
+    "warm_up",
+]

@@ -28,6 +28,7 @@ from alert_broker.surveys.avro import (
     WIRE_PREFIX_SIZE,
     Container,
     check_shape,
+    materialised,
     read_container,
     read_records,
     record_reader,
@@ -126,12 +127,15 @@ def _schemaless(payload: bytes, registry: SurveyRegistry) -> Container:
     )
 
 
-def read_packet(payload: bytes, registry: SurveyRegistry = DEFAULT_REGISTRY) -> Container:
-    """A packet's records and their adapter (``container.schema`` is an ``Analysed``), or a PacketError."""
+def read_packet(
+    payload: bytes, registry: SurveyRegistry = DEFAULT_REGISTRY, columnar: bool = False
+) -> Container:
+    """A packet's records and their adapter (``container.schema`` is an ``Analysed``), or a PacketError.
+    ``columnar``: arrays the adapter names may be ``compiled_reader.ItemBlock``s (``read_container``)."""
     body = unframe(payload)
     if not body.startswith(MAGIC) and wire_schema_id(body) is not None:
         return _schemaless(body, registry)
-    return read_container(body, registry.analyse)
+    return read_container(body, registry.analyse, columnar)
 
 
 def _concat_tables(parts: list[Tables]) -> Tables:
@@ -168,7 +172,7 @@ def decode_batch(
             dead.append(_dead(msg, reason, OversizeError.__name__))
             continue
         try:
-            container = read_packet(msg.payload, registry)
+            container = read_packet(msg.payload, registry, columnar=True)
         except PacketError as err:
             dead.append(_dead(msg, str(err), type(err).__name__))
             continue
@@ -194,7 +198,7 @@ def decode_batch(
                 elif single:  # (without a schema-registry prefix, if one framed the container)
                     raw = unframe(msg.payload)
                 else:
-                    raw = single_alert_container(record, analysed.info, container.codec)
+                    raw = single_alert_container(materialised(record), analysed.info, container.codec)
             except Exception as err:  # PacketError, or anything unforeseen: a dead letter either way
                 failures.append((i, err))
                 continue

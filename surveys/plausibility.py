@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 #: MJD of 2100-01-01: the end of every survey's era (a generous, fixed bound, so a replay decides as the run did).
 MJD_END = 88069.0
@@ -135,7 +136,7 @@ def object_id_problem(where: str, value: object) -> str | None:
 
 def history_size_problem(where: str, entries: object) -> str | None:
     """Why a history array is too long to take (None if it is not)."""
-    n = len(entries) if isinstance(entries, list) else 0
+    n = len(entries) if isinstance(entries, list | Sequence) and not isinstance(entries, str | bytes) else 0
     if n <= MAX_HISTORY:
         return None
     return (

@@ -35,6 +35,11 @@ class Analysed:
     def parsed(self) -> Any:
         return self.info.parsed
 
+    @property
+    def columnar(self) -> frozenset[str]:
+        """The arrays the adapter takes as columns (``surveys.avro.read_container``); none unless it says."""
+        return getattr(self.info, "columnar", frozenset())
+
 
 class SurveyRegistry:
     """The adapters a run accepts (``surveys``: their names; empty = every known survey)."""

@@ -41,6 +41,7 @@ from alert_broker.surveys.avro import (
 )
 from alert_broker.surveys.avro import read_container as read_avro_container
 from alert_broker.surveys.columns import ACCEPTS, ISDIFFPOS, band_names, column, difference_flux, fields
+from alert_broker.surveys.compiled_reader import ItemBlock
 from alert_broker.surveys.errors import (
     ImplausibleValueError,
     InvalidValueError,
@@ -63,6 +64,7 @@ from alert_broker.surveys.plausibility import (
     show,
     time_problem,
 )
+from alert_broker.surveys.ztf_history import History, check_history, mixed_columns
 
 SURVEY = "ztf"
 JD_MJD_OFFSET = 2400000.5
@@ -127,6 +129,9 @@ _OLD_CANDIDATE_NAMES = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srma
 #: What the brief and the science need of every alert; a packet lacking one is dead-lettered.
 REQUIRED_CANDIDATE = ("jd", "fid", "pid", "ra", "dec", "magpsf", "sigmapsf", "isdiffpos")
 _REQUIRED_PRV_DETECTION = ("pid", "ra", "dec", "magpsf", "sigmapsf")
+#: Take prv_candidates as columns when the rules pass them all (``surveys.ztf_history``); False: always dicts.
+COLUMNAR_HISTORY = True
+_COLUMNAR = frozenset({"prv_candidates"})
 ZTF_FIDS = frozenset((1, 2, 3))  # g, r, i
 _STAMP_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 #: The candidate's string fields: none may hold a NUL (PostgreSQL text cannot; ZTF never writes one).
@@ -135,6 +140,7 @@ _CANDIDATE_STRINGS = tuple(name for name, kind in CANDIDATE_FIELDS if kind == "s
 _JD_START, _JD_END = ERA_START_MJD[SURVEY] + JD_MJD_OFFSET, MJD_END + JD_MJD_OFFSET
 _MAG_LO, _MAG_HI = MAG_RANGE
 _SIG_LO, _SIG_HI = SIGMA_MAG_RANGE
+_BOUNDS = np.array([_JD_START, _JD_END, _MAG_LO, _MAG_HI, _SIG_LO, _SIG_HI], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------ container reading
@@ -145,6 +151,14 @@ class SchemaInfo:
     parsed: dict
     renames: tuple[tuple[str, str], ...]  # old candidate field name -> current one
     prv_is_forced: bool  # schema 3.5: prv_candidates hold fp_hist records
+    #: the field names of a prv_candidates entry (empty: none, or forced photometry); when there are some, the
+    #: compiled reader leaves the entries in columns (``surveys.ztf_history``)
+    prv_fields: frozenset[str] = frozenset()
+
+    @property
+    def columnar(self) -> frozenset[str]:
+        """The arrays the compiled reader may leave in columns (``surveys.avro.read_container(columnar=True)``)."""
+        return _COLUMNAR if self.prv_fields and COLUMNAR_HISTORY else frozenset()
 
 
 _SCHEMA_CACHE: dict[bytes, SchemaInfo | PacketError] = {}
@@ -222,7 +236,8 @@ def analyse_schema(text: bytes) -> SchemaInfo:
         if fp is None:
             raise UnknownSchemaError("unknown schema: fp_hists is not an array of records")
         _check_types("fp_hists", fp, _FORCED_KIND)
-    return SchemaInfo(parsed=parsed, renames=renames, prv_is_forced=prv_is_forced)
+    prv_fields = frozenset(prv) if "prv_candidates" in top and not prv_is_forced else frozenset()
+    return SchemaInfo(parsed=parsed, renames=renames, prv_is_forced=prv_is_forced, prv_fields=prv_fields)
 
 
 def schema_info(text: bytes) -> SchemaInfo:
@@ -266,6 +281,9 @@ class Alert:
     stamps: tuple[bytes | None, bytes | None, bytes | None]
     dropped: int = 0  # history points dropped by the plausibility rules
     dropped_reason: str | None = None  # the first few, field and value
+    history: History | None = (
+        None  # prv_candidates taken as columns (then detections/non_detections are empty)
+    )
 
 
 def _jd_date(jd: float) -> str:
@@ -394,6 +412,10 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
     for where, entries in (("prv_candidates", prv), ("fp_hists", fp)):
         if problem := history_size_problem(where, entries):
             raise OversizeError(problem)
+    history = None
+    if isinstance(prv, ItemBlock):  # every entry passes the rules: columns; else the dicts, and their reasons
+        history = check_history(prv, _BOUNDS, DETECTION_FIELDS, info.prv_fields)
+        prv = () if history is not None else prv.rows()
     if info.prv_is_forced:
         for i, p in enumerate(prv):
             where = f"prv_candidates[{i}]"
@@ -458,6 +480,7 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
         stamps=stamps,  # type: ignore[arg-type]
         dropped=dropped.count,
         dropped_reason=dropped.reason(),
+        history=history,
     )
 
 
@@ -488,6 +511,9 @@ class ZtfBatch:
         self._fp_oid: list[str] = []
         self._fp_parent: list[int] = []
         self._fp_keys: set[tuple[str, int]] = set()
+        self._histories: list[
+            History
+        ] = []  # rows of _det_rows / _nd_rows that are (index, row) refer to these
 
     def __len__(self) -> int:
         return len(self.alerts)
@@ -532,6 +558,8 @@ class ZtfBatch:
                 self._nd_keys.add(nd_key)
                 self._nd_rows.append(p)
                 self._nd_oid.append(oid)
+        if alert.history is not None:
+            self._add_history(alert.history, oid, candid)
         for p in alert.forced:
             fp_key = (oid, p["pid"])
             if fp_key not in self._fp_keys:
@@ -540,6 +568,32 @@ class ZtfBatch:
                 self._fp_oid.append(oid)
                 self._fp_parent.append(candid)
         return True
+
+    def _add_history(self, h: History, oid: str, candid: int) -> None:
+        """``add`` for history entries taken as columns: the same keys and order; rows are references."""
+        b = len(self._histories)
+        self._histories.append(h)
+        index = self._det_index
+        for j, c in zip(h.det_rows, h.det_candid, strict=True):
+            key = (oid, c)
+            if key not in index:
+                index[key] = len(self._det_rows)
+                self._det_rows.append((b, j))
+                self._det_oid.append(oid)
+                self._det_candid.append(c)
+                self._det_parent.append(candid)
+                self._det_own.append(False)
+        for j, fid, jd in zip(h.nd_rows, h.nd_fid, h.nd_jd, strict=True):
+            nd_key = (oid, fid, jd)
+            if nd_key not in self._nd_keys:
+                self._nd_keys.add(nd_key)
+                self._nd_rows.append((b, j))
+                self._nd_oid.append(oid)
+
+    def _columns(self, rows: list, names: list[tuple[str, str]]) -> dict[str, object]:
+        if self._histories:
+            return mixed_columns(rows, self._histories, names)
+        return fields(rows, names)
 
     # -- tables
     def alerts_frame(self, batch_id: str) -> pd.DataFrame:
@@ -569,7 +623,8 @@ class ZtfBatch:
 
     def detections_frame(self) -> pd.DataFrame:
         rows = self._det_rows
-        mjd, night = _mjd_night(column([r["jd"] for r in rows], "f"))
+        taken = self._columns(rows, [("jd", "f")] + [(f, _CANDIDATE_KIND[f]) for f in DETECTION_FIELDS])
+        mjd, night = _mjd_night(taken.pop("jd"))
         cols: dict[str, object] = {
             "oid": column(self._det_oid, "s"),
             "candid": column(self._det_candid, "q"),
@@ -577,7 +632,7 @@ class ZtfBatch:
             "mjd": mjd,
             "night": night,
         }
-        cols.update(fields(rows, ((f, _CANDIDATE_KIND[f]) for f in DETECTION_FIELDS)))
+        cols.update(taken)
         cols["band"] = band_names(cols["fid"], INFO.bands)
         cols["flux"], cols["flux_err"] = difference_flux(cols["magpsf"], cols["sigmapsf"], cols["isdiffpos"])
         cols["parent_candid"] = column(self._det_parent, "q")
@@ -586,15 +641,16 @@ class ZtfBatch:
 
     def non_detections_frame(self) -> pd.DataFrame:
         rows = self._nd_rows
-        mjd, night = _mjd_night(column([r["jd"] for r in rows], "f"))
+        taken = self._columns(rows, [("jd", "f"), ("fid", "h"), ("diffmaglim", "f")])
+        mjd, night = _mjd_night(taken["jd"])
         return pd.DataFrame(
             {
                 "oid": column(self._nd_oid, "s"),
                 "survey": column([SURVEY] * len(rows), "s"),
-                "fid": column([r["fid"] for r in rows], "h"),
+                "fid": taken["fid"],
                 "mjd": mjd,
                 "night": night,
-                "diffmaglim": column([r.get("diffmaglim") for r in rows], "f"),
+                "diffmaglim": taken["diffmaglim"],
             }
         )
 

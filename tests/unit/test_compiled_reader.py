@@ -282,7 +282,7 @@ def test_real_packets_read_as_fastavro_reads_them(shared_data, monkeypatch, fold
         avro._READERS.clear()
         fast = _outcome(payload)
         with monkeypatch.context() as m:
-            m.setattr(avro, "record_reader", lambda key, parsed: None)
+            m.setattr(avro, "record_reader", lambda key, parsed, columnar=frozenset(): None)
             slow = _outcome(payload)
         assert same(fast, slow), path.name
         if not isinstance(fast, tuple):  # decoded: its schema compiled (else it would not be any faster)
@@ -318,3 +318,60 @@ def test_mutated_datums_agree_with_fastavro_or_step_aside(shared_data):
         assert ref is not None and same(got[0], ref) and got[1] == stream.tell()
         agreed += 1
     assert agreed > 50 and stepped_aside > 10  # both paths were exercised
+
+
+def test_columnar_arrays_are_item_blocks_only_where_asked_and_possible():
+    """Only the named top-level fields holding arrays of records (or of ["null", record]) become ItemBlocks;
+    arrays of primitives, maps, and arrays nested deeper stay lists. Every block equals fastavro's list, and
+    its layout says where each plain field is."""
+    from alert_broker.surveys.compiled_reader import K_FLOAT, K_LONG, K_STRING, ItemBlock
+
+    item = {
+        "type": "record",
+        "name": "entry",
+        "fields": [
+            {"name": "a", "type": "long"},
+            {"name": "b", "type": ["null", "double"]},
+            {"name": "c", "type": ["string", "null"]},
+            {"name": "d", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "e", "type": ["null", "long", "double"]},
+        ],
+    }
+    schema = {
+        "type": "record",
+        "name": "top",
+        "fields": [
+            {"name": "rows", "type": {"type": "array", "items": item}},
+            {"name": "maybe", "type": ["null", {"type": "array", "items": ["null", "entry"]}]},
+            {"name": "plain", "type": {"type": "array", "items": "long"}},
+            {"name": "m", "type": {"type": "map", "values": "entry"}},
+            {"name": "inner", "type": {"type": "record", "name": "in", "fields": [
+                {"name": "rows", "type": {"type": "array", "items": "entry"}}]}},
+        ],
+    }  # fmt: skip
+    e1 = {"a": 1, "b": None, "c": "x", "d": 5, "e": 2.5}
+    e2 = {"a": -7, "b": 0.5, "c": None, "d": 6, "e": None}
+    record = {"rows": [e1, e2], "maybe": [None, e2], "plain": [3], "m": {"k": e1}, "inner": {"rows": [e2]}}
+    datum = encode(schema, record)
+    want = fastavro.schemaless_reader(io.BytesIO(datum), fastavro.parse_schema(schema))
+    names = frozenset({"rows", "maybe", "plain", "m"})
+    got, end = compile_reader(fastavro.parse_schema(schema), names).read(datum)
+    assert end == len(datum) and got == want
+    assert isinstance(got["rows"], ItemBlock) and isinstance(got["maybe"], ItemBlock)
+    assert type(got["plain"]) is list and type(got["m"]) is dict and type(got["inner"]["rows"]) is list
+    layout = got["rows"].layout
+    assert layout.item_union == (-1, -1) and got["maybe"].layout.item_union == (0, 1)
+    assert set(layout.fields) == {"a", "b", "c"}  # the logical type and the three-way union are not columns
+    u, branch, kind, slot = layout.fields["b"]
+    assert kind == K_FLOAT and branch == 1
+    block = got["rows"]
+    assert [None if r[u] != branch else f[slot] for r, f in zip(block.ints, block.floats, strict=True)] == [
+        None,
+        0.5,
+    ]
+    assert layout.fields["a"][2] == K_LONG and got["rows"].ints[:, layout.fields["a"][3]].tolist() == [1, -7]
+    assert layout.fields["c"][2] == K_STRING
+    # the block reads the same twice, and a reader without columnar names reads lists
+    assert list(got["rows"]) == [e1 | {"d": want["rows"][0]["d"]}, e2 | {"d": want["rows"][1]["d"]}]
+    plain, _ = compile_reader(fastavro.parse_schema(schema)).read(datum)
+    assert type(plain["rows"]) is list and plain == want
