@@ -64,7 +64,7 @@ from alert_broker.surveys.plausibility import (
     show,
     time_problem,
 )
-from alert_broker.surveys.ztf_history import History, check_history, mixed_columns
+from alert_broker.surveys.ztf_history import Forced, History, check_forced, check_history, mixed_columns
 
 SURVEY = "ztf"
 JD_MJD_OFFSET = 2400000.5
@@ -121,6 +121,8 @@ FORCED_FIELDS: tuple[tuple[str, str], ...] = (
     ("chinr", "f"), ("sharpnr", "f"),
 )  # fmt: skip
 _FORCED_KIND = {**dict(FORCED_FIELDS), "jd": "f"}
+#: The fields the forced-photometry table takes from each point.
+_FORCED_COLUMNS = ("jd", *(name for name, _ in FORCED_FIELDS))
 
 #: Names of ZTF's 2016-17 (v1.x) candidate fields that later versions renamed.
 _OLD_CANDIDATE_NAMES = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srmag1", "simag": "simag1",
@@ -129,9 +131,9 @@ _OLD_CANDIDATE_NAMES = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srma
 #: What the brief and the science need of every alert; a packet lacking one is dead-lettered.
 REQUIRED_CANDIDATE = ("jd", "fid", "pid", "ra", "dec", "magpsf", "sigmapsf", "isdiffpos")
 _REQUIRED_PRV_DETECTION = ("pid", "ra", "dec", "magpsf", "sigmapsf")
-#: Take prv_candidates as columns when the rules pass them all (``surveys.ztf_history``); False: always dicts.
+#: Take prv_candidates and fp_hists as columns when the rules pass them all (``surveys.ztf_history``); False:
+#: always dicts.
 COLUMNAR_HISTORY = True
-_COLUMNAR = frozenset({"prv_candidates"})
 ZTF_FIDS = frozenset((1, 2, 3))  # g, r, i
 _STAMP_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 #: The candidate's string fields: none may hold a NUL (PostgreSQL text cannot; ZTF never writes one).
@@ -154,11 +156,17 @@ class SchemaInfo:
     #: the field names of a prv_candidates entry (empty: none, or forced photometry); when there are some, the
     #: compiled reader leaves the entries in columns (``surveys.ztf_history``)
     prv_fields: frozenset[str] = frozenset()
+    #: the field names of an fp_hists entry (empty: no fp_hists); likewise left in columns
+    fp_fields: frozenset[str] = frozenset()
 
     @property
     def columnar(self) -> frozenset[str]:
         """The arrays the compiled reader may leave in columns (``surveys.avro.read_container(columnar=True)``)."""
-        return _COLUMNAR if self.prv_fields and COLUMNAR_HISTORY else frozenset()
+        if not COLUMNAR_HISTORY:
+            return frozenset()
+        return frozenset(
+            name for name, has in (("prv_candidates", self.prv_fields), ("fp_hists", self.fp_fields)) if has
+        )
 
 
 _SCHEMA_CACHE: dict[bytes, SchemaInfo | PacketError] = {}
@@ -231,13 +239,21 @@ def analyse_schema(text: bytes) -> SchemaInfo:
             raise UnknownSchemaError("unknown schema: prv_candidates is not an array of records")
         prv_is_forced = "forcediffimflux" in prv
         _check_types("prv_candidates", prv, _FORCED_KIND if prv_is_forced else _CANDIDATE_KIND)
+    fp_fields: frozenset[str] = frozenset()
     if "fp_hists" in top:
         fp = array_item_fields(top["fp_hists"], names)
         if fp is None:
             raise UnknownSchemaError("unknown schema: fp_hists is not an array of records")
         _check_types("fp_hists", fp, _FORCED_KIND)
+        fp_fields = frozenset(fp)
     prv_fields = frozenset(prv) if "prv_candidates" in top and not prv_is_forced else frozenset()
-    return SchemaInfo(parsed=parsed, renames=renames, prv_is_forced=prv_is_forced, prv_fields=prv_fields)
+    return SchemaInfo(
+        parsed=parsed,
+        renames=renames,
+        prv_is_forced=prv_is_forced,
+        prv_fields=prv_fields,
+        fp_fields=fp_fields,
+    )
 
 
 def schema_info(text: bytes) -> SchemaInfo:
@@ -284,6 +300,7 @@ class Alert:
     history: History | None = (
         None  # prv_candidates taken as columns (then detections/non_detections are empty)
     )
+    fp_history: Forced | None = None  # fp_hists taken as columns (then forced holds none of them)
 
 
 def _jd_date(jd: float) -> str:
@@ -416,6 +433,10 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
     if isinstance(prv, ItemBlock):  # every entry passes the rules: columns; else the dicts, and their reasons
         history = check_history(prv, _BOUNDS, DETECTION_FIELDS, info.prv_fields)
         prv = () if history is not None else prv.rows()
+    fp_history = None
+    if isinstance(fp, ItemBlock):
+        fp_history = check_forced(fp, _BOUNDS, _FORCED_COLUMNS, info.fp_fields)
+        fp = () if fp_history is not None else fp.rows()
     if info.prv_is_forced:
         for i, p in enumerate(prv):
             where = f"prv_candidates[{i}]"
@@ -481,6 +502,7 @@ def extract_alert(record: dict, info: SchemaInfo) -> Alert:
         dropped=dropped.count,
         dropped_reason=dropped.reason(),
         history=history,
+        fp_history=fp_history,
     )
 
 
@@ -514,6 +536,7 @@ class ZtfBatch:
         self._histories: list[
             History
         ] = []  # rows of _det_rows / _nd_rows that are (index, row) refer to these
+        self._fp_histories: list[Forced] = []  # and rows of _fp_rows to these
 
     def __len__(self) -> int:
         return len(self.alerts)
@@ -567,7 +590,29 @@ class ZtfBatch:
                 self._fp_rows.append(p)
                 self._fp_oid.append(oid)
                 self._fp_parent.append(candid)
+        if alert.fp_history is not None:
+            self._add_forced(alert.fp_history, oid, candid)
         return True
+
+    def _add_forced(self, f: Forced, oid: str, candid: int) -> None:
+        """``add`` for forced photometry taken as columns: the same keys and order; rows are references."""
+        b = len(self._fp_histories)
+        self._fp_histories.append(f)
+        keys = [(oid, pid) for pid in f.pids]
+        n = len(keys)
+        if self._fp_keys.isdisjoint(keys) and len(set(keys)) == n:  # the usual case: all new, at once
+            self._fp_keys.update(keys)
+            self._fp_rows.extend(zip([b] * n, f.rows, strict=True))
+            self._fp_oid.extend([oid] * n)
+            self._fp_parent.extend([candid] * n)
+            return
+        for j, pid in zip(f.rows, f.pids, strict=True):
+            fp_key = (oid, pid)
+            if fp_key not in self._fp_keys:
+                self._fp_keys.add(fp_key)
+                self._fp_rows.append((b, j))
+                self._fp_oid.append(oid)
+                self._fp_parent.append(candid)
 
     def _add_history(self, h: History, oid: str, candid: int) -> None:
         """``add`` for history entries taken as columns: the same keys and order; rows are references."""
@@ -656,7 +701,11 @@ class ZtfBatch:
 
     def forced_frame(self) -> pd.DataFrame:
         rows = self._fp_rows
-        mjd, night = _mjd_night(column([r["jd"] for r in rows], "f"))
+        if self._fp_histories:
+            taken = mixed_columns(rows, self._fp_histories, [("jd", "f"), *FORCED_FIELDS])
+        else:
+            taken = fields(rows, [("jd", "f"), *FORCED_FIELDS])
+        mjd, night = _mjd_night(taken.pop("jd"))
         cols: dict[str, object] = {
             "oid": column(self._fp_oid, "s"),
             "survey": column([SURVEY] * len(rows), "s"),
@@ -664,7 +713,7 @@ class ZtfBatch:
             "mjd": mjd,
             "night": night,
         }
-        cols.update(fields(rows, FORCED_FIELDS))
+        cols.update(taken)
         return pd.DataFrame(cols)
 
     def stamps_frame(self) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""ZTF history entries taken as columns: the ``prv_candidates`` of a batch without one dict per entry.
+"""ZTF history entries taken as columns: the ``prv_candidates`` and ``fp_hists`` of a batch without one dict
+per entry.
 
 Why: building the ~25 history dicts of each alert (and then the tables' columns from them) was most of what
 decoding still cost once the compiled reader read the bytes (docs/operations.md). The compiled reader can leave
@@ -10,13 +11,16 @@ The contract is the dict path's result, exactly: ``check_history`` accepts a blo
 every rule the dict path applies (present, a finite time, a ZTF band; a non-detection in ZTF's era with a
 plausible limit; a detection with its required fields, a known ``isdiffpos``, a positive candid and plausible
 values). Any entry that the dict path would drop or refuse, or a schema whose fields the columns cannot carry,
-returns None and the alert goes the dict way, so every reason and dead letter stays the same.
+returns None and the alert goes the dict way, so every reason and dead letter stays the same. Forced photometry
+(``fp_hists``, ~30 points per alert in 4.x packets) goes the same way with its own rules (``check_forced``: a
+present entry with a pid > 0, a ZTF band and a time in ZTF's era; its one string, ``procstatus``, ASCII).
 ``tests/unit/test_ztf_history.py`` compares both paths' tables on every real ZTF set and on damaged alerts.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import fastavro
@@ -56,6 +60,15 @@ class History(NamedTuple):
     nd_rows: list[int]
     nd_fid: list[int]
     nd_jd: list[float]
+
+
+class Forced(NamedTuple):
+    """An alert's forced-photometry points, every one kept, as rows of its block (in order) and their pids."""
+
+    block: ItemBlock
+    signs: np.ndarray  # zeros (no sign column here; ``mixed_columns`` gathers one per row)
+    rows: list[int]
+    pids: list[int]
 
 
 @numba.njit(cache=True)
@@ -149,6 +162,40 @@ def _check(ints, floats, buf, spec, item_union, bounds, signs, order, key_i, key
     return n_det
 
 
+#: The fields the forced-photometry rules read, in the order of their kernel's ``spec`` rows.
+FORCED_RULE_FIELDS = ("jd", "fid", "pid")
+
+
+@numba.njit(cache=True)
+def _check_forced(ints, floats, buf, spec, item_union, strings, bounds, pids):
+    """True when every row passes the forced-photometry rules (``pids`` then filled), False at the first that
+    does not: the dict path would refuse the alert or drop the point. ``strings``: (union slot, branch, slot)
+    of each string column taken, whose bytes must be ASCII."""
+    jd_lo, jd_hi = bounds[0], bounds[1]
+    for r in range(ints.shape[0]):
+        if item_union[0] >= 0 and ints[r, item_union[0]] != item_union[1]:
+            return False  # a null entry
+        if _null(ints, r, spec, 0) or _null(ints, r, spec, 1) or _null(ints, r, spec, 2):
+            return False
+        jd = _value(ints, floats, r, spec, 0)
+        if not (jd_lo <= jd < jd_hi):  # NaN fails too
+            return False
+        fid = ints[r, spec[1, 3]]
+        pid = ints[r, spec[2, 3]]
+        if fid < 1 or fid > 3 or pid <= 0:
+            return False
+        for s in range(strings.shape[0]):
+            u = strings[s, 0]
+            if u >= 0 and ints[r, u] != strings[s, 1]:
+                continue  # null
+            at = ints[r, strings[s, 2]]
+            for i in range(at, at + ints[r, strings[s, 2] + 1]):
+                if buf[i] >= 128:
+                    return False
+        pids[r] = pid
+    return True
+
+
 #: Column kinds the rules accept per field (the schema check, ``surveys.ztf._check_types``, already holds the
 #: writer types to these; a layout that differs sends the alert the dict way).
 _RULE_KINDS = {
@@ -163,43 +210,74 @@ _RULE_KINDS = {
     "sigmapsf": (K_FLOAT, K_LONG),
     "isdiffpos": (K_STRING,),
 }
+_FORCED_RULE_KINDS = {"jd": (K_FLOAT, K_LONG), "fid": (K_LONG,), "pid": (K_LONG,)}
 
 
 class _Plan(NamedTuple):
-    spec: np.ndarray  # (len(RULE_FIELDS), 4) int64
+    spec: np.ndarray  # (rule fields, 4) int64
     item_union: np.ndarray  # (2,) int64
+    strings: np.ndarray  # (string columns taken, 3) int64: union slot, branch, slot
 
 
-_PLANS: dict[int, tuple[ItemLayout, _Plan | None]] = {}
+class _Rules(NamedTuple):
+    """Which fields a kernel reads (its ``spec`` rows, in order), the kinds it reads them as, those a layout must
+    have, and the columns taken that may be strings."""
+
+    fields: tuple[str, ...]
+    kinds: dict[str, tuple[int, ...]]
+    required: frozenset[str]
+    strings: frozenset[str]
 
 
-def _plan(layout: ItemLayout, columns: tuple[str, ...], record_fields: frozenset[str]) -> _Plan | None:
-    """The kernel's spec for a layout, or None when the columns the tables take or the rules read are not all
-    plain numbers there (isdiffpos a string), or a field the schema has is not in the layout."""
-    got = _PLANS.get(id(layout))
+_HISTORY_RULES = _Rules(
+    RULE_FIELDS, _RULE_KINDS, frozenset({"jd", "fid", "isdiffpos"}), frozenset({"isdiffpos"})
+)
+_FORCED_RULES = _Rules(
+    FORCED_RULE_FIELDS, _FORCED_RULE_KINDS, frozenset(FORCED_RULE_FIELDS), frozenset({"procstatus"})
+)
+_PLANS: dict[tuple[int, tuple[str, ...]], tuple[ItemLayout, _Plan | None]] = {}
+
+
+def _plan(
+    layout: ItemLayout, columns: tuple[str, ...], record_fields: frozenset[str], rules: _Rules
+) -> _Plan | None:
+    """The kernel's spec for a layout, or None when a column the tables take is not a plain number there (or a
+    string where ``rules`` allows one), a field the rules read has another kind, or a field the schema has is
+    not in the layout."""
+    key = (id(layout), rules.fields)
+    got = _PLANS.get(key)
     if got is not None and got[0] is layout:
         return got[1]
     plan: _Plan | None = None
     fields = layout.fields
     ok = all(
-        (name in fields and fields[name][2] in (K_FLOAT, K_LONG)) or (name not in record_fields)
+        (
+            name in fields
+            and fields[name][2]
+            in ((K_FLOAT, K_LONG, K_STRING) if name in rules.strings else (K_FLOAT, K_LONG))
+        )
+        or (name not in record_fields)
         for name in columns
-        if name != "isdiffpos"
     )
     rows = []
-    for name in RULE_FIELDS:
-        if name in fields and fields[name][2] in _RULE_KINDS[name]:
+    for name in rules.fields:
+        if name in fields and fields[name][2] in rules.kinds[name]:
             rows.append(fields[name])
-        elif name not in record_fields and name not in ("jd", "fid", "isdiffpos"):
+        elif name not in record_fields and name not in rules.required:
             rows.append((_ABSENT, -1, K_LONG, 0))
         else:
             ok = False
             break
     if ok:
-        plan = _Plan(np.array(rows, dtype=np.int64), np.array(layout.item_union, dtype=np.int64))
+        strings = [fields[n][:2] + fields[n][3:] for n in columns if n in fields and fields[n][2] == K_STRING]
+        plan = _Plan(
+            np.array(rows, dtype=np.int64),
+            np.array(layout.item_union, dtype=np.int64),
+            np.array(strings, dtype=np.int64).reshape(len(strings), 3),
+        )
     if len(_PLANS) >= 256:
         _PLANS.clear()
-    _PLANS[id(layout)] = (layout, plan)
+    _PLANS[key] = (layout, plan)
     return plan
 
 
@@ -209,7 +287,7 @@ def check_history(
     """The block's entries as a ``History`` when every one passes the rules (see the module docstring), else
     None (the caller takes the dict path). ``columns``: the fields the detections table takes from each entry;
     ``record_fields``: every field name of the entries' schema."""
-    plan = _plan(block.layout, columns, record_fields)
+    plan = _plan(block.layout, columns, record_fields, _HISTORY_RULES)
     if plan is None:
         return None
     n = len(block)
@@ -227,55 +305,126 @@ def check_history(
     return History(block, signs, rows[:n_det], ki[:n_det], rows[n_det:], ki[n_det:], key_f[n_det:].tolist())
 
 
+def check_forced(
+    block: ItemBlock, bounds: np.ndarray, columns: tuple[str, ...], record_fields: frozenset[str]
+) -> Forced | None:
+    """The block's forced-photometry points as ``Forced`` when every one is kept by the dict path's rules (see
+    the module docstring), else None (the caller takes the dict path, which drops or refuses with a reason)."""
+    plan = _plan(block.layout, columns, record_fields, _FORCED_RULES)
+    if plan is None:
+        return None
+    n = len(block)
+    pids = np.empty(n, dtype=np.int64)
+    buf = np.frombuffer(block.buf, dtype=np.uint8)
+    if not _check_forced(
+        block.ints, block.floats, buf, plan.spec, plan.item_union, plan.strings, bounds, pids
+    ):
+        return None
+    return Forced(block, np.zeros(n, dtype=np.int8), list(range(n)), pids.tolist())
+
+
 # ------------------------------------------------------------------------------------------- columns
-def _gather(histories: list[History], refs: list[tuple[int, tuple[int, int]]]) -> list[tuple]:
-    """The rows ``refs`` ((table position, (history index, row))) grouped by layout: (layout, table positions,
-    int rows, float rows, signs), with one fancy index per block and one concatenation per layout."""
-    per_block: dict[int, tuple[list[int], list[int]]] = {}
-    for pos, (b, j) in refs:
-        got = per_block.get(b)
-        if got is None:
-            got = per_block[b] = ([], [])
-        got[0].append(pos)
-        got[1].append(j)
-    groups: dict[int, tuple[ItemLayout, list, list, list, list]] = {}
-    for b, (positions, rows) in per_block.items():
-        h = histories[b]
+def _gather(histories: Sequence[History | Forced], positions: np.ndarray, refs: np.ndarray) -> list[tuple]:
+    """The rows ``refs`` ((history index, row) pairs, at ``positions`` of the table) grouped by layout: (layout,
+    table positions, int rows, float rows, signs, history indices), with one concatenation of the layout's
+    blocks and one fancy index into it per layout."""
+    if len(refs) == 0:
+        return []
+    layout_ids: dict[int, int] = {}
+    layouts: list[ItemLayout] = []
+    kind = np.empty(len(histories), dtype=np.int64)  # each history's layout, numbered
+    for b, h in enumerate(histories):
         layout = h.block.layout
-        g = groups.get(id(layout))
-        if g is None:
-            g = groups[id(layout)] = (layout, [], [], [], [])
-        idx = np.asarray(rows, dtype=np.int64)
-        g[1].append(np.asarray(positions, dtype=np.int64))
-        g[2].append(h.block.ints[idx])
-        g[3].append(h.block.floats[idx])
-        g[4].append(h.signs[idx])
-    return [
-        (layout, np.concatenate(p), np.concatenate(i), np.concatenate(f), np.concatenate(s))
-        for layout, p, i, f, s in groups.values()
-    ]
+        k = layout_ids.get(id(layout))
+        if k is None:
+            k = layout_ids[id(layout)] = len(layouts)
+            layouts.append(layout)
+        kind[b] = k
+    of = kind[refs[:, 0]]
+    out = []
+    for k, layout in enumerate(layouts):
+        members = np.flatnonzero(kind == k)
+        sel = np.flatnonzero(of == k) if len(layouts) > 1 else np.arange(len(refs))
+        if len(sel) == 0:
+            continue
+        sizes = np.array([len(histories[b].block) for b in members.tolist()], dtype=np.int64)
+        start = np.zeros(len(histories), dtype=np.int64)
+        start[members] = np.cumsum(sizes) - sizes
+        idx = start[refs[sel, 0]] + refs[sel, 1]
+        blocks = [histories[b] for b in members.tolist()]
+        out.append(
+            (
+                layout,
+                positions[sel],
+                np.concatenate([h.block.ints for h in blocks])[idx],
+                np.concatenate([h.block.floats for h in blocks])[idx],
+                np.concatenate([h.signs for h in blocks])[idx],
+                refs[sel, 0],
+            )
+        )
+    return out
+
+
+def _strings(
+    name: str,
+    n: int,
+    dict_pos: list[int],
+    dict_rows: list,
+    groups: list[tuple],
+    histories: Sequence[History | Forced],
+) -> list:
+    """A string column's values (None when null), from the dicts and from the blocks' bytes (ASCII: the rules
+    let no other string into a block's columns)."""
+    values: list = [None] * n
+    for i, r in zip(dict_pos, dict_rows, strict=True):
+        values[i] = r.get(name)
+    for layout, positions, mi, _mf, _signs, blocks in groups:
+        entry = layout.fields.get(name)
+        if entry is None:  # the schema has no such field: null
+            continue
+        u, branch, k, slot = entry
+        if k != K_STRING:
+            raise ValueError(f"column {name!r} is not a string in its history block")
+        null = (mi[:, u] != branch).tolist() if u >= 0 else [False] * len(positions)
+        bufs = [histories[b].block.buf for b in blocks.tolist()]
+        for pos, buf, at, size, missing in zip(
+            positions.tolist(), bufs, mi[:, slot].tolist(), mi[:, slot + 1].tolist(), null, strict=True
+        ):
+            if not missing:
+                values[pos] = buf[at : at + size].decode("ascii")
+    return values
 
 
 _NUMPY_KINDS = {"f": np.float64, "h": np.int16, "q": np.int64, "b": np.int8}
 
 
-def mixed_columns(rows: list, histories: list[History], names: list[tuple[str, str]]) -> dict[str, object]:
+def mixed_columns(
+    rows: list, histories: Sequence[History | Forced], names: list[tuple[str, str]]
+) -> dict[str, object]:
     """``surveys.columns.fields`` for a table whose rows are dicts or ``(history index, row)`` references into
     ``histories``' blocks: the same columns, values and dtypes as if every row were its dict."""
     n = len(rows)
-    dict_pos = [i for i, r in enumerate(rows) if type(r) is not tuple]
+    is_ref = np.fromiter((type(r) is tuple for r in rows), dtype=bool, count=n)
+    dict_pos = np.flatnonzero(~is_ref).tolist()
     dict_rows = [rows[i] for i in dict_pos]
-    groups = _gather(histories, [(i, r) for i, r in enumerate(rows) if type(r) is tuple])
+    ref_pos = np.flatnonzero(is_ref)
+    refs = np.array([rows[i] for i in ref_pos.tolist()], dtype=np.int64).reshape(len(ref_pos), 2)
+    groups = _gather(histories, ref_pos, refs)
     out: dict[str, object] = {}
     for name, kind in names:
+        if kind == "s":
+            out[name] = column(_strings(name, n, dict_pos, dict_rows, groups, histories), "s")
+            continue
         from_dicts = column([r.get(name) for r in dict_rows], kind)
         parts = []
-        for layout, positions, mi, mf, signs in groups:
+        for layout, positions, mi, mf, signs, _blocks in groups:
             entry = layout.fields.get(name)
             if entry is None:  # the schema has no such field: null
                 parts.append((positions, np.zeros(len(positions), np.int64), np.ones(len(positions), bool)))
                 continue
             u, branch, k, slot = entry
+            if k == K_STRING and kind != "b":
+                raise ValueError(f"column {name!r} is a string in its history block, not of kind {kind!r}")
             null = mi[:, u] != branch if u >= 0 else np.zeros(len(positions), bool)
             if kind == "b":
                 values = signs
@@ -322,19 +471,36 @@ _WARM_UP_ITEM = {
 }
 
 
+_WARM_UP_FORCED = {
+    "type": "record",
+    "name": "fp_hist",
+    "fields": [
+        {"name": "fid", "type": "int"},
+        {"name": "pid", "type": "long"},
+        {"name": "jd", "type": "double"},
+        {"name": "procstatus", "type": ["null", "string"]},
+    ],
+}
+
+
 def warm_up() -> None:
-    """Compile the rules' kernel (or load it from numba's cache) with the argument types real blocks give."""
+    """Compile the rules' kernels (or load them from numba's cache) with the argument types real blocks give."""
     schema = {
         "type": "record",
         "name": "alert",
-        "fields": [{"name": "prv_candidates", "type": {"type": "array", "items": _WARM_UP_ITEM}}],
+        "fields": [
+            {"name": "prv_candidates", "type": {"type": "array", "items": _WARM_UP_ITEM}},
+            {"name": "fp_hists", "type": {"type": "array", "items": _WARM_UP_FORCED}},
+        ],
     }
-    reader = compile_reader(schema, frozenset({"prv_candidates"}))
+    reader = compile_reader(schema, frozenset({"prv_candidates", "fp_hists"}))
     assert reader is not None
     out = io.BytesIO()
     entry = {"jd": 2459000.5, "fid": 1, "pid": 1, "diffmaglim": 20.0, "candid": 5, "isdiffpos": "t", "ra": 1.0,
              "dec": 1.0, "magpsf": 18.0, "sigmapsf": 0.1}  # fmt: skip
-    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), {"prv_candidates": [entry]})
+    forced = {"fid": 2, "pid": 7, "jd": 2459000.5, "procstatus": "0"}
+    record = {"prv_candidates": [entry], "fp_hists": [forced]}
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
     got = reader.read(out.getvalue())
     assert got is not None
     bounds = np.array([2458000.5, 2488069.5, 5.0, 30.0, 0.0, 10.0])
@@ -342,3 +508,7 @@ def warm_up() -> None:
     history = check_history(got[0]["prv_candidates"], bounds, ("ra", "dec", "magpsf"), fields)
     if history is None or history.det_candid != [5]:
         raise RuntimeError("the ZTF history rules misread their warm-up entry")
+    fp_fields = frozenset(f["name"] for f in _WARM_UP_FORCED["fields"])
+    points = check_forced(got[0]["fp_hists"], bounds, ("jd", "fid", "pid", "procstatus"), fp_fields)
+    if points is None or points.pids != [7]:
+        raise RuntimeError("the ZTF forced-photometry rules misread their warm-up point")

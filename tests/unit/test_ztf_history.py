@@ -46,8 +46,8 @@ def _records(payload: bytes) -> list[dict]:
     return list(fastavro.reader(io.BytesIO(payload)))
 
 
-def _columnar_share(msgs: list[RawMessage]) -> float:
-    """The share of alerts with a history whose entries were taken as columns."""
+def _columnar_share(msgs: list[RawMessage], field: str = "prv_candidates") -> float:
+    """The share of alerts with a history (or forced photometry) whose entries were taken as columns."""
     taken = seen = 0
     for m in msgs:
         try:
@@ -57,14 +57,14 @@ def _columnar_share(msgs: list[RawMessage]) -> float:
         if container.schema.adapter.info.name != "ztf":
             continue
         for record in container.records:
-            if not record.get("prv_candidates"):
+            if not record.get(field):
                 continue
             seen += 1
             try:
                 alert = ztf.extract_alert(record, container.schema.info)
             except Exception:
                 continue
-            taken += alert.history is not None
+            taken += (alert.history if field == "prv_candidates" else alert.fp_history) is not None
     return taken / max(seen, 1)
 
 
@@ -81,18 +81,28 @@ def test_real_sets_give_the_same_tables_either_way(shared_data, monkeypatch, fol
         assert len(columns.tables.detections) > 500
 
 
-def _rewrite(payload: bytes, change, long_nid: bool = False) -> bytes:
-    """The packet with ``change(prv_candidates)`` applied to its one record, re-encoded with its schema
-    (``long_nid``: with the history entries' ``nid`` a long)."""
+def _rewrite(
+    payload: bytes, change, long_nid: bool = False, field: str = "prv_candidates", null_items: bool = False
+) -> bytes:
+    """The packet with ``change(record[field])`` applied to its one record, re-encoded with its schema
+    (``long_nid``: with the history entries' ``nid`` a long; ``null_items``: with ``field``'s items nullable)."""
     reader = fastavro.reader(io.BytesIO(payload))
     schema = reader.writer_schema
     record = next(iter(reader))
+    if null_items:
+        array = next(f for f in schema["fields"] if f["name"] == field)
+        array = (
+            next(t for t in array["type"] if isinstance(t, dict))
+            if isinstance(array["type"], list)
+            else array["type"]
+        )
+        array["items"] = [array["items"], "null"]
     if long_nid:
         prv = next(f for f in schema["fields"] if f["name"] == "prv_candidates")
         items = prv["type"][0]["items"] if isinstance(prv["type"], list) else prv["type"]["items"]
         item = items[0] if isinstance(items, list) else items
         next(f for f in item["fields"] if f["name"] == "nid")["type"] = ["long", "null"]
-    change(record["prv_candidates"])
+    change(record[field])
     out = io.BytesIO()
     fastavro.writer(out, fastavro.parse_schema(schema), [record])
     return out.getvalue()
@@ -209,3 +219,61 @@ def test_simulated_nights_give_the_same_tables_either_way(monkeypatch, schema):
     dicts, columns = _both(msgs, monkeypatch)
     _assert_same(dicts, columns)
     assert _columnar_share(msgs) > 0.9 and len(columns.tables.non_detections) > len(alerts)
+    if schema == "ztf":  # the Fink-style schema has no forced photometry
+        assert _columnar_share(msgs, "fp_hists") > 0.9
+        assert len(columns.tables.forced_photometry) > len(alerts)
+
+
+def test_real_forced_photometry_goes_the_columns_way(shared_data):
+    msgs = _messages(shared_data / "ztf" / "forced_photometry")
+    assert _columnar_share(msgs, "fp_hists") == 1.0
+
+
+#: Changes to an alert's forced photometry (``fp_hists``), each breaking or exercising one rule.
+_FORCED_CHANGES = {
+    "a point before ZTF": lambda fp: fp[0].update(jd=2450000.5),
+    "a point after 2100": lambda fp: fp[-1].update(jd=2488070.0),
+    "a NaN time": lambda fp: fp[0].update(jd=float("nan")),
+    "band 4": lambda fp: fp[0].update(fid=4),
+    "pid 0": lambda fp: fp[0].update(pid=0),
+    "a negative pid": lambda fp: fp[1].update(pid=-3),
+    "a null procstatus": lambda fp: fp[0].update(procstatus=None),
+    "a non-ASCII procstatus": lambda fp: fp[0].update(procstatus="\u00e9t\u00e9"),
+    "a null flux": lambda fp: fp[0].update(forcediffimflux=None),
+    "ZTF's -99999 flux": lambda fp: fp[0].update(forcediffimflux=-99999.0),
+    "a repeated point": lambda fp: fp.append(dict(fp[0])),
+    "a null entry": lambda fp: fp.__setitem__(0, None),
+    "no points": lambda fp: fp.clear(),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_FORCED_CHANGES))
+def test_forced_photometry_breaking_a_rule_gives_the_same_tables_and_reasons(monkeypatch, change):
+    """Simulated ZTF 4.02 alerts (each with ~30 forced points), every third one changed: the dict path's forced
+    table, dropped points and dead letters, whichever way each alert's points went."""
+    from alert_broker.simulator import SimConfig, iter_alerts
+
+    alerts = list(iter_alerts(SimConfig(objects=200, nights=2, seed=5)))[:60]
+    msgs, changed = [], 0
+    for i, a in enumerate(alerts):
+        payload = a.payload
+        if i % 3 == 0:
+            try:
+                payload = _rewrite(payload, _FORCED_CHANGES[change], field="fp_hists", null_items=i % 2 == 0)
+                changed += 1
+            except (IndexError, ValueError, TypeError, fastavro.validation.ValidationError):
+                pass  # the schema does not allow the value
+        msgs.append(RawMessage("sim", 0, i, payload))
+    dicts, columns = _both(msgs, monkeypatch)
+    _assert_same(dicts, columns)
+    assert changed > 0 and len(columns.tables.forced_photometry) > 0
+    if change == "a non-ASCII procstatus" and changed:
+        assert "\u00e9t\u00e9" in set(columns.tables.forced_photometry["procstatus"].dropna())
+
+
+def test_the_warm_up_compiles_both_kernels_and_reads_its_entries_back():
+    """``broker warm`` and each worker's start run this: it raises when a kernel misreads its one entry."""
+    from alert_broker.surveys import ztf_history
+
+    ztf_history.warm_up()
+    assert ztf_history._check_forced.signatures and ztf_history._check.signatures
