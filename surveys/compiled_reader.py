@@ -185,6 +185,33 @@ class ItemLayout(NamedTuple):
     item_union: tuple[int, int]
 
 
+@numba.njit(cache=True)
+def _ascii_rows(rows, buf, strings):
+    """True when every present string of every row is ASCII; ``strings``: (union slot or -1, branch, slot) of
+    each string field of the rows."""
+    for r in range(rows.shape[0]):
+        for s in range(strings.shape[0]):
+            u = strings[s, 0]
+            if u >= 0 and rows[r, u] != strings[s, 1]:
+                continue  # null
+            at = rows[r, strings[s, 2]]
+            for i in range(at, at + rows[r, strings[s, 2] + 1]):
+                if buf[i] >= 128:
+                    return False
+    return True
+
+
+def _block_or_rows(
+    mi: np.ndarray, mf: np.ndarray, buf: bytes, layout: ItemLayout, build: Any, strings: np.ndarray
+):
+    """An ``ItemBlock``, or the rows as dicts at once when one of their strings is not ASCII: text is decoded
+    (and text that is not UTF-8 refused, as fastavro refuses it) where the dicts are built, so a block never
+    holds text that could fail later, and its strings can be read as ASCII bytes."""
+    if strings.shape[0] and not _ascii_rows(mi, np.frombuffer(buf, np.uint8), strings):
+        return build(mi, mf, buf)
+    return ItemBlock(mi, mf, buf, layout, build)
+
+
 class ItemBlock(Sequence):
     """The items of an array of records, still in the reader's slabs (a copy of their rows): what the compiled
     reader gives for the arrays its caller names ``columnar`` instead of a list of dicts, so that a consumer can
@@ -195,7 +222,9 @@ class ItemBlock(Sequence):
     int slot of its ``["null", T]`` union and T's branch index (-1, -1 when the field is not nullable), the kind of
     T (``K_LONG``, ``K_FLOAT``, ``K_BOOL``, ``K_STRING``, ``K_BYTES``) and its slot (a float slot for K_FLOAT, an
     int slot otherwise; strings and bytes take two: offset into ``buf`` and length). Rows are ``ints[i]`` and
-    ``floats[i]``; fields outside the layout (nested, logical, wider unions) are only in the dicts."""
+    ``floats[i]``; fields outside the layout (nested, logical, wider unions) are only in the dicts. Every string of
+    a block is ASCII: items with other text are given as dicts (``_block_or_rows``), and items with a string
+    outside the layout never become blocks."""
 
     __slots__ = ("ints", "floats", "buf", "layout", "_build", "_rows")
 
@@ -295,6 +324,7 @@ class _Compiler:
             None  # the layout of the item being compiled
         )
         self.names_seen_top = False  # the top record has been entered
+        self._item_strings: int | None = None  # strings compiled in the columnar item being compiled
 
     # slot allocation per table (the top record, or one array's item)
     def _slot(self, table: list[int], kind: int, width: int = 1) -> int:
@@ -345,6 +375,8 @@ class _Compiler:
         if schema in ("float", "double"):
             return f"fv[{self._emit_leaf(_FLOAT if schema == 'float' else _DOUBLE, table, 1)}]"
         if schema in ("string", "bytes"):
+            if schema == "string" and self._item_strings is not None:
+                self._item_strings += 1
             at = self._emit_leaf(_BYTES, table, 0, width=2)
             piece = f"buf[iv[{at}]:iv[{at}] + iv[{at + 1}]]"
             return f"{piece}.decode()" if schema == "string" else piece
@@ -438,6 +470,7 @@ class _Compiler:
         layout: dict[str, tuple[int, int, int, int]] = {}
         if columnar:
             self._layout = layout  # the item record's fields fill it
+            self._item_strings = 0
         if is_map:
             key = self.compile("string", item_table, namespace, in_item=True)
             value = self.compile(schema.get("values"), item_table, namespace, in_item=True)
@@ -445,6 +478,12 @@ class _Compiler:
         else:
             expr = self.compile(schema.get("items"), item_table, namespace, in_item=True)
         self._layout = None
+        strings = [(u, branch, slot) for u, branch, kind, slot in layout.values() if kind == K_STRING]
+        if columnar and self._item_strings != len(strings):
+            columnar = (
+                False  # a string outside the layout (nested, in a wider union): its text is not checked
+            )
+        self._item_strings = None
         if item_table == [0, 0]:  # items of no bytes: 10^18 of them fit in a few bytes
             raise _Unsupported("items that take no bytes")
         end = self._emit(_END_ITEM)
@@ -464,11 +503,13 @@ class _Compiler:
                 f"def _rows{index}(mi, mf, buf):\n"
                 f"    return [{expr} for iv, fv in zip(mi.tolist(), mf.tolist())]\n"
                 f"def _block{index}(ints, floats, buf, n, i0, f0):\n"
-                f"    return _ItemBlock(ints[i0:i0 + n * {ki}].reshape(n, {ki}).copy(), "
-                f"floats[f0:f0 + n * {kf}].reshape(n, {kf}).copy(), buf, _layout{index}, _rows{index})\n"
+                f"    return _block_or_rows(ints[i0:i0 + n * {ki}].reshape(n, {ki}).copy(), "
+                f"floats[f0:f0 + n * {kf}].reshape(n, {kf}).copy(), buf, _layout{index}, _rows{index}, "
+                f"_strings{index})\n"
             )
             self.helpers[f"_layout{index}"] = ItemLayout(layout, item_union)
-            self.helpers["_ItemBlock"] = ItemBlock
+            self.helpers[f"_strings{index}"] = np.array(strings, dtype=np.int64).reshape(len(strings), 3)
+            self.helpers["_block_or_rows"] = _block_or_rows
             return f"_block{index}(ints, floats, buf, iv[{at}], iv[{at + 1}], iv[{at + 2}])"
         return f"dict({call})" if is_map else call
 

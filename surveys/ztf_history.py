@@ -13,7 +13,8 @@ plausible limit; a detection with its required fields, a known ``isdiffpos``, a 
 values). Any entry that the dict path would drop or refuse, or a schema whose fields the columns cannot carry,
 returns None and the alert goes the dict way, so every reason and dead letter stays the same. Forced photometry
 (``fp_hists``, ~30 points per alert in 4.x packets) goes the same way with its own rules (``check_forced``: a
-present entry with a pid > 0, a ZTF band and a time in ZTF's era; its one string, ``procstatus``, ASCII).
+present entry with a pid > 0, a ZTF band and a time in ZTF's era; its one string, ``procstatus``, read as
+ASCII bytes, which is all a block holds).
 ``tests/unit/test_ztf_history.py`` compares both paths' tables on every real ZTF set and on damaged alerts.
 """
 
@@ -167,10 +168,9 @@ FORCED_RULE_FIELDS = ("jd", "fid", "pid")
 
 
 @numba.njit(cache=True)
-def _check_forced(ints, floats, buf, spec, item_union, strings, bounds, pids):
+def _check_forced(ints, floats, spec, item_union, bounds, pids):
     """True when every row passes the forced-photometry rules (``pids`` then filled), False at the first that
-    does not: the dict path would refuse the alert or drop the point. ``strings``: (union slot, branch, slot)
-    of each string column taken, whose bytes must be ASCII."""
+    does not: the dict path would refuse the alert or drop the point."""
     jd_lo, jd_hi = bounds[0], bounds[1]
     for r in range(ints.shape[0]):
         if item_union[0] >= 0 and ints[r, item_union[0]] != item_union[1]:
@@ -184,14 +184,6 @@ def _check_forced(ints, floats, buf, spec, item_union, strings, bounds, pids):
         pid = ints[r, spec[2, 3]]
         if fid < 1 or fid > 3 or pid <= 0:
             return False
-        for s in range(strings.shape[0]):
-            u = strings[s, 0]
-            if u >= 0 and ints[r, u] != strings[s, 1]:
-                continue  # null
-            at = ints[r, strings[s, 2]]
-            for i in range(at, at + ints[r, strings[s, 2] + 1]):
-                if buf[i] >= 128:
-                    return False
         pids[r] = pid
     return True
 
@@ -216,7 +208,6 @@ _FORCED_RULE_KINDS = {"jd": (K_FLOAT, K_LONG), "fid": (K_LONG,), "pid": (K_LONG,
 class _Plan(NamedTuple):
     spec: np.ndarray  # (rule fields, 4) int64
     item_union: np.ndarray  # (2,) int64
-    strings: np.ndarray  # (string columns taken, 3) int64: union slot, branch, slot
 
 
 class _Rules(NamedTuple):
@@ -269,12 +260,7 @@ def _plan(
             ok = False
             break
     if ok:
-        strings = [fields[n][:2] + fields[n][3:] for n in columns if n in fields and fields[n][2] == K_STRING]
-        plan = _Plan(
-            np.array(rows, dtype=np.int64),
-            np.array(layout.item_union, dtype=np.int64),
-            np.array(strings, dtype=np.int64).reshape(len(strings), 3),
-        )
+        plan = _Plan(np.array(rows, dtype=np.int64), np.array(layout.item_union, dtype=np.int64))
     if len(_PLANS) >= 256:
         _PLANS.clear()
     _PLANS[key] = (layout, plan)
@@ -315,10 +301,7 @@ def check_forced(
         return None
     n = len(block)
     pids = np.empty(n, dtype=np.int64)
-    buf = np.frombuffer(block.buf, dtype=np.uint8)
-    if not _check_forced(
-        block.ints, block.floats, buf, plan.spec, plan.item_union, plan.strings, bounds, pids
-    ):
+    if not _check_forced(block.ints, block.floats, plan.spec, plan.item_union, bounds, pids):
         return None
     return Forced(block, np.zeros(n, dtype=np.int8), list(range(n)), pids.tolist())
 
@@ -373,8 +356,8 @@ def _strings(
     groups: list[tuple],
     histories: Sequence[History | Forced],
 ) -> list:
-    """A string column's values (None when null), from the dicts and from the blocks' bytes (ASCII: the rules
-    let no other string into a block's columns)."""
+    """A string column's values (None when null), from the dicts and from the blocks' bytes (ASCII: a block
+    holds no other text, ``compiled_reader.ItemBlock``)."""
     values: list = [None] * n
     for i, r in zip(dict_pos, dict_rows, strict=True):
         values[i] = r.get(name)

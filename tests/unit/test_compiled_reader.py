@@ -375,3 +375,31 @@ def test_columnar_arrays_are_item_blocks_only_where_asked_and_possible():
     assert list(got["rows"]) == [e1 | {"d": want["rows"][0]["d"]}, e2 | {"d": want["rows"][1]["d"]}]
     plain, _ = compile_reader(fastavro.parse_schema(schema)).read(datum)
     assert type(plain["rows"]) is list and plain == want
+
+
+def test_a_block_holds_only_ascii_text():
+    """Items with text that is not ASCII come as fastavro's dicts at once (text that is not UTF-8 then makes
+    the reader step aside, as for any record, so fastavro refuses it); items with a string outside the layout
+    (here in a three-way union) never become blocks, since their text would go unchecked."""
+    from alert_broker.surveys.compiled_reader import ItemBlock
+
+    def schema_with(text_type):
+        item = {"type": "record", "name": "entry",
+                "fields": [{"name": "a", "type": "long"}, {"name": "s", "type": text_type}]}  # fmt: skip
+        return {"type": "record", "name": "top",
+                "fields": [{"name": "rows", "type": {"type": "array", "items": item}}]}  # fmt: skip
+
+    plain = schema_with(["null", "string"])
+    reader = compile_reader(fastavro.parse_schema(plain), frozenset({"rows"}))
+    for text, block in (("abc", True), ("gr\u00fcn", False)):
+        record = {"rows": [{"a": 1, "s": None}, {"a": 2, "s": text}]}
+        got, _ = reader.read(encode(plain, record))
+        assert isinstance(got["rows"], ItemBlock) is block and got == record
+    broken = encode(plain, {"rows": [{"a": 1, "s": "@@"}]}).replace(b"@@", b"\xff@")
+    assert reader.read(broken) is None  # not UTF-8: fastavro's to read (and refuse)
+    with pytest.raises(UnicodeDecodeError):
+        fastavro.schemaless_reader(io.BytesIO(broken), fastavro.parse_schema(plain))
+    wide = schema_with(["null", "string", "long"])
+    record = {"rows": [{"a": 1, "s": "abc"}]}
+    got, _ = compile_reader(fastavro.parse_schema(wide), frozenset({"rows"})).read(encode(wide, record))
+    assert type(got["rows"]) is list and got == record

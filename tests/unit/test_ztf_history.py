@@ -152,6 +152,7 @@ _CHANGES = {
     "a null entry": lambda prv: prv.__setitem__(0, None),
     "a repeated detection": lambda prv: prv.append(dict(_first("det")(prv))),
     "no history": lambda prv: prv.clear(),
+    "a non-ASCII programpi": lambda prv: prv[0].update(programpi="Ganz\u00e1"),
 }
 
 
@@ -273,7 +274,26 @@ def test_forced_photometry_breaking_a_rule_gives_the_same_tables_and_reasons(mon
 
 def test_the_warm_up_compiles_both_kernels_and_reads_its_entries_back():
     """``broker warm`` and each worker's start run this: it raises when a kernel misreads its one entry."""
-    from alert_broker.surveys import ztf_history
+    from alert_broker.surveys import compiled_reader, ztf_history
 
     ztf_history.warm_up()
     assert ztf_history._check_forced.signatures and ztf_history._check.signatures
+    assert compiled_reader._ascii_rows.signatures  # the blocks' text check, too
+
+
+def test_text_that_is_not_utf8_in_a_field_the_tables_do_not_take_refuses_the_alert_either_way(
+    shared_data, monkeypatch
+):
+    """The columns never decode ``programpi``; its bytes are still checked, so a packet fastavro would refuse
+    (text that is not UTF-8) is refused with the same reason on both paths."""
+    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:12]
+    msgs = []
+    for i, f in enumerate(files):
+        payload = f.read_bytes()
+        if i % 4 == 0:
+            marked = _rewrite(payload, lambda prv: prv[0].update(programpi="@@@@"))
+            payload = marked.replace(b"@@@@", b"\xff\xfe@@", 1)
+        msgs.append(RawMessage("t", 0, i, payload))
+    dicts, columns = _both(msgs, monkeypatch)
+    _assert_same(dicts, columns)
+    assert len(columns.dead) == 3 and all("utf" in d.reason.lower() for d in columns.dead)
