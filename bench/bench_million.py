@@ -103,8 +103,9 @@ class ProgressSampler:
         out: list[dict[str, float]] = []
         for k in range(parts if end > 0 else 0):
             lo, hi = k * end / parts, (k + 1) * end / parts
-            a = max((p for p in pts if p[0] <= lo), key=lambda p: p[0])
-            b = min((p for p in pts if p[0] >= hi), key=lambda p: p[0])
+            # (k + 1) * end / parts can round below end: the last point then closes the last span
+            a = max((p for p in pts if p[0] <= lo), key=lambda p: p[0], default=pts[0])
+            b = min((p for p in pts if p[0] >= hi), key=lambda p: p[0], default=pts[-1])
             n = b[1] - a[1]
             out.append(
                 {s: round(1e3 * (v - a[2].get(s, 0.0)) / n, 3) for s, v in sorted(b[2].items())}

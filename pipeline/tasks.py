@@ -209,6 +209,10 @@ def process_region(
     if stamps:
         state = replace(state, stamp_probabilities=pd.concat(stamps, ignore_index=True))
     ctx.seconds["history"] = time.thread_time() - t0  # merging the pieces: part of getting the rows together
+    # the history cache's hits and misses during this task (the store is the worker process's: with one thread
+    # per worker, exactly this task's)
+    cache = ctx.resources.history(config.lake, config.history).stats if config.history is not None else None
+    cache_before = dict(cache) if cache is not None else {}
     state = run_steps(state, ctx, REGION_STEPS)
 
     part = f"{batch_id}-r{region:03d}"
@@ -221,6 +225,9 @@ def process_region(
         paths += write_history(store, state.history, part, failed_oids)
         ctx.seconds["history"] += time.thread_time() - t
         counts["history_rows_read"] = sum(state.history.stored_rows.values())
+        if cache is not None:  # files found in this worker's cache / read whole / read row-selectively
+            for key in ("files_cached", "files_read", "files_selective"):
+                counts[f"history_{key}"] = cache[key] - cache_before.get(key, 0)
         counts["history_rows_written"] = sum(
             len(df) if len(failed_oids) == 0 else int((~df["oid"].isin(failed_oids)).sum())
             for df in state.history.new_rows.values()

@@ -206,6 +206,14 @@ def test_run_a_compacted_while_it_ran(replayed):
     assert replayed["a_worker_seconds"].get("compaction", 0.0) > 0
 
 
+def test_the_run_counts_the_history_caches_hits_and_misses(replayed):
+    """Run A reads its history back batch after batch: some files come from a worker's cache, and those written
+    by the other worker or the previous batch are read (the counts an operator sizes --history-cache-mb by)."""
+    counts = replayed["a_counts"]
+    assert counts.get("history_files_cached", 0) > 0 and counts.get("history_files_read", 0) > 0
+    assert counts.get("history_files_selective", -1) == 0  # no file here is an eighth of a 1 GB cache
+
+
 def test_history_is_compacted_one_file_per_pixel(replayed):
     """Each invocation folds its delta files into one compacted file per pixel and removes them."""
     lake = replayed["root"] / "b" / "lake" / "history"

@@ -53,3 +53,15 @@ def test_calibration_uses_the_nights_pointings():
     # 10^4 alerts: 28,571 objects at 500 a pointing
     assert night_fields(10_000) == int(np.ceil(10_000 / ALERTS_PER_OBJECT_GUESS / 500)) == 58
     assert night_fields(500) == 40  # never fewer than 40 (cadence and conditions vary across them)
+
+
+def test_the_last_part_ends_at_the_last_sample_even_when_the_division_rounds_down(tmp_path):
+    # 5 * 29.64 / 5 is 29.639999999999997 in floating point: no sample lies at or after the last part's end
+    assert 5 * 29.64 / 5 < 29.64
+    sampler = ProgressSampler(tmp_path)
+    for point in [(10.0, 1000, 1.0, 1.0, 0.1), (29.64, 2964, 2.964, 2.964, 0.2964)]:
+        _report(tmp_path, *point)
+        sampler.sample()
+    parts = sampler.ms_per_alert(5)
+    assert len(parts) == 5 and parts[-1]["worker decode"] == pytest.approx(1.0)
+    assert sampler.rates(5)[-1] == pytest.approx(100.0)
