@@ -598,14 +598,6 @@ class ZtfBatch:
         """``add`` for forced photometry taken as columns: the same keys and order; rows are references."""
         b = len(self._fp_histories)
         self._fp_histories.append(f)
-        keys = [(oid, pid) for pid in f.pids]
-        n = len(keys)
-        if self._fp_keys.isdisjoint(keys) and len(set(keys)) == n:  # the usual case: all new, at once
-            self._fp_keys.update(keys)
-            self._fp_rows.extend(zip([b] * n, f.rows, strict=True))
-            self._fp_oid.extend([oid] * n)
-            self._fp_parent.extend([candid] * n)
-            return
         for j, pid in zip(f.rows, f.pids, strict=True):
             fp_key = (oid, pid)
             if fp_key not in self._fp_keys:
