@@ -217,8 +217,8 @@ class Settings:
     history_order: int = field(
         default=4, metadata={"help": "HEALPix order of the light-curve history store's pixels"}
     )
-    # 256 MB thrashed once the night's uncompacted deltas outgrew it: on a 96k-alert simulated night 1024 MB took
-    # the cache's hits from 48 % to 85 % of the files read and the rate ~950 -> ~1135 alerts/s
+    # every region task reads its pixels and the whole deltas folder: on a 96k-alert simulated night 1024 MB took
+    # the cache's hits from 48 % (256 MB) to 85 % of the files read and the rate ~950 -> ~1135 alerts/s
     # (docs/operations.md, "The history cache").
     history_cache_mb: float = field(
         default=1024.0, metadata={"help": "history rows each worker process keeps in memory (MB)"}
