@@ -184,7 +184,10 @@ def _eval_grid(
             # y is centred on the weighted mean, so the mean terms of YC and YS vanish.
             det = cc * ss - cs * cs
             p = 0.0
-            if det > 1e-12 * (cc * ss + 1e-300):
+            # No tiny additive guard here: under fastmath LLVM distributes 1e-12 * (x + 1e-300) into
+            # 1e-12 * x + 1e-312, a subnormal operand that costs a microcode assist on every frequency (the
+            # grid ran 3.5x slower). None is needed: cc * ss = 0 gives det = -cs * cs <= 0, rejected either way.
+            if det > 1e-12 * (cc * ss):
                 p = (ss * yc * yc + cc * ys * ys - 2.0 * cs * yc * ys) / (det * yyb)
                 p = min(max(p, 0.0), 1.0)
             out_b[b, k] = p
