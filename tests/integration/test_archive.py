@@ -128,3 +128,20 @@ def test_payloads_are_stored_compressed_and_read_back_whole(tmp_path, shared_dat
     assert stored < 0.6 * sum(map(len, payloads))  # 3.5x measured on these packets
     back = archive.fetch_many(frame["candid"].tolist(), night=20250101)
     assert [back[c] for c in frame["candid"]] == payloads
+
+
+def test_candid_statistics_are_written_and_the_payloads_are_not(tmp_path, raw_frame):
+    """A fetch skips row groups on candid's min/max; the packets' own min/max would cost a comparison of every
+    blob for statistics too long to keep, so they are not computed at all."""
+    frame = pd.concat([raw_frame] * 3, ignore_index=True)
+    frame["candid"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    paths = RawArchive(Lake(str(tmp_path))).write(frame, "b1")
+    assert paths
+    for path in paths:
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            candid = rg.column(names.index("candid"))
+            assert candid.is_stats_set and candid.statistics.has_min_max
+            assert not rg.column(names.index("payload")).is_stats_set
