@@ -147,7 +147,6 @@ def test_periodogram_statistic_matches_least_squares_derivation():
         assert fm[k] == pytest.approx(want, rel=1e-6)
 
 
-
 def test_a_band_sampled_at_one_phase_explains_nothing():
     """Times on exact whole days seen at whole-cycle frequencies: every point has the same phase, the fit's normal
     matrix is singular (det = cc * ss - cs^2 = 0), and the band's explained fraction is 0, never a NaN or a
@@ -162,8 +161,11 @@ def test_a_band_sampled_at_one_phase_explains_nothing():
     pb = np.empty((1, 4))
     _eval_grid(t, y, ww, boff, yy, 1.0, 1.0, 4, pb)  # 1, 2, 3, 4 cycles per day: phase 0 at every point
     assert np.all(pb == 0.0)
-    _eval_grid(t, y, ww, boff, yy, 0.37, 0.1, 4, pb)  # while off those frequencies the same points explain some
+    _eval_grid(
+        t, y, ww, boff, yy, 0.37, 0.1, 4, pb
+    )  # while off those frequencies the same points explain some
     assert np.all(np.isfinite(pb)) and np.all(pb > 0.0)
+
 
 def test_folded_statistics_follow_their_definition():
     rng = np.random.default_rng(9)
