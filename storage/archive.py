@@ -69,7 +69,8 @@ class RawArchive:
             raise ValueError(f"raw frame lacks columns {missing}")
         if raw_df.empty:
             return []
-        frame = raw_df[RAW_COLUMNS].sort_values("candid", kind="stable")
+        # grouped by night (each night's file is then a zero-copy slice of the packets) and sorted by candid
+        frame = raw_df[RAW_COLUMNS].sort_values(["night", "candid"], kind="stable")
         # Dictionary-encoding unique blobs costs CPU for nothing; compressing them does not: a packet is not only
         # its stamps (ZTF's gzipped FITS hardly shrink), its history and LSST's uncompressed cutouts do (PAYLOAD_CODEC).
         return self.lake.write_table(

@@ -276,8 +276,18 @@ class Lake:
         arrow = arrow.drop_columns(
             [key]
         )  # the folder name carries it (hive layout): readers get it from the path
-        for n in unique:
-            part = arrow if len(unique) == 1 else arrow.filter(pa.array(nights == n))
+        # Rows already grouped by night (the raw archive sorts them so) are cut into zero-copy slices; otherwise
+        # each night's rows are filtered out, a copy of every column (the packets included).
+        grouped = len(unique) == 1 or bool(np.all(nights[1:] >= nights[:-1]))
+        starts = np.searchsorted(nights, unique, side="left") if grouped else None
+        ends = np.searchsorted(nights, unique, side="right") if grouped else None
+        for i, n in enumerate(unique):
+            if len(unique) == 1:
+                part = arrow
+            elif grouped:
+                part = arrow.slice(int(starts[i]), int(ends[i] - starts[i]))
+            else:
+                part = arrow.filter(pa.array(nights == n))
             paths.append(
                 self._write_one(
                     part, self.file_path(table, batch_id, int(n)), batch_id, row_group_size, parquet_options

@@ -138,6 +138,8 @@ def test_candid_statistics_are_written_and_the_payloads_are_not(tmp_path, raw_fr
     paths = RawArchive(Lake(str(tmp_path))).write(frame, "b1")
     assert paths
     for path in paths:
+        candid = pq.read_table(path, columns=["candid"]).column("candid").to_numpy()
+        assert np.all(np.diff(candid) > 0)  # sorted within the night's file: row groups prune on it
         meta = pq.ParquetFile(path).metadata
         names = [meta.schema.column(i).name for i in range(meta.num_columns)]
         for g in range(meta.num_row_groups):

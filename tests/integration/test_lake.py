@@ -77,6 +77,21 @@ def test_local_layout_and_round_trip(tmp_path):
     np.testing.assert_array_equal(back["magpsf"].to_numpy(), df["magpsf"].to_numpy())
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_each_nights_file_holds_its_rows_in_the_frames_order(tmp_path, grouped):
+    """Rows grouped by night are cut into slices, interleaved nights are filtered: either way each night's file
+    holds exactly that night's rows, in the order the frame gave them."""
+    df = detections(12)
+    nights = np.array([20200101, 20200102, 20200103] * 4, dtype="int32")
+    df["night"] = np.sort(nights) if grouped else nights
+    Lake(str(tmp_path)).write_table("alerts", df, "b0001")
+    for night in (20200101, 20200102, 20200103):
+        back = pq.read_table(tmp_path / "alerts" / f"night={night}" / "b0001.parquet").to_pandas()
+        want = df[df["night"] == night]
+        assert back["candid"].tolist() == want["candid"].tolist()
+        assert back["magpsf"].tolist() == want["magpsf"].tolist()
+
+
 def test_rewrite_same_batch_does_not_double_and_new_batch_does(tmp_path):
     lake = Lake(str(tmp_path))
     df = detections()
