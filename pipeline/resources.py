@@ -27,6 +27,7 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from alert_broker.classifiers import load as load_model
+from alert_broker.classifiers.outlier import warm_up_outlier_scores
 from alert_broker.classifiers.stamp import StampClassifier
 from alert_broker.classifiers.stamp.inference import tf_threads
 from alert_broker.classifiers.stamp.stampstats import warm_up_stamp_statistics
@@ -178,6 +179,7 @@ def warm_up_science() -> float:
     warm_up_stamp_statistics()
     warm_up_avro_reader()
     warm_up_ztf_history()
+    warm_up_outlier_scores()
     days = np.arange(12, dtype=np.float64)
     compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
         pd.DataFrame(
