@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.run_bench import PeakRSS, cpu_budget
+from bench.run_bench import PeakRSS, cpu_budget, settle
 
 
 def test_cpu_budget_arithmetic():
@@ -43,3 +43,19 @@ def test_a_busy_child_counts_as_a_worker():
     cpu = mem.cpu_between(t0, t1)
     # the child burnt ~0.6 s; the last sample before it exited caught most of it
     assert 0.3 <= cpu["workers"] <= 1.5
+
+
+def test_settle_deletes_each_output_once_no_later_run_reads_it(tmp_path):
+    """The core run's lake survives its own run (the "again" run reads it) and goes after "again"; every other
+    run's output goes as soon as it is done."""
+    labels = ("core", "no-history", "stamps", "features")
+    for label in labels:
+        (tmp_path / f"out-{label}").mkdir()
+    settle(tmp_path, "core")
+    assert (tmp_path / "out-core").is_dir()
+    settle(tmp_path, "again")
+    assert not (tmp_path / "out-core").exists()
+    for label in labels[1:]:
+        assert (tmp_path / f"out-{label}").is_dir()
+        settle(tmp_path, label)
+        assert not (tmp_path / f"out-{label}").exists()
