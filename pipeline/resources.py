@@ -30,6 +30,7 @@ from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.outlier import warm_up_outlier_scores
 from alert_broker.classifiers.stamp import StampClassifier
 from alert_broker.classifiers.stamp.inference import tf_threads
+from alert_broker.classifiers.stamp.preprocess import warm_up_preprocess
 from alert_broker.classifiers.stamp.stampstats import warm_up_stamp_statistics
 from alert_broker.features.correction import REQUIRED_COLUMNS
 from alert_broker.features.lightcurve import compute_flux_features
@@ -180,6 +181,7 @@ def warm_up_science() -> float:
     warm_up_avro_reader()
     warm_up_ztf_history()
     warm_up_outlier_scores()
+    warm_up_preprocess()
     days = np.arange(12, dtype=np.float64)
     compute_flux_features(  # the flux features' compiled fits and periodogram, once per process
         pd.DataFrame(

@@ -144,11 +144,18 @@ def cutout_cube(
     n = len(stamps)
     cube = np.full((n, size, size, 3), np.nan, dtype=np.float32)
     complete = np.ones(n, dtype=bool)
+    half = size // 2
     for ch, col in enumerate(CUTOUT_COLUMNS):
+        channel = cube[..., ch]
         for i, img in enumerate(decoded[col]):
             if img is None:
                 complete[i] = False
-            else:
-                cube[i, :, :, ch] = centre_crop(img, size)
+                continue
+            h, w = img.shape
+            y0, x0 = h // 2 - half, w // 2 - half
+            if y0 >= 0 and x0 >= 0 and y0 + size <= h and x0 + size <= w:  # the crop lies inside: copy it
+                channel[i] = img[y0 : y0 + size, x0 : x0 + size]
+            else:  # a truncated cutout (at a CCD edge): NaN where it does not reach
+                channel[i] = centre_crop(img, size)
     cube[~complete] = np.nan
     return cube, complete

@@ -12,7 +12,12 @@ from astropy.io import fits
 
 from alert_broker.classifiers.stamp.cutouts import centre_crop, cutout_cube, decode_cutout
 from alert_broker.classifiers.stamp.evaluate import load_real_stamps
-from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, normalise_cutouts, stamp_images
+from alert_broker.classifiers.stamp.preprocess import (
+    CROP_SIZE,
+    normalise_cutouts,
+    normalise_cutouts_numpy,
+    stamp_images,
+)
 
 
 def _gauss(size: int, y0: float, x0: float, sigma: float = 1.2) -> np.ndarray:
@@ -144,6 +149,7 @@ def test_real_labelled_stamps_decode_and_preprocess_without_nan(shared_data):
     assert np.isnan(raw).any()  # real cutouts carry masked pixels ...
     images, complete = stamp_images(stamps)
     assert complete.all() and np.isfinite(images).all()  # ... which preprocessing removes
+    assert np.array_equal(images, normalise_cutouts_numpy(raw))
     assert images.min() == 0.0 and images.max() == 1.0
     # every cutout keeps a dynamic range (none collapses to a constant)
     assert (images.max(axis=(1, 2)) == 1.0).all()
@@ -151,3 +157,37 @@ def test_real_labelled_stamps_decode_and_preprocess_without_nan(shared_data):
     for blob in stamps["cutout_difference"].iloc[:5]:
         with fits.open(io.BytesIO(gzip.decompress(blob))) as h:
             np.testing.assert_array_equal(decode_cutout(blob), np.asarray(h[0].data, dtype=np.float32))
+
+
+def test_compiled_normalisation_equals_the_numpy_expression_to_the_bit():
+    """Random stacks with masked and infinite pixels, flat and empty cutouts, negative and huge values."""
+    rng = np.random.default_rng(11)
+    cube = (rng.normal(0, 1, (40, 21, 21, 3)) * rng.choice([1e-3, 1.0, 1e4], (40, 1, 1, 3))).astype(
+        np.float32
+    )
+    cube[rng.random(cube.shape) < 0.05] = np.nan
+    cube[rng.random(cube.shape) < 0.01] = np.inf
+    cube[rng.random(cube.shape) < 0.01] = -np.inf
+    cube[3, :, :, 1] = 7.0  # flat
+    cube[4, :, :, 2] = np.nan  # empty
+    cube[5, :, :, 0] = 3e38  # a span that overflows float32: treated as no usable range
+    cube[5, 0, 0, 0] = -3e38
+    assert np.array_equal(normalise_cutouts(cube), normalise_cutouts_numpy(cube))
+    with pytest.raises(ValueError, match="stack"):
+        normalise_cutouts(cube[0])
+
+
+def test_cutout_cube_copies_inside_crops_and_pads_truncated_ones_like_centre_crop():
+    rng = np.random.default_rng(12)
+    shapes = [(63, 63), (63, 63), (40, 63), (63, 15), (21, 21), (22, 24)]
+    imgs = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    decoded = {col: list(imgs) for col in ("cutout_science", "cutout_template", "cutout_difference")}
+    decoded["cutout_template"][1] = None
+    cube, complete = cutout_cube(pd.DataFrame(index=range(len(imgs))), CROP_SIZE, decoded)
+    assert complete.tolist() == [True, False, True, True, True, True]
+    for i, img in enumerate(imgs):
+        if not complete[i]:
+            assert np.isnan(cube[i]).all()
+            continue
+        for ch in range(3):
+            np.testing.assert_array_equal(cube[i, :, :, ch], centre_crop(img, CROP_SIZE))
