@@ -129,7 +129,8 @@ def feature_summary(feats: pd.DataFrame) -> pd.DataFrame:
             "feature_version": version,
             "lastmjd": feats["lastmjd"].to_numpy(),
             "n_features": finite.sum(axis=1),
-            "features": feature_json(names, values, finite),
+            # object dtype: a str dtype would drop the JsonText mark and the driver would encode the text again
+            "features": pd.Series(feature_json(names, values, finite), dtype=object),
             "night": feats["night"].to_numpy(),
         },
         columns=cols,

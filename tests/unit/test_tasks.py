@@ -47,9 +47,14 @@ def test_feature_summary_json_has_no_nan():
             "night": [20200101],
         }
     )
-    row = feature_summary(feats).iloc[0]
+    summary = feature_summary(feats)
+    row = summary.iloc[0]
     assert json.loads(row["features"]) == {"Amplitude_1": 0.5, "Amplitude_2": None}
     assert row["n_features"] == 1
+    # the text reaches the JSONB column as it is, also after the trip to the driver (pickled): never encoded twice
+    for frame in (summary, pickle.loads(pickle.dumps(summary))):
+        sent = _coerce(frame[["features"]], {"features": "JSONB"})["features"].iloc[0]
+        assert sent == row["features"] and json.loads(sent)["Amplitude_1"] == 0.5
 
 
 def test_feature_json_is_the_text_json_dumps_makes_of_the_dict():
