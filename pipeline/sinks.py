@@ -181,13 +181,22 @@ def sinks_of(stage: Stage, sinks: tuple[Sink, ...] = SINKS) -> tuple[Sink, ...]:
 
 
 # ------------------------------------------------------------------------------------- the worker side
-def with_alert_night(df: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
+def with_alert_night(df: pd.DataFrame, alerts: pd.DataFrame, latest: pd.Series | None = None) -> pd.DataFrame:
     """Tag rows with the night of the latest alert of their object in this batch (the lake partition of the
-    history tables: a batch's history then lands in one file per alert night, not one per historical night)."""
+    history tables: a batch's history then lands in one file per alert night, not one per historical night).
+    ``latest``: :func:`latest_alert_night` of ``alerts``, when the caller has it (one per region, every table)."""
     if df.empty or alerts.empty:
         return df
-    latest = alerts.groupby("oid")["night"].max()
-    return df.assign(alert_night=df["oid"].map(latest).astype("int32"))
+    latest = latest_alert_night(alerts) if latest is None else latest
+    pos = latest.index.get_indexer(df["oid"])
+    if (pos < 0).any():  # a row of an object without an alert in the batch: map it (and fail) as before
+        return df.assign(alert_night=df["oid"].map(latest).astype("int32"))
+    return df.assign(alert_night=latest.to_numpy()[pos].astype("int32"))
+
+
+def latest_alert_night(alerts: pd.DataFrame) -> pd.Series:
+    """The night of each object's latest alert (oid-indexed): what :func:`with_alert_night` files rows under."""
+    return alerts.groupby("oid")["night"].max()
 
 
 def with_batch(df: pd.DataFrame, batch_id: str) -> pd.DataFrame:
@@ -201,6 +210,7 @@ def write_lake(
     ``alerts`` gives the alert night of tables filed by it."""
     paths: list[str] = []
     counts: dict[str, int] = {}
+    latest = None
     for sink in sinks:
         if sink.lake is None:
             continue
@@ -209,7 +219,9 @@ def write_lake(
         if df.empty:
             continue
         if partition_key(sink.lake) == "alert_night" and "alert_night" not in df.columns:
-            df = with_alert_night(df, alerts)
+            if latest is None and not alerts.empty:
+                latest = latest_alert_night(alerts)
+            df = with_alert_night(df, alerts, latest)
         paths.extend(lake.write_table(sink.lake, with_batch(df, batch_id), part))
     return paths, counts
 

@@ -7,10 +7,11 @@ import pickle
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from alert_broker.features.science import merge_pieces
 from alert_broker.features.tables import Tables
-from alert_broker.pipeline.sinks import feature_json, feature_summary
+from alert_broker.pipeline.sinks import feature_json, feature_summary, latest_alert_night, with_alert_night
 from alert_broker.storage.postgres import JsonText, _coerce
 
 
@@ -141,3 +142,26 @@ def test_failed_alerts_become_dead_letters_with_their_raw_packets(shared_data, t
     expected = dict(zip(raw["candid"], raw["payload"], strict=True))
     assert [d.payload for d in letters] == [expected[c] for c in failed["candid"]]
     assert all(d.reason.startswith("processing failed") for d in letters)
+
+
+def test_rows_are_filed_under_their_objects_latest_alert_night():
+    """with_alert_night against the plain definition (the max alert night of the row's oid, mapped), with the
+    region's lookup computed once and shared by every table, and the same refusal of an object without an alert."""
+    rng = np.random.default_rng(8)
+    oids = np.array([f"ZTF{i:07d}" for i in range(300)], dtype=object)
+    alerts = pd.DataFrame(
+        {
+            "oid": pd.array(rng.choice(oids, 900), dtype="str"),
+            "night": rng.integers(20200101, 20200130, 900).astype("int32"),
+        }
+    )
+    seen = alerts["oid"].unique()
+    rows = pd.DataFrame({"oid": pd.array(rng.choice(seen, 2000), dtype="str"), "mag": rng.normal(size=2000)})
+    want = alerts.groupby("oid")["night"].max()
+    latest = latest_alert_night(alerts)
+    for got in (with_alert_night(rows, alerts), with_alert_night(rows, alerts, latest)):
+        assert got["alert_night"].dtype == np.int32
+        assert got["alert_night"].tolist() == [int(want[o]) for o in rows["oid"]]
+        assert got["mag"].equals(rows["mag"])
+    with pytest.raises(ValueError):
+        with_alert_night(pd.DataFrame({"oid": ["ZTFnever"]}), alerts)
