@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from alert_broker.features.healpix import pixels_around
-from alert_broker.storage.lake import Lake, arrow_to_pandas, frame_to_arrow
+from alert_broker.storage.lake import Lake, arrow_to_pandas, dictionary_columns, frame_to_arrow
 
 #: The history tables and the key that identifies one row of each.
 HISTORY_KEYS: dict[str, tuple[str, ...]] = {
@@ -332,10 +332,14 @@ class HistoryStore:
             folder = os.path.dirname(path)
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-            pq.write_table(table, tmp, row_group_size=row_group_size)
+            pq.write_table(
+                table, tmp, row_group_size=row_group_size, use_dictionary=dictionary_columns(table.schema)
+            )
             os.replace(tmp, path)
         else:
-            self.lake.put_parquet(table, path, row_group_size=row_group_size)
+            self.lake.put_parquet(
+                table, path, row_group_size=row_group_size, use_dictionary=dictionary_columns(table.schema)
+            )
 
     def _remove(self, paths: Iterable[str]) -> None:
         paths = list(paths)

@@ -241,3 +241,23 @@ def test_history_tables_partition_by_alert_night(tmp_path):
     back = lake.read_table("detections", nights=[20200105])
     assert sorted(back["night"].unique()) == [20200101, 20200102]
     assert lake.list_files("detections", nights=[20200101]) == []
+
+
+def test_only_non_float_columns_are_dictionary_encoded(tmp_path):
+    """Floats rarely repeat, so their dictionaries only cost (storage.lake.dictionary_columns); ids, bands and
+    names keep theirs. The values read back are the frame's."""
+    df = detections(8)
+    (path, *_) = Lake(str(tmp_path)).write_table("alerts", df, "b0001")
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    rg = meta.row_group(0)
+    encodings = {n: rg.column(i).encodings for i, n in enumerate(names)}
+    assert any("DICTIONARY" in e for e in encodings["oid"]) and any(
+        "DICTIONARY" in e for e in encodings["fid"]
+    )
+    assert not any("DICTIONARY" in e for e in encodings["magpsf"]) and not any(
+        "DICTIONARY" in e for e in encodings["mjd"]
+    )
+    back = pq.read_table(path).to_pandas()
+    want = df[df["night"] == 20200101]
+    assert back["magpsf"].tolist() == want["magpsf"].tolist() and back["oid"].tolist() == want["oid"].tolist()
