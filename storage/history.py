@@ -328,18 +328,15 @@ class HistoryStore:
         return [self.lake._public(path)]
 
     def _write(self, table: pa.Table, path: str, row_group_size: int | None = None) -> None:
+        options = {"row_group_size": row_group_size, "use_dictionary": dictionary_columns(table.schema)}
         if self.lake.local:
             folder = os.path.dirname(path)
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-            pq.write_table(
-                table, tmp, row_group_size=row_group_size, use_dictionary=dictionary_columns(table.schema)
-            )
+            pq.write_table(table, tmp, **options)
             os.replace(tmp, path)
         else:
-            self.lake.put_parquet(
-                table, path, row_group_size=row_group_size, use_dictionary=dictionary_columns(table.schema)
-            )
+            self.lake.put_parquet(table, path, **options)
 
     def _remove(self, paths: Iterable[str]) -> None:
         paths = list(paths)

@@ -377,23 +377,6 @@ def _ddl(spec: TableSpec) -> list[sql.Composable]:
     return stmts
 
 
-class JsonText(str):
-    """Text already in JSON form: a JSONB column takes it as it is, where any other value is encoded with
-    ``json.dumps``. Lets a worker encode wide JSON values (a feature vector) in parallel, in a vectorised way,
-    instead of the driver encoding dicts one by one."""
-
-    __slots__ = ()
-
-    def __reduce__(self):  # pickled as (class, text): stays JsonText on the driver
-        return (JsonText, (str(self),))
-
-
-def _json_value(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, JsonText) else json.dumps(v, default=str)
-
-
 def _coerce(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
     """Make each column's text form acceptable to its SQL type: integral floats to nullable ints (``3.0``
     is not an INTEGER literal), dicts/lists to JSON."""
@@ -409,7 +392,7 @@ def _coerce(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
         elif t == BOOL and pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
             s = s.astype("boolean")  # 1.0/0.0 is not a BOOLEAN literal
         elif t == JSONB:
-            s = s.map(_json_value)
+            s = s.map(lambda v: None if v is None else json.dumps(v, default=str))
         out[c] = s
     return pd.DataFrame(out)
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import pickle
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from alert_broker.features.science import merge_pieces
 from alert_broker.features.tables import Tables
-from alert_broker.pipeline.sinks import feature_json, feature_summary, latest_alert_night, with_alert_night
-from alert_broker.storage.postgres import JsonText, _coerce
+from alert_broker.pipeline.sinks import feature_summary, latest_alert_night, with_alert_night
 
 
 def _det(candid, has_stamp, sgscore1):
@@ -48,37 +44,9 @@ def test_feature_summary_json_has_no_nan():
             "night": [20200101],
         }
     )
-    summary = feature_summary(feats)
-    row = summary.iloc[0]
-    assert json.loads(row["features"]) == {"Amplitude_1": 0.5, "Amplitude_2": None}
+    row = feature_summary(feats).iloc[0]
+    assert row["features"] == {"Amplitude_1": 0.5, "Amplitude_2": None}
     assert row["n_features"] == 1
-    # the text reaches the JSONB column as it is, also after the trip to the driver (pickled): never encoded twice
-    for frame in (summary, pickle.loads(pickle.dumps(summary))):
-        sent = _coerce(frame[["features"]], {"features": "JSONB"})["features"].iloc[0]
-        assert sent == row["features"] and json.loads(sent)["Amplitude_1"] == 0.5
-
-
-def test_feature_json_is_the_text_json_dumps_makes_of_the_dict():
-    """The vectorised encoding against json.dumps of {name: value or None}: the driver used to encode exactly
-    that, and the JSONB column must receive the same text (shortest round-trip floats, null for NaN and inf)."""
-    rng = np.random.default_rng(3)
-    names = ["Amplitude_1", 'odd "name"', "Multiband_period", "n"]
-    values = np.array(
-        [
-            [0.1 + 0.2, np.nan, 1e300, 3.0],
-            [-0.0, np.inf, 5e-324, -np.inf],
-            [*rng.normal(size=3), 2.0**60],
-        ]
-    )
-    finite = np.isfinite(values)
-    got = feature_json(names, values, finite)
-    for text, row, ok in zip(got, values, finite, strict=True):
-        want = json.dumps({n: (float(v) if f else None) for n, v, f in zip(names, row, ok, strict=True)})
-        assert text == want and isinstance(text, JsonText)
-    # the driver passes it to the JSONB column as it is (a dict would be encoded there)
-    frame = _coerce(pd.DataFrame({"features": [got[0], {"a": 1.0}, None]}), {"features": "JSONB"})
-    assert frame["features"].tolist()[:2] == [got[0], '{"a": 1.0}'] and pd.isna(frame["features"].iloc[2])
-    assert isinstance(pickle.loads(pickle.dumps(got[0])), JsonText)
 
 
 def _real_pieces(shared_data, n=30):
