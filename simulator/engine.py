@@ -52,6 +52,7 @@ TRUTH_COLUMNS = [
     "peak_mag",
     "peak_mjd",
     "abs_mag",
+    "host_ebv",
     "distance_modulus",
     "redshift",
     "tau_rise",

@@ -180,7 +180,11 @@ def test_population_parameters_are_class_typical():
     assert by["SLSN"]["abs_mag"].median() < by["SNIa"]["abs_mag"].median() - 1.5
     assert by["SLSN"]["tau_rise"].median() > 2 * by["SNIa"]["tau_rise"].median()
     sne = pop[pop["class"].isin(["SNIa", "SNII", "SNIbc", "SLSN"])]
-    assert np.allclose(sne["peak_mag"], sne["abs_mag"] + sne["distance_modulus"])
+    # the observed peak: absolute magnitude + distance modulus + host dust in r (A_r = 2.64 E(B-V))
+    assert np.allclose(sne["peak_mag"], sne["abs_mag"] + sne["distance_modulus"] + 2.64 * sne["host_ebv"])
+    assert (sne["host_ebv"] >= 0).all()
+    # stripped-envelope SNe are dustier than SNe Ia, SLSNe (dwarf hosts) the least
+    assert by["SNIbc"]["host_ebv"].mean() > by["SNIa"]["host_ebv"].mean() > by["SLSN"]["host_ebv"].mean()
     assert (by["asteroid"]["ssnamenr"].str.len() > 0).all()
     assert by["QSO"]["tau"].median() > by["Blazar"]["tau"].median()
     assert by["Blazar"]["sigma"].median() > by["QSO"]["sigma"].median()
