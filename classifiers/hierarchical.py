@@ -21,7 +21,15 @@ from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXO
 SENTINEL = -999.0
 
 #: Columns of a features table that are bookkeeping, not features.
-NON_FEATURE_COLUMNS = frozenset({"oid", "FEATURE_VERSION", "lastmjd", "night", "survey", "class", "label"})
+#: Calendar dates are among them: the date of the last non-detection before the first detection
+#: (``last_mjd_before_fid_*``, kept in the features table for users) says when an object was seen, not what it
+#: is, and it separated training sources instead (simulated objects at MJD ~60,660, ALeRCE's labelled SNe at
+#: ~58,770): trees split on it to recognise a data set. Models from lc_hierarchical 1.4.0 on leave it out;
+#: earlier ones keep reading it (a model reads the columns it was fitted on, ``feature_columns_``).
+DATE_COLUMNS = frozenset({"lastmjd", "last_mjd_before_fid_1", "last_mjd_before_fid_2"})
+NON_FEATURE_COLUMNS = (
+    frozenset({"oid", "FEATURE_VERSION", "night", "survey", "class", "label"}) | DATE_COLUMNS
+)
 
 PROBABILITY_COLUMNS = (
     "oid",

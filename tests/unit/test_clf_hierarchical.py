@@ -112,6 +112,24 @@ def test_aliases_accepted_and_other_labels_dropped():
     assert "f0" in model.feature_columns_ and "FEATURE_VERSION" not in model.feature_columns_
 
 
+def test_calendar_dates_are_not_features():
+    """A date says when an object was seen, not what it is: a column that would separate the classes perfectly
+    by date (as the dates of the last non-detection separated simulated from real training sources) is left
+    out of the inputs, while the other columns are kept; a model fitted with such a column in its inputs (one
+    trained before the rule) still reads it."""
+    x, y = synthetic(6, seed=9)
+    codes = pd.Series(pd.factorize(y)[0], index=y.index)
+    x = x.assign(last_mjd_before_fid_1=58000.0 + codes.to_numpy(), last_mjd_before_fid_2=60000.0, lastmjd=1.0)
+    model = HierarchicalClassifier(n_estimators=5, outlier_estimators=5).fit(x, y)
+    assert not {"last_mjd_before_fid_1", "last_mjd_before_fid_2", "lastmjd"} & set(model.feature_columns_)
+    assert "f0" in model.feature_columns_
+    model.feature_columns_ = [
+        *model.feature_columns_[:-1],
+        "last_mjd_before_fid_1",
+    ]  # an older model's inputs
+    assert len(model.predict_proba(x)) == len(x)
+
+
 # -- backends and determinism ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted_xgb() -> HierarchicalClassifier:
