@@ -127,11 +127,10 @@ def simulated_shapes(
     seed: int = 1,
     bright: float | None = BTS_BRIGHT,
     epochs: int = 55,
-    noise: bool = True,
 ) -> pd.DataFrame:
     """Statistics of ``n`` simulated SNe of ``cls`` (ZTF population, peak r brighter than ``bright`` when given),
     each observed at ``epochs`` random times per band over -40..120 d from peak with ZTF-like errors (0.03 mag
-    at r = 19, growing with the flux error) down to r, g = 20.3; ``noise=False``: every day, exact magnitudes."""
+    at r = 19, growing with the flux error) down to r, g = 20.3."""
     rng = np.random.default_rng(seed)
     draws = []
     while sum(len(d) for d in draws) < n:  # bright SNe are rare in a volume-limited population
@@ -146,7 +145,7 @@ def simulated_shapes(
     )  # fmt: skip
     rows = []
     for i in range(len(d)):
-        times = [np.sort(rng.uniform(-40, 120, epochs)) if noise else np.arange(-40.0, 120.0) for _ in lam]
+        times = [np.sort(rng.uniform(-40, 120, epochs)) for _ in lam]
         t = np.concatenate(times)
         fid = np.repeat([1, 2], [len(x) for x in times])
         j = fid - 1
@@ -155,10 +154,9 @@ def simulated_shapes(
             col["tau_fall"][i], col["plateau_days"][i], col["plateau_slope"][i], col["fall_chroma"][i],
             col["plateau_chroma"][i],
         )  # fmt: skip
-        if noise:
-            seen = m < 20.3
-            t, m, fid = t[seen], m[seen], fid[seen]
-            m = m + rng.normal(0.0, 1.0, len(m)) * (0.03 + 0.05 * np.clip(10 ** (0.4 * (m - 19.0)), 0, 3))
+        seen = m < 20.3
+        t, m, fid = t[seen], m[seen], fid[seen]
+        m = m + rng.normal(0.0, 1.0, len(m)) * (0.03 + 0.05 * np.clip(10 ** (0.4 * (m - 19.0)), 0, 3))
         s = shape_statistics(t, m, fid)
         if s is not None:
             rows.append({"source": "simulation", "class": cls, **s})

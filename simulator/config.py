@@ -43,6 +43,10 @@ DEFAULT_FRACTIONS: dict[str, float] = {
     "bogus": 0.090,
 }
 
+#: ZTF extinction per unit E(B-V) by fid (g, r, i), Schlafly & Finkbeiner 2011 for the ZTF filters: the real
+#: templates' extra dust and the simulated SNe's host dust.
+ZTF_EXTINCTION = {1: 3.74, 2: 2.64, 3: 1.94}
+
 #: Effective wavelengths [nm] used by the linear-in-wavelength colour and amplitude scalings.
 WAVELENGTH_NM = {"u": 367.0, "g": 482.0, "r": 622.0, "i": 755.0, "z": 869.0, "y": 971.0}
 

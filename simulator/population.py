@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import CLASSES, PERIODIC, STOCHASTIC, TRANSIENTS, SimConfig, SurveySpec
+from .config import CLASSES, PERIODIC, STOCHASTIC, TRANSIENTS, ZTF_EXTINCTION, SimConfig, SurveySpec
 from .rng import stream
 from .timeutil import sun_ra_deg
 
@@ -39,8 +39,8 @@ SN_DECLINE_CHROMA = {"SNIa": (0.43, 0.33), "SNIbc": (0.55, 0.4), "SNII": (0.25, 
 #: Core-collapse SNe sit in star-forming regions and are dustier (stripped-envelope SNe most: Drout et al. 2011,
 #: Stritzinger et al. 2018); SLSNe in faint dwarf hosts have little.
 SN_HOST_EBV = {"SNIa": 0.12, "SNIbc": 0.15, "SNII": 0.10, "SLSN": 0.03}
-HOST_A_R = 2.64
-HOST_E_GR = 3.74 - 2.64
+HOST_A_R = ZTF_EXTINCTION[2]
+HOST_E_GR = ZTF_EXTINCTION[1] - ZTF_EXTINCTION[2]
 
 #: Share of Miras among simulated LPVs (the rest semi-regulars). ALeRCE's labelled ZTF LPVs are mostly of small
 #: amplitude (half-range `Amplitude` in r: median 0.31 mag, quartiles 0.22-0.42; a 40 % share gave 0.64): bright

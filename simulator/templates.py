@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .config import ZTF_EXTINCTION as EXTINCTION
 from .rng import stream
 
-#: ZTF extinction per unit E(B-V) (g, r), Schlafly & Finkbeiner 2011 for the ZTF filters.
-EXTINCTION = {1: 3.74, 2: 2.64, 3: 1.94}
 #: Days of history a ZTF alert carries: non-detections are kept only where an alert's history reaches them.
 HISTORY_WINDOW = 30.0
 #: Flat LCDM for distance moduli (H0 = 70 km/s/Mpc, Om = 0.3), as ``population.py``.
