@@ -33,7 +33,7 @@ def test_cpu_between_takes_the_window():
 
 def test_a_busy_child_counts_as_a_worker():
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
-    with PeakRSS(interval=0.05) as mem:
+    with PeakRSS(interval=0.05, rescan=0.05) as mem:  # a child started after the sampler: found at a rescan
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", burn])
         time.sleep(0.3)
@@ -59,3 +59,15 @@ def test_settle_deletes_each_output_once_no_later_run_reads_it(tmp_path):
         assert (tmp_path / f"out-{label}").is_dir()
         settle(tmp_path, label)
         assert not (tmp_path / f"out-{label}").exists()
+
+
+def test_a_child_started_between_rescans_has_all_its_cpu_counted():
+    """Found at the first rescan after it started, a process is counted from its own start, not from then."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(2)\n"
+    with PeakRSS(interval=0.05, rescan=1.0) as mem:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", burn])
+        time.sleep(1.6)  # the child has burnt its CPU before the sampler lists it
+        t1 = time.perf_counter()
+        proc.wait(timeout=30)
+    assert 0.3 <= mem.cpu_between(t0, t1)["workers"] <= 1.5
