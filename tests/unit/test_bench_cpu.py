@@ -63,11 +63,20 @@ def test_settle_deletes_each_output_once_no_later_run_reads_it(tmp_path):
 
 def test_a_child_started_between_rescans_has_all_its_cpu_counted():
     """Found at the first rescan after it started, a process is counted from its own start, not from then."""
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(2)\n"
+    burn = (
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+        "print('burnt', flush=True)\ntime.sleep(30)\n"
+    )
     with PeakRSS(interval=0.05, rescan=1.0) as mem:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", burn])
-        time.sleep(1.6)  # the child has burnt its CPU before the sampler lists it
-        t1 = time.perf_counter()
-        proc.wait(timeout=30)
-    assert 0.3 <= mem.cpu_between(t0, t1)["workers"] <= 1.5
+        proc = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+        try:
+            # its CPU is spent before the sampler can list it
+            assert proc.stdout.readline().strip() == "burnt"
+            time.sleep(1.3)  # past the next rescan
+            t1 = time.perf_counter()
+            time.sleep(0.2)  # a sample after t1
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert 0.35 <= mem.cpu_between(t0, t1)["workers"] <= 1.5
