@@ -94,11 +94,11 @@ class PeakRSS:
         t0 = time.perf_counter()
         since = time.time()
         start: dict[int, float] = {}
-        for _kind, p in self._processes(me, since):  # CPU already used by running processes is not the run's
+        procs, listed = self._processes(me, since), time.perf_counter()
+        for _kind, p in procs:  # CPU already used by running processes is not the run's
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
                 start[p.pid] = t.user + t.system
-        procs, listed = self._processes(me, since), time.perf_counter()
         while not self._stop.is_set():
             if time.perf_counter() - listed >= self.rescan:
                 procs, listed = self._processes(me, since), time.perf_counter()
