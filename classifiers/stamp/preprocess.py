@@ -73,7 +73,9 @@ def normalise_cutouts_numpy(images: np.ndarray) -> np.ndarray:
     finite = np.isfinite(x)
     lo = np.where(finite, x, np.inf).min(axis=(1, 2), keepdims=True)
     hi = np.where(finite, x, -np.inf).max(axis=(1, 2), keepdims=True)
-    span = hi - lo
+    # a range beyond float32 overflows to inf: no usable range, as the compiled pass decides
+    with np.errstate(over="ignore"):
+        span = hi - lo
     ok = np.isfinite(span) & (span > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (x - np.where(ok, lo, 0.0)) / np.where(ok, span, 1.0)
