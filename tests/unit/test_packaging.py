@@ -18,6 +18,9 @@ PROJECT_FOLDERS = ("pipeline", "features", "surveys", "simulator", "classifiers"
 
 
 def test_every_package_folder_is_listed_for_the_wheel():
+    """Every folder with Python, and every data folder directly inside one (schemas, static files, a model's
+    versions): setuptools ships the data through package-data either way, but warns at every build, loudly,
+    that an unlisted folder with an importable name "would be ignored"."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     listed = set(config["tool"]["setuptools"]["packages"])
     found = set()
@@ -25,9 +28,14 @@ def test_every_package_folder_is_listed_for_the_wheel():
         for init in folder.rglob("__init__.py"):
             rel = init.parent.relative_to(folder)
             found.add(".".join([name, *rel.parts]))
+        for sub in folder.rglob("*"):
+            data_folder = sub.is_dir() and sub.name.isidentifier() and not (sub / "__init__.py").exists()
+            if data_folder and "__pycache__" not in sub.parts and (sub.parent / "__init__.py").exists():
+                found.add(".".join([name, *sub.relative_to(folder).parts]))
     assert found == listed, (
         f"pyproject.toml lists {sorted(listed - found)} too many, {sorted(found - listed)} missing"
     )
+    assert {"alert_broker.api.static", "alert_broker.models.lc_hierarchical"} <= found
 
 
 def test_the_image_copies_every_folder_the_package_maps():
