@@ -53,10 +53,21 @@ def test_two_drivers_in_one_consumer_group_share_the_partitions(
     ensure_topic(kafka_bootstrap, topic, partitions=2)
     lake = tmp_path / "lake"
 
-    def feed() -> None:  # alerts keep arriving (4 a second, 40 s) while the drivers start, join and rebalance
+    joined = threading.Event()  # the second driver has partitions of its own
+    held_back = 40  # alerts that arrive only once it has: however slowly it starts, there is work left for it
+
+    def feed() -> None:  # alerts keep arriving (4 a second) while the drivers start, join and rebalance
         for i in range(0, len(files), 4):
+            if i >= len(files) - held_back:
+                joined.wait(timeout=240)
             produce(kafka_bootstrap, topic, [(f.name, f.read_bytes()) for f in files[i : i + 4]])
             time.sleep(1.0)
+
+    def follow(proc: subprocess.Popen, lines: list[str]) -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "partitions assigned" in line:
+                joined.set()
 
     producer = threading.Thread(target=feed)
     producer.start()
@@ -65,8 +76,14 @@ def test_two_drivers_in_one_consumer_group_share_the_partitions(
     while not list(lake.rglob("*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.5)  # until the first driver is processing batches
     second = _driver(kafka_bootstrap, topic, group, tmp_path / "b", lake, summary_store.dsn)
+    second_lines: list[str] = []
+    follower = threading.Thread(target=follow, args=(second, second_lines))
+    follower.start()
     producer.join()
-    logs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    first_log = first.communicate(timeout=300)[0]
+    second.wait(timeout=300)
+    follower.join(timeout=30)
+    logs = [first_log, "".join(second_lines)]
     assert first.returncode == 0 and second.returncode == 0, "\n".join(x[-3000:] for x in logs)
 
     # the group moved partitions while the first driver was working, and both drivers took a share
