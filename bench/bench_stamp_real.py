@@ -1,11 +1,12 @@
 """The stamp classifier on real alerts, per model version (docs/stamp.md):
 
-- ALeRCE's 51 labelled real stamps (all, with metadata, stamps only), with the default rules; for a model with a
+- ALeRCE's 51 labelled real stamps (all, with metadata, stamps only), with each version's rules; for a model with a
   second stage these are in-sample (it trained on them): its honest real figures are the out-of-fold ones in its
   metadata (``second_stage.out_of_fold``), printed beside;
 - the default ``make run-night`` sample (1166 real alerts): of the first alerts of new objects, the share called
   asteroid, with and without a known solar-system object near (ZTF's ssdistnr / ssnamenr), and without one and
-  without history;
+  without history, or near the ecliptic and far from it;
+- the sample's real asteroids with ZTF's match hidden (``known_sso_hidden``): the share still called asteroid;
 - with ``--reliability PATH``, a reliability diagram of the latest version with a second stage: a held-out
   simulation and the real labelled alerts out of fold (``second_stage.reliability_sets``).
 
@@ -20,7 +21,11 @@ import json
 from pathlib import Path
 
 from alert_broker.classifiers.calibration import expected_calibration_error, plot_reliability
-from alert_broker.classifiers.stamp.evaluate import evaluate_real_stamps, real_night_asteroid_shares
+from alert_broker.classifiers.stamp.evaluate import (
+    evaluate_real_stamps,
+    hidden_sso_recall,
+    real_night_asteroid_shares,
+)
 from alert_broker.classifiers.stamp.inference import StampClassifier, set_tf_threads
 from alert_broker.classifiers.stamp.second_stage import reliability_sets
 
@@ -40,6 +45,7 @@ def run(root: Path, versions: list[str], models: str | None) -> dict:
                 for k, v2 in clf.metadata.get("second_stage", {}).get("out_of_fold", {}).items()
             },
             "real_night": real_night_asteroid_shares(clf, root),
+            "known_sso_hidden": hidden_sso_recall(clf, root),
         }
     return out
 

@@ -11,6 +11,8 @@ import importlib
 import json
 import time
 
+from alert_broker.classifiers.stamp.rules import rules_named
+
 #: Where ``train_stamp_model`` lives: a TensorFlow module, loaded when the command runs (see the docstring).
 TRAINING_MODULE = "alert_broker.classifiers.stamp.training"
 
@@ -55,6 +57,18 @@ def add_train_stamp(train_subparsers) -> None:
         metavar="BASE_VERSION",
         help="no CNN training: --version = the CNN of BASE_VERSION + a second stage trained on it (needs "
         "--real-data); --eval-per-class scores the whole model on a held-out simulation",
+    )
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="with --second-stage-on: the business rules the version names and is served with, comma-separated "
+        "names (classifiers.stamp.rules.RULES_BY_NAME; default ALeRCE's three)",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --second-stage-on and --eval-per-class: fit the second stage's temperature on its out-of-fold "
+        "real probabilities and the held-out simulation",
     )
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
     p.set_defaults(func=cmd_train_stamp)
@@ -101,6 +115,8 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
             eval_n_per_class=args.eval_per_class,
             eval_seed=args.eval_seed,
             overwrite=args.overwrite,
+            rules=rules_named(args.rules.split(",")) if args.rules else None,
+            calibrate=args.calibrate,
         )
         times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
         print(f"saved {result.path} ({times}; {time.perf_counter() - t0:.0f} s in all)")

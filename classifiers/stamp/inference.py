@@ -31,7 +31,7 @@ from alert_broker.classifiers.registry import ONNX_FILE, load_extra, load_keras,
 from alert_broker.classifiers.stamp.cutouts import decode_cutouts, select_rows
 from alert_broker.classifiers.stamp.metadata import metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION, stamp_images
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules, rules_named
 from alert_broker.classifiers.stamp.runtime import (
     KerasNetwork,
     OnnxNetwork,
@@ -52,6 +52,9 @@ LAYERS_MODULE = "alert_broker.classifiers.stamp.layers"
 
 #: A model spec: (registry root or None for the default, model name, version or None for the latest).
 ModelSpec = tuple[str | os.PathLike | None, str, str | None]
+
+#: ``rules=MODEL_RULES``: the business rules the model's metadata names (``StampClassifier.rules``).
+MODEL_RULES = "model"
 
 
 def set_tf_threads(n: int | None) -> None:
@@ -98,6 +101,11 @@ class StampClassifier:
         #: The second stage (``stacker.StampStacker``: CNN output + stamp statistics + raw metadata), or None
         #: for models before 1.2.0 (the CNN's softmax is the answer).
         self.stacker = stacker
+        #: The business rules this version was evaluated with and is served with (metadata ``rules``; versions
+        #: before 1.4.0 name none and run ALeRCE's, ``rules.DEFAULT_RULES``).
+        self.rules: tuple[Rule, ...] = (
+            rules_named(metadata["rules"]) if metadata.get("rules") is not None else DEFAULT_RULES
+        )
 
     @classmethod
     def load(
@@ -181,12 +189,17 @@ class StampClassifier:
         return stack_inputs(cnn, stats, raw_metadata(al)), al
 
     def predict_proba(
-        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | str | None = MODEL_RULES
     ) -> pd.DataFrame:
         """P(class) for every alert with three readable cutouts: index ``candid``, columns ``oid`` and the five
         classes (rows sum to 1). Models with a second stage (1.2.0 on) answer its probabilities, older ones the
-        CNN's softmax. ``rules`` (default: ALeRCE's, see ``classifiers.stamp.rules``) are applied after;
-        ``rules=None`` gives the model's output alone. Alerts without complete stamps are left out."""
+        CNN's softmax. ``rules`` (default: the model's own, :attr:`rules`; see ``classifiers.stamp.rules``) are
+        applied after; ``rules=None`` gives the model's output alone. Alerts without complete stamps are left
+        out."""
+        if isinstance(rules, str):
+            if rules != MODEL_RULES:
+                raise ValueError(f"rules={rules!r}: pass rule functions, None or {MODEL_RULES!r}")
+            rules = self.rules
         if self.stacker is not None:
             x, al = self.second_stage_inputs(alerts, stamps)
             p = pd.DataFrame(self.stacker.predict_proba(x), columns=list(STAMP_CLASSES))
@@ -200,7 +213,7 @@ class StampClassifier:
         return p
 
     def probabilities_long(
-        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | None = DEFAULT_RULES
+        self, alerts: pd.DataFrame, stamps: pd.DataFrame, *, rules: Iterable[Rule] | str | None = MODEL_RULES
     ) -> pd.DataFrame:
         """ALeRCE's probability rows (oid, classifier_name, classifier_version, class_name, probability,
         ranking), the format of ``HierarchicalClassifier.probabilities_long``, for the same `probability`
@@ -296,7 +309,7 @@ def classify_first_alerts(
     *,
     detections: pd.DataFrame | None = None,
     known_oids: Iterable[str] | None = None,
-    rules: Iterable[Rule] | None = DEFAULT_RULES,
+    rules: Iterable[Rule] | str | None = MODEL_RULES,
 ) -> pd.DataFrame:
     """Long probability rows (the `probability` table's columns) for the alerts of a batch that are the first of
     their object and carry all three cutouts. Pure apart from the per-process model cache: safe to map over

@@ -16,8 +16,15 @@ Two deliberate differences, both so the rules can be tested on their own and row
   ``ssdistnr = 60`` with ``ssnamenr = "null"`` when there is no match (seen in ``ztf/fink_sample_1166``), which
   ALeRCE's ``!= -999`` test would call an asteroid.
 
+One rule of our own, :func:`asteroids_keep_near_the_ecliptic` (models from 1.4.0 on): a sky prior for asteroids.
+The second stage learnt asteroids from a simulated sky that puts them anywhere, while real ones keep near the
+ecliptic (the 221 known solar-system objects of ``ztf/fink_sample_1166`` all lie within 34 deg of it, none in
+the 14 % of that sample's sky beyond 45 deg). The rule moves P(asteroid) from the training's uniform sky to
+that prior (a likelihood ratio: Bayes' rule for a change of prior), where ZTF matched no known object.
+
 Each rule is a pure function (probabilities, alerts) -> probabilities over the same rows (aligned by position);
-:func:`apply_rules` runs them in order (the asteroid rule last: it overrides) and renormalises.
+:func:`apply_rules` runs them in order (the asteroid rule last: it overrides) and renormalises. A model names
+its rules in its metadata (``rules``; :func:`rules_named`); a model that names none runs :data:`DEFAULT_RULES`.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from alert_broker.classifiers.stamp.metadata import SENTINEL_BELOW
+from alert_broker.classifiers.stamp.metadata import SENTINEL_BELOW, sky_latitudes
 from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES
 
 Rule = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
@@ -37,6 +44,13 @@ STAR_SGSCORE = 0.5
 STAR_DIST_ARCSEC = 1.0
 #: A known solar-system object at most this far from the alert makes it an asteroid [arcsec].
 SSO_DIST_ARCSEC = 5.0
+#: Asteroids' sky: ecliptic latitude ~ N(0, sigma) plus a floor, the share of a uniform sky kept everywhere
+#: (near-Earth and high-inclination objects). Maximum likelihood on the 221 known solar-system objects of
+#: ``ztf/fink_sample_1166`` against the sky the sample covers (docs/stamp.md, "1.4.0"): sigma 10.8 deg without a
+#: floor, 10.1 deg with 0.05, the floor we keep (it expects 1.4 of them beyond 45 deg where none is; 0.2 would
+#: expect 6.2).
+ASTEROID_ECLIPTIC_SIGMA_DEG = 10.0
+ASTEROID_SKY_FLOOR = 0.05
 
 
 def _col(alerts: pd.DataFrame, name: str) -> np.ndarray:
@@ -111,12 +125,67 @@ def known_solar_system_object(
     return out
 
 
-#: The rules :func:`apply_rules` runs by default, in order (the asteroid override last).
+def asteroid_sky_weight(
+    ecl_lat_deg, sigma_deg: float = ASTEROID_ECLIPTIC_SIGMA_DEG, floor: float = ASTEROID_SKY_FLOOR
+) -> np.ndarray:
+    """Asteroids' density on the sky at ecliptic latitude beta, relative to a uniform sky (its mean over the
+    sphere is 1): (1 - floor) * 2 N(beta; 0, sigma) / cos(beta) + floor. The factor 2 / cos(beta) turns a density
+    in beta into one per steradian relative to the uniform sphere's cos(beta) / 2; the Gaussian is
+    normalised on the line (its tails beyond +-90 deg are below 1e-17 for sigma <= 10 deg)."""
+    b = np.deg2rad(np.asarray(ecl_lat_deg, dtype=np.float64))
+    s = np.deg2rad(sigma_deg)
+    gauss = np.exp(-0.5 * (b / s) ** 2) / (s * np.sqrt(2.0 * np.pi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (1.0 - floor) * 2.0 * gauss / np.cos(b) + floor
+    return np.where(np.abs(b) >= np.pi / 2, floor, w)
+
+
+def asteroids_keep_near_the_ecliptic(proba: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
+    """P(asteroid) x :func:`asteroid_sky_weight` at the alert's ecliptic latitude, renormalised: the model learnt
+    asteroids on a sky where they are anywhere (the simulator's), real ones keep near the ecliptic. Rows without
+    ra / dec are left as they are; a known solar-system object still decides (the override runs after)."""
+    ecl, _ = sky_latitudes(_col(alerts, "ra"), _col(alerts, "dec"))
+    known = ~np.isnan(ecl)
+    if not known.any():
+        return proba
+    p = proba.to_numpy(dtype=np.float64, copy=True)
+    j = proba.columns.get_loc("asteroid")
+    p[known, j] *= asteroid_sky_weight(ecl[known])
+    return renormalise(pd.DataFrame(p, index=proba.index, columns=proba.columns))
+
+
+#: ALeRCE's rules, in order (the asteroid override last); a model whose metadata names no rules runs these.
 DEFAULT_RULES: tuple[Rule, ...] = (
     negative_difference_is_not_sn,
     star_counterpart_is_not_sn,
     known_solar_system_object,
 )
+#: ALeRCE's rules with the asteroids' sky prior before the override (stamp_classifier 1.4.0 on).
+SKY_PRIOR_RULES: tuple[Rule, ...] = (
+    negative_difference_is_not_sn,
+    star_counterpart_is_not_sn,
+    asteroids_keep_near_the_ecliptic,
+    known_solar_system_object,
+)
+#: Every rule by the name a model's metadata uses.
+RULES_BY_NAME: dict[str, Rule] = {r.__name__: r for r in (*DEFAULT_RULES, asteroids_keep_near_the_ecliptic)}
+
+
+def rule_names(rules: Sequence[Rule]) -> list[str]:
+    """The names a model's metadata stores for ``rules`` (each must be one of :data:`RULES_BY_NAME`)."""
+    names = [r.__name__ for r in rules]
+    unknown = [n for n in names if RULES_BY_NAME.get(n) is None]
+    if unknown:
+        raise ValueError(f"rules {unknown} are not in RULES_BY_NAME: a model could not name them")
+    return names
+
+
+def rules_named(names: Sequence[str]) -> tuple[Rule, ...]:
+    """The rules a model's metadata names, in its order; an unknown name is an error (newer code's rule)."""
+    unknown = [n for n in names if n not in RULES_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown stamp rules {unknown}: known {sorted(RULES_BY_NAME)}")
+    return tuple(RULES_BY_NAME[n] for n in names)
 
 
 def apply_rules(

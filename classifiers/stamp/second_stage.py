@@ -9,7 +9,8 @@ Rows:
 
 Real figures are out-of-fold: object-grouped K-fold cross-validation stratified by (set, class), so an object
 never scores with a second stage that saw it (the CNN saw no real alert at all). The shipped second stage is then
-fitted on every row.
+fitted on every row. From 1.4.0 on its probabilities are temperature-scaled (:func:`fit_temperature`): the trees
+are calibrated on simulation and over-confident on real alerts.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from alert_broker.classifiers.hierarchical import TEMPERATURE_GRID, temper
 from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
 from alert_broker.classifiers.stamp.evaluate import StampEvaluation, load_real_stamps, load_simbad_stamps
 from alert_broker.classifiers.stamp.metadata import metadata_matrix
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules
 from alert_broker.classifiers.stamp.stacker import (
     NO_METADATA_SHARE,
     UNKNOWN_ASTEROID_SHARE,
@@ -130,11 +132,13 @@ def cross_validate(
     return oof, folds
 
 
-def stacked_evaluations(proba: np.ndarray, real: StackRows) -> dict[str, dict[str, StampEvaluation]]:
+def stacked_evaluations(
+    proba: np.ndarray, real: StackRows, rules: tuple[Rule, ...] = DEFAULT_RULES
+) -> dict[str, dict[str, StampEvaluation]]:
     """Evaluations of (out-of-fold) probabilities of the real rows: ALeRCE's stamps (all, with metadata,
-    stamps only) and the SIMBAD-labelled alerts, each without and with the business rules."""
+    stamps only) and the SIMBAD-labelled alerts, each without and with the business rules ``rules``."""
     names = np.array(STAMP_CLASSES, dtype=object)
-    ruled = apply_rules(pd.DataFrame(proba, columns=list(STAMP_CLASSES)), real.alerts, DEFAULT_RULES)
+    ruled = apply_rules(pd.DataFrame(proba, columns=list(STAMP_CLASSES)), real.alerts, rules)
     pred_raw = names[proba.argmax(axis=1)]
     pred_rules = names[ruled.to_numpy().argmax(axis=1)]
     is_alerce = real.sources == "alerce"
@@ -156,6 +160,37 @@ def stacked_evaluations(proba: np.ndarray, real: StackRows) -> dict[str, dict[st
     return out
 
 
+def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true stamp class (classes as names)."""
+    idx = np.array([STAMP_CLASSES.index(c) for c in y], dtype=int)
+    if len(idx) == 0:
+        return float("nan")
+    return float(-np.log(np.clip(proba[np.arange(len(idx)), idx], 1e-12, 1.0)).mean())
+
+
+def fit_temperature(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[str, dict]]:
+    """(T, per-set log loss at T = 1 and at T) minimising the sum over sets of each set's *mean* log loss, so
+    each set counts as much however many rows it has (lc_hierarchical's temperatures are fitted the same way:
+    the simulation and each real set). ``sets``: name -> (untempered probabilities (n, 5), true classes)."""
+    sets = {k: v for k, v in sets.items() if len(v[1])}
+    if not sets:
+        return 1.0, {}
+
+    def total(t: float) -> float:
+        return sum(log_loss(temper(p, t), y) for p, y in sets.values())
+
+    t = float(min(TEMPERATURE_GRID, key=total))
+    table = {
+        k: {
+            "n": int(len(y)),
+            "log_loss_t1": round(log_loss(p, y), 4),
+            "log_loss": round(log_loss(temper(p, t), y), 4),
+        }
+        for k, (p, y) in sets.items()
+    }
+    return t, table
+
+
 def stacker_training_set(classifier, seed: int, n_per_class: int = STACK_N_PER_CLASS) -> StackRows:
     """Simulated second-stage rows from a seed the CNN did not train on (``seed + 500``)."""
     data = build_stamp_set(seed + 500, n_per_class, tuple(classifier.features))
@@ -169,9 +204,10 @@ def reliability_sets(
     heldout_per_class: int = 600,
     cv_folds: int = DEFAULT_FOLDS,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Final probabilities (second stage, then the business rules: what the pipeline stores) and the truth's
-    column, for reliability diagrams: a held-out simulation (seed + 1000) and the real labelled alerts out of
-    fold (the second stage re-fitted per fold as in training, same seed and rows). Needs a second stage."""
+    """Final probabilities (second stage, tempered, then the model's business rules: what the pipeline stores)
+    and the truth's column, for reliability diagrams: a held-out simulation (seed + 1000) and the real labelled
+    alerts out of fold (the second stage re-fitted per fold as in training, same seed and rows, tempered with
+    the model's temperature). Needs a second stage."""
     if classifier.stacker is None:
         raise ValueError("reliability_sets needs a stamp model with a second stage")
     stage = classifier.metadata.get("second_stage", {})
@@ -181,7 +217,7 @@ def reliability_sets(
 
     def ruled(proba: np.ndarray, alerts: pd.DataFrame) -> np.ndarray:
         return apply_rules(
-            pd.DataFrame(proba, columns=names), alerts.reset_index(drop=True), DEFAULT_RULES
+            pd.DataFrame(proba, columns=names), alerts.reset_index(drop=True), classifier.rules
         ).to_numpy()
 
     def truth(y) -> np.ndarray:
@@ -198,7 +234,7 @@ def reliability_sets(
     sim = stacker_training_set(classifier, seed, STACK_N_PER_CLASS)  # as `make models` trains it
     real = real_rows(classifier, shared_data, weight)
     oof, _ = cross_validate(sim, real, cv_folds, seed)
-    final = ruled(oof, real.alerts)
+    final = ruled(temper(oof, getattr(classifier.stacker, "temperature_", 1.0)), real.alerts)  # as served
     for source, label in (("alerce", "ALeRCE's labelled stamps"), ("simbad", "SIMBAD-labelled alerts, weak")):
         sel = real.sources == source
         out[f"{label} (out-of-fold)"] = (final[sel], truth(real.y[sel]))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from alert_broker.classifiers.hierarchical import temper
 from alert_broker.classifiers.registry import ONNX_FILE, save_keras, version_dir
 from alert_broker.classifiers.stamp.dataset import StampSet, build_stamp_set
 from alert_broker.classifiers.stamp.evaluate import (
@@ -24,7 +25,7 @@ from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_S
 from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
 from alert_broker.classifiers.stamp.onnx_export import keras_to_onnx_bytes
 from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules, rule_names
 from alert_broker.classifiers.stamp.runtime import OnnxNetwork
 from alert_broker.classifiers.stamp.second_stage import (
     DEFAULT_FOLDS,
@@ -32,6 +33,7 @@ from alert_broker.classifiers.stamp.second_stage import (
     STACK_N_PER_CLASS,
     StackRows,
     fit_stacker,
+    fit_temperature,
     simulated_rows,
     stacked_evaluations,
     stacker_training_set,
@@ -239,11 +241,22 @@ def add_second_stage(
     eval_n_per_class: int = 0,
     eval_seed: int | None = None,
     overwrite: bool = False,
+    rules: tuple[Rule, ...] | None = None,
+    calibrate: bool = False,
 ) -> TrainResult:
     """A new version = the CNN of ``base_version`` unchanged (same weights, same inputs) + a second stage trained
     on top of it (:func:`train_second_stage`): the CNN needs hours on a CPU, the second stage minutes, and the
     second stage is where the real labelled alerts can teach. The metadata keeps the base's CNN figures (under
-    ``metrics.cnn_base``) and adds the second stage's out-of-fold real figures and held-out simulation."""
+    ``metrics.cnn_base``) and adds the second stage's out-of-fold real figures and held-out simulation.
+
+    ``rules`` (default ALeRCE's, ``rules.DEFAULT_RULES``) are named in the metadata (``rules``): the version is
+    evaluated and served with them. ``calibrate`` (needs ``eval_n_per_class``) fits the second stage's
+    temperature on its out-of-fold real probabilities and the held-out simulation
+    (``second_stage.fit_temperature``)."""
+    if calibrate and not eval_n_per_class:
+        raise ValueError(
+            "calibrate fits the temperature on the held-out simulation too: pass eval_n_per_class"
+        )
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     base = StampClassifier.load(
@@ -253,19 +266,25 @@ def add_second_stage(
         raise ValueError(f"{name} {base_version} already has a second stage")
     meta = dict(base.metadata)
     cnn_metrics = meta.pop("metrics", {})
-    stacker, stack_meta = train_second_stage(base, seed, real_data, stack_n_per_class, real_weight, cv_folds)
+    es = seed + 1000 if eval_seed is None else eval_seed
+    held = build_stamp_set(es, eval_n_per_class, tuple(meta["features"])) if eval_n_per_class else None
+    rules = DEFAULT_RULES if rules is None else tuple(rules)
+    stacker, stack_meta = train_second_stage(
+        base, seed, real_data, stack_n_per_class, real_weight, cv_folds,
+        rules=rules, calibrate_on=held if calibrate else None,
+    )  # fmt: skip
     times["second_stage"] = time.perf_counter() - t0
     meta.update(
         name=name, version=version, stacker=STACKER_FILE, second_stage=stack_meta, base_cnn=base_version
     )
+    if rules != DEFAULT_RULES:
+        meta["rules"] = rule_names(rules)
     for k in ("created_at", "tensorflow_version", "keras_version"):
         meta.pop(k, None)
     meta["metrics"] = {"cnn_base": cnn_metrics}
     clf = StampClassifier(base.model, meta, stacker)
-    if eval_n_per_class:
+    if held is not None:
         t1 = time.perf_counter()
-        es = seed + 1000 if eval_seed is None else eval_seed
-        held = build_stamp_set(es, eval_n_per_class, tuple(meta["features"]))
         meta["metrics"]["heldout"] = {"seed": es, "n_per_class": eval_n_per_class}
         for k, v in evaluate_stacked_simulation(clf, held).items():
             meta["metrics"][f"heldout_{k}"] = v.summary()
@@ -282,17 +301,35 @@ def train_second_stage(
     n_per_class: int = STACK_N_PER_CLASS,
     real_weight: float = REAL_WEIGHT,
     cv_folds: int = DEFAULT_FOLDS,
+    *,
+    rules: tuple[Rule, ...] = DEFAULT_RULES,
+    calibrate_on: StampSet | None = None,
 ):
-    """(the fitted second stage, its metadata: rows, weights and out-of-fold real figures)."""
+    """(the fitted second stage, its metadata: rows, weights and out-of-fold real figures, with ``rules``).
+    With ``calibrate_on`` (a held-out simulated set) its temperature is fitted on the out-of-fold probabilities
+    of each real set and the fitted second stage's on that set, each set counting once, and the out-of-fold
+    figures are those of the tempered probabilities (what the version serves)."""
     sim = stacker_training_set(classifier, seed, n_per_class)
     real = stack_real_rows(classifier, real_data, real_weight)
     oof, folds = stack_cross_validate(sim, real, cv_folds, seed)
+    stacker = fit_stacker(StackRows.concat([sim, real]), seed)
+    calibration = {}
+    if calibrate_on is not None:
+        held = simulated_rows(classifier, calibrate_on, 0).take(np.arange(len(calibrate_on)))
+        sets = {
+            str(src): (oof[real.sources == src], real.y[real.sources == src])
+            for src in np.unique(real.sources)
+        }
+        sets["simulation"] = (stacker.predict_proba(held.x), held.y)
+        t, table = fit_temperature(sets)
+        stacker.temperature_ = t
+        oof = temper(oof, t)
+        calibration = {"temperature": t, "temperature_fit": table}
     figures = {
         f"oof_{subset.replace(' ', '_')}_{kind.replace(' ', '_')}": ev.summary()
-        for subset, res in stacked_evaluations(oof, real).items()
+        for subset, res in stacked_evaluations(oof, real, rules).items()
         for kind, ev in res.items()
     }
-    stacker = fit_stacker(StackRows.concat([sim, real]), seed)
     meta = {
         "columns": list(stacker.columns),
         "simulated_rows": int(len(sim)),
@@ -308,6 +345,7 @@ def train_second_stage(
             "subsample": stacker.subsample,
             "colsample_bytree": stacker.colsample_bytree,
         },
+        **calibration,
     }
     return stacker, meta
 
@@ -318,7 +356,7 @@ def evaluate_stacked_simulation(classifier: StampClassifier, data: StampSet) -> 
     rows = rows.take(np.arange(len(data)))  # the set itself, not the no-metadata copies
     p = classifier.stacker.predict_proba(rows.x)
     names = np.array(STAMP_CLASSES, dtype=object)
-    ruled = apply_rules(pd.DataFrame(p, columns=list(STAMP_CLASSES)), data.frame, DEFAULT_RULES)
+    ruled = apply_rules(pd.DataFrame(p, columns=list(STAMP_CLASSES)), data.frame, classifier.rules)
     return {
         "stacked": StampEvaluation(rows.y, names[p.argmax(axis=1)]),
         "stacked+rules": StampEvaluation(rows.y, names[ruled.to_numpy().argmax(axis=1)]),

@@ -130,3 +130,36 @@ def test_a_model_made_for_other_inputs_is_refused(registry, tmp_path):
     md_path.write_text(json.dumps(md))
     with pytest.raises(ValueError, match="retrain"):
         StampClassifier.load(root=tmp_path)
+
+
+def test_a_model_serves_the_rules_its_metadata_names(registry, batch, tmp_path):
+    import shutil
+
+    from alert_broker.classifiers.stamp.inference import StampClassifier
+    from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, SKY_PRIOR_RULES, apply_rules, rule_names
+
+    alerts, stamps = batch
+    old = StampClassifier.load(root=registry)
+    assert old.rules == DEFAULT_RULES  # a version that names none runs ALeRCE's
+    shutil.copytree(registry / "stamp_classifier", tmp_path / "stamp_classifier")
+    md_path = tmp_path / "stamp_classifier" / "0.0.1" / "metadata.json"
+    md = json.loads(md_path.read_text())
+    md["rules"] = rule_names(SKY_PRIOR_RULES)
+    md_path.write_text(json.dumps(md))
+    new = StampClassifier.load(root=tmp_path)
+    assert new.rules == SKY_PRIOR_RULES
+    raw = new.predict_proba(alerts, stamps, rules=None)
+    al = alerts.set_index("candid").loc[raw.index].reset_index()
+    expected = apply_rules(
+        raw[["SN", "AGN", "VS", "asteroid", "bogus"]].reset_index(drop=True), al, SKY_PRIOR_RULES
+    )
+    served = new.predict_proba(alerts, stamps)
+    np.testing.assert_allclose(served.iloc[:, 1:].to_numpy(), expected.to_numpy(), atol=1e-12)
+    legacy = new.predict_proba(alerts, stamps, rules=DEFAULT_RULES)  # an explicit choice still wins
+    assert not np.allclose(legacy.iloc[:, 1:].to_numpy(), served.iloc[:, 1:].to_numpy())
+    with pytest.raises(ValueError, match="rule functions"):
+        new.predict_proba(alerts, stamps, rules="alerce")
+    md["rules"] = ["a_rule_of_newer_code"]
+    md_path.write_text(json.dumps(md))
+    with pytest.raises(ValueError, match="unknown stamp rules"):
+        StampClassifier.load(root=tmp_path)

@@ -73,3 +73,31 @@ def test_second_stage_folds_never_score_an_object_they_saw(monkeypatch):
     for f, trained in enumerate(_Recorder.seen):
         held = set(real.groups[folds == f])
         assert held and not (held & trained)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_the_temperature_fit_recovers_a_known_over_confidence():
+    """Labels drawn from softmax(z); the model answers softmax(2.5 z): the fitted temperature is 2.5 (to the
+    grid's step, 4.8 %), a calibrated set gives 1, and a set counts by its mean, not by its size."""
+    from alert_broker.classifiers.stamp.second_stage import fit_temperature, log_loss
+    from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 1.5, (40_000, 5))
+    q = _softmax(z)
+    y = np.array(STAMP_CLASSES, dtype=object)[(rng.random((len(q), 1)) > q.cumsum(axis=1)).sum(axis=1)]
+    t, table = fit_temperature({"over": (_softmax(2.5 * z), y)})
+    assert t == pytest.approx(2.5, rel=0.05)
+    assert table["over"]["log_loss"] < table["over"]["log_loss_t1"] and table["over"]["n"] == len(y)
+    assert fit_temperature({"calibrated": (q, y)})[0] == pytest.approx(1.0, rel=0.05)
+    both = fit_temperature({"over": (_softmax(2.5 * z[:2000]), y[:2000]), "calibrated": (q, y)})[0]
+    ten_times = fit_temperature(
+        {"over": (np.tile(_softmax(2.5 * z[:2000]), (10, 1)), np.tile(y[:2000], 10)), "calibrated": (q, y)}
+    )[0]
+    assert 1.0 < both < 2.5 and ten_times == both
+    assert log_loss(q, y) < log_loss(_softmax(2.5 * z), y)
+    assert fit_temperature({}) == (1.0, {})
