@@ -59,6 +59,9 @@ bench: setup
 	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_output
 
+# stamp_classifier 1.4.0's business rules (classifiers/stamp/rules.py): ALeRCE's with the asteroids' sky prior.
+STAMP_SKY_PRIOR_RULES = negative_difference_is_not_sn,star_counterpart_is_not_sn,asteroids_keep_near_the_ecliptic,known_solar_system_object
+
 # Re-train the shipped models from their seeds (deterministic: the same files with the pinned libraries).
 models: setup
 	$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 --eval-objects 20000 --version 1.1.0 \
@@ -72,6 +75,9 @@ models: setup
 	$(if $(wildcard ../shared/data),$(BIN)/broker train stamp --second-stage-on 1.1.0 --version 1.2.0 --seed 1 \
 		--models models --overwrite --stack-per-class 800 --cv-folds 5 --eval-per-class 600 \
 		--real-data ../shared/data)
+	$(if $(wildcard ../shared/data),$(BIN)/broker train stamp --second-stage-on 1.1.0 --version 1.4.0 --seed 1 \
+		--models models --overwrite --stack-per-class 800 --cv-folds 5 --eval-per-class 600 \
+		--real-data ../shared/data --calibrate --rules $(STAMP_SKY_PRIOR_RULES))
 
 # Latency under a bursty LSST-like stream through tansu (long: ~10 minutes per rate; ARGS="--rates 250 --minutes 3").
 bench-stream: setup

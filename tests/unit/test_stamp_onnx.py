@@ -17,7 +17,7 @@ from alert_broker.classifiers.registry import ONNX_FILE  # noqa: E402
 from alert_broker.classifiers.stamp.runtime import OnnxNetwork, stamp_runtime  # noqa: E402
 from alert_broker.models import shipped_models  # noqa: E402
 
-SHIPPED = ("1.1.0", "1.2.0")
+SHIPPED = ("1.1.0", "1.2.0", "1.4.0")
 
 
 @pytest.fixture(scope="module")
