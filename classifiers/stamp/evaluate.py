@@ -17,7 +17,12 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_
 from alert_broker.classifiers.stamp.dataset import build_stamp_set
 from alert_broker.classifiers.stamp.inference import first_alert_mask
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, sky_latitudes
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, apply_rules, known_solar_system_object
+from alert_broker.classifiers.stamp.rules import (
+    DEFAULT_RULES,
+    apply_rules,
+    known_solar_system_object,
+    numeric_column,
+)
 from alert_broker.classifiers.stamp.taxonomy import STAMP_CLASSES, stamp_labels
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import RawMessage
@@ -252,13 +257,11 @@ def placeholder_metadata(alerts: pd.DataFrame) -> np.ndarray:
     distpsnr1 = 120, neargaia = 300 and ssdistnr = 60, at six positions each shared by dozens of objects;
     docs/simulator.md): their sky position, and so their ecliptic latitude, and their solar-system match say
     nothing about them. Their cutouts are real."""
-
-    def col(name: str) -> np.ndarray:
-        if name not in alerts.columns:
-            return np.full(len(alerts), np.nan)
-        return pd.to_numeric(alerts[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-
-    return (col("distpsnr1") == 120.0) & (col("neargaia") == 300.0) & (col("ssdistnr") == 60.0)
+    return (
+        (numeric_column(alerts, "distpsnr1") == 120.0)
+        & (numeric_column(alerts, "neargaia") == 300.0)
+        & (numeric_column(alerts, "ssdistnr") == 60.0)
+    )
 
 
 def real_night_tables(shared_data: str | Path):
@@ -292,7 +295,7 @@ def hidden_sso_recall(classifier, shared_data: str | Path) -> dict:
 def real_night_asteroid_shares(classifier, shared_data: str | Path) -> dict:
     """How a :class:`~classifiers.stamp.inference.StampClassifier` calls the first alerts of the new objects of
     the 1166 real alerts (``ztf/fink_sample_1166``; first as the pipeline decides it,
-    ``inference.first_alert_mask`` with the alerts' own histories), with the default rules: the share called
+    ``inference.first_alert_mask`` with the alerts' own histories), with the model's rules: the share called
     asteroid, split by whether ZTF matched a known solar-system object near (:func:`known_sso`) and by history
     (ndethist <= 1: no earlier detection at that position) and, for the alerts whose position is real
     (:func:`placeholder_metadata`), by ecliptic latitude (within :data:`NEAR_ECLIPTIC_DEG` or beyond: real

@@ -53,7 +53,8 @@ ASTEROID_ECLIPTIC_SIGMA_DEG = 10.0
 ASTEROID_SKY_FLOOR = 0.05
 
 
-def _col(alerts: pd.DataFrame, name: str) -> np.ndarray:
+def numeric_column(alerts: pd.DataFrame, name: str) -> np.ndarray:
+    """An alert field as float64: absent column, unparsable values and ZTF's "no value" markers -> NaN."""
     if name not in alerts.columns:
         return np.full(len(alerts), np.nan)
     v = pd.to_numeric(alerts[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -99,7 +100,7 @@ def negative_difference_is_not_sn(proba: pd.DataFrame, alerts: pd.DataFrame) -> 
 def star_counterpart_is_not_sn(proba: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
     """P(SN) = 0 where the nearest PS1 source is a star (sgscore1 > 0.5) closer than 1": the alert is the star
     varying, not a supernova in a galaxy. ALeRCE ``sn_must_be_saved``."""
-    sg, dist = _col(alerts, "sgscore1"), _col(alerts, "distpsnr1")
+    sg, dist = numeric_column(alerts, "sgscore1"), numeric_column(alerts, "distpsnr1")
     star = (sg > STAR_SGSCORE) & (dist >= 0) & (dist < STAR_DIST_ARCSEC)
     return _zero_class(proba, star, "SN")
 
@@ -109,7 +110,7 @@ def known_solar_system_object(
 ) -> pd.DataFrame:
     """P(asteroid) = 1 where ZTF matched a known solar-system object (non-null ``ssnamenr``) within
     ``max_dist_arcsec`` (``ssdistnr``). ALeRCE ``is_asteroid`` / ``FULL_ASTEROID_PROBABILITY``."""
-    dist = _col(alerts, "ssdistnr")
+    dist = numeric_column(alerts, "ssdistnr")
     if "ssnamenr" in alerts.columns:
         name = alerts["ssnamenr"].astype("string").str.strip().str.lower()
         named = (~name.isin(["", "null", "none", "nan"]) & name.notna()).to_numpy(dtype=bool, na_value=False)
@@ -144,7 +145,7 @@ def asteroids_keep_near_the_ecliptic(proba: pd.DataFrame, alerts: pd.DataFrame) 
     """P(asteroid) x :func:`asteroid_sky_weight` at the alert's ecliptic latitude, renormalised: the model learnt
     asteroids on a sky where they are anywhere (the simulator's), real ones keep near the ecliptic. Rows without
     ra / dec are left as they are; a known solar-system object still decides (the override runs after)."""
-    ecl, _ = sky_latitudes(_col(alerts, "ra"), _col(alerts, "dec"))
+    ecl, _ = sky_latitudes(numeric_column(alerts, "ra"), numeric_column(alerts, "dec"))
     known = ~np.isnan(ecl)
     if not known.any():
         return proba
