@@ -346,11 +346,12 @@ def leave_set_out(
     extra: Rows | None = None,
     sources=ONE_CLASS_SETS,
     temperatures: tuple[float, float] | None = None,
+    sky_prior: str | None = None,
     **model_kwargs,
 ) -> dict[str, pd.DataFrame]:
     """Class probabilities (row key x 15 classes) of each real set in ``sources`` from a model trained on
     ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not;
-    tempered with ``temperatures`` (top, within branches) when given."""
+    tempered with ``temperatures`` (top, within branches) and moved by ``sky_prior`` when given."""
     out = {}
     for src in sources:
         test = (real.sources == src).to_numpy()
@@ -363,6 +364,7 @@ def leave_set_out(
         model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
         if temperatures is not None:
             model.temperature_top_, model.temperature_branch_ = temperatures
+        model.sky_prior_ = sky_prior
         feats = real.features[test]
         out[src] = model.predict_proba(feats).reindex(columns=list(CLASSES))
     return out

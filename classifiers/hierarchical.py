@@ -15,6 +15,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
 from alert_broker.classifiers.outlier import BranchOutlierScorer
+from alert_broker.classifiers.sky_density import apply_sky_prior
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXONOMY_VERSION, normalise_labels
 
 #: ALeRCE imputes missing features with -999 before the forests: "missing" becomes a value trees can split on.
@@ -235,6 +236,8 @@ class HierarchicalClassifier:
         #: Temperature scaling of the top level and of the within-branch models (1 = none; ``calibrate``).
         self.temperature_top_: float = 1.0
         self.temperature_branch_: float = 1.0
+        #: Name of the sky prior applied to the final probabilities (``sky_density.SKY_PRIORS``; None = none).
+        self.sky_prior_: str | None = None
         self.metadata: dict = {}
 
     # -- pickling -----------------------------------------------------------------------------------
@@ -250,6 +253,7 @@ class HierarchicalClassifier:
         state.setdefault("learning_rate", 0.1)
         state.setdefault("temperature_top_", 1.0)  # models pickled before calibration existed
         state.setdefault("temperature_branch_", 1.0)
+        state.setdefault("sky_prior_", None)  # models pickled before the sky prior existed
         self.__dict__.update(state)
 
     # -- training -----------------------------------------------------------------------------------
@@ -385,18 +389,32 @@ class HierarchicalClassifier:
         out[list(self.top_.classes_)] = p
         return out
 
+    def _proba(self, feats: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+        """(imputed inputs, P(class), P(branch)) of oid-indexed features. With a sky prior the class
+        probabilities move to the object's place on the sky and P(branch) becomes their branch sums, so the
+        two levels stay one answer."""
+        x = impute(feats, self.feature_columns_)
+        top = self._branch_proba(x, feats.index)
+        proba = self._class_proba(x, top)
+        if self.sky_prior_ is not None:
+            gal_b = feats["gal_b"] if "gal_b" in feats.columns else np.full(len(feats), np.nan)
+            proba = apply_sky_prior(self.sky_prior_, proba, gal_b)
+            top = pd.DataFrame(
+                {b: proba[[c for c in CLASSES if BRANCH_OF[c] == b]].sum(axis=1) for b in BRANCHES},
+                index=proba.index,
+            )
+        return x, proba, top
+
     def predict_branch_proba(self, features: pd.DataFrame) -> pd.DataFrame:
         """P(branch) per object: DataFrame (oid x Transient/Stochastic/Periodic), rows summing to 1."""
         self._check_fitted()
-        feats = as_oid_indexed(features)
-        return self._branch_proba(impute(feats, self.feature_columns_), feats.index)
+        return self._proba(as_oid_indexed(features))[2]
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:
-        """P(class) = P(branch) x P(class | branch): DataFrame (oid x the 15 classes), rows summing to 1."""
+        """P(class) = P(branch) x P(class | branch) (times the sky prior, if any): DataFrame (oid x the 15
+        classes), rows summing to 1."""
         self._check_fitted()
-        feats = as_oid_indexed(features)
-        x = impute(feats, self.feature_columns_)
-        return self._class_proba(x, self._branch_proba(x, feats.index))
+        return self._proba(as_oid_indexed(features))[1]
 
     def _class_proba(self, x: np.ndarray, top: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame(0.0, index=top.index, columns=list(CLASSES))
@@ -420,9 +438,8 @@ class HierarchicalClassifier:
         """Per object: the most probable ``branch`` and its isolation-forest ``outlier_score`` (higher = odder),
         with ``classifier_name`` / ``classifier_version`` so the rows can sit next to the probabilities."""
         self._check_fitted()
-        feats = as_oid_indexed(features)
-        x = impute(feats, self.feature_columns_)
-        return self._outliers(x, self._branch_proba(x, feats.index))
+        x, _, top = self._proba(as_oid_indexed(features))
+        return self._outliers(x, top)
 
     def _outliers(self, x: np.ndarray, top: pd.DataFrame) -> pd.DataFrame:
         branch = top.columns.to_numpy()[top.to_numpy().argmax(axis=1)] if len(top) else np.array([], object)
@@ -442,10 +459,8 @@ class HierarchicalClassifier:
         ranking), ranking 1 = most probable within (oid, classifier_name). With ``include_top`` the branch
         probabilities come too, under ``<name>_top`` (as ALeRCE stores its top-level classifier)."""
         self._check_fitted()
-        feats = as_oid_indexed(features)
-        x = impute(feats, self.feature_columns_)
-        top = self._branch_proba(x, feats.index)
-        return self._long_rows(self._class_proba(x, top), top, include_top)
+        _, proba, top = self._proba(as_oid_indexed(features))
+        return self._long_rows(proba, top, include_top)
 
     def classify(
         self, features: pd.DataFrame, *, include_top: bool = True
@@ -453,10 +468,8 @@ class HierarchicalClassifier:
         """``(probabilities_long(features), outlier_scores(features))`` with the top level evaluated once: what
         a worker stores per batch, cheaper than calling both (each evaluates the top-level model)."""
         self._check_fitted()
-        feats = as_oid_indexed(features)
-        x = impute(feats, self.feature_columns_)
-        top = self._branch_proba(x, feats.index)
-        return self._long_rows(self._class_proba(x, top), top, include_top), self._outliers(x, top)
+        x, proba, top = self._proba(as_oid_indexed(features))
+        return self._long_rows(proba, top, include_top), self._outliers(x, top)
 
 
 def _long(proba: pd.DataFrame, name: str, version: str) -> pd.DataFrame:

@@ -124,6 +124,7 @@ def save(
         "metrics": _jsonable(metrics if metrics is not None else model.metadata.get("metrics", {})),
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "sklearn_version": sklearn.__version__,
+        **({"sky_prior": model.sky_prior_} if getattr(model, "sky_prior_", None) else {}),
         **_jsonable(extra or model.metadata.get("extra", {})),
     }
     model.metadata = metadata

@@ -43,6 +43,7 @@ from alert_broker.classifiers.hierarchical import (
 )
 from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
+from alert_broker.classifiers.sky_density import SKY_PRIORS, apply_sky_prior
 from alert_broker.classifiers.stamp.cli import add_export_onnx, add_train_stamp
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
@@ -403,6 +404,13 @@ def add_train_lc(train_subparsers) -> None:
         action="store_false",
         help="no temperature scaling (fitted on out-of-fold real and held-out simulated predictions)",
     )
+    p.add_argument(
+        "--sky-prior",
+        choices=SKY_PRIORS,
+        default=None,
+        help="move the final probabilities to the object's Galactic latitude (classifiers/sky_density.py); "
+        "ZTF models only",
+    )
     p.set_defaults(func=cmd_train_lc)
 
 
@@ -516,6 +524,8 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         raise SystemExit("--real-data mixes real ZTF light curves into a simulated ZTF training set")
     if real_data and args.feature_version not in (None, FEATURE_VERSION):
         raise SystemExit(f"--real-data trains on the current features ({FEATURE_VERSION}) only")
+    if getattr(args, "sky_prior", None) and survey != "ztf":
+        raise SystemExit("--sky-prior reads gal_b of ZTF features; LSST flux features do not carry it")
     if real_data:
         return _train_lc_with_real(args, name, feats, labels, source, t0)
     model = train(
@@ -532,6 +542,7 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         if survey == "lsst"
         else (args.feature_version or FEATURE_VERSION),
     )
+    model.sky_prior_ = getattr(args, "sky_prior", None)
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
@@ -583,7 +594,13 @@ def _train_lc_with_real(
         cv = cross_validate(
             sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
         )
-        lso = leave_set_out(sim, real, tpl, **{**model_kwargs, "outlier_estimators": 10})
+        lso = leave_set_out(
+            sim,
+            real,
+            tpl,
+            sky_prior=getattr(args, "sky_prior", None),
+            **{**model_kwargs, "outlier_estimators": 10},
+        )
         metrics["leave_set_out"] = {
             src: evaluate_predictions(
                 p,
@@ -621,6 +638,7 @@ def _train_lc_with_real(
         feature_version=FEATURE_VERSION,
         sample_weight=everything.weights,
     )
+    model.sky_prior_ = getattr(args, "sky_prior", None)
     print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     held = None
     if args.eval_objects:
@@ -646,6 +664,11 @@ def _train_lc_with_real(
                 cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_
             )
             proba = pd.DataFrame(proba, index=cv.proba.index, columns=cv.proba.columns)
+        if model.sky_prior_:
+            metrics["out_of_fold_without_sky_prior"] = {
+                k: v.summary() for k, v in metrics_by_source(proba, real).items()
+            }
+            proba = apply_sky_prior(model.sky_prior_, proba, gal_b_of(real.features))
         oof = metrics_by_source(proba, real)
         metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
         for k, v in oof.items():
@@ -663,11 +686,24 @@ def _train_lc_with_real(
         )
         metrics["held_out"] = {"survey": "ztf", "objects": args.eval_objects, "seed": seed + 1000}
         print(f"held-out simulation: {metrics['held_out_simulation']}")
+        if model.sky_prior_:
+            # the simulator's sky is uniform, not the one the prior describes: the figure without it too
+            model.sky_prior_, prior = None, model.sky_prior_
+            metrics["held_out_simulation_without_sky_prior"] = evaluate(model, *held).summary()
+            model.sky_prior_ = prior
     metrics["temperatures"] = {"top": model.temperature_top_, "branch": model.temperature_branch_}
+    metrics["sky_prior"] = model.sky_prior_
     path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
     size = (path / "model.joblib").stat().st_size
     print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
     return 0
+
+
+def gal_b_of(features: pd.DataFrame) -> np.ndarray:
+    """Galactic latitude per row (NaN where the features carry none), for the sky prior."""
+    if "gal_b" not in features.columns:
+        return np.full(len(features), np.nan)
+    return pd.to_numeric(features["gal_b"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def tempered_class_proba(top: np.ndarray, cond: np.ndarray, t_top: float, t_branch: float) -> np.ndarray:
@@ -753,13 +789,16 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
     ):  # the fold models answer as the evaluated model would: same temperatures
         tempered = tempered_class_proba(cv.top_raw, cv.cond_raw, t_top, t_branch)
         proba = pd.DataFrame(tempered, index=cv.proba.index, columns=cv.proba.columns)
+    prior = getattr(model, "sky_prior_", None)
+    if prior:  # and the evaluated model's sky prior
+        proba = apply_sky_prior(prior, proba, gal_b_of(real.features))
     oof = metrics_by_source(proba, real)
     out = {}
     for src, ev in oof.items():
         ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
         out[f"{src} (out-of-fold)"] = ev
     temps = (t_top, t_branch) if (t_top, t_branch) != (1.0, 1.0) else None
-    for src, proba in leave_set_out(sim, real, tpl, temperatures=temps, **kwargs).items():
+    for src, proba in leave_set_out(sim, real, tpl, temperatures=temps, sky_prior=prior, **kwargs).items():
         sel = (real.sources == src).to_numpy()
         ev = evaluate_predictions(proba, real.labels[sel], real.features[sel])
         ev.description = f"{REAL_SETS[src][1]}; leave-set-out (a model that saw none of the set)"
@@ -778,6 +817,11 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
             f"Out-of-fold and leave-set-out probabilities are tempered with the evaluated model's temperatures "
             f"(top {t_top:.2f}, within branches {t_branch:.2f}): the classes are the fold models', the "
             f"confidence is scaled as the evaluated model's."
+        )
+    if prior:
+        notes.append(
+            f"Out-of-fold and leave-set-out probabilities are moved by the evaluated model's sky prior "
+            f"({prior}: each class's density at the object's Galactic latitude, classifiers/sky_density.py)."
         )
     return out, notes
 
