@@ -389,12 +389,16 @@ class HierarchicalClassifier:
         out[list(self.top_.classes_)] = p
         return out
 
-    def _proba(self, feats: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    def _proba(
+        self, feats: pd.DataFrame, classes: bool = True
+    ) -> tuple[np.ndarray, pd.DataFrame | None, pd.DataFrame]:
         """(imputed inputs, P(class), P(branch)) of oid-indexed features. With a sky prior the class
         probabilities move to the object's place on the sky and P(branch) becomes their branch sums, so the
-        two levels stay one answer."""
+        two levels stay one answer. Without one, ``classes=False`` skips the branch models (P(class) None)."""
         x = impute(feats, self.feature_columns_)
         top = self._branch_proba(x, feats.index)
+        if not classes and self.sky_prior_ is None:
+            return x, None, top
         proba = self._class_proba(x, top)
         if self.sky_prior_ is not None:
             gal_b = feats["gal_b"] if "gal_b" in feats.columns else np.full(len(feats), np.nan)
@@ -408,7 +412,7 @@ class HierarchicalClassifier:
     def predict_branch_proba(self, features: pd.DataFrame) -> pd.DataFrame:
         """P(branch) per object: DataFrame (oid x Transient/Stochastic/Periodic), rows summing to 1."""
         self._check_fitted()
-        return self._proba(as_oid_indexed(features))[2]
+        return self._proba(as_oid_indexed(features), classes=False)[2]
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:
         """P(class) = P(branch) x P(class | branch) (times the sky prior, if any): DataFrame (oid x the 15
@@ -438,7 +442,7 @@ class HierarchicalClassifier:
         """Per object: the most probable ``branch`` and its isolation-forest ``outlier_score`` (higher = odder),
         with ``classifier_name`` / ``classifier_version`` so the rows can sit next to the probabilities."""
         self._check_fitted()
-        x, _, top = self._proba(as_oid_indexed(features))
+        x, _, top = self._proba(as_oid_indexed(features), classes=False)
         return self._outliers(x, top)
 
     def _outliers(self, x: np.ndarray, top: pd.DataFrame) -> pd.DataFrame:
