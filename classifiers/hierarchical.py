@@ -15,7 +15,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
 from alert_broker.classifiers.outlier import BranchOutlierScorer
-from alert_broker.classifiers.sky_density import apply_sky_prior
+from alert_broker.classifiers.sky_density import apply_sky_prior, gal_b_column
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, TAXONOMY_VERSION, normalise_labels
 
 #: ALeRCE imputes missing features with -999 before the forests: "missing" becomes a value trees can split on.
@@ -401,8 +401,7 @@ class HierarchicalClassifier:
             return x, None, top
         proba = self._class_proba(x, top)
         if self.sky_prior_ is not None:
-            gal_b = feats["gal_b"] if "gal_b" in feats.columns else np.full(len(feats), np.nan)
-            proba = apply_sky_prior(self.sky_prior_, proba, gal_b)
+            proba = apply_sky_prior(self.sky_prior_, proba, gal_b_column(feats))
             top = pd.DataFrame(
                 {b: proba[[c for c in CLASSES if BRANCH_OF[c] == b]].sum(axis=1) for b in BRANCHES},
                 index=proba.index,

@@ -76,6 +76,13 @@ def latitude_weights(classes: Sequence[str], gal_b_deg) -> np.ndarray:
     return out
 
 
+def gal_b_column(features: pd.DataFrame) -> np.ndarray:
+    """Galactic latitude per row of a features table (its ``gal_b``; NaN where it carries none)."""
+    if "gal_b" not in features.columns:
+        return np.full(len(features), np.nan)
+    return pd.to_numeric(features["gal_b"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
 def apply_latitude_prior(
     proba: pd.DataFrame, gal_b_deg, exponent: float = LATITUDE_PRIOR_EXPONENT
 ) -> pd.DataFrame:

@@ -43,7 +43,7 @@ from alert_broker.classifiers.hierarchical import (
 )
 from alert_broker.classifiers.real_sets import REAL_SETS
 from alert_broker.classifiers.registry import fingerprint, load, save
-from alert_broker.classifiers.sky_density import SKY_PRIORS, apply_sky_prior
+from alert_broker.classifiers.sky_density import SKY_PRIORS, apply_sky_prior, gal_b_column
 from alert_broker.classifiers.stamp.cli import add_export_onnx, add_train_stamp
 from alert_broker.classifiers.taxonomy import BRANCH_OF, BRANCHES, CLASSES, normalise_labels
 from alert_broker.features import FEATURE_VERSION, FLUX_FEATURE_VERSION, compute_features, correct
@@ -668,7 +668,7 @@ def _train_lc_with_real(
             metrics["out_of_fold_without_sky_prior"] = {
                 k: v.summary() for k, v in metrics_by_source(proba, real).items()
             }
-            proba = apply_sky_prior(model.sky_prior_, proba, gal_b_of(real.features))
+            proba = apply_sky_prior(model.sky_prior_, proba, gal_b_column(real.features))
         oof = metrics_by_source(proba, real)
         metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
         for k, v in oof.items():
@@ -697,13 +697,6 @@ def _train_lc_with_real(
     size = (path / "model.joblib").stat().st_size
     print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
     return 0
-
-
-def gal_b_of(features: pd.DataFrame) -> np.ndarray:
-    """Galactic latitude per row (NaN where the features carry none), for the sky prior."""
-    if "gal_b" not in features.columns:
-        return np.full(len(features), np.nan)
-    return pd.to_numeric(features["gal_b"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def tempered_class_proba(top: np.ndarray, cond: np.ndarray, t_top: float, t_branch: float) -> np.ndarray:
@@ -791,7 +784,7 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         proba = pd.DataFrame(tempered, index=cv.proba.index, columns=cv.proba.columns)
     prior = getattr(model, "sky_prior_", None)
     if prior:  # and the evaluated model's sky prior
-        proba = apply_sky_prior(prior, proba, gal_b_of(real.features))
+        proba = apply_sky_prior(prior, proba, gal_b_column(real.features))
     oof = metrics_by_source(proba, real)
     out = {}
     for src, ev in oof.items():

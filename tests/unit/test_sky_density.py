@@ -20,6 +20,7 @@ from alert_broker.classifiers.sky_density import (
     LATITUDE_PRIOR_EXPONENT,
     apply_latitude_prior,
     apply_sky_prior,
+    gal_b_column,
     latitude_weights,
 )
 from tests.unit.test_clf_hierarchical import synthetic
@@ -86,6 +87,12 @@ def test_the_prior_is_bayes_rule_and_keeps_rows_that_sum_to_zero():
     assert list(out.index) == ["a", "b"] and list(out.columns) == list(proba.columns)
     with pytest.raises(ValueError, match="unknown sky prior"):
         apply_sky_prior("galactic-latitude-0", proba, [0.0, 0.0])
+
+
+def test_the_latitude_column_is_read_leniently():
+    frame = pd.DataFrame({"gal_b": [12.5, None, "n/a", -999.0]}, dtype=object)
+    np.testing.assert_array_equal(gal_b_column(frame), [12.5, np.nan, np.nan, -999.0])
+    assert np.isnan(gal_b_column(pd.DataFrame({"oid": ["a", "b"]}))).all()
 
 
 @pytest.fixture(scope="module")
