@@ -9,7 +9,11 @@ a *source*:
 - the real sets of :data:`REAL_TRAINING_SETS` (``real_sets``): our features from real light curves, or
   ALeRCE's own feature vectors; split into folds by group, stratified by (set, class);
 - ``template:*``: real light curves resampled by the simulator (``simulator.templates``) to new cadences,
-  distances, extinctions and noise; trained on only in the folds whose held-out part does not hold their parent.
+  distances, extinctions and noise; trained on only in the folds whose held-out part does not hold their parent;
+- ``<set>@30``: the real light curves of :data:`SHORT_HISTORY_SETS` cut to what one alert 30 days after the
+  first detection carries (``real_sets.alert_window``): the light curves the pipeline classifies in an object's
+  first month, and in a broker's first month every object's. Their group is the object's, so a cut and its whole
+  light curve are always held out together; a model trained without them still scores them (``scored``).
 
 The shipped model trains on all of them; its real figures are the out-of-fold ones (docs/classifiers.md).
 """
@@ -49,6 +53,12 @@ REAL_TRAINING_SETS = (
 DEFAULT_FOLDS = 5
 REAL_WEIGHT = 3.0
 TEMPLATE_WEIGHT = 1.0
+#: Real light-curve sets also cut to one alert's history (``SHORT_HISTORY_DAY`` days after the first detection):
+#: the sets of variables and supernovae with ZTF light curves and more than one class. BTS and Stripe 82 are one
+#: class each (K-fold over them measures little, ``ONE_CLASS_SETS``); SDSS's cadence leaves 1-3 epochs in 30
+#: days; the SIMBAD alerts are one alert's history already.
+SHORT_HISTORY_SETS = ("alerce_periodic", "alerce_sne")
+SHORT_HISTORY_DAY = 30.0
 #: Resamplings per template by class: the rare real classes get more (ALeRCE's 25 periodic variables, the 30
 #: spectroscopic SNe); the 483 Stripe 82 RR Lyrae and 1,726 BTS SNe Ia one each.
 TEMPLATE_COUNTS = {"periodic": 20, "s82": 1, "sne": 20, "bts": 1}
@@ -130,6 +140,29 @@ def real_rows(
     for name in names:
         feats, labels = load_real_set(name, root, feature_version=feature_version)
         parts.append(make_rows(feats, labels, name, weight))
+    return Rows.concat(parts)
+
+
+def short_history_source(name: str, day: float = SHORT_HISTORY_DAY) -> str:
+    """Source name of a real set cut to one alert's history ``day`` days after the first detection."""
+    return f"{name}@{day:g}"
+
+
+def short_history_rows(
+    root: str | Path,
+    names=SHORT_HISTORY_SETS,
+    *,
+    weight: float = REAL_WEIGHT,
+    day: float = SHORT_HISTORY_DAY,
+    feature_version: str | None = None,
+) -> Rows:
+    """The real light curves of ``names`` as one alert ``day`` days after their first detection sees them (its
+    30-day history), as rows of source ``<set>@<day>``; group = the object, as its whole light curve's row."""
+    parts = []
+    for name in names:
+        feats, labels = load_real_set(name, root, alert_day=day, feature_version=feature_version)
+        src = short_history_source(name, day)
+        parts.append(make_rows(feats, labels, src, weight))
     return Rows.concat(parts)
 
 
@@ -292,8 +325,9 @@ def fit_rows(rows: Rows, **model_kwargs) -> HierarchicalClassifier:
 
 @dataclass
 class CrossValidation:
-    """Out-of-fold results of the real rows: class probabilities (row key x 15 classes), the fold of each row,
-    and the fold models' untempered outputs (for fitting temperatures, ``hierarchical.fit_temperatures``)."""
+    """Out-of-fold results of the real rows (then the ``scored`` rows, in that order): class probabilities (row
+    key x 15 classes), the fold of each row, and the fold models' untempered outputs (for fitting temperatures,
+    ``hierarchical.fit_temperatures``)."""
 
     proba: pd.DataFrame
     folds: pd.Series
@@ -301,36 +335,54 @@ class CrossValidation:
     cond_raw: np.ndarray
 
 
+def _fold_of_groups(real: Rows, folds: pd.Series, rows: Rows) -> np.ndarray:
+    """The fold of each of ``rows`` by its group's fold among the real rows (-1: a group no real row has)."""
+    by_group = pd.Series(folds.to_numpy(), index=real.groups.astype(str).to_numpy())
+    by_group = by_group[~by_group.index.duplicated()]
+    return by_group.reindex(rows.groups.astype(str).to_numpy()).fillna(-1).to_numpy(dtype=int)
+
+
 def cross_validate(
     always: Rows,
     real: Rows,
     extra: Rows | None = None,
     *,
+    scored: Rows | None = None,
     k: int = DEFAULT_FOLDS,
     seed: int = 0,
     **model_kwargs,
 ) -> CrossValidation:
     """Out-of-fold predictions of every real row: fold f trains on ``always`` (simulation), the real rows of
-    the other folds and the ``extra`` rows (templates) whose group is not held out in fold f."""
+    the other folds and the ``extra`` rows (templates) whose group is not held out in fold f. ``scored`` rows
+    are never trained on, only scored, each by the fold model that held its group out (a group no real row has
+    is left unscored, probabilities NaN): how a recipe without them answers them."""
     folds = assign_folds(real, k, seed)
-    n = len(real)
-    proba = np.zeros((n, len(CLASSES)))
-    top_raw = np.zeros((n, 3))
-    cond_raw = np.zeros((n, len(CLASSES)))
+    if scored is not None and len(scored):
+        folds = pd.concat(
+            [folds, pd.Series(_fold_of_groups(real, folds, scored), index=scored.features.index)]
+        )
+        targets = Rows.concat([real, scored])
+    else:
+        targets = real
+    n = len(targets)
+    proba = np.full((n, len(CLASSES)), np.nan)
+    top_raw = np.full((n, 3), np.nan)
+    cond_raw = np.full((n, len(CLASSES)), np.nan)
+    train_fold = folds.to_numpy()[: len(real)]
     for f in range(k):
         test = (folds == f).to_numpy()
         if not test.any():
             continue
-        held_groups = set(real.groups[test].astype(str))
-        parts = [always, real.take(~test)]
+        held_groups = set(targets.groups[test].astype(str))
+        parts = [always, real.take(~real.groups.astype(str).isin(held_groups).to_numpy() & (train_fold != f))]
         if extra is not None and len(extra):
             parts.append(extra.take(~extra.groups.astype(str).isin(held_groups).to_numpy()))
         model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
-        feats = real.features[test]
+        feats = targets.features[test]
         proba[test] = model.predict_proba(feats).reindex(columns=list(CLASSES)).to_numpy()
         top_raw[test], cond_raw[test] = model.raw_probabilities(feats)
-    frame = pd.DataFrame(proba, index=real.features.index, columns=list(CLASSES))
-    return CrossValidation(frame, folds, top_raw, cond_raw)
+    frame = pd.DataFrame(proba, index=targets.features.index, columns=list(CLASSES))
+    return CrossValidation(frame, folds.rename("fold"), top_raw, cond_raw)
 
 
 #: Real sets of one class: K-fold over them measures little (the other folds' rows of the same set teach "a light
@@ -347,11 +399,14 @@ def leave_set_out(
     sources=ONE_CLASS_SETS,
     temperatures: tuple[float, float] | None = None,
     sky_prior: str | None = None,
+    scored: Rows | None = None,
     **model_kwargs,
 ) -> dict[str, pd.DataFrame]:
     """Class probabilities (row key x 15 classes) of each real set in ``sources`` from a model trained on
     ``always``, every other real row whose object is not in the set, and the ``extra`` rows whose parent is not;
-    tempered with ``temperatures`` (top, within branches) and moved by ``sky_prior`` when given."""
+    tempered with ``temperatures`` (top, within branches) and moved by ``sky_prior`` when given. The same model
+    also answers the ``scored`` rows of the set's objects (e.g. their light curves cut to one alert's history),
+    under their own source names."""
     out = {}
     for src in sources:
         test = (real.sources == src).to_numpy()
@@ -365,8 +420,12 @@ def leave_set_out(
         if temperatures is not None:
             model.temperature_top_, model.temperature_branch_ = temperatures
         model.sky_prior_ = sky_prior
-        feats = real.features[test]
-        out[src] = model.predict_proba(feats).reindex(columns=list(CLASSES))
+        out[src] = model.predict_proba(real.features[test]).reindex(columns=list(CLASSES))
+        if scored is not None and len(scored):
+            also = scored.groups.astype(str).isin(held).to_numpy()
+            for name in pd.unique(scored.sources[also]):
+                sel = also & (scored.sources == name).to_numpy()
+                out[str(name)] = model.predict_proba(scored.features[sel]).reindex(columns=list(CLASSES))
     return out
 
 

@@ -24,7 +24,10 @@ from alert_broker.classifiers.crossval import (
     Rows,
     cross_validate,
     leave_set_out,
+    make_rows,
+    masked_copies,
     metrics_by_source,
+    short_history_rows,
     training_rows,
 )
 from alert_broker.classifiers.evaluate import (
@@ -99,6 +102,12 @@ HISTORY_DAYS = 365.0
 
 #: Days of history one ZTF alert carries (prv_candidates): the window of non-detections the history store gets.
 ALERT_HISTORY_DAYS = 30.0
+
+
+#: ``--short-histories``: simulated objects seen as one alert sees them (its 30-day history, not the history
+#: store's year), drawn from seed + this offset so that they are other objects than the year-long ones.
+SHORT_HISTORY_SEED_OFFSET = 500
+SHORT_HISTORY_SOURCE = "simulation@30"
 
 
 def history_store_non_detections(
@@ -226,6 +235,42 @@ def build_training_set(
     keep = labels.notna().to_numpy()
     labels = labels[keep].rename("class")
     return feats[keep], labels
+
+
+def short_history_simulation(n_objects: int, nights: int, seed: int) -> Rows:
+    """Rows of ``n_objects`` simulated objects seen as one alert sees them, its history reaching 30 days back
+    (seed + :data:`SHORT_HISTORY_SEED_OFFSET`: other objects than the year-long ones), with masked copies."""
+    feats, labels = build_training_set(
+        n_objects, nights, seed + SHORT_HISTORY_SEED_OFFSET, history_days=ALERT_HISTORY_DAYS
+    )
+    sim = make_rows(feats, labels, SHORT_HISTORY_SOURCE, prefix="sim30")
+    return Rows.concat([sim, masked_copies(sim, seed * 7 + 3)])
+
+
+def one_alert_recipe(
+    sim: Rows,
+    real: Rows,
+    root: str | Path,
+    seed: int,
+    nights: int,
+    *,
+    objects: int,
+    cuts: bool,
+    weight: float,
+) -> tuple[Rows, Rows, Rows | None]:
+    """(simulation, real, scored) rows with a recipe's one-alert histories: ``objects`` simulated objects seen
+    with one alert's history added to the simulation, and the real sets cut to one alert's history
+    (``crossval.short_history_rows``) trained on when ``cuts`` (weighted ``weight``), else only scored.
+
+    Why: the pipeline classifies whatever the history store holds, and for every object's first month (for
+    every object in a new broker's first month) that is one alert's 30 days; a model that saw only year-long
+    light curves calls most real 30-day variables transients (docs/classifiers.md, "1.6.0")."""
+    if objects:
+        sim = Rows.concat([sim, short_history_simulation(objects, nights, seed)])
+    cut = short_history_rows(root, weight=weight)
+    if cuts:
+        return sim, Rows.concat([real, cut]), None
+    return sim, real, cut
 
 
 def load_labelled_set(labels_path: str | Path, features_path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
@@ -397,6 +442,18 @@ def add_train_lc(train_subparsers) -> None:
     p.add_argument("--real-weight", type=float, default=REAL_WEIGHT, help="weight of a real row (sim = 1)")
     p.add_argument(
         "--no-templates", dest="templates", action="store_false", help="no resampled real light curves"
+    )
+    p.add_argument(
+        "--short-histories",
+        type=int,
+        default=0,
+        help="with --real-data: also this many simulated objects seen with one alert's 30-day history (0: none)",
+    )
+    p.add_argument(
+        "--one-alert-cuts",
+        action="store_true",
+        help="with --real-data: also train on the real light curves cut to one alert's 30-day history "
+        "(as models from 1.6.0; without it they are only scored out of fold)",
     )
     p.add_argument(
         "--no-calibrate",
@@ -574,6 +631,12 @@ def _train_lc_with_real(
     sim, real, tpl = training_rows(
         root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
     )
+    short_n = int(getattr(args, "short_histories", 0) or 0)
+    cuts_on = bool(getattr(args, "one_alert_cuts", False))
+    # one alert's history of the real sets: trained on with --one-alert-cuts, else only scored (out of fold)
+    sim, real, scored = one_alert_recipe(
+        sim, real, root, seed, args.nights, objects=short_n, cuts=cuts_on, weight=args.real_weight
+    )
     print(
         f"rows: {len(sim)} simulated (with masked copies), {len(real)} real "
         f"({dict(real.sources.value_counts())}), {0 if tpl is None else len(tpl)} template "
@@ -590,22 +653,33 @@ def _train_lc_with_real(
     )
     metrics: dict = {}
     cv = None
+    scored_rows = real
     if args.cv_folds and args.cv_folds > 1:
         cv = cross_validate(
-            sim, real, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
+            sim,
+            real,
+            tpl,
+            scored=scored,
+            k=args.cv_folds,
+            seed=seed,
+            **{**model_kwargs, "outlier_estimators": 10},
         )
+        scored_rows = real if scored is None else Rows.concat([real, scored])
+        bts_cut = short_history_rows(root, ("bts",))  # BTS at one alert's history, by its leave-set-out model
         lso = leave_set_out(
             sim,
             real,
             tpl,
             sky_prior=getattr(args, "sky_prior", None),
+            scored=bts_cut,
             **{**model_kwargs, "outlier_estimators": 10},
         )
+        pool = Rows.concat([real, bts_cut])
         metrics["leave_set_out"] = {
             src: evaluate_predictions(
                 p,
-                real.labels[(real.sources == src).to_numpy()],
-                real.features[(real.sources == src).to_numpy()],
+                pool.labels[(pool.sources == src).to_numpy()],
+                pool.features[(pool.sources == src).to_numpy()],
             ).summary()
             for src, p in lso.items()
         }
@@ -625,6 +699,13 @@ def _train_lc_with_real(
         "template_counts": TEMPLATE_COUNTS if args.templates else {},
         "cv_folds": args.cv_folds,
     }
+    if short_n or cuts_on:
+        training_set["short_histories"] = {
+            "objects": short_n,
+            "seed": seed + SHORT_HISTORY_SEED_OFFSET,
+            "history_days": ALERT_HISTORY_DAYS,
+            "real_sets": sorted(str(s) for s in pd.unique(real.sources) if "@" in str(s)),
+        }
     model = train(
         everything.features,
         everything.labels,
@@ -644,7 +725,7 @@ def _train_lc_with_real(
     if args.eval_objects:
         held = build_training_set(args.eval_objects, args.nights, seed + 1000)
     if args.calibrate and cv is not None:
-        top, cond = [cv.top_raw], [cv.cond_raw]
+        top, cond = [cv.top_raw[: len(real)]], [cv.cond_raw[: len(real)]]
         y = [real.labels.to_numpy(object)]
         # every real set counts as much as the held-out simulation in the fit, whatever its size
         w = [1.0 / real.sources.map(real.sources.value_counts()).to_numpy(float)]
@@ -664,21 +745,33 @@ def _train_lc_with_real(
                 cv.top_raw, cv.cond_raw, model.temperature_top_, model.temperature_branch_
             )
             proba = pd.DataFrame(proba, index=cv.proba.index, columns=cv.proba.columns)
+        answered = proba.notna().all(axis=1).to_numpy()  # a scored row whose object no fold held out: none
+        proba, rows = proba[answered], scored_rows.take(answered)
         if model.sky_prior_:
             metrics["out_of_fold_without_sky_prior"] = {
-                k: v.summary() for k, v in metrics_by_source(proba, real).items()
+                k: v.summary() for k, v in metrics_by_source(proba, rows).items()
             }
-            proba = apply_sky_prior(model.sky_prior_, proba, gal_b_column(real.features))
-        oof = metrics_by_source(proba, real)
+            proba = apply_sky_prior(model.sky_prior_, proba, gal_b_column(rows.features))
+        oof = metrics_by_source(proba, rows)
         metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
         for k, v in oof.items():
             print(f"out-of-fold {k}: {v.summary()}")
         metrics["out_of_fold_calibration"] = {
             k: calibration_summary(
-                proba[(real.sources == k).to_numpy()].to_numpy(), real.labels[real.sources == k], CLASSES
+                proba[(rows.sources == k).to_numpy()].to_numpy(), rows.labels[rows.sources == k], CLASSES
             )
-            for k in pd.unique(real.sources)
+            for k in pd.unique(rows.sources)
         }
+    if held is not None and (short_n or cuts_on):
+        # the same held-out objects' seed family, seen as one alert sees them
+        held30 = build_training_set(
+            args.eval_objects,
+            args.nights,
+            seed + 1000 + SHORT_HISTORY_SEED_OFFSET,
+            history_days=ALERT_HISTORY_DAYS,
+        )
+        metrics["held_out_simulation_30d"] = evaluate(model, *held30).summary()
+        print(f"held-out simulation, one alert's 30-day history: {metrics['held_out_simulation_30d']}")
     if held is not None:
         metrics["held_out_simulation"] = evaluate(model, *held).summary()
         metrics["held_out_simulation"]["calibration"] = calibration_summary(
@@ -751,6 +844,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(source: str) -> str:
+    """A real source's one-line description; ``<set>@<day>`` is the set cut to one alert's history."""
+    name, _, day = source.partition("@")
+    if name not in REAL_SETS:
+        return source
+    desc = REAL_SETS[name][1]
+    return f"{desc}; as one alert {day} d after the first detection sees it (30-day history)" if day else desc
+
+
 def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Out-of-fold figures per real set (``broker evaluate --cross-validate``): fold models of ``model``'s
     backend trained on ``args.cv_objects`` simulated objects, the real sets of the other folds and the real
@@ -762,6 +864,20 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
     sim, real, tpl = training_rows(
         root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
     )
+    # the evaluated model's recipe: one alert's histories trained on (as many as the year-long objects), or
+    # the real sets' one-alert cuts only scored
+    short = model.metadata.get("training_set", {}).get("short_histories") or {}
+    trained = model.metadata.get("training_set", {}).get("objects") or args.cv_objects
+    sim, real, scored = one_alert_recipe(
+        sim,
+        real,
+        root,
+        seed,
+        args.nights,
+        objects=round(args.cv_objects * short.get("objects", 0) / trained),  # the recipe's share
+        cuts=bool(short.get("real_sets")),
+        weight=args.real_weight,
+    )
     kwargs = dict(
         name="cross-validation",
         version="cv",
@@ -772,7 +888,8 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         fit_jobs=args.n_jobs,
         outlier_estimators=10,
     )
-    cv = cross_validate(sim, real, tpl, k=args.cv_folds, seed=seed, **kwargs)
+    cv = cross_validate(sim, real, tpl, scored=scored, k=args.cv_folds, seed=seed, **kwargs)
+    rows = real if scored is None else Rows.concat([real, scored])
     proba = cv.proba
     t_top = float(getattr(model, "temperature_top_", 1.0))
     t_branch = float(getattr(model, "temperature_branch_", 1.0))
@@ -782,19 +899,24 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
     ):  # the fold models answer as the evaluated model would: same temperatures
         tempered = tempered_class_proba(cv.top_raw, cv.cond_raw, t_top, t_branch)
         proba = pd.DataFrame(tempered, index=cv.proba.index, columns=cv.proba.columns)
+    answered = proba.notna().all(axis=1).to_numpy()
+    proba, rows = proba[answered], rows.take(answered)
     prior = getattr(model, "sky_prior_", None)
     if prior:  # and the evaluated model's sky prior
-        proba = apply_sky_prior(prior, proba, gal_b_column(real.features))
-    oof = metrics_by_source(proba, real)
+        proba = apply_sky_prior(prior, proba, gal_b_column(rows.features))
+    oof = metrics_by_source(proba, rows)
     out = {}
     for src, ev in oof.items():
-        ev.description = f"{REAL_SETS[src][1]}; out-of-fold" if src in REAL_SETS else src
+        ev.description = f"{_describe(src)}; out-of-fold"
         out[f"{src} (out-of-fold)"] = ev
     temps = (t_top, t_branch) if (t_top, t_branch) != (1.0, 1.0) else None
-    for src, proba in leave_set_out(sim, real, tpl, temperatures=temps, sky_prior=prior, **kwargs).items():
-        sel = (real.sources == src).to_numpy()
-        ev = evaluate_predictions(proba, real.labels[sel], real.features[sel])
-        ev.description = f"{REAL_SETS[src][1]}; leave-set-out (a model that saw none of the set)"
+    bts_cut = short_history_rows(root, ("bts",))
+    pool = Rows.concat([real, bts_cut])
+    lso = leave_set_out(sim, real, tpl, temperatures=temps, sky_prior=prior, scored=bts_cut, **kwargs)
+    for src, proba in lso.items():
+        sel = (pool.sources == src).to_numpy()
+        ev = evaluate_predictions(proba, pool.labels[sel], pool.features[sel])
+        ev.description = f"{_describe(src)}; leave-set-out (a model that saw none of the set)"
         out[f"{src} (leave-set-out)"] = ev
     n_tpl = 0 if tpl is None else len(tpl)
     notes = [
@@ -805,6 +927,17 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         f"{args.real_weight:g}) and {n_tpl} template rows; features {FEATURE_VERSION}; "
         f"{time.perf_counter() - t0:.0f} s.",
     ]
+    cut_sets = ", ".join(sorted(str(x) for x in pd.unique(rows.sources) if "@" in str(x)))
+    notes.append(
+        f"`<set>@30`: the set's light curves cut to what one alert 30 days after the first detection carries "
+        f"({cut_sets}; BTS by its leave-set-out model); "
+        + (
+            "trained on, as the evaluated model was"
+            if scored is None
+            else "scored only, never trained on, as the evaluated model's recipe"
+        )
+        + f"; {short.get('objects', 0)} of the model's simulated objects were seen with one alert's history."
+    )
     if (t_top, t_branch) != (1.0, 1.0):
         notes.append(
             f"Out-of-fold and leave-set-out probabilities are tempered with the evaluated model's temperatures "

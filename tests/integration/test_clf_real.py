@@ -140,3 +140,26 @@ def test_evaluate_real_sections(shared_data, tmp_path):
     assert "### Confusion (counts; rows true, columns predicted)" in report and "Notes:" in report
     with pytest.raises(ValueError, match="unknown real set"):
         load_real_set("nope", shared_data)
+
+
+def test_short_history_rows_are_the_sets_cut_to_one_alert(shared_data):
+    """The rows lc_hierarchical 1.6.0 trains on beside the whole light curves: ALeRCE's periodic variables and
+    SNe as one alert 30 days after the first detection carries them, grouped with their object's whole light
+    curve (so the cross-validation holds both out together)."""
+    from alert_broker.classifiers.crossval import SHORT_HISTORY_SETS, real_rows, short_history_rows
+
+    cut = short_history_rows(shared_data, weight=2.0)
+    whole = real_rows(shared_data, SHORT_HISTORY_SETS)
+    assert set(cut.sources) == {"alerce_periodic@30", "alerce_sne@30"} and (cut.weights == 2.0).all()
+    assert cut.features.index.str.match(r"alerce_(periodic|sne)@30/").all()
+    # every cut's object has a whole light curve; not every whole light curve has a cut
+    assert set(cut.groups) < set(whole.groups)
+    # one alert's history: at most 30 days of light curve, never more detections than the whole curve
+    assert (cut.features["delta_mjd_fid_2"].dropna() <= 30.0).all()
+    by_oid = whole.features.set_axis(whole.groups.to_numpy())["n_det_2"]
+    n_cut = cut.features.set_axis(cut.groups.to_numpy())["n_det_2"]
+    assert (n_cut.fillna(0) <= by_oid.reindex(n_cut.index).fillna(0)).all()
+    assert (n_cut.fillna(0) < by_oid.reindex(n_cut.index).fillna(0)).mean() > 0.5
+    feats, labels = alerce_periodic(shared_data, alert_day=30)
+    assert cut.labels[cut.sources == "alerce_periodic@30"].tolist() == labels.tolist()
+    assert len(feats) == (cut.sources == "alerce_periodic@30").sum() < 25

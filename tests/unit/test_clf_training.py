@@ -134,6 +134,10 @@ def test_cli_backend_out_and_real_options():
         ["train", "lc", "--feature-version", "lc-features-1.0.0", "--history-window", "0"]
     )
     assert (args.feature_version, args.history_window) == ("lc-features-1.0.0", 0.0)
+    plain = parser.parse_args(["train", "lc"])
+    assert plain.short_histories == 0 and not plain.one_alert_cuts  # models before 1.6.0: none
+    args = parser.parse_args(["train", "lc", "--short-histories", "22000", "--one-alert-cuts"])
+    assert args.short_histories == 22000 and args.one_alert_cuts
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "lc", "--feature-version", "lc-features-0.1"])
     with pytest.raises(SystemExit, match="unknown set"):

@@ -63,6 +63,47 @@ def test_no_object_scores_with_a_model_that_saw_it(monkeypatch):
     assert (pd.DataFrame({"g": real.groups, "f": cv.folds}).groupby("g")["f"].nunique() == 1).all()
 
 
+class _Answering(_Recorder):
+    """A fold model that says which model answered: P(SNIa) = its index / 100."""
+
+    def predict_proba(self, feats: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(0.0, index=feats.index, columns=list(CLASSES))
+        out["SNIa"] = (len(_Recorder.seen) - 1) / 100.0
+        return out
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
+def test_scored_rows_are_never_trained_on_and_score_with_their_objects_fold(monkeypatch):
+    """A real set cut to one alert's history, scored beside a recipe that never trains on it: each cut is
+    answered by the fold model that held its object out, and no fold model saw any cut."""
+    objs = [f"ZTF{i:03d}" for i in range(40)]
+    real = _rows("alerce_periodic", objs, 1)
+    cuts = _rows("alerce_periodic@30", objs[:30], 2)  # row keys alerce_periodic@30/<oid>, group the oid
+    orphan = _rows("alerce_sne@30", ["NOBODY"], 3)  # an object with no real row: no fold holds it out
+    scored = Rows.concat([cuts, orphan])
+    sim = _rows("simulation", [f"sim{i}" for i in range(10)], 4)
+    _Recorder.seen = []
+    monkeypatch.setattr(crossval, "fit_rows", lambda rows, **kw: _Answering(rows))
+    cv = cross_validate(sim, real, None, scored=scored, k=5, seed=0)
+    assert len(cv.proba) == len(real) + len(scored) and list(cv.proba.index[: len(real)]) == list(
+        real.features.index
+    )
+    for f, trained in enumerate(_Recorder.seen):
+        assert not any(g.startswith("alerce_periodic@30") for g in trained)
+        held = set(real.groups[(cv.folds.iloc[: len(real)] == f).to_numpy()].astype(str))
+        assert not (held & trained)
+    # every cut answered by the model of its object's fold (the Answering model's index), the orphan by none
+    for key, grp in cuts.groups.items():
+        fold = int(cv.folds[real.features.index[real.groups.to_numpy() == grp][0]])
+        assert cv.folds[key] == fold
+        assert cv.proba.loc[key, "SNIa"] == pytest.approx(fold / 100.0)
+    assert cv.folds["alerce_sne@30/NOBODY"] == -1 and cv.proba.loc["alerce_sne@30/NOBODY"].isna().all()
+    # without scored rows the real rows' answers are the same
+    _Recorder.seen = []
+    plain = cross_validate(sim, real, None, k=5, seed=0)
+    pd.testing.assert_frame_equal(plain.proba, cv.proba.iloc[: len(real)])
+
+
 def test_leave_set_out_models_saw_none_of_the_set(monkeypatch):
     objs = [f"ZTF{i:03d}" for i in range(40)]
     real = Rows.concat([_rows("alerce_sne", objs[:30], 1), _rows("bts", objs[20:], 2)])  # 10 objects in both
@@ -76,6 +117,14 @@ def test_leave_set_out_models_saw_none_of_the_set(monkeypatch):
     (trained,) = _Recorder.seen
     assert not (trained & set(objs[20:]))  # not through bts, not through alerce_sne, not as a template parent
     assert set(objs[:20]) <= trained
+    # the same model answers the set's objects cut to one alert's history, under their source name
+    cut = _rows("bts@30", objs[25:], 5)
+    _Recorder.seen = []
+    out = leave_set_out(
+        sim, real, tpl, sources=("bts",), scored=Rows.concat([cut, _rows("bts@30", ["ZTF000"], 6)])
+    )
+    assert list(out) == ["bts", "bts@30"] and len(out["bts@30"]) == 15  # ZTF000 is not a BTS object
+    assert len(_Recorder.seen) == 1
 
 
 def test_folds_are_stratified_by_set_and_class():
@@ -152,3 +201,30 @@ def test_evaluate_puts_out_of_fold_figures_beside_the_models_own():
         "alerce_sne (out-of-fold)",
         "simbad (out-of-fold)",
     ]
+
+
+def test_one_alert_recipe_trains_on_the_cuts_or_only_scores_them(monkeypatch):
+    from alert_broker.classifiers import training
+
+    calls = []
+
+    def fake_set(n, nights, seed, history_days=None, **kw):
+        calls.append((n, nights, seed, history_days))
+        return _rows("s", [f"o{i}" for i in range(n)], 7).features.set_axis(
+            [f"o{i}" for i in range(n)]
+        ), pd.Series(["RRL"] * n, index=[f"o{i}" for i in range(n)])
+
+    monkeypatch.setattr(training, "build_training_set", fake_set)
+    monkeypatch.setattr(
+        training, "short_history_rows", lambda root, weight=3.0: _rows("alerce_sne@30", ["Z1", "Z2"], 8)
+    )
+    sim = _rows("simulation", ["s1", "s2", "s3"], 4)
+    real = _rows("alerce_sne", ["Z1", "Z2", "Z3"], 1)
+    s2, r2, scored = training.one_alert_recipe(sim, real, "/d", 5, 20, objects=0, cuts=False, weight=3.0)
+    assert s2 is sim and r2 is real and list(scored.sources.unique()) == ["alerce_sne@30"] and not calls
+    s2, r2, scored = training.one_alert_recipe(sim, real, "/d", 5, 20, objects=40, cuts=True, weight=3.0)
+    assert scored is None and len(r2) == 5 and set(r2.sources) == {"alerce_sne", "alerce_sne@30"}
+    assert calls == [(40, 20, 5 + training.SHORT_HISTORY_SEED_OFFSET, training.ALERT_HISTORY_DAYS)]
+    added = s2.take((s2.sources == training.SHORT_HISTORY_SOURCE).to_numpy())
+    assert len(s2) == 3 + len(added) and len(added) >= 40  # the 40 objects and their masked copies
+    assert added.features.index.str.startswith("sim30/").all()  # other row keys than the year-long objects'
