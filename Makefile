@@ -67,7 +67,8 @@ models: setup
 	$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 --eval-objects 20000 --version 1.1.0 \
 		--feature-version lc-features-1.0.0 --history-window 0
 	$(if $(wildcard ../shared/data),$(BIN)/broker train lc --seed 1 --out models --overwrite --n-jobs 2 \
-		--eval-objects 20000 --version 1.5.0 --real-data ../shared/data --sky-prior galactic-latitude-1)
+		--eval-objects 20000 --version 1.6.0 --real-data ../shared/data --sky-prior galactic-latitude-1 \
+		--one-alert-cuts)
 	$(BIN)/broker train lc --survey lsst --objects 60000 --seed 1 --out models --overwrite --n-jobs 2 \
 		--eval-objects 20000 --version 1.0.0
 	$(BIN)/broker train stamp --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \

@@ -147,3 +147,24 @@ def test_the_shipped_default_light_curve_model_names_the_prior_and_its_figures_s
         assert with_prior[name] == without[name]
     assert m["held_out_simulation"]["branch_balanced_accuracy"] >= 0.95
     assert m["held_out_simulation"]["class_macro_f1"] >= 0.85
+
+
+def test_the_shipped_default_also_learnt_one_alerts_history():
+    """lc_hierarchical 1.6.0 (the default): 1.5.0's recipe and prior, plus the real light curves cut to one alert's
+    30-day history in training; its out-of-fold figures include those cuts, BTS at one alert's history is
+    scored by a model that saw no BTS object, and the held-out targets still hold."""
+    from alert_broker.classifiers import load
+
+    model = load("lc_hierarchical")
+    assert model.metadata["version"] == "1.6.0" and model.sky_prior_ == GALACTIC_LATITUDE_PRIOR
+    short = model.metadata["training_set"]["short_histories"]
+    assert short["real_sets"] == ["alerce_periodic@30", "alerce_sne@30"] and short["objects"] == 0
+    assert short["history_days"] == 30.0
+    m = model.metadata["metrics"]
+    assert {"alerce_periodic@30", "alerce_sne@30"} <= set(m["out_of_fold"])
+    assert m["out_of_fold"]["alerce_periodic@30"]["n"] == 15 and m["out_of_fold"]["alerce_sne@30"]["n"] == 23
+    assert m["leave_set_out"]["bts"]["class_balanced_accuracy"] >= 0.85  # issue 17's BTS target
+    assert m["leave_set_out"]["bts@30"]["n"] == 1315
+    assert m["held_out_simulation"]["branch_balanced_accuracy"] >= 0.95
+    assert m["held_out_simulation"]["class_macro_f1"] >= 0.85
+    assert m["held_out_simulation_30d"]["n"] > 1000  # the held-out objects seen as one alert sees them
