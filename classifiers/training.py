@@ -264,7 +264,7 @@ def one_alert_recipe(
 
     Why: the pipeline classifies whatever the history store holds, and for every object's first month (for
     every object in a new broker's first month) that is one alert's 30 days; a model that saw only year-long
-    light curves calls most real 30-day variables transients (docs/classifiers.md, "1.6.0")."""
+    light curves sends many real 30-day variables out of their branch (docs/classifiers.md, "1.6.0")."""
     if objects:
         sim = Rows.concat([sim, short_history_simulation(objects, nights, seed)])
     cut = short_history_rows(root, weight=weight)
@@ -864,8 +864,8 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
     sim, real, tpl = training_rows(
         root, feats, labels, seed, real_weight=args.real_weight, templates=args.templates
     )
-    # the evaluated model's recipe: one alert's histories trained on (as many as the year-long objects), or
-    # the real sets' one-alert cuts only scored
+    # the evaluated model's recipe: its share of simulated objects seen with one alert's history, and the real
+    # sets' one-alert cuts trained on (or, for a recipe without them, only scored)
     short = model.metadata.get("training_set", {}).get("short_histories") or {}
     trained = model.metadata.get("training_set", {}).get("objects") or args.cv_objects
     sim, real, scored = one_alert_recipe(
