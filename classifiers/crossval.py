@@ -374,7 +374,7 @@ def cross_validate(
         if not test.any():
             continue
         held_groups = set(targets.groups[test].astype(str))
-        parts = [always, real.take(~real.groups.astype(str).isin(held_groups).to_numpy() & (train_fold != f))]
+        parts = [always, real.take(train_fold != f)]  # a scored row's group is in its real rows' fold
         if extra is not None and len(extra):
             parts.append(extra.take(~extra.groups.astype(str).isin(held_groups).to_numpy()))
         model = fit_rows(Rows.concat(parts), **dict(model_kwargs))
