@@ -134,12 +134,16 @@ def real_rows(
     *,
     weight: float = REAL_WEIGHT,
     feature_version: str | None = None,
+    alert_day: float | None = None,
 ) -> Rows:
-    """The real training sets as rows (source = the set's name; group = the ZTF object id)."""
+    """The real training sets as rows (source = the set's name; group = the ZTF object id). With ``alert_day``
+    each light curve is cut to what one alert that many days after the first detection carries, and the source
+    is ``<set>@<day>`` (:func:`short_history_source`)."""
     parts = []
     for name in names:
-        feats, labels = load_real_set(name, root, feature_version=feature_version)
-        parts.append(make_rows(feats, labels, name, weight))
+        feats, labels = load_real_set(name, root, alert_day=alert_day, feature_version=feature_version)
+        src = name if alert_day is None else short_history_source(name, alert_day)
+        parts.append(make_rows(feats, labels, src, weight))
     return Rows.concat(parts)
 
 
@@ -158,12 +162,7 @@ def short_history_rows(
 ) -> Rows:
     """The real light curves of ``names`` as one alert ``day`` days after their first detection sees them (its
     30-day history), as rows of source ``<set>@<day>``; group = the object, as its whole light curve's row."""
-    parts = []
-    for name in names:
-        feats, labels = load_real_set(name, root, alert_day=day, feature_version=feature_version)
-        src = short_history_source(name, day)
-        parts.append(make_rows(feats, labels, src, weight))
-    return Rows.concat(parts)
+    return real_rows(root, names, weight=weight, feature_version=feature_version, alert_day=day)
 
 
 def template_rows(
