@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from alert_broker.pipeline.kafka import KafkaEndpoint
 from alert_broker.pipeline.logs import FORMATS, LEVELS
+from alert_broker.pipeline.worker_start import WORKER_START_METHODS
 from alert_broker.storage.secrets import MASK, Secret, password_of, redact, secret
 from alert_broker.surveys import ADAPTERS
 
@@ -118,6 +119,14 @@ class Settings:
     )
     n_workers: int = field(default=2, metadata={"help": "LocalCluster worker processes"})
     threads_per_worker: int = field(default=1, metadata={"help": "threads per LocalCluster worker"})
+    worker_start: str = field(
+        default="forkserver",
+        metadata={
+            "help": "how a LocalCluster starts its worker processes: 'forkserver' (forked from one process that "
+            "imported the broker's worker code once: a worker is ready in about a second) or 'spawn' (each "
+            "worker imports everything itself, Dask's default)"
+        },
+    )
     dashboard_address: str = field(default=":8787", metadata={"help": "Dask dashboard address"})
     adapt: str = field(
         default="",
@@ -564,6 +573,10 @@ def _validate(s: Settings) -> None:
         raise ValueError("n_workers and threads_per_worker must be >= 1")
     if s.adapt:
         s.adapt_bounds  # noqa: B018 - validates MIN:MAX
+    if s.worker_start not in WORKER_START_METHODS:
+        raise ValueError(
+            f"worker_start must be one of {', '.join(WORKER_START_METHODS)}, not {s.worker_start!r}"
+        )
     if s.cluster not in ("local", "kubernetes"):
         raise ValueError(f"--cluster must be 'local' or 'kubernetes', not {s.cluster!r}")
     if not 0 <= s.healpix_order <= 29:

@@ -61,6 +61,7 @@ from alert_broker.pipeline.tasks import (
     regions_of_batch,
     split_by_region,
 )
+from alert_broker.pipeline.worker_start import prepare_worker_start, worker_start_config
 from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 from alert_broker.surveys.messages import DeadLetter, RawMessage, dead_letters_frame
@@ -565,15 +566,23 @@ class Services:
             )
             self.client = self.stack.enter_context(Client(cluster))
         else:
+            # held while the cluster runs: a nanny restarting a dead worker (or --adapt adding one) reads it too
             self.stack.enter_context(
-                dask.config.set({"distributed.scheduler.allowed-failures": s.task_allowed_failures})
+                dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": s.task_allowed_failures,
+                        **worker_start_config(s.worker_start),
+                    }
+                )
             )
+            worker_env = prepare_worker_start(s.worker_start)
             cluster = self.stack.enter_context(
                 LocalCluster(
                     n_workers=bounds[0] if bounds else s.n_workers,
                     threads_per_worker=s.threads_per_worker,
                     dashboard_address=s.dashboard_address,
                     processes=True,
+                    env=worker_env or None,
                 )
             )
             if bounds:

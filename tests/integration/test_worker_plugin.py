@@ -38,3 +38,42 @@ def test_plugin_sets_up_every_worker_and_tears_down(tmp_path):
 def test_outside_dask_one_process_instance():
     assert resources() is resources()
     assert startup_seconds() == {}
+
+
+def _worker_view(dask_worker) -> dict:  # noqa: ARG001 - Dask passes the worker
+    import os
+    import sys
+
+    return {
+        "parent": os.getppid(),
+        "env": os.environ.get("BROKER_TEST_WORKER_ENV"),
+        "preloaded": "alert_broker.pipeline.tasks" in sys.modules,
+    }
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_worker_start_methods(method, monkeypatch):
+    """A forkserver worker is forked from a server that imported the worker code already, not from the driver,
+    and still gets the driver's environment as it is when the worker starts, as a spawned worker does."""
+    import os
+
+    import dask
+
+    from alert_broker.pipeline.worker_start import prepare_worker_start, worker_start_config
+
+    with pytest.raises(ValueError, match="forkserver"):
+        worker_start_config("fork")
+    for value in ("first", "second"):  # the second cluster reuses the server the first one started
+        monkeypatch.setenv("BROKER_TEST_WORKER_ENV", value)
+        with dask.config.set(worker_start_config(method)):
+            env = prepare_worker_start(method)
+            with (
+                LocalCluster(
+                    n_workers=1, threads_per_worker=1, dashboard_address=":0", processes=True, env=env or None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                (view,) = client.run(_worker_view).values()
+        assert view["env"] == value
+        assert (view["parent"] != os.getpid()) == (method == "forkserver")
+        assert view["preloaded"] == (method == "forkserver")
