@@ -43,9 +43,8 @@ def prepare_worker_start(method: str) -> dict[str, str]:
     themselves, as spawned ones do)."""
     if method != "forkserver":
         return {}
-    from distributed.utils import (
-        get_mp_context,  # Dask sets its own preload list on first use; ours replaces it
-    )
+    from distributed.utils import get_mp_context  # lazy: the settings import this module; no Dask for --help
 
+    # Dask sets its own preload list on first use; ours replaces it
     get_mp_context().set_forkserver_preload(list(WORKER_MODULES))
     return dict(os.environ)
