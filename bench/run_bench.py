@@ -166,14 +166,18 @@ def _startup(dask_worker) -> dict:
     return dict(dask_worker.plugins["alert-broker"].startup_seconds)
 
 
-def start_to_ready(workers: int, stamp_runtime: str) -> dict:
+def start_to_ready(workers: int, stamp_runtime: str, method: str = "spawn") -> dict:
     """Seconds from starting a LocalCluster of ``workers`` processes to every worker ready with the default
     models (process start, imports, numba kernels from their cache, science warm-up, models loaded), serving the
-    stamp CNN through ``stamp_runtime`` ("onnx" or "keras"); and the slowest worker's setup steps."""
+    stamp CNN through ``stamp_runtime`` ("onnx" or "keras") with workers started by ``method`` (the first
+    forkserver cluster of a process also starts the server, which imports the worker code); and the slowest
+    worker's setup steps."""
+    import dask
     from distributed import Client, LocalCluster
 
     from alert_broker.pipeline.driver import RunModels
     from alert_broker.pipeline.resources import BrokerWorkerPlugin
+    from alert_broker.pipeline.worker_start import prepare_worker_start, worker_start_config
 
     models = RunModels.of(load_settings(env={}, overrides=dict(lc_model="auto", stamp_model="auto")))
     before = os.environ.get("BROKER_STAMP_RUNTIME")
@@ -181,7 +185,13 @@ def start_to_ready(workers: int, stamp_runtime: str) -> dict:
     try:
         t = time.perf_counter()
         with (
-            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+            dask.config.set(worker_start_config(method)),
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                dashboard_address=":0",
+                env=prepare_worker_start(method) or None,
+            ) as cluster,
             Client(cluster) as client,
         ):
             plugin = BrokerWorkerPlugin(lc_models=models.lc, stamp_model=models.stamp, log_level="WARNING")
@@ -275,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         single_compiled = _decode_compiled(payloads[: min(n, 1500)]) / (time.perf_counter() - t)
 
         ceiling_before = _ceiling(payloads, args.workers)
-        ready = {rt: start_to_ready(args.workers, rt) for rt in ("onnx", "keras")}
+        # Dask's spawn (each worker imports everything), then the fork server the runs use: its first cluster
+        # starts the server, a second one (a restarted or added worker) only forks
+        ready = {f"{rt}, spawn": start_to_ready(args.workers, rt) for rt in ("onnx", "keras")}
+        for when in ("first", "again"):
+            ready[f"onnx, forkserver ({when})"] = start_to_ready(args.workers, "onnx", "forkserver")
         os.sync()  # the night just written goes to disk before the first run, not during it
 
         runs = {}
@@ -429,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for rt, r in figures["workers_start_to_ready"].items():
         print(
-            f"  workers start -> ready ({rt:<5})     {r['seconds']} s  (slowest worker's setup "
+            f"  workers start -> ready ({rt})  {r['seconds']} s  (slowest worker's setup "
             f"{r['setup_seconds']}; worker RSS {r['worker_rss_mb']} MB)"
         )
     for label, c in figures["cpu_ms_per_alert"].items():

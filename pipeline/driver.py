@@ -541,6 +541,18 @@ class Services:
     def __enter__(self) -> Services:
         s = self.settings
         models = RunModels.of(s)  # a model that cannot be found stops the run here, before anything starts
+        local = not s.scheduler and s.cluster == "local"
+        if local:
+            # held while the cluster runs: a nanny restarting a dead worker (or --adapt adding one) reads it too
+            self.stack.enter_context(
+                dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": s.task_allowed_failures,
+                        **worker_start_config(s.worker_start),
+                    }
+                )
+            )
+            worker_env = prepare_worker_start(s.worker_start)  # a fork server imports while PostgreSQL starts
         self.dsn = s.pg_dsn
         if not self.dsn:
             pg = self.stack.enter_context(EmbeddedPostgres(s.pg_data_dir))
@@ -566,16 +578,6 @@ class Services:
             )
             self.client = self.stack.enter_context(Client(cluster))
         else:
-            # held while the cluster runs: a nanny restarting a dead worker (or --adapt adding one) reads it too
-            self.stack.enter_context(
-                dask.config.set(
-                    {
-                        "distributed.scheduler.allowed-failures": s.task_allowed_failures,
-                        **worker_start_config(s.worker_start),
-                    }
-                )
-            )
-            worker_env = prepare_worker_start(s.worker_start)
             cluster = self.stack.enter_context(
                 LocalCluster(
                     n_workers=bounds[0] if bounds else s.n_workers,

@@ -11,6 +11,7 @@ gives it). Kubernetes workers are untouched: their pods run ``dask worker`` them
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 import os
 
 WORKER_START_METHODS = ("forkserver", "spawn")
@@ -38,13 +39,26 @@ def prepare_worker_start(method: str) -> dict[str, str]:
     """Get ``method`` ready under the current Dask configuration (set it with ``worker_start_config`` first) and
     return the environment to hand each worker (empty for ``spawn``: a spawned worker inherits it anyway).
 
-    For ``forkserver`` the server's preload list becomes the broker's worker modules; it only takes effect when
-    the server starts, so a server this process already runs keeps its list (workers then import the rest
-    themselves, as spawned ones do)."""
+    For ``forkserver`` the server's preload list becomes the broker's worker modules and the server is started
+    (if this process does not run one already: a running server keeps its list, and workers then import the
+    rest themselves, as spawned ones do)."""
     if method != "forkserver":
         return {}
+    import dask  # lazy: the settings import this module; no Dask for --help
     from distributed.utils import get_mp_context  # lazy: the settings import this module; no Dask for --help
 
+    # what every nanny puts into the driver's environment before it starts a worker (one BLAS / OpenMP thread,
+    # the allocator's trim threshold, one hash seed for every worker), put there before the server starts: the
+    # server imports numpy with them, and each worker is forked from it rather than started afresh
+    pre_spawn = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+    for name, value in pre_spawn.items():
+        if value is not None:
+            os.environ.setdefault(name, str(value))
+    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+        os.environ["PYTHONHASHSEED"] = "6640"  # the seed Dask's nanny gives its workers
     # Dask sets its own preload list on first use; ours replaces it
     get_mp_context().set_forkserver_preload(list(WORKER_MODULES))
+    # start the server now: it imports while the caller goes on (e.g. starts PostgreSQL), not when the first
+    # worker is wanted
+    multiprocessing.forkserver.ensure_running()
     return dict(os.environ)

@@ -44,17 +44,21 @@ def _worker_view(dask_worker) -> dict:  # noqa: ARG001 - Dask passes the worker
     import os
     import sys
 
+    from threadpoolctl import threadpool_info
+
     return {
         "parent": os.getppid(),
         "env": os.environ.get("BROKER_TEST_WORKER_ENV"),
         "preloaded": "alert_broker.pipeline.tasks" in sys.modules,
+        "blas_threads": {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"},
     }
 
 
 @pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_worker_start_methods(method, monkeypatch):
     """A forkserver worker is forked from a server that imported the worker code already, not from the driver,
-    and still gets the driver's environment as it is when the worker starts, as a spawned worker does."""
+    and still gets the driver's environment as it is when the worker starts, and one BLAS thread, as a spawned
+    worker does."""
     import os
 
     import dask
@@ -77,3 +81,4 @@ def test_worker_start_methods(method, monkeypatch):
         assert view["env"] == value
         assert (view["parent"] != os.getpid()) == (method == "forkserver")
         assert view["preloaded"] == (method == "forkserver")
+        assert view["blas_threads"] == {1}  # numpy's BLAS loaded under the nanny's one-thread environment

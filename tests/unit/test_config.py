@@ -39,6 +39,9 @@ def test_bad_values_are_clear(tmp_path):
         load_settings(env={"BROKER_BATCH_SIZE": "many"})
     with pytest.raises(ValueError, match="batch_size must be"):
         load_settings(env={}, overrides={"batch_size": 0})
+    with pytest.raises(ValueError, match="worker_start must be one of forkserver, spawn, not 'fork'"):
+        load_settings(env={"BROKER_WORKER_START": "fork"})
+    assert load_settings(env={"BROKER_WORKER_START": "spawn"}).worker_start == "spawn"
     cfg = tmp_path / "c.toml"
     cfg.write_text("nonsense = 1\n")
     with pytest.raises(ValueError, match="unknown setting 'nonsense'"):
