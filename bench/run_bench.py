@@ -39,6 +39,7 @@ import fastavro
 import psutil
 
 from alert_broker.pipeline.config import SHARED_ZTF, load_settings
+from alert_broker.pipeline.worker_start import WORKER_START_METHODS
 from alert_broker.surveys.decode import read_packet
 
 
@@ -257,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--batch-size", type=int, default=None, help="default: run-night's")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--worker-start",
+        choices=WORKER_START_METHODS,
+        default=None,
+        help="how the runs' LocalCluster starts its workers (default: run-night's)",
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
@@ -320,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                     history=history,
                     lc_model="auto" if with_features else "none",
                     stamp_model="auto" if stamps else "none",
+                    worker_start=args.worker_start,
                 ),
             )
             with PeakRSS() as mem:
