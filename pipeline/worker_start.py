@@ -11,6 +11,7 @@ gives it). Kubernetes workers are untouched: their pods run ``dask worker`` them
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.forkserver
 import os
 
@@ -26,13 +27,18 @@ WORKER_MODULES = (
 )
 
 
-def worker_start_config(method: str) -> dict[str, str]:
-    """The Dask configuration that makes a LocalCluster's nannies start workers with ``method``."""
+def available(method: str) -> str:
+    """``method``, or ``spawn`` where the platform has no fork server (Windows)."""
     if method not in WORKER_START_METHODS:
         raise ValueError(
             f"worker start method must be one of {', '.join(WORKER_START_METHODS)}, not {method!r}"
         )
-    return {"distributed.worker.multiprocessing-method": method}
+    return method if method in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def worker_start_config(method: str) -> dict[str, str]:
+    """The Dask configuration that makes a LocalCluster's nannies start workers with ``method``."""
+    return {"distributed.worker.multiprocessing-method": available(method)}
 
 
 def prepare_worker_start(method: str) -> dict[str, str]:
@@ -42,7 +48,7 @@ def prepare_worker_start(method: str) -> dict[str, str]:
     For ``forkserver`` the server's preload list becomes the broker's worker modules and the server is started
     (if this process does not run one already: a running server keeps its list, and workers then import the
     rest themselves, as spawned ones do)."""
-    if method != "forkserver":
+    if available(method) != "forkserver":
         return {}
     import dask  # lazy: the settings import this module; no Dask for --help
     from distributed.utils import get_mp_context  # lazy: the settings import this module; no Dask for --help
