@@ -53,13 +53,17 @@ def test_two_drivers_in_one_consumer_group_share_the_partitions(
     ensure_topic(kafka_bootstrap, topic, partitions=2)
     lake = tmp_path / "lake"
 
-    joined = threading.Event()  # the second driver has partitions of its own
+    joined = threading.Event()  # the group has answered the second driver (its share, or none)
+    gone = threading.Event()  # the second driver has ended
     held_back = 40  # alerts that arrive only once it has: however slowly it starts, there is work left for it
 
     def feed() -> None:  # alerts keep arriving (4 a second) while the drivers start, join and rebalance
+        deadline = None
         for i in range(0, len(files), 4):
             if i >= len(files) - held_back:
-                joined.wait(timeout=240)
+                deadline = deadline or time.monotonic() + 240  # one bounded wait, not one per chunk
+                while not (joined.is_set() or gone.is_set()) and time.monotonic() < deadline:
+                    joined.wait(timeout=0.5)
             produce(kafka_bootstrap, topic, [(f.name, f.read_bytes()) for f in files[i : i + 4]])
             time.sleep(1.0)
 
@@ -68,6 +72,7 @@ def test_two_drivers_in_one_consumer_group_share_the_partitions(
             lines.append(line)
             if "partitions assigned" in line:
                 joined.set()
+        gone.set()
 
     producer = threading.Thread(target=feed)
     producer.start()
@@ -87,7 +92,9 @@ def test_two_drivers_in_one_consumer_group_share_the_partitions(
     assert first.returncode == 0 and second.returncode == 0, "\n".join(x[-3000:] for x in logs)
 
     # the group moved partitions while the first driver was working, and both drivers took a share
-    assert "partitions revoked" in logs[0] and "partitions assigned" in logs[1]
+    assert "partitions revoked" in logs[0] and "partitions assigned" in logs[1], "\n".join(
+        x[-3000:] for x in logs
+    )
     ra, rb = _report(tmp_path / "a"), _report(tmp_path / "b")
     assert ra["messages_read"] > 0 and rb["messages_read"] > 0, (ra["messages_read"], rb["messages_read"])
     # ... and no message was processed twice: the rebalance committed the first driver's batches in flight
