@@ -541,8 +541,8 @@ class Services:
     def __enter__(self) -> Services:
         s = self.settings
         models = RunModels.of(s)  # a model that cannot be found stops the run here, before anything starts
-        local = not s.scheduler and s.cluster == "local"
-        if local:
+        worker_env: dict[str, str] = {}
+        if not s.scheduler and s.cluster == "local":
             # held while the cluster runs: a nanny restarting a dead worker (or --adapt adding one) reads it too
             self.stack.enter_context(
                 dask.config.set(

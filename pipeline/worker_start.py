@@ -4,7 +4,7 @@ Dask's default, ``spawn``, starts every worker as a fresh interpreter that impor
 (pandas, pyarrow, scikit-learn, XGBoost, ONNX Runtime, the broker's science: about 4 s of CPU each), every time a
 worker starts: at the run's start, when a worker dies and its nanny restarts it, when ``--adapt`` adds one.
 ``forkserver`` starts one server process per driver that imports that stack once; each worker is then a fork of
-it, ready in about a second. The server is started by the first worker, with the driver's environment of that
+it, ready in about a second. The driver starts the server at the top of a run, with its environment of that
 moment, so each worker is also handed the driver's environment as it is when the worker starts (what ``spawn``
 gives it). Kubernetes workers are untouched: their pods run ``dask worker`` themselves.
 """
