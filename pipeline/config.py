@@ -165,7 +165,10 @@ class Settings:
     batch_timeout_s: float = field(default=5.0, metadata={"help": "max seconds to fill a micro-batch"})
     kafka_group: str = field(default="alert-broker", metadata={"help": "Kafka consumer group"})
     kafka_idle_stop_s: float = field(
-        default=10.0, metadata={"help": "run-night: stop after this long with no new message (0 = never)"}
+        default=10.0,
+        metadata={
+            "help": "run-night: stop after this long with no new message while holding partitions (0 = never)"
+        },
     )
     kafka_security_protocol: str = field(
         default="",

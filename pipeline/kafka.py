@@ -44,6 +44,11 @@ CONSUMER_DEFAULTS = {
     "fetch.max.bytes": 64 * 1024 * 1024,
 }
 
+#: how long a consumer without partitions (joining its group, or between a revoke and the next assignment) waits
+#: for the group before an idle stop: the group answers only once every member has rejoined, and a member rejoins
+#: after finishing its batches in flight, which can take longer than ``idle_stop_s`` on a loaded machine
+JOIN_GRACE_S = 60.0
+
 
 class KafkaEndpoint(str):
     """A ``kafka://host:port/topic`` URL (a plain ``str`` everywhere) that carries the client settings of the run
@@ -90,7 +95,10 @@ class KafkaSource:
     """Pulls micro-batches of raw alert packets from a consumer group.
 
     ``idle_stop_s`` ends the iteration once no message arrived for that long (a night replayed from a topic);
-    0 means run forever (continuous mode).
+    0 means run forever (continuous mode). The quiet time counts from the last message or the last assignment,
+    whichever came later, and only while this consumer has been given its partitions: one still waiting for
+    the group (joining, or between a revoke and the next assignment) waits up to ``JOIN_GRACE_S`` for it, so a
+    driver that joins while the others drain their batches does not leave before its share comes.
 
     Several drivers in one consumer group share the topic's partitions (docs/operations.md, "Several drivers").
     When the group rebalances (a driver joins or leaves), this consumer's partitions are revoked: ``on_revoke``
@@ -127,6 +135,10 @@ class KafkaSource:
         #: called when the group takes this consumer's partitions away: finish and commit what is in flight
         self.on_revoke: Callable[[], None] | None = None
         self._revoked = False
+        #: monotonic time of the last assignment, and since when this consumer has been waiting for one (None
+        #: while it has one): the idle stop's clock (``_idle``)
+        self._assigned_at = 0.0
+        self._unassigned_since: float | None = time.monotonic()
         self._consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoking)
         self.name = "kafka:" + ",".join(self.topics)
         #: partitions this consumer owns now
@@ -134,6 +146,7 @@ class KafkaSource:
 
     def _assigned(self, consumer, partitions: list[TopicPartition]) -> None:  # noqa: ARG002 - callback shape
         self.assignment = sorted((tp.topic, tp.partition) for tp in partitions)
+        self._assigned_at, self._unassigned_since = time.monotonic(), None
         log.info("partitions assigned: %s", ", ".join(f"{t}[{p}]" for t, p in self.assignment) or "none")
 
     def _rewind_to_committed(self) -> None:
@@ -151,6 +164,7 @@ class KafkaSource:
         if self.on_revoke is not None:
             self.on_revoke()
         self.assignment = []
+        self._unassigned_since = time.monotonic()
 
     def batches(self) -> Iterator[list[RawMessage]]:
         last_message = time.monotonic()
@@ -160,10 +174,23 @@ class KafkaSource:
             if batch:
                 last_message = now
                 yield batch
-            elif self.idle_stop_s and now - last_message >= self.idle_stop_s:
+            elif self._idle(now, last_message):
                 return
             elif self.yield_idle:
                 yield []
+
+    def _idle(self, now: float, last_message: float) -> bool:
+        """Whether the idle stop is due: ``idle_stop_s`` quiet since the last message and the last assignment,
+        or, without partitions, ``JOIN_GRACE_S`` (at least ``idle_stop_s``) waiting for the group."""
+        if not self.idle_stop_s:
+            return False
+        if self._unassigned_since is not None:
+            waited = now - self._unassigned_since
+            if waited >= max(self.idle_stop_s, JOIN_GRACE_S):
+                log.warning("idle stop: the group gave this consumer no partitions within %.0f s", waited)
+                return True
+            return False
+        return now - max(last_message, self._assigned_at) >= self.idle_stop_s
 
     def poll_batch(self) -> list[RawMessage]:
         """Up to ``batch_size`` messages, or what arrived within ``batch_timeout_s``."""
