@@ -15,7 +15,7 @@ from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
 from alert_broker.pipeline.driver import PostgresUnavailable, run
-from alert_broker.pipeline.kafka import ensure_topic, parse_kafka_url, produce
+from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.simulator.cli import register as register_simulator
@@ -50,6 +50,8 @@ def _settings(args: argparse.Namespace):
 
 #: Exit status of a night stopped because PostgreSQL stayed unreachable past --pg-retry-s (docs/guarantees.md).
 EXIT_POSTGRES_DOWN = 3
+#: Exit status of a night that did not start: its Kafka source's cluster gave no answer within --kafka-connect-s.
+EXIT_KAFKA_DOWN = 4
 
 
 def cmd_run_night(args: argparse.Namespace) -> int:
@@ -59,6 +61,9 @@ def cmd_run_night(args: argparse.Namespace) -> int:
     except PostgresUnavailable as err:
         log.error("%s; nothing past the last committed batch was committed: run the same command again", err)
         return EXIT_POSTGRES_DOWN
+    except KafkaUnavailable as err:
+        log.error("%s; nothing was started: check --source and the cluster, then run the same command", err)
+        return EXIT_KAFKA_DOWN
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
     return 0 if report.status == "ok" and report.alerts > 0 else 1

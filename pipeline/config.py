@@ -170,6 +170,10 @@ class Settings:
             "help": "run-night: stop after this long with no new message while holding partitions (0 = never)"
         },
     )
+    kafka_connect_s: float = field(
+        default=30.0,
+        metadata={"help": "how long a run waits for its Kafka source's cluster to answer before it stops"},
+    )
     kafka_security_protocol: str = field(
         default="",
         metadata={
@@ -588,6 +592,8 @@ def _validate(s: Settings) -> None:
         raise ValueError("history_order must be within 0..13")
     if s.history_cache_mb < 0:
         raise ValueError("history_cache_mb must be >= 0")
+    if s.kafka_connect_s <= 0:
+        raise ValueError("kafka_connect_s must be > 0")
     parse_xmatch(s.xmatch)
     s.filter_expressions  # noqa: B018 - raises on a malformed filter
     for url in s.outputs:

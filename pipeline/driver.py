@@ -41,6 +41,7 @@ from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSI
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.chain import RegionStage
 from alert_broker.pipeline.config import Settings, redact
+from alert_broker.pipeline.kafka import check_source, parse_kafka_url
 from alert_broker.pipeline.kube import start_kube_cluster
 from alert_broker.pipeline.metrics import Metrics
 from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
@@ -606,10 +607,27 @@ class Services:
         self.stack.close()
 
 
+def _check_kafka_sources(settings: Settings) -> None:
+    """Every Kafka source's cluster answers (else :class:`KafkaUnavailable`, before anything starts); a topic it
+    does not have yet is only a warning: a continuous run waits for it, a night stops at its idle stop."""
+    for src in settings.sources:
+        if src.startswith("kafka://"):
+            url = parse_kafka_url(src)
+            missing = check_source(url.bootstrap, url.topics, settings.kafka_connect_s, settings.kafka_config)
+            for topic in missing:
+                log.warning(
+                    "Kafka at %s has no topic %r (yet): nothing to read until it is created",
+                    url.bootstrap,
+                    topic,
+                )
+
+
 def run(settings: Settings, source: Source | None = None) -> RunReport:
     """Process a source to its end (an archive, or a topic until idle) and return the run's report.
     ``source`` replaces the one the settings name (e.g. the integrity re-scan's batches to repair)."""
     t0 = time.perf_counter()
+    if source is None:
+        _check_kafka_sources(settings)
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
         log.info("Dask dashboard: %s", svc.client.dashboard_link)

@@ -258,6 +258,28 @@ class KafkaSource:
         self._consumer.close()
 
 
+class KafkaUnavailable(RuntimeError):
+    """The Kafka cluster a run reads from did not answer: the run stops before it starts anything."""
+
+
+def check_source(
+    bootstrap: str, topics: Iterable[str], timeout: float, config: dict | None = None
+) -> list[str]:
+    """Ask the cluster at ``bootstrap`` for its topics; returns those of ``topics`` it does not have (yet).
+
+    A run checks this before it starts its cluster and PostgreSQL: a wrong address or a broker that is down
+    fails in ``timeout`` seconds with :class:`KafkaUnavailable` (naming the address), instead of a night that
+    polls nothing (librdkafka retrying the connection in the background) until its idle stop."""
+    admin = client(AdminClient, {"bootstrap.servers": bootstrap, **(config or {})})
+    try:
+        known = admin.list_topics(timeout=timeout).topics
+    except KafkaException as err:
+        raise KafkaUnavailable(
+            f"no answer from Kafka at {bootstrap} within {timeout:g} s ({redact(err.args[0].str())})"
+        ) from None
+    return [t for t in topics if t not in known]
+
+
 def ensure_topic(
     bootstrap: str, topic: str, partitions: int = 1, timeout: float = 30.0, config: dict | None = None
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,19 @@ def test_run_night_help_lists_every_setting(tmp_path):
     ):
         assert flag in proc.stdout
     assert "BROKER_PG_DSN" in proc.stdout
+
+
+def test_run_night_on_a_kafka_cluster_that_does_not_answer_stops_before_starting(tmp_path):
+    """A wrong address or a broker that is down: a clear error and exit status 4 within --kafka-connect-s, before
+    the run starts PostgreSQL or a cluster (not a night that polls nothing until its idle stop)."""
+    if not BROKER.exists():
+        pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    out = tmp_path / "out"
+    args = ["run-night", "--source", f"kafka://127.0.0.1:{port}/alerts", "--out", str(out)]
+    proc = _run([*args, "--kafka-connect-s", "2", "--no-progress"], tmp_path, timeout=120)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert f"no answer from Kafka at 127.0.0.1:{port} within 2 s" in proc.stderr
+    assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))  # nothing was started or reported

@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from alert_broker.pipeline.kafka import KafkaSource, ensure_topic, parse_kafka_url, produce
+from alert_broker.pipeline.kafka import (
+    KafkaSource,
+    KafkaUnavailable,
+    check_source,
+    ensure_topic,
+    parse_kafka_url,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +62,11 @@ def test_batches_commit_and_redelivery(kafka_bootstrap):
     src = _source(kafka_bootstrap, topic, group, idle_stop_s=3)
     assert sum(len(b) for b in src.batches()) == 0
     src.close()
+
+
+def test_check_source_names_missing_topics_and_a_cluster_that_does_not_answer(kafka_bootstrap):
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic)
+    assert check_source(kafka_bootstrap, [topic, "no-such-topic"], timeout=10) == ["no-such-topic"]
+    with pytest.raises(KafkaUnavailable, match=r"no answer from Kafka at 127\.0\.0\.1:1 within 1 s"):
+        check_source("127.0.0.1:1", [topic], timeout=1)

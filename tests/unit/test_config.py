@@ -42,6 +42,9 @@ def test_bad_values_are_clear(tmp_path):
     with pytest.raises(ValueError, match="worker_start must be one of forkserver, spawn, not 'fork'"):
         load_settings(env={"BROKER_WORKER_START": "fork"})
     assert load_settings(env={"BROKER_WORKER_START": "spawn"}).worker_start == "spawn"
+    with pytest.raises(ValueError, match="kafka_connect_s must be > 0"):
+        load_settings(env={"BROKER_KAFKA_CONNECT_S": "0"})
+    assert load_settings(env={"BROKER_KAFKA_CONNECT_S": "5"}).kafka_connect_s == 5.0
     cfg = tmp_path / "c.toml"
     cfg.write_text("nonsense = 1\n")
     with pytest.raises(ValueError, match="unknown setting 'nonsense'"):
