@@ -129,6 +129,31 @@ class PostgresUnavailable(RuntimeError):
     """PostgreSQL stayed unreachable past the configured limit: the run stops without committing."""
 
 
+def retry_postgres(call, what: str, limit: float):
+    """``call()``, retried with backoff while PostgreSQL is unreachable (a restart, a failover) for at most
+    ``limit`` seconds; then :class:`PostgresUnavailable` stops the run, nothing past its last commit committed.
+    ``what`` says what the call was doing, for the log."""
+    start = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            waited = time.monotonic() - start
+            if waited >= limit:
+                raise PostgresUnavailable(
+                    f"PostgreSQL unreachable for {waited:.0f} s ({what}): {redact(str(err))}; the run stops "
+                    "without committing anything further: restart it once PostgreSQL is back (--pg-retry-s sets "
+                    "how long to wait)"
+                ) from None
+            log.warning(
+                "PostgreSQL unreachable (%s): %s; retrying in %.1f s (%.0f of %.0f s)",
+                what, redact(str(err)).splitlines()[0], delay, waited, limit,
+            )  # fmt: skip
+            time.sleep(min(delay, max(0.0, limit - waited)))
+            delay = min(delay * 2, 10.0)
+
+
 @dataclass
 class Compaction:
     """A history compaction submitted to the workers: its tasks, the delta files they fold (dropped only once
@@ -358,28 +383,8 @@ class Broker:
         return rep
 
     def with_postgres(self, call, what: str):
-        """``call()``, retried with backoff while PostgreSQL is unreachable (a restart, a failover), for at most
-        ``settings.pg_retry_s`` seconds; then :class:`PostgresUnavailable` stops the run, nothing committed."""
-        limit = self.settings.pg_retry_s
-        start = time.monotonic()
-        delay = 0.5
-        while True:
-            try:
-                return call()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as err:
-                waited = time.monotonic() - start
-                if waited >= limit:
-                    raise PostgresUnavailable(
-                        f"PostgreSQL unreachable for {waited:.0f} s (writing {what}): {redact(str(err))}; the run "
-                        "stops without committing this batch: restart it once PostgreSQL is back (--pg-retry-s "
-                        "sets how long to wait)"
-                    ) from None
-                log.warning(
-                    "PostgreSQL unreachable (writing %s): %s; retrying in %.1f s (%.0f of %.0f s)",
-                    what, redact(str(err)).splitlines()[0], delay, waited, limit,
-                )  # fmt: skip
-                time.sleep(min(delay, max(0.0, limit - waited)))
-                delay = min(delay * 2, 10.0)
+        """``call()``, retried while PostgreSQL is unreachable (``retry_postgres``, ``settings.pg_retry_s``)."""
+        return retry_postgres(call, f"writing {what}", self.settings.pg_retry_s)
 
     def _write_dead_letters(self, dead: list[DeadLetter], batch_id: str) -> list[str]:
         if not dead:
@@ -559,7 +564,9 @@ class Services:
             pg = self.stack.enter_context(EmbeddedPostgres(s.pg_data_dir))
             self.dsn = pg.dsn
         self.store = SummaryStore(self.dsn)
-        self.store.ensure_schema()
+        # a PostgreSQL restarting as the night starts is waited for as during it; past --pg-retry-s the run stops
+        # (PostgresUnavailable) before its cluster starts
+        retry_postgres(self.store.ensure_schema, "creating the schema", s.pg_retry_s)
         self.lake = Lake(s.lake, s.storage_options or None)
         self.outputs = open_outputs(s.outputs, "")
         for output in self.outputs:

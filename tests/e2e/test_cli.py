@@ -86,12 +86,32 @@ def test_run_night_on_a_kafka_cluster_that_does_not_answer_stops_before_starting
     the run starts PostgreSQL or a cluster (not a night that polls nothing until its idle stop)."""
     if not BROKER.exists():
         pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    port = _closed_port()
     out = tmp_path / "out"
     args = ["run-night", "--source", f"kafka://127.0.0.1:{port}/alerts", "--out", str(out)]
     proc = _run([*args, "--kafka-connect-s", "2", "--no-progress"], tmp_path, timeout=120)
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert f"no answer from Kafka at 127.0.0.1:{port} within 2 s" in proc.stderr
     assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))  # nothing was started or reported
+
+
+def test_run_night_on_a_postgres_that_does_not_answer_stops_cleanly(tmp_path):
+    """PostgreSQL down as the night starts: retried for --pg-retry-s as during a night, then exit status 3 with the
+    reason (the password redacted), before the cluster starts or anything is read."""
+    if not BROKER.exists():
+        pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
+    out = tmp_path / "out"
+    dsn = f"postgresql://broker:hunter2pw@127.0.0.1:{_closed_port()}/alerts"
+    args = ["run-night", "--pg-dsn", dsn, "--pg-retry-s", "2", "--out", str(out), "--no-progress"]
+    proc = _run(args, tmp_path, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "PostgreSQL unreachable for 2 s (creating the schema)" in proc.stderr
+    assert "retrying in" in proc.stderr and "Traceback" not in proc.stderr
+    assert "hunter2pw" not in proc.stderr + proc.stdout
+    assert not list(out.rglob("run-*.json"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
