@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import psycopg
+
 from alert_broker.api.publish import PUBLISHED_TABLES, publish
 from alert_broker.api.server import ServeConfig, serve
 from alert_broker.classifiers.training import register as register_training
@@ -19,8 +21,9 @@ from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_ka
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.simulator.cli import register as register_simulator
-from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore
+from alert_broker.storage import EmbeddedPostgres, Lake, LakeUnavailable, RawArchive, SummaryStore
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
+from alert_broker.storage.secrets import redact
 
 log = logging.getLogger("alert_broker.pipeline.cli")
 
@@ -52,6 +55,8 @@ def _settings(args: argparse.Namespace):
 EXIT_POSTGRES_DOWN = 3
 #: Exit status of a night that did not start: its Kafka source's cluster gave no answer within --kafka-connect-s.
 EXIT_KAFKA_DOWN = 4
+#: Exit status of a night that did not start: its lake's object store did not answer, or has no such bucket.
+EXIT_LAKE_DOWN = 5
 
 
 def cmd_run_night(args: argparse.Namespace) -> int:
@@ -61,9 +66,19 @@ def cmd_run_night(args: argparse.Namespace) -> int:
     except PostgresUnavailable as err:
         log.error("%s; nothing past the last committed batch was committed: run the same command again", err)
         return EXIT_POSTGRES_DOWN
+    except (
+        psycopg.OperationalError
+    ) as err:  # refused for good (wrong password, no such database): no retry helps
+        log.error("PostgreSQL refused the connection: %s; nothing was started", redact(str(err)))
+        return EXIT_POSTGRES_DOWN
     except KafkaUnavailable as err:
         log.error("%s; nothing was started: check --source and the cluster, then run the same command", err)
         return EXIT_KAFKA_DOWN
+    except LakeUnavailable as err:
+        log.error(
+            "%s; nothing was started: check --lake-url and the S3 settings, then run the same command", err
+        )
+        return EXIT_LAKE_DOWN
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
     return 0 if report.status == "ok" and report.alerts > 0 else 1

@@ -129,16 +129,35 @@ class PostgresUnavailable(RuntimeError):
     """PostgreSQL stayed unreachable past the configured limit: the run stops without committing."""
 
 
+#: What libpq says when a connection is refused for good (credentials, database, role, pg_hba.conf), not for now
+#: (a server starting, shutting down, full, or not answering): these are raised at once, never waited for.
+PERMANENT_CONNECT_ERRORS = (
+    "authentication failed",
+    "no password supplied",
+    "does not exist",
+    "pg_hba.conf",
+)
+
+
+def _lasting(err: psycopg.Error) -> bool:
+    """A connection refusal no retry can cure (the server answered no: wrong password, no such database)."""
+    text = str(err)
+    return "FATAL:" in text and any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
+
+
 def retry_postgres(call, what: str, limit: float):
     """``call()``, retried with backoff while PostgreSQL is unreachable (a restart, a failover) for at most
     ``limit`` seconds; then :class:`PostgresUnavailable` stops the run, nothing past its last commit committed.
-    ``what`` says what the call was doing, for the log."""
+    A refusal for good (a wrong password, no such database) is raised at once. ``what`` says what the call was
+    doing, for the log."""
     start = time.monotonic()
     delay = 0.5
     while True:
         try:
             return call()
         except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            if _lasting(err):
+                raise
             waited = time.monotonic() - start
             if waited >= limit:
                 raise PostgresUnavailable(
@@ -635,6 +654,7 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
     t0 = time.perf_counter()
     if source is None:
         _check_kafka_sources(settings)
+    Lake(settings.lake, settings.storage_options or None).check()  # LakeUnavailable before anything starts
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
         log.info("Dask dashboard: %s", svc.client.dashboard_link)

@@ -4,7 +4,7 @@ from alert_broker.storage import manifest
 from alert_broker.storage.archive import RawArchive, stamps_from_packet
 from alert_broker.storage.catalogs import Catalog, CatalogInfo, import_catalog
 from alert_broker.storage.embedded import EmbeddedPostgres
-from alert_broker.storage.lake import NATURAL_KEYS, Lake
+from alert_broker.storage.lake import NATURAL_KEYS, Lake, LakeUnavailable
 from alert_broker.storage.postgres import TABLES, SummaryStore
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CatalogInfo",
     "EmbeddedPostgres",
     "Lake",
+    "LakeUnavailable",
     "RawArchive",
     "SummaryStore",
     "import_catalog",

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
+import fsspec.asyn
+import fsspec.exceptions
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+from alert_broker.storage.secrets import redact
 
 #: Natural key of each table: ``read_table(dedupe=True)`` keeps one row per key (the latest write's).
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
@@ -186,6 +190,15 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_floating(f.type)]
 
 
+class LakeUnavailable(RuntimeError):
+    """The lake's object store did not answer, or has no such bucket, or refuses these credentials."""
+
+
+#: Deadline of the start-of-run probe (``Lake.check``): an endpoint that does not answer fails a run in seconds,
+#: not after the writes' ten attempts with backoff (a minute and more).
+CHECK_TIMEOUT_S = 20.0
+
+
 class Lake:
     """A Parquet lake at ``url`` (a local folder or ``s3://bucket/prefix``; ``storage_options`` go to
     fsspec/s3fs, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``). Picklable, for Dask workers."""
@@ -212,6 +225,33 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
+
+    def check(self, timeout: float = CHECK_TIMEOUT_S) -> None:
+        """Raise :class:`LakeUnavailable` unless the lake can be written to as far as a run can tell up front: a
+        run checks this before it starts anything, so a wrong endpoint, bucket or key fails at once with the
+        reason rather than after every batch's retries. On S3: the bucket answers a listing (a missing prefix
+        is fine: the first write makes it). A local folder: created if missing."""
+        if self.local:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as err:
+                raise LakeUnavailable(f"lake {self.url}: cannot create the folder ({err.strerror})") from None
+            return
+        bucket = self.root.split("/", 1)[0]
+        endpoint = self.storage_options.get("endpoint_url") or "default"
+        where = f"lake {self.url} (endpoint {endpoint})"
+        try:
+            # the lake's own client (its retries with backoff) under one deadline: a wrong or dead endpoint
+            # fails in ``timeout`` seconds whatever the retries would do
+            fsspec.asyn.sync(self.fs.loop, self.fs._ls, bucket, refresh=True, timeout=timeout)
+        except FileNotFoundError:
+            raise LakeUnavailable(f"{where}: there is no bucket {bucket!r}") from None
+        except PermissionError as err:
+            raise LakeUnavailable(f"{where}: access refused ({redact(str(err))})") from None
+        except fsspec.exceptions.FSTimeoutError:
+            raise LakeUnavailable(f"{where}: no answer within {timeout:g} s") from None
+        except Exception as err:  # noqa: BLE001 - whatever botocore raises, the run must not start
+            raise LakeUnavailable(f"{where}: no answer ({type(err).__name__}: {redact(str(err))})") from None
 
     @property
     def arrow_fs(self) -> Any:

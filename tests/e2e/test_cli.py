@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import fastavro
@@ -86,10 +88,10 @@ def test_run_night_on_a_kafka_cluster_that_does_not_answer_stops_before_starting
     the run starts PostgreSQL or a cluster (not a night that polls nothing until its idle stop)."""
     if not BROKER.exists():
         pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
-    port = _closed_port()
     out = tmp_path / "out"
-    args = ["run-night", "--source", f"kafka://127.0.0.1:{port}/alerts", "--out", str(out)]
-    proc = _run([*args, "--kafka-connect-s", "2", "--no-progress"], tmp_path, timeout=120)
+    with _refusing_port() as port:
+        args = ["run-night", "--source", f"kafka://127.0.0.1:{port}/alerts", "--out", str(out)]
+        proc = _run([*args, "--kafka-connect-s", "2", "--no-progress"], tmp_path, timeout=120)
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert f"no answer from Kafka at 127.0.0.1:{port} within 2 s" in proc.stderr
     assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))  # nothing was started or reported
@@ -101,9 +103,10 @@ def test_run_night_on_a_postgres_that_does_not_answer_stops_cleanly(tmp_path):
     if not BROKER.exists():
         pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
     out = tmp_path / "out"
-    dsn = f"postgresql://broker:hunter2pw@127.0.0.1:{_closed_port()}/alerts"
-    args = ["run-night", "--pg-dsn", dsn, "--pg-retry-s", "2", "--out", str(out), "--no-progress"]
-    proc = _run(args, tmp_path, timeout=120)
+    with _refusing_port() as port:
+        dsn = f"postgresql://broker:hunter2pw@127.0.0.1:{port}/alerts"
+        args = ["run-night", "--pg-dsn", dsn, "--pg-retry-s", "2", "--out", str(out), "--no-progress"]
+        proc = _run(args, tmp_path, timeout=120)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "PostgreSQL unreachable for 2 s (creating the schema)" in proc.stderr
     assert "retrying in" in proc.stderr and "Traceback" not in proc.stderr
@@ -111,7 +114,10 @@ def test_run_night_on_a_postgres_that_does_not_answer_stops_cleanly(tmp_path):
     assert not list(out.rglob("run-*.json"))
 
 
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A port bound but never listening while the block runs: every connection to it is refused, and nothing
+    else can take it meanwhile (a port closed at once could be taken by another test's server)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+        yield s.getsockname()[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 
 import dask.dataframe as dd
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from alert_broker.storage.lake import Lake
+from alert_broker.storage.lake import Lake, LakeUnavailable
 from alert_broker.storage.postgres import SummaryStore
 
 pytestmark = pytest.mark.integration
@@ -261,3 +262,26 @@ def test_only_non_float_columns_are_dictionary_encoded(tmp_path):
     back = pq.read_table(path).to_pandas()
     want = df[df["night"] == 20200101]
     assert back["magpsf"].tolist() == want["magpsf"].tolist() and back["oid"].tolist() == want["oid"].tolist()
+
+
+def test_check_names_what_is_wrong_before_a_run_writes(tmp_path, s3_lake_url):
+    """``Lake.check``, run before anything starts: a missing bucket and an endpoint that does not answer are
+    told apart, in seconds, the secret never in the message; a new prefix and a new local folder are fine."""
+    url, options = s3_lake_url
+    Lake(url, options).check()  # the bucket exists; its prefix "lake" does not yet
+    Lake(url + "/a/new/prefix", options).check()
+    bucket = url.removeprefix("s3://").split("/")[0]
+    with pytest.raises(LakeUnavailable, match=r"there is no bucket 'no-such-bucket'"):
+        Lake(url.replace(bucket, "no-such-bucket"), options).check()
+    with socket.socket() as s:  # bound, never listening: connections are refused, and no one else can take it
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(LakeUnavailable, match=rf"endpoint {closed}\): no answer") as err:
+            Lake(url, {**options, "endpoint_url": closed}).check(timeout=3)
+    assert options["secret"] not in str(err.value)
+    local = tmp_path / "new" / "lake"
+    Lake(str(local)).check()
+    assert local.is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LakeUnavailable, match="cannot create the folder"):
+        Lake(str(tmp_path / "file" / "lake")).check()
