@@ -680,17 +680,22 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                 broker.in_flight = pending
 
                 def drain() -> None:
-                    """Complete and commit every batch in flight (a Kafka rebalance: our partitions move)."""
+                    """Complete and commit every batch in flight."""
+                    while pending:
+                        _complete_or_retry(broker, source, pending, report, bar)
+
+                def drain_for_rebalance() -> None:
+                    """A Kafka rebalance: our partitions move, so what we read from them is finished first."""
                     if pending:
                         log.info(
                             "rebalance: finishing %d batches in flight before the partitions move",
                             len(pending),
                         )
-                    while pending:
-                        _complete_or_retry(broker, source, pending, report, bar)
+                    drain()
 
                 if isinstance(source, KafkaBatches):
-                    source.on_revoke(drain)  # several drivers in one consumer group (docs/operations.md)
+                    # several drivers in one consumer group (docs/operations.md)
+                    source.on_revoke(drain_for_rebalance)
                     source.yield_idle = True  # empty batches while the topic is quiet
                 for messages in source.batches():
                     if messages:
