@@ -41,7 +41,7 @@ from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSI
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.chain import RegionStage
 from alert_broker.pipeline.config import Settings, redact
-from alert_broker.pipeline.kafka import check_source, parse_kafka_url
+from alert_broker.pipeline.kafka import KafkaUnavailable, check_source, parse_kafka_url
 from alert_broker.pipeline.kube import start_kube_cluster
 from alert_broker.pipeline.metrics import Metrics
 from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
@@ -633,10 +633,11 @@ class Services:
         self.stack.close()
 
 
-def _check_kafka_sources(settings: Settings) -> None:
-    """Every Kafka source's cluster answers (else :class:`KafkaUnavailable`, before anything starts); a topic it
-    does not have yet is only a warning: a continuous run waits for it, a night stops at its idle stop."""
-    for src in settings.sources:
+def _check_kafka(settings: Settings, sources: bool = True) -> None:
+    """Every Kafka cluster the run reads from (``sources``) or writes its output stream to answers, else
+    :class:`KafkaUnavailable`, before anything starts. A source topic the cluster does not have yet is only a
+    warning: a continuous run waits for it, a night stops at its idle stop (output topics are created)."""
+    for src in settings.sources if sources else ():
         if src.startswith("kafka://"):
             url = parse_kafka_url(src)
             missing = check_source(url.bootstrap, url.topics, settings.kafka_connect_s, settings.kafka_config)
@@ -646,14 +647,21 @@ def _check_kafka_sources(settings: Settings) -> None:
                     url.bootstrap,
                     topic,
                 )
+    for out in settings.outputs:
+        if out.startswith("kafka://"):
+            try:
+                check_source(
+                    parse_kafka_url(out).bootstrap, (), settings.kafka_connect_s, settings.kafka_config
+                )
+            except KafkaUnavailable as err:
+                raise KafkaUnavailable(f"output stream {out}: {err}") from None
 
 
 def run(settings: Settings, source: Source | None = None) -> RunReport:
     """Process a source to its end (an archive, or a topic until idle) and return the run's report.
     ``source`` replaces the one the settings name (e.g. the integrity re-scan's batches to repair)."""
     t0 = time.perf_counter()
-    if source is None:
-        _check_kafka_sources(settings)
+    _check_kafka(settings, sources=source is None)
     Lake(settings.lake, settings.storage_options or None).check()  # LakeUnavailable before anything starts
     with Services(settings) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None

@@ -96,6 +96,14 @@ def test_run_night_on_a_kafka_cluster_that_does_not_answer_stops_before_starting
     assert f"no answer from Kafka at 127.0.0.1:{port} within 2 s" in proc.stderr
     assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))  # nothing was started or reported
 
+    # the same for the annotated output stream's cluster (the source here: the default archive)
+    with _refusing_port() as port:
+        args = ["run-night", "--output", f"kafka://127.0.0.1:{port}/annotated", "--out", str(out)]
+        proc = _run([*args, "--kafka-connect-s", "2", "--no-progress"], tmp_path, timeout=120)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert f"output stream kafka://127.0.0.1:{port}/annotated: no answer from Kafka" in proc.stderr
+    assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))
+
 
 def test_run_night_on_a_postgres_that_does_not_answer_stops_cleanly(tmp_path):
     """PostgreSQL down as the night starts: retried for --pg-retry-s as during a night, then exit status 3 with the
