@@ -66,10 +66,12 @@ def cmd_run_night(args: argparse.Namespace) -> int:
     except PostgresUnavailable as err:
         log.error("%s; nothing past the last committed batch was committed: run the same command again", err)
         return EXIT_POSTGRES_DOWN
-    except (
-        psycopg.OperationalError
-    ) as err:  # refused for good (wrong password, no such database): no retry helps
-        log.error("PostgreSQL refused the connection: %s; nothing was started", redact(str(err)))
+    except psycopg.OperationalError as err:
+        # refused for good (wrong password, no such database: retry_postgres does not wait for those)
+        log.error(
+            "PostgreSQL refused the connection: %s; nothing past the last committed batch was committed",
+            redact(str(err)),
+        )
         return EXIT_POSTGRES_DOWN
     except KafkaUnavailable as err:
         log.error("%s; nothing was started: check --source and the cluster, then run the same command", err)
