@@ -13,6 +13,7 @@ password given in a property never reaches a log or a traceback.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,10 +30,22 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from alert_broker.pipeline.logs import RepeatFilter
 from alert_broker.storage.secrets import redact
 from alert_broker.surveys.messages import RawMessage
 
 log = logging.getLogger(__name__)
+
+#: librdkafka's own log lines (connection failures, broker errors), routed through the broker's logging (so
+#: ``--log-format json`` covers them) instead of librdkafka writing to stderr; a client retrying a connection
+#: logs every attempt, so each kind of line is shown once per ``LIBRDKAFKA_REPEAT_S`` with a count of the rest
+LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
+LIBRDKAFKA_REPEAT_S = 30.0
+# "Connect to ... failed: Connection refused (after 0ms in state CONNECT)": the timing is not part of its kind
+_ATTEMPT_DETAIL = re.compile(r"\(after \d+ms in state \w+[^)]*\)|\d+ms")
+LIBRDKAFKA_LOG.addFilter(
+    RepeatFilter(LIBRDKAFKA_REPEAT_S, key=lambda message: _ATTEMPT_DETAIL.sub("", message))
+)
 
 #: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
 CONSUMER_DEFAULTS = {
@@ -67,9 +80,10 @@ class KafkaEndpoint(str):
 
 def client(kind: type, conf: dict):
     """A confluent_kafka client (``Consumer``, ``Producer``, ``AdminClient``) of ``conf``; a configuration error
-    (which may quote a property's value) is re-raised with its text redacted."""
+    (which may quote a property's value) is re-raised with its text redacted. Its log lines go to
+    ``LIBRDKAFKA_LOG`` (confluent_kafka hands them over inside ``poll``/``consume``/``flush``)."""
     try:
-        return kind(conf)
+        return kind({"logger": LIBRDKAFKA_LOG, **conf})
     except (KafkaException, ValueError, TypeError) as err:
         raise type(err)(redact(str(err))) from None
 
@@ -274,6 +288,7 @@ def check_source(
     try:
         known = admin.list_topics(timeout=timeout).topics
     except KafkaException as err:
+        admin.poll(0)  # hand librdkafka's own lines (why it failed: refused, unresolved) to the log first
         raise KafkaUnavailable(
             f"no answer from Kafka at {bootstrap} within {timeout:g} s ({redact(err.args[0].str())})"
         ) from None

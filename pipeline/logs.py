@@ -11,6 +11,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+
+from alert_broker.storage.secrets import redact
 
 #: The package's root logger: every module logs under it (``logging.getLogger(__name__)``).
 ROOT = "alert_broker"
@@ -62,3 +65,43 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream=None) -> lo
     logger.setLevel(level)
     logger.propagate = False
     return logger
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a message through once per ``window_s`` and counts the repeats in between.
+
+    Why: a client library that retries a lost connection logs every attempt (librdkafka: ~20 identical lines a
+    second per client while a broker is down), which buries everything else in a night's log. The first line of
+    each kind passes; repeats within the window are dropped and counted, and the next one that passes after the
+    window says how many were dropped (``repeated`` in the JSON line). ``key`` maps a message to its kind (by
+    default the message itself). Every message is also redacted (storage/secrets.py): a client library may
+    quote its settings."""
+
+    def __init__(
+        self,
+        window_s: float = 30.0,
+        key: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._key = key or (lambda message: message)
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # kind -> (last passed, dropped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = redact(record.getMessage())
+        kind = (record.name, record.levelno, self._key(message))
+        now = self._clock()
+        last = self._seen.get(kind)
+        if last is not None and now - last[0] < self.window_s:
+            self._seen[kind] = (last[0], last[1] + 1)
+            return False
+        if len(self._seen) > 1000:  # a long night with ever-new messages: forget the old kinds
+            self._seen.clear()
+        record.msg, record.args = message, ()
+        if last is not None and last[1]:
+            record.repeated = last[1]
+            record.msg = f"{message} ({last[1]} more like it in the {now - last[0]:.0f} s before, not shown)"
+        self._seen[kind] = (now, 0)
+        return True

@@ -95,6 +95,10 @@ def test_run_night_on_a_kafka_cluster_that_does_not_answer_stops_before_starting
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert f"no answer from Kafka at 127.0.0.1:{port} within 2 s" in proc.stderr
     assert not (out / "pg").exists() and not list(out.rglob("run-*.json"))  # nothing was started or reported
+    # librdkafka's reason comes through the broker's logging, once, not one raw line per connection attempt
+    rdkafka = [line for line in proc.stderr.splitlines() if "rdkafka#" in line]
+    assert rdkafka and all("alert_broker.pipeline.kafka.librdkafka" in line for line in rdkafka)
+    assert len(rdkafka) <= 2 and "Connection refused" in rdkafka[0], rdkafka
 
     # the same for the annotated output stream's cluster (the source here: the default archive)
     with _refusing_port() as port:

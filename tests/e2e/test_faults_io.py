@@ -3,7 +3,9 @@ Kafka broker (tansu, persisting to S3) restarted mid-night, and the local lake's
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -14,7 +16,7 @@ import pytest
 
 from alert_broker.pipeline.config import load_settings
 from alert_broker.pipeline.driver import Broker, run
-from alert_broker.pipeline.kafka import ensure_topic, produce
+from alert_broker.pipeline.kafka import LIBRDKAFKA_LOG, ensure_topic, produce
 from alert_broker.storage import Lake
 from tests.e2e.test_faults import _candids, audit
 from tests.fixtures.faulty_proxy import FaultyProxy
@@ -125,13 +127,27 @@ def test_kafka_broker_restarted_mid_night(tmp_path, night, summary_store, s3_ser
                 box["proc"] = _tansu(port, s3_server)
 
         Broker.commit = commit_then_restart
+        client_lines: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = client_lines.append  # type: ignore[method-assign]
+        LIBRDKAFKA_LOG.addHandler(handler)
         try:
             report = run(settings)
         finally:
             Broker.commit = original
+            LIBRDKAFKA_LOG.removeHandler(handler)
             proc = box["proc"]
         assert restarted.is_set() and report.status == "ok"
         audit(settings, summary_store, _candids(night))
+        # the outage reached the log through the broker's logging, each kind of librdkafka line once (per 30 s),
+        # not one line per reconnection attempt
+        messages = [r.getMessage() for r in client_lines]
+        assert any(f"127.0.0.1:{port}" in m for m in messages), messages
+        last_shown: dict[tuple[int, str], float] = {}
+        for record, message in zip(client_lines, messages, strict=True):
+            kind = (record.levelno, re.sub(r" \((after \d+ms|\d+ more like it)[^)]*\)", "", message))
+            assert record.created - last_shown.get(kind, -1e9) > 29.0, messages
+            last_shown[kind] = record.created
     finally:
         proc.terminate()
 
