@@ -15,18 +15,18 @@ file by file), decodes each message exactly as the pipeline does (``surveys.deco
 
 ``repair(settings, report)`` reprocesses the messages of the missing alerts through ``driver.run`` (the same
 sinks, the same idempotence) and re-scans. It never re-runs an arbitrary subset of offsets, because of how the
-batch manifest retires files (``storage.manifest.superseded_files``): a batch whose first offset on a
-partition is F supersedes *every* recorded batch of that partition that ends at or after F (a replay from a
-committed offset redoes everything after it) and deletes their files. So the repair:
+batch manifest retires files (``storage.manifest.superseded_files``): a batch supersedes every recorded batch
+of the same source whose offsets overlap its own on a shared partition, and deletes their files. So the repair:
 
 1. re-runs each recorded batch that holds a missing alert *whole*, with exactly its original messages: the
    same offsets give the same batch id, hence the same file names, rewritten; PostgreSQL upserts and the
    history store (which only stores rows it lacks) make the rest harmless;
-2. also re-runs, whole and in their original grouping, the later batches of the same partitions that step 1
-   supersedes (their files are deleted by the manifest before the re-run batch writes): without them the
-   repair would lose alerts;
+2. also re-runs, whole and in their original grouping, any other recorded batch that step 1 supersedes (their
+   files are deleted by the manifest before the re-run batch writes): without them the repair would lose
+   alerts. Recorded batches never overlap each other (each retired those it overlapped), so today this finds
+   none; until 7 Dec the manifest retired every *later* batch of a partition, and this step re-ran them all;
 3. puts missing offsets that no recorded batch covers (never processed) into new batches that stay inside the
-   gaps between recorded batches, so they supersede only batches that are re-run after them;
+   gaps between recorded batches, so they supersede nothing;
 4. runs them in an order where no re-run batch supersedes one re-run before it (per partition, by offset);
 5. refuses (and reports) what it cannot redo exactly: a batch whose offsets the topic no longer retains whole,
    or a source whose offsets no longer hold the alerts the lake recorded for them (a changed archive).
@@ -926,8 +926,8 @@ def plan_repair(
 
     def superseded_by(spans: dict[Key, tuple[int, int]]) -> set[str]:
         out = set()
-        for k, (a, _z) in spans.items():
-            out.update(bid for _, last, bid in by_key.get(k, []) if last >= a)
+        for k, (a, z) in spans.items():
+            out.update(bid for first, last, bid in by_key.get(k, []) if first <= z and last >= a)
         return out
 
     def closure(spans: dict[Key, tuple[int, int]]) -> set[str]:

@@ -9,16 +9,23 @@ offsets 0-99 twice. PostgreSQL needs no help: its upserts are keyed and naturall
 
 The protocol, per batch (see pipeline/driver.py):
 1. ``superseded_files(store, source, ranges, batch_id)``: every recorded batch of the same source whose range
-   on a shared partition ends at or after the new batch's first offset. Those offsets are being processed
-   again (the old batch never committed, or this is a deliberate replay), so the old files must go. A batch
-   that ended before the new first offset is untouched.
+   on a shared partition overlaps the new batch's. Those offsets are being processed again (the old batch
+   never committed, or this is a deliberate replay), so the old files must go; the old batch's offsets beyond
+   the new range are redone by the replay's next batches (a replay reads on in offset order), which overlap it
+   too. A batch that overlaps none is untouched, before or after the new range: a re-run of an archive that
+   stops part-way (a SIGTERM, a crash) leaves the later batches of the earlier run in place, committed rows
+   whose replay has not come yet. (Until 7 Dec every batch *ending* at or after the new first offset was
+   retired at once, which left those rows out of the lake, though not out of PostgreSQL, until the re-run
+   reached them.)
 2. The driver deletes those files (``Lake.delete_files``) and then ``forget_batches``. Deleting first means a
    crash in between leaves a manifest row pointing at files that may be gone; deleting again is harmless.
 3. ``begin_batch(...)`` (state ``started``), the batch writes its files, then ``record_batch(...)`` (state
    ``written``, with the file list). A batch that died between the two is superseded by name: its files are
    found by their batch id (``Lake.find_batch_files``).
 4. After the source offsets are committed, ``mark_committed``.
-Result: after any sequence of crashes and replays each source message's rows are in the lake exactly once.
+Result: after any sequence of crashes and replays each source message's rows are in the lake exactly once:
+the recorded batches of a partition never overlap (each new one retires those it overlaps), so no offset is
+held by two of them.
 
 The same batch id again (an archive re-run with the same batch size) normally rewrites the same paths. It is
 nonetheless returned by ``superseded_files`` unless ``include_same=False``: the workers name files with
@@ -129,8 +136,9 @@ def superseded_files(
     include_same: bool = True,
 ) -> list[tuple[str, list[str]]]:
     """Recorded batches of ``source`` that the new batch's ``ranges`` ({partition: (first, last)}) redo:
-    those with, on a shared partition, ``last_offset >= first``. Returns ``[(batch_id, files)]``, oldest first.
-    ``batch_id`` itself is included unless ``include_same=False`` (see the module docstring)."""
+    those whose range overlaps it on a shared partition (``first_offset <= last`` and ``last_offset >= first``).
+    Returns ``[(batch_id, files)]``, oldest first. ``batch_id`` itself is included unless ``include_same=False``
+    (see the module docstring)."""
     parts = _norm_ranges(ranges)
     if not parts:
         return []
@@ -138,11 +146,19 @@ def superseded_files(
     rows = store.conn.execute(
         "SELECT m.batch_id, m.files FROM batch_manifest m WHERE m.batch_id IN ("
         " SELECT r.batch_id FROM batch_range r"
-        " JOIN unnest(%s::int[], %s::bigint[]) AS n(p, first_offset) ON r.partition = n.p"
-        " WHERE r.source = %s AND r.last_offset >= n.first_offset"
+        " JOIN unnest(%s::int[], %s::bigint[], %s::bigint[]) AS n(p, first_offset, last_offset)"
+        " ON r.partition = n.p"
+        " WHERE r.source = %s AND r.last_offset >= n.first_offset AND r.first_offset <= n.last_offset"
         " AND (%s::text IS NULL OR r.batch_id <> %s::text))"
         " ORDER BY m.written_at, m.batch_id",
-        (list(parts), [a for a, _ in parts.values()], source, exclude, exclude),
+        (
+            list(parts),
+            [a for a, _ in parts.values()],
+            [z for _, z in parts.values()],
+            source,
+            exclude,
+            exclude,
+        ),
     ).fetchall()
     return [(b, list(files or [])) for b, files in rows]
 

@@ -127,7 +127,10 @@ def test_archive_night_rescan_and_repair(tmp_path, night_dir, summary_store, mon
     summary_store.conn.execute(
         "DELETE FROM alert WHERE candid = ANY(%s)", ([int(c) for c in lost_pg["candid"]],)
     )
-    first_files = [f for f in batches.iloc[0]["files"] if f.endswith(".parquet") and "/history/" not in f]
+    # the undamaged first and last batches: a repair rewrites neither
+    first_files = [
+        f for i in (0, 3) for f in batches.iloc[i]["files"] if f.endswith(".parquet") and "/history/" not in f
+    ]
     first_written = {f: _written_at(f) for f in first_files}
 
     damaged = integrity.scan(settings)
@@ -159,14 +162,10 @@ def test_archive_night_rescan_and_repair(tmp_path, night_dir, summary_store, mon
     assert saved["scan"]["missing_total"] == len(lost_lake) + len(lost_pg)
     assert saved["missing_after"] == 0 and saved["after"]["clean"]
     redone = {b["batch_id"]: b["why"] for b in saved["repair"]["batches"]}
-    # the damaged batches are re-run whole; the last one because re-running the second retires it; never the first
-    assert redone == {
-        second["batch_id"]: "missing",
-        third["batch_id"]: "missing",
-        batches.iloc[3]["batch_id"]: "superseded",
-    }
+    # the damaged batches are re-run whole, and only they: re-running one retires no other (none overlaps it)
+    assert redone == {second["batch_id"]: "missing", third["batch_id"]: "missing"}
 
-    # 4. everything back, nothing doubled, the untouched first batch's files never rewritten
+    # 4. everything back, nothing doubled, the untouched first and last batches' files never rewritten
     after = integrity.scan(settings)
     assert after.clean and after.missing_total == 0
     _assert_nothing_doubled(lake, summary_store, N_GOOD)
@@ -234,7 +233,7 @@ def test_kafka_topic_rescan_from_earliest_and_repair(tmp_path, night_dir, summar
 
     result = integrity.repair(settings, scanned)
     assert result.status == "ok" and not result.unrepairable
-    assert {b.why for b in result.planned} <= {"missing", "superseded"}
+    assert {b.why for b in result.planned} == {"missing"}
     assert result.after.clean and result.after.missing_total == 0
     _assert_nothing_doubled(lake, summary_store, N_GOOD)
     pd.testing.assert_frame_equal(_history_detections(lake), history_before)

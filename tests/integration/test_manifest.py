@@ -89,19 +89,39 @@ def test_crash_before_commit_then_replay_with_other_boundaries(tmp_path, summary
     assert lake_candids(lake) == list(range(BASE, BASE + 200))
 
 
-def test_replay_in_smaller_batches_removes_every_later_uncommitted_batch(tmp_path, summary_store):
+def test_replay_in_smaller_batches_removes_every_uncommitted_batch_it_reaches(tmp_path, summary_store):
     lake = Lake(str(tmp_path))
     run_batch(summary_store, lake, "p0o0-99", 0, 99, commit=True)
     run_batch(summary_store, lake, "p0o100-199", 100, 199, commit=False)
     run_batch(summary_store, lake, "p0o200-299", 200, 299, commit=False)  # crash after this one
-    # replay from 100 in batches of 50: the first replayed batch supersedes both uncommitted ones
+    # replay from 100 in batches of 50: each replayed batch supersedes the uncommitted ones it overlaps
     stale = manifest.superseded_files(summary_store, SOURCE, {0: (100, 149)}, "p0o100-149")
-    assert [b for b, _ in stale] == ["p0o100-199", "p0o200-299"]
+    assert [b for b, _ in stale] == ["p0o100-199"]
     for lo in range(100, 300, 50):
+        if lo == 200:
+            stale = manifest.superseded_files(summary_store, SOURCE, {0: (200, 249)}, "p0o200-249")
+            assert [b for b, _ in stale] == ["p0o200-299"]
         run_batch(summary_store, lake, f"p0o{lo}-{lo + 49}", lo, lo + 49, commit=True)
     assert lake_candids(lake) == list(range(BASE, BASE + 300))
     states = manifest.batches(summary_store)
     assert set(states["state"]) == {"committed"} and len(states) == 5
+
+
+def test_a_rerun_stopped_part_way_keeps_the_later_batches_of_the_earlier_run(tmp_path, summary_store):
+    """An archive night re-run from its start and stopped after its first batch (SIGTERM, a crash): the batches
+    it has not reached yet keep their files, so the lake still holds every committed alert once."""
+    lake = Lake(str(tmp_path))
+    for lo in range(0, 300, 100):
+        run_batch(summary_store, lake, f"night-p0o{lo}-{lo + 99}", lo, lo + 99, commit=True)
+    run_batch(summary_store, lake, "night-p0o0-99", 0, 99, commit=True)  # the re-run, stopped here
+    assert lake_candids(lake) == list(range(BASE, BASE + 300))
+    # the same re-run with another batch size: its first batch retires only what it overlaps
+    stale = manifest.superseded_files(summary_store, SOURCE, {0: (0, 149)}, "night-p0o0-149")
+    assert sorted(b for b, _ in stale) == ["night-p0o0-99", "night-p0o100-199"]
+    run_batch(summary_store, lake, "night-p0o0-149", 0, 149, commit=True)
+    assert lake_candids(lake) == [*range(BASE, BASE + 150), *range(BASE + 200, BASE + 300)]
+    run_batch(summary_store, lake, "night-p0o150-299", 150, 299, commit=True)
+    assert lake_candids(lake) == list(range(BASE, BASE + 300))
 
 
 def test_same_batch_rerun_with_different_chunking_leaves_no_duplicates(tmp_path, summary_store):

@@ -31,15 +31,12 @@ def _plan(targets, recorded, scanned, batch_size=10, refused=()):
     return [(b.batch_id, b.why, b.targets, b.messages) for b in planned], refused_
 
 
-def test_a_missing_alert_reruns_its_batch_and_every_later_one_it_supersedes():
+def test_a_missing_alert_reruns_its_batch_alone():
     spans = [{(SRC, 0): (a, a + 9)} for a in (0, 10, 20, 30)]
     planned, refused = _plan([(SRC, 0, 15), (SRC, 0, 17)], _manifest(*spans), _scanned(SRC, 0, range(40)))
     assert refused == []
-    assert planned == [
-        (_id(spans[1]), "missing", 2, 10),
-        (_id(spans[2]), "superseded", 0, 10),
-        (_id(spans[3]), "superseded", 0, 10),
-    ]  # never the first batch: its range ends before the re-run's first offset
+    # the batches before and after it do not overlap it: the manifest leaves them (and their alerts) alone
+    assert planned == [(_id(spans[1]), "missing", 2, 10)]
 
 
 def test_offsets_no_batch_covers_become_new_batches_inside_the_gaps():
@@ -47,13 +44,11 @@ def test_offsets_no_batch_covers_become_new_batches_inside_the_gaps():
     targets = [(SRC, 0, 12), (SRC, 0, 14), (SRC, 0, 33), (SRC, 0, 35), (SRC, 0, 37)]
     planned, refused = _plan(targets, _manifest(*spans), _scanned(SRC, 0, range(40)), batch_size=2)
     assert refused == []
-    new_12 = _id({(SRC, 0): (12, 14)})
     assert planned == [
-        (new_12, "new", 2, 2),  # only the missing messages, not 10-19's others
-        (_id(spans[1]), "superseded", 0, 10),  # a new batch at 12 retires 20-29: re-run it after
+        (_id({(SRC, 0): (12, 14)}), "new", 2, 2),  # only the missing messages, not 10-19's others
         (_id({(SRC, 0): (33, 35)}), "new", 2, 2),
         (_id({(SRC, 0): (37, 37)}), "new", 1, 1),
-    ]
+    ]  # inside the gaps: they overlap no recorded batch, so they retire none
 
 
 def test_a_batch_the_source_no_longer_holds_whole_is_never_superseded():
@@ -64,16 +59,24 @@ def test_a_batch_the_source_no_longer_holds_whole_is_never_superseded():
     assert [(r["offset"], "no longer holds whole" in r["reason"]) for r in refused] == [(7, True)]
 
 
-def test_multi_partition_batches_run_in_an_order_that_keeps_each_rerun():
+def test_multi_partition_batches_rerun_each_in_offset_order():
     t = "ztf"
     a = {(t, 0): (0, 9), (t, 1): (0, 4)}
     b = {(t, 0): (10, 19)}
     c = {(t, 1): (5, 14), (t, 0): (20, 25)}
     scanned = pd.concat([_scanned(t, 0, range(26)), _scanned(t, 1, range(15))])
-    planned, refused = _plan([(t, 1, 2)], _manifest(c, b, a), scanned)
+    planned, refused = _plan([(t, 1, 12), (t, 0, 2)], _manifest(c, b, a), scanned)
     assert refused == []
-    assert [p[0] for p in planned] == [_id(a), _id(b), _id(c)]
-    assert [p[1] for p in planned] == ["missing", "superseded", "superseded"]
+    assert [(p[0], p[1], p[2]) for p in planned] == [(_id(a), "missing", 1), (_id(c), "missing", 1)]
+
+
+def test_overlapping_recorded_batches_are_refused_not_guessed():
+    """Recorded batches overlap only if something wrote past the manifest (each batch retires those it
+    overlaps): re-running one would retire the other, so the repair says so instead."""
+    a, b = {(SRC, 0): (0, 9)}, {(SRC, 0): (5, 14)}
+    planned, refused = _plan([(SRC, 0, 2)], _manifest(a, b), _scanned(SRC, 0, range(15)))
+    assert planned == []
+    assert [(r["offset"], "overlap" in r["reason"]) for r in refused] == [(2, True)]
 
 
 def test_a_changed_source_is_refused():
