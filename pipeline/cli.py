@@ -20,6 +20,7 @@ from alert_broker.pipeline.driver import PostgresUnavailable, run
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.resources import warm_up_science
+from alert_broker.pipeline.shutdown import StopRequest
 from alert_broker.simulator.cli import register as register_simulator
 from alert_broker.storage import EmbeddedPostgres, Lake, LakeUnavailable, RawArchive, SummaryStore
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
@@ -61,8 +62,12 @@ EXIT_LAKE_DOWN = 5
 
 def cmd_run_night(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    stop = StopRequest()
     try:
-        report = run(settings)
+        report = run(settings, stop=stop)
+    except KeyboardInterrupt:  # a second SIGTERM / Ctrl-C: stopped at once (pipeline/shutdown.py)
+        log.error("stopped at once; what was not committed is read again by the next run of the same command")
+        return stop.exit_status if stop.signum else 130
     except PostgresUnavailable as err:
         log.error("%s; nothing past the last committed batch was committed: run the same command again", err)
         return EXIT_POSTGRES_DOWN
@@ -83,6 +88,8 @@ def cmd_run_night(args: argparse.Namespace) -> int:
         return EXIT_LAKE_DOWN
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
+    if report.status == "stopped":
+        return stop.exit_status  # 128 + the signal: the source's end was not reached
     return 0 if report.status == "ok" and report.alerts > 0 else 1
 
 

@@ -18,6 +18,7 @@ import logging
 import operator
 import os
 import re
+import signal
 import time
 import uuid
 from collections import defaultdict, deque
@@ -48,6 +49,7 @@ from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
 from alert_broker.pipeline.progress import Progress
 from alert_broker.pipeline.report import BatchReport, RunReport
 from alert_broker.pipeline.resources import BrokerWorkerPlugin, HistorySpec, LakeSpec, ModelSpec
+from alert_broker.pipeline.shutdown import StopRequest
 from alert_broker.pipeline.sinks import SINKS
 from alert_broker.pipeline.sources import KafkaBatches, Source, open_source
 from alert_broker.pipeline.steps import FilterSpec, RegionConfig
@@ -625,6 +627,7 @@ class Services:
             stamp_model=models.stamp,
             log_level=s.log_level,
             log_format=s.log_format,
+            ignore_sigint=not s.scheduler and s.cluster == "local",
         )
         self.client.register_plugin(plugin)
         return self
@@ -657,9 +660,18 @@ def _check_kafka(settings: Settings, sources: bool = True) -> None:
                 raise KafkaUnavailable(f"output stream {out}: {err}") from None
 
 
-def run(settings: Settings, source: Source | None = None) -> RunReport:
+def run(settings: Settings, source: Source | None = None, stop: StopRequest | None = None) -> RunReport:
     """Process a source to its end (an archive, or a topic until idle) and return the run's report.
-    ``source`` replaces the one the settings name (e.g. the integrity re-scan's batches to repair)."""
+    ``source`` replaces the one the settings name (e.g. the integrity re-scan's batches to repair).
+
+    SIGTERM or SIGINT (``stop``, made here when not given) ends the run early and cleanly: no new batch is read,
+    the batches in flight are finished and committed, the services stop, and the report says ``stopped``
+    (pipeline/shutdown.py); a second signal stops at once (``KeyboardInterrupt``, status ``interrupted``)."""
+    with stop if stop is not None else StopRequest() as stop:
+        return _run(settings, source, stop)
+
+
+def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunReport:
     t0 = time.perf_counter()
     _check_kafka(settings, sources=source is None)
     Lake(settings.lake, settings.storage_options or None).check()  # LakeUnavailable before anything starts
@@ -706,6 +718,8 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     source.on_revoke(drain_for_rebalance)
                     source.yield_idle = True  # empty batches while the topic is quiet
                 for messages in source.batches():
+                    if stop.requested:  # these messages are not committed: the next run reads them
+                        break
                     if messages:
                         if report.processing_started is None:
                             report.processing_started = time.perf_counter()
@@ -717,21 +731,25 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
                     # a quiet stream: commit what has finished rather than hold it until the next burst
                     while pending and not messages and _finished(pending[0]):
                         _complete_or_retry(broker, source, pending, report, bar)
+                if stop.requested and pending:
+                    log.info("stopping: finishing %d batches in flight", len(pending))
                 drain()
             broker.finish_compaction()
-            if settings.compact_history:
-                t = time.perf_counter()
-                done = broker.compact_history()
-                if done:
-                    report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
-            if settings.publish_lake and report.alerts:
-                # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
-                t = time.perf_counter()
-                published = publish(
-                    svc.dsn, settings.lake, settings.storage_options, history_order=settings.history_order
+            if stop.requested:
+                # the end-of-run compaction and publishing can take minutes, more than a pod's grace period: the
+                # next run (or `broker history compact`, `broker lake publish`) does them
+                name = signal.Signals(stop.signum).name if stop.signum else "a stop request"
+                report.notes["stopped"] = (
+                    f"{name}: stopped before the source's end; every batch read was committed or left for "
+                    "the next run (the same command resumes)"
                 )
-                log.info("%s (%.1f s)", published.render().splitlines()[0], time.perf_counter() - t)
-            status = "ok"
+                status = "stopped"
+            else:
+                _end_of_night(broker, svc.dsn, settings, report)
+                status = "ok"
+        except KeyboardInterrupt:  # a second stop signal (or Ctrl-C outside a StopRequest): stopped at once
+            status = "interrupted"
+            raise
         finally:
             source.close()
             report.notes.update(broker.notes)
@@ -742,6 +760,22 @@ def run(settings: Settings, source: Source | None = None) -> RunReport:
             except psycopg.Error as err:  # PostgreSQL down: the report on disk still tells what happened
                 log.error("could not record the run in PostgreSQL: %s", redact(str(err)).splitlines()[0])
     return report
+
+
+def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunReport) -> None:
+    """What a run does once its source is done: fold the history store, publish the analysis-ready tables."""
+    if settings.compact_history:
+        t = time.perf_counter()
+        done = broker.compact_history()
+        if done:
+            report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
+    if settings.publish_lake and report.alerts:
+        # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
+        t = time.perf_counter()
+        published = publish(
+            dsn, settings.lake, settings.storage_options, history_order=settings.history_order
+        )
+        log.info("%s (%.1f s)", published.render().splitlines()[0], time.perf_counter() - t)
 
 
 def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: RunReport, bar) -> None:

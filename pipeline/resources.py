@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -209,7 +210,12 @@ class BrokerWorkerPlugin(WorkerPlugin):
         stamp_model: ModelSpec | None = None,
         log_level: str = "INFO",
         log_format: str = "text",
+        ignore_sigint: bool = False,
     ) -> None:
+        """``ignore_sigint``: the workers are the driver's own processes (a LocalCluster). Ctrl-C in a terminal
+        signals the whole process group: the driver stops gracefully (pipeline/shutdown.py) and needs its
+        workers to finish the batches in flight, so they ignore SIGINT and stop when the driver closes them."""
+        self.ignore_sigint = ignore_sigint
         self.lc_models = lc_models
         self.stamp_model = stamp_model
         self.log_level = log_level
@@ -218,6 +224,8 @@ class BrokerWorkerPlugin(WorkerPlugin):
         self.startup_seconds: dict[str, float] = {}
 
     def setup(self, worker) -> None:  # noqa: ARG002 - the plugin interface
+        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         configure_logging(self.log_level, self.log_format)
         if self.log_level.upper() != "DEBUG":
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter

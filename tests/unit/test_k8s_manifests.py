@@ -46,3 +46,13 @@ def test_driver_args_parse_and_autoscaler_targets_cluster():
     auto = docs[("DaskAutoscaler", "broker")]
     assert auto["spec"]["cluster"] == "broker" and auto["spec"]["minimum"] <= auto["spec"]["maximum"]
     assert ("DaskCluster", "broker") in docs
+
+
+def test_the_driver_is_pid_1_and_has_time_to_finish_its_batches_on_sigterm():
+    """SIGTERM reaches the broker itself (no shell in between: the image's ENTRYPOINT is empty and the args start
+    with ``broker``), and the pod waits longer than the kubelet's default 30 s before SIGKILL."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _docs()}
+    pod = docs[("Deployment", "broker-driver")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][0] == "broker" and "command" not in pod["containers"][0]
+    assert "ENTRYPOINT []" in (K8S.parent / "Dockerfile").read_text()
+    assert pod["terminationGracePeriodSeconds"] >= 60
