@@ -566,6 +566,15 @@ class Services:
     outputs: list[Output] = field(default_factory=list)
 
     def __enter__(self) -> Services:
+        try:
+            return self._start()
+        except BaseException:
+            # a failure (or a second Ctrl-C) part-way through the start: stop what did start (the embedded
+            # PostgreSQL, the cluster), as ``__exit__`` would have, instead of leaving it running
+            self.stack.close()
+            raise
+
+    def _start(self) -> Services:
         s = self.settings
         models = RunModels.of(s)  # a model that cannot be found stops the run here, before anything starts
         worker_env: dict[str, str] = {}
