@@ -13,30 +13,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from alert_broker.pipeline.kafka import ensure_topic, produce
 from alert_broker.storage import Lake, SummaryStore
 from alert_broker.storage.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.e2e
 
 BROKER = Path(sys.executable).parent / "broker"
+#: alerts per night, in batches of 40: a run stopped 1.5 s into its processing has read ~100-200 of them
+N_FILES, BATCH = 400, "40"
 
 
 def _start(source: Path | str, out: Path, log: Path, *more: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    args = [
-        "run-night",
-        "--source",
-        str(source),
-        "--out",
-        str(out),
-        "--batch-size",
-        "40",
-        "--no-progress",
-        *more,
-    ]
+    args = ["run-night", "--source", str(source), "--out", str(out), "--batch-size", BATCH, "--no-progress"]
+    args += more
     with open(log, "w") as fh:  # its own session: a signal to its process group reaches nothing else
         return subprocess.Popen(
             [str(BROKER), *args, "--dashboard-address", ":0"],
@@ -53,7 +44,7 @@ def _stop_while_processing(
     while started not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
-    time.sleep(3.0)  # a few batches in flight
+    time.sleep(1.5)  # a few batches in flight
     children = psutil.Process(proc.pid).children(recursive=True)
     assert proc.poll() is None, "the night ended before the signal: make it longer"
     if group:
@@ -79,9 +70,7 @@ def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_the_same_comman
         pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
     night = tmp_path / "night"
     night.mkdir()
-    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[
-        :600
-    ]  # ~250 read per stopped run
+    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:N_FILES]
     for f in files:
         shutil.copy(f, night / f.name)
     out = tmp_path / "out"
@@ -111,49 +100,12 @@ def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_the_same_comman
             len(set(pg)),
             text[-4000:],
         )
-        assert len(seen) <= len(lake) < len(files)  # went on from the last run, stopped before the end
+        assert len(seen) <= len(lake) < len(files), len(lake)  # kept the last run's, stopped before the end
         seen = lake
 
     # the same command again: the rest of the night, each alert once
     log = tmp_path / "run-final.log"
     proc = _start(night, out, log)
-    assert proc.wait(300) == 0, log.read_text()[-3000:]
-    lake, pg = _stored(out)
-    assert len(lake) == len(set(lake)) == len(files) and sorted(lake) == sorted(pg)
-
-
-def test_sigterm_in_continuous_kafka_mode_commits_exactly_what_is_stored(
-    tmp_path, shared_data, kafka_bootstrap
-):
-    """The Kubernetes driver (``--kafka-idle-stop-s 0``) stopped by its pod's SIGTERM mid-stream: the consumer
-    group's committed offsets cover exactly the alerts stored, and the next driver goes on from there."""
-    if not BROKER.exists():
-        pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
-    files = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:600]
-    topic, group = f"ztf-stop-{os.getpid()}", "stop-test"
-    ensure_topic(kafka_bootstrap, topic, partitions=2)
-    produce(kafka_bootstrap, topic, [(f.name, f.read_bytes()) for f in files])
-    out = tmp_path / "out"
-    out.mkdir()
-    source = f"kafka://{kafka_bootstrap}/{topic}"
-
-    log = tmp_path / "run0.log"
-    proc = _start(source, out, log, "--kafka-group", group, "--kafka-idle-stop-s", "0")
-    _stop_while_processing(proc, log, group=False, sig=signal.SIGTERM, started="partitions assigned: ztf")
-    assert proc.returncode == 143, log.read_text()[-3000:]
-    lake, pg = _stored(out)
-    assert 0 < len(lake) < len(files) and len(set(lake)) == len(lake) and sorted(lake) == sorted(pg)
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in (0, 1)], timeout=10)
-    finally:
-        consumer.close()
-    assert sum(max(tp.offset, 0) for tp in committed) == len(
-        lake
-    )  # no commit ahead of the sinks, none behind
-
-    log = tmp_path / "run1.log"
-    proc = _start(source, out, log, "--kafka-group", group, "--kafka-idle-stop-s", "5")
     assert proc.wait(300) == 0, log.read_text()[-3000:]
     lake, pg = _stored(out)
     assert len(lake) == len(set(lake)) == len(files) and sorted(lake) == sorted(pg)
