@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 LIBRDKAFKA_REPEAT_S = 30.0
 # "Connect to ... failed: Connection refused (after 0ms in state CONNECT)": the timing is not part of its kind
-_ATTEMPT_DETAIL = re.compile(r"\(after \d+ms in state \w+[^)]*\)|\d+ms")
+_ATTEMPT_DETAIL = re.compile(r"\d+ms")
 LIBRDKAFKA_LOG.addFilter(
     RepeatFilter(LIBRDKAFKA_REPEAT_S, key=lambda message: _ATTEMPT_DETAIL.sub("", message))
 )
