@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from alert_broker.surveys.messages import RawMessage
@@ -78,10 +78,10 @@ def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
             tar.members = []
 
 
-def _iter_packets(path: Path) -> Iterator[tuple[str, bytes]]:
+def _iter_packets(path: Path) -> Iterator[tuple[str, bytes | Path]]:
+    """(key, payload) in offset order: a folder's payloads as paths (read only when needed), a tarball's bytes."""
     if path.is_dir():
-        for key, file in _folder_files(path):
-            yield key, file.read_bytes()
+        yield from _folder_files(path)
     elif path.is_file() and is_tarball(path):
         yield from _iter_tar(path)
     elif path.exists():
@@ -90,8 +90,13 @@ def _iter_packets(path: Path) -> Iterator[tuple[str, bytes]]:
         raise FileNotFoundError(f"archive {path} does not exist")
 
 
-def iter_archive(path: str | Path, batch_size: int, lazy: bool = False) -> Iterator[list[RawMessage]]:
+def iter_archive(
+    path: str | Path, batch_size: int, lazy: bool = False, skip: Sequence[tuple[int, int]] = ()
+) -> Iterator[list[RawMessage]]:
     """Yield the archive's packets as lists of at most ``batch_size`` RawMessages, in offset order.
+
+    ``skip``: inclusive offset ranges not to yield (a resumed run: the batches an earlier run committed). A batch
+    never spans a skipped range, so its offsets ``first..last`` overlap no committed batch's in the manifest.
 
     ``key`` is the packet's path relative to the archive root, so a dead letter names the file to look at.
     Non-.avro files and tar members are ignored (see the module docstring). ``lazy=True`` (folders only)
@@ -104,11 +109,17 @@ def iter_archive(path: str | Path, batch_size: int, lazy: bool = False) -> Itera
     path = Path(os.fspath(path))
     source = archive_source(path)
     batch: list[RawMessage] = []
-    if lazy and path.is_dir():
-        packets: Iterator[tuple[str, bytes | Path]] = iter(_folder_files(path))
-    else:
-        packets = _iter_packets(path)
+    # a folder's files are read only once known not skipped (and, lazily, by the workers)
+    packets = _iter_packets(path)
+    skipped = _Skipper(skip)
     for offset, (key, data) in enumerate(packets):
+        if skipped(offset):
+            if batch:
+                yield batch
+                batch = []
+            continue
+        if isinstance(data, Path) and not lazy:
+            data = data.read_bytes()
         if isinstance(data, Path):
             msg = RawMessage(source=source, partition=0, offset=offset, payload=b"", key=key, path=str(data))
         else:
@@ -119,6 +130,19 @@ def iter_archive(path: str | Path, batch_size: int, lazy: bool = False) -> Itera
             batch = []
     if batch:
         yield batch
+
+
+class _Skipper:
+    """``skipper(offset)``: whether ``offset`` is in one of the ranges, asked in increasing offset order."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]) -> None:
+        self._ranges = sorted((int(a), int(b)) for a, b in ranges)
+        self._i = 0
+
+    def __call__(self, offset: int) -> bool:
+        while self._i < len(self._ranges) and self._ranges[self._i][1] < offset:
+            self._i += 1
+        return self._i < len(self._ranges) and self._ranges[self._i][0] <= offset
 
 
 def count_archive(path: str | Path) -> int:

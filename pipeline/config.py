@@ -269,6 +269,14 @@ class Settings:
             "probabilities, deduplicated light curves: docs/lake-tables.md); reads the whole history store"
         },
     )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "archives: skip the packets an earlier run of the same archive committed (the batch "
+            "manifest), e.g. after a stop; without it a night is processed from its start. Kafka always resumes "
+            "from its committed offsets"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar (terminals)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(

@@ -51,7 +51,7 @@ from alert_broker.pipeline.report import BatchReport, RunReport
 from alert_broker.pipeline.resources import BrokerWorkerPlugin, HistorySpec, LakeSpec, ModelSpec
 from alert_broker.pipeline.shutdown import StopRequest
 from alert_broker.pipeline.sinks import SINKS
-from alert_broker.pipeline.sources import KafkaBatches, Source, open_source
+from alert_broker.pipeline.sources import KafkaBatches, Source, archives, open_source
 from alert_broker.pipeline.steps import FilterSpec, RegionConfig
 from alert_broker.pipeline.tasks import (
     DecodeConfig,
@@ -694,6 +694,8 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
         log.info("classifiers: %s", ", ".join(used) if used else "none (switched off)")
         source = source if source is not None else open_source(settings)
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
+        if settings.resume:
+            report.resumed_skipped = _resume(source, svc.store)
         report.startup_seconds = time.perf_counter() - t0
         svc.store.start_run(broker.run_id, source.name, settings.public_dict())
         if settings.metrics_port:
@@ -750,7 +752,8 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
                 name = signal.Signals(stop.signum).name if stop.signum else "a stop request"
                 report.notes["stopped"] = (
                     f"{name}: stopped before the source's end; every batch read was committed or left for "
-                    "the next run (the same command resumes)"
+                    "the next run (a Kafka source resumes from its committed offsets; an archive with --resume, "
+                    "else from its start)"
                 )
                 status = "stopped"
             else:
@@ -771,6 +774,17 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
     return report
 
 
+def _resume(source: Source, store: SummaryStore) -> int:
+    """``--resume``: each archive skips what earlier runs of it committed; returns the packets skipped. Kafka
+    needs nothing: its consumer group resumes from the committed offsets anyway."""
+    skipped = 0
+    for archive in archives(source):
+        n = archive.resume(manifest.committed_ranges(store, archive.name).get(0, []))
+        log.info("resuming %s: %d packets committed by an earlier run are skipped", archive.name, n)
+        skipped += n
+    return skipped
+
+
 def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunReport) -> None:
     """What a run does once its source is done: fold the history store, publish the analysis-ready tables."""
     if settings.compact_history:
@@ -778,7 +792,8 @@ def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunRepor
         done = broker.compact_history()
         if done:
             report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
-    if settings.publish_lake and report.alerts:
+    # a resumed run with nothing left still publishes: the stopped run it resumes did not
+    if settings.publish_lake and (report.alerts or report.resumed_skipped):
         # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
         t = time.perf_counter()
         published = publish(

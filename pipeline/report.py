@@ -130,6 +130,7 @@ class RunReport:
     total_alerts: int = 0
     total_dead_letters: int = 0
     total_wall: float = 0.0
+    resumed_skipped: int = 0  # packets an earlier run had committed, skipped by ``--resume``
     counts: dict[str, int] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     worker_steps: dict[str, float] = field(default_factory=dict)
@@ -188,6 +189,7 @@ class RunReport:
             "lake": self.lake,
             "batches": self.n_batches,
             "messages_read": self.messages,
+            "resumed_skipped": self.resumed_skipped,
             "alerts_written": self.alerts,
             "dead_letters": self.dead_letters,
             "objects": len(self.objects),
@@ -225,7 +227,12 @@ class RunReport:
             f"Night summary — run {s['run_id']} ({s['status']})",
             f"  source            {s['source']}" + (f"  night {s['night']}" if s["night"] else ""),
             f"  lake              {s['lake']}",
-            f"  messages read     {s['messages_read']}",
+            f"  messages read     {s['messages_read']}"
+            + (
+                f" (resumed: {s['resumed_skipped']} committed earlier, skipped)"
+                if s["resumed_skipped"]
+                else ""
+            ),
             f"  alerts written    {s['alerts_written']}",
             f"  dead letters      {s['dead_letters']}",
         ]

@@ -33,15 +33,34 @@ class ArchiveSource:
         self.batch_size = batch_size
         self.read_on_workers = read_on_workers
         self.name = archive_source(self.path)
+        self.skip: list[tuple[int, int]] = []  # offset ranges an earlier run committed (``resume``)
 
     def batches(self) -> Iterator[list[RawMessage]]:
-        return iter_archive(self.path, self.batch_size, lazy=self.read_on_workers)
+        return iter_archive(self.path, self.batch_size, lazy=self.read_on_workers, skip=self.skip)
 
     def commit(self, messages: list[RawMessage]) -> None:
         """Nothing to acknowledge: the batch manifest records what an archive run has written."""
 
+    def resume(self, committed: list[tuple[int, int]]) -> int:
+        """Skip the offsets an earlier run of this archive committed (``committed``: the manifest's ranges of
+        partition 0); returns how many. The offsets are positions in the archive's fixed order, so they mean
+        the same packets only if the archive is the one that run read: one holding fewer packets than the
+        committed offsets reach is refused (a folder that lost or gained files in the middle cannot be told
+        from the same archive; docs/guarantees.md)."""
+        if not committed:
+            return 0
+        n = count_archive(self.path)
+        last = max(b for _, b in committed)
+        if last >= n:
+            raise ValueError(
+                f"cannot resume {self.name}: an earlier run committed offsets up to {last}, but {self.path} holds "
+                f"{n} packets, so it is not the archive that run read (run without --resume to process it whole)"
+            )
+        self.skip = list(committed)
+        return sum(b - a + 1 for a, b in committed)
+
     def total(self) -> int | None:
-        return count_archive(self.path)
+        return count_archive(self.path) - sum(b - a + 1 for a, b in self.skip)
 
     def close(self) -> None:
         pass
@@ -157,6 +176,12 @@ class MultiSource:
     def close(self) -> None:
         for s in self.sources:
             s.close()
+
+
+def archives(source: Source) -> list[ArchiveSource]:
+    """The archives a source reads (itself, or those of a :class:`MultiSource`)."""
+    parts = source.sources if isinstance(source, MultiSource) else [source]
+    return [s for s in parts if isinstance(s, ArchiveSource)]
 
 
 def _open_one(src: str, settings: Settings, local: bool) -> Source:

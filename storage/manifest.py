@@ -187,6 +187,25 @@ def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batc
     return deleted
 
 
+def committed_ranges(store: SummaryStore, source: str) -> dict[int, list[tuple[int, int]]]:
+    """The offset ranges of ``source`` whose batches committed, ``{partition: [(first, last), ...]}`` sorted and
+    with touching ranges merged: what a resumed archive run skips (``--resume``). Batches only started or
+    written (a crash before the commit) are not in it: their offsets are processed again."""
+    rows = store.conn.execute(
+        "SELECT r.partition, r.first_offset, r.last_offset"
+        " FROM batch_range r JOIN batch_manifest m USING (batch_id) WHERE r.source = %s AND m.state = 'committed' ORDER BY r.partition, r.first_offset",
+        (source,),
+    ).fetchall()
+    out: dict[int, list[tuple[int, int]]] = {}
+    for p, first, last in rows:
+        merged = out.setdefault(int(p), [])
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], int(last)))
+        else:
+            merged.append((int(first), int(last)))
+    return out
+
+
 def batches(store: SummaryStore, source: str | None = None) -> pd.DataFrame:
     """The manifest as a frame (one row per batch and partition), for people and tests."""
     return store.fetch_df(

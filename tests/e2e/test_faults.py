@@ -218,8 +218,9 @@ def _kill_after_three_batches(cmd: list[str], out: Path) -> dict[str, str]:
 
 
 def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
-    """SIGKILL of the driver's whole process group mid-night, then the same command again: it resumes from the
-    manifest and completes; the embedded PostgreSQL the killed run left is adopted and stopped at the end."""
+    """SIGKILL of the driver's whole process group mid-night, then the same command with --resume: it skips the
+    batches committed, redoes those written but not committed (retiring their files), and completes; the
+    embedded PostgreSQL the killed run left is adopted and stopped at the end."""
     import subprocess
     import sys
 
@@ -232,7 +233,9 @@ def test_the_driver_killed_mid_night_then_restarted(tmp_path, night):
     env = _kill_after_three_batches(cmd, out)
     left = _postmasters(out / "pg")
     # the killed run's embedded PostgreSQL may survive it (the wheel starts it in its own session) ...
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    again = subprocess.run(
+        cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     if left:
         assert "adopting the embedded PostgreSQL" in again.stderr

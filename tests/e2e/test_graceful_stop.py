@@ -1,5 +1,6 @@
 """SIGTERM (Kubernetes stopping the driver's pod) and Ctrl-C (SIGINT to the terminal's whole process group) stop a
-night cleanly: the batches in flight are committed, nothing is left running, and the same command resumes."""
+night cleanly: the batches in flight are committed, nothing is left running, and the same command with --resume
+goes on from there."""
 
 from __future__ import annotations
 
@@ -63,9 +64,7 @@ def _stored(out: Path) -> tuple[list[int], list[int]]:
     return lake, pg_candids
 
 
-def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_the_same_command_resumes(
-    tmp_path, shared_data
-):
+def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_resume_goes_on(tmp_path, shared_data):
     if not BROKER.exists():
         pytest.skip(f"the broker script is not installed next to {sys.executable} (run make setup)")
     night = tmp_path / "night"
@@ -79,7 +78,7 @@ def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_the_same_comman
     seen: list[int] = []
     for n, (group, sig) in enumerate([(True, signal.SIGINT), (False, signal.SIGTERM)]):
         log = tmp_path / f"run{n}.log"
-        proc = _start(night, out, log)
+        proc = _start(night, out, log)  # the second from the start again, retiring only what it overlaps
         children = _stop_while_processing(proc, log, group, sig)
         text = log.read_text()
         assert proc.returncode == 128 + sig, text[-3000:]  # the shell's convention: stopped by that signal
@@ -103,9 +102,13 @@ def test_sigint_and_sigterm_stop_after_the_batches_in_flight_and_the_same_comman
         assert len(seen) <= len(lake) < len(files), len(lake)  # kept the last run's, stopped before the end
         seen = lake
 
-    # the same command again: the rest of the night, each alert once
+    # the same command with --resume: only the rest of the night, then each alert once
     log = tmp_path / "run-final.log"
-    proc = _start(night, out, log)
+    proc = _start(night, out, log, "--resume")
     assert proc.wait(300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert f"messages read     {len(files) - len(seen)} (resumed: {len(seen)} committed earlier" in text, (
+        text[-2000:]
+    )
     lake, pg = _stored(out)
     assert len(lake) == len(set(lake)) == len(files) and sorted(lake) == sorted(pg)

@@ -7,6 +7,7 @@ offsets must be committed only after the sinks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tarfile
@@ -159,6 +160,13 @@ def test_archive_night_exactly_once_and_rerun(tmp_path, night_dir, summary_store
     assert counts_after == counts_before
     assert summary_store.count("alert") == N_GOOD
     assert summary_store.count("object") == len(objects)
+
+    # --resume over a night already committed reads nothing, yet publishes (a stopped run leaves that undone)
+    shutil.rmtree(Path(settings.lake) / "objects_current")
+    report3 = run(dataclasses.replace(settings, resume=True))
+    assert report3.status == "ok" and report3.messages == 0 and report3.resumed_skipped == n_files
+    assert {t: len(lake.read_table(t)) for t in counts_before} == counts_before
+    assert (Path(settings.lake) / "objects_current").is_dir()
 
 
 def test_tar_gz_archive_equals_folder(tmp_path, night_dir, summary_store):

@@ -183,3 +183,23 @@ def test_batch_that_died_before_listing_its_files_is_superseded_by_name(tmp_path
     assert len(deleted) == 2 and lake.find_batch_files("src-p0o0-99") == []
     assert sorted(lake.read_table("alerts")["candid"]) == [3, 4]
     assert manifest.batches(summary_store).empty
+
+
+def test_committed_ranges_merge_touching_batches_and_leave_out_uncommitted_ones(summary_store):
+    """What a resumed archive run skips: committed ranges only, per partition, touching ones merged."""
+    for batch_id, first, last, committed in [
+        ("a", 0, 39, True),
+        ("b", 40, 79, True),
+        ("c", 80, 119, False),  # written, never committed (a crash): processed again
+        ("d", 160, 199, True),
+        ("e", 200, 209, True),
+    ]:
+        manifest.record_batch(summary_store, batch_id, {0: (first, last)}, [], source="archive:n")
+        if committed:
+            manifest.mark_committed(summary_store, batch_id)
+    manifest.record_batch(summary_store, "k", {1: (5, 9)}, [], source="archive:n")
+    manifest.mark_committed(summary_store, "k")
+    manifest.record_batch(summary_store, "other", {0: (0, 500)}, [], source="archive:m")
+    manifest.mark_committed(summary_store, "other")
+    assert manifest.committed_ranges(summary_store, "archive:n") == {0: [(0, 79), (160, 209)], 1: [(5, 9)]}
+    assert manifest.committed_ranges(summary_store, "archive:none") == {}

@@ -144,3 +144,34 @@ def test_a_tarball_is_streamed_without_keeping_the_members_it_has_read(tmp_path,
         assert payload == b"abc"
         kept.append(len(opened[0].members))
     assert len(kept) == 50 and max(kept) <= 1
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_skipped_ranges_are_not_read_and_no_batch_spans_one(tmp_path, lazy):
+    """A resumed run skips what an earlier run committed; a batch stops at a skipped range, so its first..last
+    offsets overlap no committed batch (the manifest would retire that batch's files otherwise)."""
+    folder = make_folder(tmp_path / "n", {f"{i:03d}.avro": bytes([i]) for i in range(12)})
+    (folder / "003.avro").unlink()  # offsets: 0..10 over the 11 files left
+    (folder / "004.avro").write_bytes(b"")  # skipped below: never read, so an empty file does not matter
+    batches = list(iter_archive(folder, 4, lazy=lazy, skip=[(3, 4), (8, 8)]))
+    assert [[m.offset for m in b] for b in batches] == [[0, 1, 2], [5, 6, 7], [9, 10]]
+    got = [m.loaded().payload if lazy else m.payload for b in batches for m in b]
+    assert got == [bytes([i]) for i in (0, 1, 2, 6, 7, 8, 10, 11)]
+    tarball = make_tarball(tmp_path / "n.tar.gz", folder)
+    assert list(iter_archive(tarball, 4, skip=[(3, 4), (8, 8)])) == list(
+        iter_archive(folder, 4, skip=[(3, 4), (8, 8)])
+    )
+    assert list(iter_archive(folder, 4, skip=[(0, 10)])) == []
+
+
+def test_resume_skips_the_committed_offsets_and_refuses_an_archive_they_do_not_fit(tmp_path):
+    from alert_broker.pipeline.sources import ArchiveSource
+
+    folder = make_folder(tmp_path / "n", {f"{i:03d}.avro": bytes([i]) for i in range(10)})
+    src = ArchiveSource(folder, batch_size=3)
+    assert src.resume([]) == 0 and src.total() == 10
+    assert src.resume([(0, 5), (8, 8)]) == 7
+    assert src.total() == 3
+    assert [[m.offset for m in b] for b in src.batches()] == [[6, 7], [9]]
+    with pytest.raises(ValueError, match="holds 10 packets, so it is not the archive"):
+        ArchiveSource(folder, batch_size=3).resume([(0, 10)])
