@@ -795,11 +795,10 @@ def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunRepor
     # a resumed run with nothing left still publishes: the stopped run it resumes did not
     if settings.publish_lake and (report.alerts or report.resumed_skipped):
         # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)
-        t = time.perf_counter()
         published = publish(
             dsn, settings.lake, settings.storage_options, history_order=settings.history_order
         )
-        log.info("%s (%.1f s)", published.render().splitlines()[0], time.perf_counter() - t)
+        log.info("%s", published.render().splitlines()[0])  # its own time in it
 
 
 def _complete_or_retry(broker: Broker, source: Source, pending: deque, report: RunReport, bar) -> None:
