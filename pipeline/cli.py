@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -16,9 +18,10 @@ from alert_broker.classifiers.training import register as register_training
 from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
-from alert_broker.pipeline.driver import PostgresUnavailable, run
+from alert_broker.pipeline.driver import PostgresUnavailable, lc_models, run
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
+from alert_broker.pipeline.reclassify import NoStoredFeatures, reclassify_models
 from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.pipeline.shutdown import StopRequest
 from alert_broker.simulator.cli import register as register_simulator
@@ -187,6 +190,37 @@ class _Null:
         return None
 
 
+def cmd_reclassify(args: argparse.Namespace) -> int:
+    """Re-score the stored objects with the light-curve models ``--lc-model`` names (pipeline/reclassify.py)."""
+    settings = _settings(args)
+    try:
+        specs = lc_models(settings)
+    except ValueError as err:  # a model the registry does not have
+        log.error("%s", err)
+        return 2
+    if not specs:
+        log.error("--lc-model names no model: nothing to re-score")
+        return 2
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        try:
+            reports = reclassify_models(settings, pg.dsn, specs, oids=args.oid or None, dry_run=args.dry_run)
+        except NoStoredFeatures as err:
+            log.error("%s", err)
+            return 1
+    for r in reports:
+        print(r.render())
+    folder = Path(settings.reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path, n = folder / f"reclassify-{stamp}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"reclassify-{stamp}-{n}.json"
+    path.write_text(json.dumps([r.summary() for r in reports], indent=2))
+    print(f"report written to {path.resolve()}")
+    return 0 if any(r.objects for r in reports) else 1
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     """Push a night archive to a Kafka topic (replaying a night, or a load test at a given rate)."""
     url = parse_kafka_url(args.to)
@@ -304,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--order", type=int, default=None, help="HEALPix order of the HATS tables (default: by size)"
     )
     p.set_defaults(func=cmd_lake)
+
+    p = sub.add_parser(
+        "reclassify",
+        help="re-score the objects in the database with a light-curve model (from their stored features)",
+    )
+    _add_settings_flags(p)  # --lc-model (name[:version], auto), --out, --pg-dsn, --models, --no-publish-lake
+    p.add_argument("--oid", action="append", help="only this object (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="score and report what would change, write nothing")
+    p.set_defaults(func=cmd_reclassify)
 
     register_training(sub)
 

@@ -927,18 +927,25 @@ class RunModels:
 
     @classmethod
     def of(cls, settings: Settings) -> RunModels:
-        root = models_root(settings)
-        spec = (settings.lc_model or "").strip()
-        if spec.lower() == "auto":
-            lc = tuple(resolve_model("auto", name, root, "--lc-model") for name in DEFAULT_LC_MODELS)
-        else:
-            lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
-        lc = tuple(m for m in lc if m is not None)
+        lc = lc_models(settings)
         return cls(
             lc=lc,
-            stamp=resolve_model(settings.stamp_model, "stamp_classifier", root, "--stamp-model"),
+            stamp=resolve_model(
+                settings.stamp_model, "stamp_classifier", models_root(settings), "--stamp-model"
+            ),
             feature_version=magnitude_feature_version(lc),
         )
+
+
+def lc_models(settings: Settings) -> tuple[ModelSpec, ...]:
+    """The light-curve models ``--lc-model`` names (comma-separated ``name[:version]``, ``auto``, ``none``)."""
+    root = models_root(settings)
+    spec = (settings.lc_model or "").strip()
+    if spec.lower() == "auto":
+        lc = tuple(resolve_model("auto", name, root, "--lc-model") for name in DEFAULT_LC_MODELS)
+    else:
+        lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
+    return tuple(m for m in lc if m is not None)
 
 
 def magnitude_feature_version(models: tuple[ModelSpec, ...]) -> str:

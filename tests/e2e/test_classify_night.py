@@ -109,3 +109,81 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
     lake = Lake(settings.lake).read_table("probabilities", dedupe=True)
     assert set(lake[lake["classifier_name"] == "stamp_classifier"]["oid"]) == set(first)
     assert np.isfinite(pd.to_numeric(lake["probability"])).all()
+
+
+def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, capsys):
+    """`broker reclassify` after a night: the run's own model, re-scoring the vectors PostgreSQL stored, gives
+    the probabilities the workers gave (the JSON round trip loses nothing a model reads); another version adds its
+    rows beside the run's and reports the class changes the rows show; a model reading a feature version the
+    database does not hold is refused, naming what it holds."""
+    import json
+
+    from alert_broker.pipeline.cli import main
+
+    src, _ = night
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    settings = load_settings(
+        env=env,
+        overrides=dict(
+            source=str(src), out=str(out), pg_dsn=summary_store.dsn, n_workers=1, threads_per_worker=2,
+            batch_size=40, dashboard_address=":0", progress=False, stamp_model="none",
+        ),
+    )  # fmt: skip
+    assert run(settings).status == "ok"
+    query = (
+        "SELECT oid, classifier_name, class_name, probability, ranking FROM probability"
+        " WHERE classifier_version = %s AND classifier_name LIKE 'lc_hierarchical%%' ORDER BY 1, 2, 3"
+    )
+    run_version = summary_store.fetch_df("SELECT DISTINCT classifier_version FROM probability")[
+        "classifier_version"
+    ].tolist()
+    assert len(run_version) == 1
+    by_run = summary_store.fetch_df(query, (run_version[0],))
+    n_objects = summary_store.count("feature")
+    assert n_objects >= 3 and by_run["oid"].nunique() == n_objects
+
+    def reclassify(*more: str) -> tuple[int, list[dict]]:
+        before = set((out / "reports").glob("reclassify-*.json"))
+        rc = main(["reclassify", "--out", str(out), "--pg-dsn", summary_store.dsn, *more])
+        new = set((out / "reports").glob("reclassify-*.json")) - before
+        return rc, [r for p in new for r in json.loads(p.read_text())]
+
+    # the run's model (auto: the LSST model has no stored flux features here and is skipped)
+    rc, (rep,) = reclassify("--lc-model", "auto")
+    assert rc == 0 and rep["version"] == run_version[0] and rep["objects"] == n_objects
+    again = summary_store.fetch_df(query, (run_version[0],))
+    pd.testing.assert_frame_equal(again.drop(columns="probability"), by_run.drop(columns="probability"))
+    assert np.abs(again["probability"] - by_run["probability"]).max() < 1e-9
+
+    # another version: a dry run writes nothing, the real one adds its rows and its taxonomy
+    other = "1.5.0"
+    rc, (dry,) = reclassify("--lc-model", f"lc_hierarchical:{other}", "--dry-run")
+    assert rc == 0 and not dry["written"] and summary_store.fetch_df(query, (other,)).empty
+    rc, (rep,) = reclassify("--lc-model", f"lc_hierarchical:{other}")
+    mine = summary_store.fetch_df(query, (other,))
+    assert rc == 0 and mine["oid"].nunique() == n_objects == rep["objects"]
+    assert summary_store.fetch_df(query, (run_version[0],)).equals(again)  # the run's rows stay
+    tax = summary_store.fetch_df(
+        "SELECT DISTINCT class_name FROM taxonomy WHERE classifier_version = %s", (other,)
+    )
+    assert set(mine["class_name"]) <= set(tax["class_name"])
+    top = {v: f[(f["ranking"] == 1) & (f["classifier_name"] == "lc_hierarchical")].set_index("oid")["class_name"]
+           for v, f in ((other, mine), (run_version[0], again))}  # fmt: skip
+    changed = int((top[other] != top[run_version[0]].reindex(top[other].index)).sum())
+    assert rep["previous_version"] == run_version[0] and rep["compared"] == n_objects
+    assert rep["changed"] == changed == dry["changed"]
+    assert sum(rep["top_classes"].values()) == n_objects
+
+    # one object only
+    oid = sorted(top[other].index)[0]
+    rc, (rep,) = reclassify("--lc-model", "lc_hierarchical:1.4.0", "--oid", oid)
+    assert rc == 0 and rep["objects"] == 1
+    assert set(summary_store.fetch_df(query, ("1.4.0",))["oid"]) == {oid}
+
+    # a model on features the database does not hold
+    capsys.readouterr()
+    rc, reports = reclassify("--lc-model", "lc_hierarchical:1.1.0")
+    err = capsys.readouterr().err
+    assert rc == 1 and not reports and summary_store.fetch_df(query, ("1.1.0",)).empty
+    assert "lc-features-1.0.0" in err and f"lc-features-1.1.0 ({n_objects} objects)" in err

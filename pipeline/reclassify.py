@@ -1,0 +1,242 @@
+"""Re-score the objects already in the database with a light-curve model (``broker reclassify``).
+
+Why: a new model version (better classes on real data) should reach the objects seen on earlier nights, not only
+the alerts that come after it, and re-running every night to get there would decode, correct and re-feature
+everything again. The pipeline keeps each object's latest feature vector per feature version in PostgreSQL
+(``feature``: JSON, NaN as null, what ``pipeline.sinks.feature_summary`` writes), and that vector is exactly what
+the run's classifier read. So a model trained on a stored feature version re-scores from it, in chunks of objects,
+on the driver alone (a forest over 20,000 vectors takes seconds: no cluster needed), and upserts its
+``probability``, ``outlier_score`` and ``taxonomy`` rows. Rows are keyed by classifier name *and version*: the
+earlier version's rows stay (the API shows every version; ``probabilities_latest`` and the explorer the latest),
+and re-scoring with the same version again only rewrites its own rows.
+
+A model trained on a feature version the database does not hold (e.g. ``lc_hierarchical 1.1.0`` reads
+``lc-features-1.0.0``) cannot be served from it: that is an error that names the versions stored, never a silent
+nothing. The per-batch lake tables (``probabilities``, ``outlier_scores``) are the record of what each batch said
+when it ran and are not rewritten; ``probabilities_latest`` is republished (``--no-publish-lake`` skips it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alert_broker.api.publish import PLAIN_TABLES, publish, version_key
+from alert_broker.classifiers import load as load_model
+from alert_broker.classifiers.registry import read_metadata
+from alert_broker.classifiers.taxonomy import taxonomy_rows
+from alert_broker.features.lightcurve import FEATURE_VERSION
+from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.resources import ModelSpec
+from alert_broker.storage import SummaryStore
+
+log = logging.getLogger(__name__)
+
+#: Objects read, scored and written at a time: ~170 features as JSON are ~6 kB an object.
+CHUNK = 20_000
+
+
+class NoStoredFeatures(ValueError):
+    """The model reads a feature version the database holds no vector of."""
+
+
+@dataclass
+class ReclassifyReport:
+    classifier: str
+    version: str
+    feature_version: str
+    objects: int = 0
+    top_classes: Counter = field(default_factory=Counter)  # objects per most probable class
+    previous_version: str | None = None  # the latest other version of this classifier stored before
+    compared: int = 0  # objects that version had scored too
+    changed: int = 0  # ... whose most probable class is now another
+    transitions: Counter = field(default_factory=Counter)  # (old class, new class) -> objects
+    seconds: float = 0.0
+    written: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "classifier": self.classifier,
+            "version": self.version,
+            "feature_version": self.feature_version,
+            "objects": self.objects,
+            "top_classes": dict(self.top_classes.most_common()),
+            "previous_version": self.previous_version,
+            "compared": self.compared,
+            "changed": self.changed,
+            "transitions": {f"{a} -> {b}": n for (a, b), n in self.transitions.most_common()},
+            "seconds": round(self.seconds, 3),
+            "written": self.written,
+        }
+
+    def render(self) -> str:
+        what = "re-scored" if self.written else "would re-score (dry run, nothing written)"
+        lines = [
+            f"{self.classifier} {self.version}: {what} {self.objects} objects from their stored "
+            f"{self.feature_version} vectors in {self.seconds:.1f} s"
+        ]
+        if self.top_classes:
+            lines.append(
+                "  most probable class  " + ", ".join(f"{c} {n}" for c, n in self.top_classes.most_common())
+            )
+        if self.previous_version is not None:
+            share = f" ({100 * self.changed / self.compared:.1f} %)" if self.compared else ""
+            lines.append(
+                f"  against {self.previous_version}: {self.changed} of {self.compared} objects change their most "
+                f"probable class{share}"
+            )
+            for (a, b), n in self.transitions.most_common(8):
+                lines.append(f"    {a:>15} -> {b:<15} {n}")
+        return "\n".join(lines)
+
+
+def feature_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The stored ``feature`` rows (``oid``, ``features`` as {name: value or None}) as the wide float frame a
+    model reads: one row per object, ``oid`` first, a stored null as NaN. Names absent from a vector are NaN."""
+    if rows.empty:
+        return pd.DataFrame({"oid": pd.Series([], dtype="string")})
+    wide = pd.DataFrame.from_records(list(rows["features"]), index=range(len(rows)))
+    wide = wide.apply(pd.to_numeric, errors="coerce").astype("float64")
+    wide.insert(0, "oid", rows["oid"].astype("string").to_numpy())
+    return wide
+
+
+def stored_feature_versions(store: SummaryStore) -> dict[str, int]:
+    """Feature version -> objects with a stored vector of it."""
+    df = store.fetch_df("SELECT feature_version, count(*) AS n FROM feature GROUP BY 1 ORDER BY 1")
+    return {str(v): int(n) for v, n in zip(df["feature_version"], df["n"], strict=True)}
+
+
+def _previous_version(store: SummaryStore, name: str, version: str) -> str | None:
+    df = store.fetch_df(
+        "SELECT DISTINCT classifier_version FROM probability WHERE classifier_name = %s AND classifier_version <> %s",
+        (name, version),
+    )
+    known = sorted(df["classifier_version"].astype(str), key=version_key)
+    return known[-1] if known else None
+
+
+def _top_class(prob: pd.DataFrame, name: str) -> pd.Series:
+    """oid -> most probable class of classifier ``name`` in long probability rows."""
+    first = prob[(prob["classifier_name"] == name) & (prob["ranking"] == 1)]
+    return pd.Series(first["class_name"].astype(str).to_numpy(), index=first["oid"].astype(str).to_numpy())
+
+
+def _chunks(store: SummaryStore, feature_version: str, chunk: int, oids: list[str] | None):
+    """The stored vectors of ``feature_version`` in oid order, ``chunk`` objects at a time (keyset paging: no
+    server-side cursor held across the writes, and each page is an index range scan)."""
+    after = ""
+    while True:
+        rows = store.fetch_df(
+            "SELECT oid, features FROM feature WHERE feature_version = %s AND oid > %s"
+            " AND (%s::text[] IS NULL OR oid = ANY(%s::text[])) ORDER BY oid LIMIT %s",
+            (feature_version, after, oids, oids, chunk),
+        )
+        if rows.empty:
+            return
+        yield rows
+        if len(rows) < chunk:
+            return
+        after = str(rows["oid"].iloc[-1])
+
+
+def reclassify(
+    store: SummaryStore,
+    spec: ModelSpec,
+    *,
+    chunk: int = CHUNK,
+    oids: list[str] | None = None,
+    dry_run: bool = False,
+) -> ReclassifyReport:
+    """Re-score every object with a stored vector of the model's feature version (or only ``oids``) and upsert
+    the model's probability, outlier-score and taxonomy rows (not with ``dry_run``). The report compares the most
+    probable class with the latest other version of the same classifier stored before."""
+    t0 = time.perf_counter()
+    feature_version = read_metadata(spec.name, spec.version, root=spec.root).get(
+        "feature_version", FEATURE_VERSION
+    )
+    stored = stored_feature_versions(store)
+    if feature_version not in stored:
+        held = ", ".join(f"{v} ({n} objects)" for v, n in stored.items()) or "none"
+        raise NoStoredFeatures(
+            f"{spec.name} {spec.version} reads {feature_version} features, and the database holds no vector of "
+            f"that version (it holds: {held}). Re-score with a model trained on a stored version, or run the "
+            f"nights again with --lc-model {spec.name}:{spec.version} (the run computes the features its models read)"
+        )
+    model = load_model(spec.name, spec.version, root=spec.root)
+    report = ReclassifyReport(spec.name, spec.version, feature_version, written=not dry_run)
+    report.previous_version = _previous_version(store, spec.name, spec.version)
+    if not dry_run:
+        store.upsert("taxonomy", taxonomy_rows(model))
+    for rows in _chunks(store, feature_version, chunk, oids):
+        x = feature_frame(rows)
+        if hasattr(model, "classify"):  # the hierarchical models: the top level evaluated once for both
+            prob, outliers = model.classify(x)
+        else:
+            prob, outliers = model.probabilities_long(x), model.outlier_scores(x)
+        new = _top_class(prob, spec.name)
+        report.objects += len(x)
+        report.top_classes.update(new.to_numpy())
+        if report.previous_version is not None:
+            old = store.fetch_df(
+                "SELECT oid, class_name FROM probability WHERE classifier_name = %s AND classifier_version = %s"
+                " AND ranking = 1 AND oid = ANY(%s)",
+                (spec.name, report.previous_version, list(new.index)),
+            )
+            old_top = pd.Series(
+                old["class_name"].astype(str).to_numpy(), index=old["oid"].astype(str).to_numpy()
+            )
+            both = old_top.index.intersection(new.index)
+            a, b = old_top.loc[both].to_numpy(), new.loc[both].to_numpy()
+            moved = a != b
+            report.compared += len(both)
+            report.changed += int(np.count_nonzero(moved))
+            report.transitions.update(zip(a[moved], b[moved], strict=True))
+        if not dry_run:
+            store.upsert("probability", prob)
+            store.upsert("outlier_score", outliers)
+        log.info("%s %s: %d objects scored", spec.name, spec.version, report.objects)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def reclassify_models(
+    settings: Settings,
+    dsn: str,
+    specs: tuple[ModelSpec, ...],
+    *,
+    oids: list[str] | None = None,
+    dry_run: bool = False,
+) -> list[ReclassifyReport]:
+    """``broker reclassify``: each model in turn (a model whose feature version is not stored is an error when
+    it was named, and skipped with a warning when ``--lc-model auto`` chose it), then ``probabilities_latest``
+    republished when anything was written and the settings publish the lake."""
+    store = SummaryStore(dsn)
+    reports = []
+    try:
+        for spec in specs:
+            try:
+                reports.append(reclassify(store, spec, oids=oids, dry_run=dry_run))
+            except NoStoredFeatures:
+                if (settings.lc_model or "").strip().lower() != "auto":
+                    raise
+                # auto names one model per feature set; a database of one survey holds one of them
+                log.info("%s %s: no stored vector of the features it reads, skipped", spec.name, spec.version)
+        if not dry_run and settings.publish_lake and any(r.objects for r in reports):
+            published = publish(
+                dsn,
+                settings.lake,
+                settings.storage_options,
+                history_order=settings.history_order,
+                tables=PLAIN_TABLES,
+            )
+            log.info("%s", published.render().splitlines()[0])
+    finally:
+        store.close()
+    return reports
