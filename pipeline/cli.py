@@ -203,7 +203,14 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         return 2
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
         try:
-            reports = reclassify_models(settings, pg.dsn, specs, oids=args.oid or None, dry_run=args.dry_run)
+            reports = reclassify_models(
+                settings,
+                pg.dsn,
+                specs,
+                oids=args.oid or None,
+                dry_run=args.dry_run,
+                from_history=args.from_history,
+            )
         except NoStoredFeatures as err:
             log.error("%s", err)
             return 1
@@ -341,11 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "reclassify",
-        help="re-score the objects in the database with a light-curve model (from their stored features)",
+        help="re-score the objects in the database with a light-curve model (from their stored features, or "
+        "features computed from the history store)",
     )
     _add_settings_flags(p)  # --lc-model (name[:version], auto), --out, --pg-dsn, --models, --no-publish-lake
     p.add_argument("--oid", action="append", help="only this object (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="score and report what would change, write nothing")
+    p.add_argument(
+        "--from-history",
+        action="store_true",
+        help="compute the features from the history store's light curves even where the database holds them",
+    )
     p.set_defaults(func=cmd_reclassify)
 
     register_training(sub)

@@ -11,9 +11,16 @@ earlier version's rows stay (the API shows every version; ``probabilities_latest
 and re-scoring with the same version again only rewrites its own rows.
 
 A model trained on a feature version the database does not hold (e.g. ``lc_hierarchical 1.1.0`` reads
-``lc-features-1.0.0``) cannot be served from it: that is an error that names the versions stored, never a silent
-nothing. The per-batch lake tables (``probabilities``, ``outlier_scores``) are the record of what each batch said
-when it ran and are not rewritten; ``probabilities_latest`` is republished (``--no-publish-lake`` skips it).
+``lc-features-1.0.0``; a new model on a new feature definition) gets its vectors computed from the light-curve
+history store instead (``history_features``): every stored detection and non-detection of each object, corrected,
+through the same pure steps a region task runs (correction, magnitude statistics, features, the WISE colours from
+the stored AllWISE matches), a group of history pixels at a time. Those vectors are stored too (``feature``, under
+their version), so the next re-scoring on that version reads them. ``--from-history`` takes that path even when the
+version is stored. Without a history store (``--no-history``) an unstored version is an error naming the versions
+held, never a silent nothing.
+
+The per-batch lake tables (``probabilities``, ``outlier_scores``, ``features``) are the record of what each batch
+said when it ran and are not rewritten; ``probabilities_latest`` is republished (``--no-publish-lake`` skips it).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,15 +38,28 @@ from alert_broker.api.publish import PLAIN_TABLES, publish, version_key
 from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.registry import read_metadata
 from alert_broker.classifiers.taxonomy import taxonomy_rows
-from alert_broker.features.lightcurve import FEATURE_VERSION
+from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
+from alert_broker.features.science import (
+    RegionState,
+    colours_step,
+    correct_step,
+    features_step,
+    flux_features_step,
+    magstats_step,
+)
+from alert_broker.features.tables import Tables
 from alert_broker.pipeline.config import Settings
 from alert_broker.pipeline.resources import ModelSpec
-from alert_broker.storage import SummaryStore
+from alert_broker.pipeline.sinks import feature_summary
+from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage.history import HistoryStore
 
 log = logging.getLogger(__name__)
 
 #: Objects read, scored and written at a time: ~170 features as JSON are ~6 kB an object.
 CHUNK = 20_000
+#: History pixels read at a time when the vectors are computed from the light curves (order 4: 3,072 pixels).
+PIXELS_PER_READ = 64
 
 
 class NoStoredFeatures(ValueError):
@@ -51,6 +71,7 @@ class ReclassifyReport:
     classifier: str
     version: str
     feature_version: str
+    source: str = "stored"  # "stored": the database's vectors; "history": computed from the light curves
     objects: int = 0
     top_classes: Counter = field(default_factory=Counter)  # objects per most probable class
     previous_version: str | None = None  # the latest other version of this classifier stored before
@@ -65,6 +86,7 @@ class ReclassifyReport:
             "classifier": self.classifier,
             "version": self.version,
             "feature_version": self.feature_version,
+            "source": self.source,
             "objects": self.objects,
             "top_classes": dict(self.top_classes.most_common()),
             "previous_version": self.previous_version,
@@ -77,8 +99,9 @@ class ReclassifyReport:
 
     def render(self) -> str:
         what = "re-scored" if self.written else "would re-score (dry run, nothing written)"
+        origin = "stored" if self.source == "stored" else "history store's light curves, as"
         lines = [
-            f"{self.classifier} {self.version}: {what} {self.objects} objects from their stored "
+            f"{self.classifier} {self.version}: {what} {self.objects} objects from their {origin} "
             f"{self.feature_version} vectors in {self.seconds:.1f} s"
         ]
         if self.top_classes:
@@ -146,35 +169,96 @@ def _chunks(store: SummaryStore, feature_version: str, chunk: int, oids: list[st
         after = str(rows["oid"].iloc[-1])
 
 
+def history_features(
+    history: HistoryStore,
+    feature_version: str,
+    pixels: list[int],
+    oids: list[str] | None = None,
+    allwise: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The feature vectors of ``feature_version`` of the objects stored in ``pixels`` (or only ``oids``),
+    computed from every stored row of their light curves by the steps a region task runs: correction, magnitude
+    and object statistics, the features (the difference-flux ones for ``FLUX_FEATURE_VERSION``), and the WISE
+    colours when ``allwise`` (the AllWISE ``xmatch`` rows, with ``properties``) is given. Columns as the
+    pipeline's: ``oid``, the features, ``FEATURE_VERSION``, ``lastmjd``, ``night``."""
+    det = history.read("detections", pixels, oids)
+    if det.empty:
+        return pd.DataFrame()
+    ids = sorted(det["oid"].astype(str).unique())
+    tables = Tables(
+        detections=det,
+        non_detections=history.read("non_detections", pixels, ids),
+        forced_photometry=history.read("forced_photometry", pixels, ids),
+    )
+    state = magstats_step(correct_step(RegionState.start(tables)))
+    if feature_version == FLUX_FEATURE_VERSION:
+        return flux_features_step(state).flux_features
+    state = features_step(state, feature_version)
+    if allwise is not None and not allwise.empty and not state.features.empty:
+        state = colours_step(replace(state, xmatch=allwise[allwise["oid"].isin(ids)]))
+    return state.features
+
+
+def _history_chunks(store: SummaryStore, history: HistoryStore, feature_version: str, oids: list[str] | None):
+    """The vectors computed from the history store, ``PIXELS_PER_READ`` pixels at a time (all at once for a
+    list of objects), as ``feature`` rows ready to store (``feature_summary``)."""
+    pixels = history.pixels("detections")
+    step = len(pixels) if oids else PIXELS_PER_READ
+    allwise = _allwise(store)
+    for i in range(0, len(pixels), max(step, 1)):
+        feats = history_features(history, feature_version, pixels[i : i + step], oids, allwise)
+        if not feats.empty:
+            yield feature_summary(feats)
+
+
+def _allwise(store: SummaryStore) -> pd.DataFrame:
+    """The stored AllWISE matches (the colour features' inputs), empty when the runs had no AllWISE catalogue."""
+    return store.fetch_df("SELECT oid, catalog, properties FROM xmatch WHERE catalog = 'allwise'")
+
+
 def reclassify(
     store: SummaryStore,
     spec: ModelSpec,
     *,
+    history: HistoryStore | None = None,
+    from_history: bool = False,
     chunk: int = CHUNK,
     oids: list[str] | None = None,
     dry_run: bool = False,
 ) -> ReclassifyReport:
     """Re-score every object with a stored vector of the model's feature version (or only ``oids``) and upsert
-    the model's probability, outlier-score and taxonomy rows (not with ``dry_run``). The report compares the most
-    probable class with the latest other version of the same classifier stored before."""
+    the model's probability, outlier-score and taxonomy rows (not with ``dry_run``). When the database holds no
+    vector of that version, or ``from_history``, the vectors are computed from ``history`` and stored as well.
+    The report compares the most probable class with the latest other version of the same classifier."""
     t0 = time.perf_counter()
     feature_version = read_metadata(spec.name, spec.version, root=spec.root).get(
         "feature_version", FEATURE_VERSION
     )
     stored = stored_feature_versions(store)
-    if feature_version not in stored:
+    use_history = from_history or feature_version not in stored
+    if use_history and history is None:
         held = ", ".join(f"{v} ({n} objects)" for v, n in stored.items()) or "none"
         raise NoStoredFeatures(
             f"{spec.name} {spec.version} reads {feature_version} features, and the database holds no vector of "
-            f"that version (it holds: {held}). Re-score with a model trained on a stored version, or run the "
-            f"nights again with --lc-model {spec.name}:{spec.version} (the run computes the features its models read)"
+            f"that version (it holds: {held}) and there is no history store to compute them from. Re-score "
+            f"with a model trained on a stored version, or run the nights again with --lc-model "
+            f"{spec.name}:{spec.version} (the run computes the features its models read)"
         )
     model = load_model(spec.name, spec.version, root=spec.root)
-    report = ReclassifyReport(spec.name, spec.version, feature_version, written=not dry_run)
+    report = ReclassifyReport(
+        spec.name, spec.version, feature_version, "history" if use_history else "stored", written=not dry_run
+    )
     report.previous_version = _previous_version(store, spec.name, spec.version)
     if not dry_run:
         store.upsert("taxonomy", taxonomy_rows(model))
-    for rows in _chunks(store, feature_version, chunk, oids):
+    pages = (
+        _history_chunks(store, history, feature_version, oids)
+        if use_history and history is not None
+        else _chunks(store, feature_version, chunk, oids)
+    )
+    for rows in pages:
+        if use_history and not dry_run:
+            store.upsert("feature", rows)  # the next re-scoring on this version reads them
         x = feature_frame(rows)
         if hasattr(model, "classify"):  # the hierarchical models: the top level evaluated once for both
             prob, outliers = model.classify(x)
@@ -213,20 +297,43 @@ def reclassify_models(
     *,
     oids: list[str] | None = None,
     dry_run: bool = False,
+    from_history: bool = False,
 ) -> list[ReclassifyReport]:
     """``broker reclassify``: each model in turn (a model whose feature version is not stored is an error when
     it was named, and skipped with a warning when ``--lc-model auto`` chose it), then ``probabilities_latest``
     republished when anything was written and the settings publish the lake."""
     store = SummaryStore(dsn)
+    history = (
+        HistoryStore(Lake(settings.lake, settings.storage_options or None), order=settings.history_order)
+        if settings.history
+        else None
+    )
     reports = []
     try:
+        auto = (settings.lc_model or "").strip().lower() == "auto"
+        stored = stored_feature_versions(store)
         for spec in specs:
+            version = read_metadata(spec.name, spec.version, root=spec.root).get(
+                "feature_version", FEATURE_VERSION
+            )
+            if auto and version not in stored and not from_history:
+                # auto names one model per feature set; a database of one survey holds the vectors of one of them
+                log.info(
+                    "%s %s: no stored %s vector, skipped (name it to compute them)",
+                    spec.name,
+                    spec.version,
+                    version,
+                )
+                continue
             try:
-                reports.append(reclassify(store, spec, oids=oids, dry_run=dry_run))
+                reports.append(
+                    reclassify(
+                        store, spec, history=history, from_history=from_history, oids=oids, dry_run=dry_run
+                    )
+                )
             except NoStoredFeatures:
-                if (settings.lc_model or "").strip().lower() != "auto":
+                if not auto:
                     raise
-                # auto names one model per feature set; a database of one survey holds one of them
                 log.info("%s %s: no stored vector of the features it reads, skipped", spec.name, spec.version)
         if not dry_run and settings.publish_lake and any(r.objects for r in reports):
             published = publish(

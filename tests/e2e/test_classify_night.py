@@ -115,7 +115,8 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     """`broker reclassify` after a night: the run's own model, re-scoring the vectors PostgreSQL stored, gives
     the probabilities the workers gave (the JSON round trip loses nothing a model reads); another version adds its
     rows beside the run's and reports the class changes the rows show; a model reading a feature version the
-    database does not hold is refused, naming what it holds."""
+    database does not hold gets its vectors from the history store's light curves (refused without one), and
+    those vectors, computed for the run's own version, give the night's probabilities again."""
     import json
 
     from alert_broker.pipeline.cli import main
@@ -181,9 +182,28 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     assert rc == 0 and rep["objects"] == 1
     assert set(summary_store.fetch_df(query, ("1.4.0",))["oid"]) == {oid}
 
-    # a model on features the database does not hold
+    # a model on features the database does not hold: refused without a history store to compute them from ...
     capsys.readouterr()
-    rc, reports = reclassify("--lc-model", "lc_hierarchical:1.1.0")
+    rc, reports = reclassify("--lc-model", "lc_hierarchical:1.1.0", "--no-history")
     err = capsys.readouterr().err
     assert rc == 1 and not reports and summary_store.fetch_df(query, ("1.1.0",)).empty
     assert "lc-features-1.0.0" in err and f"lc-features-1.1.0 ({n_objects} objects)" in err
+
+    # ... and with one, computed from the stored light curves, stored, and read back by the next re-scoring
+    rc, (rep,) = reclassify("--lc-model", "lc_hierarchical:1.1.0")
+    first = summary_store.fetch_df(query, ("1.1.0",))
+    held = summary_store.fetch_df("SELECT oid FROM feature WHERE feature_version = 'lc-features-1.0.0'")
+    assert rc == 0 and rep["source"] == "history" and rep["objects"] == len(held) > 0
+    assert set(first["oid"]) == set(held["oid"])
+    rc, (rep,) = reclassify("--lc-model", "lc_hierarchical:1.1.0")
+    assert rc == 0 and rep["source"] == "stored" and rep["objects"] == len(held)
+    assert (
+        np.abs(summary_store.fetch_df(query, ("1.1.0",))["probability"] - first["probability"]).max() < 1e-9
+    )
+
+    # the run's model on vectors computed again from the history store: the night's own probabilities
+    rc, (rep,) = reclassify("--lc-model", f"lc_hierarchical:{run_version[0]}", "--from-history")
+    assert rc == 0 and rep["source"] == "history" and rep["objects"] == n_objects
+    redone = summary_store.fetch_df(query, (run_version[0],))
+    pd.testing.assert_frame_equal(redone.drop(columns="probability"), by_run.drop(columns="probability"))
+    assert np.abs(redone["probability"] - by_run["probability"]).max() < 1e-9
