@@ -236,7 +236,8 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         | None = None,
         order_mode: Literal["ASC", "DESC", "asc", "desc"] = "DESC",
     ):
-        """Objects, newest first, filtered by class (any or one classifier; `ranking` 1 = most probable class),
+        """Objects, newest first, filtered by class (any or one classifier; `ranking` 1 = most probable class;
+        each object's latest version of a classifier unless `classifier_version` names one),
         minimum probability, number of detections, first/last detection MJD, survey or id, or within `radius`
         arcsec of (`ra`, `dec`) (HEALPix-indexed, exact angular distance `dist_arcsec`). `count=true` adds the
         total. Pages of at most 1000."""

@@ -20,6 +20,7 @@ import pandas as pd
 from alert_broker.api.cone import MAX_RADIUS_ARCSEC, angular_distance_sql, cone_ranges
 from alert_broker.api.db import ReadOnlyDatabase, clean
 from alert_broker.api.stamps import STAMP_KINDS
+from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
 from alert_broker.storage import Lake, RawArchive
@@ -225,6 +226,22 @@ class BrokerData:
             if q.classifier_version:
                 where.append("p.classifier_version = %(classifier_version)s")
                 params["classifier_version"] = q.classifier_version
+            else:
+                newer = self._newer_versions()
+                if (
+                    newer
+                ):  # two versions of a classifier (broker reclassify): each object's latest one answers
+                    where.append(
+                        "NOT EXISTS (SELECT 1 FROM unnest(%(nv_name)s::text[], %(nv_version)s::text[],"
+                        " %(nv_newer)s::text[]) AS nv(name, version, newer) JOIN probability p2"
+                        " ON p2.oid = p.oid AND p2.classifier_name = nv.name AND p2.classifier_version = nv.newer"
+                        " AND p2.ranking = 1 WHERE nv.name = p.classifier_name AND nv.version = p.classifier_version)"
+                    )
+                    params |= {
+                        "nv_name": [n for n, _, _ in newer],
+                        "nv_version": [v for _, v, _ in newer],
+                        "nv_newer": [w for _, _, w in newer],
+                    }
             if q.class_name:
                 where.append("p.class_name = %(class_name)s")
                 params["class_name"] = q.class_name
@@ -266,6 +283,17 @@ class BrokerData:
         )
         params |= {"limit": q.page_size + 1, "offset": (q.page - 1) * q.page_size}
         return page_sql, f"SELECT count(*) FROM ({outer}) c", params
+
+    def _newer_versions(self) -> list[tuple[str, str, str]]:
+        """(classifier, version, a newer version of it) for every classifier with several versions in the
+        taxonomy (the registry's numeric order): what a query without a version uses to answer with each
+        object's latest version only, as the explorer and ``probabilities_latest`` do."""
+        df = self.db.frame("SELECT DISTINCT classifier_name, classifier_version FROM taxonomy")
+        out = []
+        for name, g in df.groupby("classifier_name"):
+            known = sorted(g["classifier_version"].astype(str), key=version_key)
+            out += [(str(name), v, w) for i, v in enumerate(known) for w in known[i + 1 :]]
+        return out
 
     def objects(self, q: ObjectQuery) -> dict:
         """A page of objects matching ``q`` (ALeRCE's ``/objects``), with ``total`` when ``q.count``."""

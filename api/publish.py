@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alert_broker.api.data import FID_BANDS
+from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
 from alert_broker.storage import Lake, SummaryStore
@@ -82,14 +83,6 @@ def auto_order(rows: int, target: int = TARGET_ROWS_PER_PIXEL) -> int:
     if rows <= 12 * target:
         return 0
     return int(min(7, np.ceil(np.log(rows / (12.0 * target)) / np.log(4.0))))
-
-
-def version_key(version: str) -> tuple:
-    """A sort key for classifier versions: numeric parts numerically (1.10.0 after 1.9.0)."""
-    parts = []
-    for p in str(version).replace("-", ".").split("."):
-        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
-    return tuple(parts)
 
 
 def latest_probabilities(prob: pd.DataFrame) -> pd.DataFrame:

@@ -62,8 +62,9 @@ def fingerprint(features: pd.DataFrame, labels: pd.Series | None = None) -> str:
     return h.hexdigest()
 
 
-def _version_key(version: str) -> tuple:
-    """Sort key that orders 1.10.0 after 1.9.0 (numeric parts compared as numbers)."""
+def version_key(version: str) -> tuple:
+    """Sort key that orders 1.10.0 after 1.9.0 (numeric parts compared as numbers): the registry's order, and the
+    order in which the API and the published tables call a classifier version the latest."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+_]", version))
 
 
@@ -140,7 +141,7 @@ def versions(name: str, *, root: str | os.PathLike | None = None) -> list[str]:
     if not base.is_dir():
         return []
     found = [p.name for p in base.iterdir() if (p / METADATA_FILE).is_file() and _has_model_file(p)]
-    return sorted(found, key=_version_key)
+    return sorted(found, key=version_key)
 
 
 def _has_model_file(path: Path) -> bool:

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alert_broker.api.publish import PLAIN_TABLES, publish, version_key
+from alert_broker.api.publish import PLAIN_TABLES, publish
 from alert_broker.classifiers import load as load_model
-from alert_broker.classifiers.registry import read_metadata
+from alert_broker.classifiers.registry import read_metadata, version_key
 from alert_broker.classifiers.taxonomy import taxonomy_rows
 from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.features.science import (

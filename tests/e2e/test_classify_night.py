@@ -207,3 +207,25 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     redone = summary_store.fetch_df(query, (run_version[0],))
     pd.testing.assert_frame_equal(redone.drop(columns="probability"), by_run.drop(columns="probability"))
     assert np.abs(redone["probability"] - by_run["probability"]).max() < 1e-9
+
+    # the API's class queries answer with each object's latest version (one row per object), unless asked
+    from alert_broker.api.data import BrokerData, ObjectQuery
+    from alert_broker.classifiers.registry import version_key
+
+    data = BrokerData(summary_store.dsn, settings.lake)
+    try:
+        rows = pd.DataFrame(data.objects(ObjectQuery(classifier="lc_hierarchical", page_size=1000))["items"])
+        pinned = pd.DataFrame(
+            data.objects(
+                ObjectQuery(classifier="lc_hierarchical", classifier_version="1.1.0", page_size=1000)
+            )["items"]
+        )
+    finally:
+        data.close()
+    every = summary_store.fetch_df(
+        "SELECT oid, classifier_version FROM probability WHERE classifier_name = 'lc_hierarchical' AND ranking = 1"
+    )
+    latest = every.groupby("oid")["classifier_version"].agg(lambda v: max(v, key=version_key))
+    assert rows["oid"].is_unique and len(rows) == len(latest)
+    assert dict(zip(rows["oid"], rows["classifier_version"], strict=True)) == latest.to_dict()
+    assert set(pinned["classifier_version"]) == {"1.1.0"} and set(pinned["oid"]) == set(held["oid"])

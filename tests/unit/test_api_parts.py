@@ -19,8 +19,9 @@ from alert_broker.api.client import to_frame
 from alert_broker.api.cone import MAX_RADIUS_ARCSEC, cone_order, cone_ranges
 from alert_broker.api.data import BadRequest, check_position, records
 from alert_broker.api.db import clean
-from alert_broker.api.publish import auto_order, version_key
+from alert_broker.api.publish import auto_order
 from alert_broker.api.stamps import stamp_array, stamp_png
+from alert_broker.classifiers.registry import version_key
 from alert_broker.features.healpix import healpix29
 
 
