@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_magstats
 	$(BIN)/python -m bench.bench_features
 	$(BIN)/python -m bench.bench_classify
+	$(BIN)/python -m bench.bench_reclassify
 	$(BIN)/python -m bench.bench_lsst
 	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_output
