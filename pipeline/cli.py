@@ -18,7 +18,7 @@ from alert_broker.classifiers.training import register as register_training
 from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
-from alert_broker.pipeline.driver import PostgresUnavailable, lc_models, run
+from alert_broker.pipeline.driver import PostgresUnavailable, lc_models, models_root, resolve_model, run
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.reclassify import NoStoredFeatures, reclassify_models
@@ -195,11 +195,16 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         specs = lc_models(settings)
+        stamp = (
+            resolve_model(settings.stamp_model, "stamp_classifier", models_root(settings), "--stamp-model")
+            if args.stamps
+            else None
+        )
     except ValueError as err:  # a model the registry does not have
         log.error("%s", err)
         return 2
-    if not specs:
-        log.error("--lc-model names no model: nothing to re-score")
+    if not specs and stamp is None:
+        log.error("--lc-model names no model and --stamps is not given: nothing to re-score")
         return 2
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
         try:
@@ -210,6 +215,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                 oids=args.oid or None,
                 dry_run=args.dry_run,
                 from_history=args.from_history,
+                stamp=stamp,
             )
         except NoStoredFeatures as err:
             log.error("%s", err)
@@ -358,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-history",
         action="store_true",
         help="compute the features from the history store's light curves even where the database holds them",
+    )
+    p.add_argument(
+        "--stamps",
+        action="store_true",
+        help="also re-score the stamp classifier (--stamp-model) on each object's first alert, read back from the "
+        "raw archive",
     )
     p.set_defaults(func=cmd_reclassify)
 

@@ -37,7 +37,12 @@ import pandas as pd
 from alert_broker.api.publish import PLAIN_TABLES, publish
 from alert_broker.classifiers import load as load_model
 from alert_broker.classifiers.registry import read_metadata, version_key
-from alert_broker.classifiers.taxonomy import taxonomy_rows
+from alert_broker.classifiers.stamp import (
+    STAMP_CLASSES,
+    STAMP_TAXONOMY_VERSION,
+    StampClassifier,
+)
+from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.features.science import (
     RegionState,
@@ -51,13 +56,17 @@ from alert_broker.features.tables import Tables
 from alert_broker.pipeline.config import Settings
 from alert_broker.pipeline.resources import ModelSpec
 from alert_broker.pipeline.sinks import feature_summary
-from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage import Lake, RawArchive, SummaryStore
 from alert_broker.storage.history import HistoryStore
+from alert_broker.surveys.decode import decode_batch
+from alert_broker.surveys.messages import RawMessage
 
 log = logging.getLogger(__name__)
 
 #: Objects read, scored and written at a time: ~170 features as JSON are ~6 kB an object.
 CHUNK = 20_000
+#: First alerts read back from the raw archive at a time (a ZTF packet with its cutouts is ~60 kB).
+STAMP_CHUNK = 2_000
 #: History pixels read at a time when the vectors are computed from the light curves (order 4: 3,072 pixels).
 PIXELS_PER_READ = 64
 
@@ -71,7 +80,8 @@ class ReclassifyReport:
     classifier: str
     version: str
     feature_version: str
-    source: str = "stored"  # "stored": the database's vectors; "history": computed from the light curves
+    # "stored": the database's vectors; "history": computed from the light curves; "raw archive": the stamps
+    source: str = "stored"
     objects: int = 0
     top_classes: Counter = field(default_factory=Counter)  # objects per most probable class
     previous_version: str | None = None  # the latest other version of this classifier stored before
@@ -99,10 +109,13 @@ class ReclassifyReport:
 
     def render(self) -> str:
         what = "re-scored" if self.written else "would re-score (dry run, nothing written)"
-        origin = "stored" if self.source == "stored" else "history store's light curves, as"
+        origin = {
+            "stored": f"their stored {self.feature_version} vectors",
+            "history": f"{self.feature_version} vectors computed from the history store's light curves",
+            "raw archive": "their first alert's cutouts, read back from the raw archive",
+        }[self.source]
         lines = [
-            f"{self.classifier} {self.version}: {what} {self.objects} objects from their {origin} "
-            f"{self.feature_version} vectors in {self.seconds:.1f} s"
+            f"{self.classifier} {self.version}: {what} {self.objects} objects from {origin} in {self.seconds:.1f} s"
         ]
         if self.top_classes:
             lines.append(
@@ -264,28 +277,96 @@ def reclassify(
             prob, outliers = model.classify(x)
         else:
             prob, outliers = model.probabilities_long(x), model.outlier_scores(x)
-        new = _top_class(prob, spec.name)
-        report.objects += len(x)
-        report.top_classes.update(new.to_numpy())
-        if report.previous_version is not None:
-            old = store.fetch_df(
-                "SELECT oid, class_name FROM probability WHERE classifier_name = %s AND classifier_version = %s"
-                " AND ranking = 1 AND oid = ANY(%s)",
-                (spec.name, report.previous_version, list(new.index)),
-            )
-            old_top = pd.Series(
-                old["class_name"].astype(str).to_numpy(), index=old["oid"].astype(str).to_numpy()
-            )
-            both = old_top.index.intersection(new.index)
-            a, b = old_top.loc[both].to_numpy(), new.loc[both].to_numpy()
-            moved = a != b
-            report.compared += len(both)
-            report.changed += int(np.count_nonzero(moved))
-            report.transitions.update(zip(a[moved], b[moved], strict=True))
-        if not dry_run:
-            store.upsert("probability", prob)
-            store.upsert("outlier_score", outliers)
+        _record(store, report, prob, outliers, dry_run)
         log.info("%s %s: %d objects scored", spec.name, spec.version, report.objects)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _record(
+    store: SummaryStore,
+    report: ReclassifyReport,
+    prob: pd.DataFrame,
+    outliers: pd.DataFrame | None,
+    dry_run: bool,
+) -> None:
+    """Count one chunk's most probable classes and their changes against the previous version into ``report``,
+    and (unless ``dry_run``) upsert its probability (and outlier-score) rows."""
+    new = _top_class(prob, report.classifier)
+    report.objects += len(new)
+    report.top_classes.update(new.to_numpy())
+    if report.previous_version is not None:
+        old = store.fetch_df(
+            "SELECT oid, class_name FROM probability WHERE classifier_name = %s AND classifier_version = %s"
+            " AND ranking = 1 AND oid = ANY(%s)",
+            (report.classifier, report.previous_version, list(new.index)),
+        )
+        old_top = pd.Series(old["class_name"].astype(str).to_numpy(), index=old["oid"].astype(str).to_numpy())
+        both = old_top.index.intersection(new.index)
+        a, b = old_top.loc[both].to_numpy(), new.loc[both].to_numpy()
+        moved = a != b
+        report.compared += len(both)
+        report.changed += int(np.count_nonzero(moved))
+        report.transitions.update(zip(a[moved], b[moved], strict=True))
+    if not dry_run:
+        store.upsert("probability", prob)
+        if outliers is not None:
+            store.upsert("outlier_score", outliers)
+    log.info("%s %s: %d objects scored", report.classifier, report.version, report.objects)
+
+
+def reclassify_stamps(
+    store: SummaryStore,
+    lake: Lake,
+    spec: ModelSpec,
+    *,
+    chunk: int = STAMP_CHUNK,
+    oids: list[str] | None = None,
+    dry_run: bool = False,
+) -> ReclassifyReport:
+    """The stamp classifier ``spec`` on the earliest stored alert of every object some stamp classifier scored
+    (the pipeline classifies an object's first alert only, the earliest of its batch: those are the objects whose
+    first alert the broker received, and that alert), each packet read back from the raw archive and decoded
+    again; probability and taxonomy rows upserted as for the light-curve models."""
+    t0 = time.perf_counter()
+    clf = StampClassifier.load(spec.name, spec.version, root=spec.root)
+    report = ReclassifyReport(spec.name, spec.version, "cutouts", "raw archive", written=not dry_run)
+    report.previous_version = _previous_version(store, spec.name, spec.version)
+    if not dry_run:
+        store.upsert(
+            "taxonomy", flat_taxonomy_rows(spec.name, spec.version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
+        )
+    archive = RawArchive(lake)
+    after = ""
+    while True:
+        # each scored object's earliest alert: the one its first-alert classification read
+        firsts = store.fetch_df(
+            "SELECT DISTINCT ON (a.oid) a.oid, a.candid, a.raw_path, a.night FROM alert a"
+            " WHERE a.oid IN (SELECT oid FROM probability WHERE classifier_name = %s) AND a.oid > %s"
+            " AND (%s::text[] IS NULL OR a.oid = ANY(%s::text[])) ORDER BY a.oid, a.mjd, a.candid LIMIT %s",
+            (spec.name, after, oids, oids, chunk),
+        )
+        if firsts.empty:
+            break
+        after = str(firsts["oid"].iloc[-1])
+        packets: dict[int, bytes] = {}
+        for path, group in firsts.groupby(firsts["raw_path"].fillna(""), sort=False):
+            packets.update(archive.fetch_many(group["candid"].astype("int64"), path=path or None))
+        lost = len(firsts) - len(packets)
+        if lost:
+            log.warning("%d first alerts are not in the raw archive: their objects keep their rows", lost)
+        messages = [RawMessage("reclassify", 0, i, packets[c]) for i, c in enumerate(sorted(packets))]
+        tables, _, _ = decode_batch(messages, "reclassify")
+        if not tables.alerts.empty and not tables.stamps.empty:
+            # no first-alert test again: the night judged these alerts first in their batch's context (a
+            # packet's own history alone can say otherwise, e.g. when a later packet's history corrected its
+            # times); only the survey the CNN was trained on
+            mine = tables.alerts["survey"].astype(str).to_numpy() == clf.survey
+            if mine.any():
+                prob = clf.probabilities_long(tables.alerts[mine], tables.stamps).reset_index(drop=True)
+                _record(store, report, prob, None, dry_run)
+        if len(firsts) < chunk:
+            break
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -298,10 +379,11 @@ def reclassify_models(
     oids: list[str] | None = None,
     dry_run: bool = False,
     from_history: bool = False,
+    stamp: ModelSpec | None = None,
 ) -> list[ReclassifyReport]:
-    """``broker reclassify``: each model in turn (a model whose feature version is not stored is an error when
-    it was named, and skipped with a warning when ``--lc-model auto`` chose it), then ``probabilities_latest``
-    republished when anything was written and the settings publish the lake."""
+    """``broker reclassify``: each light-curve model in turn (under ``--lc-model auto``, one whose feature version
+    is not stored is skipped unless ``from_history``), then the ``stamp`` model when given, then
+    ``probabilities_latest`` republished when anything was written and the settings publish the lake."""
     store = SummaryStore(dsn)
     history = (
         HistoryStore(Lake(settings.lake, settings.storage_options or None), order=settings.history_order)
@@ -335,6 +417,9 @@ def reclassify_models(
                 if not auto:
                     raise
                 log.info("%s %s: no stored vector of the features it reads, skipped", spec.name, spec.version)
+        if stamp is not None:
+            lake = Lake(settings.lake, settings.storage_options or None)
+            reports.append(reclassify_stamps(store, lake, stamp, oids=oids, dry_run=dry_run))
         if not dry_run and settings.publish_lake and any(r.objects for r in reports):
             published = publish(
                 dsn,

@@ -110,6 +110,36 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
     assert set(lake[lake["classifier_name"] == "stamp_classifier"]["oid"]) == set(first)
     assert np.isfinite(pd.to_numeric(lake["probability"])).all()
 
+    # `broker reclassify --stamps`: the first alerts read back from the raw archive give the night's rows again,
+    # and another version scores the same objects beside them
+    from alert_broker.pipeline.cli import main
+
+    version = stamp["classifier_version"].iloc[0]
+    common = [
+        "reclassify",
+        "--out",
+        str(settings.out),
+        "--pg-dsn",
+        summary_store.dsn,
+        "--lc-model",
+        "none",
+        "--stamps",
+    ]
+    assert main([*common, "--stamp-model", f"stamp_classifier:{version}"]) == 0
+    again = summary_store.fetch_df(
+        "SELECT oid, class_name, probability, ranking FROM probability WHERE classifier_name = 'stamp_classifier'"
+    )
+    both = again.merge(stamp, on=["oid", "class_name"], suffixes=("", "_run"))
+    assert len(both) == len(stamp) == len(again) and (both["ranking"] == both["ranking_run"]).all()
+    assert np.abs(both["probability"] - both["probability_run"]).max() < 1e-6
+    other = next(v for v in ("1.2.0", "1.1.0") if v != version)
+    assert main([*common, "--stamp-model", f"stamp_classifier:{other}"]) == 0
+    mine = summary_store.fetch_df(
+        "SELECT oid FROM probability WHERE classifier_name = 'stamp_classifier' AND classifier_version = %s",
+        (other,),
+    )
+    assert set(mine["oid"]) == set(first)
+
 
 def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, capsys):
     """`broker reclassify` after a night: the run's own model, re-scoring the vectors PostgreSQL stored, gives
