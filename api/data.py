@@ -227,21 +227,7 @@ class BrokerData:
                 where.append("p.classifier_version = %(classifier_version)s")
                 params["classifier_version"] = q.classifier_version
             else:
-                newer = self._newer_versions()
-                if (
-                    newer
-                ):  # two versions of a classifier (broker reclassify): each object's latest one answers
-                    where.append(
-                        "NOT EXISTS (SELECT 1 FROM unnest(%(nv_name)s::text[], %(nv_version)s::text[],"
-                        " %(nv_newer)s::text[]) AS nv(name, version, newer) JOIN probability p2"
-                        " ON p2.oid = p.oid AND p2.classifier_name = nv.name AND p2.classifier_version = nv.newer"
-                        " AND p2.ranking = 1 WHERE nv.name = p.classifier_name AND nv.version = p.classifier_version)"
-                    )
-                    params |= {
-                        "nv_name": [n for n, _, _ in newer],
-                        "nv_version": [v for _, v, _ in newer],
-                        "nv_newer": [w for _, _, w in newer],
-                    }
+                where.append(self._latest_version_only("p", params))
             if q.class_name:
                 where.append("p.class_name = %(class_name)s")
                 params["class_name"] = q.class_name
@@ -283,6 +269,26 @@ class BrokerData:
         )
         params |= {"limit": q.page_size + 1, "offset": (q.page - 1) * q.page_size}
         return page_sql, f"SELECT count(*) FROM ({outer}) c", params
+
+    def _latest_version_only(self, alias: str, params: dict[str, Any]) -> str:
+        """A condition keeping, of the ``probability`` rows ``alias``, those of each object's latest version of
+        their classifier (adds its parameters to ``params``). Several versions of one classifier come from nights
+        run with different models or from ``broker reclassify``; without this an object would answer once per
+        version. ``TRUE`` when every classifier has one version."""
+        newer = self._newer_versions()
+        if not newer:
+            return "TRUE"
+        params |= {
+            "nv_name": [n for n, _, _ in newer],
+            "nv_version": [v for _, v, _ in newer],
+            "nv_newer": [w for _, _, w in newer],
+        }
+        return (
+            "NOT EXISTS (SELECT 1 FROM unnest(%(nv_name)s::text[], %(nv_version)s::text[], %(nv_newer)s::text[])"
+            " AS nv(name, version, newer) JOIN probability p2 ON p2.oid = {a}.oid AND p2.classifier_name = nv.name"
+            " AND p2.classifier_version = nv.newer AND p2.ranking = 1"
+            " WHERE nv.name = {a}.classifier_name AND nv.version = {a}.classifier_version)"
+        ).replace("{a}", alias)
 
     def _newer_versions(self) -> list[tuple[str, str, str]]:
         """(classifier, version, a newer version of it) for every classifier with several versions in the
@@ -542,6 +548,8 @@ class BrokerData:
         night = night if night is not None else self.latest_night()
         if night is None:
             return {"night": None, "candidates": []}
+        params: dict[str, Any] = {}
+        latest = self._latest_version_only("p", params)
         df = self.db.frame(
             """
             WITH tonight AS (SELECT oid, max(mjd) AS last_alert_mjd, count(*) AS alerts_tonight
@@ -569,9 +577,10 @@ class BrokerData:
                        OR (COALESCE(ps1.sgscore, 0) > %(max_sgscore)s
                            AND COALESCE(ps1.dist_arcsec, 1e9) <= %(ps1_radius)s)))
               AND NOT (sso.dist_arcsec IS NOT NULL AND sso.dist_arcsec <= %(sso_radius)s)
+              AND {latest}
             ORDER BY p.probability DESC, o.firstmjd DESC, o.oid
             LIMIT %(limit)s
-            """,
+            """.replace("{latest}", latest),
             {
                 "night": int(night),
                 "classifier": STAMP_CLASSIFIER,
@@ -583,6 +592,7 @@ class BrokerData:
                 "ps1_radius": float(ps1_radius),
                 "sso_radius": float(sso_radius),
                 "limit": int(limit),
+                **params,
             },
         )
         if not df.empty:
@@ -618,9 +628,10 @@ class BrokerData:
             "WHERE first_night = %(night)s GROUP BY survey ORDER BY survey",
             p,
         )
+        latest = self._latest_version_only("p", p)
         classes = self.db.frame(
             "SELECT p.classifier_name, p.class_name, count(DISTINCT p.oid) AS objects FROM probability p "
-            "WHERE p.ranking = 1 AND p.oid IN (SELECT oid FROM alert WHERE night = %(night)s) "
+            f"WHERE p.ranking = 1 AND p.oid IN (SELECT oid FROM alert WHERE night = %(night)s) AND {latest} "
             "GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
             p,
         )

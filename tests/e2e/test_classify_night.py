@@ -139,6 +139,25 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
         (other,),
     )
     assert set(mine["oid"]) == set(first)
+    # the explorer's night statistics and SN candidates read each object's latest stamp version only
+    from alert_broker.api.data import BrokerData
+    from alert_broker.classifiers.registry import version_key
+
+    data = BrokerData(summary_store.dsn, settings.lake)
+    try:
+        night_stats = data.stats()
+        candidates = pd.DataFrame(data.sn_candidates(max_age_days=1e5, ranking=None)["candidates"])
+    finally:
+        data.close()
+    counts = [c for c in night_stats["classes"] if c["classifier_name"] == "stamp_classifier"]
+    tonight = summary_store.fetch_df(
+        "SELECT count(DISTINCT oid) AS n FROM probability WHERE classifier_name = 'stamp_classifier'"
+        " AND oid IN (SELECT oid FROM alert WHERE night = %s)",
+        (night_stats["night"],),
+    )["n"].iloc[0]
+    assert sum(c["objects"] for c in counts) == tonight > 0  # each object once, not once per version
+    latest = max(version, other, key=version_key)
+    assert candidates["oid"].is_unique and set(candidates["classifier_version"]) <= {latest}
 
 
 def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, capsys):
