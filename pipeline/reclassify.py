@@ -19,6 +19,9 @@ their version), so the next re-scoring on that version reads them. ``--from-hist
 version is stored. Without a history store (``--no-history``) an unstored version is an error naming the versions
 held, never a silent nothing.
 
+The stamp classifier (``--stamps``, ``reclassify_stamps``) reads cutouts, not features: each object it scored
+gets its earliest stored alert read back from the raw archive, decoded again and scored by the new version.
+
 The per-batch lake tables (``probabilities``, ``outlier_scores``, ``features``) are the record of what each batch
 said when it ran and are not rewritten; ``probabilities_latest`` is republished (``--no-publish-lake`` skips it).
 """
@@ -77,6 +80,9 @@ class NoStoredFeatures(ValueError):
 
 @dataclass
 class ReclassifyReport:
+    """What one model's re-scoring did: the objects, their most probable classes, and the changes against the
+    classifier's previous version (what a person deciding whether to adopt the new version looks at first)."""
+
     classifier: str
     version: str
     feature_version: str
