@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from distributed import Client, LocalCluster, as_completed
 
 from alert_broker.api.publish import PLAIN_TABLES, publish
 from alert_broker.classifiers import load as load_model
@@ -57,7 +59,7 @@ from alert_broker.features.science import (
 )
 from alert_broker.features.tables import Tables
 from alert_broker.pipeline.config import Settings
-from alert_broker.pipeline.resources import ModelSpec
+from alert_broker.pipeline.resources import LakeSpec, ModelSpec
 from alert_broker.pipeline.sinks import feature_summary
 from alert_broker.storage import Lake, RawArchive, SummaryStore
 from alert_broker.storage.history import HistoryStore
@@ -218,12 +220,43 @@ def history_features(
     return state.features
 
 
-def _history_chunks(store: SummaryStore, history: HistoryStore, feature_version: str, oids: list[str] | None):
+def pixel_group_rows(
+    lake: LakeSpec, order: int, feature_version: str, pixels: list[int], allwise: pd.DataFrame | None
+) -> pd.DataFrame:
+    """One Dask task of a distributed re-scoring: the ``feature`` rows (``feature_summary``) of the objects
+    stored in ``pixels``, computed on the worker from the history store it reads itself."""
+    history = HistoryStore(Lake(lake.url, dict(lake.options) or None), order=order)
+    feats = history_features(history, feature_version, pixels, None, allwise)
+    return feature_summary(feats) if not feats.empty else pd.DataFrame()
+
+
+def _history_chunks(
+    store: SummaryStore,
+    history: HistoryStore,
+    feature_version: str,
+    oids: list[str] | None,
+    client: Client | None = None,
+):
     """The vectors computed from the history store, ``PIXELS_PER_READ`` pixels at a time (all at once for a
-    list of objects), as ``feature`` rows ready to store (``feature_summary``)."""
+    list of objects), as ``feature`` rows ready to store (``feature_summary``). With a Dask ``client`` the pixel
+    groups are computed on its workers (as they finish, in any order); the driver only stores and scores."""
     pixels = history.pixels("detections")
-    step = len(pixels) if oids else PIXELS_PER_READ
     allwise = _allwise(store)
+    if client is not None and not oids:
+        lake = LakeSpec(history.lake.url, tuple(sorted(history.lake.storage_options.items())))
+        shared = client.scatter(allwise, broadcast=True) if not allwise.empty else None
+        groups = [pixels[i : i + PIXELS_PER_READ] for i in range(0, len(pixels), PIXELS_PER_READ)]
+        futures = [
+            client.submit(pixel_group_rows, lake, history.order, feature_version, g, shared, pure=False)
+            for g in groups
+        ]
+        for fut in as_completed(futures):
+            rows = fut.result()
+            fut.release()
+            if not rows.empty:
+                yield rows
+        return
+    step = len(pixels) if oids else PIXELS_PER_READ
     for i in range(0, len(pixels), max(step, 1)):
         feats = history_features(history, feature_version, pixels[i : i + step], oids, allwise)
         if not feats.empty:
@@ -241,13 +274,15 @@ def reclassify(
     *,
     history: HistoryStore | None = None,
     from_history: bool = False,
+    client: Client | None = None,
     chunk: int = CHUNK,
     oids: list[str] | None = None,
     dry_run: bool = False,
 ) -> ReclassifyReport:
     """Re-score every object with a stored vector of the model's feature version (or only ``oids``) and upsert
     the model's probability, outlier-score and taxonomy rows (not with ``dry_run``). When the database holds no
-    vector of that version, or ``from_history``, the vectors are computed from ``history`` and stored as well.
+    vector of that version, or ``from_history``, the vectors are computed from ``history`` (on the workers of
+    ``client`` when given) and stored as well.
     The report compares the most probable class with the latest other version of the same classifier."""
     t0 = time.perf_counter()
     feature_version = read_metadata(spec.name, spec.version, root=spec.root).get(
@@ -271,7 +306,7 @@ def reclassify(
     if not dry_run:
         store.upsert("taxonomy", taxonomy_rows(model))
     pages = (
-        _history_chunks(store, history, feature_version, oids)
+        _history_chunks(store, history, feature_version, oids, client)
         if use_history and history is not None
         else _chunks(store, feature_version, chunk, oids)
     )
@@ -284,7 +319,6 @@ def reclassify(
         else:
             prob, outliers = model.probabilities_long(x), model.outlier_scores(x)
         _record(store, report, prob, outliers, dry_run)
-        log.info("%s %s: %d objects scored", spec.name, spec.version, report.objects)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -397,9 +431,11 @@ def reclassify_models(
         else None
     )
     reports = []
+    stack = ExitStack()
     try:
         auto = (settings.lc_model or "").strip().lower() == "auto"
         stored = stored_feature_versions(store)
+        todo = []
         for spec in specs:
             version = read_metadata(spec.name, spec.version, root=spec.root).get(
                 "feature_version", FEATURE_VERSION
@@ -413,10 +449,21 @@ def reclassify_models(
                     version,
                 )
                 continue
+            todo.append((spec, from_history or version not in stored))
+        client = None
+        if history is not None and not oids and any(computed for _, computed in todo):
+            client = _cluster(settings, stack)
+        for spec, _ in todo:
             try:
                 reports.append(
                     reclassify(
-                        store, spec, history=history, from_history=from_history, oids=oids, dry_run=dry_run
+                        store,
+                        spec,
+                        history=history,
+                        from_history=from_history,
+                        client=client,
+                        oids=oids,
+                        dry_run=dry_run,
                     )
                 )
             except NoStoredFeatures:
@@ -436,5 +483,30 @@ def reclassify_models(
             )
             log.info("%s", published.render().splitlines()[0])
     finally:
+        stack.close()
         store.close()
     return reports
+
+
+def _cluster(settings: Settings, stack: ExitStack) -> Client | None:
+    """A Dask client for computing vectors from the history store: the ``--scheduler`` given, else a
+    LocalCluster of ``--n-workers`` processes when that is more than one (else None: in this process)."""
+    if settings.scheduler:
+        return stack.enter_context(Client(settings.scheduler))
+    if settings.n_workers <= 1:
+        return None
+    cluster = stack.enter_context(
+        LocalCluster(
+            n_workers=settings.n_workers,
+            threads_per_worker=settings.threads_per_worker,
+            dashboard_address=settings.dashboard_address,
+            processes=True,
+        )
+    )
+    client = stack.enter_context(Client(cluster))
+    log.info(
+        "features from the history store on %d workers (dashboard %s)",
+        settings.n_workers,
+        client.dashboard_link,
+    )
+    return client

@@ -239,7 +239,8 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     assert "lc-features-1.0.0" in err and f"lc-features-1.1.0 ({n_objects} objects)" in err
 
     # ... and with one, computed from the stored light curves, stored, and read back by the next re-scoring
-    rc, (rep,) = reclassify("--lc-model", "lc_hierarchical:1.1.0")
+    # (on a LocalCluster of two workers: the pixel groups are Dask tasks)
+    rc, (rep,) = reclassify("--lc-model", "lc_hierarchical:1.1.0", "--dashboard-address", ":0")
     first = summary_store.fetch_df(query, ("1.1.0",))
     held = summary_store.fetch_df("SELECT oid FROM feature WHERE feature_version = 'lc-features-1.0.0'")
     assert rc == 0 and rep["source"] == "history" and rep["objects"] == len(held) > 0
@@ -251,7 +252,10 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     )
 
     # the run's model on vectors computed again from the history store: the night's own probabilities
-    rc, (rep,) = reclassify("--lc-model", f"lc_hierarchical:{run_version[0]}", "--from-history")
+    # (in this process: --n-workers 1)
+    rc, (rep,) = reclassify(
+        "--lc-model", f"lc_hierarchical:{run_version[0]}", "--from-history", "--n-workers", "1"
+    )
     assert rc == 0 and rep["source"] == "history" and rep["objects"] == n_objects
     redone = summary_store.fetch_df(query, (run_version[0],))
     pd.testing.assert_frame_equal(redone.drop(columns="probability"), by_run.drop(columns="probability"))
