@@ -220,6 +220,9 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         except NoStoredFeatures as err:
             log.error("%s", err)
             return 1
+        except psycopg.OperationalError as err:  # the database went away: the chunks upserted so far stay
+            log.error("PostgreSQL: %s; run the same command again", redact(str(err)).splitlines()[0])
+            return EXIT_POSTGRES_DOWN
     for r in reports:
         print(r.render())
     folder = Path(settings.reports_dir)

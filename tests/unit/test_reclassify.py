@@ -50,3 +50,22 @@ def test_the_report_says_what_changed():
     assert "dry run, nothing written" in text and "SNIa 2" in text
     assert "1 of 4 objects change their most probable class (25.0 %)" in text
     assert r.summary()["transitions"] == {"SNIbc -> SNIa": 1}
+
+
+def test_a_database_that_does_not_answer_is_an_exit_status_not_a_traceback(tmp_path):
+    from alert_broker.pipeline.cli import EXIT_POSTGRES_DOWN, main
+
+    rc = main(
+        [
+            "reclassify",
+            "--out",
+            str(tmp_path),
+            "--pg-dsn",
+            "postgresql://nobody@127.0.0.1:1/none",
+            "--no-history",
+        ]
+    )
+    assert rc == EXIT_POSTGRES_DOWN
+    assert not any(
+        p.name.startswith("reclassify-") for p in tmp_path.rglob("*")
+    )  # no report of a run not made
