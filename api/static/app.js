@@ -112,8 +112,14 @@ async function initSearch() {
   const classifiers = await api("/classifiers").catch(() => []);
   const clfSelect = form.elements.classifier;
   const classSelect = form.elements["class"];
+  // one entry per classifier (its latest version: a query without a version answers with each object's latest)
+  const latestOf = new Map();
+  for (const c of classifiers) {
+    const seen = latestOf.get(c.classifier_name);
+    if (!seen || versionCompare(seen, c.classifier_version) < 0) latestOf.set(c.classifier_name, c.classifier_version);
+  }
   clfSelect.replaceChildren(el("option", { value: "" }, "any classifier"),
-    ...classifiers.map((c) => el("option", { value: c.classifier_name }, `${c.classifier_name} ${c.classifier_version}`)));
+    ...[...latestOf].map(([name, version]) => el("option", { value: name }, `${name} ${version}`)));
   const fillClasses = () => {
     const names = new Set();
     classifiers.filter((c) => !clfSelect.value || c.classifier_name === clfSelect.value)
@@ -253,24 +259,53 @@ function showStamps(container, alert) {
       el("figcaption", {}, `${k} · `, el("a", { href: stampUrl(alert.candid, k, alert.survey, "fits") }, "FITS"))))));
 }
 
+// Classifier versions in the registry's order: numeric parts as numbers (1.10.0 after 1.9.0).
+function versionCompare(a, b) {
+  const pa = String(a).split(/[.\-+_]/), pb = String(b).split(/[.\-+_]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i += 1) {
+    const x = pa[i] ?? "", y = pb[i] ?? "";
+    const nx = /^\d+$/.test(x), ny = /^\d+$/.test(y);
+    if (nx && ny && Number(x) !== Number(y)) return Number(x) - Number(y);
+    if (nx !== ny) return nx ? -1 : 1;
+    if (!nx && x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+// One plot per classifier, its latest version (what queries and the published tables answer with); the
+// versions before it (nights run with other models, `broker reclassify`) as a line each: top class, probability.
 function probabilityPlots(container, rows) {
   const byClf = new Map();
   for (const r of rows) {
-    const k = `${r.classifier_name} ${r.classifier_version}`;
-    if (!byClf.has(k)) byClf.set(k, []);
-    byClf.get(k).push(r);
+    if (!byClf.has(r.classifier_name)) byClf.set(r.classifier_name, new Map());
+    const versions = byClf.get(r.classifier_name);
+    if (!versions.has(r.classifier_version)) versions.set(r.classifier_version, []);
+    versions.get(r.classifier_version).push(r);
   }
   if (!byClf.size) { container.replaceChildren(el("p", { class: "muted" }, "not classified (yet)")); return; }
   container.replaceChildren();
-  for (const [name, rs] of byClf) {
-    rs.sort((a, b) => a.probability - b.probability);
+  for (const [name, versions] of byClf) {
+    const order = [...versions.keys()].sort(versionCompare);
+    const latest = order[order.length - 1];
+    const rs = versions.get(latest).sort((a, b) => a.probability - b.probability);
     const div = el("div", { class: "plot probs", style: `height:${Math.max(140, 22 * rs.length + 50)}px` });
-    container.append(el("h2", {}, name), div);
+    container.append(el("h2", {}, `${name} ${latest}`), div);
     Plotly.newPlot(div, [{
       type: "bar", orientation: "h", x: rs.map((r) => r.probability), y: rs.map((r) => r.class_name),
       marker: { color: rs.map((r) => (r.ranking === 1 ? "#2c5cc5" : "#a9b7da")) },
       hovertemplate: "%{y}: %{x:.3f}<extra></extra>",
     }], { margin: { l: 110, r: 10, t: 5, b: 30 }, xaxis: { range: [0, 1] } }, { displaylogo: false, responsive: true });
+    const earlier = order.slice(0, -1).reverse();
+    if (earlier.length) {
+      container.append(el("details", { class: "earlier", "data-classifier": name },
+        el("summary", {}, `earlier versions of ${name} (${earlier.length})`),
+        el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "version"), el("th", {}, "most probable class"),
+          el("th", {}, "probability"))),
+        el("tbody", {}, earlier.map((v) => {
+          const top = versions.get(v).find((r) => r.ranking === 1) || {};
+          return el("tr", {}, el("td", {}, v), el("td", {}, top.class_name ?? ""), el("td", {}, fmt(top.probability, 3)));
+        })))));
+    }
   }
 }
 

@@ -93,7 +93,21 @@ def test_object_page(page, store, api_night, survey):
         "ORDER BY o.ndet DESC, o.oid LIMIT 1",
         (survey,),
     )["oid"][0]
-    _open(page, f"/object/{oid}", f"object-{survey}")
+    # an earlier version of each classifier beside the night's (a night run with older models, or reclassify)
+    older = store.fetch_df("SELECT * FROM probability WHERE oid = %s", (oid,)).assign(
+        classifier_version="0.0.1"
+    )
+    store.upsert("probability", older)
+    try:
+        _open(page, f"/object/{oid}", f"object-{survey}")
+    finally:
+        store.conn.execute("DELETE FROM probability WHERE oid = %s AND classifier_version = '0.0.1'", (oid,))
+    # one plot per classifier (its latest version), the earlier one listed below it
+    names = older["classifier_name"].nunique()
+    assert page.locator("#probs .probs").count() == names
+    assert page.locator("#probs details.earlier").count() == names
+    assert "0.0.1" not in " ".join(page.locator("#probs h2").all_text_contents())
+    assert page.locator("#probs details.earlier td", has_text="0.0.1").count() == names
     lc = page.locator("#lc")
     stored = _stored_detections(api_night, oid)
     assert int(lc.get_attribute("data-points")) == int(lc.get_attribute("data-detections")) == stored > 0
