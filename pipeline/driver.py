@@ -42,7 +42,7 @@ from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSI
 from alert_broker.models import shipped_models
 from alert_broker.pipeline.chain import RegionStage
 from alert_broker.pipeline.config import Settings, redact
-from alert_broker.pipeline.kafka import KafkaUnavailable, check_source, parse_kafka_url
+from alert_broker.pipeline.kafka import KafkaUnavailable, check_source, flush_client_logs, parse_kafka_url
 from alert_broker.pipeline.kube import start_kube_cluster
 from alert_broker.pipeline.metrics import Metrics
 from alert_broker.pipeline.output import Output, StreamMessage, open_outputs
@@ -764,6 +764,7 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
             raise
         finally:
             source.close()
+            flush_client_logs()  # the count of a Kafka outage's last repeated lines
             report.notes.update(broker.notes)
             report.finish(status)
             report.write(settings.reports_dir)

@@ -43,9 +43,15 @@ LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 LIBRDKAFKA_REPEAT_S = 30.0
 # "Connect to ... failed: Connection refused (after 0ms in state CONNECT)": the timing is not part of its kind
 _ATTEMPT_DETAIL = re.compile(r"\d+ms")
-LIBRDKAFKA_LOG.addFilter(
-    RepeatFilter(LIBRDKAFKA_REPEAT_S, key=lambda message: _ATTEMPT_DETAIL.sub("", message))
-)
+LIBRDKAFKA_REPEATS = RepeatFilter(LIBRDKAFKA_REPEAT_S, key=lambda message: _ATTEMPT_DETAIL.sub("", message))
+LIBRDKAFKA_LOG.addFilter(LIBRDKAFKA_REPEATS)
+
+
+def flush_client_logs() -> int:
+    """Say how many of librdkafka's lines were not shown since the last of their kind (the end of a run: an outage's
+    last burst is otherwise never counted). Returns the lines logged."""
+    return LIBRDKAFKA_REPEATS.flush()
+
 
 #: librdkafka settings that suit alert packets (tens to hundreds of kB each) and fast group joins.
 CONSUMER_DEFAULTS = {

@@ -87,15 +87,19 @@ class RepeatFilter(logging.Filter):
         self.window_s = window_s
         self._key = key or (lambda message: message)
         self._clock = clock
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # kind -> (last passed, dropped since)
+        # kind -> (last passed, dropped since, the last dropped line)
+        self._seen: dict[tuple[str, int, str], tuple[float, int, str]] = {}
+        self._flushing = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._flushing:
+            return True
         message = redact(record.getMessage())
         kind = (record.name, record.levelno, self._key(message))
         now = self._clock()
         last = self._seen.get(kind)
         if last is not None and now - last[0] < self.window_s:
-            self._seen[kind] = (last[0], last[1] + 1)
+            self._seen[kind] = (last[0], last[1] + 1, message)
             return False
         if len(self._seen) > 1000:  # a long night with ever-new messages: forget the old kinds
             self._seen.clear()
@@ -103,5 +107,28 @@ class RepeatFilter(logging.Filter):
         if last is not None and last[1]:
             record.repeated = last[1]
             record.msg = f"{message} ({last[1]} more like it in the {now - last[0]:.0f} s before, not shown)"
-        self._seen[kind] = (now, 0)
+        self._seen[kind] = (now, 0, message)
         return True
+
+    def flush(self) -> int:
+        """Log each kind whose repeats were dropped since it last passed, once, with their count: the end of a
+        burst (an outage that ended, a run that stops) is otherwise never counted, since the count rides on the
+        next line of its kind. Returns how many lines it logged."""
+        now = self._clock()
+        pending = [(kind, seen) for kind, seen in self._seen.items() if seen[1]]
+        self._flushing = True
+        try:
+            for (name, level, _), (since, dropped, message) in pending:
+                logging.getLogger(name).log(
+                    level,
+                    "%s (%d more like it in the %.0f s before, not shown)",
+                    message,
+                    dropped,
+                    now - since,
+                    extra={"repeated": dropped},
+                )
+        finally:
+            self._flushing = False
+        for kind, (_, _, message) in pending:
+            self._seen[kind] = (now, 0, message)
+        return len(pending)

@@ -68,6 +68,17 @@ def test_repeats_are_shown_once_per_window_with_their_count():
         now[0] = 36.0
         logger.error("Connect to 127.0.0.1:9 failed: Connection refused (after 7ms in state CONNECT)")
         assert len(shown) == 4  # a new window began at 35 s
+        # the end of a burst (the run stops, the outage ends): its count is said once, with the last line
+        now[0] = 40.0
+        logger.error("Connect to 127.0.0.1:9 failed: Connection refused (after 9ms in state CONNECT)")
+        assert filt.flush() == 1 and len(shown) == 5 and shown[-1].repeated == 2
+        assert shown[-1].getMessage() == (
+            "Connect to 127.0.0.1:9 failed: Connection refused (after 9ms in state CONNECT)"
+            " (2 more like it in the 5 s before, not shown)"
+        )
+        assert filt.flush() == 0 and len(shown) == 5  # nothing dropped since
+        logger.error("Connect to 127.0.0.1:9 failed: Connection refused (after 7ms in state CONNECT)")
+        assert len(shown) == 5  # the flushed line counts as shown: its window starts there
     finally:
         logger.removeHandler(handler)
         logger.removeFilter(filt)
