@@ -24,6 +24,7 @@ from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.reclassify import NoStoredFeatures, reclassify_models
 from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.pipeline.shutdown import StopRequest
+from alert_broker.pipeline.sources import ResumeRefused
 from alert_broker.simulator.cli import register as register_simulator
 from alert_broker.storage import EmbeddedPostgres, Lake, LakeUnavailable, RawArchive, SummaryStore
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
@@ -89,11 +90,15 @@ def cmd_run_night(args: argparse.Namespace) -> int:
             "%s; nothing was started: check --lake-url and the S3 settings, then run the same command", err
         )
         return EXIT_LAKE_DOWN
+    except ResumeRefused as err:
+        log.error("%s; nothing was processed", err)
+        return 2
     print(report.render())
     print(f"report written to {Path(settings.reports_dir).resolve()}")
     if report.status == "stopped":
         return stop.exit_status  # 128 + the signal: the source's end was not reached
-    return 0 if report.status == "ok" and report.alerts > 0 else 1
+    # nothing read is a failure (an empty or wrong source), unless a resume found the night already committed
+    return 0 if report.status == "ok" and (report.alerts > 0 or report.resumed_skipped > 0) else 1
 
 
 def cmd_warm(args: argparse.Namespace) -> int:

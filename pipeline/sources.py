@@ -25,6 +25,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class ResumeRefused(ValueError):
+    """``--resume`` of an archive that cannot be the one the manifest's committed offsets were read from."""
+
+
 class ArchiveSource:
     """A night archive. Files are read in sorted order, so offsets (and batch ids) are stable across re-runs."""
 
@@ -52,7 +56,7 @@ class ArchiveSource:
         n = count_archive(self.path)
         last = max(b for _, b in committed)
         if last >= n:
-            raise ValueError(
+            raise ResumeRefused(
                 f"cannot resume {self.name}: an earlier run committed offsets up to {last}, but {self.path} holds "
                 f"{n} packets, so it is not the archive that run read (run without --resume to process it whole)"
             )

@@ -64,6 +64,20 @@ def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(rec["candid"]) in proc.stdout
 
+    # --resume: a night already committed reads nothing and succeeds; an archive of that name holding fewer
+    # packets than the committed offsets reach is refused (exit status 2), before anything is processed
+    resume = ["run-night", "--no-progress", "--dashboard-address", ":0", "--resume", *common]
+    proc = _run([*resume, "--source", str(night)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "messages read     0 (resumed: 40 committed earlier, skipped)" in proc.stdout
+    other = tmp_path / "elsewhere" / "night"
+    other.mkdir(parents=True)
+    for f in files[:5]:
+        shutil.copy(f, other / f.name)
+    proc = _run([*resume, "--source", str(other)], tmp_path)
+    assert proc.returncode == 2 and "cannot resume archive:night" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
 
 def test_run_night_help_lists_every_setting(tmp_path):
     if not BROKER.exists():

@@ -165,7 +165,7 @@ def test_skipped_ranges_are_not_read_and_no_batch_spans_one(tmp_path, lazy):
 
 
 def test_resume_skips_the_committed_offsets_and_refuses_an_archive_they_do_not_fit(tmp_path):
-    from alert_broker.pipeline.sources import ArchiveSource
+    from alert_broker.pipeline.sources import ArchiveSource, ResumeRefused
 
     folder = make_folder(tmp_path / "n", {f"{i:03d}.avro": bytes([i]) for i in range(10)})
     src = ArchiveSource(folder, batch_size=3)
@@ -173,5 +173,5 @@ def test_resume_skips_the_committed_offsets_and_refuses_an_archive_they_do_not_f
     assert src.resume([(0, 5), (8, 8)]) == 7
     assert src.total() == 3
     assert [[m.offset for m in b] for b in src.batches()] == [[6, 7], [9]]
-    with pytest.raises(ValueError, match="holds 10 packets, so it is not the archive"):
+    with pytest.raises(ResumeRefused, match="holds 10 packets, so it is not the archive"):
         ArchiveSource(folder, batch_size=3).resume([(0, 10)])
