@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,3 +20,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (set BROKER_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _package_logging_restored():
+    """A test that runs the CLI in-process (``cli.main``) installs the package's log handler on that test's
+    stderr, which pytest's ``capsys``/``capfd`` close after it: later tests in the same process would log into a
+    closed stream ("--- Logging error ---" on stderr). The package logger is put back as each test found it."""
+    logger = logging.getLogger("alert_broker")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
