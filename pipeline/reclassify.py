@@ -5,17 +5,17 @@ the alerts that come after it, and re-running every night to get there would dec
 everything again. The pipeline keeps each object's latest feature vector per feature version in PostgreSQL
 (``feature``: JSON, NaN as null, what ``pipeline.sinks.feature_summary`` writes), and that vector is exactly what
 the run's classifier read. So a model trained on a stored feature version re-scores from it, in chunks of objects,
-on the driver alone (a forest over 20,000 vectors takes seconds: no cluster needed), and upserts its
-``probability``, ``outlier_score`` and ``taxonomy`` rows. Rows are keyed by classifier name *and version*: the
-earlier version's rows stay (the API shows every version; ``probabilities_latest`` and the explorer the latest),
-and re-scoring with the same version again only rewrites its own rows.
+in the driver's process (a forest over 20,000 vectors takes about a second), and upserts its ``probability``,
+``outlier_score`` and ``taxonomy`` rows. Rows are keyed by classifier name *and version*: the earlier version's
+rows stay (an object's probabilities list every version; the API's class queries, ``probabilities_latest`` and the
+explorer use the latest), and re-scoring with the same version again only rewrites its own rows.
 
 A model trained on a feature version the database does not hold (e.g. ``lc_hierarchical 1.1.0`` reads
 ``lc-features-1.0.0``; a new model on a new feature definition) gets its vectors computed from the light-curve
 history store instead (``history_features``): every stored detection and non-detection of each object, corrected,
 through the same pure steps a region task runs (correction, magnitude statistics, features, the WISE colours from
-the stored AllWISE matches), a group of history pixels at a time. Those vectors are stored too (``feature``, under
-their version), so the next re-scoring on that version reads them. ``--from-history`` takes that path even when the
+the stored AllWISE matches), a group of history pixels at a time, each group a Dask task. Those vectors are
+stored too (``feature``, under their version), so the next re-scoring on that version reads them. ``--from-history`` takes that path even when the
 version is stored. Without a history store (``--no-history``) an unstored version is an error naming the versions
 held, never a silent nothing.
 
