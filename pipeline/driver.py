@@ -616,15 +616,14 @@ class Services:
             )
             self.client = self.stack.enter_context(Client(cluster))
         else:
-            cluster = self.stack.enter_context(
-                LocalCluster(
-                    n_workers=bounds[0] if bounds else s.n_workers,
-                    threads_per_worker=s.threads_per_worker,
-                    dashboard_address=s.dashboard_address,
-                    processes=True,
-                    env=worker_env or None,
-                )
+            cluster = LocalCluster(
+                n_workers=bounds[0] if bounds else s.n_workers,
+                threads_per_worker=s.threads_per_worker,
+                dashboard_address=s.dashboard_address,
+                processes=True,
+                env=worker_env or None,
             )
+            self.stack.callback(close_local_cluster, cluster)
             if bounds:
                 # the scheduler's adaptive target (its task backlog), as the Dask operator's DaskAutoscaler
                 cluster.adapt(minimum=bounds[0], maximum=bounds[1], interval="1s", wait_count=5)
@@ -643,6 +642,27 @@ class Services:
 
     def __exit__(self, *exc) -> None:
         self.stack.close()
+
+
+#: How long a LocalCluster may take to close. distributed waits without limit by default, and a nanny restarting a
+#: worker that died just as the cluster closes can keep it waiting for good (seen once, 7 Dec, in the
+#: poison-batch fault test, whose workers die on purpose: the night was done, its close hung until the test's
+#: 600 s timeout).
+CLUSTER_CLOSE_S = 60.0
+
+
+def close_local_cluster(cluster, timeout: float = CLUSTER_CLOSE_S) -> None:
+    """Close a LocalCluster, giving up after ``timeout`` seconds with a warning rather than hanging the driver: the
+    run's results are committed by then, PostgreSQL still stops after it and the report is still written, and
+    the worker processes (daemonic children) end with the driver's process."""
+    try:
+        cluster.close(timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - a TimeoutError from distributed's sync(), or a comm error
+        log.warning(
+            "the local Dask cluster did not close within %.0f s (%s); its worker processes end with this one",
+            timeout,
+            type(err).__name__,
+        )
 
 
 def _check_kafka(settings: Settings, sources: bool = True) -> None:

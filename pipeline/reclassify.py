@@ -59,6 +59,7 @@ from alert_broker.features.science import (
 )
 from alert_broker.features.tables import Tables
 from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.driver import close_local_cluster
 from alert_broker.pipeline.resources import LakeSpec, ModelSpec
 from alert_broker.pipeline.sinks import feature_summary
 from alert_broker.storage import Lake, RawArchive, SummaryStore
@@ -495,14 +496,13 @@ def _cluster(settings: Settings, stack: ExitStack) -> Client | None:
         return stack.enter_context(Client(settings.scheduler))
     if settings.n_workers <= 1:
         return None
-    cluster = stack.enter_context(
-        LocalCluster(
-            n_workers=settings.n_workers,
-            threads_per_worker=settings.threads_per_worker,
-            dashboard_address=settings.dashboard_address,
-            processes=True,
-        )
+    cluster = LocalCluster(
+        n_workers=settings.n_workers,
+        threads_per_worker=settings.threads_per_worker,
+        dashboard_address=settings.dashboard_address,
+        processes=True,
     )
+    stack.callback(close_local_cluster, cluster)
     client = stack.enter_context(Client(cluster))
     log.info(
         "features from the history store on %d workers (dashboard %s)",
