@@ -12,7 +12,7 @@ import astropy.units as u
 import numpy as np
 from astropy_healpix import core as hp
 
-from alert_broker.features.healpix import MAX_ORDER
+from alert_broker.features.healpix import MAX_ORDER, order29_ranges
 
 #: Mean width of an order-0 HEALPix pixel (arcsec); order k pixels are 2**k times narrower.
 ORDER0_WIDTH_ARCSEC = float(hp.nside_to_pixel_resolution(1).to_value(u.arcsec))
@@ -34,18 +34,7 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float) -> tuple[li
     pixels = hp.healpix_cone_search(
         ra_deg * u.deg, dec_deg * u.deg, radius_arcsec * u.arcsec, 2**k, order="nested"
     )
-    pixels = np.unique(np.asarray(pixels, dtype=np.int64))
-    shift = 2 * (MAX_ORDER - k)
-    lows: list[int] = []
-    highs: list[int] = []
-    for p in pixels.tolist():
-        lo, hi = p << shift, ((p + 1) << shift) - 1
-        if highs and lo == highs[-1] + 1:
-            highs[-1] = hi
-        else:
-            lows.append(lo)
-            highs.append(hi)
-    return lows, highs
+    return order29_ranges(np.asarray(pixels, dtype=np.int64), k)
 
 
 def angular_distance_sql(ra_col: str, dec_col: str) -> str:

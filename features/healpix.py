@@ -53,3 +53,30 @@ MAX_ORDER = 29
 def healpix29(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     """Nested HEALPix index at order 29 of each position (hats and lsdb call it ``_healpix_29``)."""
     return healpix_pixels(ra_deg, dec_deg, MAX_ORDER)
+
+
+def with_neighbours(pixels: np.ndarray, order: int) -> np.ndarray:
+    """The distinct ``pixels`` (nested, at ``order``) and the up to eight pixels touching each."""
+    pix = np.unique(np.asarray(pixels, dtype=np.int64))
+    if pix.size == 0:
+        return pix
+    with np.errstate(invalid="ignore"):  # the missing neighbour of a face's corner pixel comes back as -1
+        around = np.asarray(hp.neighbours(pix, 2**order, order="nested"), dtype=np.int64).ravel()
+    return np.unique(np.concatenate([pix, around[around >= 0]]))
+
+
+def order29_ranges(pixels: np.ndarray, order: int) -> tuple[list[int], list[int]]:
+    """Inclusive (lo, hi) lists of the order-29 index ranges the nested ``pixels`` of ``order`` cover (pixel
+    ``p`` covers ``[p * 4**(29 - order), (p + 1) * 4**(29 - order))``), adjacent ranges merged, sorted: what a
+    B-tree on an order-29 column (``hpx29``) answers with one range scan each."""
+    shift = 2 * (MAX_ORDER - order)
+    lows: list[int] = []
+    highs: list[int] = []
+    for p in np.unique(np.asarray(pixels, dtype=np.int64)).tolist():
+        lo, hi = p << shift, ((p + 1) << shift) - 1
+        if highs and lo == highs[-1] + 1:
+            highs[-1] = hi
+        else:
+            lows.append(lo)
+            highs.append(hi)
+    return lows, highs

@@ -20,7 +20,14 @@ version is stored. Without a history store (``--no-history``) an unstored versio
 held, never a silent nothing.
 
 The stamp classifier (``--stamps``, ``reclassify_stamps``) reads cutouts, not features: each object it scored
-gets its earliest stored alert read back from the raw archive, decoded again and scored by the new version.
+gets its earliest stored alert read back from the raw archive, decoded again and scored by the new version, a few
+hundred alerts per Dask task (reading, decoding and the CNN are the cost; the driver pages the database and
+writes).
+
+Where it runs: with ``--n-workers`` above one (or a ``--scheduler``) the history pixel groups and the stamp pages
+are tasks on Dask workers; with ``--n-workers 1``, or for a list of ``--oid``, everything runs in the driver's
+process. Scoring stored vectors always runs in the driver's process: reading them and writing the rows are most of
+its time, and both are the database's.
 
 The per-batch lake tables (``probabilities``, ``outlier_scores``, ``features``) are the record of what each batch
 said when it ran and are not rewritten; ``probabilities_latest`` is republished (``--no-publish-lake`` skips it).
@@ -48,6 +55,7 @@ from alert_broker.classifiers.stamp import (
     StampClassifier,
 )
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
+from alert_broker.features.healpix import order29_ranges, with_neighbours
 from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.features.science import (
     RegionState,
@@ -60,7 +68,7 @@ from alert_broker.features.science import (
 from alert_broker.features.tables import Tables
 from alert_broker.pipeline.config import Settings
 from alert_broker.pipeline.driver import close_local_cluster
-from alert_broker.pipeline.resources import LakeSpec, ModelSpec
+from alert_broker.pipeline.resources import LakeSpec, ModelSpec, resources
 from alert_broker.pipeline.sinks import feature_summary
 from alert_broker.storage import Lake, RawArchive, SummaryStore
 from alert_broker.storage.history import HistoryStore
@@ -73,6 +81,8 @@ log = logging.getLogger(__name__)
 CHUNK = 20_000
 #: First alerts read back from the raw archive at a time (a ZTF packet with its cutouts is ~60 kB).
 STAMP_CHUNK = 2_000
+#: First alerts one Dask task reads back, decodes and scores when the stamp re-scoring runs on workers.
+STAMP_TASK = 500
 #: History pixels read at a time when the vectors are computed from the light curves (order 4: 3,072 pixels).
 PIXELS_PER_READ = 64
 
@@ -239,34 +249,74 @@ def _history_chunks(
     client: Client | None = None,
 ):
     """The vectors computed from the history store, ``PIXELS_PER_READ`` pixels at a time (all at once for a
-    list of objects), as ``feature`` rows ready to store (``feature_summary``). With a Dask ``client`` the pixel
-    groups are computed on its workers (as they finish, in any order); the driver only stores and scores."""
+    list of objects), as ``feature`` rows ready to store (``feature_summary``). Each group gets the AllWISE
+    matches of its own part of the sky only (``_allwise``). With a Dask ``client`` the pixel groups are computed
+    on its workers (as they finish, in any order; at most two per worker thread in flight, so the driver holds a
+    bounded share of the matches); the driver only reads the matches, stores and scores."""
     pixels = history.pixels("detections")
-    allwise = _allwise(store)
-    if client is not None and not oids:
-        lake = LakeSpec(history.lake.url, tuple(sorted(history.lake.storage_options.items())))
-        shared = client.scatter(allwise, broadcast=True) if not allwise.empty else None
-        groups = [pixels[i : i + PIXELS_PER_READ] for i in range(0, len(pixels), PIXELS_PER_READ)]
-        futures = [
-            client.submit(pixel_group_rows, lake, history.order, feature_version, g, shared, pure=False)
-            for g in groups
-        ]
-        for fut in as_completed(futures):
-            rows = fut.result()
-            fut.release()
-            if not rows.empty:
-                yield rows
-        return
-    step = len(pixels) if oids else PIXELS_PER_READ
-    for i in range(0, len(pixels), max(step, 1)):
-        feats = history_features(history, feature_version, pixels[i : i + step], oids, allwise)
+    if oids:
+        feats = history_features(history, feature_version, pixels, oids, _allwise(store, oids=oids))
         if not feats.empty:
             yield feature_summary(feats)
+        return
+    groups = [pixels[i : i + PIXELS_PER_READ] for i in range(0, len(pixels), PIXELS_PER_READ)]
+    if client is None:
+        for group in groups:
+            allwise = _allwise(store, pixels=group, order=history.order)
+            feats = history_features(history, feature_version, group, None, allwise)
+            if not feats.empty:
+                yield feature_summary(feats)
+        return
+    lake = LakeSpec(history.lake.url, tuple(sorted(history.lake.storage_options.items())))
+    window = 2 * max(1, sum(client.nthreads().values()))
+    running = as_completed()
+
+    def finished():
+        fut = next(running)
+        rows = fut.result()
+        fut.release()
+        return rows
+
+    for group in groups:
+        allwise = _allwise(store, pixels=group, order=history.order)
+        running.add(
+            client.submit(pixel_group_rows, lake, history.order, feature_version, group, allwise, pure=False)
+        )
+        while running.count() >= window:
+            rows = finished()
+            if not rows.empty:
+                yield rows
+    while running.count():
+        rows = finished()
+        if not rows.empty:
+            yield rows
 
 
-def _allwise(store: SummaryStore) -> pd.DataFrame:
-    """The stored AllWISE matches (the colour features' inputs), empty when the runs had no AllWISE catalogue."""
-    return store.fetch_df("SELECT oid, catalog, properties FROM xmatch WHERE catalog = 'allwise'")
+def _allwise(
+    store: SummaryStore, *, oids: list[str] | None = None, pixels: list[int] | None = None, order: int = 0
+) -> pd.DataFrame:
+    """The stored AllWISE matches (the colour features' inputs) of ``oids``, or of the objects whose mean position
+    lies in the history ``pixels`` (of ``order``) or a pixel touching them: an object's home pixel is where it
+    was first seen, and its mean position can sit across a border; the steps keep the matches of the objects
+    they compute. Empty when the runs had no AllWISE catalogue."""
+    if oids is not None:
+        return store.fetch_df(
+            "SELECT oid, catalog, properties FROM xmatch WHERE catalog = 'allwise' AND oid = ANY(%s)", (oids,)
+        )
+    lows, highs = order29_ranges(with_neighbours(np.asarray(pixels, dtype=np.int64), order), order)
+    if not lows:
+        return pd.DataFrame(columns=["oid", "catalog", "properties"])
+    params: dict[str, Any] = {}
+    ranges = []
+    for i, (lo, hi) in enumerate(zip(lows, highs, strict=True)):
+        # one BETWEEN per range, as the API's cone search: bitmap scans of the hpx29 index
+        params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+        ranges.append(f"o.hpx29 BETWEEN %(lo{i})s AND %(hi{i})s")
+    return store.fetch_df(
+        "SELECT x.oid, x.catalog, x.properties FROM xmatch x JOIN object o ON o.oid = x.oid"
+        f" WHERE x.catalog = 'allwise' AND ({' OR '.join(ranges)})",
+        params,
+    )
 
 
 def reclassify(
@@ -356,58 +406,108 @@ def _record(
     log.info("%s %s: %d objects scored", report.classifier, report.version, report.objects)
 
 
+def _score_packets(archive: RawArchive, clf: StampClassifier, refs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The probability rows of ``clf`` on the packets ``refs`` names (``candid``, ``raw_path``), read back from
+    ``archive`` and decoded again, and how many of them the archive did not have."""
+    packets: dict[int, bytes] = {}
+    for path, group in refs.groupby(refs["raw_path"].fillna(""), sort=False):
+        packets.update(archive.fetch_many(group["candid"].astype("int64"), path=path or None))
+    lost = len(refs) - len(packets)
+    messages = [RawMessage("reclassify", 0, i, packets[c]) for i, c in enumerate(sorted(packets))]
+    tables, _, _ = decode_batch(messages, "reclassify")
+    if tables.alerts.empty or tables.stamps.empty:
+        return pd.DataFrame(), lost
+    # no first-alert test again: the night judged these alerts first in their batch's context (a packet's own
+    # history alone can say otherwise, e.g. when a later packet's history corrected its times); only the survey
+    # the CNN was trained on
+    mine = tables.alerts["survey"].astype(str).to_numpy() == clf.survey
+    if not mine.any():
+        return pd.DataFrame(), lost
+    return clf.probabilities_long(tables.alerts[mine], tables.stamps).reset_index(drop=True), lost
+
+
+def first_alert_rows(lake: LakeSpec, spec: ModelSpec, refs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One Dask task of a distributed stamp re-scoring: ``_score_packets`` on the worker, with the worker's own
+    lake handle and its cached stamp model (loaded once per worker process)."""
+    res = resources()
+    return _score_packets(RawArchive(res.lake(lake)), res.stamp_model(spec), refs)
+
+
+def _first_alerts(store: SummaryStore, name: str, chunk: int, oids: list[str] | None):
+    """Each object some stamp classifier ``name`` scored, with its earliest stored alert (the one its
+    first-alert classification read): ``oid``, ``candid``, ``raw_path``, ``chunk`` objects at a time."""
+    after = ""
+    while True:
+        firsts = store.fetch_df(
+            "SELECT DISTINCT ON (a.oid) a.oid, a.candid, a.raw_path, a.night FROM alert a"
+            " WHERE a.oid IN (SELECT oid FROM probability WHERE classifier_name = %s) AND a.oid > %s"
+            " AND (%s::text[] IS NULL OR a.oid = ANY(%s::text[])) ORDER BY a.oid, a.mjd, a.candid LIMIT %s",
+            (name, after, oids, oids, chunk),
+        )
+        if firsts.empty:
+            return
+        yield firsts
+        if len(firsts) < chunk:
+            return
+        after = str(firsts["oid"].iloc[-1])
+
+
 def reclassify_stamps(
     store: SummaryStore,
     lake: Lake,
     spec: ModelSpec,
     *,
+    client: Client | None = None,
     chunk: int = STAMP_CHUNK,
+    task: int | None = None,
     oids: list[str] | None = None,
     dry_run: bool = False,
 ) -> ReclassifyReport:
     """The stamp classifier ``spec`` on the earliest stored alert of every object some stamp classifier scored
     (the pipeline classifies an object's first alert only, the earliest of its batch: those are the objects whose
     first alert the broker received, and that alert), each packet read back from the raw archive and decoded
-    again; probability and taxonomy rows upserted as for the light-curve models."""
+    again; probability and taxonomy rows upserted as for the light-curve models. With a Dask ``client`` each
+    ``task`` (default ``STAMP_TASK``) alerts are read, decoded and scored on a worker (at most two tasks per worker thread in flight, so
+    the driver holds a bounded number of results); the driver pages the database and writes."""
     t0 = time.perf_counter()
-    clf = StampClassifier.load(spec.name, spec.version, root=spec.root)
     report = ReclassifyReport(spec.name, spec.version, "cutouts", "raw archive", written=not dry_run)
     report.previous_version = _previous_version(store, spec.name, spec.version)
     if not dry_run:
         store.upsert(
             "taxonomy", flat_taxonomy_rows(spec.name, spec.version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
         )
-    archive = RawArchive(lake)
-    after = ""
-    while True:
-        # each scored object's earliest alert: the one its first-alert classification read
-        firsts = store.fetch_df(
-            "SELECT DISTINCT ON (a.oid) a.oid, a.candid, a.raw_path, a.night FROM alert a"
-            " WHERE a.oid IN (SELECT oid FROM probability WHERE classifier_name = %s) AND a.oid > %s"
-            " AND (%s::text[] IS NULL OR a.oid = ANY(%s::text[])) ORDER BY a.oid, a.mjd, a.candid LIMIT %s",
-            (spec.name, after, oids, oids, chunk),
-        )
-        if firsts.empty:
-            break
-        after = str(firsts["oid"].iloc[-1])
-        packets: dict[int, bytes] = {}
-        for path, group in firsts.groupby(firsts["raw_path"].fillna(""), sort=False):
-            packets.update(archive.fetch_many(group["candid"].astype("int64"), path=path or None))
-        lost = len(firsts) - len(packets)
-        if lost:
-            log.warning("%d first alerts are not in the raw archive: their objects keep their rows", lost)
-        messages = [RawMessage("reclassify", 0, i, packets[c]) for i, c in enumerate(sorted(packets))]
-        tables, _, _ = decode_batch(messages, "reclassify")
-        if not tables.alerts.empty and not tables.stamps.empty:
-            # no first-alert test again: the night judged these alerts first in their batch's context (a
-            # packet's own history alone can say otherwise, e.g. when a later packet's history corrected its
-            # times); only the survey the CNN was trained on
-            mine = tables.alerts["survey"].astype(str).to_numpy() == clf.survey
-            if mine.any():
-                prob = clf.probabilities_long(tables.alerts[mine], tables.stamps).reset_index(drop=True)
-                _record(store, report, prob, None, dry_run)
-        if len(firsts) < chunk:
-            break
+    task = task or STAMP_TASK
+    lost = 0
+
+    def record(prob: pd.DataFrame, missing: int) -> None:
+        nonlocal lost
+        lost += missing
+        if not prob.empty:
+            _record(store, report, prob, None, dry_run)
+
+    pages = _first_alerts(store, spec.name, chunk, oids)
+    if client is None:
+        clf = StampClassifier.load(spec.name, spec.version, root=spec.root)
+        archive = RawArchive(lake)
+        for firsts in pages:
+            record(*_score_packets(archive, clf, firsts))
+    else:
+        where = LakeSpec(lake.url, tuple(sorted(lake.storage_options.items())))
+        window = 2 * max(1, sum(client.nthreads().values()))
+        running = as_completed()
+        for firsts in pages:
+            for i in range(0, len(firsts), task):
+                refs = firsts.iloc[i : i + task][["candid", "raw_path"]]
+                running.add(client.submit(first_alert_rows, where, spec, refs, pure=False))
+                while running.count() >= window:
+                    fut = next(running)
+                    record(*fut.result())
+                    fut.release()
+        for fut in running:
+            record(*fut.result())
+            fut.release()
+    if lost:
+        log.warning("%d first alerts are not in the raw archive: their objects keep their rows", lost)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -452,7 +552,9 @@ def reclassify_models(
                 continue
             todo.append((spec, from_history or version not in stored))
         client = None
-        if history is not None and not oids and any(computed for _, computed in todo):
+        if not oids and (
+            stamp is not None or (history is not None and any(computed for _, computed in todo))
+        ):
             client = _cluster(settings, stack)
         for spec, _ in todo:
             try:
@@ -473,7 +575,7 @@ def reclassify_models(
                 log.info("%s %s: no stored vector of the features it reads, skipped", spec.name, spec.version)
         if stamp is not None:
             lake = Lake(settings.lake, settings.storage_options or None)
-            reports.append(reclassify_stamps(store, lake, stamp, oids=oids, dry_run=dry_run))
+            reports.append(reclassify_stamps(store, lake, stamp, client=client, oids=oids, dry_run=dry_run))
         if not dry_run and settings.publish_lake and any(r.objects for r in reports):
             published = publish(
                 dsn,

@@ -52,7 +52,7 @@ def night(tmp_path_factory, shared_data):
     return src, files
 
 
-def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
+def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store, monkeypatch):
     src, files = night
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     settings = load_settings(
@@ -110,9 +110,13 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
     assert set(lake[lake["classifier_name"] == "stamp_classifier"]["oid"]) == set(first)
     assert np.isfinite(pd.to_numeric(lake["probability"])).all()
 
-    # `broker reclassify --stamps`: the first alerts read back from the raw archive give the night's rows again,
-    # and another version scores the same objects beside them
+    # `broker reclassify --stamps`: the first alerts read back from the raw archive give the night's rows again
+    # (on a LocalCluster of two workers, 7 alerts a task), and another version scores the same objects beside
+    # them (in this process: --n-workers 1)
+    from alert_broker.pipeline import reclassify as reclassify_module
     from alert_broker.pipeline.cli import main
+
+    monkeypatch.setattr(reclassify_module, "STAMP_TASK", 7)
 
     version = stamp["classifier_version"].iloc[0]
     common = [
@@ -125,7 +129,7 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
         "none",
         "--stamps",
     ]
-    assert main([*common, "--stamp-model", f"stamp_classifier:{version}"]) == 0
+    assert main([*common, "--stamp-model", f"stamp_classifier:{version}", "--dashboard-address", ":0"]) == 0
     again = summary_store.fetch_df(
         "SELECT oid, class_name, probability, ranking FROM probability WHERE classifier_name = 'stamp_classifier'"
     )
@@ -133,7 +137,7 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store):
     assert len(both) == len(stamp) == len(again) and (both["ranking"] == both["ranking_run"]).all()
     assert np.abs(both["probability"] - both["probability_run"]).max() < 1e-6
     other = next(v for v in ("1.2.0", "1.1.0") if v != version)
-    assert main([*common, "--stamp-model", f"stamp_classifier:{other}"]) == 0
+    assert main([*common, "--stamp-model", f"stamp_classifier:{other}", "--n-workers", "1"]) == 0
     mine = summary_store.fetch_df(
         "SELECT oid FROM probability WHERE classifier_name = 'stamp_classifier' AND classifier_version = %s",
         (other,),

@@ -44,3 +44,48 @@ def test_assign_regions_small_and_empty():
     r = assign_regions(one, n_regions=8, order=10)
     assert r.to_dict() == {"a": 0}
     assert assign_regions(one.iloc[0:0], 4, 10).empty
+
+
+def test_order29_ranges_hold_exactly_the_points_of_the_pixels():
+    """Random points: a point's order-29 index lies in the ranges of a pixel set iff its pixel at that order is in
+    the set (pixel p of order k is [p * 4**(29 - k), (p + 1) * 4**(29 - k))); adjacent pixels merge into one."""
+    from alert_broker.features.healpix import healpix29, order29_ranges, pixel_of
+
+    rng = np.random.default_rng(3)
+    ra = rng.uniform(0, 360, 20_000)
+    dec = np.rad2deg(np.arcsin(rng.uniform(-1, 1, 20_000)))
+    order = 3
+    chosen = np.array([5, 6, 7, 100, 300, 301])
+    lows, highs = order29_ranges(chosen, order)
+    assert len(lows) == 3 and lows == sorted(lows)  # 5-7 and 300-301 merged
+    assert lows[0] == 5 * 4 ** (29 - order) and highs[0] == 8 * 4 ** (29 - order) - 1
+    h = healpix29(ra, dec)
+    lo, hi = np.asarray(lows), np.asarray(highs)
+    i = np.searchsorted(lo, h, side="right") - 1
+    inside = (i >= 0) & (h <= hi[np.clip(i, 0, None)])
+    np.testing.assert_array_equal(inside, np.isin(pixel_of(ra, dec, order), chosen))
+    assert order29_ranges(np.array([], dtype=np.int64), order) == ([], [])
+
+
+def test_with_neighbours_holds_every_point_near_the_pixels():
+    """A point 30 arcsec from another lies in the other's pixel or one touching it, at an order whose pixels
+    are ~50 arcsec wide (so that many pairs cross a border); a pixel away from the faces' corners has eight
+    neighbours."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from alert_broker.features.healpix import pixel_of, with_neighbours
+
+    rng = np.random.default_rng(4)
+    order = 12
+    n = 2_000
+    first = SkyCoord(rng.uniform(0, 360, n) * u.deg, np.rad2deg(np.arcsin(rng.uniform(-1, 1, n))) * u.deg)
+    second = first.directional_offset_by(rng.uniform(0, 360, n) * u.deg, 30 * u.arcsec)
+    a = pixel_of(first.ra.deg, first.dec.deg, order)
+    b = pixel_of(second.ra.deg, second.dec.deg, order)
+    assert (a != b).sum() > n // 4  # the test crosses borders
+    for k in range(n):
+        assert b[k] in with_neighbours(a[k : k + 1], order)
+    mid = pixel_of(np.array([45.0]), np.array([20.0]), 4)
+    assert len(with_neighbours(mid, 4)) == 9
+    assert len(with_neighbours(np.array([], dtype=np.int64), 4)) == 0
