@@ -20,9 +20,10 @@ and their batches the same ids.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from alert_broker.surveys.messages import RawMessage
@@ -145,22 +146,62 @@ class _Skipper:
         return self._i < len(self._ranges) and self._ranges[self._i][0] <= offset
 
 
-def count_archive(path: str | Path) -> int:
-    """Number of packets ``iter_archive`` will yield (for a progress bar).
+def archive_keys(path: str | Path) -> Iterator[str]:
+    """The packets' keys (``RawMessage.key``) in offset order, without reading a packet.
 
     Free for a folder; a tarball has no index, so this reads its member headers in one streamed pass (the
     gzip stream is decompressed, the member contents are skipped, nothing is written to disk).
     """
     path = Path(os.fspath(path))
     if path.is_dir():
-        return len(_folder_files(path))
-    if path.is_file() and is_tarball(path):
-        n = 0
+        yield from (key for key, _ in _folder_files(path))
+    elif path.is_file() and is_tarball(path):
         with tarfile.open(path, mode="r|gz") as tar:
             for m in tar:
-                n += m.isfile() and _is_packet_name(m.name)
+                if m.isfile() and _is_packet_name(m.name):
+                    yield _member_key(m.name)
                 tar.members = []  # as in _iter_tar: do not keep a million headers
-        return n
-    if path.exists():
+    elif path.exists():
         raise ValueError(f"{path} is neither a folder nor a .tar.gz/.tgz archive of .avro files")
-    raise FileNotFoundError(f"archive {path} does not exist")
+    else:
+        raise FileNotFoundError(f"archive {path} does not exist")
+
+
+def count_archive(path: str | Path) -> int:
+    """Number of packets ``iter_archive`` will yield (for a progress bar; a tarball's headers are read)."""
+    return sum(1 for _ in archive_keys(path))
+
+
+def keys_digest(keys: Iterable[str]) -> str:
+    """A digest of packet keys in order (SHA-256 of the keys, each followed by a newline; 32 hex digits): what
+    the batch manifest keeps of the files an archive batch read, so that ``--resume`` can tell that the offsets
+    an earlier run committed still name the same files."""
+    h = hashlib.sha256()
+    for key in keys:
+        h.update(key.encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    return h.hexdigest()[:32]
+
+
+def changed_ranges(
+    path: str | Path, digests: Sequence[tuple[int, int, str]]
+) -> tuple[int, list[tuple[int, int]]]:
+    """(packets in the archive, the ranges of ``digests`` — ``(first, last, keys_digest)`` of committed batches —
+    whose keys today digest otherwise or that reach past its end), in one pass over the keys. Committed batches
+    never overlap (the manifest retires a batch that a later one overlaps); if they did, the later would be
+    reported changed, never passed unchecked."""
+    todo = sorted((int(a), int(b), d) for a, b, d in digests)
+    changed: list[tuple[int, int]] = []
+    i, h, n = 0, None, 0
+    for offset, key in enumerate(archive_keys(path)):
+        n = offset + 1
+        if i < len(todo) and todo[i][0] <= offset:
+            if h is None:
+                h = []
+            h.append(key)
+            if offset == todo[i][1]:
+                if keys_digest(h) != todo[i][2]:
+                    changed.append(todo[i][:2])
+                h, i = None, i + 1
+    changed += [(a, b) for a, b, _ in todo[i:]]  # ranges the archive no longer reaches
+    return n, changed

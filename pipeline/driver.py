@@ -40,6 +40,7 @@ from alert_broker.classifiers.stamp import STAMP_CLASSES, STAMP_TAXONOMY_VERSION
 from alert_broker.classifiers.taxonomy import flat_taxonomy_rows, taxonomy_rows
 from alert_broker.features.lightcurve import FEATURE_VERSION, FLUX_FEATURE_VERSION
 from alert_broker.models import shipped_models
+from alert_broker.pipeline.archive import keys_digest
 from alert_broker.pipeline.chain import RegionStage
 from alert_broker.pipeline.config import Settings, redact
 from alert_broker.pipeline.kafka import KafkaUnavailable, check_source, flush_client_logs, parse_kafka_url
@@ -92,6 +93,24 @@ def batch_ranges(messages: list[RawMessage]) -> dict[str, dict[int, tuple[int, i
     for m in messages:
         lo, hi = out[m.source].get(m.partition, (m.offset, m.offset))
         out[m.source][m.partition] = (min(lo, m.offset), max(hi, m.offset))
+    return dict(out)
+
+
+def archive_digests(messages: list[RawMessage]) -> dict[str, dict[int, str]]:
+    """{source: {partition: digest of the keys in offset order}} of a batch's archive packets (``archive:*``
+    sources, whose keys are the files read): the manifest keeps it so that ``--resume`` can tell the archive it
+    is given still holds those files at those offsets. Only for a range of contiguous offsets with every key
+    (as ``iter_archive`` cuts batches)."""
+    by: dict[tuple[str, int], list[RawMessage]] = defaultdict(list)
+    for m in messages:
+        if m.source.startswith("archive:"):
+            by[(m.source, m.partition)].append(m)
+    out: dict[str, dict[int, str]] = defaultdict(dict)
+    for (source, partition), ms in by.items():
+        ms = sorted(ms, key=lambda m: m.offset)
+        offsets = [m.offset for m in ms]
+        if offsets == list(range(offsets[0], offsets[-1] + 1)) and all(m.key is not None for m in ms):
+            out[source][partition] = keys_digest(str(m.key) for m in ms)
     return dict(out)
 
 
@@ -293,7 +312,10 @@ class Broker:
                 "manifest",
             )
             rep.superseded_files += len(superseded)
-        self.with_postgres(lambda: manifest.begin_batch(self.store, batch_id, ranges), "manifest")
+        digests = archive_digests(messages)
+        self.with_postgres(
+            lambda: manifest.begin_batch(self.store, batch_id, ranges, digests=digests), "manifest"
+        )
         rep.seconds["manifest"] = time.perf_counter() - t_start
 
         client = self.client
@@ -800,7 +822,10 @@ def _resume(source: Source, store: SummaryStore) -> int:
     needs nothing: its consumer group resumes from the committed offsets anyway."""
     skipped = 0
     for archive in archives(source):
-        n = archive.resume(manifest.committed_ranges(store, archive.name).get(0, []))
+        n = archive.resume(
+            manifest.committed_ranges(store, archive.name).get(0, []),
+            manifest.committed_digests(store, archive.name),
+        )
         log.info("resuming %s: %d packets committed by an earlier run are skipped", archive.name, n)
         skipped += n
     return skipped

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from alert_broker.pipeline.archive import archive_source, count_archive, iter_archive
+from alert_broker.pipeline.archive import archive_source, changed_ranges, count_archive, iter_archive
 from alert_broker.pipeline.config import SHARED_ZTF, Settings
 from alert_broker.pipeline.kafka import KafkaSource, parse_kafka_url
 from alert_broker.pipeline.simulate_night import simulated_night
@@ -45,20 +45,30 @@ class ArchiveSource:
     def commit(self, messages: list[RawMessage]) -> None:
         """Nothing to acknowledge: the batch manifest records what an archive run has written."""
 
-    def resume(self, committed: list[tuple[int, int]]) -> int:
+    def resume(self, committed: list[tuple[int, int]], digests: Sequence[tuple[int, int, str]] = ()) -> int:
         """Skip the offsets an earlier run of this archive committed (``committed``: the manifest's ranges of
         partition 0); returns how many. The offsets are positions in the archive's fixed order, so they mean
-        the same packets only if the archive is the one that run read: one holding fewer packets than the
-        committed offsets reach is refused (a folder that lost or gained files in the middle cannot be told
-        from the same archive; docs/guarantees.md)."""
+        the same packets only if the archive is the one that run read. ``digests`` (``(first, last, digest)``
+        of each committed batch, from the manifest) say which files each batch read: an archive whose files
+        at those offsets are not the same ones (a file added, removed or renamed before them), or that holds
+        fewer packets than the committed offsets reach, is refused. Files added after the committed offsets
+        are fine (an archive still being filled)."""
         if not committed:
             return 0
-        n = count_archive(self.path)
         last = max(b for _, b in committed)
+        n, changed = changed_ranges(self.path, digests)
         if last >= n:
             raise ResumeRefused(
                 f"cannot resume {self.name}: an earlier run committed offsets up to {last}, but {self.path} holds "
                 f"{n} packets, so it is not the archive that run read (run without --resume to process it whole)"
+            )
+        if changed:
+            a, b = changed[0]
+            raise ResumeRefused(
+                f"cannot resume {self.name}: the files at offsets {a}-{b} of {self.path} are not those an earlier "
+                f"run read and committed there ({len(changed)} of {len(digests)} committed batches differ: files "
+                f"added, removed or renamed in the middle of the archive), so skipping its committed offsets would "
+                f"skip other files (run without --resume to process it whole)"
             )
         self.skip = list(committed)
         return sum(b - a + 1 for a, b in committed)

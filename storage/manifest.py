@@ -75,13 +75,27 @@ def _write_entry(
     ranges: Mapping[Any, Any],
     files: Iterable[str],
     source: str | None,
+    digests: Mapping[str, Mapping[int, str]] | None = None,
 ) -> None:
     by_source = _by_source(ranges, source)
-    rows = [(batch_id, s, p, a, b) for s, parts in by_source.items() for p, (a, b) in parts.items()]
     as_json = {s: {str(p): [a, b] for p, (a, b) in parts.items()} for s, parts in by_source.items()}
     conn = store.conn
     with store._lock, conn.transaction():
         cur = conn.cursor()
+        # a range's keys digest, given when the batch began, stays when its entry is written again
+        kept = {
+            (s, int(p), int(a), int(b)): d
+            for s, p, a, b, d in cur.execute(
+                "SELECT source, partition, first_offset, last_offset, keys_digest FROM batch_range"
+                " WHERE batch_id = %s",
+                (batch_id,),
+            ).fetchall()
+        }
+        rows = [
+            (batch_id, s, p, a, b, (digests or {}).get(s, {}).get(p) or kept.get((s, p, a, b)))
+            for s, parts in by_source.items()
+            for p, (a, b) in parts.items()
+        ]
         cur.execute(
             "INSERT INTO batch_manifest (batch_id, state, ranges, files, written_at, committed_at) "
             "VALUES (%s, %s, %s, %s, now(), NULL) ON CONFLICT (batch_id) DO UPDATE SET "
@@ -91,8 +105,8 @@ def _write_entry(
         )
         cur.execute("DELETE FROM batch_range WHERE batch_id = %s", (batch_id,))
         cur.executemany(
-            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset) "
-            "VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO batch_range (batch_id, source, partition, first_offset, last_offset, keys_digest) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
             rows,
         )
 
@@ -105,17 +119,23 @@ def record_batch(
     source: str | None = None,
 ) -> None:
     """Record that ``batch_id`` wrote ``files`` for these offset ranges (state ``written``). Recording the same
-    batch id again replaces its entry."""
+    batch id again replaces its entry (a range's keys digest from ``begin_batch`` is kept)."""
     _write_entry(store, batch_id, "written", ranges, files, source)
 
 
 def begin_batch(
-    store: SummaryStore, batch_id: str, ranges: Mapping[Any, Any], source: str | None = None
+    store: SummaryStore,
+    batch_id: str,
+    ranges: Mapping[Any, Any],
+    source: str | None = None,
+    digests: Mapping[str, Mapping[int, str]] | None = None,
 ) -> None:
     """Record, before anything is written, that ``batch_id`` is about to write for these ranges (state
     ``started``, no file list yet). If the process dies mid-batch, the replay finds this entry as superseded
-    and removes the batch's files by name (``Lake.find_batch_files``), even those nobody listed."""
-    _write_entry(store, batch_id, "started", ranges, [], source)
+    and removes the batch's files by name (``Lake.find_batch_files``), even those nobody listed. ``digests``
+    (``{source: {partition: digest}}``): for an archive, the digest of the keys (files) of each range
+    (``pipeline.archive.keys_digest``), which ``--resume`` checks against the archive it is given."""
+    _write_entry(store, batch_id, "started", ranges, [], source, digests)
 
 
 def mark_committed(store: SummaryStore, batch_id: str) -> None:
@@ -206,10 +226,22 @@ def committed_ranges(store: SummaryStore, source: str) -> dict[int, list[tuple[i
     return out
 
 
+def committed_digests(store: SummaryStore, source: str, partition: int = 0) -> list[tuple[int, int, str]]:
+    """``(first, last, keys_digest)`` of each committed batch of ``source`` on ``partition`` that recorded one
+    (archive batches since 7 Dec 2026; earlier ones and Kafka batches have none), in offset order."""
+    rows = store.conn.execute(
+        "SELECT r.first_offset, r.last_offset, r.keys_digest FROM batch_range r JOIN batch_manifest m"
+        " USING (batch_id) WHERE r.source = %s AND r.partition = %s AND m.state = 'committed'"
+        " AND r.keys_digest IS NOT NULL ORDER BY r.first_offset",
+        (source, partition),
+    ).fetchall()
+    return [(int(a), int(b), str(d)) for a, b, d in rows]
+
+
 def batches(store: SummaryStore, source: str | None = None) -> pd.DataFrame:
     """The manifest as a frame (one row per batch and partition), for people and tests."""
     return store.fetch_df(
-        "SELECT m.batch_id, m.state, r.source, r.partition, r.first_offset, r.last_offset, m.files,"
+        "SELECT m.batch_id, m.state, r.source, r.partition, r.first_offset, r.last_offset, r.keys_digest, m.files,"
         " m.written_at, m.committed_at FROM batch_manifest m JOIN batch_range r USING (batch_id)"
         " WHERE %s::text IS NULL OR r.source = %s::text ORDER BY r.source, r.partition, r.first_offset",
         (source, source),

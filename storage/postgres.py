@@ -304,6 +304,8 @@ TABLES: dict[str, TableSpec] = {
             "partition": INT,
             "first_offset": BIGINT,
             "last_offset": BIGINT,
+            # an archive batch's files, as a digest of their keys in offset order (``--resume`` checks it)
+            "keys_digest": TEXT,
         },
         key=("batch_id", "source", "partition"),
         indexes=(("source", "partition", "last_offset"),),

@@ -203,3 +203,25 @@ def test_committed_ranges_merge_touching_batches_and_leave_out_uncommitted_ones(
     manifest.mark_committed(summary_store, "other")
     assert manifest.committed_ranges(summary_store, "archive:n") == {0: [(0, 79), (160, 209)], 1: [(5, 9)]}
     assert manifest.committed_ranges(summary_store, "archive:none") == {}
+
+
+def test_committed_digests_are_those_begun_kept_through_the_write_and_committed(summary_store):
+    """A batch's keys digest, given when it begins, survives the entry being written again (the file list), and
+    is listed once the batch commits; batches without one (Kafka, older manifests) or not committed are not."""
+    manifest.begin_batch(
+        summary_store, "a", {0: (0, 2)}, source="archive:n", digests={"archive:n": {0: "d-a"}}
+    )
+    manifest.record_batch(summary_store, "a", {0: (0, 2)}, ["f1"], source="archive:n")
+    manifest.begin_batch(
+        summary_store, "b", {0: (3, 5)}, source="archive:n", digests={"archive:n": {0: "d-b"}}
+    )
+    manifest.record_batch(summary_store, "b", {0: (3, 5)}, ["f2"], source="archive:n")  # never committed
+    manifest.begin_batch(summary_store, "c", {0: (6, 8)}, source="archive:n")  # no digest given
+    manifest.record_batch(summary_store, "c", {0: (6, 8)}, ["f3"], source="archive:n")
+    assert manifest.committed_digests(summary_store, "archive:n") == []
+    for batch_id in ("a", "c"):
+        manifest.mark_committed(summary_store, batch_id)
+    assert manifest.committed_digests(summary_store, "archive:n") == [(0, 2, "d-a")]
+    assert manifest.committed_digests(summary_store, "archive:other") == []
+    listed = manifest.batches(summary_store, "archive:n").set_index("batch_id")["keys_digest"]
+    assert listed["a"] == "d-a" and listed["b"] == "d-b" and listed.isna()["c"]

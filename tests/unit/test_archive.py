@@ -175,3 +175,63 @@ def test_resume_skips_the_committed_offsets_and_refuses_an_archive_they_do_not_f
     assert [[m.offset for m in b] for b in src.batches()] == [[6, 7], [9]]
     with pytest.raises(ResumeRefused, match="holds 10 packets, so it is not the archive"):
         ArchiveSource(folder, batch_size=3).resume([(0, 10)])
+
+
+def test_resume_refuses_an_archive_whose_files_changed_under_the_committed_offsets(tmp_path):
+    """The manifest keeps a digest of each committed batch's file names; a folder with a file added, removed or
+    renamed before the committed offsets is refused (skipping them would skip other files), one with files added
+    after them is resumed, and the tarball of the same folder matches the folder's digests."""
+    from alert_broker.pipeline.archive import changed_ranges, keys_digest
+    from alert_broker.pipeline.driver import archive_digests
+    from alert_broker.pipeline.sources import ArchiveSource, ResumeRefused
+
+    folder = make_folder(tmp_path / "n", {f"{i:03d}.avro": bytes([i]) for i in range(10)})
+    first_run = list(iter_archive(folder, 3))
+    digests = [
+        (b[0].offset, b[-1].offset, archive_digests(b)["archive:n"][0]) for b in first_run[:2]
+    ]  # batches 0-2 and 3-5 committed
+    assert digests[0][2] == keys_digest(["000.avro", "001.avro", "002.avro"])
+    committed = [(0, 5)]
+    assert ArchiveSource(folder, 3).resume(committed, digests) == 6
+    assert changed_ranges(folder, digests) == (10, [])
+    tarball = make_tarball(tmp_path / "n.tar.gz", folder)
+    assert changed_ranges(tarball, digests) == (10, [])
+
+    (folder / "zzz.avro").write_bytes(b"x")  # added after the committed offsets: still the same files there
+    src = ArchiveSource(folder, 3)
+    assert src.resume(committed, digests) == 6
+    assert [[m.key for m in b] for b in src.batches()] == [
+        ["006.avro", "007.avro", "008.avro"],
+        ["009.avro", "zzz.avro"],
+    ]
+
+    (folder / "004a.avro").write_bytes(b"y")  # inserted in the middle: offsets 5.. now name other files
+    with pytest.raises(ResumeRefused, match=r"offsets 3-5 .* \(1 of 2 committed batches differ"):
+        ArchiveSource(folder, 3).resume(committed, digests)
+    (folder / "004a.avro").unlink()
+    (folder / "001.avro").rename(folder / "001b.avro")  # renamed: same count, other names
+    assert changed_ranges(folder, digests) == (11, [(0, 2)])
+    with pytest.raises(ResumeRefused, match="offsets 0-2"):
+        ArchiveSource(folder, 3).resume(committed, digests)
+    # a range the archive no longer reaches is changed too, and without digests (an older manifest) only the
+    # count is checked
+    assert changed_ranges(folder, [(8, 12, "0" * 32)]) == (11, [(8, 12)])
+    assert ArchiveSource(folder, 3).resume(committed) == 6
+
+
+def test_archive_digests_cover_contiguous_archive_ranges_only():
+    from alert_broker.pipeline.archive import keys_digest
+    from alert_broker.pipeline.driver import archive_digests
+
+    def msg(source, offset, key="k"):
+        return RawMessage(source=source, partition=0, offset=offset, payload=b"", key=f"{key}{offset}")
+
+    batch = [
+        msg("archive:n", 5),
+        msg("archive:n", 4),
+        msg("ztf-topic", 7),
+        msg("archive:m", 1),
+        msg("archive:m", 3),
+    ]
+    assert archive_digests(batch) == {"archive:n": {0: keys_digest(["k4", "k5"])}}  # m has a gap, Kafka none
+    assert keys_digest(["a", "b"]) != keys_digest(["ab"]) != keys_digest(["b", "a"])
