@@ -56,3 +56,55 @@ def test_the_driver_is_pid_1_and_has_time_to_finish_its_batches_on_sigterm():
     assert pod["containers"][0]["args"][0] == "broker" and "command" not in pod["containers"][0]
     assert "ENTRYPOINT []" in (K8S.parent / "Dockerfile").read_text()
     assert pod["terminationGracePeriodSeconds"] >= 60
+
+
+def _pod_spec(resource: dict) -> dict:
+    if resource["kind"] == "CronJob":
+        return resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return resource["spec"]["template"]["spec"]
+
+
+def test_every_broker_container_runs_a_command_the_cli_accepts():
+    """The driver, the API and the jobs: ``broker`` is PID 1 (no shell, SIGTERM reaches it) and the CLI parses
+    their arguments."""
+    parser = build_parser()
+    seen = {}
+    for doc in _docs():
+        if doc["kind"] not in ("Deployment", "CronJob"):
+            continue
+        (container,) = _pod_spec(doc)["containers"]
+        assert container["args"][0] == "broker" and "command" not in container, doc["metadata"]["name"]
+        seen[doc["metadata"]["name"]] = parser.parse_args(container["args"][1:])
+    assert set(seen) == {"broker-driver", "broker-api", "broker-integrity", "broker-reclassify"}
+    assert seen["broker-integrity"].repair is True
+    assert seen["broker-reclassify"].stamps is True and seen["broker-reclassify"].lc_model == "auto"
+    assert seen["broker-api"].host == "0.0.0.0"
+
+
+def test_the_api_service_reaches_the_api_pods_and_the_probe_asks_a_real_route():
+    from alert_broker.api.app import create_app
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _docs()}
+    api, service = docs[("Deployment", "broker-api")], docs[("Service", "broker-api")]
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert api["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+    port = container["args"][container["args"].index("--port") + 1]
+    assert ports[container["readinessProbe"]["httpGet"]["port"]] == int(port)
+    routes = {getattr(r, "path", None) for r in create_app(None).routes}  # type: ignore[arg-type]
+    assert container["readinessProbe"]["httpGet"]["path"] in routes
+
+
+def test_the_integrity_job_runs_nightly_and_the_reclassify_job_only_on_demand():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _docs()}
+    integrity, reclassify = docs[("CronJob", "broker-integrity")], docs[("CronJob", "broker-reclassify")]
+    assert not integrity["spec"].get("suspend", False) and reclassify["spec"]["suspend"] is True
+    for job in (integrity, reclassify):
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"  # two repairs or re-scorings never overlap
+        assert job["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+        assert _pod_spec(job)["restartPolicy"] == "Never"
+    minute, hour, *_ = integrity["spec"]["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and 14 <= int(hour) <= 23  # after a Palomar night, UTC

@@ -58,6 +58,23 @@ def _one(kind: str) -> dict:
     return found[0]
 
 
+def _named(kind: str, name: str) -> dict:
+    found = [r for r in _by_kind(kind) if r["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name} in k8s/, found {len(found)}"
+    return found[0]
+
+
+def _driver() -> dict:
+    return _named("Deployment", "broker-driver")
+
+
+def _pod_spec(resource: dict) -> dict:
+    """The pod template's spec of a Deployment, a Job or a CronJob."""
+    if resource["kind"] == "CronJob":
+        return resource["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return resource["spec"]["template"]["spec"]
+
+
 # --- the operator's CRD schemas -------------------------------------------------------------------------------
 
 
@@ -142,7 +159,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(version):
             f"{name}: {resource['kind']}/{resource['metadata']['name']} (Kubernetes {version}): {errors}"
         )
         checked.add(resource["kind"])
-    assert checked >= {"Namespace", "ConfigMap", "Secret", "Deployment"}
+    assert checked >= {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "CronJob"}
 
 
 def test_dask_resources_validate_against_the_operators_crds():
@@ -192,7 +209,7 @@ def test_the_crd_check_catches_mistakes(mutate, expected):
 
 
 def test_the_kubernetes_check_catches_mistakes():
-    driver = copy.deepcopy(_one("Deployment"))
+    driver = copy.deepcopy(_driver())
     container = driver["spec"]["template"]["spec"]["containers"][0]
     container["port"] = [{"containerPort": 9108}]  # "ports"
     assert any("'port' was unexpected" in e for e in k8s_errors(driver, K8S_VERSIONS[0]))
@@ -223,7 +240,11 @@ def _containers(resource: dict) -> list[dict]:
     if resource["kind"] == "DaskCluster":
         spec = resource["spec"]
         return spec["worker"]["spec"]["containers"] + spec["scheduler"]["spec"]["containers"]
-    return resource["spec"]["template"]["spec"]["containers"]
+    return _pod_spec(resource)["containers"]
+
+
+#: The resources whose pods run the broker with credentials: the driver, the API and the jobs.
+BROKER_PODS = ("Deployment", "CronJob")
 
 
 def test_references_resolve_and_the_workers_get_no_secret():
@@ -231,13 +252,26 @@ def test_references_resolve_and_the_workers_get_no_secret():
     secret = _one("Secret")
     secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
     settings = {ENV_PREFIX + f.name.upper() for f in settings_fields()}
-    driver = _one("Deployment")
-    pod = driver["spec"]["template"]["spec"]
-    for volume in pod.get("volumes", []):
-        if "secret" in volume:
-            assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-            assert {item["key"] for item in volume["secret"].get("items", [])} <= secret_keys
-    for resource in (driver, _one("DaskCluster")):
+    pods = [r for kind in BROKER_PODS for r in _by_kind(kind)]
+    assert len(pods) == 4  # the driver, the API, the integrity and the re-scoring jobs
+    for resource in pods:
+        pod = _pod_spec(resource)
+        mounted = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        assert mounted <= {v["name"] for v in pod.get("volumes", [])}, resource["metadata"]["name"]
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+                assert {item["key"] for item in volume["secret"].get("items", [])} <= secret_keys
+                # a *_FILE setting points at a file of the mounted Secret
+                paths = {item["path"] for item in volume["secret"].get("items", [])}
+                for container in pod["containers"]:
+                    for var in container.get("env", []):
+                        if var["name"].endswith("_FILE"):
+                            assert var["value"].rsplit("/", 1)[-1] in paths, (
+                                resource["metadata"]["name"],
+                                var,
+                            )
+    for resource in (*pods, _one("DaskCluster")):
         for container in _containers(resource):
             for source in container.get("envFrom", []):
                 assert source.get("configMapRef", {}).get("name") in configmaps, source
@@ -252,7 +286,7 @@ def test_references_resolve_and_the_workers_get_no_secret():
 
 
 def test_prometheus_scrapes_the_drivers_metrics_port():
-    template = _one("Deployment")["spec"]["template"]
+    template = _driver()["spec"]["template"]
     annotations = template["metadata"]["annotations"]
     ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
@@ -262,7 +296,7 @@ def test_prometheus_scrapes_the_drivers_metrics_port():
 def test_the_driver_serves_metrics_on_the_scraped_port():
     """The driver's metrics are off by default (--metrics-port 0): the Deployment turns them on at the port
     Prometheus scrapes."""
-    template = _one("Deployment")["spec"]["template"]
+    template = _driver()["spec"]["template"]
     args = template["spec"]["containers"][0]["args"]
     env = {ENV_PREFIX + k: v for k, v in {f.name.upper(): f.default for f in settings_fields()}.items()}
     env.update(_one("ConfigMap")["data"])
