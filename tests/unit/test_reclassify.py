@@ -69,3 +69,75 @@ def test_a_database_that_does_not_answer_is_an_exit_status_not_a_traceback(tmp_p
     assert not any(
         p.name.startswith("reclassify-") for p in tmp_path.rglob("*")
     )  # no report of a run not made
+
+
+class _FakeHistory:
+    """A history store holding fixed tables (``read`` filters by oid only: one pixel)."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame]) -> None:
+        self.tables = tables
+
+    def read(self, table, pixels, oids=None):
+        df = self.tables.get(table, pd.DataFrame())
+        if oids is None or df.empty:
+            return df
+        return df[df["oid"].isin(list(oids))]
+
+
+def _light_curves(oids: list[str], n: int = 16) -> pd.DataFrame:
+    """``n`` g and r detections per object, far from any reference source (not corrected)."""
+    from alert_broker.features.correction import REQUIRED_COLUMNS
+    from alert_broker.features.magstats import REQUIRED_DETECTIONS as MAGSTATS
+    from alert_broker.features.objects import REQUIRED_DETECTIONS as OBJECTS
+
+    rows = []
+    for k, oid in enumerate(oids):
+        t = np.arange(n, dtype=np.float64) * 1.3
+        cols = {c: np.full(n, 1.0) for c in set(REQUIRED_COLUMNS) | set(MAGSTATS) | set(OBJECTS)}
+        cols.update(
+            oid=[oid] * n,
+            candid=np.arange(n, dtype=np.int64) + 1000 * (k + 1),
+            fid=np.array([1, 2] * (n // 2), dtype=np.int16),
+            mjd=59000.0 + t,
+            magpsf=18.0 + k + 0.3 * np.sin(t),
+            sigmapsf=np.full(n, 0.05),
+            isdiffpos=np.ones(n, dtype=np.int8),
+            distnr=np.full(n, 10.0),
+            magnr=np.full(n, 17.0),
+            sigmagnr=np.full(n, 0.02),
+            ra=np.full(n, 10.0 + k),
+            dec=np.full(n, 20.0),
+            night=np.full(n, 20200601, dtype=np.int32),
+        )
+        rows.append(pd.DataFrame(cols))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_vectors_from_the_history_store_carry_the_wise_colours_of_their_own_matches():
+    """``history_features`` joins the AllWISE matches it is given to the objects it computes: W1-W2 and W2-W3
+    are the catalogue's differences, g-W2 the object's mean g minus W2 (uncorrected objects: the difference
+    magnitudes' mean), an object without a match has NaN colours, and a match of an object elsewhere adds no
+    row."""
+    from alert_broker.features.lightcurve import FEATURE_VERSION
+    from alert_broker.pipeline.reclassify import history_features
+
+    det = _light_curves(["ZTFa", "ZTFb"])
+    history = _FakeHistory(
+        {"detections": det, "non_detections": pd.DataFrame(), "forced_photometry": pd.DataFrame()}
+    )
+    allwise = pd.DataFrame(
+        {
+            "oid": ["ZTFa", "ZTFelsewhere"],
+            "catalog": "allwise",
+            "properties": [{"W1mag": 14.25, "W2mag": 13.5, "W3mag": 11.0}, {"W1mag": 9.0, "W2mag": 8.0}],
+        }
+    )
+    feats = history_features(history, FEATURE_VERSION, [0], None, allwise).set_index("oid")
+    assert sorted(feats.index) == ["ZTFa", "ZTFb"]
+    assert feats.loc["ZTFa", "W1-W2"] == 14.25 - 13.5 and feats.loc["ZTFa", "W2-W3"] == 13.5 - 11.0
+    g_mean = det.loc[(det["oid"] == "ZTFa") & (det["fid"] == 1), "magpsf"].mean()
+    assert abs(feats.loc["ZTFa", "g-W2"] - (g_mean - 13.5)) < 1e-9
+    assert feats.loc["ZTFb", ["W1-W2", "W2-W3", "g-W2", "r-W3"]].isna().all()
+    without = history_features(history, FEATURE_VERSION, [0], None, None).set_index("oid")
+    shared = [c for c in without.columns if c not in ("W1-W2", "W2-W3", "g-W2", "g-W3", "r-W2", "r-W3")]
+    pd.testing.assert_frame_equal(feats[shared], without[shared])
