@@ -108,3 +108,4 @@ def test_the_integrity_job_runs_nightly_and_the_reclassify_job_only_on_demand():
         assert _pod_spec(job)["restartPolicy"] == "Never"
     minute, hour, *_ = integrity["spec"]["schedule"].split()
     assert minute.isdigit() and hour.isdigit() and 14 <= int(hour) <= 23  # after a Palomar night, UTC
+    assert integrity["spec"]["timeZone"] == "Etc/UTC"
