@@ -36,6 +36,8 @@ said when it ran and are not rewritten; ``probabilities_latest`` is republished 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: Objects read, scored and written at a time: ~170 features as JSON are ~6 kB an object.
 CHUNK = 20_000
+#: Chunks of stored vectors read ahead (on a second connection) while one is scored and written.
+READ_AHEAD = 1
 #: First alerts read back from the raw archive at a time (a ZTF packet with its cutouts is ~60 kB).
 STAMP_CHUNK = 2_000
 #: First alerts one Dask task reads back, decodes and scores when the stamp re-scoring runs on workers.
@@ -329,12 +333,14 @@ def reclassify(
     chunk: int = CHUNK,
     oids: list[str] | None = None,
     dry_run: bool = False,
+    read_ahead: int = READ_AHEAD,
 ) -> ReclassifyReport:
     """Re-score every object with a stored vector of the model's feature version (or only ``oids``) and upsert
     the model's probability, outlier-score and taxonomy rows (not with ``dry_run``). When the database holds no
     vector of that version, or ``from_history``, the vectors are computed from ``history`` (on the workers of
     ``client`` when given) and stored as well.
-    The report compares the most probable class with the latest other version of the same classifier."""
+    The report compares the most probable class with the latest other version of the same classifier.
+    ``read_ahead``: stored chunks read ahead on a second connection (0: none, one connection)."""
     t0 = time.perf_counter()
     feature_version = read_metadata(spec.name, spec.version, root=spec.root).get(
         "feature_version", FEATURE_VERSION
@@ -356,22 +362,87 @@ def reclassify(
     report.previous_version = _previous_version(store, spec.name, spec.version)
     if not dry_run:
         store.upsert("taxonomy", taxonomy_rows(model))
-    pages = (
-        _history_chunks(store, history, feature_version, oids, client)
-        if use_history and history is not None
-        else _chunks(store, feature_version, chunk, oids)
-    )
-    for rows in pages:
-        if use_history and not dry_run:
-            store.upsert("feature", rows)  # the next re-scoring on this version reads them
-        x = feature_frame(rows)
-        if hasattr(model, "classify"):  # the hierarchical models: the top level evaluated once for both
-            prob, outliers = model.classify(x)
-        else:
-            prob, outliers = model.probabilities_long(x), model.outlier_scores(x)
-        _record(store, report, prob, outliers, dry_run)
+    reader: SummaryStore | None = None
+    if use_history and history is not None:
+        pages = _history_chunks(store, history, feature_version, oids, client)
+    elif read_ahead > 0:
+        # the next chunk is read on a connection of its own while this one is scored and written
+        reader = SummaryStore(store.dsn)
+        pages = _read_ahead(_chunks(reader, feature_version, chunk, oids), read_ahead)
+    else:
+        pages = _chunks(store, feature_version, chunk, oids)
+    try:
+        for rows in pages:
+            _score_chunk(store, report, model, rows, write_vectors=use_history, dry_run=dry_run)
+    finally:
+        if reader is not None:
+            pages.close()
+            reader.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _read_ahead(pages, depth: int = 1):
+    """``pages`` read ``depth`` ahead in a thread: reading the next chunk of vectors (PostgreSQL's JSON and the
+    transfer) overlaps scoring and writing this one. Closing the generator stops the thread after its current
+    read."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def run() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        box.put(page, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(done)
+        except BaseException as err:  # handed to the consumer, raised there
+            box.put(err)
+
+    thread = threading.Thread(target=run, name="reclassify-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.2)
+
+
+def _score_chunk(
+    store: SummaryStore,
+    report: ReclassifyReport,
+    model,
+    rows: pd.DataFrame,
+    *,
+    write_vectors: bool,
+    dry_run: bool,
+) -> None:
+    """Score one chunk of ``feature`` rows and record it (``_record``); vectors computed from the history store
+    (``write_vectors``) are stored first."""
+    if write_vectors and not dry_run:
+        store.upsert("feature", rows)  # the next re-scoring on this version reads them
+    x = feature_frame(rows)
+    if hasattr(model, "classify"):  # the hierarchical models: the top level evaluated once for both
+        prob, outliers = model.classify(x)
+    else:
+        prob, outliers = model.probabilities_long(x), model.outlier_scores(x)
+    _record(store, report, prob, outliers, dry_run)
 
 
 def _record(

@@ -141,3 +141,40 @@ def test_vectors_from_the_history_store_carry_the_wise_colours_of_their_own_matc
     without = history_features(history, FEATURE_VERSION, [0], None, None).set_index("oid")
     shared = [c for c in without.columns if c not in ("W1-W2", "W2-W3", "g-W2", "g-W3", "r-W2", "r-W3")]
     pd.testing.assert_frame_equal(feats[shared], without[shared])
+
+
+def test_read_ahead_keeps_the_order_raises_the_readers_error_and_stops_when_closed():
+    import threading
+
+    from alert_broker.pipeline.reclassify import _read_ahead
+
+    assert list(_read_ahead(iter(range(7)), 2)) == list(range(7))
+
+    def failing():
+        yield 1
+        raise ConnectionError("database went away")
+
+    got = []
+    try:
+        for page in _read_ahead(failing()):
+            got.append(page)
+    except ConnectionError as err:
+        assert "went away" in str(err)
+    else:
+        raise AssertionError("the reader's error was not raised")
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    pages = _read_ahead(endless(), 1)
+    assert next(pages) == 0
+    pages.close()  # the consumer stops early: the thread ends, having read at most two pages ahead
+    assert not [t for t in threading.enumerate() if t.name == "reclassify-read-ahead"]
+    assert len(produced) <= 4
