@@ -117,6 +117,12 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store, mon
     from alert_broker.pipeline.cli import main
 
     monkeypatch.setattr(reclassify_module, "STAMP_TASK", 7)
+    monkeypatch.setattr(reclassify_module, "STAMPS_IN_PROCESS", 0)  # a night this small would stay in-process
+    clusters = []
+    real_cluster = reclassify_module._cluster
+    monkeypatch.setattr(
+        reclassify_module, "_cluster", lambda *a: clusters.append(client := real_cluster(*a)) or client
+    )
 
     version = stamp["classifier_version"].iloc[0]
     common = [
@@ -130,6 +136,7 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store, mon
         "--stamps",
     ]
     assert main([*common, "--stamp-model", f"stamp_classifier:{version}", "--dashboard-address", ":0"]) == 0
+    assert len(clusters) == 1 and clusters[0] is not None  # the alerts were scored on two workers
     again = summary_store.fetch_df(
         "SELECT oid, class_name, probability, ranking FROM probability WHERE classifier_name = 'stamp_classifier'"
     )
@@ -138,6 +145,7 @@ def test_stamp_and_light_curve_probabilities(tmp_path, night, summary_store, mon
     assert np.abs(both["probability"] - both["probability_run"]).max() < 1e-6
     other = next(v for v in ("1.2.0", "1.1.0") if v != version)
     assert main([*common, "--stamp-model", f"stamp_classifier:{other}", "--n-workers", "1"]) == 0
+    assert len(clusters) == 2 and clusters[1] is None  # in this process
     mine = summary_store.fetch_df(
         "SELECT oid FROM probability WHERE classifier_name = 'stamp_classifier' AND classifier_version = %s",
         (other,),
