@@ -15,9 +15,9 @@ A model trained on a feature version the database does not hold (e.g. ``lc_hiera
 history store instead (``history_features``): every stored detection and non-detection of each object, corrected,
 through the same pure steps a region task runs (correction, magnitude statistics, features, the WISE colours from
 the stored AllWISE matches), a group of history pixels at a time, each group a Dask task. Those vectors are
-stored too (``feature``, under their version), so the next re-scoring on that version reads them. ``--from-history`` takes that path even when the
-version is stored. Without a history store (``--no-history``) an unstored version is an error naming the versions
-held, never a silent nothing.
+stored too (``feature``, under their version), so the next re-scoring on that version reads them.
+``--from-history`` takes that path even when the version is stored. Without a history store (``--no-history``)
+an unstored version is an error naming the versions held, never a silent nothing.
 
 The stamp classifier (``--stamps``, ``reclassify_stamps``) reads cutouts, not features: each object it scored
 gets its earliest stored alert read back from the raw archive, decoded again and scored by the new version, a few
@@ -540,8 +540,9 @@ def reclassify_stamps(
     (the pipeline classifies an object's first alert only, the earliest of its batch: those are the objects whose
     first alert the broker received, and that alert), each packet read back from the raw archive and decoded
     again; probability and taxonomy rows upserted as for the light-curve models. With a Dask ``client`` each
-    ``task`` (default ``STAMP_TASK``) alerts are read, decoded and scored on a worker (at most two tasks per worker thread in flight, so
-    the driver holds a bounded number of results); the driver pages the database and writes."""
+    ``task`` (default ``STAMP_TASK``) alerts are read, decoded and scored on a worker (at most two tasks per
+    worker thread in flight, so the driver holds a bounded number of results); the driver pages the database and
+    writes."""
     t0 = time.perf_counter()
     report = ReclassifyReport(spec.name, spec.version, "cutouts", "raw archive", written=not dry_run)
     report.previous_version = _previous_version(store, spec.name, spec.version)

@@ -213,7 +213,8 @@ def committed_ranges(store: SummaryStore, source: str) -> dict[int, list[tuple[i
     written (a crash before the commit) are not in it: their offsets are processed again."""
     rows = store.conn.execute(
         "SELECT r.partition, r.first_offset, r.last_offset"
-        " FROM batch_range r JOIN batch_manifest m USING (batch_id) WHERE r.source = %s AND m.state = 'committed' ORDER BY r.partition, r.first_offset",
+        " FROM batch_range r JOIN batch_manifest m USING (batch_id)"
+        " WHERE r.source = %s AND m.state = 'committed' ORDER BY r.partition, r.first_offset",
         (source,),
     ).fetchall()
     out: dict[int, list[tuple[int, int]]] = {}
