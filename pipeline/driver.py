@@ -22,9 +22,11 @@ import signal
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
@@ -586,6 +588,9 @@ class Services:
     lake: Lake | None = None
     dsn: str = ""
     outputs: list[Output] = field(default_factory=list)
+    #: called with the summary store once PostgreSQL is ready, before the cluster starts: a check that can
+    #: refuse the run (``--resume``) refuses it before any worker starts
+    before_cluster: Callable[[SummaryStore], None] | None = None
 
     def __enter__(self) -> Services:
         try:
@@ -619,6 +624,8 @@ class Services:
         # a PostgreSQL restarting as the night starts is waited for as during it; past --pg-retry-s the run stops
         # (PostgresUnavailable) before its cluster starts
         retry_postgres(self.store.ensure_schema, "creating the schema", s.pg_retry_s)
+        if self.before_cluster is not None:
+            self.before_cluster(self.store)
         self.lake = Lake(s.lake, s.storage_options or None)
         self.outputs = open_outputs(s.outputs, "")
         for output in self.outputs:
@@ -726,7 +733,20 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
     t0 = time.perf_counter()
     _check_kafka(settings, sources=source is None)
     Lake(settings.lake, settings.storage_options or None).check()  # LakeUnavailable before anything starts
-    with Services(settings) as svc:
+    resumed: dict[str, Any] = {}
+
+    def resume_first(store: SummaryStore) -> None:
+        """``--resume``: the archives' committed offsets checked and skipped before the cluster starts, so an
+        archive that cannot be resumed stops the run before any worker does."""
+        opened = source if source is not None else open_source(settings)
+        try:
+            resumed["skipped"] = _resume(opened, store)
+        except BaseException:
+            opened.close()
+            raise
+        resumed["source"] = opened
+
+    with Services(settings, before_cluster=resume_first if settings.resume else None) as svc:
         assert svc.client is not None and svc.store is not None and svc.lake is not None
         log.info("Dask dashboard: %s", svc.client.dashboard_link)
         broker = Broker(settings, svc.client, svc.lake, svc.store, outputs=svc.outputs)
@@ -734,10 +754,10 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
             log.info("annotated output stream: %s", output.url)
         used = broker.write_taxonomy()
         log.info("classifiers: %s", ", ".join(used) if used else "none (switched off)")
-        source = source if source is not None else open_source(settings)
+        source = resumed.get("source") or (source if source is not None else open_source(settings))
         report = RunReport(run_id=broker.run_id, source=source.name, lake=settings.lake, night=settings.night)
         if settings.resume:
-            report.resumed_skipped = _resume(source, svc.store)
+            report.resumed_skipped = resumed["skipped"]
         report.startup_seconds = time.perf_counter() - t0
         svc.store.start_run(broker.run_id, source.name, settings.public_dict())
         if settings.metrics_port:

@@ -77,6 +77,7 @@ def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_
     proc = _run([*resume, "--source", str(other)], tmp_path)
     assert proc.returncode == 2 and "cannot resume archive:night" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    assert "Dask dashboard" not in proc.stderr  # refused before the cluster started
     # ... and so is one holding as many packets, with a file renamed: the committed offsets name other files
     renamed = tmp_path / "renamed" / "night"
     renamed.mkdir(parents=True)
@@ -85,6 +86,7 @@ def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_
     (renamed / files[0].name).rename(renamed / f"zz_{files[0].name}")
     proc = _run([*resume, "--source", str(renamed)], tmp_path)
     assert proc.returncode == 2 and "are not those an earlier run read" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Dask dashboard" not in proc.stderr
 
 
 def test_run_night_help_lists_every_setting(tmp_path):
