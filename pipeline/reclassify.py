@@ -39,6 +39,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 from distributed import Client, LocalCluster, as_completed
 
 from alert_broker.api.publish import PLAIN_TABLES, publish
@@ -68,7 +70,7 @@ from alert_broker.features.science import (
     magstats_step,
 )
 from alert_broker.features.tables import Tables
-from alert_broker.pipeline.config import Settings
+from alert_broker.pipeline.config import Settings, redact
 from alert_broker.pipeline.driver import close_local_cluster
 from alert_broker.pipeline.resources import LakeSpec, ModelSpec, resources
 from alert_broker.pipeline.sinks import feature_summary
@@ -79,6 +81,8 @@ from alert_broker.surveys.messages import RawMessage
 
 log = logging.getLogger(__name__)
 
+#: ``pipeline_run.source`` of a re-scoring (its ``summary`` holds the reports, ``counts`` objects and changes).
+RUN_SOURCE = "reclassify"
 #: Objects read, scored and written at a time: ~170 features as JSON are ~6 kB an object.
 CHUNK = 20_000
 #: Chunks of stored vectors read ahead (on a second connection) while one is scored and written.
@@ -605,8 +609,21 @@ def reclassify_models(
         if settings.history
         else None
     )
-    reports = []
+    reports: list[ReclassifyReport] = []
     stack = ExitStack()
+    run_id = None
+    if not dry_run:  # a re-scoring is a run of the broker: the night page lists it beside the nights
+        run_id = store.start_run(
+            time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+            RUN_SOURCE,
+            {
+                "lc_models": [f"{s.name}:{s.version}" for s in specs],
+                "stamp_model": f"{stamp.name}:{stamp.version}" if stamp else None,
+                "from_history": from_history,
+                "oids": len(oids) if oids else None,
+            },
+        )
+    status = "failed"
     try:
         auto = (settings.lc_model or "").strip().lower() == "auto"
         stored = stored_feature_versions(store)
@@ -658,8 +675,24 @@ def reclassify_models(
                 tables=PLAIN_TABLES,
             )
             log.info("%s", published.render().splitlines()[0])
+        status = "ok"
     finally:
         stack.close()
+        if run_id is not None:
+            try:
+                store.finish_run(
+                    run_id,
+                    status,
+                    {"reclassify": [r.summary() for r in reports]},
+                    counts={
+                        "objects": sum(r.objects for r in reports),
+                        "changed": sum(r.changed for r in reports),
+                    },
+                )
+            except psycopg.Error as err:  # the database went away: the report on disk still tells
+                log.error(
+                    "could not record the re-scoring in PostgreSQL: %s", redact(str(err)).splitlines()[0]
+                )
         store.close()
     return reports
 

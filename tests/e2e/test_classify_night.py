@@ -236,6 +236,14 @@ def test_reclassify_from_the_stored_features(tmp_path, night, summary_store, cap
     assert rep["previous_version"] == run_version[0] and rep["compared"] == n_objects
     assert rep["changed"] == changed == dry["changed"]
     assert sum(rep["top_classes"].values()) == n_objects
+    # each re-scoring that wrote is a pipeline_run row (the night page lists it), the dry run none
+    runs = summary_store.fetch_df(
+        "SELECT status, counts, summary FROM pipeline_run WHERE source = 'reclassify' ORDER BY started_at"
+    )
+    assert runs["status"].tolist() == ["ok", "ok"]
+    last = runs.iloc[-1]
+    assert last["counts"] == {"objects": n_objects, "changed": changed}
+    assert last["summary"]["reclassify"][0]["version"] == other
 
     # one object only
     oid = sorted(top[other].index)[0]
