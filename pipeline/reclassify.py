@@ -193,22 +193,31 @@ def _top_class(prob: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(first["class_name"].astype(str).to_numpy(), index=first["oid"].astype(str).to_numpy())
 
 
-def _chunks(store: SummaryStore, feature_version: str, chunk: int, oids: list[str] | None):
-    """The stored vectors of ``feature_version`` in oid order, ``chunk`` objects at a time (keyset paging: no
-    server-side cursor held across the writes, and each page is an index range scan)."""
+def _oid_pages(store: SummaryStore, query: str, params: dict[str, Any], chunk: int, oids: list[str] | None):
+    """Rows of ``query`` in oid order, ``chunk`` at a time (keyset paging: no server-side cursor held across the
+    writes, and each page is an index range scan). ``query`` names ``%(after)s`` (the last oid of the previous
+    page), ``%(oids)s`` (a list of objects, or NULL for all) and ``%(chunk)s``; its first column is the oid."""
     after = ""
     while True:
-        rows = store.fetch_df(
-            "SELECT oid, features FROM feature WHERE feature_version = %s AND oid > %s"
-            " AND (%s::text[] IS NULL OR oid = ANY(%s::text[])) ORDER BY oid LIMIT %s",
-            (feature_version, after, oids, oids, chunk),
-        )
+        rows = store.fetch_df(query, {**params, "after": after, "oids": oids, "chunk": chunk})
         if rows.empty:
             return
         yield rows
         if len(rows) < chunk:
             return
-        after = str(rows["oid"].iloc[-1])
+        after = str(rows.iloc[-1, 0])
+
+
+def _chunks(store: SummaryStore, feature_version: str, chunk: int, oids: list[str] | None):
+    """The stored vectors of ``feature_version`` in oid order, ``chunk`` objects at a time."""
+    return _oid_pages(
+        store,
+        "SELECT oid, features FROM feature WHERE feature_version = %(version)s AND oid > %(after)s"
+        " AND (%(oids)s::text[] IS NULL OR oid = ANY(%(oids)s::text[])) ORDER BY oid LIMIT %(chunk)s",
+        {"version": feature_version},
+        chunk,
+        oids,
+    )
 
 
 def history_features(
@@ -513,20 +522,16 @@ def first_alert_rows(lake: LakeSpec, spec: ModelSpec, refs: pd.DataFrame) -> tup
 def _first_alerts(store: SummaryStore, name: str, chunk: int, oids: list[str] | None):
     """Each object some stamp classifier ``name`` scored, with its earliest stored alert (the one its
     first-alert classification read): ``oid``, ``candid``, ``raw_path``, ``chunk`` objects at a time."""
-    after = ""
-    while True:
-        firsts = store.fetch_df(
-            "SELECT DISTINCT ON (a.oid) a.oid, a.candid, a.raw_path, a.night FROM alert a"
-            " WHERE a.oid IN (SELECT oid FROM probability WHERE classifier_name = %s) AND a.oid > %s"
-            " AND (%s::text[] IS NULL OR a.oid = ANY(%s::text[])) ORDER BY a.oid, a.mjd, a.candid LIMIT %s",
-            (name, after, oids, oids, chunk),
-        )
-        if firsts.empty:
-            return
-        yield firsts
-        if len(firsts) < chunk:
-            return
-        after = str(firsts["oid"].iloc[-1])
+    return _oid_pages(
+        store,
+        "SELECT DISTINCT ON (a.oid) a.oid, a.candid, a.raw_path, a.night FROM alert a"
+        " WHERE a.oid IN (SELECT oid FROM probability WHERE classifier_name = %(name)s) AND a.oid > %(after)s"
+        " AND (%(oids)s::text[] IS NULL OR a.oid = ANY(%(oids)s::text[]))"
+        " ORDER BY a.oid, a.mjd, a.candid LIMIT %(chunk)s",
+        {"name": name},
+        chunk,
+        oids,
+    )
 
 
 def reclassify_stamps(
