@@ -115,10 +115,13 @@ def cmd_integrity(args: argparse.Namespace) -> int:
     """Re-read the source, compare its alerts with the lake and PostgreSQL, and (--repair) reprocess the
     missing ones. Exit status 0 when nothing is missing (after the repair), 1 otherwise."""
     settings = _settings(args)
-    with integrity.with_database(settings) as settings:
-        report = integrity.scan(settings)
+    with (
+        integrity.with_database(settings) as settings,
+        integrity.recorded_check(settings, args.repair) as check,
+    ):
+        report = check["report"] = integrity.scan(settings)
         print(report.render())
-        result = integrity.repair(settings, report) if args.repair else None
+        result = check["result"] = integrity.repair(settings, report) if args.repair else None
     if result is not None:
         print()
         print(result.render())

@@ -526,6 +526,64 @@ def write_report(folder: str | Path, report: IntegrityReport, result: RepairResu
     return path
 
 
+#: ``pipeline_run.source`` of an integrity check (its ``counts`` say what was missing before and after).
+RUN_SOURCE = "integrity"
+
+
+@contextlib.contextmanager
+def recorded_check(settings: Settings, repair: bool) -> Iterator[dict[str, Any]]:
+    """Record an integrity check (scan, and repair when asked) as a ``pipeline_run`` row of source
+    ``integrity``, so a scheduled check leaves its verdict in PostgreSQL, where the explorer's night page lists
+    it, even when nothing was missing and the report file was on a pod's disk. The caller puts the scan under
+    ``"report"`` and the repair under ``"result"`` of the yielded dict; an exception records ``failed``."""
+    done: dict[str, Any] = {}
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    config = {**settings.public_dict(), "repair": repair}  # secrets masked, as a night's run records them
+    with SummaryStore(settings.pg_dsn) as store:
+        store.ensure_schema()
+        store.start_run(run_id, RUN_SOURCE, config)
+        try:
+            yield done
+        except BaseException:
+            store.finish_run(run_id, "failed", {"error": "the check stopped before its verdict"})
+            raise
+        status, counts, summary = check_outcome(done["report"], done.get("result"))
+        store.finish_run(run_id, status, summary, counts)
+
+
+def check_outcome(
+    report: IntegrityReport, result: RepairResult | None
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The ``pipeline_run`` status, counts and summary of a check: ``clean`` when nothing was missing,
+    ``repaired`` when a repair left nothing missing, ``missing`` otherwise. The summary keeps the per-night
+    counts, not the lists of alerts (those are in the JSON report)."""
+    final = result.after if result is not None else report
+    if final.missing_total:
+        status = "missing"
+    else:
+        status = "repaired" if report.missing_total else "clean"
+    counts: dict[str, Any] = {
+        "messages": report.messages,
+        "missing": report.missing_total,
+        "missing_after": final.missing_total,
+        "duplicated": len(final.duplicates),
+        "changed_sources": sum(final.changed_sources.values()),
+    }
+    summary: dict[str, Any] = {
+        "scan": {
+            k: v
+            for k, v in report.to_dict().items()
+            if k not in ("missing", "not_dead_lettered", "duplicates")
+        }
+    }
+    if result is not None:
+        counts["repaired_messages"] = result.messages
+        summary["repair"] = {k: v for k, v in result.to_dict().items() if k != "batches"}
+        summary["repair"]["batches"] = len(result.planned)
+        summary["after"] = asdict(result.after.totals())
+    return status, counts, json.loads(json.dumps(summary, default=_json_default))
+
+
 def _json_default(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)

@@ -164,6 +164,22 @@ def test_archive_night_rescan_and_repair(tmp_path, night_dir, summary_store, mon
     redone = {b["batch_id"]: b["why"] for b in saved["repair"]["batches"]}
     # the damaged batches are re-run whole, and only they: re-running one retires no other (none overlaps it)
     assert redone == {second["batch_id"]: "missing", third["batch_id"]: "missing"}
+    # each check is a pipeline_run row with its verdict; a check that finds nothing missing is one too
+    assert main(["integrity", *flags]) == 0
+    checks = summary_store.fetch_df(
+        "SELECT status, counts, summary, config, finished_at FROM pipeline_run WHERE source = %s "
+        "ORDER BY started_at",
+        (integrity.RUN_SOURCE,),
+    )
+    assert list(checks["status"]) == ["missing", "repaired", "clean"]
+    assert checks["finished_at"].notna().all()
+    lost = len(lost_lake) + len(lost_pg)
+    assert [(c["missing"], c["missing_after"]) for c in checks["counts"]] == [(lost, lost), (lost, 0), (0, 0)]
+    assert all(c["messages"] == N_GOOD + N_BAD for c in checks["counts"])
+    assert checks["counts"][1]["repaired_messages"] == saved["repair"]["messages"] > 0
+    assert [c["repair"] for c in checks["config"]] == [False, True, False]
+    assert checks["summary"][1]["repair"]["run_id"] == saved["repair"]["run_id"]
+    assert checks["summary"][0]["scan"]["totals"]["missing_lake"] == len(lost_lake)
 
     # 4. everything back, nothing doubled, the untouched first and last batches' files never rewritten
     after = integrity.scan(settings)
