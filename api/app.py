@@ -396,6 +396,30 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     def nights(limit: Annotated[int, Query(ge=1, le=3660)] = 366):
         return data.nights(limit)
 
+    @app.get("/runs", tags=["runs"], summary="The broker's recorded runs")
+    def runs(
+        source: Annotated[
+            list[str] | None, Query(description="e.g. integrity, reclassify, archive:<name>, a topic")
+        ] = None,
+        status: Annotated[
+            list[str] | None, Query(description="ok, failed, clean, repaired, missing, ...")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ):
+        """Nights, integrity checks and re-scorings, newest first, with their status and counts: a monitor
+        asks `/runs?source=integrity&limit=1` for the last check's verdict."""
+        return data.runs(
+            _check_list(
+                "source", source, r"^[^\x00-\x1f]{1,300}$"
+            ),  # any printable name (bound, never spliced)
+            _check_list("status", status, r"^\w{1,40}$"),
+            limit,
+        )
+
+    @app.get("/runs/{run_id}", tags=["runs"], summary="One run: settings and summary")
+    def run(run_id: Annotated[str, PathParam(pattern=r"^[\w.:-]{1,200}$")]):
+        return data.run(run_id)
+
     @app.get("/health", include_in_schema=False)
     def health():
         data.db.scalar("SELECT 1")

@@ -23,6 +23,7 @@ import io
 import os
 import warnings
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pandas as pd
@@ -235,6 +236,21 @@ class BrokerClient:
 
     def nights(self, format: str = "pandas"):  # noqa: A002
         return _convert(to_frame(self._json("/nights")), format)
+
+    def runs(
+        self,
+        source: str | list[str] | None = None,
+        status: str | list[str] | None = None,
+        limit: int = 50,
+        format: str = "pandas",  # noqa: A002
+    ):
+        """The recorded runs, newest first (nights, ``integrity`` checks, ``reclassify`` re-scorings)."""
+        rows = self._json("/runs", {"source": _listed(source), "status": _listed(status), "limit": limit})
+        return _convert(to_frame(rows), format)
+
+    def run(self, run_id: str) -> dict:
+        """One run with its settings (secrets masked) and summary."""
+        return self._json(f"/runs/{quote(run_id, safe='')}")
 
 
 def _listed(value):

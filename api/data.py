@@ -528,6 +528,35 @@ class BrokerData:
             )
         )
 
+    def runs(
+        self, source: list[str] | None = None, status: list[str] | None = None, limit: int = 50
+    ) -> list[dict]:
+        """The broker's recorded runs, newest first: nights (their source), integrity checks (``integrity``) and
+        re-scorings (``reclassify``), each with its status and counts (settings and summary: ``run``)."""
+        where, p = [], {"limit": int(limit)}
+        if source:
+            where.append("source = ANY(%(source)s)")
+            p["source"] = list(source)
+        if status:
+            where.append("status = ANY(%(status)s)")
+            p["status"] = list(status)
+        return records(
+            self.db.frame(
+                "SELECT run_id, source, status, started_at, finished_at, "
+                "extract(epoch FROM finished_at - started_at)::float8 AS seconds, counts FROM pipeline_run "
+                + ("WHERE " + " AND ".join(where) + " " if where else "")
+                + "ORDER BY started_at DESC NULLS LAST LIMIT %(limit)s",
+                p,
+            )
+        )
+
+    def run(self, run_id: str) -> dict:
+        """One run with its settings (secrets masked when it was recorded) and its summary."""
+        rows = records(self.db.frame("SELECT * FROM pipeline_run WHERE run_id = %s", (run_id,)))
+        if not rows:
+            raise NotFound(f"run {run_id!r} is not known")
+        return rows[0]
+
     def sn_candidates(
         self,
         night: int | None = None,

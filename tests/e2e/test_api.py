@@ -272,6 +272,43 @@ def test_sn_candidates_stats_and_nights(http, store):
     assert http.get("/stats").json()["night"] == max(n["night"] for n in nights)
 
 
+def test_runs_newest_first_filtered_and_one_by_id(http, store):
+    night_run = store.fetch_df("SELECT run_id, source FROM pipeline_run ORDER BY started_at DESC LIMIT 1")
+    older = [  # an integrity check and a failed re-scoring, before the night's run (other tests read the latest)
+        ("t-integrity", "integrity", "clean", '{"messages": 57, "missing": 0, "missing_after": 0}'),
+        ("t-reclassify", "reclassify", "failed", '{"objects": 3}'),
+    ]
+    try:
+        for i, (run_id, source, status, counts) in enumerate(older):
+            store.conn.execute(
+                "INSERT INTO pipeline_run (run_id, started_at, finished_at, source, status, counts) VALUES "
+                "(%s, '2020-01-02'::timestamptz - %s * interval '1 hour', '2020-01-02', %s, %s, %s::jsonb)",
+                (run_id, i + 1, source, status, counts),
+            )
+        runs = http.get("/runs").json()
+        assert [r["run_id"] for r in runs[:1]] == list(night_run["run_id"])
+        assert [r["run_id"] for r in runs[-2:]] == ["t-integrity", "t-reclassify"]  # newest first
+        assert runs[0]["status"] == "ok" and runs[0]["seconds"] > 0 and runs[0]["counts"]
+        (check,) = http.get("/runs", params={"source": "integrity"}).json()
+        assert (
+            check["counts"] == {"messages": 57, "missing": 0, "missing_after": 0} and check["seconds"] == 3600
+        )
+        assert [r["run_id"] for r in http.get("/runs", params={"status": ["failed", "clean"]}).json()] == [
+            "t-integrity", "t-reclassify"
+        ]  # fmt: skip
+        assert (
+            http.get("/runs", params={"source": night_run["source"][0], "limit": 1}).json()[0]["run_id"]
+            == (night_run["run_id"][0])
+        )
+        assert http.get("/runs", params={"source": "nothing-of-the-kind"}).json() == []
+        one = http.get(f"/runs/{night_run['run_id'][0]}").json()
+        assert one["summary"]["alerts_written"] == one["counts"]["alerts_written"] == store.count("alert")
+        assert one["config"]["pg_dsn"] and one["summary"]["run_id"] == one["run_id"]
+        assert http.get("/runs/no-such-run").status_code == 404
+    finally:
+        store.conn.execute("DELETE FROM pipeline_run WHERE run_id LIKE 't-%%'")
+
+
 def test_errors_are_4xx_with_a_message(http):
     cases = [
         ("/objects/ZTF99nothere", {}, 404),
@@ -290,6 +327,9 @@ def test_errors_are_4xx_with_a_message(http):
         ("/objects", {"ndet": [5, 1]}, 422),
         ("/alerts/1/stamps/sideways", {}, 422),
         ("/sn-candidates", {"night": 123}, 422),
+        ("/runs", {"limit": 0}, 422),
+        ("/runs", {"status": "ok; DROP"}, 422),
+        ("/runs/no-such-run", {}, 404),
     ]
     for path, params, status in cases:
         res = http.get(path, params=params)

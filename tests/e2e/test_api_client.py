@@ -115,3 +115,7 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     assert client_module.stamps(int(sn["first_candid"].iloc[0]), format="png")
     assert client_module.cone(sn["meanra"].iloc[0], sn["meandec"].iloc[0], 2)["oid"].iloc[0] == oid
     assert client.stats(night)["night"] == night
+    runs = client.runs(limit=5)
+    assert not runs.empty and {"run_id", "source", "status", "counts"} <= set(runs.columns)
+    assert client.run(runs["run_id"].iloc[0])["run_id"] == runs["run_id"].iloc[0]
+    assert client.runs(source="no-such-source").empty
