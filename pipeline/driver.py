@@ -831,11 +831,9 @@ def _run(settings: Settings, source: Source | None, stop: StopRequest) -> RunRep
             report.finish(status)
             report.write(settings.reports_dir)
             try:
-                s = report.summary()
-                counts = {
-                    k: s[k] for k in ("messages_read", "alerts_written", "dead_letters", "objects", "batches")
-                }
-                svc.store.finish_run(broker.run_id, status, s, counts)
+                summary = report.summary()
+                counted = ("messages_read", "alerts_written", "dead_letters", "objects", "batches")
+                svc.store.finish_run(broker.run_id, status, summary, {k: summary[k] for k in counted})
             except psycopg.Error as err:  # PostgreSQL down: the report on disk still tells what happened
                 log.error("could not record the run in PostgreSQL: %s", redact(str(err)).splitlines()[0])
     return report
