@@ -1,11 +1,12 @@
 """The HTTP query API and the web explorer (FastAPI): ``create_app(BrokerData(...))``.
 
-Read-only: every endpoint is a GET over :class:`alert_broker.api.data.BrokerData`. Parameter names follow ALeRCE's
+Read-only: every endpoint is a GET over :class:`alert_broker.api.data.BrokerData`, except ``POST /crossmatch``, which
+reads an uploaded CSV of positions and writes nothing either. Parameter names follow ALeRCE's
 API and client where the concept is the same (``classifier``, ``class``, ``probability``, ``ranking``, ``ndet``,
 ``firstmjd``, ``lastmjd``, ``ra``, ``dec``, ``radius`` in arcsec, ``page``, ``page_size``, ``count``,
 ``order_by``, ``order_mode``). Bad input is a 4xx with a message: 422 for a value out of range, 404 for an
 unknown object or alert, 409 for an ambiguous candid. The OpenAPI docs (``/docs``) and the explorer's pages
-(``/``, ``/object/{oid}``, ``/sn``, ``/night``) use only files served from here: the Swagger UI and Plotly
+(``/``, ``/object/{oid}``, ``/sn``, ``/night``, ``/xmatch``) use only files served from here: the Swagger UI and Plotly
 bundles come from their Python packages (``swagger-ui-bundle-v2``, ``plotly``), nothing from a CDN.
 """
 
@@ -25,15 +26,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
-from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, NotFound, ObjectQuery
+from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, NotFound, ObjectQuery, records
 from alert_broker.api.db import DatabaseBusy, clean
 from alert_broker.api.stamps import stamp_png
+from alert_broker.api.upload import MAX_UPLOAD_BYTES, decode_text, matched_table, parse_positions
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"index": "index.html", "object": "object.html", "sn": "sn.html", "night": "night.html"}
+PAGES = {
+    "index": "index.html",
+    "object": "object.html",
+    "sn": "sn.html",
+    "night": "night.html",
+    "crossmatch": "crossmatch.html",
+}
 #: An object id: a survey's id (ZTF20aaelulu, LSST170028485706776685, ATLAS...) or a cross-survey id.
 OID_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
@@ -102,6 +111,21 @@ def _ints(name: str, values: list[int] | None, lo: int, hi: int) -> list[int]:
     return [int(v) for v in values]
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) as soon as it passes ``limit`` bytes: an upload is never held whole
+    before its size is known."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"the upload is {int(declared)} bytes: at most {limit} (split the list)", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the upload is over {limit} bytes (split the list)", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastAPI:
     """The API and explorer over ``data``."""
     app = FastAPI(
@@ -168,6 +192,10 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     @app.get("/night", include_in_schema=False)
     def night_page():
         return page("night")
+
+    @app.get("/xmatch", include_in_schema=False)
+    def crossmatch_page():
+        return page("crossmatch")
 
     @app.get("/vendor/{name}", include_in_schema=False)
     def vendor_file(name: str):
@@ -395,6 +423,66 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     @app.get("/nights", tags=["nights"], summary="Nights with alerts")
     def nights(limit: Annotated[int, Query(ge=1, le=3660)] = 366):
         return data.nights(limit)
+
+    @app.post(
+        "/crossmatch",
+        tags=["objects"],
+        summary="Cross-match an uploaded CSV of positions with the broker's objects",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "id,ra,dec\nSN 2020oi,185.7289,15.8236\n",
+                    }
+                },
+            }
+        },
+    )
+    async def crossmatch(
+        request: Request,
+        radius: Annotated[float, Query(gt=0, le=60, description="arcsec")] = 2.0,
+        all_matches: Annotated[
+            bool, Query(description="every object within the radius, not only the nearest")
+        ] = False,
+        unmatched: Annotated[
+            bool, Query(description="keep the positions without a match (empty match columns)")
+        ] = False,
+        ra_col: Annotated[str | None, Query(max_length=100, description="default: ra, RAJ2000, ...")] = None,
+        dec_col: Annotated[
+            str | None, Query(max_length=100, description="default: dec, DEJ2000, ...")
+        ] = None,
+        format: Literal["json", "csv"] = "json",  # noqa: A002  # the other endpoints' name
+    ):
+        """The body is a CSV file (header line, one position per row; comma, tab, semicolon or blank separated;
+        decimal degrees or sexagesimal). Each position gets the nearest object within `radius` (or every one,
+        `all_matches`): the upload's columns, its `line`, `dist_arcsec`, the object's id, survey, position,
+        detections and first/last MJD, and each classifier's most probable class and probability. A row that is
+        not a position refuses the upload, naming its line. At most 20,000 positions and 5 MiB."""
+        body = await _read_body(request, MAX_UPLOAD_BYTES)
+
+        def work():
+            positions = parse_positions(decode_text(body), ra_col, dec_col)
+            matches = data.match_positions(positions.ra, positions.dec, radius, all_matches)
+            return positions, matched_table(positions, matches, unmatched)
+
+        positions, table = await run_in_threadpool(work)
+        if format == "csv":
+            return Response(
+                table.to_csv(index=False),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="crossmatch.csv"'},
+            )
+        matched = int(table.loc[table["oid"].notna(), "line"].nunique())  # positions with a match
+        return {
+            "radius": radius,
+            "positions": len(positions),
+            "matched": matched,
+            "ra_col": positions.ra_col,
+            "dec_col": positions.dec_col,
+            "rows": records(table),
+        }
 
     @app.get("/runs", tags=["runs"], summary="The broker's recorded runs")
     def runs(

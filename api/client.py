@@ -82,7 +82,8 @@ class BrokerClient:
         self.close()
 
     # ------------------------------------------------------------------------------------------- HTTP
-    def _get(self, path: str, params: dict | None = None) -> httpx.Response:
+    def _get(self, path: str, params: dict | None = None, content: bytes | None = None) -> httpx.Response:
+        """GET ``path`` (POST when there is ``content``); an error status raises :class:`BrokerAPIError`."""
         clean = {}
         for k, v in (params or {}).items():
             if v is None:
@@ -92,7 +93,10 @@ class BrokerClient:
             elif isinstance(v, list | tuple):
                 v = [str(x).lower() if isinstance(x, bool) else x for x in v]
             clean[k] = v
-        res = self.http.get(path, params=clean)
+        if content is None:
+            res = self.http.get(path, params=clean)
+        else:
+            res = self.http.post(path, params=clean, content=content, headers={"Content-Type": "text/csv"})
         if res.status_code >= 400:
             try:
                 detail = res.json().get("detail", res.text)
@@ -237,6 +241,31 @@ class BrokerClient:
     def nights(self, format: str = "pandas"):  # noqa: A002
         return _convert(to_frame(self._json("/nights")), format)
 
+    def crossmatch(
+        self,
+        positions: pd.DataFrame | str | os.PathLike,
+        radius: float = 2.0,
+        all_matches: bool = False,
+        unmatched: bool = False,
+        ra_col: str | None = None,
+        dec_col: str | None = None,
+        format: str = "pandas",  # noqa: A002
+    ):
+        """The broker's objects near each of ``positions`` (``POST /crossmatch``): a DataFrame (with ``ra``/``dec``
+        columns or those named), a CSV file's path, or CSV text. Rows: the positions' columns, their ``line``,
+        ``dist_arcsec``, the object and its classes; the nearest object only unless ``all_matches``."""
+        if isinstance(positions, pd.DataFrame):
+            body = positions.to_csv(index=False).encode()
+        elif isinstance(positions, os.PathLike) or (isinstance(positions, str) and "\n" not in positions):
+            with open(positions, "rb") as f:
+                body = f.read()
+        else:
+            body = str(positions).encode()
+        params = {"radius": radius, "all_matches": all_matches, "unmatched": unmatched, "ra_col": ra_col,
+                  "dec_col": dec_col}  # fmt: skip
+        rows = self._get("/crossmatch", params, content=body).json()["rows"]
+        return _convert(to_frame(rows), format)
+
     def runs(
         self,
         source: str | list[str] | None = None,
@@ -295,3 +324,7 @@ def cone(ra: float, dec: float, radius: float, **kwargs):
 
 def sn_candidates(night: int | None = None, **kwargs):
     return default_client().sn_candidates(night, **kwargs)
+
+
+def crossmatch(positions, **kwargs):
+    return default_client().crossmatch(positions, **kwargs)

@@ -12,7 +12,7 @@ import astropy.units as u
 import numpy as np
 from astropy_healpix import core as hp
 
-from alert_broker.features.healpix import MAX_ORDER, order29_ranges
+from alert_broker.features.healpix import MAX_ORDER, healpix_pixels, order29_ranges, with_neighbours
 
 #: Mean width of an order-0 HEALPix pixel (arcsec); order k pixels are 2**k times narrower.
 ORDER0_WIDTH_ARCSEC = float(hp.nside_to_pixel_resolution(1).to_value(u.arcsec))
@@ -35,6 +35,28 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float) -> tuple[li
         ra_deg * u.deg, dec_deg * u.deg, radius_arcsec * u.arcsec, 2**k, order="nested"
     )
     return order29_ranges(np.asarray(pixels, dtype=np.int64), k)
+
+
+#: The finest order of a search around many positions at once: pixels at least ~51" wide, so neighbouring positions
+#: share their ranges and thousands of positions stay a few thousand index range scans.
+BULK_MAX_ORDER = 12
+
+
+def bulk_order(radius_arcsec: float) -> int:
+    """The order of a search around many positions: pixels at least four times as wide as the radius (two orders
+    coarser than a single cone's), so a position's pixel and the ring of its neighbours hold its whole cone,
+    however distorted the pixel (near the poles, at the corners of HEALPix's base faces)."""
+    return min(max(cone_order(radius_arcsec) - 2, 0), BULK_MAX_ORDER)
+
+
+def positions_ranges(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, radius_arcsec: float
+) -> tuple[list[int], list[int]]:
+    """Inclusive (lo, hi) lists of order-29 ranges that cover the cones of ``radius_arcsec`` around every
+    position (each position's pixel at :func:`bulk_order` and its neighbours), merged and sorted. The ranges hold
+    more than the cones; the exact distance decides."""
+    k = bulk_order(radius_arcsec)
+    return order29_ranges(with_neighbours(healpix_pixels(ra_deg, dec_deg, k), k), k)
 
 
 def angular_distance_sql(ra_col: str, dec_col: str) -> str:

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alert_broker.api.cone import MAX_RADIUS_ARCSEC, angular_distance_sql, cone_ranges
+from alert_broker.api.cone import MAX_RADIUS_ARCSEC, angular_distance_sql, cone_ranges, positions_ranges
 from alert_broker.api.db import ReadOnlyDatabase, clean
 from alert_broker.api.stamps import STAMP_KINDS
 from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
+from alert_broker.features.xmatch import pairs_within
 from alert_broker.storage import Lake, RawArchive
 from alert_broker.storage.history import HistoryStore
 
@@ -48,6 +49,12 @@ ORDER_COLUMNS = {
     "dist": "dist_arcsec",
 }  # fmt: skip
 STAMP_CLASSIFIER = "stamp_classifier"
+#: The widest radius of a cross-match of uploaded positions (arcsec): an association, not a cone search.
+MAX_MATCH_RADIUS_ARCSEC = 60.0
+#: Object columns a match of uploaded positions carries.
+MATCH_COLUMNS = ("oid", "survey", "meanra", "meandec", "ndet", "firstmjd", "lastmjd")
+#: Order-29 ranges sent to PostgreSQL in one query (each one an index range scan).
+RANGES_PER_QUERY = 5_000
 #: Band names of the unique ``fid`` values (docs/data-model.md).
 FID_BANDS = {1: "g", 2: "r", 3: "i", 4: "u", 5: "g", 6: "r", 7: "i", 8: "z", 9: "y", 10: "c", 11: "o"}
 
@@ -269,6 +276,57 @@ class BrokerData:
         )
         params |= {"limit": q.page_size + 1, "offset": (q.page - 1) * q.page_size}
         return page_sql, f"SELECT count(*) FROM ({outer}) c", params
+
+    def match_positions(
+        self, ra: np.ndarray, dec: np.ndarray, radius: float, all_matches: bool = False
+    ) -> pd.DataFrame:
+        """The objects within ``radius`` arcsec of each position (the nearest only unless ``all_matches``):
+        ``row`` (the position's index), ``dist_arcsec``, the object's :data:`MATCH_COLUMNS` and, per classifier,
+        its most probable class and probability at the object's latest version (``<classifier>_class``,
+        ``<classifier>_probability``); ordered by position, then distance.
+
+        The objects come from the ``hpx29`` index: the order-29 ranges of every position's pixel and its
+        neighbours (``cone.positions_ranges``), each an index range scan (a LATERAL join over the ranges, so the
+        planner scans the index once per range), then the exact distance on the unit sphere decides."""
+        if not (np.isfinite(radius) and 0.0 < radius <= MAX_MATCH_RADIUS_ARCSEC):
+            raise BadRequest(f"radius must be within (0, {MAX_MATCH_RADIUS_ARCSEC:g}] arcsec, got {radius}")
+        ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+        lows, highs = positions_ranges(ra, dec, radius) if ra.size else ([], [])
+        frames = [
+            self.db.frame(
+                f"SELECT {', '.join('o.' + c for c in MATCH_COLUMNS)} FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[])"
+                " AS r(lo, hi) CROSS JOIN LATERAL (SELECT * FROM object WHERE hpx29 BETWEEN r.lo AND r.hi) o",
+                {"lo": lows[i : i + RANGES_PER_QUERY], "hi": highs[i : i + RANGES_PER_QUERY]},
+            )
+            for i in range(0, len(lows), RANGES_PER_QUERY)
+        ]
+        objects = (
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(MATCH_COLUMNS))
+        )
+        objects = objects.dropna(subset=["meanra", "meandec"]).reset_index(drop=True)
+        i, j, dist = pairs_within(
+            ra, dec, objects["meanra"].to_numpy(np.float64), objects["meandec"].to_numpy(np.float64), radius
+        )
+        if not all_matches and i.size:
+            first = np.r_[True, i[1:] != i[:-1]]  # ordered by position, then distance: the nearest leads
+            i, j, dist = i[first], j[first], dist[first]
+        out = objects.iloc[j].reset_index(drop=True)
+        out.insert(0, "dist_arcsec", dist)
+        out.insert(0, "row", i)
+        if out.empty:
+            return out
+        params: dict[str, Any] = {"oids": sorted(set(out["oid"].astype(str)))}
+        latest = self._latest_version_only("p", params)
+        top = self.db.frame(
+            "SELECT p.oid, p.classifier_name, p.class_name, p.probability FROM probability p "
+            f"WHERE p.oid = ANY(%(oids)s) AND p.ranking = 1 AND {latest}",
+            params,
+        )
+        for name, rows in top.groupby("classifier_name", sort=True):
+            rows = rows.drop_duplicates("oid").set_index("oid")
+            out[f"{name}_class"] = out["oid"].map(rows["class_name"])
+            out[f"{name}_probability"] = out["oid"].map(rows["probability"]).astype("float64")
+        return out
 
     def _latest_version_only(self, alias: str, params: dict[str, Any]) -> str:
         """A condition keeping, of the ``probability`` rows ``alias``, those of each object's latest version of

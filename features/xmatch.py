@@ -79,6 +79,28 @@ def nearest(ra, dec, cat_ra, cat_dec, radius_arcsec: float) -> tuple[np.ndarray,
     return CatalogTree(cat_ra, cat_dec).nearest(ra, dec, radius_arcsec)
 
 
+def pairs_within(ra, dec, cat_ra, cat_dec, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (position, catalogue source) pair at most ``radius_arcsec`` apart: position indices, catalogue
+    indices and distances (arcsec, from the chord: exact), ordered by position, then distance."""
+    ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
+    cat_ra = np.atleast_1d(np.asarray(cat_ra, dtype=np.float64))
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+    if ra.size == 0 or cat_ra.size == 0 or not radius_arcsec > 0:
+        return empty
+    cat = unit_vectors(cat_ra, cat_dec)
+    pos = unit_vectors(ra, dec)
+    found = cKDTree(cat).query_ball_point(pos, arcsec_to_chord(radius_arcsec) * (1 + 1e-12))
+    i = np.repeat(np.arange(ra.size, dtype=np.int64), [len(f) for f in found])
+    if i.size == 0:
+        return empty
+    j = np.concatenate([np.asarray(f, dtype=np.int64) for f in found])
+    dist = chord_to_arcsec(np.linalg.norm(pos[i] - cat[j], axis=1))
+    keep = dist <= radius_arcsec
+    i, j, dist = i[keep], j[keep], dist[keep]
+    order = np.lexsort((j, dist, i))
+    return i[order], j[order], dist[order]
+
+
 #: Columns of the ``xmatch`` table.
 XMATCH_COLUMNS = ["oid", "catalog", "catalog_id", "dist_arcsec", "properties"]
 

@@ -89,7 +89,7 @@ function stampUrl(candid, kind, survey, format) {
 
 function nav(active) {
   const links = [["/", "Search", "index"], ["/sn", "SN candidates", "sn"], ["/night", "Night dashboard", "night"],
-    ["/docs", "API docs", "docs"]];
+    ["/xmatch", "Cross-match", "crossmatch"], ["/docs", "API docs", "docs"]];
   document.getElementById("nav").replaceChildren(...links.map(([href, text, key]) =>
     el("a", { href, class: key === active ? "active" : "" }, text)));
 }
@@ -461,7 +461,58 @@ async function initNight() {
   try { await run(); } catch (err) { showError("cards", err); }
 }
 
-const PAGES = { index: initSearch, object: initObject, sn: initSn, night: initNight };
+// ------------------------------------------------------------------------------------------------ cross-match upload
+async function initCrossmatch() {
+  nav("crossmatch");
+  const form = document.getElementById("xmform");
+  const status = document.getElementById("status");
+  const post = async (text, format) => {
+    const f = form.elements;
+    const url = new URL("/crossmatch", window.location.origin);
+    url.searchParams.set("radius", f.radius.value || "2");
+    if (f.all_matches.checked) url.searchParams.set("all_matches", "true");
+    if (f.unmatched.checked) url.searchParams.set("unmatched", "true");
+    url.searchParams.set("format", format);
+    const res = await fetch(url, { method: "POST", headers: { "Content-Type": "text/csv" }, body: text });
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({}));
+      throw new Error(body.detail || `${res.status} ${res.statusText}`);
+    }
+    return format === "csv" ? res.text() : res.json();
+  };
+  const run = async () => {
+    const file = form.elements.file.files[0];
+    document.getElementById("download").replaceChildren();
+    if (!file) { status.textContent = "choose a CSV file first"; document.body.dataset.ready = "yes"; return; }
+    status.textContent = `matching ${file.name} ...`;
+    try {
+      const text = await file.text();
+      const res = await post(text, "json");
+      const own = res.rows.length ? Object.keys(res.rows[0]).filter((k) => k !== "line" && !k.endsWith("_probability")
+        && !k.endsWith("_class") && !["dist_arcsec", "oid", "survey", "meanra", "meandec", "ndet", "firstmjd", "lastmjd"].includes(k)) : [];
+      const classifiers = res.rows.length ? Object.keys(res.rows[0]).filter((k) => k.endsWith("_class")).map((k) => k.slice(0, -6)) : [];
+      const columns = [["line", "line"], ...own.map((k) => [k, k]),
+        ["oid", "object", (r) => (r.oid ? objectLink(r.oid) : "")], ["survey", "survey"],
+        ["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 2)], ["ndet", "ndet"],
+        ["lastmjd", "last MJD", (r) => fmt(r.lastmjd, 3)],
+        ...classifiers.map((c) => [`${c}_class`, c, (r) => (r[`${c}_class`] ? `${r[`${c}_class`]} (${fmt(r[`${c}_probability`], 2)})` : "")])];
+      document.getElementById("matches").replaceChildren(res.rows.length ? table(res.rows, columns, { sortable: true })
+        : el("p", { class: "muted" }, "no broker object near any of the positions"));
+      status.textContent = `${res.matched} of ${res.positions} positions matched within ${res.radius}" (columns ${res.ra_col}, ${res.dec_col})`;
+      const csv = await post(text, "csv");
+      const href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+      document.getElementById("download").replaceChildren(el("a", { href, download: "crossmatch.csv", id: "csvlink" }, "download as CSV"));
+    } catch (err) {
+      status.textContent = "";
+      showError("matches", err);
+    }
+    document.body.dataset.ready = "yes";
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  document.body.dataset.ready = "yes";
+}
+
+const PAGES = { index: initSearch, object: initObject, sn: initSn, night: initNight, crossmatch: initCrossmatch };
 window.addEventListener("DOMContentLoaded", () => {
   const init = PAGES[document.body.dataset.page];
   if (init) init().catch((err) => { console.warn(err); document.body.dataset.ready = "error"; });

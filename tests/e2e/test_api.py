@@ -12,6 +12,7 @@ import astropy.units as u
 import fastavro
 import httpx
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from astropy.coordinates import SkyCoord
@@ -307,6 +308,110 @@ def test_runs_newest_first_filtered_and_one_by_id(http, store):
         assert http.get("/runs/no-such-run").status_code == 404
     finally:
         store.conn.execute("DELETE FROM pipeline_run WHERE run_id LIKE 't-%%'")
+
+
+def test_crossmatch_upload_equals_brute_force(http, store):
+    objects = store.fetch_df(
+        "SELECT oid, meanra, meandec, ndet FROM object WHERE meanra IS NOT NULL ORDER BY oid"
+    )
+    rng = np.random.default_rng(7)
+    picked = objects.sample(12, random_state=7).reset_index(drop=True)
+    centre = SkyCoord(picked["meanra"].to_numpy(float) * u.deg, picked["meandec"].to_numpy(float) * u.deg)
+    near = centre.directional_offset_by(rng.uniform(0, 360, 12) * u.deg, rng.uniform(0.1, 1.8, 12) * u.arcsec)
+    ra = np.r_[near.ra.deg, 10.0, 200.0]
+    dec = np.r_[near.dec.deg, -80.0, 5.0]
+    # sexagesimal on one row, decimal degrees on the others; a free-text column comes back untouched
+    cells = [f"{r:.8f}" for r in ra], [f"{d:.8f}" for d in dec]
+    ra_text, dec_text = (
+        SkyCoord(ra[0] * u.deg, dec[0] * u.deg).to_string("hmsdms", sep=":", precision=4).split()
+    )
+    cells[0][0], cells[1][0] = ra_text, dec_text
+    # the brute force uses the positions as written (rounded) in the upload
+    ra, dec = np.array(cells[0][1:], dtype=float), np.array(cells[1][1:], dtype=float)
+    first = SkyCoord(ra_text, dec_text, unit=(u.hourangle, u.deg))
+    ra, dec = np.r_[first.ra.deg, ra], np.r_[first.dec.deg, dec]
+    csv = "name\tRAJ2000\tDEJ2000\tnote\n" + "".join(
+        f"t{k}\t{cells[0][k]}\t{cells[1][k]}\tnote, {k}\n" for k in range(len(ra))
+    )
+    sep = (
+        SkyCoord(ra[:, None] * u.deg, dec[:, None] * u.deg)
+        .separation(
+            SkyCoord(
+                objects["meanra"].to_numpy(float)[None, :] * u.deg,
+                objects["meandec"].to_numpy(float)[None, :] * u.deg,
+            )
+        )
+        .arcsec
+    )
+    for radius in (2.0, 30.0):
+        res = http.post("/crossmatch", params={"radius": radius, "all_matches": True}, content=csv.encode())
+        assert res.status_code == 200, res.text
+        body = res.json()
+        assert body["positions"] == len(ra) and (body["ra_col"], body["dec_col"]) == ("RAJ2000", "DEJ2000")
+        got = {(int(r["line"]) - 2, r["oid"]) for r in body["rows"]}
+        want = {(int(k), objects["oid"][j]) for k, j in zip(*np.nonzero(sep <= radius), strict=True)}
+        assert got == want and len(body["rows"]) == len(want)
+        assert body["matched"] == len({k for k, _ in want})
+        for r in body["rows"]:
+            k = int(r["line"]) - 2
+            assert r["name"] == f"t{k}" and r["note"] == f"note, {k}"
+            assert r["dist_arcsec"] == pytest.approx(
+                sep[k, objects.index[objects["oid"] == r["oid"]][0]], abs=1e-4
+            )
+    # the nearest only (the default), and the positions without one kept as empty rows when asked
+    nearest = http.post("/crossmatch", params={"radius": 2.0, "unmatched": True}, content=csv.encode()).json()
+    assert [int(r["line"]) for r in nearest["rows"]] == list(range(2, 2 + len(ra)))
+    for r in nearest["rows"]:
+        k = int(r["line"]) - 2
+        best = int(np.argmin(sep[k]))
+        assert r["oid"] == (objects["oid"][best] if sep[k, best] <= 2.0 else None)
+    assert all(r["oid"] == picked["oid"][k] for k, r in enumerate(nearest["rows"][:12]))
+    # each classifier's class and probability are the object's latest-version top class
+    top = store.fetch_df(
+        "SELECT oid, classifier_name, class_name, probability FROM probability WHERE ranking = 1 AND oid = ANY(%s)",
+        (list(picked["oid"]),),
+    )
+    checked = 0
+    for row in top.itertuples(index=False):
+        (r,) = [r for r in nearest["rows"] if r["oid"] == row.oid]
+        if (
+            store.fetch_df(
+                "SELECT count(DISTINCT classifier_version) AS n FROM probability WHERE oid = %s AND classifier_name = %s",
+                (row.oid, row.classifier_name),
+            )["n"][0]
+            == 1
+        ):
+            assert r[f"{row.classifier_name}_class"] == row.class_name
+            assert r[f"{row.classifier_name}_probability"] == pytest.approx(row.probability)
+            checked += 1
+    assert checked > 0
+    # CSV out: the same rows, ready for a spreadsheet
+    out = http.post("/crossmatch", params={"radius": 2.0, "format": "csv"}, content=csv.encode())
+    assert (
+        out.headers["content-type"].startswith("text/csv")
+        and "attachment" in out.headers["content-disposition"]
+    )
+    table = pd.read_csv(io.StringIO(out.text), dtype={"name": str})
+    assert table["oid"].tolist() == [r["oid"] for r in nearest["rows"] if r["oid"]]
+    assert table["note"].tolist() == [r["note"] for r in nearest["rows"] if r["oid"]]
+
+
+def test_crossmatch_upload_refusals_are_4xx_and_say_why(http):
+    cases = [
+        (b"ra,dec\n10,95\n", {}, 422, "line 2: dec 95"),
+        (b"x,y\n1,2\n", {}, 422, "no right ascension column"),
+        (b"ra,dec\n1,2\n", {"ra_col": "alpha"}, 422, "ra_col='alpha': no such column"),
+        (b"", {}, 422, "empty"),
+        (b"ra,dec\n\xff,1\n", {}, 422, "not UTF-8"),
+        (b"ra,dec\n1,2\n", {"radius": 0}, 422, "radius"),
+        (b"ra,dec\n1,2\n", {"radius": 61}, 422, "radius"),
+        (b"ra,dec\n1,2\n", {"format": "xml"}, 422, "format"),
+        (b"ra,dec\n" + b"1,1\n" * 1_400_000, {}, 413, "at most"),
+    ]
+    for body, params, status, words in cases:
+        res = http.post("/crossmatch", params=params, content=body)
+        assert res.status_code == status, (params, res.text[:200])
+        assert words in res.json()["detail"], res.json()["detail"]
 
 
 def test_errors_are_4xx_with_a_message(http):

@@ -114,8 +114,21 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     assert len(client_module.query_objects(oid=[oid])) == 1
     assert client_module.stamps(int(sn["first_candid"].iloc[0]), format="png")
     assert client_module.cone(sn["meanra"].iloc[0], sn["meandec"].iloc[0], 2)["oid"].iloc[0] == oid
+    assert client_module.crossmatch(f"ra,dec\n{sn['meanra'].iloc[0]},{sn['meandec'].iloc[0]}\n")[
+        "oid"
+    ].tolist() == [oid]
     assert client.stats(night)["night"] == night
     runs = client.runs(limit=5)
     assert not runs.empty and {"run_id", "source", "status", "counts"} <= set(runs.columns)
     assert client.run(runs["run_id"].iloc[0])["run_id"] == runs["run_id"].iloc[0]
     assert client.runs(source="no-such-source").empty
+    # a cross-match of a DataFrame of positions: the nearest object of each, the others without a match
+    objects = client.query_objects(page_size=3).sort_values("oid")
+    mine = pd.DataFrame({"target": ["a", "b", "c", "far"], "ra": [*objects["meanra"], 10.0],
+                         "dec": [*objects["meandec"], -80.0]})  # fmt: skip
+    found = client.crossmatch(mine, radius=1.0, unmatched=True)
+    assert found["oid"].tolist()[:3] == objects["oid"].tolist() and pd.isna(found["oid"].iloc[3])
+    assert found["target"].tolist() == ["a", "b", "c", "far"] and (found["dist_arcsec"].iloc[:3] < 1e-3).all()
+    with pytest.raises(BrokerAPIError) as err:
+        client.crossmatch("x,y\n1,2\n")
+    assert err.value.status == 422 and "right ascension" in err.value.detail

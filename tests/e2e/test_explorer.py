@@ -195,6 +195,35 @@ def test_night_dashboard(page, store):
     assert page.evaluate("document.getElementById('classes').data.length") >= 1
 
 
+def test_crossmatch_upload_page(page, store, tmp_path):
+    objects = store.fetch_df(
+        "SELECT oid, meanra, meandec FROM object WHERE meanra IS NOT NULL ORDER BY oid LIMIT 5"
+    )
+    rows = [f"{o.oid}-target,{o.meanra + 0.0001:.7f},{o.meandec:.7f}" for o in objects.itertuples()]
+    upload = tmp_path / "targets.csv"
+    upload.write_text("name,ra,dec\n" + "\n".join(rows) + "\nempty sky,10.0,-80.0\n")
+    _open(page, "/xmatch", "crossmatch-empty")
+    page.set_input_files("input[name=file]", str(upload))
+    page.check("input[name=unmatched]")
+    page.click("#xmform button[type=submit]")
+    page.wait_for_selector("#csvlink", timeout=30_000)
+    assert page.locator("#status").text_content().startswith("5 of 6 positions matched")
+    links = page.locator("#matches a.oid")
+    assert sorted(links.all_text_contents()) == sorted(objects["oid"])
+    assert page.locator("#matches tbody tr").count() == 6  # the empty sky's row kept
+    page.screenshot(path=str(ARTIFACTS / "crossmatch.png"), full_page=True)
+    # a file that is not a list of positions: the reason, on the page
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,ra,dec\nx,10,95\n")
+    page.set_input_files("input[name=file]", str(bad))
+    page.click("#xmform button[type=submit]")
+    page.wait_for_selector("#matches .error", timeout=30_000)
+    assert "line 2: dec 95" in page.locator("#matches .error").text_content()
+    assert [
+        p for p in page.problems if "422" not in p
+    ] == []  # the refused upload's 422 is the browser's only note
+
+
 def test_api_docs_page(page):
     page.goto("/docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
