@@ -293,10 +293,14 @@ class BrokerData:
         ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
         lows, highs = positions_ranges(ra, dec, radius) if ra.size else ([], [])
         frames = [
-            self.db.frame(
-                f"SELECT {', '.join('o.' + c for c in MATCH_COLUMNS)} FROM unnest(%(lo)s::bigint[], %(hi)s::bigint[])"
-                " AS r(lo, hi) CROSS JOIN LATERAL (SELECT * FROM object WHERE hpx29 BETWEEN r.lo AND r.hi) o",
-                {"lo": lows[i : i + RANGES_PER_QUERY], "hi": highs[i : i + RANGES_PER_QUERY]},
+            self.db.frame(  # the bounds as one text each: psycopg dumps a list of ints item by item in Python
+                f"SELECT {', '.join('o.' + c for c in MATCH_COLUMNS)} FROM unnest("
+                "string_to_array(%(lo)s, ',')::bigint[], string_to_array(%(hi)s, ',')::bigint[]) AS r(lo, hi)"
+                " CROSS JOIN LATERAL (SELECT * FROM object WHERE hpx29 BETWEEN r.lo AND r.hi) o",
+                {
+                    "lo": ",".join(map(str, lows[i : i + RANGES_PER_QUERY])),
+                    "hi": ",".join(map(str, highs[i : i + RANGES_PER_QUERY])),
+                },
             )
             for i in range(0, len(lows), RANGES_PER_QUERY)
         ]
