@@ -18,10 +18,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("catalog", help="manage local cross-match catalogues")
     sub = p.add_subparsers(dest="catalog_command", required=True)
     imp = sub.add_parser(
-        "import", help="import a CSV/Parquet/FITS catalogue as a HATS catalogue (hats/lsdb open it)"
+        "import",
+        help="import a CSV/Parquet/FITS catalogue or a catsHTM directory as a HATS catalogue (hats/lsdb open it)",
     )
     imp.add_argument("name", help="catalogue name, e.g. vsx")
-    imp.add_argument("file", help="a .csv, .parquet or .fits file")
+    imp.add_argument("file", help="a .csv, .parquet or .fits file, or a catsHTM catalogue directory")
     imp.add_argument("--ra", required=True, help="right ascension column (degrees)")
     imp.add_argument("--dec", required=True, help="declination column (degrees)")
     imp.add_argument("--columns", nargs="+", default=None, help="columns to keep (default: all)")

@@ -38,6 +38,7 @@ from astropy.table import Table
 from astropy_healpix import core as hp
 
 from alert_broker.features.xmatch import angular_distance_arcsec
+from alert_broker.storage.catshtm import is_catshtm, read_catshtm
 
 #: The HEALPix order of the spatial index column, as HATS (nside = 2**29, nested).
 INDEX_ORDER = 29
@@ -98,8 +99,11 @@ def margin_name(name: str, margin_arcsec: float) -> str:
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV, Parquet or FITS table into pandas (only ``columns`` when given)."""
+    """Read a CSV, Parquet or FITS table, or a catsHTM catalogue directory (``storage.catshtm``), into pandas
+    (only ``columns`` when given)."""
     p = Path(path)
+    if is_catshtm(p):
+        return read_catshtm(p, columns)
     suffixes = [s.lower() for s in p.suffixes]
     if ".parquet" in suffixes or ".pq" in suffixes:
         return pd.read_parquet(p, columns=columns)
@@ -113,7 +117,9 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     if any(s in (".csv", ".tsv", ".txt") for s in suffixes):
         sep = "\t" if ".tsv" in suffixes else ","
         return pd.read_csv(p, usecols=columns, sep=sep)
-    raise ValueError(f"{p}: unknown catalogue format (expected .csv, .tsv, .parquet or .fits)")
+    raise ValueError(
+        f"{p}: unknown catalogue format (expected .csv, .tsv, .parquet, .fits or a catsHTM directory)"
+    )
 
 
 def import_catalog(
