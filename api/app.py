@@ -484,6 +484,27 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             "rows": records(table),
         }
 
+    @app.get("/catalogs", tags=["catalogues"], summary="The local cross-match catalogues")
+    def catalogs():
+        """The catalogues imported with `broker catalog import` under the catalogue folder: name, rows, columns."""
+        return data.catalogs()
+
+    @app.get("/catalogs/cone", tags=["catalogues"], summary="Catalogue sources around a position")
+    def catalog_cone(
+        ra: Annotated[float, Query(ge=0, le=360, description="degrees")],
+        dec: Annotated[float, Query(ge=-90, le=90, description="degrees")],
+        radius: Annotated[float, Query(gt=0, le=1800, description="arcsec")] = 30.0,
+        catalog: Annotated[
+            list[str] | None, Query(description="catalogue names (default: every one)")
+        ] = None,
+        nearest: Annotated[bool, Query(description="only the nearest source of each catalogue")] = False,
+        limit: Annotated[int, Query(ge=1, le=1000, description="sources per catalogue")] = 100,
+    ):
+        """As ALeRCE's catsHTM service: the sources of each local catalogue within `radius`, nearest first, with
+        `dist_arcsec` and the catalogue's columns; `total` counts them all when `limit` cuts the list."""
+        names = _check_list("catalog", catalog, NAME_PATTERN)
+        return data.catalog_cone(ra, dec, radius, names or None, nearest, limit)
+
     @app.get("/runs", tags=["runs"], summary="The broker's recorded runs")
     def runs(
         source: Annotated[

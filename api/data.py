@@ -12,6 +12,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
 from alert_broker.features.xmatch import pairs_within
-from alert_broker.storage import Lake, RawArchive
+from alert_broker.storage import Catalog, Lake, RawArchive
+from alert_broker.storage.catalogs import INDEX_COLUMN
 from alert_broker.storage.history import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ STAMP_CLASSIFIER = "stamp_classifier"
 MAX_MATCH_RADIUS_ARCSEC = 60.0
 #: Object columns a match of uploaded positions carries.
 MATCH_COLUMNS = ("oid", "survey", "meanra", "meandec", "ndet", "firstmjd", "lastmjd")
+#: The widest cone over the local catalogues (arcsec) and the most sources one catalogue answers with.
+MAX_CATALOG_RADIUS_ARCSEC = 1800.0
+MAX_CATALOG_ROWS = 1000
 #: Order-29 ranges sent to PostgreSQL in one query (each one an index range scan).
 RANGES_PER_QUERY = 5_000
 #: Band names of the unique ``fid`` values (docs/data-model.md).
@@ -165,9 +170,13 @@ class BrokerData:
         storage_options: dict | None = None,
         history_order: int = 4,
         pool_size: int = 6,
+        catalog_root: str | None = None,
     ):
         self.db = ReadOnlyDatabase(dsn, size=pool_size)
         self.lake = Lake(lake_url, storage_options or None)
+        self.catalog_root = Path(catalog_root) if catalog_root else None
+        self._catalogs: dict[str, tuple[float, Catalog]] = {}
+        self._catalogs_lock = threading.Lock()
         self.history = HistoryStore(self.lake, order=history_order)
         self.archive = RawArchive(self.lake)
         self._stamps = _Lru(256)
@@ -331,6 +340,90 @@ class BrokerData:
             out[f"{name}_class"] = out["oid"].map(rows["class_name"])
             out[f"{name}_probability"] = out["oid"].map(rows["probability"]).astype("float64")
         return out
+
+    # ------------------------------------------------------------------------------------------- catalogues
+    def _catalog(self, name: str) -> Catalog:
+        """The imported catalogue ``name`` (opened once, again after a re-import)."""
+        if self.catalog_root is None:
+            raise NotFound("no catalogue folder is configured (broker serve --catalog-root)")
+        path = self.catalog_root / name
+        try:
+            stamp = max(f.stat().st_mtime for f in path.rglob("catalog_info.json"))
+        except ValueError:
+            raise NotFound(f"no catalogue {name!r} (import it with `broker catalog import`)") from None
+        with self._catalogs_lock:
+            held = self._catalogs.get(name)
+            if held is None or held[0] != stamp:
+                held = (stamp, Catalog(self.catalog_root, name))
+                self._catalogs[name] = held
+            return held[1]
+
+    def catalogs(self) -> list[dict]:
+        """The local catalogues ``broker catalog import`` wrote under the catalogue folder."""
+        if self.catalog_root is None or not self.catalog_root.is_dir():
+            return []
+        out = []
+        for d in sorted(p for p in self.catalog_root.iterdir() if p.is_dir()):
+            try:
+                info = self._catalog(d.name).info
+            except (NotFound, FileNotFoundError, ValueError, KeyError):
+                continue  # not a catalogue (or one being imported)
+            out.append(
+                {
+                    "name": d.name,
+                    "rows": info.total_rows,
+                    "columns": [c for c in info.columns if c != INDEX_COLUMN],
+                    "ra_column": info.ra_column,
+                    "dec_column": info.dec_column,
+                    "id_column": info.id_column,
+                    "source": info.source,
+                }
+            )
+        return out
+
+    def catalog_cone(
+        self,
+        ra: float,
+        dec: float,
+        radius: float,
+        names: list[str] | None = None,
+        nearest: bool = False,
+        limit: int = MAX_CATALOG_ROWS,
+    ) -> dict:
+        """The sources of the local catalogues (``names``, or every one) within ``radius`` arcsec of a position,
+        nearest first, each with ``catalog_id``, ``dist_arcsec``, ``ra``, ``dec`` and the catalogue's columns;
+        only the nearest of each with ``nearest``. ALeRCE's catsHTM service answers the same question from its
+        catsHTM copies; here the catalogues are the HATS ones the pipeline cross-matches with."""
+        if not (np.isfinite(radius) and 0.0 < radius <= MAX_CATALOG_RADIUS_ARCSEC):
+            raise BadRequest(f"radius must be within (0, {MAX_CATALOG_RADIUS_ARCSEC:g}] arcsec, got {radius}")
+        check_position(ra, dec, radius)
+        if not 1 <= limit <= MAX_CATALOG_ROWS:
+            raise BadRequest(f"limit must be within 1..{MAX_CATALOG_ROWS}")
+        wanted = names or [c["name"] for c in self.catalogs()]
+        found: dict[str, dict] = {}
+        for name in wanted:
+            cat = self._catalog(name)
+            rows = cat.cone(float(ra), float(dec), float(radius))
+            total = len(rows)
+            rows = rows.head(1 if nearest else limit)
+            info = cat.info
+            front = pd.DataFrame(
+                {
+                    "catalog_id": rows[info.id_column].astype(str).to_numpy(),
+                    "dist_arcsec": rows["dist_arcsec"].to_numpy(),
+                    "ra": rows[info.ra_column].to_numpy(),
+                    "dec": rows[info.dec_column].to_numpy(),
+                }
+            )
+            rest = rows.drop(
+                columns=[c for c in (INDEX_COLUMN, "dist_arcsec", info.id_column, info.ra_column, info.dec_column)
+                         if c in rows.columns]
+            )  # fmt: skip
+            found[name] = {
+                "total": total,
+                "rows": records(pd.concat([front, rest.reset_index(drop=True)], axis=1)),
+            }
+        return {"ra": ra, "dec": dec, "radius": radius, "catalogs": found}
 
     def _latest_version_only(self, alias: str, params: dict[str, Any]) -> str:
         """A condition keeping, of the ``probability`` rows ``alias``, those of each object's latest version of

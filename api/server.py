@@ -27,6 +27,7 @@ class ServeConfig:
     port: int = 8000
     pool_size: int = 6
     log_level: str = "info"
+    catalog_root: str | None = None  # the imported cross-match catalogues (GET /catalogs)
 
     def data(self) -> BrokerData:
         return BrokerData(
@@ -35,6 +36,7 @@ class ServeConfig:
             self.storage_options,
             history_order=self.history_order,
             pool_size=self.pool_size,
+            catalog_root=self.catalog_root,
         )
 
 

@@ -164,6 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=settings.log_level,
+            catalog_root=settings.catalogs,
         )
         print(f"serving the API and explorer on http://{args.host}:{args.port}/ (docs at /docs)", flush=True)
         serve(config)

@@ -379,7 +379,34 @@ async function initObject() {
   try {
     probabilityPlots(document.getElementById("probs"), await api(`/objects/${encodeURIComponent(oid)}/probabilities`));
   } catch (err) { showError("probs", err); }
+  await catalogCone(obj);
   document.body.dataset.ready = "yes";
+}
+
+// The nearest source of every local catalogue within a radius set by the slider (ALeRCE's Cross Matches view).
+async function catalogCone(obj) {
+  const box = document.getElementById("catcone");
+  const slider = document.getElementById("catradius");
+  if (!box || !slider) return;
+  const cats = await api("/catalogs").catch(() => []);
+  if (!cats.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "no local catalogue imported (broker catalog import)"));
+    return;
+  }
+  const load = async () => {
+    document.getElementById("catradiusvalue").textContent = `${slider.value}"`;
+    try {
+      const res = await api("/catalogs/cone", { ra: obj.meanra, dec: obj.meandec, radius: slider.value, limit: 1 });
+      const rows = Object.entries(res.catalogs).map(([name, c]) => ({ catalog: name, total: c.total, ...(c.rows[0] || {}) }));
+      box.replaceChildren(table(rows, [["catalog", "catalogue"], ["total", "sources within"],
+        ["catalog_id", "nearest"], ["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 3)],
+        ["columns", "columns", (r) => Object.entries(r).filter(([k, v]) => !["catalog", "total", "catalog_id", "dist_arcsec", "ra", "dec"].includes(k)
+          && v !== null).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(" ")]]));
+      box.dataset.catalogs = String(rows.filter((r) => r.total > 0).length);
+    } catch (err) { showError("catcone", err); }
+  };
+  slider.addEventListener("change", load);
+  await load();
 }
 
 // ------------------------------------------------------------------------------------------------ SN candidates

@@ -414,6 +414,46 @@ def test_crossmatch_upload_refusals_are_4xx_and_say_why(http):
         assert words in res.json()["detail"], res.json()["detail"]
 
 
+def test_local_catalogues_and_cones_around_a_position(http, store, api_night):
+    from tests.fixtures.broker_api import NEAR_OFFSETS
+
+    cats = {c["name"]: c for c in http.get("/catalogs").json()}
+    assert set(cats) == {"near", "rosat"}
+    assert (
+        cats["near"]["rows"] == 15
+        and cats["rosat"]["rows"] == 703
+        and "CountRate" in cats["rosat"]["columns"]
+    )
+    obj = store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
+    at = {"ra": float(obj["meanra"]), "dec": float(obj["meandec"])}
+    for radius in (1.0, 5.0, 30.0, 60.0):
+        res = http.get("/catalogs/cone", params={**at, "radius": radius}).json()
+        near = res["catalogs"]["near"]
+        want = [f"{obj['oid']}-{k}" for k, off in enumerate(NEAR_OFFSETS) if off <= radius]
+        assert [r["catalog_id"] for r in near["rows"]] == want and near["total"] == len(want)
+        for r in near["rows"]:
+            off = NEAR_OFFSETS[int(r["catalog_id"].rsplit("-", 1)[1])]
+            assert r["dist_arcsec"] == pytest.approx(off, abs=1e-6) and r["mag"] == 15 + NEAR_OFFSETS.index(
+                off
+            )
+        assert res["catalogs"]["rosat"]["total"] == 0  # no ROSAT source near a ZTF sample object
+    one = http.get("/catalogs/cone", params={**at, "radius": 60, "catalog": "near", "nearest": True}).json()
+    assert list(one["catalogs"]) == ["near"] and [
+        r["catalog_id"] for r in one["catalogs"]["near"]["rows"]
+    ] == [f"{obj['oid']}-0"]
+    capped = http.get("/catalogs/cone", params={**at, "radius": 60, "limit": 2}).json()["catalogs"]["near"]
+    assert capped["total"] == 3 and len(capped["rows"]) == 2
+    # around a real ROSAT source (the first of the sample's first trixel): found, its columns beside it
+    rosat = http.get(
+        "/catalogs/cone", params={"ra": 2.89292, "dec": 0.00014, "radius": 5, "catalog": "rosat"}
+    )
+    (hit,) = rosat.json()["catalogs"]["rosat"]["rows"]
+    assert hit["dist_arcsec"] < 1 and hit["CountRate"] == pytest.approx(0.02972, rel=1e-3)
+    for params, status in (({**at, "radius": 0}, 422), ({**at, "radius": 1801}, 422), ({"ra": 1}, 422),
+                           ({**at, "catalog": "nothere"}, 404), ({**at, "catalog": "a b"}, 422)):  # fmt: skip
+        assert http.get("/catalogs/cone", params=params).status_code == status, params
+
+
 def test_errors_are_4xx_with_a_message(http):
     cases = [
         ("/objects/ZTF99nothere", {}, 404),

@@ -224,6 +224,20 @@ def test_crossmatch_upload_page(page, store, tmp_path):
     ] == []  # the refused upload's 422 is the browser's only note
 
 
+def test_object_page_lists_the_local_catalogues_around_it(page, store):
+    oid = store.fetch_df("SELECT oid FROM object ORDER BY oid LIMIT 1")["oid"][0]
+    _open(page, f"/object/{oid}", "object-catalogues")
+    box = page.locator("#catcone")
+    assert box.get_attribute("data-catalogs") == "1"  # "near" within 30"; the ROSAT sample is elsewhere
+    row = box.locator("tbody tr", has_text="near")
+    assert f"{oid}-0" in row.text_content() and "mag=15" in row.text_content()
+    assert row.locator("td").nth(1).text_content() == "2"  # its sources at 2" and 10"; 50" is outside
+    page.locator("#catradius").fill("60")
+    page.locator("#catradius").dispatch_event("change")
+    page.wait_for_function("document.querySelector('#catcone tbody tr td:nth-child(2)')?.textContent === '3'")
+    assert page.problems == []
+
+
 def test_api_docs_page(page):
     page.goto("/docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
