@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 
 from alert_broker.api.publish import PUBLISHED_TABLES, publish
@@ -129,6 +130,39 @@ def cmd_integrity(args: argparse.Namespace) -> int:
     print(f"report written to {path.resolve()}")
     final = result.after if result is not None else report
     return 0 if final.missing_total == 0 else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the recorded runs (``pipeline_run``), newest first: nights, integrity checks, re-scorings."""
+    settings = _settings(args)
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        store = SummaryStore(pg.dsn)
+        try:
+            store.ensure_schema()
+            runs = store.fetch_df(
+                "SELECT run_id, source, status, started_at, finished_at, counts FROM pipeline_run"
+                " WHERE (%(source)s::text IS NULL OR source = %(source)s)"
+                " ORDER BY started_at DESC NULLS LAST LIMIT %(limit)s",
+                {"source": args.run_source, "limit": args.limit},
+            )
+        finally:
+            store.close()
+    if args.json:
+        print(runs.to_json(orient="records", date_format="iso"))
+        return 0
+    if runs.empty:
+        print("no recorded run" + (f" of source {args.run_source!r}" if args.run_source else ""))
+        return 0
+    print(f"{'run':<24} {'status':<9} {'started (UTC)':<20} {'seconds':>8}  source / counts")
+    for r in runs.itertuples(index=False):
+        took = (r.finished_at - r.started_at).total_seconds() if pd.notna(r.finished_at) else float("nan")
+        counts = ", ".join(f"{k} {v}" for k, v in (r.counts or {}).items())
+        started = pd.Timestamp(r.started_at).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{r.run_id:<24} {r.status:<9} {started:<20} {took:>8.1f}  {r.source}"
+            + (f": {counts}" if counts else "")
+        )
+    return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -322,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
         "warm", help="compile the numba kernels into their cache (workers then start in seconds)"
     )
     p.set_defaults(func=cmd_warm)
+
+    p = sub.add_parser(
+        "runs", help="list the recorded runs (nights, integrity checks, re-scorings), newest first"
+    )
+    _add_settings_flags(p)
+    p.add_argument(
+        "--run-source", default=None, help="only runs of this source (integrity, reclassify, archive:...)"
+    )
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="JSON records instead of a table")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
     _add_settings_flags(p)

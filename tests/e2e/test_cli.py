@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -44,6 +45,15 @@ def test_run_night_then_fetch_by_candid(tmp_path, shared_data, postgres_dsn, pg_
     assert "alerts written    40" in proc.stdout
     assert "dead letters      0" in proc.stdout
     assert list((out / "reports").glob("run-*.md"))
+    # the run, listed from PostgreSQL with its counts
+    proc = _run(["runs", *common], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if "archive:night" in x]
+    assert " ok " in line and "alerts_written 40" in line and "dead_letters 0" in line
+    proc = _run(["runs", "--json", "--run-source", "archive:night", *common], tmp_path)
+    (listed,) = json.loads(proc.stdout)
+    assert listed["status"] == "ok" and listed["counts"]["messages_read"] == 40
+    assert _run(["runs", "--run-source", "integrity", *common], tmp_path).stdout.startswith("no recorded run")
 
     with open(files[7], "rb") as fh:
         candid = str(next(fastavro.reader(fh))["candid"])
