@@ -55,6 +55,8 @@ STAMP_CLASSIFIER = "stamp_classifier"
 MAX_MATCH_RADIUS_ARCSEC = 60.0
 #: Object columns a match of uploaded positions carries.
 MATCH_COLUMNS = ("oid", "survey", "meanra", "meandec", "ndet", "firstmjd", "lastmjd")
+#: The most (position, object) pairs one cross-match of uploaded positions answers with.
+MAX_MATCH_PAIRS = 200_000
 #: The widest cone over the local catalogues (arcsec) and the most sources one catalogue answers with.
 MAX_CATALOG_RADIUS_ARCSEC = 1800.0
 MAX_CATALOG_ROWS = 1000
@@ -323,6 +325,11 @@ class BrokerData:
         if not all_matches and i.size:
             first = np.r_[True, i[1:] != i[:-1]]  # ordered by position, then distance: the nearest leads
             i, j, dist = i[first], j[first], dist[first]
+        if i.size > MAX_MATCH_PAIRS:
+            raise BadRequest(
+                f"{i.size} matches: at most {MAX_MATCH_PAIRS} in one answer (a smaller radius, the nearest only, "
+                "or fewer positions)"
+            )
         out = objects.iloc[j].reset_index(drop=True)
         out.insert(0, "dist_arcsec", dist)
         out.insert(0, "row", i)

@@ -25,6 +25,8 @@ from alert_broker.api.data import BadRequest
 #: memory. Larger lists go in several uploads.
 MAX_UPLOAD_BYTES = 5 * 2**20
 MAX_POSITIONS = 20_000
+#: The most columns an upload may have (each comes back on every matched row).
+MAX_COLUMNS = 200
 #: Column names taken for the position (compared without case), in this order of preference.
 RA_NAMES = ("ra", "raj2000", "_raj2000", "ra_j2000", "ra_deg", "radeg", "ra_icrs", "meanra", "alpha")
 DEC_NAMES = ("dec", "dej2000", "_dej2000", "decj2000", "dec_j2000", "dec_deg", "decdeg", "de_icrs", "dec_icrs",
@@ -126,6 +128,8 @@ def parse_positions(text: str, ra_col: str | None = None, dec_col: str | None = 
     except (pd.errors.ParserError, UnicodeError, ValueError) as err:
         # pandas counts the skipped lines too: its line numbers are the file's
         raise BadRequest(f"the upload is not a CSV table: {str(err).strip()[:200]}") from None
+    if raw.shape[1] > MAX_COLUMNS:
+        raise BadRequest(f"{raw.shape[1]} columns: at most {MAX_COLUMNS} (keep an id and the position)")
     table = raw.iloc[1:].fillna("").reset_index(drop=True)
     table.columns = [str(c).strip() for c in raw.iloc[0].fillna("")]
     lines = np.arange(len(table)) + first + 2  # the file's line of each row (the header is line first + 1)

@@ -19,7 +19,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from PIL import Image
 
-from alert_broker.api.data import BrokerData, ObjectQuery
+from alert_broker.api.data import BadRequest, BrokerData, ObjectQuery
 from alert_broker.storage import Lake, SummaryStore
 from alert_broker.storage.history import HistoryStore
 
@@ -394,6 +394,21 @@ def test_crossmatch_upload_equals_brute_force(http, store):
     table = pd.read_csv(io.StringIO(out.text), dtype={"name": str})
     assert table["oid"].tolist() == [r["oid"] for r in nearest["rows"] if r["oid"]]
     assert table["note"].tolist() == [r["note"] for r in nearest["rows"] if r["oid"]]
+
+
+def test_crossmatch_answers_are_bounded(api_night, store, monkeypatch):
+    from alert_broker.api import data as data_module
+
+    objects = store.fetch_df("SELECT meanra, meandec FROM object ORDER BY oid LIMIT 3")
+    data = BrokerData(api_night.dsn, api_night.lake)
+    try:
+        ra, dec = objects["meanra"].to_numpy(float), objects["meandec"].to_numpy(float)
+        assert len(data.match_positions(ra, dec, 1.0)) == 3
+        monkeypatch.setattr(data_module, "MAX_MATCH_PAIRS", 2)
+        with pytest.raises(BadRequest, match="3 matches: at most 2"):
+            data.match_positions(ra, dec, 1.0)
+    finally:
+        data.close()
 
 
 def test_crossmatch_upload_refusals_are_4xx_and_say_why(http):

@@ -88,6 +88,8 @@ def test_limits_and_encodings():
     many = "ra,dec\n" + "1,1\n" * (MAX_POSITIONS + 1)
     with pytest.raises(BadRequest, match=f"at most {MAX_POSITIONS}"):
         parse_positions(many)
+    with pytest.raises(BadRequest, match="201 columns: at most 200"):
+        parse_positions(",".join(["ra", "dec", *(f"c{i}" for i in range(199))]) + "\n" + "1," * 200 + "1\n")
     with pytest.raises(BadRequest, match="not UTF-8"):
         decode_text(b"ra,dec\n\xff\xfe,1\n")
     assert decode_text("\ufeffra,dec\n1,2\n".encode()) == "ra,dec\n1,2\n"  # a spreadsheet's byte-order mark
