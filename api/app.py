@@ -484,6 +484,28 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             "rows": records(table),
         }
 
+    @app.get("/watchlists", tags=["watch lists"], summary="Watch lists with hits")
+    def watchlists():
+        """Each watch list (`broker watchlist import`, run with `--watchlists`) that has hits: counts, last MJD."""
+        return data.watchlists()
+
+    @app.get("/watchlists/hits", tags=["watch lists"], summary="Watch-list hits, newest first")
+    def watchlist_hits(
+        watchlist: Annotated[list[str] | None, Query(description="watch list names (repeatable)")] = None,
+        name: Annotated[list[str] | None, Query(description="entry names (repeatable)")] = None,
+        night: Annotated[int | None, Query(ge=19000101, le=29991231)] = None,
+        since_mjd: Annotated[float | None, Query(ge=0, le=200000)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ):
+        """The alerts that landed on a watch-list entry: entry, object, alert, time, distance, magnitude."""
+        return data.watchlist_hits(
+            _check_list("watchlist", watchlist, NAME_PATTERN),
+            _check_list("name", name, r"^[^\x00-\x1f]{1,200}$"),
+            night,
+            since_mjd,
+            limit,
+        )
+
     @app.get("/catalogs", tags=["catalogues"], summary="The local cross-match catalogues")
     def catalogs():
         """The catalogues imported with `broker catalog import` under the catalogue folder: name, rows, columns."""

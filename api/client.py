@@ -266,6 +266,24 @@ class BrokerClient:
         rows = self._get("/crossmatch", params, content=body).json()["rows"]
         return _convert(to_frame(rows), format)
 
+    def watchlists(self, format: str = "pandas"):  # noqa: A002
+        """The watch lists with hits: hits, targets hit, objects, last MJD."""
+        return _convert(to_frame(self._json("/watchlists")), format)
+
+    def watchlist_hits(
+        self,
+        watchlist: str | list[str] | None = None,
+        name: str | list[str] | None = None,
+        night: int | None = None,
+        since_mjd: float | None = None,
+        limit: int = 200,
+        format: str = "pandas",  # noqa: A002
+    ):
+        """The alerts that landed on watch-list entries, newest first."""
+        params = {"watchlist": _listed(watchlist), "name": _listed(name), "night": night, "since_mjd": since_mjd,
+                  "limit": limit}  # fmt: skip
+        return _convert(to_frame(self._json("/watchlists/hits", params)), format)
+
     def runs(
         self,
         source: str | list[str] | None = None,

@@ -348,6 +348,52 @@ class BrokerData:
             out[f"{name}_probability"] = out["oid"].map(rows["probability"]).astype("float64")
         return out
 
+    # ------------------------------------------------------------------------------------------- watch lists
+    def watchlists(self) -> list[dict]:
+        """Each watch list with hits: hits, targets hit, objects, and the last hit's MJD."""
+        return records(
+            self.db.frame(
+                "SELECT watchlist, count(*) AS hits, count(DISTINCT name) AS targets_hit, "
+                "count(DISTINCT oid) AS objects, max(mjd) AS last_mjd FROM watchlist_hit "
+                "GROUP BY watchlist ORDER BY watchlist"
+            )
+        )
+
+    def watchlist_hits(
+        self,
+        watchlist: list[str] | None = None,
+        name: list[str] | None = None,
+        night: int | None = None,
+        since_mjd: float | None = None,
+        limit: int = 200,
+    ) -> list[dict]:
+        """Watch-list hits, newest first: which entry (``watchlist``, ``name``) an alert landed on, its object,
+        time, position, distance and magnitude."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise BadRequest(f"limit must be within 1..{MAX_PAGE_SIZE}")
+        where, p = ["TRUE"], {"limit": int(limit)}
+        for col, values in (("watchlist", watchlist), ("name", name)):
+            if values:
+                where.append(f"h.{col} = ANY(%({col})s)")
+                p[col] = list(values)
+        if night is not None:
+            where.append("h.night = %(night)s")
+            p["night"] = int(night)
+        if since_mjd is not None:
+            if not np.isfinite(since_mjd):
+                raise BadRequest("since_mjd must be a finite MJD")
+            where.append("h.mjd >= %(since)s")
+            p["since"] = float(since_mjd)
+        return records(
+            self.db.frame(
+                "SELECT h.watchlist, h.name, h.oid, h.survey, h.candid, h.mjd, h.night, h.ra, h.dec, h.dist_arcsec,"
+                " a.magpsf, a.band FROM watchlist_hit h"
+                " LEFT JOIN alert a ON a.survey = h.survey AND a.candid = h.candid"
+                f" WHERE {' AND '.join(where)} ORDER BY h.mjd DESC, h.watchlist, h.name LIMIT %(limit)s",
+                p,
+            )
+        )
+
     # ------------------------------------------------------------------------------------------- catalogues
     def _catalog(self, name: str) -> Catalog:
         """The imported catalogue ``name`` (opened once, again after a re-import)."""

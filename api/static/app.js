@@ -481,7 +481,13 @@ async function initNight() {
       [["error", "error"], ["dead_letters", "count"], ["example_reason", "example reason"]])
       : el("p", { class: "muted" }, `no dead letters this night (${s.dead_letters_all_nights} in all)`));
     document.getElementById("runs").replaceChildren(table(s.runs, [["run_id", "run"], ["status", "status"],
-      ["started_at", "started"], ["finished_at", "finished"], ["source", "source"]]));
+      ["started_at", "started"], ["finished_at", "finished"], ["source", "source"],
+      ["counts", "counts", (r) => Object.entries(r.counts || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")]]));
+    const hits = await api("/watchlists/hits", { night: select.value, limit: 1000 });
+    document.getElementById("watchhits").replaceChildren(hits.length ? table(hits, [["watchlist", "watch list"],
+      ["name", "entry"], ["oid", "object", (r) => objectLink(r.oid)], ["mjd", "MJD", (r) => fmt(r.mjd, 5)],
+      ["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 2)], ["magpsf", "mag", (r) => fmt(r.magpsf, 2)],
+      ["band", "band"]], { sortable: true }) : el("p", { class: "muted" }, "no watch-list hit this night"));
     document.body.dataset.ready = "yes";
   };
   select.addEventListener("change", run);

@@ -469,6 +469,50 @@ def test_local_catalogues_and_cones_around_a_position(http, store, api_night):
         assert http.get("/catalogs/cone", params=params).status_code == status, params
 
 
+def test_watch_lists_and_their_hits(http, store, api_night):
+    from tests.fixtures.broker_api import WATCHLIST, WATCHLIST_FILES
+
+    rows = store.fetch_df("SELECT * FROM watchlist_hit ORDER BY mjd DESC")
+    assert set(rows["name"]) == {f"target {k}" for k in WATCHLIST_FILES}  # every entry was hit
+    # the hits are exactly the alerts within an entry's radius (brute force over every stored alert)
+    entries = pd.read_csv(api_night.out.parent / "targets.csv")
+    alerts = store.fetch_df("SELECT candid, ra, dec FROM alert")
+    sep = (
+        SkyCoord(entries["ra"].to_numpy() * u.deg, entries["dec"].to_numpy() * u.deg)[:, None]
+        .separation(
+            SkyCoord(alerts["ra"].to_numpy(float) * u.deg, alerts["dec"].to_numpy(float) * u.deg)[None, :]
+        )
+        .arcsec
+    )
+    want = {
+        (entries["name"][e], int(alerts["candid"][a])) for e, a in zip(*np.nonzero(sep <= 3.0), strict=True)
+    }
+    assert set(zip(rows["name"], rows["candid"].astype(int), strict=True)) == want
+    for k in WATCHLIST_FILES:  # the entry's own alert among them
+        with open(api_night.ztf_files[k], "rb") as fh:
+            assert int(next(fastavro.reader(fh))["candid"]) in set(
+                rows.loc[rows["name"] == f"target {k}", "candid"]
+            )
+    (summary,) = http.get("/watchlists").json()
+    assert summary["watchlist"] == WATCHLIST and summary["hits"] == len(rows)
+    assert summary["targets_hit"] == 3 and summary["objects"] == rows["oid"].nunique()
+    hits = http.get("/watchlists/hits").json()
+    assert [int(h["candid"]) for h in hits] == [int(c) for c in rows["candid"]]
+    assert all(0.5 < h["dist_arcsec"] <= 3.0 and h["magpsf"] and h["band"] for h in hits)
+    one = http.get("/watchlists/hits", params={"name": "target 5", "watchlist": WATCHLIST}).json()
+    assert {h["name"] for h in one} == {"target 5"} and len(one) == int((rows["name"] == "target 5").sum())
+    night = int(rows["night"].iloc[0])
+    assert len(http.get("/watchlists/hits", params={"night": night}).json()) == int(
+        (rows["night"] == night).sum()
+    )
+    later = float(rows["mjd"].median())
+    assert len(http.get("/watchlists/hits", params={"since_mjd": later}).json()) == int(
+        (rows["mjd"] >= later).sum()
+    )
+    assert http.get("/watchlists/hits", params={"watchlist": "other"}).json() == []
+    assert http.get("/watchlists/hits", params={"limit": 0}).status_code == 422
+
+
 def test_errors_are_4xx_with_a_message(http):
     cases = [
         ("/objects/ZTF99nothere", {}, 404),

@@ -122,6 +122,10 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     assert not runs.empty and {"run_id", "source", "status", "counts"} <= set(runs.columns)
     assert client.run(runs["run_id"].iloc[0])["run_id"] == runs["run_id"].iloc[0]
     assert client.runs(source="no-such-source").empty
+    lists = client.watchlists()
+    assert lists["watchlist"].tolist() == ["targets"]
+    hits = client.watchlist_hits(name=["target 0", "target 5"])
+    assert set(hits["name"]) == {"target 0", "target 5"} and hits["candid"].dtype == "int64"
     # a cross-match of a DataFrame of positions: the nearest object of each, the others without a match
     objects = client.query_objects(page_size=3).sort_values("oid")
     mine = pd.DataFrame({"target": ["a", "b", "c", "far"], "ra": [*objects["meanra"], 10.0],

@@ -193,6 +193,9 @@ def test_night_dashboard(page, store):
     )
     assert hours == alerts
     assert page.evaluate("document.getElementById('classes').data.length") >= 1
+    hits = store.fetch_df("SELECT count(*) AS n FROM watchlist_hit WHERE night = %s", (night,))["n"][0]
+    shown = page.locator("#watchhits tbody tr").count()
+    assert shown == hits and (hits == 0) == (page.locator("#watchhits .muted").count() == 1)
 
 
 def test_crossmatch_upload_page(page, store, tmp_path):
