@@ -26,7 +26,7 @@ from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
 from alert_broker.features.xmatch import pairs_within
 from alert_broker.storage import Catalog, Lake, RawArchive
-from alert_broker.storage.catalogs import INDEX_COLUMN
+from alert_broker.storage.catalogs import INDEX_COLUMN, catalog_dir
 from alert_broker.storage.history import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -399,10 +399,9 @@ class BrokerData:
         """The imported catalogue ``name`` (opened once, again after a re-import)."""
         if self.catalog_root is None:
             raise NotFound("no catalogue folder is configured (broker serve --catalog-root)")
-        path = self.catalog_root / name
-        try:
-            stamp = max(f.stat().st_mtime for f in path.rglob("catalog_info.json"))
-        except ValueError:
+        try:  # the info file's time: a re-import rewrites it (a walk of the pixel files would cost thousands of stats)
+            stamp = (catalog_dir(self.catalog_root / name) / "catalog_info.json").stat().st_mtime
+        except (OSError, KeyError):
             raise NotFound(f"no catalogue {name!r} (import it with `broker catalog import`)") from None
         with self._catalogs_lock:
             held = self._catalogs.get(name)
