@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass
 
 import astropy.units as u
@@ -34,6 +35,9 @@ DEC_NAMES = ("dec", "dej2000", "_dej2000", "decj2000", "dec_j2000", "dec_deg", "
 #: Errors named in a refusal (the first ones; the count says how many there were).
 ERRORS_SHOWN = 5
 _SEXAGESIMAL = re.compile(r"[:\s hdms°'\"]")
+#: The plain sexagesimal forms ("12:34:56.7", "-05 06 07", "+41:08:39.8"), read in one vectorised pass; anything
+#: else (unit letters, two fields) goes to astropy's parser one value at a time.
+_PLAIN = r"^([+-]?)(\d{1,3})[:\s]+(\d{1,2})[:\s]+(\d{1,2}(?:\.\d*)?)$"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,20 @@ def _angles(values: pd.Series, lines: np.ndarray, kind: str, errors: list[tuple[
     text = values.astype(str).str.strip()
     out = np.array(pd.to_numeric(text, errors="coerce"), dtype=np.float64)  # a copy: filled in below
     unit = u.hourangle if kind == "ra" else u.deg
+    todo = np.flatnonzero(~np.isfinite(out))
+    if todo.size:
+        parts = text.iloc[todo].str.extract(_PLAIN)
+        plain = parts[1].notna().to_numpy()
+        if plain.any():
+            hit = parts[plain]
+            whole, minutes, seconds = (hit[i].astype(np.float64).to_numpy() for i in (1, 2, 3))
+            ok = (minutes < 60) & (seconds < 60)
+            value = (whole + minutes / 60.0 + seconds / 3600.0) * np.where(
+                hit[0].to_numpy() == "-", -1.0, 1.0
+            )
+            scale = 15.0 if kind == "ra" else 1.0  # right ascension in hours
+            rows = todo[plain][ok]
+            out[rows] = value[ok] * scale
     for k in np.flatnonzero(~np.isfinite(out)):
         raw = text.iloc[k]
         if not raw:
@@ -93,9 +111,11 @@ def _angles(values: pd.Series, lines: np.ndarray, kind: str, errors: list[tuple[
             continue
         if _SEXAGESIMAL.search(raw) and not raw.lower().startswith(("nan", "inf", "-inf")):
             try:
-                out[k] = Angle(raw, unit=unit).deg
+                with warnings.catch_warnings():  # astropy only warns of a minute of 60; here it is an error
+                    warnings.simplefilter("error")
+                    out[k] = Angle(raw, unit=unit).deg
                 continue
-            except (ValueError, u.UnitsError):
+            except (ValueError, u.UnitsError, Warning):
                 pass
         errors.append((int(lines[k]), f"{kind} {raw[:30]!r} is not an angle (degrees, or sexagesimal)"))
     return out

@@ -8,7 +8,7 @@ import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import Angle, SkyCoord
 
 from alert_broker.api.cone import bulk_order, positions_ranges
 from alert_broker.api.data import BadRequest
@@ -48,6 +48,26 @@ def test_sexagesimal_positions_equal_astropys_reading():
     np.testing.assert_allclose(p.ra, want.ra.deg, atol=1e-12)
     np.testing.assert_allclose(p.dec, want.dec.deg, atol=1e-12)
     assert p.dec[2] == pytest.approx(-0.5)  # the sign of a declination with zero degrees is kept
+
+
+@pytest.mark.parametrize("sep", [":", " "])
+def test_many_sexagesimal_positions_equal_astropys_reading(sep):
+    rng = np.random.default_rng(len(sep))
+    c = SkyCoord(rng.uniform(0, 360, 2000) * u.deg, rng.uniform(-89.999, 89.999, 2000) * u.deg)
+    ra_text = c.ra.to_string(unit=u.hourangle, sep=sep, precision=3, pad=True)
+    dec_text = c.dec.to_string(unit=u.deg, sep=sep, precision=3, alwayssign=True, pad=True)
+    ra_text[:5] = [f"{h}h{m}m{x}s" for h, m, x in (("1", "2", "3.5"), ("23", "59", "59.9"), ("0", "0", "0"),
+                                                    ("12", "0", "0"), ("5", "30", "0"))]  # fmt: skip
+    text = "ra\tdec\n" + "".join(f"{r}\t{d}\n" for r, d in zip(ra_text, dec_text, strict=True))
+    p = parse_positions(text)
+    np.testing.assert_allclose(
+        p.ra, Angle(list(ra_text), unit=u.hourangle).wrap_at(360 * u.deg).deg, atol=1e-10
+    )
+    np.testing.assert_allclose(p.dec, Angle(list(dec_text), unit=u.deg).deg, atol=1e-10)
+    with pytest.raises(BadRequest, match="line 2: ra '12:60:00' is not an angle"):
+        parse_positions("ra,dec\n12:60:00,1\n")  # astropy would read 13:00:00, with a warning
+    with pytest.raises(BadRequest, match="line 2: dec '-5:30:75' is not an angle"):
+        parse_positions("ra,dec\n1,-5:30:75\n")
 
 
 def test_negative_right_ascensions_wrap_and_lines_count_blanks_and_comments():
