@@ -127,6 +127,15 @@ def _range(name: str, values: list, cast) -> tuple[Any, Any]:
     return lo, hi
 
 
+def _any_of(
+    where: list[str], params: dict[str, Any], column: str, key: str, values: list[str] | None
+) -> None:
+    """Add ``column = ANY(values)`` to a query's conditions when ``values`` are given (a bound list, never text)."""
+    if values:
+        where.append(f"{column} = ANY(%({key})s)")
+        params[key] = list(values)
+
+
 def check_position(ra: float | None, dec: float | None, radius: float | None) -> None:
     given = [v is not None for v in (ra, dec, radius)]
     if any(given) and not all(given):
@@ -372,10 +381,8 @@ class BrokerData:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise BadRequest(f"limit must be within 1..{MAX_PAGE_SIZE}")
         where, p = ["TRUE"], {"limit": int(limit)}
-        for col, values in (("watchlist", watchlist), ("name", name)):
-            if values:
-                where.append(f"h.{col} = ANY(%({col})s)")
-                p[col] = list(values)
+        _any_of(where, p, "h.watchlist", "watchlist", watchlist)
+        _any_of(where, p, "h.name", "name", name)
         if night is not None:
             where.append("h.night = %(night)s")
             p["night"] = int(night)
@@ -741,12 +748,8 @@ class BrokerData:
         """The broker's recorded runs, newest first: nights (their source), integrity checks (``integrity``) and
         re-scorings (``reclassify``), each with its status and counts (settings and summary: ``run``)."""
         where, p = [], {"limit": int(limit)}
-        if source:
-            where.append("source = ANY(%(source)s)")
-            p["source"] = list(source)
-        if status:
-            where.append("status = ANY(%(status)s)")
-            p["status"] = list(status)
+        _any_of(where, p, "source", "source", source)
+        _any_of(where, p, "status", "status", status)
         return records(
             self.db.frame(
                 "SELECT run_id, source, status, started_at, finished_at, "
