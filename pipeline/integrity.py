@@ -554,12 +554,16 @@ def recorded_check(settings: Settings, repair: bool) -> Iterator[dict[str, Any]]
 def check_outcome(
     report: IntegrityReport, result: RepairResult | None
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The ``pipeline_run`` status, counts and summary of a check: ``clean`` when nothing was missing,
-    ``repaired`` when a repair left nothing missing, ``missing`` otherwise. The summary keeps the per-night
-    counts, not the lists of alerts (those are in the JSON report)."""
+    """The ``pipeline_run`` status, counts and summary of a check: ``missing`` while anything is missing (what
+    the exit status counts), else ``anomalies`` when alerts sit in more than one lake file or a source's offsets
+    now hold other alerts (nothing lost, something to read), else ``repaired`` when a repair brought back what
+    was missing, else ``clean``. The summary keeps the per-night counts, not the lists of alerts (those are in
+    the JSON report)."""
     final = result.after if result is not None else report
     if final.missing_total:
         status = "missing"
+    elif not final.clean:
+        status = "anomalies"
     else:
         status = "repaired" if report.missing_total else "clean"
     counts: dict[str, Any] = {

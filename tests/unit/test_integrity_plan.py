@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from alert_broker.pipeline import integrity
 from alert_broker.pipeline.driver import make_batch_id
 from alert_broker.pipeline.integrity import plan_repair
 from alert_broker.surveys.messages import RawMessage
@@ -83,3 +84,53 @@ def test_a_changed_source_is_refused():
     spans = [{(SRC, 0): (0, 9)}]
     planned, refused = _plan([(SRC, 0, 3)], _manifest(*spans), _scanned(SRC, 0, range(10)), refused=[SRC])
     assert planned == [] and len(refused) == 1 and "no longer hold" in refused[0]["reason"]
+
+
+def _report(missing: int = 0, duplicates: int = 0, changed: dict | None = None) -> integrity.IntegrityReport:
+    cols = [
+        "survey",
+        "candid",
+        "oid",
+        "night",
+        "source",
+        "partition",
+        "offset",
+        "missing_lake",
+        "missing_postgres",
+    ]
+    return integrity.IntegrityReport(
+        sources=["s"], names=["archive:s"], lake="lake", night=None, scanned_at="now", seconds=0.1, messages=10,
+        nights=[],
+        missing=pd.DataFrame([["ztf", i, "o", 1, "archive:s", 0, i, True, False] for i in range(missing)],
+                             columns=cols),
+        not_dead_lettered=pd.DataFrame(),
+        duplicates=pd.DataFrame({"survey": ["ztf"] * duplicates, "candid": range(duplicates)}),
+        offsets=pd.DataFrame(),
+        changed_sources=changed or {},
+    )  # fmt: skip
+
+
+def test_a_checks_recorded_status_and_counts():
+    def outcome(report, after=None):
+        result = None
+        if after is not None:
+            result = integrity.RepairResult([], [], "r1", "ok", 7, 3, 0, 1.0, after)
+        return integrity.check_outcome(report, result)
+
+    assert outcome(_report())[0] == "clean"
+    status, counts, summary = outcome(_report(missing=3))
+    assert (
+        status == "missing"
+        and counts["missing"] == counts["missing_after"] == 3
+        and "missing" not in summary["scan"]
+    )
+    status, counts, summary = outcome(_report(missing=3), after=_report())
+    assert status == "repaired" and (
+        counts["missing"],
+        counts["missing_after"],
+        counts["repaired_messages"],
+    ) == (3, 0, 7)
+    assert summary["repair"]["run_id"] == "r1"
+    assert outcome(_report(duplicates=2))[0] == "anomalies"  # nothing missing, something to read
+    assert outcome(_report(changed={"archive:s": 4}))[1]["changed_sources"] == 4
+    assert outcome(_report(missing=1), after=_report(missing=1, duplicates=1))[0] == "missing"
