@@ -151,7 +151,11 @@ def parse_positions(text: str, ra_col: str | None = None, dec_col: str | None = 
     if raw.shape[1] > MAX_COLUMNS:
         raise BadRequest(f"{raw.shape[1]} columns: at most {MAX_COLUMNS} (keep an id and the position)")
     table = raw.iloc[1:].fillna("").reset_index(drop=True)
-    table.columns = [str(c).strip() for c in raw.iloc[0].fillna("")]
+    names = [str(c).strip() or f"column_{i + 1}" for i, c in enumerate(raw.iloc[0].fillna(""))]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise BadRequest(f"the header names a column twice: {', '.join(repeated)[:200]} (each name once)")
+    table.columns = names
     lines = np.arange(len(table)) + first + 2  # the file's line of each row (the header is line first + 1)
     blank = (table == "").all(axis=1).to_numpy() if len(table.columns) else np.zeros(len(table), bool)
     table, lines = table[~blank].reset_index(drop=True), lines[~blank]

@@ -36,6 +36,7 @@ def test_columns_found_by_their_usual_names_in_any_separator():
         assert (p.ra_col, p.dec_col) == ("RAJ2000", "DEJ2000")
         assert p.ra.tolist() == [10.5] and p.dec.tolist() == [-3.25]
         assert list(p.table.columns) == ["Name", "RAJ2000", "DEJ2000", "note"] and p.table["note"][0] == "x"
+    assert list(parse_positions("ra,,dec,\n1,a,2,b\n").table.columns) == ["ra", "column_2", "dec", "column_4"]
     named = parse_positions("alpha_x,delta_y\n1,2\n", ra_col="alpha_x", dec_col="delta_y")
     assert (named.ra[0], named.dec[0]) == (1.0, 2.0)
 
@@ -93,6 +94,7 @@ def test_negative_right_ascensions_wrap_and_lines_count_blanks_and_comments():
         ),
         ("ra,dec\n400,1\n", ["ra 400 is outside"]),
         ("ra,dec\nnan,1\n", ["ra 'nan' is not an angle"]),
+        ("ra,dec,ra\n1,2,3\n", ["names a column twice: ra"]),
         ("ra,dec\n" + "".join(f"{i % 7 + 100},x\n" for i in range(9)), ["9 values", "(and 4 more)"]),
     ],
 )
