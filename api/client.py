@@ -250,19 +250,27 @@ class BrokerClient:
         ra_col: str | None = None,
         dec_col: str | None = None,
         format: str = "pandas",  # noqa: A002
+        chunk: int = 20_000,
     ):
         """The broker's objects near each of ``positions`` (``POST /crossmatch``): a DataFrame (with ``ra``/``dec``
         columns or those named), a CSV file's path, or CSV text. Rows: the positions' columns, their ``line``,
-        ``dist_arcsec``, the object and its classes; the nearest object only unless ``all_matches``."""
+        ``dist_arcsec``, the object and its classes; the nearest object only unless ``all_matches``. A DataFrame
+        longer than ``chunk`` (the server's limit per upload) is sent in parts; ``line`` stays the line each row
+        has in one CSV of the whole frame."""
+        params = {"radius": radius, "all_matches": all_matches, "unmatched": unmatched, "ra_col": ra_col,
+                  "dec_col": dec_col}  # fmt: skip
         if isinstance(positions, pd.DataFrame):
-            body = positions.to_csv(index=False).encode()
-        elif isinstance(positions, os.PathLike) or (isinstance(positions, str) and "\n" not in positions):
+            rows = []
+            for start in range(0, max(len(positions), 1), chunk):
+                body = positions.iloc[start : start + chunk].to_csv(index=False).encode()
+                for row in self._get("/crossmatch", params, content=body).json()["rows"]:
+                    rows.append({**row, "line": row["line"] + start})
+            return _convert(to_frame(rows), format)
+        if isinstance(positions, os.PathLike) or (isinstance(positions, str) and "\n" not in positions):
             with open(positions, "rb") as f:
                 body = f.read()
         else:
             body = str(positions).encode()
-        params = {"radius": radius, "all_matches": all_matches, "unmatched": unmatched, "ra_col": ra_col,
-                  "dec_col": dec_col}  # fmt: skip
         rows = self._get("/crossmatch", params, content=body).json()["rows"]
         return _convert(to_frame(rows), format)
 

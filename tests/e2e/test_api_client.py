@@ -131,6 +131,9 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     mine = pd.DataFrame({"target": ["a", "b", "c", "far"], "ra": [*objects["meanra"], 10.0],
                          "dec": [*objects["meandec"], -80.0]})  # fmt: skip
     found = client.crossmatch(mine, radius=1.0, unmatched=True)
+    pd.testing.assert_frame_equal(
+        client.crossmatch(mine, radius=1.0, unmatched=True, chunk=3), found
+    )  # in parts
     assert found["oid"].tolist()[:3] == objects["oid"].tolist() and pd.isna(found["oid"].iloc[3])
     assert found["target"].tolist() == ["a", "b", "c", "far"] and (found["dist_arcsec"].iloc[:3] < 1e-3).all()
     with pytest.raises(BrokerAPIError) as err:
