@@ -8,7 +8,7 @@ OUT    ?= ./data
 SURVEY ?=
 ARGS   ?=
 
-.PHONY: setup browser test test-unit test-integration lint bench bench-stream run-night serve lake-publish clean lock models
+.PHONY: setup browser test test-unit test-integration lint bench bench-stream run-night serve lake-publish lake-compact clean lock models
 
 setup: $(BIN)/broker browser
 
@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_lsst
 	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_output
+	$(BIN)/python -m bench.bench_lake_compaction
 
 # stamp_classifier 1.4.0's business rules (classifiers/stamp/rules.py): ALeRCE's with the asteroids' sky prior.
 STAMP_SKY_PRIOR_RULES = negative_difference_is_not_sn,star_counterpart_is_not_sn,asteroids_keep_near_the_ecliptic,known_solar_system_object
@@ -95,6 +96,10 @@ serve: setup
 # The lake's analysis-ready tables (docs/lake-tables.md)
 lake-publish: setup
 	$(BIN)/broker lake publish --out $(OUT) $(ARGS)
+
+# Fold each lake folder's per-batch files into one (docs/lake-tables.md, "Compaction")
+lake-compact: setup
+	$(BIN)/broker lake compact --out $(OUT) $(ARGS)
 
 # Re-resolve the pinned versions (run after changing dependencies in pyproject.toml).
 lock:

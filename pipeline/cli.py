@@ -27,7 +27,15 @@ from alert_broker.pipeline.resources import warm_up_science
 from alert_broker.pipeline.shutdown import StopRequest
 from alert_broker.pipeline.sources import ResumeRefused
 from alert_broker.simulator.cli import register as register_simulator
-from alert_broker.storage import EmbeddedPostgres, Lake, LakeUnavailable, RawArchive, SummaryStore
+from alert_broker.storage import (
+    NATURAL_KEYS,
+    EmbeddedPostgres,
+    Lake,
+    LakeUnavailable,
+    RawArchive,
+    SummaryStore,
+    compaction,
+)
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 from alert_broker.storage.secrets import redact
 
@@ -206,8 +214,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_lake(args: argparse.Namespace) -> int:
-    """Write the lake's analysis-ready tables (current objects, magstats, latest probabilities, light curves)."""
+    """Write the lake's analysis-ready tables (current objects, magstats, latest probabilities, light curves),
+    or compact its per-batch files (one file per table and night folder)."""
     settings = _settings(args)
+    if args.action == "compact":
+        return _lake_compact(args, settings)
+    unknown = sorted(set(args.table or ()) - set(PUBLISHED_TABLES))
+    if unknown:
+        print(
+            f"publish: unknown table(s) {', '.join(unknown)}; known: {', '.join(PUBLISHED_TABLES)}",
+            file=sys.stderr,
+        )
+        return 2
     tables = tuple(args.table) if args.table else PUBLISHED_TABLES
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
         report = publish(
@@ -219,6 +237,28 @@ def cmd_lake(args: argparse.Namespace) -> int:
             tables=tables,
         )
     print(report.render())
+    return 0
+
+
+def _lake_compact(args: argparse.Namespace, settings) -> int:
+    """``broker lake compact``: fold the committed batches' files, folder by folder (storage/compaction.py)."""
+    unknown = sorted(set(args.table or ()) - set(NATURAL_KEYS))
+    if unknown:
+        print(
+            f"compact: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(NATURAL_KEYS))}",
+            file=sys.stderr,
+        )
+        return 2
+    lake = Lake(settings.lake, settings.storage_options or None)
+    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+        store = SummaryStore(pg.dsn)
+        store.ensure_schema()
+        config = {**settings.public_dict(), "tables": args.table, "nights": args.compact_night}
+        report = compaction.recorded_compact(
+            store, lake, config, tables=args.table, nights=args.compact_night, min_files=args.min_files
+        )
+        store.close()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
     return 0
 
 
@@ -362,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(p)
     p.add_argument(
-        "--run-source", default=None, help="only runs of this source (integrity, reclassify, archive:...)"
+        "--run-source",
+        default=None,
+        help="only runs of this source (integrity, reclassify, lake-compaction, archive:...)",
     )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
@@ -402,8 +444,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lake", help="the lake's analysis-ready tables: publish (docs/lake-tables.md)")
     _add_settings_flags(p)
-    p.add_argument("action", choices=["publish"])
-    p.add_argument("--table", action="append", choices=PUBLISHED_TABLES, help="only this table (repeatable)")
+    p.add_argument("action", choices=["publish", "compact"])
+    p.add_argument(
+        "--table",
+        action="append",
+        help=f"only this table (repeatable); publish: {', '.join(PUBLISHED_TABLES)}; compact: a per-batch table",
+    )
+    p.add_argument(
+        "--compact-night",
+        type=int,
+        action="append",
+        metavar="YYYYMMDD",
+        help="compact: only this night's folders (repeatable; the night or alert_night of the folder)",
+    )
+    p.add_argument(
+        "--min-files", type=int, default=2, help="compact: folders with at least this many files (default 2)"
+    )
+    p.add_argument("--json", action="store_true", help="compact: print the report as JSON")
     p.add_argument(
         "--order", type=int, default=None, help="HEALPix order of the HATS tables (default: by size)"
     )

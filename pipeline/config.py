@@ -250,6 +250,13 @@ class Settings:
             "end); every history read scans the deltas, so they must not grow with the night"
         },
     )
+    compact_lake: bool = field(
+        default=False,
+        metadata={
+            "help": "at the end of a run, fold each lake folder's per-batch files into one (docs/lake-tables.md, "
+            "'Compaction'); also `broker lake compact`"
+        },
+    )
     batch_retries: int = field(
         default=2, metadata={"help": "times a batch whose tasks failed (a worker died) is submitted again"}
     )

@@ -68,7 +68,7 @@ from alert_broker.pipeline.tasks import (
     split_by_region,
 )
 from alert_broker.pipeline.worker_start import prepare_worker_start, worker_start_config
-from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, manifest
+from alert_broker.storage import EmbeddedPostgres, Lake, RawArchive, SummaryStore, compaction, manifest
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 from alert_broker.surveys.messages import DeadLetter, RawMessage, dead_letters_frame
 
@@ -860,6 +860,10 @@ def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunRepor
         done = broker.compact_history()
         if done:
             report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
+    if settings.compact_lake and (report.alerts or report.resumed_skipped):
+        done = compaction.compact(broker.store, broker.lake)
+        report.lake_compaction = done.as_dict()
+        log.info("%s", done.render())
     # a resumed run with nothing left still publishes: the stopped run it resumes did not
     if settings.publish_lake and (report.alerts or report.resumed_skipped):
         # the analysis-ready tables (current objects, latest probabilities, deduplicated light curves)

@@ -123,6 +123,7 @@ class RunReport:
     )
     driver_cpu_ended: float | None = None
     history_compaction: dict = field(default_factory=dict)  # files before/after, seconds
+    lake_compaction: dict = field(default_factory=dict)  # --compact-lake: folders, files, seconds
     notes: dict[str, str] = field(default_factory=dict)  # reported once per run (e.g. a filter's first error)
     # bounded aggregates over every batch
     n_batches: int = 0
@@ -203,6 +204,7 @@ class RunReport:
             "step_seconds": {k: round(v, 3) for k, v in self.steps.items()},
             "worker_seconds": {k: round(v, 3) for k, v in self.worker_steps.items()},
             "history_compaction": self.history_compaction,
+            "lake_compaction": self.lake_compaction,
             "notes": dict(self.notes),
         }
         if self.driver_cpu_started is not None and self.driver_cpu_ended is not None and self.alerts:
@@ -281,6 +283,12 @@ class RunReport:
             lines.append(
                 f"  compaction        {hc['deltas']} history deltas folded into {hc.get('pixels', 0)} pixel "
                 f"files in {hc.get('seconds', 0)} s"
+            )
+        lc = s.get("lake_compaction") or {}
+        if lc.get("folders"):
+            lines.append(
+                f"  lake compaction   {lc['files_merged']} batch files folded into {lc['files_written']} "
+                f"in {lc.get('seconds', 0)} s"
             )
         lines += [
             f"  batches           {s['batches']}  (p50 {s['batch_seconds_p50']} s, p99 {s['batch_seconds_p99']} s)",

@@ -1,6 +1,6 @@
 """The storage edge of the broker: the Parquet lake, PostgreSQL summaries, the raw archive and the manifest."""
 
-from alert_broker.storage import manifest
+from alert_broker.storage import compaction, manifest
 from alert_broker.storage.archive import RawArchive, stamps_from_packet
 from alert_broker.storage.catalogs import Catalog, CatalogInfo, import_catalog
 from alert_broker.storage.embedded import EmbeddedPostgres
@@ -17,6 +17,7 @@ __all__ = [
     "LakeUnavailable",
     "RawArchive",
     "SummaryStore",
+    "compaction",
     "import_catalog",
     "manifest",
     "stamps_from_packet",

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from psycopg.types.json import Jsonb
 
+from alert_broker.storage import compaction
+
 if TYPE_CHECKING:
     from alert_broker.storage.lake import Lake
     from alert_broker.storage.postgres import SummaryStore
@@ -199,11 +201,21 @@ def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batc
     """Steps 1-2 of the protocol in one call: delete the superseded batches' files, then forget them.
     Returns the deleted paths."""
     deleted: list[str] = []
-    for old, files in superseded_files(store, source, ranges, batch_id):
-        files = files or lake.find_batch_files(old)  # a batch that died before listing its files
-        lake.delete_files(files)
-        forget_batches(store, [old])
-        deleted += files
+    # under the compaction lock: a compaction must not move a batch's rows while it is being retired
+    with compaction.compaction_lock(store):
+        stale = superseded_files(store, source, ranges, batch_id)
+        if stale and any(compaction.is_compacted(f) for _, files in stale for f in files):
+            compaction.finish_pending(
+                store, lake
+            )  # a compaction that died part-way: its target in place first
+        for old, files in stale:
+            files = files or lake.find_batch_files(old)  # a batch that died before listing its files
+            own = [f for f in files if not compaction.is_compacted(f)]
+            lake.delete_files(own)
+            for shared in (f for f in files if compaction.is_compacted(f)):
+                lake.drop_batch_rows(shared, [old])  # a compacted file: only this batch's rows go
+            forget_batches(store, [old])
+            deleted += files
     return deleted
 
 

@@ -310,6 +310,13 @@ TABLES: dict[str, TableSpec] = {
         key=("batch_id", "source", "partition"),
         indexes=(("source", "partition", "last_offset"),),
     ),
+    # A lake compaction between its manifest update and its file moves (storage/compaction.py): what to finish
+    # if the process died there. Empty except for those moments.
+    "lake_compaction": TableSpec(
+        "lake_compaction",
+        {"target": TEXT, "staged": TEXT, "sources": JSONB, "batches": JSONB, "created_at": TS},
+        key=("target",),
+    ),
 }
 
 _INT_TYPES = {BIGINT, INT, SMALLINT}

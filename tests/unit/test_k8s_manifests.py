@@ -75,7 +75,14 @@ def test_every_broker_container_runs_a_command_the_cli_accepts():
         (container,) = _pod_spec(doc)["containers"]
         assert container["args"][0] == "broker" and "command" not in container, doc["metadata"]["name"]
         seen[doc["metadata"]["name"]] = parser.parse_args(container["args"][1:])
-    assert set(seen) == {"broker-driver", "broker-api", "broker-integrity", "broker-reclassify"}
+    assert set(seen) == {
+        "broker-driver",
+        "broker-api",
+        "broker-integrity",
+        "broker-reclassify",
+        "broker-lake-compact",
+    }
+    assert seen["broker-lake-compact"].action == "compact"
     assert seen["broker-integrity"].repair is True
     assert seen["broker-reclassify"].stamps is True and seen["broker-reclassify"].lc_model == "auto"
     assert seen["broker-api"].host == "0.0.0.0"
@@ -109,3 +116,9 @@ def test_the_integrity_job_runs_nightly_and_the_reclassify_job_only_on_demand():
     minute, hour, *_ = integrity["spec"]["schedule"].split()
     assert minute.isdigit() and hour.isdigit() and 14 <= int(hour) <= 23  # after a Palomar night, UTC
     assert integrity["spec"]["timeZone"] == "Etc/UTC"
+    # the lake compaction: daily, after the integrity repair (whose re-runs write per-batch files), never two
+    compact = docs[("CronJob", "broker-lake-compact")]
+    assert not compact["spec"].get("suspend", False) and compact["spec"]["concurrencyPolicy"] == "Forbid"
+    assert compact["spec"]["timeZone"] == "Etc/UTC" and _pod_spec(compact)["restartPolicy"] == "Never"
+    c_minute, c_hour, *_ = compact["spec"]["schedule"].split()
+    assert (int(c_hour), int(c_minute)) > (int(hour), int(minute))

@@ -1,0 +1,228 @@
+"""Lake compaction on real PostgreSQL and a real lake (a folder, and S3 over HTTP): one file per folder, the same
+rows, and a replay after it still retires exactly the replayed batch's rows."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alert_broker.storage import compaction, manifest
+from alert_broker.storage.lake import Lake
+from alert_broker.storage.postgres import SummaryStore
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "kafka:ztf_alerts"
+BASE = 2**60
+
+
+def rows_of(batch_id: str, first: int, last: int, night_of=None) -> pd.DataFrame:
+    """One detection per offset, over two nights, each row naming its batch (as every pipeline row does)."""
+    off = np.arange(first, last + 1)
+    nights = night_of(off) if night_of else np.where(off % 2 == 0, 20210301, 20210302)
+    return pd.DataFrame(
+        {
+            "oid": [f"ZTF21obj{o % 40:03d}" for o in off],
+            "candid": (BASE + off).astype(np.int64),
+            "alert_night": nights.astype("int32"),
+            "mjd": 59274.0 + off * 0.01,
+            "magpsf": 18.0 + (off % 7) * 0.1,
+            "batch_id": batch_id,
+        }
+    )
+
+
+def run_batch(store, lake, batch_id, first, last, *, commit=True, chunks=2, mag_offset=0.0):
+    """The driver's steps for one batch (supersede, write in ``chunks`` region files, record, commit)."""
+    ranges = {0: (first, last)}
+    manifest.supersede(store, lake, SOURCE, ranges, batch_id)
+    rows = rows_of(batch_id, first, last)
+    rows["magpsf"] += mag_offset
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), chunks)):
+        paths += lake.write_table("detections", rows.iloc[part], f"{batch_id}-r{i:03d}")
+    manifest.record_batch(store, batch_id, {SOURCE: ranges}, paths)
+    if commit:
+        manifest.mark_committed(store, batch_id)
+    return paths
+
+
+def lake_rows(lake: Lake) -> pd.DataFrame:
+    df = lake.read_table("detections")  # no dedupe: every stored row
+    return df.sort_values(["candid", "batch_id"]).reset_index(drop=True)
+
+
+def folder_files(lake: Lake, night: int) -> list[str]:
+    return [os.path.basename(p) for p in lake.list_files("detections", nights=[night])]
+
+
+def test_compaction_folds_each_folder_and_a_replay_retires_exactly_its_rows(
+    tmp_path, summary_store: SummaryStore
+):
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(4):  # 4 batches x 2 region files x 2 nights = 16 files
+        run_batch(summary_store, lake, f"ztf-p0o{100 * k}-{100 * k + 99}", 100 * k, 100 * k + 99)
+    before = lake_rows(lake)
+    assert len(before) == 400 and sum(len(folder_files(lake, n)) for n in (20210301, 20210302)) == 16
+
+    report = compaction.compact(summary_store, lake)
+    assert (report.folders, report.files_merged, report.files_written, report.rows) == (2, 16, 2, 400)
+    for night in (20210301, 20210302):
+        (only,) = folder_files(lake, night)
+        assert only.startswith("compacted-")
+    after = lake_rows(lake)
+    pd.testing.assert_frame_equal(before, after, check_dtype=False)
+    # every batch now lists the two compacted files; the journal is empty again
+    m = manifest.batches(summary_store, SOURCE)
+    assert all(
+        sorted(os.path.basename(f) for f in files)
+        == sorted(folder_files(lake, 20210301) + folder_files(lake, 20210302))
+        for files in m["files"]
+    )
+    assert summary_store.count("lake_compaction") == 0
+    # compacting again finds nothing to do (one file per folder)
+    assert compaction.compact(summary_store, lake).folders == 0
+
+    # a replay of offsets 150-249 regrouped: retires the batches 100-199 and 200-299 from inside the compacted
+    # files, and rewrites their offsets with new values
+    run_batch(summary_store, lake, "ztf-p0o150-249", 150, 249, mag_offset=1.0)
+    replayed = lake_rows(lake)
+    got = replayed.groupby("candid").size()
+    # offsets 100-149 and 250-299 belonged to retired batches: gone until the replay reaches them
+    expected = set(range(0, 100)) | set(range(150, 250)) | set(range(300, 400))
+    assert set(got.index - BASE) == expected and (got == 1).all()
+    new = replayed[replayed["batch_id"] == "ztf-p0o150-249"]
+    assert len(new) == 100 and np.allclose(new["magpsf"], rows_of("x", 150, 249)["magpsf"] + 1.0)
+    assert set(replayed["batch_id"]) == {"ztf-p0o0-99", "ztf-p0o150-249", "ztf-p0o300-399"}
+
+    # the replay's own files and the compacted ones fold again, the rows unchanged
+    again = lake_rows(lake)
+    report = compaction.compact(summary_store, lake)
+    assert report.files_written == 2 and report.rows == 300
+    pd.testing.assert_frame_equal(again, lake_rows(lake), check_dtype=False)
+
+
+def test_folders_of_batches_in_flight_and_unknown_files_are_left_alone(tmp_path, summary_store):
+    lake = Lake(str(tmp_path / "lake"))
+    run_batch(summary_store, lake, "b-0-99", 0, 99)
+    run_batch(summary_store, lake, "b-100-199", 100, 199, commit=False)  # written, not committed
+    report = compaction.compact(summary_store, lake)
+    assert report.folders == 0 and report.skipped == {"a batch not yet committed wrote here": 2}
+    manifest.mark_committed(summary_store, "b-100-199")
+    # a file nobody recorded (a batch that died before recording, an orphan) keeps its folder as it is
+    stray = rows_of("b-900-999", 900, 901, night_of=lambda o: np.full(len(o), 20210301))
+    lake.write_table("detections", stray, "b-900-999-r000")
+    report = compaction.compact(summary_store, lake)
+    assert report.folders == 1 and report.skipped == {"files the manifest does not list as committed": 1}
+    assert len(folder_files(lake, 20210301)) == 5 and len(folder_files(lake, 20210302)) == 1
+    # rows that name another batch than the file's are not folded: a replay could not retire them
+    lake.delete_files(lake.list_files("detections", nights=[20210301]))
+    manifest.forget_batches(summary_store, ["b-0-99", "b-100-199"])
+    odd = run_batch(summary_store, lake, "b-0-99", 0, 99)
+    other = rows_of("someone-else", 0, 1, night_of=lambda o: np.full(len(o), 20210301))
+    p = lake.write_table("detections", other, "b-0-99-r005")
+    manifest.record_batch(summary_store, "b-0-99", {SOURCE: {0: (0, 99)}}, odd + p)
+    manifest.mark_committed(summary_store, "b-0-99")
+    report = compaction.compact(summary_store, lake, nights=[20210301])
+    assert report.skipped == {"rows whose batch_id is not the batch that wrote the file": 1}
+
+
+def test_a_compaction_that_died_after_its_manifest_update_is_finished(tmp_path, summary_store, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(3):
+        run_batch(summary_store, lake, f"c-{k}", 100 * k, 100 * k + 99)
+    before = lake_rows(lake)
+
+    real, calls = compaction.finish_pending, []
+
+    def die(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:  # the first call is the one before any work
+            raise SystemExit("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(compaction, "finish_pending", die)  # the process dies right after step 3
+    with pytest.raises(SystemExit):
+        compaction.compact(summary_store, lake, nights=[20210301])
+    monkeypatch.undo()
+    assert summary_store.count("lake_compaction") == 1
+    staged = [
+        f for f in os.listdir(tmp_path / "lake/detections/alert_night=20210301") if f.endswith(".staged")
+    ]
+    assert len(staged) == 1
+    pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)  # readers skip the staged file
+
+    # the next batch's supersede finishes it before it retires anything from the compacted file
+    run_batch(summary_store, lake, "c-1", 100, 199, mag_offset=2.0)
+    assert summary_store.count("lake_compaction") == 0
+    files = folder_files(lake, 20210301)
+    assert len(files) == 3 and files[:2] == ["c-1-r000.parquet", "c-1-r001.parquet"]
+    assert files[2].startswith("compacted-")  # renamed into place, then the replayed batch's rows taken out
+    got = lake_rows(lake)
+    assert len(got) == 300 and got["candid"].is_unique
+    assert np.allclose(got[got.batch_id == "c-1"]["magpsf"], rows_of("x", 100, 199)["magpsf"] + 2.0)
+
+
+def test_a_staged_file_without_a_journal_row_is_removed(tmp_path, summary_store, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(2):
+        run_batch(summary_store, lake, f"d-{k}", 100 * k, 100 * k + 99)
+
+    def die(*_a, **_k):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(compaction, "_record", die)  # dies between writing the staged file and step 3
+    with pytest.raises(SystemExit):
+        compaction.compact(summary_store, lake, nights=[20210302])
+    monkeypatch.undo()
+    folder = tmp_path / "lake/detections/alert_night=20210302"
+    assert any(f.endswith(".staged") for f in os.listdir(folder))
+    report = compaction.compact(summary_store, lake)
+    assert report.folders == 2
+    assert sorted(os.listdir(folder)) == folder_files(lake, 20210302) and len(os.listdir(folder)) == 1
+
+
+def test_compaction_and_replay_on_s3(s3_lake_url, summary_store):
+    url, options = s3_lake_url
+    lake = Lake(url, options)
+    for k in range(3):
+        run_batch(summary_store, lake, f"s-{k}", 100 * k, 100 * k + 99)
+    before = lake_rows(lake)
+    report = compaction.compact(summary_store, lake)
+    assert (report.folders, report.files_merged, report.files_written) == (2, 12, 2)
+    pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)
+    assert all(f.startswith("compacted-") for n in (20210301, 20210302) for f in folder_files(lake, n))
+    assert not [p for p in lake.fs.find(lake.root) if p.endswith(".staged")]
+    run_batch(summary_store, lake, "s-1", 100, 199, mag_offset=3.0)
+    got = lake_rows(lake)
+    assert len(got) == 300 and got["candid"].is_unique
+    assert np.allclose(got[got.batch_id == "s-1"]["magpsf"], rows_of("x", 100, 199)["magpsf"] + 3.0)
+
+
+def test_a_big_folder_becomes_several_files_in_write_order(tmp_path, summary_store):
+    """``max_bytes`` bounds a compacted file; a file that big already stays and ends a run, so rows written
+    before it are never put after it (readers let the latest write win: here, a key rewritten by each batch)."""
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(6):
+        batch = f"e-{6 - k}"  # names sort against the write order: only the write times can order them
+        rows = rows_of(batch, 100 * k, 100 * k + 99, night_of=lambda o: np.full(len(o), 20210301))
+        rows["oid"] = "ZTF21same"  # every batch rewrites one object: the latest write must win
+        rows["magpsf"] = float(k)
+        ranges = {0: (100 * k, 100 * k + 99)}
+        paths = lake.write_table("objects", rows.iloc[[0]].rename(columns={"alert_night": "night"}), batch)
+        manifest.record_batch(summary_store, batch, {SOURCE: ranges}, paths)
+        manifest.mark_committed(summary_store, batch)
+    sizes = sorted(os.path.getsize(p) for p in lake.list_files("objects"))
+    # at most two source files a compacted file: 6 files -> 3
+    report = compaction.compact(summary_store, lake, max_bytes=2 * sizes[-1] + 1)
+    assert (report.folders, report.files_merged, report.files_written) == (1, 6, 3)
+    assert lake.read_table("objects", dedupe=True)["magpsf"].tolist() == [5.0]
+    assert sorted(lake.read_table("objects")["magpsf"].tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    # any two of the three files together are over the cap: nothing more to do at it; a bigger cap, one file
+    assert compaction.compact(summary_store, lake, max_bytes=2 * sizes[-1] + 1).files_written == 0
+    report = compaction.compact(summary_store, lake)
+    assert (report.files_merged, report.files_written) == (3, 1)
+    assert lake.read_table("objects", dedupe=True)["magpsf"].tolist() == [5.0]
