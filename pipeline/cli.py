@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 import psycopg
+from distributed import Client
 
 from alert_broker.api.publish import PUBLISHED_TABLES, publish
 from alert_broker.api.server import ServeConfig, serve
@@ -19,7 +21,14 @@ from alert_broker.classifiers.training import register as register_training
 from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
-from alert_broker.pipeline.driver import PostgresUnavailable, lc_models, models_root, resolve_model, run
+from alert_broker.pipeline.driver import (
+    PostgresUnavailable,
+    dask_mapper,
+    lc_models,
+    models_root,
+    resolve_model,
+    run,
+)
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.reclassify import NoStoredFeatures, reclassify_models
@@ -250,14 +259,25 @@ def _lake_compact(args: argparse.Namespace, settings) -> int:
         )
         return 2
     lake = Lake(settings.lake, settings.storage_options or None)
-    with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
+    with ExitStack() as stack:
+        pg = stack.enter_context(
+            EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn)
+        )
+        # the merges on the cluster's workers when there is one (--scheduler), else two threads here
+        mapper = dask_mapper(stack.enter_context(Client(settings.scheduler))) if settings.scheduler else None
         store = SummaryStore(pg.dsn)
+        stack.callback(store.close)
         store.ensure_schema()
         config = {**settings.public_dict(), "tables": args.table, "nights": args.compact_night}
         report = compaction.recorded_compact(
-            store, lake, config, tables=args.table, nights=args.compact_night, min_files=args.min_files
+            store,
+            lake,
+            config,
+            tables=args.table,
+            nights=args.compact_night,
+            min_files=args.min_files,
+            mapper=mapper,
         )
-        store.close()
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
     return 0
 

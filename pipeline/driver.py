@@ -32,7 +32,7 @@ import dask
 import numpy as np
 import pandas as pd
 import psycopg
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 from distributed.scheduler import KilledWorker
 
 from alert_broker.api.publish import publish
@@ -853,6 +853,19 @@ def _resume(source: Source, store: SummaryStore) -> int:
     return skipped
 
 
+def dask_mapper(client: Client) -> compaction.Mapper:
+    """A lake compaction's merges as tasks on the Dask workers (each reads and writes its files itself; only a
+    small summary comes back), so a night's compaction scales with the cluster like the night did."""
+
+    def run(fn: Callable, items: list) -> Any:
+        futures = client.map(fn, items, pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+
+    return run
+
+
 def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunReport) -> None:
     """What a run does once its source is done: fold the history store, publish the analysis-ready tables."""
     if settings.compact_history:
@@ -861,7 +874,7 @@ def _end_of_night(broker: Broker, dsn: str, settings: Settings, report: RunRepor
         if done:
             report.history_compaction = {**done, "seconds": round(time.perf_counter() - t, 3)}
     if settings.compact_lake and (report.alerts or report.resumed_skipped):
-        done = compaction.compact(broker.store, broker.lake)
+        done = compaction.compact(broker.store, broker.lake, mapper=dask_mapper(broker.client))
         report.lake_compaction = done.as_dict()
         log.info("%s", done.render())
     # a resumed run with nothing left still publishes: the stopped run it resumes did not

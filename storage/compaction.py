@@ -29,14 +29,15 @@ The protocol, per folder (``compact``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -357,10 +358,10 @@ def finish_pending(store: SummaryStore, lake: Lake) -> int:
 
 
 def _remove_stale_staged(lake: Lake, folder: str) -> None:
-    """Staged files of a compaction that died before step 3: nobody lists them."""
+    """Staged (or half-written) files of a compaction that died before step 3: nobody lists them."""
     for p in lake.fs.ls(folder, detail=False):
         name = os.path.basename(str(p))
-        if name.startswith(f".{PREFIX}") and name.endswith(STAGED_SUFFIX):
+        if name.startswith(f".{PREFIX}") and name.endswith((STAGED_SUFFIX, ".tmp")):
             with contextlib.suppress(FileNotFoundError):
                 lake.fs.rm(str(p))
 
@@ -372,10 +373,12 @@ def compact(
     nights: Iterable[int] | None = None,
     min_files: int = 2,
     max_bytes: int = MAX_BYTES,
+    mapper: Mapper | None = None,
 ) -> CompactionReport:
     """Compact every eligible folder (``plan``) of ``tables`` and ``nights`` (default all). Safe beside a
     running night (its folders in flight are left alone) and beside replays (the lock); one compaction runs at a
-    time (another one returns at once, saying so)."""
+    time (another one returns at once, saying so). ``mapper`` runs the merges (default: two threads here; the
+    pipeline passes one that runs them on its Dask workers); the manifest is only ever written from here."""
     t0 = time.perf_counter()
     report = CompactionReport()
     with store.exclusive("lake-compaction") as mine:
@@ -384,7 +387,8 @@ def compact(
             return report
         with compaction_lock(store):
             report.finished_pending = finish_pending(store, lake)
-        _compact_folders(store, lake, plan(store, lake, tables, nights, min_files, report, max_bytes), report)
+        items = plan(store, lake, tables, nights, min_files, report, max_bytes)
+        _compact_folders(store, lake, items, report, mapper)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
@@ -410,25 +414,66 @@ def recorded_compact(
     return report
 
 
+@dataclass(frozen=True)
+class Built:
+    """One run of files merged and written as a staged file (steps 1-2), or why it was not (``why``): what the
+    process that owns the manifest records and moves into place."""
+
+    item: FolderPlan
+    target: str = ""
+    staged: str = ""
+    rows: int = 0
+    bytes_written: int = 0
+    why: str | None = None
+
+
+def build(lake: Lake, item: FolderPlan) -> Built:
+    """Steps 1-2 for one run of files: read, check, merge, write the staged file. File work only (no
+    PostgreSQL), so it runs wherever the lake can be reached: a thread here, or a Dask worker (``Mapper``)."""
+    merged = _merge(lake, item)
+    if isinstance(merged, str):
+        return Built(item, why=merged)
+    table, meta, _ = merged
+    target = _target(item)
+    staged = _staged(target)
+    _write(lake, table.replace_schema_metadata(meta), staged)
+    return Built(item, target, staged, table.num_rows, int(lake.fs.size(staged)))
+
+
+#: Runs ``build`` over the planned runs and yields each result as it is done, in any order.
+Mapper = Callable[[Callable[[FolderPlan], Built], list[FolderPlan]], Iterable[Built]]
+THREADS = 2
+
+
+def threads(n: int = THREADS) -> Mapper:
+    """The default ``Mapper``: ``n`` runs at a time in this process (pyarrow reads, merges and writes without
+    the GIL; each run holds at most ``MAX_BYTES`` of Parquet in memory)."""
+
+    def run(fn: Callable[[FolderPlan], Built], items: list[FolderPlan]) -> Iterator[Built]:
+        with ThreadPoolExecutor(max(1, n)) as pool:
+            for fut in as_completed([pool.submit(fn, i) for i in items]):
+                yield fut.result()
+
+    return run
+
+
 def _compact_folders(
-    store: SummaryStore, lake: Lake, items: list[FolderPlan], report: CompactionReport
+    store: SummaryStore, lake: Lake, items: list[FolderPlan], report: CompactionReport, mapper: Mapper | None
 ) -> None:
+    with compaction_lock(store):
+        for folder in sorted({i.folder for i in items}):
+            _remove_stale_staged(lake, folder)
     folders: set[str] = set()
-    for item in items:
-        with compaction_lock(store):
-            _remove_stale_staged(lake, item.folder)
-        merged = _merge(lake, item)
-        if isinstance(merged, str):
-            report.skipped[merged] = report.skipped.get(merged, 0) + 1
-            log.warning("lake compaction: %s left alone: %s", item.folder, merged)
+    for built in (mapper or threads())(functools.partial(build, lake), items):
+        item = built.item
+        if built.why is not None:
+            report.skipped[built.why] = report.skipped.get(built.why, 0) + 1
+            log.warning("lake compaction: %s left alone: %s", item.folder, built.why)
             continue
-        table, meta, size = merged
-        target, staged = _target(item), _staged(_target(item))
-        _write(lake, table.replace_schema_metadata(meta), staged)
         with compaction_lock(store):
-            if not _record(store, item, target, staged, lake):
+            if not _record(store, item, built.target, built.staged, lake):
                 with contextlib.suppress(FileNotFoundError):
-                    lake.fs.rm(staged)
+                    lake.fs.rm(built.staged)
                 why = "a batch of the folder was replayed meanwhile"
                 report.skipped[why] = report.skipped.get(why, 0) + 1
                 continue
@@ -437,6 +482,6 @@ def _compact_folders(
         report.folders = len(folders)
         report.files_merged += len(item.files)
         report.files_written += 1
-        report.rows += table.num_rows
-        report.bytes_before += size
-        report.bytes_after += lake.fs.size(target)
+        report.rows += built.rows
+        report.bytes_before += item.bytes
+        report.bytes_after += built.bytes_written

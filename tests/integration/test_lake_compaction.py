@@ -226,3 +226,25 @@ def test_a_big_folder_becomes_several_files_in_write_order(tmp_path, summary_sto
     report = compaction.compact(summary_store, lake)
     assert (report.files_merged, report.files_written) == (3, 1)
     assert lake.read_table("objects", dedupe=True)["magpsf"].tolist() == [5.0]
+
+
+def test_one_compaction_at_a_time_and_each_run_is_recorded(tmp_path, summary_store):
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(2):
+        run_batch(summary_store, lake, f"f-{k}", 100 * k, 100 * k + 99)
+    other = SummaryStore(summary_store.dsn)  # another process's compaction, holding the lock
+    with other.exclusive("lake-compaction") as held:
+        assert held
+        busy = compaction.recorded_compact(summary_store, lake, {"who": "second"})
+    other.close()
+    assert busy.skipped == {"another compaction is running": 1} and busy.files_written == 0
+    assert len(lake.list_files("detections")) == 8  # 2 batches x 2 region files x 2 nights
+    done = compaction.recorded_compact(summary_store, lake, {"who": "third"})
+    assert done.files_written == 2
+    runs = summary_store.fetch_df(
+        "SELECT status, counts, config FROM pipeline_run WHERE source = %s ORDER BY started_at",
+        (compaction.RUN_SOURCE,),
+    )
+    assert list(runs["status"]) == ["busy", "ok"]
+    assert runs["counts"][1] == {"folders": 2, "files_merged": 8, "files_written": 2, "rows": 200}
+    assert runs["config"][1] == {"who": "third"}
