@@ -75,13 +75,14 @@ def is_compacted(path: str) -> bool:
 
 @contextlib.contextmanager
 def compaction_lock(store: SummaryStore) -> Iterator[None]:
-    """Hold the compaction lock (session-level, so it spans file operations outside a transaction)."""
-    with store._lock:  # the connection is shared by threads
-        store.conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
-        try:
-            yield
-        finally:
-            store.conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
+    """Hold the compaction lock (session-level on the store's connection, so it spans file operations outside a
+    transaction; other threads may use the connection meanwhile, as psycopg allows)."""
+    conn = store.conn
+    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
 
 
 @dataclass

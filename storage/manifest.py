@@ -205,9 +205,8 @@ def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batc
     with compaction.compaction_lock(store):
         stale = superseded_files(store, source, ranges, batch_id)
         if stale and any(compaction.is_compacted(f) for _, files in stale for f in files):
-            compaction.finish_pending(
-                store, lake
-            )  # a compaction that died part-way: its target in place first
+            # a compaction that died part-way: its file in place before rows are taken out of it
+            compaction.finish_pending(store, lake)
         for old, files in stale:
             files = files or lake.find_batch_files(old)  # a batch that died before listing its files
             own = [f for f in files if not compaction.is_compacted(f)]
