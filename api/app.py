@@ -46,6 +46,7 @@ PAGES = {
 #: An object id: a survey's id (ZTF20aaelulu, LSST170028485706776685, ATLAS...) or a cross-survey id.
 OID_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.+\-]{1,64}$"
+FEATURE_PATTERN = r"^[A-Za-z0-9_.+/\-]{1,64}$"  # feature names hold / and - (Power_rate_1/2, g-r_max)
 SURVEY_PATTERN = r"^[A-Za-z]{1,16}$"
 MAX_CANDID = 2**63 - 1
 MAX_LIST = 100
@@ -304,6 +305,24 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     def magstats(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
         data._object_row(oid)
         return data.magstats(oid)
+
+    @app.get("/objects/{oid}/features", tags=["objects"], summary="Light-curve features")
+    def features(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        version: Annotated[
+            str | None, Query(pattern=NAME_PATTERN, description="a feature version, e.g. lc-features-1.1.0")
+        ] = None,
+        name: Annotated[
+            str | None,
+            Query(pattern=FEATURE_PATTERN, description="one feature: its name (every band) or its column"),
+        ] = None,
+    ):
+        """The object's stored feature vectors, one row per feature, band and version (ALeRCE's `name`,
+        `value`, `fid`, `version`): `feature` is the column of the lake's wide table (`Amplitude_1`), `name`
+        the feature (`Amplitude`), `fid` the ZTF filter id and `band` its letter (LSST: the band only; both
+        empty for object-level features such as `Multiband_period`), `lastmjd` the light curve's last point
+        when it was computed. A value that could not be computed (too few points in a band) is null."""
+        return data.features(oid, version, name)
 
     @app.get("/objects/{oid}/lightcurve", tags=["light curves"], summary="Light curve")
     def lightcurve(

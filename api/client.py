@@ -9,11 +9,12 @@ lake. Method names and parameters follow ALeRCE's client where the concept is th
     near = client.cone(25.1896, 27.5654, radius=5)              # arcsec
     lc = client.lightcurve("ZTF23abgqcnj")                      # {"detections": df, "non_detections": df, ...}
     probs = client.probabilities("ZTF23abgqcnj")
+    period = client.features("ZTF23abgqcnj", name="Multiband_period")    # or wide=True: one row per version
     cutouts = client.stamps(2481319123615015015)                # {"science": 2-D array, ...}
     tonight = client.sn_candidates(20231017, format="astropy")
 
-The module-level functions (``query_objects``, ``query_object``, ``lightcurve``, ``probabilities``, ``stamps``,
-``cone``, ``sn_candidates``) use a client of ``$BROKER_API_URL`` (default ``http://127.0.0.1:8000``).
+The module-level functions (``query_objects``, ``query_object``, ``lightcurve``, ``probabilities``, ``features``,
+``stamps``, ``cone``, ``sn_candidates``) use a client of ``$BROKER_API_URL`` (default ``http://127.0.0.1:8000``).
 """
 
 from __future__ import annotations
@@ -185,6 +186,31 @@ class BrokerClient:
 
     query_probabilities = probabilities
 
+    def features(
+        self,
+        oid: str,
+        version: str | None = None,
+        name: str | None = None,
+        wide: bool = False,
+        format: str = "pandas",  # noqa: A002
+    ):
+        """The object's light-curve features (ALeRCE's ``query_features``): one row per feature, band and
+        version (``feature`` the wide column, ``name``, ``fid``, ``band``, ``value``, ``version``). ``wide=True``:
+        one row per version, one column per feature column (``Amplitude_1``, ``Multiband_period``, ...), as the
+        lake's ``features`` table has them."""
+        rows = self._json(f"/objects/{oid}/features", {"version": version, "name": name})
+        df = to_frame(rows)
+        if wide:
+            if df.empty:
+                df = pd.DataFrame(columns=["version"])
+            else:
+                order = list(dict.fromkeys(df["feature"]))
+                df = df.pivot(index="version", columns="feature", values="value")[order].reset_index()
+                df.columns.name = None
+        return _convert(df, format)
+
+    query_features = features
+
     # ------------------------------------------------------------------------------------------- alerts
     def stamps(self, alert_id: int, survey: str | None = None, format: str = "array") -> dict:  # noqa: A002
         """The alert's three cutouts, ``{"science", "template", "difference"}`` -> a 2-D numpy array
@@ -338,6 +364,10 @@ def lightcurve(oid: str, **kwargs) -> dict:
 
 def probabilities(oid: str, **kwargs):
     return default_client().probabilities(oid, **kwargs)
+
+
+def features(oid: str, **kwargs):
+    return default_client().features(oid, **kwargs)
 
 
 def stamps(alert_id: int, **kwargs) -> dict:

@@ -9,6 +9,7 @@ an unknown object or alert :class:`NotFound` (404).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from alert_broker.api.stamps import STAMP_KINDS
 from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
+from alert_broker.features.lightcurve import split_feature_name
 from alert_broker.features.xmatch import pairs_within
 from alert_broker.storage import Catalog, Lake, RawArchive
 from alert_broker.storage.catalogs import INDEX_COLUMN, catalog_dir
@@ -593,6 +595,41 @@ class BrokerData:
         if not df.empty:
             df.insert(2, "band", df["fid"].astype("int64").map(FID_BANDS))
         return records(df)
+
+    def features(self, oid: str, version: str | None = None, name: str | None = None) -> list[dict]:
+        """The object's feature vectors (PostgreSQL's ``feature``, one JSON object per version) as one row per
+        feature and band, versions in order, features by name then band."""
+        self._object_row(oid)
+        df = self.db.frame(
+            "SELECT feature_version, lastmjd, features FROM feature WHERE oid = %(oid)s "
+            "AND (%(version)s::text IS NULL OR feature_version = %(version)s) ORDER BY feature_version",
+            {"oid": oid, "version": version},
+        )
+        out = []
+        for version_, lastmjd, values in df[["feature_version", "lastmjd", "features"]].itertuples(
+            index=False
+        ):
+            rows = []
+            for column, value in (values or {}).items():
+                feature, band = split_feature_name(column)
+                if name is not None and name not in (column, feature):
+                    continue
+                fid = band if isinstance(band, int) else None
+                finite = isinstance(value, int | float) and math.isfinite(value)
+                rows.append(
+                    {
+                        "oid": oid,
+                        "version": version_,
+                        "feature": column,
+                        "name": feature,
+                        "fid": fid,
+                        "band": FID_BANDS.get(fid) if fid is not None else band,
+                        "value": float(value) if finite else None,
+                        "lastmjd": lastmjd,
+                    }
+                )
+            out += sorted(rows, key=lambda r: (r["name"], str(r["band"] or "")))
+        return out
 
     def probabilities(
         self, oid: str, classifier: str | None = None, version: str | None = None

@@ -38,6 +38,14 @@ function fmt(v, digits) {
   return String(v);
 }
 
+// Six significant digits, exponent for the very small and very large (features span 1e-8 to 1e5).
+function significant(v) {
+  if (v === null || v === undefined) return "";
+  if (v === 0 || Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  return a < 1e-3 || a >= 1e6 ? v.toExponential(4) : String(Number(v.toPrecision(6)));
+}
+
 function showError(where, err) {
   const box = document.getElementById(where);
   if (box) box.replaceChildren(el("p", { class: "error" }, String(err.message || err)));
@@ -234,17 +242,33 @@ function lightcurveTraces(lc, mode, showLimits) {
   return traces;
 }
 
-function plotLightcurve(div, lc, mode, showLimits) {
-  const traces = lightcurveTraces(lc, mode, showLimits);
+// Two cycles of phase: each point at phase and phase + 1 (limits are left out: a fold of upper limits says little).
+function foldTraces(traces, period) {
+  const t0 = Math.min(...traces.filter((t) => t.meta.kind !== "limit").flatMap((t) => t.x));
+  const two = (a) => (a ? a.concat(a) : a);
+  return traces.filter((t) => t.meta.kind !== "limit").map((t) => {
+    const phase = t.x.map((x) => (((x - t0) / period) % 1 + 1) % 1);
+    const folded = { ...t, x: phase.concat(phase.map((p) => p + 1)), y: two(t.y), text: two(t.text), customdata: two(t.customdata) };
+    if (t.error_y) folded.error_y = { ...t.error_y, array: two(t.error_y.array) };
+    if (t.hovertemplate) folded.hovertemplate = t.hovertemplate.replace("MJD %{x:.5f}", "phase %{x:.3f}");
+    return folded;
+  });
+}
+
+function plotLightcurve(div, lc, mode, showLimits, period) {
+  let traces = lightcurveTraces(lc, mode, showLimits);
+  if (period) traces = foldTraces(traces, period);
   const yTitle = mode === "flux" ? "difference flux (nJy)" : mode === "corrected" ? "apparent magnitude" : "difference magnitude";
+  const xTitle = period ? `phase (P = ${fmt(period, 6)} d, two cycles)` : "MJD";
   const layout = {
-    margin: { l: 60, r: 10, t: 10, b: 45 }, xaxis: { title: { text: "MJD" }, exponentformat: "none", separatethousands: false },
+    margin: { l: 60, r: 10, t: 10, b: 45 }, xaxis: { title: { text: xTitle }, exponentformat: "none", separatethousands: false },
     yaxis: { title: { text: yTitle }, autorange: mode === "flux" ? true : "reversed" },
     legend: { orientation: "h" }, hovermode: "closest",
   };
   const points = traces.filter((t) => t.meta.kind === "detection").reduce((n, t) => n + t.x.length, 0);
   div.dataset.points = String(points);
   div.dataset.mode = mode;
+  div.dataset.folded = period ? String(period) : "";
   return Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
 }
 
@@ -335,10 +359,21 @@ async function initObject() {
       `${lc.detections.length} detections, ${lc.non_detections.length} non-detections, ${lc.forced_photometry.length} forced-photometry points (${lc.source})`;
     lcDiv.dataset.detections = String(lc.detections.length);
   };
-  const redraw = () => plotLightcurve(lcDiv, lc, document.querySelector("input[name=mode]:checked").value, limits.checked);
+  const fold = document.getElementById("fold");
+  let period = null;
+  const redraw = () => plotLightcurve(lcDiv, lc, document.querySelector("input[name=mode]:checked").value, limits.checked,
+    fold.checked ? period : null);
   try { await loadLc(); await redraw(); } catch (err) { showError("lcbox", err); }
   modeInputs.forEach((i) => i.addEventListener("change", redraw));
   limits.addEventListener("change", redraw);
+  fold.addEventListener("change", redraw);
+  try {
+    period = await featureCard(oid);
+    if (period) {
+      fold.disabled = false;
+      document.getElementById("foldlabel").textContent = `fold at the period (${fmt(period, 6)} d)`;
+    }
+  } catch (err) { showError("features", err); }
   allSurveys.addEventListener("change", async () => { await loadLc(); await redraw(); });
   lcDiv.on && lcDiv.on("plotly_click", (ev) => {
     const p = ev.points && ev.points[0];
@@ -381,6 +416,33 @@ async function initObject() {
   } catch (err) { showError("probs", err); }
   await catalogCone(obj);
   document.body.dataset.ready = "yes";
+}
+
+// The object's features (latest version first, a filter on names); returns the period to fold at, if any.
+async function featureCard(oid) {
+  const rows = await api(`/objects/${encodeURIComponent(oid)}/features`);
+  const box = document.getElementById("features");
+  const pick = document.getElementById("featversion");
+  const filter = document.getElementById("featfilter");
+  const versions = [...new Set(rows.map((r) => r.version))].sort(versionCompare).reverse();
+  if (!versions.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "no features (fewer than 6 detections in every band)"));
+    return null;
+  }
+  pick.replaceChildren(...versions.map((v) => el("option", { value: v }, v)));
+  const draw = () => {
+    const words = filter.value.trim().toLowerCase();
+    const shown = rows.filter((r) => r.version === pick.value && (!words || r.feature.toLowerCase().includes(words)));
+    box.replaceChildren(table(shown, [["name", "feature"], ["band", "band"], ["value", "value", (r) => significant(r.value)]],
+      { sortable: true }));
+    box.dataset.rows = String(shown.length);
+  };
+  pick.addEventListener("change", draw);
+  filter.addEventListener("input", draw);
+  draw();
+  const latest = rows.filter((r) => r.version === versions[0]);
+  const p = latest.find((r) => (r.feature === "Multiband_period" || r.feature === "Period_flux") && r.value > 0);
+  return p ? p.value : null;
 }
 
 // The nearest source of every local catalogue within a radius set by the slider (ALeRCE's Cross Matches view).

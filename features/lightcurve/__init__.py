@@ -19,6 +19,7 @@ from .api import (
     warm_up,
 )
 from .flux import FLUX_FEATURE_VERSION, MIN_FLUX_DETECTIONS, compute_flux_features, flux_feature_names
+from .names import split_feature_name
 from .prepare import Batch, prepare
 
 __all__ = [
@@ -35,5 +36,6 @@ __all__ = [
     "feature_names",
     "flux_feature_names",
     "prepare",
+    "split_feature_name",
     "warm_up",
 ]

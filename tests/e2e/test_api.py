@@ -20,6 +20,7 @@ from astropy.io import fits
 from PIL import Image
 
 from alert_broker.api.data import BadRequest, BrokerData, ObjectQuery
+from alert_broker.features.lightcurve import feature_names, flux_feature_names
 from alert_broker.storage import Lake, SummaryStore
 from alert_broker.storage.history import HistoryStore
 
@@ -208,6 +209,46 @@ def test_probabilities_of_both_classifiers(http, store):
     only = http.get(f"/objects/{oid}/probabilities", params={"classifier": "lc_hierarchical"}).json()
     assert {r["classifier_name"] for r in only} == {"lc_hierarchical"} and len(only) == 15
     assert abs(sum(r["probability"] for r in only) - 1) < 1e-6
+
+
+@pytest.mark.parametrize(("survey", "table"), [("ztf", "features"), ("lsst", "flux_features")])
+def test_features_are_the_lake_vectors_split_by_band(http, store, api_night, survey, table):
+    """Each feature row equals the lake's wide vector (read independently of PostgreSQL's JSON), with the band
+    split off the column name; the filters and errors."""
+    oid = store.fetch_df(
+        "SELECT f.oid FROM feature f JOIN object o USING (oid) WHERE o.survey = %s ORDER BY f.oid LIMIT 1",
+        (survey,),
+    )["oid"][0]
+    wide = Lake(api_night.lake).read_table(table, dedupe=True)
+    wide = wide[wide["oid"] == oid]
+    assert len(wide) == 1
+    vector = wide.iloc[0]
+    rows = http.get(f"/objects/{oid}/features").json()
+    columns = feature_names() if survey == "ztf" else flux_feature_names()  # the feature sets' columns
+    assert sorted(r["feature"] for r in rows) == sorted(columns)
+    for r in rows:
+        expected = vector[r["feature"]]
+        if pd.isna(expected) or not np.isfinite(expected):
+            assert r["value"] is None, r
+        else:
+            assert r["value"] == pytest.approx(float(expected), rel=1e-12, abs=1e-12), r
+        assert r["version"] == vector["FEATURE_VERSION"] and r["oid"] == oid
+        if r["band"] is not None:
+            suffix = str(r["fid"]) if survey == "ztf" else r["band"]
+            assert r["feature"] == f"{r['name']}_{suffix}"
+    if survey == "ztf":
+        amp = http.get(f"/objects/{oid}/features", params={"name": "Amplitude"}).json()
+        assert [(r["fid"], r["band"]) for r in amp] == [(1, "g"), (2, "r")]
+        (period,) = http.get(f"/objects/{oid}/features", params={"name": "Multiband_period"}).json()
+        assert period["fid"] is None and period["band"] is None
+        one = http.get(f"/objects/{oid}/features", params={"name": "Power_rate_1/2"}).json()
+        assert [r["feature"] for r in one] == ["Power_rate_1/2"]
+    else:
+        flux = http.get(f"/objects/{oid}/features", params={"name": "Amplitude_flux"}).json()
+        assert {r["band"] for r in flux} <= set("ugrizy") and all(r["fid"] is None for r in flux)
+    assert http.get(f"/objects/{oid}/features", params={"version": "no-such-version"}).json() == []
+    assert http.get("/objects/ZTF00nothere/features").status_code == 404
+    assert http.get(f"/objects/{oid}/features", params={"name": "x' OR 1=1"}).status_code == 422
 
 
 def test_stamps_png_and_fits_and_raw_packet(http, api_night):

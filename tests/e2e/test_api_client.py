@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from alert_broker.api import client as client_module
 from alert_broker.api.client import BrokerAPIError, BrokerClient
-from alert_broker.storage import SummaryStore
+from alert_broker.storage import Lake, SummaryStore
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +82,27 @@ def test_object_lightcurve_probabilities(client, store):
     with pytest.raises(BrokerAPIError) as err:
         client.query_object("ZTF99nothere")
     assert err.value.status == 404
+
+
+def test_features_long_and_wide(client, store, api_night):
+    oid = store.fetch_df(
+        "SELECT f.oid FROM feature f JOIN object o USING (oid) WHERE o.survey = 'ztf' ORDER BY f.oid LIMIT 1"
+    )["oid"][0]
+    lake = Lake(api_night.lake).read_table("features", dedupe=True)
+    vector = lake[lake["oid"] == oid].iloc[0]
+    long = client.features(oid)
+    assert set(long.columns) >= {"feature", "name", "fid", "band", "value", "version"}
+    wide = client.features(oid, wide=True)
+    assert len(wide) == 1 and wide["version"].iloc[0] == vector["FEATURE_VERSION"]
+    columns = [c for c in wide.columns if c != "version"]
+    assert len(columns) == len(long) == 172
+    got = wide[columns].iloc[0].astype(float).to_numpy()
+    want = vector[columns].astype(float).to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    period = client.features(oid, name="Multiband_period")
+    assert len(period) == 1 and period["value"].iloc[0] == pytest.approx(vector["Multiband_period"])
+    assert client.features(oid, version="no-such-version", wide=True).columns.tolist() == ["version"]
+    assert isinstance(client.features(oid, format="astropy"), Table)
 
 
 def test_stamps_and_raw_packet(client, api_night):

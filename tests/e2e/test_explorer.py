@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from alert_broker.features.lightcurve import feature_names
 from alert_broker.storage import Lake, SummaryStore
 from alert_broker.storage.history import HistoryStore
 from tests.conftest import REPO
@@ -139,6 +140,41 @@ def test_object_page(page, store, api_night, survey):
         )
     )
     assert (limits > 0) == (n_limits > 0)
+    assert page.problems == []
+
+
+def test_object_page_features_and_the_folded_light_curve(page, store, api_night):
+    """The features card lists the latest vector (a filter narrows it); an object with a period folds its light
+    curve at it: phases in [0, 2), every detection twice, no limits."""
+    rows = store.fetch_df(
+        "SELECT f.oid, (f.features->>'Multiband_period')::float AS period FROM feature f "
+        "JOIN object o USING (oid) WHERE o.survey = 'ztf' AND (f.features->>'Multiband_period')::float > 0 "
+        "ORDER BY o.ndet DESC, f.oid LIMIT 1"
+    )
+    oid, period = rows["oid"][0], float(rows["period"][0])
+    _open(page, f"/object/{oid}", "object-features")
+    box = page.locator("#features")
+    assert int(box.get_attribute("data-rows")) == 172
+    page.fill(
+        "#featfilter", "Amplitude"
+    )  # names holding it, in any case: (Percent)Amplitude, SF_ML_amplitude
+    shown = sum("amplitude" in n.lower() for n in feature_names())
+    page.wait_for_function(f"document.getElementById('features').dataset.rows === '{shown}'")
+    assert page.locator("#features tbody tr").count() == shown == 6
+    stored = _stored_detections(api_night, oid)
+    assert page.locator("#fold").is_enabled()
+    page.check("#fold")
+    page.wait_for_function("document.getElementById('lc').dataset.folded !== ''")
+    assert float(page.locator("#lc").get_attribute("data-folded")) == pytest.approx(period, rel=1e-9)
+    xs = page.evaluate(
+        "document.getElementById('lc').data.filter(t => t.meta.kind === 'detection').flatMap(t => t.x)"
+    )
+    assert len(xs) == 2 * stored and min(xs) >= 0 and max(xs) < 2
+    assert (
+        page.evaluate("document.getElementById('lc').data.filter(t => t.meta.kind === 'limit').length") == 0
+    )
+    page.uncheck("#fold")
+    page.wait_for_function("document.getElementById('lc').dataset.folded === ''")
     assert page.problems == []
 
 
