@@ -293,20 +293,6 @@ def _staged(target: str) -> str:
     return f"{os.path.dirname(target)}/.{os.path.basename(target)}{STAGED_SUFFIX}"
 
 
-def _write(lake: Lake, table: pa.Table, fs_path: str) -> None:
-    opts = {"use_dictionary": dictionary_columns(table.schema), "row_group_size": ROW_GROUP}
-    if lake.local:
-        tmp = f"{fs_path}.{os.getpid()}.tmp"
-        try:
-            pq.write_table(table, tmp, **opts)
-            os.replace(tmp, fs_path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-    else:
-        lake.put_parquet(table, fs_path, **opts)
-
-
 def _record(store: SummaryStore, item: FolderPlan, target: str, staged: str, lake: Lake) -> bool:
     """Step 3: under the lock, in one transaction. False (nothing changed) if a batch moved meanwhile."""
     batches = item.batches
@@ -362,7 +348,11 @@ def _remove_stale_staged(lake: Lake, folder: str) -> None:
     """Staged (or half-written) files of a compaction that died before step 3: nobody lists them."""
     for p in lake.fs.ls(folder, detail=False):
         name = os.path.basename(str(p))
-        if name.startswith(f".{PREFIX}") and name.endswith((STAGED_SUFFIX, ".tmp")):
+        if (
+            name.lstrip(".").startswith(PREFIX)
+            and name.startswith(".")
+            and name.endswith((STAGED_SUFFIX, ".tmp"))
+        ):
             with contextlib.suppress(FileNotFoundError):
                 lake.fs.rm(str(p))
 
@@ -437,7 +427,8 @@ def build(lake: Lake, item: FolderPlan) -> Built:
     table, meta, _ = merged
     target = _target(item)
     staged = _staged(target)
-    _write(lake, table.replace_schema_metadata(meta), staged)
+    table = table.replace_schema_metadata(meta)
+    lake.write_whole(table, staged, use_dictionary=dictionary_columns(table.schema), row_group_size=ROW_GROUP)
     return Built(item, target, staged, table.num_rows, int(lake.fs.size(staged)))
 
 

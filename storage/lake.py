@@ -359,20 +359,24 @@ class Lake:
         meta[META_BATCH] = batch_id.encode()
         meta[META_WRITTEN] = str(time.time_ns()).encode()
         table = table.replace_schema_metadata(meta)
-        fs_path = self._fs_path(path)
+        self.write_whole(table, self._fs_path(path), row_group_size=row_group_size, **opts)
+        return path
+
+    def write_whole(self, table: pa.Table, fs_path: str, **options) -> None:
+        """Write a Parquet file so that no reader ever sees part of it: locally a hidden temporary file in the
+        same folder renamed into place, on S3 one PUT (``put_parquet``). ``options`` go to ``pq.write_table``."""
         if self.local:
             folder = os.path.dirname(fs_path)
             os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(fs_path)}.{uuid.uuid4().hex}.tmp")
+            tmp = os.path.join(folder, f".{os.path.basename(fs_path).lstrip('.')}.{uuid.uuid4().hex}.tmp")
             try:
-                pq.write_table(table, tmp, row_group_size=row_group_size, **opts)
+                pq.write_table(table, tmp, **options)
                 os.replace(tmp, fs_path)
             finally:
-                if os.path.exists(tmp):
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(tmp)
         else:
-            self.put_parquet(table, fs_path, row_group_size=row_group_size, **opts)
-        return path
+            self.put_parquet(table, fs_path, **options)
 
     def put_parquet(self, table: pa.Table, fs_path: str, **options) -> None:
         """Write a Parquet file to an object store in one PUT: the file is built in memory first, so a failure
@@ -423,19 +427,8 @@ class Lake:
             self.delete_files([fs_path])
             return removed
         kept = kept.replace_schema_metadata(meta)
-        opts = {"use_dictionary": dictionary_columns(kept.schema)}
-        if self.local:
-            tmp = os.path.join(
-                os.path.dirname(fs_path), f".{os.path.basename(fs_path)}.{uuid.uuid4().hex}.tmp"
-            )
-            try:
-                pq.write_table(kept, tmp, **opts)
-                os.replace(tmp, fs_path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
-        else:
-            self.put_parquet(kept, fs_path, **opts)
+        self.write_whole(kept, fs_path, use_dictionary=dictionary_columns(kept.schema))
+        if not self.local:
             self.fs.invalidate_cache()
         return removed
 
