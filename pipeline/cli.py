@@ -228,6 +228,8 @@ def cmd_lake(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.action == "compact":
         return _lake_compact(args, settings)
+    if args.action == "status":
+        return _lake_status(args, settings)
     unknown = sorted(set(args.table or ()) - set(PUBLISHED_TABLES))
     if unknown:
         print(
@@ -246,6 +248,22 @@ def cmd_lake(args: argparse.Namespace) -> int:
             tables=tables,
         )
     print(report.render())
+    return 0
+
+
+def _lake_status(args: argparse.Namespace, settings) -> int:
+    """``broker lake status``: files per per-batch table, and how many folders a compaction would fold."""
+    unknown = sorted(set(args.table or ()) - set(NATURAL_KEYS))
+    if unknown:
+        print(f"status: unknown table(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    rows = compaction.status(Lake(settings.lake, settings.storage_options or None), args.table)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no per-batch table at {settings.lake}")
+    else:
+        print(pd.DataFrame(rows).to_string(index=False))
     return 0
 
 
@@ -464,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lake", help="the lake's analysis-ready tables: publish (docs/lake-tables.md)")
     _add_settings_flags(p)
-    p.add_argument("action", choices=["publish", "compact"])
+    p.add_argument("action", choices=["publish", "compact", "status"])
     p.add_argument(
         "--table",
         action="append",
@@ -480,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-files", type=int, default=2, help="compact: folders with at least this many files (default 2)"
     )
-    p.add_argument("--json", action="store_true", help="compact: print the report as JSON")
+    p.add_argument("--json", action="store_true", help="compact, status: print JSON")
     p.add_argument(
         "--order", type=int, default=None, help="HEALPix order of the HATS tables (default: by size)"
     )

@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg.types.json import Jsonb
 
-from alert_broker.storage.lake import META_BATCH, META_WRITTEN, Lake, dictionary_columns
+from alert_broker.storage.lake import META_BATCH, META_WRITTEN, NATURAL_KEYS, Lake, dictionary_columns
 from alert_broker.storage.secrets import redact
 
 if TYPE_CHECKING:
@@ -385,6 +385,44 @@ def compact(
 
 
 RUN_SOURCE = "lake-compaction"
+
+
+def status(lake: Lake, tables: Iterable[str] | None = None) -> list[dict[str, object]]:
+    """Per table of the lake (``tables``, default every per-batch table it holds): night folders, files, bytes,
+    compacted files and the most files one folder holds: whether a compaction is due. Lists the lake only."""
+    if not lake.local:
+        lake.fs.invalidate_cache()
+    names = list(tables) if tables else sorted(t for t in NATURAL_KEYS if lake.fs.exists(lake._fs_path(t)))
+    out = []
+    for table in names:
+        per_folder: dict[str, int] = {}
+        size = compacted = 0
+        base = lake._fs_path(table)
+        found = lake.fs.find(base, detail=True) if lake.fs.exists(base) else {}
+        for path, info in found.items():
+            name = os.path.basename(str(path))
+            if not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue
+            folder = os.path.dirname(str(path))
+            per_folder[folder] = per_folder.get(folder, 0) + 1
+            size += int(info.get("size") or 0)
+            compacted += is_compacted(name)
+        files = sum(per_folder.values())
+        out.append(
+            {
+                "table": table,
+                "folders": len(per_folder),
+                "files": files,
+                "bytes": size,
+                "compacted_files": compacted,
+                "max_files_per_folder": max(per_folder.values(), default=0),
+                # night folders only (dead letters have none), never the raw archive (its rows name no batch)
+                "folders_to_compact": 0
+                if table in EXCLUDED_TABLES
+                else sum(n > 1 and "=" in os.path.basename(f) for f, n in per_folder.items()),
+            }
+        )
+    return out
 
 
 def recorded_compact(

@@ -6,6 +6,7 @@ Real alerts, a real Dask LocalCluster, a real PostgreSQL, a local lake.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -77,7 +78,9 @@ def _per_batch_folders(lake: Lake) -> dict[str, int]:
     return counts
 
 
-def test_compacted_night_survives_a_repair_and_a_replay(tmp_path, night_dir, summary_store, monkeypatch):
+def test_compacted_night_survives_a_repair_and_a_replay(
+    tmp_path, night_dir, summary_store, monkeypatch, capsys
+):
     settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
     assert run(settings).alerts == N
     lake = Lake(settings.lake)
@@ -89,7 +92,16 @@ def test_compacted_night_survives_a_repair_and_a_replay(tmp_path, night_dir, sum
     for k in [k for k in os.environ if k.startswith("BROKER_")]:
         monkeypatch.delenv(k)
     flags = ["--out", str(settings.out), "--pg-dsn", summary_store.dsn]
+    assert main(["lake", "status", "--out", str(settings.out), "--json"]) == 0
+    due = {r["table"]: r for r in json.loads(capsys.readouterr().out)}
+    assert due["alerts"]["folders_to_compact"] > 0 and due["raw"]["folders_to_compact"] == 0
     assert main(["lake", "compact", *flags]) == 0
+    capsys.readouterr()
+    assert main(["lake", "status", "--out", str(settings.out), "--json"]) == 0
+    done = {r["table"]: r for r in json.loads(capsys.readouterr().out)}
+    assert all(r["folders_to_compact"] == 0 for r in done.values()), done
+    assert done["alerts"]["compacted_files"] == due["alerts"]["folders_to_compact"]
+    assert done["alerts"]["files"] == due["alerts"]["folders"]
     assert set(_per_batch_folders(lake).values()) == {1}
     (row,) = summary_store.fetch_df(
         "SELECT status, counts FROM pipeline_run WHERE source = %s", (compaction.RUN_SOURCE,)
