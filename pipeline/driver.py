@@ -627,6 +627,11 @@ class Services:
         if self.before_cluster is not None:
             self.before_cluster(self.store)
         self.lake = Lake(s.lake, s.storage_options or None)
+        # a lake compaction that died between its manifest update and its file moves is finished first, so the
+        # manifest and the files agree before any batch reads or retires them
+        finished = compaction.recover(self.store, self.lake)
+        if finished:
+            log.info("finished %d lake compaction(s) an earlier process left part-way", finished)
         self.outputs = open_outputs(s.outputs, "")
         for output in self.outputs:
             self.stack.callback(output.close)

@@ -344,6 +344,15 @@ def finish_pending(store: SummaryStore, lake: Lake) -> int:
     return len(rows)
 
 
+def recover(store: SummaryStore, lake: Lake) -> int:
+    """Finish the compactions a dead process left after its manifest update (``finish_pending`` under the lock);
+    the journal is looked at first, so a run with nothing to finish takes no lock. Returns how many."""
+    if not store.conn.execute("SELECT EXISTS (SELECT 1 FROM lake_compaction)").fetchone()[0]:
+        return 0
+    with compaction_lock(store):
+        return finish_pending(store, lake)
+
+
 def _remove_stale_staged(lake: Lake, folder: str) -> None:
     """Staged (or half-written) files of a compaction that died before step 3: nobody lists them."""
     for p in lake.fs.ls(folder, detail=False):

@@ -155,7 +155,8 @@ def test_a_compaction_that_died_after_its_manifest_update_is_finished(tmp_path, 
     assert len(staged) == 1
     pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)  # readers skip the staged file
 
-    # the next batch's supersede finishes it before it retires anything from the compacted file
+    # the next batch's supersede finishes it before it retires anything from the compacted file (a run's start
+    # would already have: compaction.recover, tested below)
     run_batch(summary_store, lake, "c-1", 100, 199, mag_offset=2.0)
     assert summary_store.count("lake_compaction") == 0
     files = folder_files(lake, 20210301)
@@ -248,3 +249,32 @@ def test_one_compaction_at_a_time_and_each_run_is_recorded(tmp_path, summary_sto
     assert list(runs["status"]) == ["busy", "ok"]
     assert runs["counts"][1] == {"folders": 2, "files_merged": 8, "files_written": 2, "rows": 200}
     assert runs["config"][1] == {"who": "third"}
+
+
+def test_a_run_start_finishes_what_a_dead_compaction_left(tmp_path, summary_store, monkeypatch):
+    """``compaction.recover`` (the driver calls it as a run starts): the journal's compactions finished, the
+    staged file in place, its sources gone, so the manifest and the folder agree again."""
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(2):
+        run_batch(summary_store, lake, f"g-{k}", 100 * k, 100 * k + 99)
+    before = lake_rows(lake)
+    assert compaction.recover(summary_store, lake) == 0  # nothing to finish
+    real, calls = compaction.finish_pending, []
+
+    def die(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise SystemExit("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(compaction, "finish_pending", die)
+    with pytest.raises(SystemExit):
+        compaction.compact(summary_store, lake)
+    monkeypatch.undo()
+    assert summary_store.count("lake_compaction") == 1
+    assert compaction.recover(summary_store, lake) == 1
+    assert summary_store.count("lake_compaction") == 0
+    listed = {lake._fs_path(f) for files in manifest.batches(summary_store)["files"] for f in files}
+    present = {p for n in (20210301, 20210302) for p in lake.list_files("detections", nights=[n])}
+    assert present <= listed  # no file the manifest does not know
+    pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)
