@@ -11,7 +11,7 @@ holds the rows of many batches, so the manifest lists it under each of them, and
 its rows from the file (every pipeline row carries its ``batch_id``; ``Lake.drop_batch_rows``) instead of
 deleting the file (``storage.manifest.supersede``).
 
-The protocol, per folder (``compact``):
+The protocol, per run of files (a folder, or a part of a big one: ``MAX_BYTES``) (``compact``):
 1. Only a folder whose every file belongs to a *committed* batch is compacted: a batch in flight, an orphan or a
    file the manifest does not know leaves the folder as it is (``plan``). Each source file's ``batch_id``
    column must name the batch the manifest files it under (a file without the column gets it).
@@ -21,7 +21,8 @@ The protocol, per folder (``compact``):
    transaction checks that every batch is still committed with the same files, records the move in
    ``lake_compaction`` and replaces the sources by the target in each batch's file list.
 4. The staged file is renamed to its target, the sources deleted, the journal row removed (``finish_pending``).
-   A crash after step 3 is finished by the next compaction or the next batch's ``supersede``; one before it
+   A crash after step 3 is finished by the next compaction, the next run's start (``recover``) or the next
+   batch's ``supersede``; one before it
    leaves a hidden staged file that the next compaction of the folder removes. Between the rename and the
    deletes a reader may see a row twice (never none); readers that deduplicate by key see each once.
 """
