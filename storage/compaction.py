@@ -22,9 +22,9 @@ The protocol, per run of files (a folder, or a part of a big one: ``MAX_BYTES``)
    ``lake_compaction`` and replaces the sources by the target in each batch's file list.
 4. The staged file is renamed to its target, the sources deleted, the journal row removed (``finish_pending``).
    A crash after step 3 is finished by the next compaction, the next run's start (``recover``) or the next
-   batch's ``supersede``; one before it
-   leaves a hidden staged file that the next compaction of the folder removes. Between the rename and the
-   deletes a reader may see a row twice (never none); readers that deduplicate by key see each once.
+   batch's ``supersede``; one before it leaves a hidden staged file that the next compaction of the folder
+   removes. Between the rename and the deletes a reader may see a row twice (never none); readers that
+   deduplicate by key see each once.
 """
 
 from __future__ import annotations
