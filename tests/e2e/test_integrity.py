@@ -21,11 +21,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from alert_broker.pipeline import integrity
 from alert_broker.pipeline.cli import main
-from alert_broker.pipeline.config import load_settings
 from alert_broker.pipeline.driver import run
 from alert_broker.pipeline.kafka import ensure_topic, produce
 from alert_broker.storage import Lake, manifest
 from alert_broker.storage.history import HistoryStore
+from tests.fixtures.night import night_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -53,26 +53,6 @@ def night_dir(tmp_path_factory, shared_data) -> Path:
     return d
 
 
-def _settings(tmp_path: Path, source: str, dsn: str, **kw):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    overrides = dict(
-        source=source,
-        out=str(tmp_path / "out"),
-        pg_dsn=dsn,
-        n_workers=1,  # one worker process to start and warm up (numba) per run: the tests stay fast
-        threads_per_worker=2,
-        batch_size=40,
-        dashboard_address=":0",
-        progress=False,
-        publish_lake=False,  # the analysis tables: tests/e2e/test_lake_publish.py
-        lc_model="none",
-        stamp_model="none",
-        batch_timeout_s=1,
-    )
-    overrides.update(kw)
-    return load_settings(env=env, overrides=overrides)
-
-
 def _history_detections(lake: Lake) -> pd.DataFrame:
     store = HistoryStore(lake)
     det = store.read("detections", store.pixels("detections"))
@@ -91,7 +71,7 @@ def _written_at(path: str) -> bytes:
 
 
 def test_archive_night_rescan_and_repair(tmp_path, night_dir, summary_store, monkeypatch):
-    settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
+    settings = night_settings(tmp_path, str(night_dir), summary_store.dsn)
     report = run(settings)
     assert report.alerts == N_GOOD and report.dead_letters == N_BAD
     lake = Lake(settings.lake)
@@ -206,7 +186,7 @@ def test_kafka_topic_rescan_from_earliest_and_repair(tmp_path, night_dir, summar
     files = sorted(night_dir.glob("*.avro"))
     produce(kafka_bootstrap, topic, [(f.name, f.read_bytes()) for f in files])
     group = f"broker-{uuid.uuid4().hex[:6]}"
-    settings = _settings(
+    settings = night_settings(
         tmp_path,
         f"kafka://{kafka_bootstrap}/{topic}",
         summary_store.dsn,

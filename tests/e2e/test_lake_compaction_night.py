@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +16,9 @@ import pytest
 
 from alert_broker.pipeline import integrity
 from alert_broker.pipeline.cli import main
-from alert_broker.pipeline.config import load_settings
 from alert_broker.pipeline.driver import run
 from alert_broker.storage import NATURAL_KEYS, Lake, compaction, manifest
+from tests.fixtures.night import copy_alerts, night_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -29,30 +28,9 @@ TABLES = ("alerts", "objects", "magstats", "detections", "non_detections", "neig
 
 @pytest.fixture(scope="module")
 def night_dir(tmp_path_factory, shared_data) -> Path:
-    d = tmp_path_factory.mktemp("compaction-night")
-    for f in sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:N]:
-        shutil.copy(f, d / f.name)
-    return d
-
-
-def _settings(tmp_path: Path, source: str, dsn: str, **kw):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    overrides = dict(
-        source=source,
-        out=str(tmp_path / "out"),
-        pg_dsn=dsn,
-        n_workers=1,
-        threads_per_worker=2,
-        batch_size=40,
-        dashboard_address=":0",
-        progress=False,
-        publish_lake=False,
-        lc_model="none",
-        stamp_model="none",
-        batch_timeout_s=1,
+    return copy_alerts(
+        shared_data / "ztf" / "fink_sample_1166", tmp_path_factory.mktemp("compaction-night"), N
     )
-    overrides.update(kw)
-    return load_settings(env=env, overrides=overrides)
 
 
 def _tables(lake: Lake) -> dict[str, pd.DataFrame]:
@@ -81,7 +59,7 @@ def _per_batch_folders(lake: Lake) -> dict[str, int]:
 def test_compacted_night_survives_a_repair_and_a_replay(
     tmp_path, night_dir, summary_store, monkeypatch, capsys
 ):
-    settings = _settings(tmp_path, str(night_dir), summary_store.dsn)
+    settings = night_settings(tmp_path, str(night_dir), summary_store.dsn)
     assert run(settings).alerts == N
     lake = Lake(settings.lake)
     before = _tables(lake)
@@ -138,7 +116,7 @@ def test_compacted_night_survives_a_repair_and_a_replay(
 
     # 3. a full replay of the night with --compact-lake: every batch retired from the compacted files and
     #    written again, then folded again; each alert once
-    report = run(_settings(tmp_path, str(night_dir), summary_store.dsn, compact_lake=True))
+    report = run(night_settings(tmp_path, str(night_dir), summary_store.dsn, compact_lake=True))
     assert report.alerts == N and report.lake_compaction["folders"] > 0
     assert report.lake_compaction["files_written"] == report.lake_compaction["folders"]
     assert set(_per_batch_folders(lake).values()) == {1}
