@@ -1,7 +1,8 @@
 """The HTTP query API and the web explorer (FastAPI): ``create_app(BrokerData(...))``.
 
 Read-only: every endpoint is a GET over :class:`alert_broker.api.data.BrokerData`, except ``POST /crossmatch``, which
-reads an uploaded CSV of positions and writes nothing either. Parameter names follow ALeRCE's
+reads an uploaded CSV of positions and writes nothing either. Every endpoint that answers with a table takes
+``format=csv`` or ``format=votable`` for the same rows as a file (``formats``). Parameter names follow ALeRCE's
 API and client where the concept is the same (``classifier``, ``class``, ``probability``, ``ranking``, ``ndet``,
 ``firstmjd``, ``lastmjd``, ``ra``, ``dec``, ``radius`` in arcsec, ``page``, ``page_size``, ``count``,
 ``order_by``, ``order_mode``). Bad input is a 4xx with a message: 422 for a value out of range, 404 for an
@@ -30,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, NotFound, ObjectQuery, records
 from alert_broker.api.db import DatabaseBusy, clean
+from alert_broker.api.formats import TableFormat, render, stacked
 from alert_broker.api.stamps import stamp_png
 from alert_broker.api.upload import MAX_UPLOAD_BYTES, decode_text, matched_table, parse_positions
 
@@ -50,6 +52,19 @@ FEATURE_PATTERN = r"^[A-Za-z0-9_.+/\-]{1,64}$"  # feature names hold / and - (Po
 SURVEY_PATTERN = r"^[A-Za-z]{1,16}$"
 MAX_CANDID = 2**63 - 1
 MAX_LIST = 100
+
+
+FORMAT_HELP = "json (default), csv or votable: a file to download (TOPCAT, pandas, astropy)"
+
+
+def table_file(
+    fmt: str, rows: list[dict], name: str, description: str = "", params: dict[str, Any] | None = None
+) -> Response:
+    """``rows`` as a CSV or VOTable download named ``name``."""
+    body, media_type, filename = render(fmt, rows, name, description, params)
+    return Response(
+        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 class SafeJSONResponse(JSONResponse):
@@ -264,12 +279,13 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         ]
         | None = None,
         order_mode: Literal["ASC", "DESC", "asc", "desc"] = "DESC",
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002  # ALeRCE's name
     ):
         """Objects, newest first, filtered by class (any or one classifier; `ranking` 1 = most probable class;
         each object's latest version of a classifier unless `classifier_version` names one),
         minimum probability, number of detections, first/last detection MJD, survey or id, or within `radius`
         arcsec of (`ra`, `dec`) (HEALPix-indexed, exact angular distance `dist_arcsec`). `count=true` adds the
-        total. Pages of at most 1000."""
+        total. Pages of at most 1000. `format=csv` or `votable`: the page's objects as a file."""
         if class_ and class_name and class_ != class_name:
             raise BadRequest("give the class once (class or class_name)")
         q = ObjectQuery(
@@ -292,7 +308,13 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             order_by=order_by,
             order_mode=order_mode.upper(),
         )
-        return data.objects(q)
+        res = data.objects(q)
+        if format != "json":
+            params = {k: v for k, v in vars(q).items() if v not in (None, [], False)}
+            return table_file(
+                format, res["items"], "objects", f"objects, page {q.page} of {q.page_size}", params
+            )
+        return res
 
     @app.get("/objects/{oid}", tags=["objects"], summary="One object")
     def object_(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
@@ -302,9 +324,17 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         return data.object(oid)
 
     @app.get("/objects/{oid}/magstats", tags=["objects"], summary="Magnitude statistics per band")
-    def magstats(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
+    def magstats(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
+    ):
         data._object_row(oid)
-        return data.magstats(oid)
+        rows = data.magstats(oid)
+        if format != "json":
+            return table_file(
+                format, rows, f"{oid}_magstats", f"magnitude statistics of {oid} per band", {"oid": oid}
+            )
+        return rows
 
     @app.get("/objects/{oid}/features", tags=["objects"], summary="Light-curve features")
     def features(
@@ -316,13 +346,18 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             str | None,
             Query(pattern=FEATURE_PATTERN, description="one feature: its name (every band) or its column"),
         ] = None,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """The object's stored feature vectors, one row per feature, band and version (ALeRCE's `name`,
         `value`, `fid`, `version`): `feature` is the column of the lake's wide table (`Amplitude_1`), `name`
         the feature (`Amplitude`), `fid` the ZTF filter id and `band` its letter (LSST: the band only; both
         empty for object-level features such as `Multiband_period`), `lastmjd` the light curve's last point
         when it was computed. A value that could not be computed (too few points in a band) is null."""
-        return data.features(oid, version, name)
+        rows = data.features(oid, version, name)
+        if format != "json":
+            params = {"oid": oid, "version": version, "name": name}
+            return table_file(format, rows, f"{oid}_features", f"light-curve features of {oid}", params)
+        return rows
 
     @app.get("/objects/{oid}/lightcurve", tags=["light curves"], summary="Light curve")
     def lightcurve(
@@ -330,34 +365,82 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         all_surveys: Annotated[
             bool, Query(description="the combined light curve of every survey's object")
         ] = False,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """`detections` (raw `magpsf`/`sigmapsf` and corrected `magpsf_corr`/`sigmapsf_corr`/`sigmapsf_corr_ext`,
         `corrected`, `dubious`, difference `flux`/`flux_err` in nJy), `non_detections` (`diffmaglim`) and
-        `forced_photometry`: every point the history store holds, time-ordered."""
-        return data.lightcurve(oid, all_surveys=all_surveys)
+        `forced_photometry`: every point the history store holds, time-ordered. `format=csv` or `votable`: one
+        table of them all, time-ordered, its `kind` column saying which (`detection`, `non_detection`,
+        `forced_photometry`)."""
+        lc = data.lightcurve(oid, all_surveys=all_surveys)
+        if format != "json":
+            parts = {"detection": lc["detections"], "non_detection": lc["non_detections"],
+                     "forced_photometry": lc["forced_photometry"]}  # fmt: skip
+            params = {"oid": oid, "all_surveys": all_surveys, "oids": lc["oids"], "source": lc["source"]}
+            name = f"{oid}_lightcurve" + ("_all_surveys" if all_surveys else "")
+            return table_file(format, stacked(parts, "kind", "mjd"), name, f"light curve of {oid}", params)
+        return lc
 
     @app.get("/objects/{oid}/detections", tags=["light curves"], summary="Detections only")
-    def detections(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
-        return data.lightcurve(oid)["detections"]
+    def detections(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
+    ):
+        lc = data.lightcurve(oid)
+        if format != "json":
+            params = {"oid": oid, "source": lc["source"]}
+            return table_file(format, lc["detections"], f"{oid}_detections", f"detections of {oid}", params)
+        return lc["detections"]
 
     @app.get("/objects/{oid}/non_detections", tags=["light curves"], summary="Non-detection limits only")
-    def non_detections(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
-        return data.lightcurve(oid)["non_detections"]
+    def non_detections(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
+    ):
+        lc = data.lightcurve(oid)
+        if format != "json":
+            params = {"oid": oid, "source": lc["source"]}
+            return table_file(
+                format,
+                lc["non_detections"],
+                f"{oid}_non_detections",
+                f"non-detection limits of {oid}",
+                params,
+            )
+        return lc["non_detections"]
 
     @app.get("/objects/{oid}/forced_photometry", tags=["light curves"], summary="Forced photometry only")
-    def forced_photometry(oid: Annotated[str, PathParam(pattern=OID_PATTERN)]):
-        return data.lightcurve(oid)["forced_photometry"]
+    def forced_photometry(
+        oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
+    ):
+        lc = data.lightcurve(oid)
+        if format != "json":
+            params = {"oid": oid, "source": lc["source"]}
+            return table_file(
+                format,
+                lc["forced_photometry"],
+                f"{oid}_forced_photometry",
+                f"forced photometry of {oid}",
+                params,
+            )
+        return lc["forced_photometry"]
 
     @app.get("/objects/{oid}/probabilities", tags=["classifications"], summary="Class probabilities")
     def probabilities(
         oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
         classifier: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
         classifier_version: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """Every classifier's and version's probability rows (ALeRCE's: `classifier_name`,
         `classifier_version`, `class_name`, `probability`, `ranking`), with the taxonomy's `level` and
         `parent`."""
-        return data.probabilities(oid, classifier, classifier_version)
+        rows = data.probabilities(oid, classifier, classifier_version)
+        if format != "json":
+            params = {"oid": oid, "classifier": classifier, "classifier_version": classifier_version}
+            return table_file(format, rows, f"{oid}_probabilities", f"class probabilities of {oid}", params)
+        return rows
 
     @app.get("/classifiers", tags=["classifications"], summary="Classifiers and their classes")
     def classifiers():
@@ -425,14 +508,24 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         ps1_radius: Annotated[float, Query(ge=0, le=30, description="arcsec")] = 1.4,
         sso_radius: Annotated[float, Query(ge=0, le=60, description="arcsec")] = 5.0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """ALeRCE SN Hunter-like list: objects with an alert in the night, young (`max_age_days`), classified SN
         by the stamp classifier, not star-like (the `stellar` flag, or a PS1 source within `ps1_radius` with
         `sgscore1` > `max_sgscore`) and not a known solar-system object; ranked by SN probability."""
-        return data.sn_candidates(
+        res = data.sn_candidates(
             night, max_age_days, min_probability, ranking, exclude_stellar, max_sgscore, ps1_radius, sso_radius,
             limit,
         )  # fmt: skip
+        if format != "json":
+            params = {"night": res["night"], "max_age_days": max_age_days, "min_probability": min_probability,
+                      "ranking": ranking, "exclude_stellar": exclude_stellar, "max_sgscore": max_sgscore,
+                      "ps1_radius": ps1_radius, "sso_radius": sso_radius, "limit": limit}  # fmt: skip
+            name = f"sn-candidates_{res['night']}"
+            return table_file(
+                format, res["candidates"], name, f"supernova candidates of {res['night']}", params
+            )
+        return res
 
     @app.get("/stats", tags=["nights"], summary="The night's counts")
     def stats(night: Annotated[int | None, Query(ge=19000101, le=29991231)] = None):
@@ -472,7 +565,7 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         dec_col: Annotated[
             str | None, Query(max_length=100, description="default: dec, DEJ2000, ...")
         ] = None,
-        format: Literal["json", "csv"] = "json",  # noqa: A002  # the other endpoints' name
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """The body is a CSV file (header line, one position per row; comma, tab, semicolon or blank separated;
         decimal degrees or sexagesimal). Each position gets the nearest object within `radius` (or every one,
@@ -487,11 +580,11 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             return positions, matched_table(positions, matches, unmatched)
 
         positions, table = await run_in_threadpool(work)
-        if format == "csv":
-            return Response(
-                table.to_csv(index=False),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": 'attachment; filename="crossmatch.csv"'},
+        if format != "json":
+            params = {"radius": radius, "all_matches": all_matches, "unmatched": unmatched,
+                      "ra_col": positions.ra_col, "dec_col": positions.dec_col, "positions": len(positions)}  # fmt: skip
+            return table_file(
+                format, records(table), "crossmatch", "uploaded positions and their objects", params
             )
         matched = int(table.loc[table["oid"].notna(), "line"].nunique())  # positions with a match
         return {
@@ -515,15 +608,26 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         night: Annotated[int | None, Query(ge=19000101, le=29991231)] = None,
         since_mjd: Annotated[float | None, Query(ge=0, le=200000)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """The alerts that landed on a watch-list entry: entry, object, alert, time, distance, magnitude."""
-        return data.watchlist_hits(
+        rows = data.watchlist_hits(
             _check_list("watchlist", watchlist, NAME_PATTERN),
             _check_list("name", name, r"^[^\x00-\x1f]{1,200}$"),
             night,
             since_mjd,
             limit,
         )
+        if format != "json":
+            params = {
+                "watchlist": watchlist,
+                "name": name,
+                "night": night,
+                "since_mjd": since_mjd,
+                "limit": limit,
+            }
+            return table_file(format, rows, "watchlist-hits", "watch-list hits, newest first", params)
+        return rows
 
     @app.get("/catalogs", tags=["catalogues"], summary="The local cross-match catalogues")
     def catalogs():
@@ -540,11 +644,24 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         ] = None,
         nearest: Annotated[bool, Query(description="only the nearest source of each catalogue")] = False,
         limit: Annotated[int, Query(ge=1, le=1000, description="sources per catalogue")] = 100,
+        format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
         """As ALeRCE's catsHTM service: the sources of each local catalogue within `radius`, nearest first, with
         `dist_arcsec` and the catalogue's columns; `total` counts them all when `limit` cuts the list."""
         names = _check_list("catalog", catalog, NAME_PATTERN)
-        return data.catalog_cone(ra, dec, radius, names or None, nearest, limit)
+        res = data.catalog_cone(ra, dec, radius, names or None, nearest, limit)
+        if format != "json":
+            rows = stacked({n: c["rows"] for n, c in res["catalogs"].items()}, "catalog")
+            params = {"ra": ra, "dec": dec, "radius": radius, "nearest": nearest, "limit": limit,
+                      **{f"total_{n}": c["total"] for n, c in res["catalogs"].items()}}  # fmt: skip
+            return table_file(
+                format,
+                rows,
+                "catalog-cone",
+                f'local catalogue sources within {radius:g}" of the position',
+                params,
+            )
+        return res
 
     @app.get("/runs", tags=["runs"], summary="The broker's recorded runs")
     def runs(

@@ -21,6 +21,7 @@ import pandas as pd
 
 from alert_broker.api.cone import MAX_RADIUS_ARCSEC, angular_distance_sql, cone_ranges, positions_ranges
 from alert_broker.api.db import ReadOnlyDatabase, clean
+from alert_broker.api.formats import ID_COLUMNS  # sent as JSON strings; the Python client makes them int64
 from alert_broker.api.stamps import STAMP_KINDS
 from alert_broker.classifiers.registry import version_key
 from alert_broker.features.correction import correct
@@ -33,10 +34,6 @@ from alert_broker.storage.history import HistoryStore
 
 log = logging.getLogger(__name__)
 
-#: Integer id columns sent as JSON strings: 64-bit ids do not survive a JavaScript number (2**53). The Python
-#: client turns them back into int64.
-ID_COLUMNS = ("candid", "parent_candid", "pid", "diaObjectId", "ssObjectId", "objectidps1", "first_candid",
-              "last_candid")  # fmt: skip
 #: The largest page of objects one call returns.
 MAX_PAGE_SIZE = 1000
 #: The deepest row a page may start at (deep OFFSETs cost a scan of everything before them).

@@ -46,6 +46,23 @@ function significant(v) {
   return a < 1e-3 || a >= 1e6 ? v.toExponential(4) : String(Number(v.toPrecision(6)));
 }
 
+// "download CSV · VOTable": the same question as a file (format=csv / votable) for TOPCAT, pandas or astropy.
+function downloadLinks(id, path, params) {
+  const box = document.getElementById(id);
+  if (!box) return;
+  const href = (format) => {
+    const url = new URL(path, window.location.origin);
+    for (const [k, v] of Object.entries({ ...(params || {}), format })) {
+      if (v === null || v === undefined || v === "" || v === false) continue;
+      if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
+      else url.searchParams.set(k, v);
+    }
+    return url.pathname + url.search;
+  };
+  box.replaceChildren("download ", el("a", { href: href("csv"), download: "", "data-format": "csv" }, "CSV"), " · ",
+    el("a", { href: href("votable"), download: "", "data-format": "votable" }, "VOTable"));
+}
+
 function showError(where, err) {
   const box = document.getElementById(where);
   if (box) box.replaceChildren(el("p", { class: "error" }, String(err.message || err)));
@@ -164,6 +181,7 @@ async function initSearch() {
         ["classifier_name", "classifier"]);
       if (hasDist) cols.push(["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 3)]);
       document.getElementById("results").replaceChildren(table(res.items, cols, { sortable: true }));
+      downloadLinks("dl-objects", "/objects", { ...q, page: 1, page_size: 1000, count: false }); // the first 1000
       status.textContent = `${res.total ?? res.items.length} objects, page ${res.page}`;
       document.getElementById("prev").disabled = !res.prev;
       document.getElementById("next").disabled = !res.has_next;
@@ -358,6 +376,7 @@ async function initObject() {
     document.getElementById("lcinfo").textContent =
       `${lc.detections.length} detections, ${lc.non_detections.length} non-detections, ${lc.forced_photometry.length} forced-photometry points (${lc.source})`;
     lcDiv.dataset.detections = String(lc.detections.length);
+    downloadLinks("dl-lc", `/objects/${encodeURIComponent(oid)}/lightcurve`, { all_surveys: allSurveys.checked });
   };
   const fold = document.getElementById("fold");
   let period = null;
@@ -395,6 +414,7 @@ async function initObject() {
     ["raw", "raw packet", (r) => el("a", { href: `/alerts/${r.candid}/raw?survey=${r.survey}`, class: "raw", download: `${r.candid}.avro` }, "Avro")],
     ["stamps", "stamps", (r) => el("a", { href: "#stamps", onclick: () => { pick.value = r.candid; showStamps(stampBox, r); } }, "show")],
   ]));
+  if (obj.magstats.length) downloadLinks("dl-magstats", `/objects/${encodeURIComponent(oid)}/magstats`);
   document.getElementById("magstats").replaceChildren(obj.magstats.length ? table(obj.magstats, [
     ["band", "band", (r) => bandOf(r)], ["ndet", "ndet"], ["magmean", "mean", (r) => fmt(r.magmean, 3)], ["magmin", "min", (r) => fmt(r.magmin, 3)],
     ["magmax", "max", (r) => fmt(r.magmax, 3)], ["magmean_corr", "mean corr", (r) => fmt(r.magmean_corr, 3)],
@@ -412,7 +432,9 @@ async function initObject() {
     ["oid", "object", (r) => objectLink(r.oid)], ["survey", "survey"], ["ndet", "ndet"],
     ["xid_distance_arcsec", "distance (\")", (r) => fmt(r.xid_distance_arcsec, 3)]]));
   try {
-    probabilityPlots(document.getElementById("probs"), await api(`/objects/${encodeURIComponent(oid)}/probabilities`));
+    const probs = await api(`/objects/${encodeURIComponent(oid)}/probabilities`);
+    probabilityPlots(document.getElementById("probs"), probs);
+    if (probs.length) downloadLinks("dl-probs", `/objects/${encodeURIComponent(oid)}/probabilities`);
   } catch (err) { showError("probs", err); }
   await catalogCone(obj);
   document.body.dataset.ready = "yes";
@@ -436,6 +458,7 @@ async function featureCard(oid) {
     box.replaceChildren(table(shown, [["name", "feature"], ["band", "band"], ["value", "value", (r) => significant(r.value)]],
       { sortable: true }));
     box.dataset.rows = String(shown.length);
+    downloadLinks("dl-features", `/objects/${encodeURIComponent(oid)}/features`, { version: pick.value });
   };
   pick.addEventListener("change", draw);
   filter.addEventListener("input", draw);
@@ -465,6 +488,7 @@ async function catalogCone(obj) {
         ["columns", "columns", (r) => Object.entries(r).filter(([k, v]) => !["catalog", "total", "catalog_id", "dist_arcsec", "ra", "dec"].includes(k)
           && v !== null).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(" ")]]));
       box.dataset.catalogs = String(rows.filter((r) => r.total > 0).length);
+      downloadLinks("dl-catcone", "/catalogs/cone", { ra: obj.meanra, dec: obj.meandec, radius: slider.value });
     } catch (err) { showError("catcone", err); }
   };
   slider.addEventListener("change", load);
@@ -497,7 +521,9 @@ async function initSn() {
     const f = form.elements;
     const status = document.getElementById("status");
     try {
-      const res = await api("/sn-candidates", { night: f.night.value, max_age_days: f.max_age_days.value, min_probability: f.min_probability.value });
+      const query = { night: f.night.value, max_age_days: f.max_age_days.value, min_probability: f.min_probability.value };
+      const res = await api("/sn-candidates", query);
+      downloadLinks("dl-sn", "/sn-candidates", { ...query, night: res.night });
       const thumbs = (r) => el("span", {}, ["science", "template", "difference"].map((k) =>
         el("img", { class: "thumb", src: stampUrl(r.first_candid, k, r.first_survey), alt: k, title: k })));
       document.getElementById("candidates").replaceChildren(res.candidates.length ? table(res.candidates, [
@@ -546,6 +572,7 @@ async function initNight() {
       ["started_at", "started"], ["finished_at", "finished"], ["source", "source"],
       ["counts", "counts", (r) => Object.entries(r.counts || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")]]));
     const hits = await api("/watchlists/hits", { night: select.value, limit: 1000 });
+    if (hits.length) downloadLinks("dl-watchhits", "/watchlists/hits", { night: select.value, limit: 1000 });
     document.getElementById("watchhits").replaceChildren(hits.length ? table(hits, [["watchlist", "watch list"],
       ["name", "entry"], ["oid", "object", (r) => objectLink(r.oid)], ["mjd", "MJD", (r) => fmt(r.mjd, 5)],
       ["dist_arcsec", "distance (\")", (r) => fmt(r.dist_arcsec, 2)], ["magpsf", "mag", (r) => fmt(r.magpsf, 2)],

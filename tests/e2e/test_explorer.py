@@ -178,6 +178,50 @@ def test_object_page_features_and_the_folded_light_curve(page, store, api_night)
     assert page.problems == []
 
 
+def test_download_links_save_the_shown_tables(page, store, api_night, tmp_path):
+    """The object page's light-curve and features links, and the search page's, save files (a real browser
+    download) that hold what the page shows: every point of the light curve, the chosen feature version."""
+    import io
+    import warnings
+
+    import pandas as pd
+    from astropy.io.votable import parse
+
+    oid = store.fetch_df(
+        "SELECT o.oid FROM object o JOIN feature f USING (oid) WHERE o.survey = 'ztf' ORDER BY o.ndet DESC, o.oid "
+        "LIMIT 1"
+    )["oid"][0]
+    _open(page, f"/object/{oid}", "object-downloads")
+
+    def save(selector: str) -> bytes:
+        with page.expect_download() as info:
+            page.click(selector)
+        target = tmp_path / info.value.suggested_filename
+        info.value.save_as(target)
+        return target.read_bytes()
+
+    body = save("#dl-lc a[data-format=votable]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = parse(io.BytesIO(body), verify="exception").get_first_table().to_table()
+    shown = page.evaluate(
+        "document.getElementById('lcinfo').textContent.match(/\\d+/g).slice(0, 3).map(Number)"
+    )  # detections, non-detections, forced photometry as the page says
+    assert len(table) == sum(shown) and (table["kind"] == "detection").sum() == shown[0]
+    assert shown[0] == _stored_detections(api_night, oid)
+    features = pd.read_csv(io.BytesIO(save("#dl-features a[data-format=csv]")))
+    assert len(features) == 172 and features["version"].nunique() == 1
+    assert features["version"][0] == page.locator("#featversion").input_value()
+
+    _open(page, "/?survey=lsst", "search-downloads")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('dl-objects').textContent.includes('CSV')")
+    objects = pd.read_csv(io.BytesIO(save("#dl-objects a[data-format=csv]")))
+    lsst = store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"][0]
+    assert len(objects) == lsst and set(objects["survey"]) == {"lsst"}
+    assert page.problems == []
+
+
 def test_search_then_object(page, store):
     row = store.fetch_df(
         "SELECT oid, meanra, meandec FROM object WHERE survey = 'ztf' ORDER BY oid LIMIT 1"
