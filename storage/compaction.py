@@ -7,9 +7,9 @@ are final, and one file per folder reads the same rows in a fraction of the requ
 
 Why it goes through the manifest. The batch manifest (``storage.manifest``) is what makes the lake
 exactly-once: a replay retires a recorded batch by deleting the files the manifest lists for it. A compacted file
-holds the rows of many batches, so the manifest lists it under each of them, and retiring one of them removes
-its rows from the file (every pipeline row carries its ``batch_id``; ``Lake.drop_batch_rows``) instead of
-deleting the file (``storage.manifest.supersede``).
+holds the rows of many batches, so the manifest lists it under each of them, and retiring one of them splits
+the file back into the other batches' own files (every pipeline row carries its ``batch_id``;
+``split_for_retirement``, called by ``storage.manifest.supersede``) instead of deleting it.
 
 The protocol, per run of files (a folder, or a part of a big one: ``MAX_BYTES``) (``compact``):
 1. Only a folder whose every file belongs to a *committed* batch is compacted: a batch in flight, an orphan or a
@@ -63,6 +63,11 @@ EXCLUDED_TABLES = frozenset({"raw"})
 #: The advisory lock that compaction's manifest update and ``manifest.supersede`` share.
 LOCK_ID = 7_341_902_118
 META_SOURCES = b"broker.compacted_from"
+#: Each batch's own write time (ns) in a compacted file, JSON ``{batch_id: ns}``: what a split gives back.
+META_BATCH_WRITTEN = b"broker.compacted_batch_written"
+#: A split file (a compacted file's rows of one batch, after another batch's retirement) is named
+#: ``{batch_id}{SPLIT_MARK}{digest of the compacted file}.parquet``.
+SPLIT_MARK = "-s"
 ROW_GROUP = 131_072
 #: A compacted file holds at most about this many bytes of source files (and is built in memory): a folder
 #: bigger than this becomes several files.
@@ -267,6 +272,10 @@ def _merge(lake: Lake, item: FolderPlan) -> tuple[pa.Table, dict[bytes, bytes], 
             return "rows whose batch_id is not the batch that wrote the file"
         parts.append((written, path, table, meta))
     parts.sort(key=lambda p: (p[0], p[1]))
+    batch_written: dict[str, int] = {}
+    for written, path, _, meta in parts:
+        for b, ns in batch_times(meta, item.files[path], written).items():
+            batch_written[b] = max(batch_written.get(b, 0), ns)
     try:
         merged = pa.concat_tables([p[2] for p in parts], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -280,7 +289,14 @@ def _merge(lake: Lake, item: FolderPlan) -> tuple[pa.Table, dict[bytes, bytes], 
     meta[META_BATCH] = b"compacted"
     meta[META_WRITTEN] = str(max(p[0] for p in parts)).encode()
     meta[META_SOURCES] = json.dumps(item.batches).encode()
+    meta[META_BATCH_WRITTEN] = json.dumps(batch_written, sort_keys=True).encode()
     return merged, meta, item.bytes
+
+
+def batch_times(meta: dict[bytes, bytes], batches: Iterable[str], written: int) -> dict[str, int]:
+    """Each batch's write time in a file: a compacted file's own record of them, else the file's write time."""
+    known = json.loads(meta.get(META_BATCH_WRITTEN, b"{}"))
+    return {b: int(known.get(b, written)) for b in batches}
 
 
 def _target(item: FolderPlan) -> str:
@@ -335,12 +351,16 @@ def finish_pending(store: SummaryStore, lake: Lake) -> int:
     """Step 4 for every compaction the journal holds (a crashed process's too): rename the staged file into
     place if it is still staged, delete the sources, drop the journal row. Call under the lock."""
     rows = store.conn.execute(
-        "SELECT target, staged, sources FROM lake_compaction ORDER BY created_at"
+        "SELECT target, staged, sources FROM lake_compaction ORDER BY created_at, target"
     ).fetchall()
-    for target, staged, sources in rows:
+    # every new file in place before any source goes (a split's files share one source): a reader may see a
+    # row twice meanwhile, never none
+    for target, staged, _ in rows:
         if lake.fs.exists(staged):
             _move(lake, staged, target)
-        lake.delete_files([s for s in sources or [] if s != target])
+    targets = {t for t, _, _ in rows}
+    for target, _, sources in rows:
+        lake.delete_files([s for s in sources or [] if s not in targets])
         store.conn.execute("DELETE FROM lake_compaction WHERE target = %s", (target,))
     return len(rows)
 
@@ -354,15 +374,105 @@ def recover(store: SummaryStore, lake: Lake) -> int:
         return finish_pending(store, lake)
 
 
+def journal_pending(store: SummaryStore) -> bool:
+    """Whether a compaction or split awaits its step 4 (cheap: one indexed query)."""
+    return bool(store.conn.execute("SELECT EXISTS (SELECT 1 FROM lake_compaction)").fetchone()[0])
+
+
+def split_for_retirement(store: SummaryStore, lake: Lake, path: str, retiring: Iterable[str]) -> int:
+    """Retire ``retiring`` batches from the compacted file ``path`` by splitting it: every other batch's rows
+    become that batch's own file again (``{batch}-s{digest}.parquet``, with the batch's write time, so readers
+    still let later writes win), the manifest lists each batch's file instead of ``path``, and ``path`` goes.
+
+    Why split rather than rewrite the file without those rows: a re-run of a whole compacted night retires its
+    batches one by one, and a rewrite per retirement copies the file once per batch it holds; after a split, each
+    later retirement deletes one small file. The steps are the compaction's (staged files, then one transaction
+    with journal rows, then ``finish_pending``), so a crash at any point is finished or undone the same way.
+    Call under the compaction lock (``manifest.supersede`` does). Returns the files written."""
+    retiring = set(retiring)
+    fs_path = lake._fs_path(path)
+    try:
+        if lake.local:
+            pf = pq.ParquetFile(fs_path)
+            meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
+        else:
+            with lake.fs.open(fs_path, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
+    except FileNotFoundError:
+        return 0
+    ids = table.column("batch_id")
+    order = [b for b in dict.fromkeys(ids.to_pylist()) if b is not None and b not in retiring]
+    written = int(meta.get(META_WRITTEN, b"0"))
+    times = json.loads(meta.get(META_BATCH_WRITTEN, b"{}"))
+    if len(times) < len(order):  # a file compacted before batch times were kept: its row order is write order
+        times = {b: written - (len(order) - 1 - k) for k, b in enumerate(order)}
+    digest = os.path.basename(fs_path)[len(PREFIX) : -len(".parquet")]
+    folder = os.path.dirname(fs_path)
+    for p in lake.fs.ls(
+        folder, detail=False
+    ):  # an earlier try's staged files (it died before its transaction)
+        name = os.path.basename(str(p))
+        if name.startswith(".") and name.endswith(f"{SPLIT_MARK}{digest}.parquet{STAGED_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                lake.fs.rm(str(p))
+    outputs: dict[str, tuple[str, str]] = {}
+    for b in order:
+        rows = table.filter(pc.equal(ids, b))
+        own = {k: v for k, v in meta.items() if k not in (META_SOURCES, META_BATCH_WRITTEN)}
+        own[META_BATCH] = b.encode()
+        own[META_WRITTEN] = str(int(times[b])).encode()
+        target = f"{folder}/{b}{SPLIT_MARK}{digest}.parquet"
+        staged = _staged(target)
+        rows = rows.replace_schema_metadata(own)
+        lake.write_whole(
+            rows, staged, use_dictionary=dictionary_columns(rows.schema), row_group_size=ROW_GROUP
+        )
+        outputs[b] = (target, staged)
+    # the batches listing the file: the ones it was compacted from (its footer) and any whose rows it holds
+    owners = set(json.loads(meta.get(META_SOURCES, b"[]"))) | set(order) | retiring
+    conn = store.conn
+    with store._lock, conn.transaction():
+        listed = conn.execute(
+            "SELECT batch_id, files FROM batch_manifest WHERE batch_id = ANY(%s) FOR UPDATE",
+            (sorted(owners),),
+        ).fetchall()
+        updates = []
+        for b, files in listed:
+            paths = [lake._fs_path(f) for f in files or []]
+            if fs_path not in paths or b in retiring:
+                continue  # the retiring batches are forgotten by the caller, files and all
+            kept = [f for f in paths if f != fs_path]
+            if b in outputs:
+                kept.append(outputs[b][0])
+            updates.append((Jsonb([lake._public(f) for f in sorted(set(kept))]), b))
+        conn.cursor().executemany("UPDATE batch_manifest SET files = %s WHERE batch_id = %s", updates)
+        for b, (target, staged) in outputs.items():
+            conn.execute(
+                "INSERT INTO lake_compaction (target, staged, sources, batches, created_at)"
+                " VALUES (%s, %s, %s, %s, now()) ON CONFLICT (target) DO UPDATE SET staged = EXCLUDED.staged,"
+                " sources = EXCLUDED.sources, batches = EXCLUDED.batches, created_at = now()",
+                (target, staged, Jsonb([fs_path]), Jsonb([b])),
+            )
+    if outputs:
+        finish_pending(store, lake)
+    else:  # every batch of the file retires: the file only goes, as a batch's own file would
+        lake.delete_files([fs_path])
+    log.info(
+        "lake: split %s into %d batch files (retiring %s)", path, len(outputs), ", ".join(sorted(retiring))
+    )
+    return len(outputs)
+
+
 def _remove_stale_staged(lake: Lake, folder: str) -> None:
-    """Staged (or half-written) files of a compaction that died before step 3: nobody lists them."""
+    """Staged (or half-written) files of a compaction or a split that died before its manifest update: nobody
+    lists them. Call under the lock, after ``finish_pending`` (so no journal row names one)."""
     for p in lake.fs.ls(folder, detail=False):
         name = os.path.basename(str(p))
-        if (
-            name.lstrip(".").startswith(PREFIX)
-            and name.startswith(".")
-            and name.endswith((STAGED_SUFFIX, ".tmp"))
-        ):
+        staged = name.endswith(STAGED_SUFFIX) or (
+            name.lstrip(".").startswith(PREFIX) and name.endswith(".tmp")
+        )
+        if name.startswith(".") and staged:
             with contextlib.suppress(FileNotFoundError):
                 lake.fs.rm(str(p))
 

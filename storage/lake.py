@@ -406,32 +406,6 @@ class Lake:
             self.fs.invalidate_cache()
         return len(fs_paths)
 
-    def drop_batch_rows(self, path: str, batch_ids: Iterable[str]) -> int:
-        """Remove the rows of ``batch_ids`` from a file several batches share (a compacted file, by its
-        ``batch_id`` column), keeping its metadata; the file goes when no row is left. Returns the rows
-        removed (0 if the file is gone: a replay may repeat this). Local: written beside and renamed over."""
-        fs_path = self._fs_path(path)
-        try:
-            with self.fs.open(fs_path, "rb") as fh:
-                pf = pq.ParquetFile(fh)
-                meta = pf.schema_arrow.metadata
-                table = pf.read()
-        except FileNotFoundError:
-            return 0
-        drop = pc.is_in(table.column("batch_id"), value_set=pa.array(list(batch_ids), pa.string()))
-        kept = table.filter(pc.invert(pc.fill_null(drop, False)))
-        removed = table.num_rows - kept.num_rows
-        if removed == 0:
-            return 0
-        if kept.num_rows == 0:
-            self.delete_files([fs_path])
-            return removed
-        kept = kept.replace_schema_metadata(meta)
-        self.write_whole(kept, fs_path, use_dictionary=dictionary_columns(kept.schema))
-        if not self.local:
-            self.fs.invalidate_cache()
-        return removed
-
     def find_batch_files(self, batch_id: str) -> list[str]:
         """Every file of ``batch_id`` in every table (``{batch_id}.parquet`` and its ``-cNNN``/``-rNNN`` parts).
 

@@ -199,20 +199,26 @@ def forget_batches(store: SummaryStore, batch_ids: Iterable[str]) -> int:
 
 def supersede(store: SummaryStore, lake: Lake, source: str, ranges: Ranges, batch_id: str) -> list[str]:
     """Steps 1-2 of the protocol in one call: delete the superseded batches' files, then forget them.
+    A compacted file holding a superseded batch's rows is split back into its other batches' own files
+    (``compaction.split_for_retirement``), so that retiring the rest of them later costs a delete each.
     Returns the deleted paths."""
     deleted: list[str] = []
     # under the compaction lock: a compaction must not move a batch's rows while it is being retired
     with compaction.compaction_lock(store):
         stale = superseded_files(store, source, ranges, batch_id)
-        if stale and any(compaction.is_compacted(f) for _, files in stale for f in files):
-            # a compaction that died part-way: its file in place before rows are taken out of it
+        if stale and compaction.journal_pending(store):
+            # a compaction or split that died part-way: its files in place before any is retired
             compaction.finish_pending(store, lake)
+        stale = [(old, files or lake.find_batch_files(old)) for old, files in stale]  # died before listing
+        shared: dict[str, set[str]] = {}
         for old, files in stale:
-            files = files or lake.find_batch_files(old)  # a batch that died before listing its files
-            own = [f for f in files if not compaction.is_compacted(f)]
-            lake.delete_files(own)
-            for shared in (f for f in files if compaction.is_compacted(f)):
-                lake.drop_batch_rows(shared, [old])  # a compacted file: only this batch's rows go
+            for f in files:
+                if compaction.is_compacted(f):
+                    shared.setdefault(f, set()).add(old)
+        for path, olds in shared.items():
+            compaction.split_for_retirement(store, lake, path, olds)
+        for old, files in stale:
+            lake.delete_files([f for f in files if not compaction.is_compacted(f)])
             forget_batches(store, [old])
             deleted += files
     return deleted

@@ -4,9 +4,11 @@ rows, and a replay after it still retires exactly the replayed batch's rows."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from alert_broker.storage import compaction, manifest
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 SOURCE = "kafka:ztf_alerts"
 BASE = 2**60
+SPLIT = compaction.SPLIT_MARK  # split files: {batch}-s{digest}.parquet
 
 
 def rows_of(batch_id: str, first: int, last: int, night_of=None) -> pd.DataFrame:
@@ -160,8 +163,9 @@ def test_a_compaction_that_died_after_its_manifest_update_is_finished(tmp_path, 
     run_batch(summary_store, lake, "c-1", 100, 199, mag_offset=2.0)
     assert summary_store.count("lake_compaction") == 0
     files = folder_files(lake, 20210301)
-    assert len(files) == 3 and files[:2] == ["c-1-r000.parquet", "c-1-r001.parquet"]
-    assert files[2].startswith("compacted-")  # renamed into place, then the replayed batch's rows taken out
+    # renamed into place, then split back into the other batches' own files as the replayed batch retired
+    assert len(files) == 4 and files[1:3] == ["c-1-r000.parquet", "c-1-r001.parquet"]
+    assert re.fullmatch(r"c-0-s[0-9a-f]{16}\.parquet", files[0]) and files[3] == "c-2" + files[0][3:]
     got = lake_rows(lake)
     assert len(got) == 300 and got["candid"].is_unique
     assert np.allclose(got[got.batch_id == "c-1"]["magpsf"], rows_of("x", 100, 199)["magpsf"] + 2.0)
@@ -278,3 +282,132 @@ def test_a_run_start_finishes_what_a_dead_compaction_left(tmp_path, summary_stor
     present = {p for n in (20210301, 20210302) for p in lake.list_files("detections", nights=[n])}
     assert present <= listed  # no file the manifest does not know
     pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)
+
+
+def _consistent(store, lake) -> None:
+    """The manifest and the lake agree: every file present is listed, every listed file is present, no journal
+    row and no staged file is left."""
+    listed = {lake._fs_path(f) for files in manifest.batches(store)["files"] for f in files}
+    present = set(lake.list_files("detections"))
+    assert present == listed
+    assert store.count("lake_compaction") == 0
+    assert not [p for p in lake.fs.find(lake.root) if p.endswith(".staged")]
+
+
+def test_a_rerun_of_a_compacted_night_splits_each_file_once(tmp_path, summary_store, monkeypatch):
+    """Re-running every batch of a compacted night: the first retirement splits each compacted file into its
+    other batches' own files (one copy of their rows), every later retirement deletes a file and writes none."""
+    lake = Lake(str(tmp_path / "lake"))
+    batches = [(f"h-{k}", 100 * k, 100 * k + 99) for k in range(6)]
+    for b, first, last in batches:
+        run_batch(summary_store, lake, b, first, last)
+    compaction.compact(summary_store, lake)
+    assert all(f.startswith("compacted-") for n in (20210301, 20210302) for f in folder_files(lake, n))
+
+    written: list[tuple[str, int]] = []  # (file name, rows) of every whole-file write
+    real = Lake.write_whole
+
+    def spy(self, table, fs_path, **options):
+        written.append((os.path.basename(fs_path), table.num_rows))
+        return real(self, table, fs_path, **options)
+
+    monkeypatch.setattr(Lake, "write_whole", spy)
+    per_retirement = []
+    for b, first, last in batches:
+        before = len(written)
+        run_batch(summary_store, lake, b, first, last, mag_offset=1.0)
+        per_retirement.append([w for w in written[before:] if SPLIT in w[0]])
+        _consistent(summary_store, lake)
+    # the first re-run splits both nights' files: the other five batches' rows, once; later ones write no split
+    assert sum(n for _, n in per_retirement[0]) == 500 and len(per_retirement[0]) == 10
+    assert all(not w for w in per_retirement[1:])
+    got = lake_rows(lake)
+    assert len(got) == 600 and got["candid"].is_unique
+    assert np.allclose(got["magpsf"], rows_of("x", 0, 599)["magpsf"] + 1.0)
+    assert not [
+        f for n in (20210301, 20210302) for f in folder_files(lake, n) if "compacted-" in f or SPLIT in f
+    ]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["batch-times", "compacted-before-batch-times"])
+def test_split_files_keep_each_batch_write_order(tmp_path, summary_store, legacy):
+    """Readers let the latest write win: after a split, the split files still order the batches as they were
+    written, though their names sort against it (from the compacted file's batch times, or, for a file
+    compacted before they were kept, from its row order)."""
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(4):
+        batch = f"i-{4 - k}"  # names sort against the write order
+        rows = rows_of(batch, 100 * k, 100 * k + 99, night_of=lambda o: np.full(len(o), 20210301))
+        rows = rows.rename(columns={"alert_night": "night"}).iloc[[0]]
+        rows["oid"], rows["magpsf"] = "ZTF21same", float(k)  # every batch rewrites one object
+        paths = lake.write_table("objects", rows, batch)
+        manifest.record_batch(summary_store, batch, {SOURCE: {0: (100 * k, 100 * k + 99)}}, paths)
+        manifest.mark_committed(summary_store, batch)
+    compaction.compact(summary_store, lake)
+    (path,) = lake.list_files("objects")
+    if legacy:  # as files compacted before this change: no per-batch write times in the footer
+        table = pq.read_table(path)
+        meta = {k: v for k, v in table.schema.metadata.items() if k != compaction.META_BATCH_WRITTEN}
+        lake.write_whole(table.replace_schema_metadata(meta), path)
+    # a replay of the first batch's offsets writes another object: the others keep their order
+    manifest.supersede(summary_store, lake, SOURCE, {0: (0, 99)}, "i-4")
+    names = sorted(os.path.basename(p) for p in lake.list_files("objects"))
+    assert [n.split("-s")[0] for n in names] == ["i-1", "i-2", "i-3"]
+    assert lake.read_table("objects", dedupe=True)["magpsf"].tolist() == [3.0]
+    times = [
+        int(pq.read_schema(p).metadata[b"broker.written_at_ns"]) for p in sorted(lake.list_files("objects"))
+    ]
+    assert times[0] > times[1] > times[2]  # i-1 was written last
+    # the split files fold again into one, in the same order
+    compaction.compact(summary_store, lake)
+    assert lake.read_table("objects", dedupe=True)["magpsf"].tolist() == [3.0]
+
+
+def test_a_split_that_died_is_finished_or_redone(tmp_path, summary_store, monkeypatch):
+    """A process killed after the split's manifest update: the next replay finishes it first (no retired row
+    comes back). One killed while writing the split files: they stay hidden, and the replay redoes the split."""
+    lake = Lake(str(tmp_path / "lake"))
+    for k in range(3):
+        run_batch(summary_store, lake, f"j-{k}", 100 * k, 100 * k + 99)
+    compaction.compact(summary_store, lake)
+    before = lake_rows(lake)
+
+    real = compaction.finish_pending
+
+    def die(*_a, **_k):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(compaction, "finish_pending", die)
+    with pytest.raises(SystemExit):
+        run_batch(summary_store, lake, "j-1", 100, 199, mag_offset=2.0)
+    monkeypatch.setattr(compaction, "finish_pending", real)
+    assert summary_store.count("lake_compaction") == 2  # j-0's and j-2's files of the first folder split
+    pd.testing.assert_frame_equal(before, lake_rows(lake), check_dtype=False)  # staged files are hidden
+    run_batch(summary_store, lake, "j-1", 100, 199, mag_offset=2.0)
+    _consistent(summary_store, lake)
+    got = lake_rows(lake)
+    assert len(got) == 300 and got["candid"].is_unique
+    assert np.allclose(got[got.batch_id == "j-1"]["magpsf"], rows_of("x", 100, 199)["magpsf"] + 2.0)
+
+    # killed while writing: the second split file never written, no transaction
+    real_write, calls = Lake.write_whole, []
+
+    def fail_second(self, table, fs_path, **options):
+        if SPLIT in os.path.basename(fs_path):
+            calls.append(fs_path)
+            if len(calls) == 2:
+                raise OSError("disk full")
+        return real_write(self, table, fs_path, **options)
+
+    compaction.compact(summary_store, lake)
+    monkeypatch.setattr(Lake, "write_whole", fail_second)
+    with pytest.raises(OSError):
+        run_batch(summary_store, lake, "j-2", 200, 299, mag_offset=3.0)
+    monkeypatch.setattr(Lake, "write_whole", real_write)
+    assert summary_store.count("lake_compaction") == 0
+    assert [p for p in lake.fs.find(lake.root) if p.endswith(".staged")]  # left hidden
+    run_batch(summary_store, lake, "j-2", 200, 299, mag_offset=3.0)
+    _consistent(summary_store, lake)
+    got = lake_rows(lake)
+    assert len(got) == 300 and got["candid"].is_unique
+    assert np.allclose(got[got.batch_id == "j-2"]["magpsf"], rows_of("x", 200, 299)["magpsf"] + 3.0)
