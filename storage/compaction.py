@@ -245,15 +245,19 @@ def _written(lake: Lake, path: str) -> int:
     return int(meta.get(META_WRITTEN, b"0"))
 
 
-def _read_source(lake: Lake, path: str, batch_id: str) -> tuple[int, pa.Table, dict[bytes, bytes]]:
-    """A source file's write time, rows (with a ``batch_id`` column: added if the file has none) and metadata."""
+def _read_file(lake: Lake, path: str) -> tuple[dict[bytes, bytes], pa.Table]:
+    """A lake file's footer metadata and rows."""
     if lake.local:  # pyarrow's own file reading: no Python file object in between
         pf = pq.ParquetFile(path)
-        meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
-    else:
-        with lake.fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
+        return dict(pf.schema_arrow.metadata or {}), pf.read()
+    with lake.fs.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        return dict(pf.schema_arrow.metadata or {}), pf.read()
+
+
+def _read_source(lake: Lake, path: str, batch_id: str) -> tuple[int, pa.Table, dict[bytes, bytes]]:
+    """A source file's write time, rows (with a ``batch_id`` column: added if the file has none) and metadata."""
+    meta, table = _read_file(lake, path)
     if "batch_id" not in table.column_names:
         table = table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.string()))
     return int(meta.get(META_WRITTEN, b"0")), table.replace_schema_metadata(None), meta
@@ -274,7 +278,7 @@ def _merge(lake: Lake, item: FolderPlan) -> tuple[pa.Table, dict[bytes, bytes], 
     parts.sort(key=lambda p: (p[0], p[1]))
     batch_written: dict[str, int] = {}
     for written, path, _, meta in parts:
-        for b, ns in batch_times(meta, item.files[path], written).items():
+        for b, ns in _batch_times(meta, item.files[path], written).items():
             batch_written[b] = max(batch_written.get(b, 0), ns)
     try:
         merged = pa.concat_tables([p[2] for p in parts], promote_options="permissive")
@@ -293,7 +297,7 @@ def _merge(lake: Lake, item: FolderPlan) -> tuple[pa.Table, dict[bytes, bytes], 
     return merged, meta, item.bytes
 
 
-def batch_times(meta: dict[bytes, bytes], batches: Iterable[str], written: int) -> dict[str, int]:
+def _batch_times(meta: dict[bytes, bytes], batches: Iterable[str], written: int) -> dict[str, int]:
     """Each batch's write time in a file: a compacted file's own record of them, else the file's write time."""
     known = json.loads(meta.get(META_BATCH_WRITTEN, b"{}"))
     return {b: int(known.get(b, written)) for b in batches}
@@ -392,13 +396,7 @@ def split_for_retirement(store: SummaryStore, lake: Lake, path: str, retiring: I
     retiring = set(retiring)
     fs_path = lake._fs_path(path)
     try:
-        if lake.local:
-            pf = pq.ParquetFile(fs_path)
-            meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
-        else:
-            with lake.fs.open(fs_path, "rb") as fh:
-                pf = pq.ParquetFile(fh)
-                meta, table = dict(pf.schema_arrow.metadata or {}), pf.read()
+        meta, table = _read_file(lake, fs_path)
     except FileNotFoundError:
         return 0
     ids = table.column("batch_id")
@@ -409,9 +407,8 @@ def split_for_retirement(store: SummaryStore, lake: Lake, path: str, retiring: I
         times = {b: written - (len(order) - 1 - k) for k, b in enumerate(order)}
     digest = os.path.basename(fs_path)[len(PREFIX) : -len(".parquet")]
     folder = os.path.dirname(fs_path)
-    for p in lake.fs.ls(
-        folder, detail=False
-    ):  # an earlier try's staged files (it died before its transaction)
+    # an earlier try's staged files (it died before its transaction): nobody lists them
+    for p in lake.fs.ls(folder, detail=False):
         name = os.path.basename(str(p))
         if name.startswith(".") and name.endswith(f"{SPLIT_MARK}{digest}.parquet{STAGED_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
