@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, NotFound, ObjectQuery, records
+from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, Gone, NotFound, ObjectQuery, records
 from alert_broker.api.db import DatabaseBusy, clean
 from alert_broker.api.formats import TableFormat, render, stacked
 from alert_broker.api.stamps import stamp_png
@@ -165,6 +165,10 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     @app.exception_handler(NotFound)
     async def _missing(_: Request, err: NotFound):
         return SafeJSONResponse({"detail": str(err.args[0] if err.args else err)}, status_code=404)
+
+    @app.exception_handler(Gone)
+    async def _gone(_: Request, err: Gone):
+        return SafeJSONResponse({"detail": str(err.args[0] if err.args else err)}, status_code=410)
 
     @app.exception_handler(DatabaseBusy)
     async def _busy(_: Request, err: DatabaseBusy):

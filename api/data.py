@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 
 from alert_broker.api.cone import MAX_RADIUS_ARCSEC, angular_distance_sql, cone_ranges, positions_ranges
 from alert_broker.api.db import ReadOnlyDatabase, clean
@@ -28,7 +29,8 @@ from alert_broker.features.correction import correct
 from alert_broker.features.fluxstats import apparent_from_science_flux
 from alert_broker.features.lightcurve import split_feature_name
 from alert_broker.features.xmatch import pairs_within
-from alert_broker.storage import Catalog, Lake, RawArchive
+from alert_broker.storage import Catalog, Lake, RawArchive, retention
+from alert_broker.storage.archive import RAW_TABLE
 from alert_broker.storage.catalogs import INDEX_COLUMN, catalog_dir
 from alert_broker.storage.history import HistoryStore
 
@@ -75,6 +77,10 @@ class BadRequest(ValueError):
 
 class NotFound(LookupError):
     """The object or alert does not exist."""
+
+
+class Gone(LookupError):
+    """The alert exists but its raw packet and stamps were removed by the archive's retention (HTTP 410)."""
 
 
 @dataclass
@@ -735,8 +741,19 @@ class BrokerData:
             )
         return rows[0]
 
+    def _check_kept(self, candid: int, row: dict) -> None:
+        """Raise :class:`Gone` when the alert's packet went with its night (``broker lake expire``): said at
+        once, without searching the whole archive for it."""
+        try:
+            expired = self.db.scalar(retention.EXPIRED_AT_SQL, (RAW_TABLE, row.get("night")))
+        except psycopg.errors.UndefinedTable:  # a database from before retention existed
+            return
+        if retention.packet_gone(self.lake, expired, row.get("raw_path")):
+            raise Gone(retention.gone_message(candid, row.get("night"), expired))
+
     def raw_packet(self, candid: int, survey: str | None = None) -> tuple[dict, bytes]:
         row = self.alert(candid, survey)
+        self._check_kept(candid, row)
         try:
             payload = self.archive.fetch(int(candid), night=row.get("night"), path=row.get("raw_path"))
         except KeyError as err:
@@ -748,6 +765,7 @@ class BrokerData:
         if kind not in STAMP_KINDS:
             raise BadRequest(f"stamp kind must be one of {', '.join(STAMP_KINDS)}")
         row = self.alert(candid, survey)
+        self._check_kept(candid, row)
 
         def load() -> dict[str, bytes]:
             try:

@@ -44,7 +44,9 @@ from alert_broker.storage import (
     RawArchive,
     SummaryStore,
     compaction,
+    retention,
 )
+from alert_broker.storage.archive import RAW_TABLE
 from alert_broker.storage.history import HISTORY_KEYS, HistoryStore
 from alert_broker.storage.secrets import redact
 
@@ -187,11 +189,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
         store = SummaryStore(pg.dsn)
+        store.ensure_schema()
         rows = store.fetch_df("SELECT raw_path, night FROM alert WHERE candid = %s", (args.candid,))
+        night = int(rows["night"].iloc[0]) if not rows.empty else None
+        expired = store.conn.execute(retention.EXPIRED_AT_SQL, (RAW_TABLE, night)).fetchone()
     if rows.empty:
         print(f"candid {args.candid} is not in the alert table", file=sys.stderr)
         return 1
-    archive = RawArchive(Lake(settings.lake, settings.storage_options or None))
+    lake = Lake(settings.lake, settings.storage_options or None)
+    if retention.packet_gone(lake, expired[0] if expired else None, rows["raw_path"].iloc[0]):
+        print(retention.gone_message(args.candid, night, expired[0]), file=sys.stderr)
+        return 1
+    archive = RawArchive(lake)
     payload = archive.fetch(args.candid, night=int(rows["night"].iloc[0]), path=rows["raw_path"].iloc[0])
     out = Path(args.dest or ".")
     out.mkdir(parents=True, exist_ok=True)
@@ -230,6 +239,8 @@ def cmd_lake(args: argparse.Namespace) -> int:
         return _lake_compact(args, settings)
     if args.action == "status":
         return _lake_status(args, settings)
+    if args.action == "expire":
+        return _lake_expire(args, settings)
     unknown = sorted(set(args.table or ()) - set(PUBLISHED_TABLES))
     if unknown:
         print(
@@ -296,6 +307,38 @@ def _lake_compact(args: argparse.Namespace, settings) -> int:
             min_files=args.min_files,
             mapper=mapper,
         )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
+    return 0
+
+
+def _lake_expire(args: argparse.Namespace, settings) -> int:
+    """``broker lake expire``: delete the raw archive's nights before a cutoff (storage/retention.py)."""
+    if (args.keep_days is None) == (args.before is None):
+        print(
+            "expire: give --keep-days N (nights of the last N days kept) or --before YYYYMMDD",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        before = args.before if args.before is not None else retention.cutoff(args.keep_days)
+    except ValueError as err:
+        print(f"expire: {err}", file=sys.stderr)
+        return 2
+    if not 19000101 <= before <= 29991231:
+        print(f"expire: --before {before} is not a night (YYYYMMDD)", file=sys.stderr)
+        return 2
+    lake = Lake(settings.lake, settings.storage_options or None)
+    with ExitStack() as stack:
+        pg = stack.enter_context(
+            EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn)
+        )
+        store = stack.enter_context(SummaryStore(pg.dsn))
+        store.ensure_schema()
+        if args.dry_run:
+            report = retention.expire(store, lake, before, dry_run=True)
+        else:
+            config = {**settings.public_dict(), "before": before, "keep_days": args.keep_days}
+            report = retention.recorded_expire(store, lake, before, config)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
     return 0
 
@@ -482,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lake", help="the lake's analysis-ready tables: publish (docs/lake-tables.md)")
     _add_settings_flags(p)
-    p.add_argument("action", choices=["publish", "compact", "status"])
+    p.add_argument("action", choices=["publish", "compact", "status", "expire"])
     p.add_argument(
         "--table",
         action="append",
@@ -498,7 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-files", type=int, default=2, help="compact: folders with at least this many files (default 2)"
     )
-    p.add_argument("--json", action="store_true", help="compact, status: print JSON")
+    p.add_argument(
+        "--keep-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="expire: keep the raw archive's nights of the last N days (UTC, today included), delete the older",
+    )
+    p.add_argument(
+        "--before",
+        type=int,
+        default=None,
+        metavar="YYYYMMDD",
+        help="expire: delete the raw nights before this one",
+    )
+    p.add_argument("--dry-run", action="store_true", help="expire: say what would go, delete nothing")
+    p.add_argument("--json", action="store_true", help="compact, status, expire: print JSON")
     p.add_argument(
         "--order", type=int, default=None, help="HEALPix order of the HATS tables (default: by size)"
     )

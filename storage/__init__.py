@@ -1,6 +1,6 @@
 """The storage edge of the broker: the Parquet lake, PostgreSQL summaries, the raw archive and the manifest."""
 
-from alert_broker.storage import compaction, manifest
+from alert_broker.storage import compaction, manifest, retention
 from alert_broker.storage.archive import RawArchive, stamps_from_packet
 from alert_broker.storage.catalogs import Catalog, CatalogInfo, import_catalog
 from alert_broker.storage.embedded import EmbeddedPostgres
@@ -20,5 +20,6 @@ __all__ = [
     "compaction",
     "import_catalog",
     "manifest",
+    "retention",
     "stamps_from_packet",
 ]

@@ -317,6 +317,12 @@ TABLES: dict[str, TableSpec] = {
         {"target": TEXT, "staged": TEXT, "sources": JSONB, "batches": JSONB, "created_at": TS},
         key=("target",),
     ),
+    # The nights a table's files were expired from (storage/retention.py: the raw archive's retention).
+    "lake_expired": TableSpec(
+        "lake_expired",
+        {"table_name": TEXT, "night": INT, "expired_at": TS, "files": BIGINT, "bytes": BIGINT},
+        key=("table_name", "night"),
+    ),
 }
 
 _INT_TYPES = {BIGINT, INT, SMALLINT}

@@ -297,8 +297,20 @@ function showStamps(container, alert) {
     el("p", {}, `alert ${alert.candid} · ${alert.survey} · MJD ${fmt(alert.mjd, 5)} · `,
       el("a", { href: `/alerts/${alert.candid}/raw?survey=${alert.survey}`, download: `${alert.candid}.avro` }, "raw packet (Avro)")),
     el("div", { class: "stamps" }, kinds.map((k) => el("figure", {},
-      el("img", { src: stampUrl(alert.candid, k, alert.survey), alt: `${k} stamp of ${alert.candid}`, "data-kind": k }),
+      el("img", { src: stampUrl(alert.candid, k, alert.survey), alt: `${k} stamp of ${alert.candid}`, "data-kind": k,
+        onerror: (ev) => stampMissing(ev.target) }),
       el("figcaption", {}, `${k} · `, el("a", { href: stampUrl(alert.candid, k, alert.survey, "fits") }, "FITS"))))));
+}
+
+// A stamp that did not load: the API's reason (e.g. 410, the packet removed by the archive's retention) in place
+// of the three images.
+async function stampMissing(img) {
+  const box = img.closest(".stamps");
+  if (!box || box.dataset.missing) return;
+  box.dataset.missing = "yes";
+  const res = await fetch(img.src).catch(() => null);
+  const body = res ? await res.json().catch(() => ({})) : {};
+  box.replaceWith(el("p", { class: "muted stamp-missing" }, body.detail || "stamps not available"));
 }
 
 // Classifier versions in the registry's order: numeric parts as numbers (1.10.0 after 1.9.0).

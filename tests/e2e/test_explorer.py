@@ -8,7 +8,6 @@ Skipped, saying why, only when no chromium binary exists (``make setup`` install
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,10 @@ from alert_broker.features.lightcurve import feature_names
 from alert_broker.storage import Lake, SummaryStore
 from alert_broker.storage.history import HistoryStore
 from tests.conftest import REPO
+from tests.fixtures.browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("BROKER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("BROKER_TEST_ARTIFACTS", REPO / "build" / "test-artifacts")) / "explorer"
 
 

@@ -81,8 +81,10 @@ def test_every_broker_container_runs_a_command_the_cli_accepts():
         "broker-integrity",
         "broker-reclassify",
         "broker-lake-compact",
+        "broker-lake-expire",
     }
     assert seen["broker-lake-compact"].action == "compact"
+    assert seen["broker-lake-expire"].action == "expire" and seen["broker-lake-expire"].keep_days >= 1
     assert seen["broker-integrity"].repair is True
     assert seen["broker-reclassify"].stamps is True and seen["broker-reclassify"].lc_model == "auto"
     assert seen["broker-api"].host == "0.0.0.0"
@@ -122,3 +124,9 @@ def test_the_integrity_job_runs_nightly_and_the_reclassify_job_only_on_demand():
     assert compact["spec"]["timeZone"] == "Etc/UTC" and _pod_spec(compact)["restartPolicy"] == "Never"
     c_minute, c_hour, *_ = compact["spec"]["schedule"].split()
     assert (int(c_hour), int(c_minute)) > (int(hour), int(minute))
+    # the raw archive's retention: daily, after both (the repair may re-run an old night's batches), never two
+    expire = docs[("CronJob", "broker-lake-expire")]
+    assert not expire["spec"].get("suspend", False) and expire["spec"]["concurrencyPolicy"] == "Forbid"
+    assert expire["spec"]["timeZone"] == "Etc/UTC" and _pod_spec(expire)["restartPolicy"] == "Never"
+    e_minute, e_hour, *_ = expire["spec"]["schedule"].split()
+    assert (int(e_hour), int(e_minute)) > (int(c_hour), int(c_minute))

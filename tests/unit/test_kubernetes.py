@@ -253,7 +253,9 @@ def test_references_resolve_and_the_workers_get_no_secret():
     secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
     settings = {ENV_PREFIX + f.name.upper() for f in settings_fields()}
     pods = [r for kind in BROKER_PODS for r in _by_kind(kind)]
-    assert len(pods) == 5  # the driver, the API, the integrity, re-scoring and lake compaction jobs
+    assert (
+        len(pods) == 6
+    )  # the driver, the API, the integrity, re-scoring, lake compaction and retention jobs
     for resource in pods:
         pod = _pod_spec(resource)
         mounted = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
