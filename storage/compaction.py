@@ -525,9 +525,12 @@ def status(lake: Lake, tables: Iterable[str] | None = None) -> list[dict[str, ob
             size += int(info.get("size") or 0)
             compacted += is_compacted(name)
         files = sum(per_folder.values())
+        nights = [int(v) for f in per_folder if (v := os.path.basename(f).partition("=")[2]).isdigit()]
         out.append(
             {
                 "table": table,
+                "first_night": min(nights, default=None),  # what a retention (broker lake expire) looks at
+                "last_night": max(nights, default=None),
                 "folders": len(per_folder),
                 "files": files,
                 "bytes": size,

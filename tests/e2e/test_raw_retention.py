@@ -8,6 +8,7 @@ Real alerts, a real Dask LocalCluster, a real PostgreSQL, a local lake (docs/lak
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import httpx
@@ -79,6 +80,10 @@ def test_raw_nights_expire_and_the_rest_is_served(tmp_path, shared_data, summary
         "SELECT status, counts FROM pipeline_run WHERE source = %s", (retention.RUN_SOURCE,)
     ).iloc[0]
     assert run_row["status"] == "ok" and run_row["counts"]["nights"] == len(nights) - 1
+    capsys.readouterr()
+    assert main(["lake", "status", *flags, "--json"]) == 0
+    status = {r["table"]: r for r in json.loads(capsys.readouterr().out)}
+    assert status["raw"]["first_night"] == keep and status["alerts"]["first_night"] == nights[0]
     # again: nothing left to do
     assert main(["lake", "expire", *flags, "--before", str(keep)]) == 0
     assert summary_store.count("lake_expired") == len(nights) - 1
