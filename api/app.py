@@ -385,50 +385,34 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
             return table_file(format, stacked(parts, "kind", "mjd"), name, f"light curve of {oid}", params)
         return lc
 
+    def lightcurve_part(oid: str, part: str, label: str, fmt: str):
+        """One part of the light curve, as JSON rows or a file."""
+        lc = data.lightcurve(oid)
+        if fmt != "json":
+            params = {"oid": oid, "source": lc["source"]}
+            return table_file(fmt, lc[part], f"{oid}_{part}", f"{label} of {oid}", params)
+        return lc[part]
+
     @app.get("/objects/{oid}/detections", tags=["light curves"], summary="Detections only")
     def detections(
         oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
         format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
-        lc = data.lightcurve(oid)
-        if format != "json":
-            params = {"oid": oid, "source": lc["source"]}
-            return table_file(format, lc["detections"], f"{oid}_detections", f"detections of {oid}", params)
-        return lc["detections"]
+        return lightcurve_part(oid, "detections", "detections", format)
 
     @app.get("/objects/{oid}/non_detections", tags=["light curves"], summary="Non-detection limits only")
     def non_detections(
         oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
         format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
-        lc = data.lightcurve(oid)
-        if format != "json":
-            params = {"oid": oid, "source": lc["source"]}
-            return table_file(
-                format,
-                lc["non_detections"],
-                f"{oid}_non_detections",
-                f"non-detection limits of {oid}",
-                params,
-            )
-        return lc["non_detections"]
+        return lightcurve_part(oid, "non_detections", "non-detection limits", format)
 
     @app.get("/objects/{oid}/forced_photometry", tags=["light curves"], summary="Forced photometry only")
     def forced_photometry(
         oid: Annotated[str, PathParam(pattern=OID_PATTERN)],
         format: Annotated[TableFormat, Query(description=FORMAT_HELP)] = "json",  # noqa: A002
     ):
-        lc = data.lightcurve(oid)
-        if format != "json":
-            params = {"oid": oid, "source": lc["source"]}
-            return table_file(
-                format,
-                lc["forced_photometry"],
-                f"{oid}_forced_photometry",
-                f"forced photometry of {oid}",
-                params,
-            )
-        return lc["forced_photometry"]
+        return lightcurve_part(oid, "forced_photometry", "forced photometry", format)
 
     @app.get("/objects/{oid}/probabilities", tags=["classifications"], summary="Class probabilities")
     def probabilities(
