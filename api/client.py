@@ -14,7 +14,7 @@ lake. Method names and parameters follow ALeRCE's client where the concept is th
     tonight = client.sn_candidates(20231017, format="astropy")
 
 The module-level functions (``query_objects``, ``query_object``, ``lightcurve``, ``probabilities``, ``features``,
-``stamps``, ``cone``, ``sn_candidates``) use a client of ``$BROKER_API_URL`` (default ``http://127.0.0.1:8000``).
+``stamps``, ``cone``, ``sn_candidates``, ``crossmatch``, ``catalog_cone``) use a client of ``$BROKER_API_URL`` (default ``http://127.0.0.1:8000``).
 """
 
 from __future__ import annotations
@@ -179,6 +179,9 @@ class BrokerClient:
     def query_non_detections(self, oid: str, format: str = "pandas"):  # noqa: A002
         return self.lightcurve(oid, format=format)["non_detections"]
 
+    def query_forced_photometry(self, oid: str, format: str = "pandas"):  # noqa: A002
+        return self.lightcurve(oid, format=format)["forced_photometry"]
+
     def probabilities(self, oid: str, classifier: str | None = None, format: str = "pandas"):  # noqa: A002
         """Every probability row of every classifier and version (ALeRCE's ``query_probabilities``)."""
         rows = self._json(f"/objects/{oid}/probabilities", {"classifier": classifier})
@@ -318,6 +321,42 @@ class BrokerClient:
                   "limit": limit}  # fmt: skip
         return _convert(to_frame(self._json("/watchlists/hits", params)), format)
 
+    # ------------------------------------------------------------------------------------------- catalogues
+    def catalogs(self, format: str = "pandas"):  # noqa: A002
+        """The local cross-match catalogues the broker serves: name, rows, columns."""
+        return _convert(to_frame(self._json("/catalogs")), format)
+
+    def catalog_cone(
+        self,
+        ra: float,
+        dec: float,
+        radius: float = 30.0,
+        catalog: str | list[str] | None = None,
+        nearest: bool = False,
+        limit: int = 100,
+        format: str = "pandas",  # noqa: A002
+    ) -> dict:
+        """``{catalogue: frame}``: each local catalogue's sources within ``radius`` arcsec of (``ra``, ``dec``),
+        nearest first (``catalog_id``, ``dist_arcsec``, ``ra``, ``dec`` and the catalogue's columns)."""
+        params = {"ra": ra, "dec": dec, "radius": radius, "catalog": _listed(catalog), "nearest": nearest,
+                  "limit": limit}  # fmt: skip
+        found = self._json("/catalogs/cone", params)["catalogs"]
+        return {name: _convert(to_frame(c["rows"]), format) for name, c in found.items()}
+
+    def catshtm_conesearch(
+        self, ra: float, dec: float, radius: float, catalog_name: str, format: str = "pandas"
+    ):  # noqa: A002
+        """ALeRCE's ``catshtm_conesearch``: one catalogue's sources within ``radius`` arcsec, nearest first."""
+        return self.catalog_cone(ra, dec, radius, catalog_name, limit=1000, format=format)[catalog_name]
+
+    def catshtm_crossmatch(
+        self, ra: float, dec: float, radius: float, catalog_name: str = "all", format: str = "pandas"
+    ):  # noqa: A002
+        """ALeRCE's ``catshtm_crossmatch``: the nearest source of each catalogue (or of ``catalog_name``) within
+        ``radius`` arcsec, ``{catalogue: frame}`` (a frame without rows where none is that near)."""
+        names = None if catalog_name == "all" else catalog_name
+        return self.catalog_cone(ra, dec, radius, names, nearest=True, format=format)
+
     def runs(
         self,
         source: str | list[str] | None = None,
@@ -384,3 +423,7 @@ def sn_candidates(night: int | None = None, **kwargs):
 
 def crossmatch(positions, **kwargs):
     return default_client().crossmatch(positions, **kwargs)
+
+
+def catalog_cone(ra: float, dec: float, radius: float = 30.0, **kwargs) -> dict:
+    return default_client().catalog_cone(ra, dec, radius, **kwargs)

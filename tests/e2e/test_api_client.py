@@ -160,3 +160,34 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     with pytest.raises(BrokerAPIError) as err:
         client.crossmatch("x,y\n1,2\n")
     assert err.value.status == 422 and "right ascension" in err.value.detail
+
+
+def test_catalogues_and_forced_photometry(client, store, api_night):
+    """The local catalogues as frames (ALeRCE's catsHTM calls too), and an LSST object's forced photometry."""
+    from tests.fixtures.broker_api import NEAR_OFFSETS
+
+    cats = client.catalogs()
+    assert set(cats["name"]) == {"near", "rosat"}
+    obj = store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
+    ra, dec = float(obj["meanra"]), float(obj["meandec"])
+    found = client.catalog_cone(ra, dec, 60)
+    assert set(found) == {"near", "rosat"} and found["rosat"].empty
+    near = found["near"]
+    assert near["catalog_id"].tolist() == [f"{obj['oid']}-{k}" for k in range(len(NEAR_OFFSETS))]
+    assert np.allclose(near["dist_arcsec"], NEAR_OFFSETS, atol=1e-6)
+    assert (
+        client.catshtm_conesearch(ra, dec, 30, "near")["catalog_id"].tolist()
+        == near["catalog_id"][:2].tolist()
+    )
+    nearest = client.catshtm_crossmatch(ra, dec, 60)
+    assert nearest["near"]["catalog_id"].tolist() == [f"{obj['oid']}-0"] and nearest["rosat"].empty
+    table = client.catalog_cone(ra, dec, 60, catalog="near", format="astropy")["near"]
+    assert isinstance(table, Table) and len(table) == len(NEAR_OFFSETS)
+    with pytest.raises(BrokerAPIError) as err:
+        client.catalog_cone(ra, dec, 60, catalog="nothere")
+    assert err.value.status == 404
+    lsst = store.fetch_df("SELECT oid FROM object WHERE survey = 'lsst' ORDER BY ndet DESC, oid LIMIT 1")[
+        "oid"
+    ][0]
+    forced = client.query_forced_photometry(lsst)
+    assert len(forced) == len(client.lightcurve(lsst)["forced_photometry"]) > 0
