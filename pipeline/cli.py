@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -44,6 +45,7 @@ from alert_broker.storage import (
     RawArchive,
     SummaryStore,
     compaction,
+    dead_letters,
     retention,
 )
 from alert_broker.storage.archive import RAW_TABLE
@@ -181,6 +183,54 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{r.run_id:<24} {r.status:<9} {started:<20} {took:>8.1f}  {r.source}"
             + (f": {counts}" if counts else "")
         )
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """What went to the dead letters: counts per source and error with an example reason, the latest ones, and
+    (``--save``) a dead letter's raw bytes to a file (storage/dead_letters.py)."""
+    try:
+        wanted = [dead_letters.parse_coordinates(c) for c in args.save or []]
+    except ValueError as err:
+        print(f"dead-letters: {err}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    with ExitStack() as stack:
+        pg = stack.enter_context(
+            EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn)
+        )
+        store = stack.enter_context(SummaryStore(pg.dsn))
+        store.ensure_schema()
+        per_error = dead_letters.summary(store, args.letter_source, args.error)
+        latest = dead_letters.latest(store, args.letter_source, args.error, args.limit) if args.list else None
+    if wanted:
+        found = dead_letters.payloads(Lake(settings.lake, settings.storage_options or None), wanted)
+        dest = Path(args.dest or ".")
+        dest.mkdir(parents=True, exist_ok=True)
+        for source, partition, offset in wanted:
+            payload = found.get((source, partition, offset))
+            if payload is None:
+                print(f"no dead letter at {source}:{partition}:{offset} in the lake", file=sys.stderr)
+                return 1
+            name = re.sub(r"[^\w.-]+", "_", source) + f"-p{partition}-o{offset}"
+            path = dest / (name + (".avro" if payload.startswith(b"Obj\x01") else ".bin"))
+            path.write_bytes(payload)
+            print(f"wrote {path} ({len(payload)} bytes)")
+        return 0
+    if args.json:
+        out = {"by_error": json.loads(per_error.to_json(orient="records"))}
+        if latest is not None:
+            out["latest"] = json.loads(latest.to_json(orient="records"))
+        print(json.dumps(out, indent=2))
+        return 0
+    if per_error.empty:
+        print("no dead letter" + (f" of source {args.letter_source!r}" if args.letter_source else ""))
+        return 0
+    print(f"{int(per_error['dead_letters'].sum())} dead letters")
+    print(per_error.to_string(index=False, max_colwidth=100))
+    if latest is not None:
+        print("\nlatest:")
+        print(latest.to_string(index=False, max_colwidth=100))
     return 0
 
 
@@ -490,6 +540,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "dead-letters",
+        help="what went to the dead letters: counts per source and error with a reason, the latest, their bytes",
+    )
+    _add_settings_flags(p)
+    p.add_argument(
+        "--letter-source", default=None, help="only dead letters of this source (archive:..., a topic)"
+    )
+    p.add_argument("--error", default=None, help="only this error (e.g. SchemaError, CorruptAvroError)")
+    p.add_argument("--list", action="store_true", help="also list the latest dead letters, one a line")
+    p.add_argument("--limit", type=int, default=20, help="how many --list shows (default 20)")
+    p.add_argument(
+        "--save",
+        action="append",
+        metavar="SOURCE:PARTITION:OFFSET",
+        help="write this dead letter's raw bytes to --dest (repeatable)",
+    )
+    p.add_argument("--dest", default=None, help="folder for --save (default: here)")
+    p.add_argument("--json", action="store_true", help="JSON instead of tables")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
     _add_settings_flags(p)

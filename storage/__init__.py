@@ -1,6 +1,6 @@
 """The storage edge of the broker: the Parquet lake, PostgreSQL summaries, the raw archive and the manifest."""
 
-from alert_broker.storage import compaction, manifest, retention
+from alert_broker.storage import compaction, dead_letters, manifest, retention
 from alert_broker.storage.archive import RawArchive, stamps_from_packet
 from alert_broker.storage.catalogs import Catalog, CatalogInfo, import_catalog
 from alert_broker.storage.embedded import EmbeddedPostgres
@@ -18,6 +18,7 @@ __all__ = [
     "RawArchive",
     "SummaryStore",
     "compaction",
+    "dead_letters",
     "import_catalog",
     "manifest",
     "retention",
