@@ -5,7 +5,10 @@ A crash between writing and committing means the same messages come again, but n
 batches: a Kafka consumer restarts at the committed offset and cuts batches by size and time, so the replay
 may group offsets 0-149 where the lost run wrote 0-99. Lake file names derive from the batch (its source and
 offsets), so the replayed batch writes *different* files, and without help the lake would hold the rows of
-offsets 0-99 twice. PostgreSQL needs no help: its upserts are keyed and naturally idempotent.
+offsets 0-99 twice. PostgreSQL needs little help: its upserts are keyed and naturally idempotent, except for a
+message that a batch dead-lettered and its replay decodes (a fixed decoder, a repaired packet): nothing would
+overwrite its ``dead_letter`` row, so ``forget_batches`` deletes the retired batches' dead-letter rows, and the
+replay writes those of the messages that still fail.
 
 The protocol, per batch (see pipeline/driver.py):
 1. ``superseded_files(store, source, ranges, batch_id)``: every recorded batch of the same source whose range
@@ -186,12 +189,15 @@ def superseded_files(
 
 
 def forget_batches(store: SummaryStore, batch_ids: Iterable[str]) -> int:
-    """Drop batches from the manifest (after their files were deleted). Returns how many were there."""
+    """Drop batches from the manifest (after their files were deleted), and their PostgreSQL dead letters (the
+    lake's went with their files): the batch that replays their messages writes those that still fail.
+    Returns how many batches were there."""
     ids = list(batch_ids)
     if not ids:
         return 0
     conn = store.conn
     with store._lock, conn.transaction():
+        conn.execute("DELETE FROM dead_letter WHERE batch_id = ANY(%s)", (ids,))
         conn.execute("DELETE FROM batch_range WHERE batch_id = ANY(%s)", (ids,))
         cur = conn.execute("DELETE FROM batch_manifest WHERE batch_id = ANY(%s)", (ids,))
         return cur.rowcount

@@ -11,6 +11,7 @@ import pytest
 
 from alert_broker.pipeline.cli import main
 from alert_broker.pipeline.driver import run
+from alert_broker.storage import Lake
 from tests.fixtures.night import copy_alerts, night_settings
 
 pytestmark = pytest.mark.e2e
@@ -73,3 +74,32 @@ def test_dead_letters_are_counted_listed_and_saved(tmp_path, shared_data, summar
     source = stored["source"][0]
     assert main(["dead-letters", *flags, "--save", f"{source}:0:999999", "--dest", str(dest)]) == 1
     assert "no dead letter at" in capsys.readouterr().err
+
+
+def test_a_rerun_that_decodes_a_dead_letter_removes_it(tmp_path, shared_data, summary_store, capsys):
+    """A night re-run after its broken packet was replaced by a good one (the producer repaired it, or a fixed
+    decoder reads it now): the message is an alert, and its old dead letter is gone from PostgreSQL and the
+    lake alike; a dead letter that still fails is written again."""
+    night = copy_alerts(shared_data / "ztf" / "fink_sample_1166", tmp_path / "night", 20)
+    bad = _broken(shared_data, 2)
+    names = [f"zz_bad_{k}.avro" for k in range(2)]
+    for f, name in zip(bad, names, strict=True):
+        shutil.copy(f, night / name)
+    settings = night_settings(tmp_path, str(night), summary_store.dsn)
+    assert run(settings).dead_letters == 2
+    # the first broken packet repaired: a good alert (not among the night's) in its place, same offset
+    spare = sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[100]
+    shutil.copy(spare, night / names[0])
+    report = run(settings)
+    assert report.alerts == 21 and report.dead_letters == 1
+    rows = summary_store.fetch_df('SELECT source, partition, "offset", reason FROM dead_letter')
+    assert len(rows) == 1
+    lake_rows = Lake(settings.lake).read_table("dead_letters", columns=["source", "partition", "offset"])
+    assert lake_rows[["partition", "offset"]].values.tolist() == rows[["partition", "offset"]].values.tolist()
+    with open(spare, "rb") as fh:
+        candid = next(fastavro.reader(fh))["candid"]
+    assert summary_store.fetch_df("SELECT count(*) AS n FROM alert WHERE candid = %s", (candid,))["n"][0] == 1
+    capsys.readouterr()
+    flags = ["--out", str(settings.out), "--pg-dsn", summary_store.dsn]
+    assert main(["dead-letters", *flags]) == 0
+    assert capsys.readouterr().out.startswith("1 dead letters")

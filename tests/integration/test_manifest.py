@@ -225,3 +225,25 @@ def test_committed_digests_are_those_begun_kept_through_the_write_and_committed(
     assert manifest.committed_digests(summary_store, "archive:other") == []
     listed = manifest.batches(summary_store, "archive:n").set_index("batch_id")["keys_digest"]
     assert listed["a"] == "d-a" and listed["b"] == "d-b" and listed.isna()["c"]
+
+
+def test_forgetting_a_batch_removes_its_postgres_dead_letters(summary_store):
+    """A replay that now decodes a message must not leave its old dead letter behind: the retired batch's
+    ``dead_letter`` rows go with it, other batches' stay (``supersede`` retires through ``forget_batches``)."""
+    rows = pd.DataFrame(
+        {
+            "source": "s",
+            "partition": [0, 0, 0],
+            "offset": [3, 4, 40],
+            "key": None,
+            "reason": "truncated Avro container",
+            "error": "CorruptAvroError",
+            "batch_id": ["b0", "b0", "b1"],
+        }
+    )
+    summary_store.upsert("dead_letter", rows)
+    for batch, first, last in (("b0", 0, 9), ("b1", 10, 49)):
+        manifest.record_batch(summary_store, batch, {"s": {0: (first, last)}}, [])
+    assert manifest.forget_batches(summary_store, ["b0"]) == 1
+    left = summary_store.fetch_df('SELECT "offset", batch_id FROM dead_letter ORDER BY "offset"')
+    assert left.values.tolist() == [[40, "b1"]]
