@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
+from confluent_kafka import KafkaException
 from distributed import Client
 
 from alert_broker.api.publish import PUBLISHED_TABLES, publish
 from alert_broker.api.server import ServeConfig, serve
 from alert_broker.classifiers.training import register as register_training
-from alert_broker.pipeline import catalog_cli, integrity, watchlist_cli
+from alert_broker.pipeline import catalog_cli, integrity, listen, watchlist_cli
 from alert_broker.pipeline.archive import iter_archive
 from alert_broker.pipeline.config import ENV_PREFIX, load_settings, settings_fields
 from alert_broker.pipeline.driver import (
@@ -231,6 +232,36 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if latest is not None:
         print("\nlatest:")
         print(latest.to_string(index=False, max_colwidth=100))
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Follow the annotated output stream (a topic, a filter's or watch list's, or a ``file://`` folder): one line
+    per alert, or its whole record as a JSON line (``--jsonl``)."""
+    settings = _settings(args)
+    options: dict = {"max_messages": args.max}
+    if args.url.startswith("kafka://"):
+        options.update(group=args.group, latest=args.latest, idle_stop_s=args.idle_stop_s)
+        options["client_config"] = settings.kafka_config
+    sink = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "a"))  # noqa: SIM115
+    n = 0
+    try:
+        for key, record in listen.iter_stream(args.url, **options):
+            n += 1
+            if sink is None:
+                print(listen.summary_line(key, record), flush=True)
+            else:
+                sink.write(json.dumps({"key": key, **record}, default=str) + "\n")
+                sink.flush()
+    except (ValueError, KafkaException) as err:
+        print(f"listen: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if sink is not None and sink is not sys.stdout:
+            sink.close()
+    print(f"{n} alerts", file=sys.stderr)
     return 0
 
 
@@ -561,6 +592,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=None, help="folder for --save (default: here)")
     p.add_argument("--json", action="store_true", help="JSON instead of tables")
     p.set_defaults(func=cmd_dead_letters)
+
+    p = sub.add_parser(
+        "listen",
+        help="follow the annotated output stream (a Kafka topic or a file:// folder): a line per alert",
+    )
+    _add_settings_flags(p)  # the Kafka security settings (SASL, SSL) come from there
+    p.add_argument(
+        "url", help="kafka://host:port/topic[,topic] (e.g. alerts.filter.young_sn) or file://DIR/alerts"
+    )
+    p.add_argument(
+        "--group", default=None, help="consumer group: commit what was read, go on from there next time"
+    )
+    p.add_argument(
+        "--latest", action="store_true", help="only what is published from now (default: from the start)"
+    )
+    p.add_argument(
+        "--idle-stop-s", type=float, default=10.0, help="stop after this long without a message (0: never)"
+    )
+    p.add_argument("--max", type=int, default=None, help="stop after this many alerts")
+    p.add_argument(
+        "--jsonl", default=None, metavar="FILE", help="append each whole record as a JSON line ('-': stdout)"
+    )
+    p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("fetch", help="fetch a raw alert and its stamps back by candid")
     _add_settings_flags(p)
