@@ -31,6 +31,7 @@ from alert_broker.pipeline.driver import (
     resolve_model,
     run,
 )
+from alert_broker.pipeline.filters import FilterError, compile_expression
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
 from alert_broker.pipeline.logs import configure_logging
 from alert_broker.pipeline.reclassify import NoStoredFeatures, reclassify_models
@@ -238,15 +239,31 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 def cmd_listen(args: argparse.Namespace) -> int:
     """Follow the annotated output stream (a topic, a filter's or watch list's, or a ``file://`` folder): one line
     per alert, or its whole record as a JSON line (``--jsonl``)."""
+    try:
+        where = compile_expression(args.where, "--where") if args.where else None
+    except FilterError as err:
+        print(f"listen: {err}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     options: dict = {"max_messages": args.max}
     if args.url.startswith("kafka://"):
         options.update(group=args.group, latest=args.latest, idle_stop_s=args.idle_stop_s)
         options["client_config"] = settings.kafka_config
     sink = None if args.jsonl is None else (sys.stdout if args.jsonl == "-" else open(args.jsonl, "a"))  # noqa: SIM115
-    n = 0
+    n = failed = 0
     try:
         for key, record in listen.iter_stream(args.url, **options):
+            if where is not None:
+                try:
+                    if not where(record):
+                        continue
+                except Exception as err:  # a record the expression cannot judge: skipped, said once
+                    failed += 1
+                    if failed == 1:
+                        print(
+                            f"listen: --where failed on {key}: {type(err).__name__}: {err}", file=sys.stderr
+                        )
+                    continue
             n += 1
             if sink is None:
                 print(listen.summary_line(key, record), flush=True)
@@ -261,7 +278,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         if sink is not None and sink is not sys.stdout:
             sink.close()
-    print(f"{n} alerts", file=sys.stderr)
+    print(
+        f"{n} alerts" + (f" ({failed} records --where could not judge, skipped)" if failed else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -610,7 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--idle-stop-s", type=float, default=10.0, help="stop after this long without a message (0: never)"
     )
-    p.add_argument("--max", type=int, default=None, help="stop after this many alerts")
+    p.add_argument("--max", type=int, default=None, help="stop after this many alerts read")
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="only the alerts this filter expression accepts (docs/filters.md), e.g. 'stamp.SN > 0.6 and magpsf < 19'",
+    )
     p.add_argument(
         "--jsonl", default=None, metavar="FILE", help="append each whole record as a JSON line ('-': stdout)"
     )

@@ -84,6 +84,15 @@ def test_the_cli_prints_a_line_or_a_json_record_per_alert(streamed, kafka_bootst
     assert len(records) == N and all(r["key"] == f"ztf:{r['candid']}" for r in records)
     assert main(["listen", "http://example.org/topic", *flags]) == 1
     assert "listen to kafka://" in capsys.readouterr().err
+    # --where: the broker's filter language on the consumer's side, the same alerts as the run's filter topic
+    bright = dict(listen.iter_stream(f"{url}.filter.bright", idle_stop_s=3))
+    assert (
+        main(["listen", f"file://{streamed['folder'] / 'alerts'}", *flags, "--where", "magpsf < 18.5"]) == 0
+    )
+    shown = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert shown == set(bright) and 0 < len(shown) < N
+    assert main(["listen", url, *flags, "--where", "magpsf <"]) == 2
+    assert "syntax error" in capsys.readouterr().err
 
 
 def test_an_unknown_schema_version_is_refused_with_the_known_ones():
