@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 import astropy.units as u
 import fastavro
-import httpx
 import numpy as np
 import pandas as pd
 import psycopg
@@ -21,22 +20,10 @@ from PIL import Image
 
 from alert_broker.api.data import BadRequest, BrokerData, ObjectQuery
 from alert_broker.features.lightcurve import feature_names, flux_feature_names
-from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage import Lake
 from alert_broker.storage.history import HistoryStore
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def store(api_night):
-    with SummaryStore(api_night.dsn) as s:
-        yield s
 
 
 def _stored_detections(api_night, oid: str) -> int:
@@ -46,42 +33,44 @@ def _stored_detections(api_night, oid: str) -> int:
     return len(history.read("detections", home, [oid]))
 
 
-def test_objects_page_filters_and_paging(http, store):
-    n = store.count("object")
-    res = http.get("/objects", params={"page_size": 10, "count": True}).json()
+def test_objects_page_filters_and_paging(api_http, api_store):
+    n = api_store.count("object")
+    res = api_http.get("/objects", params={"page_size": 10, "count": True}).json()
     assert res["total"] == n and len(res["items"]) == 10 and res["has_next"]
     lastmjd = [r["lastmjd"] for r in res["items"]]
     assert lastmjd == sorted(lastmjd, reverse=True)  # newest first by default
-    page2 = http.get("/objects", params={"page_size": 10, "page": 2}).json()
+    page2 = api_http.get("/objects", params={"page_size": 10, "page": 2}).json()
     assert not {r["oid"] for r in res["items"]} & {r["oid"] for r in page2["items"]}
 
-    lsst = http.get("/objects", params={"survey": "lsst", "page_size": 1000}).json()["items"]
+    lsst = api_http.get("/objects", params={"survey": "lsst", "page_size": 1000}).json()["items"]
     assert lsst and all(r["survey"] == "lsst" for r in lsst)
-    assert len(lsst) == store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"].iloc[0]
+    assert (
+        len(lsst) == api_store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"].iloc[0]
+    )
 
-    many = http.get("/objects", params={"ndet": [10, 400], "page_size": 1000, "order_by": "ndet"}).json()[
+    many = api_http.get("/objects", params={"ndet": [10, 400], "page_size": 1000, "order_by": "ndet"}).json()[
         "items"
     ]
-    expected = store.fetch_df("SELECT oid FROM object WHERE ndet BETWEEN 10 AND 400")
+    expected = api_store.fetch_df("SELECT oid FROM object WHERE ndet BETWEEN 10 AND 400")
     assert {r["oid"] for r in many} == set(expected["oid"]) and many
     assert [r["ndet"] for r in many] == sorted((r["ndet"] for r in many), reverse=True)
 
-    lo = float(store.fetch_df("SELECT min(firstmjd) AS m FROM object")["m"].iloc[0]) + 1
-    first = http.get("/objects", params={"firstmjd": lo, "page_size": 1000}).json()["items"]
+    lo = float(api_store.fetch_df("SELECT min(firstmjd) AS m FROM object")["m"].iloc[0]) + 1
+    first = api_http.get("/objects", params={"firstmjd": lo, "page_size": 1000}).json()["items"]
     assert first and all(r["firstmjd"] >= lo for r in first)
 
 
-def test_objects_by_class_and_probability(http, store):
-    top = store.fetch_df(
+def test_objects_by_class_and_probability(api_http, api_store):
+    top = api_store.fetch_df(
         "SELECT oid, probability FROM probability WHERE classifier_name = 'stamp_classifier' AND ranking = 1 "
         "AND class_name = (SELECT class_name FROM probability WHERE classifier_name = 'stamp_classifier' "
         "AND ranking = 1 GROUP BY 1 ORDER BY count(*) DESC LIMIT 1)"
     )
-    cls = store.fetch_df(
+    cls = api_store.fetch_df(
         "SELECT class_name FROM probability WHERE oid = %s AND classifier_name = 'stamp_classifier' AND ranking = 1",
         (top["oid"].iloc[0],),
     )["class_name"].iloc[0]
-    res = http.get(
+    res = api_http.get(
         "/objects", params={"classifier": "stamp_classifier", "class": cls, "page_size": 1000, "count": True}
     ).json()
     assert res["total"] == len(top) == len(res["items"])
@@ -89,31 +78,33 @@ def test_objects_by_class_and_probability(http, store):
     assert probs == sorted(probs, reverse=True)  # ranked by probability by default
     assert all(r["class_name"] == cls and r["ranking"] == 1 for r in res["items"])
     cut = float(np.median(probs))
-    above = http.get(
+    above = api_http.get(
         "/objects",
         params={"classifier": "stamp_classifier", "class_name": cls, "probability": cut, "page_size": 1000},
     ).json()["items"]
     assert {r["oid"] for r in above} == set(top.loc[top["probability"] >= cut, "oid"])
     # the light-curve classifier's classes too
-    lc = store.fetch_df(
+    lc = api_store.fetch_df(
         "SELECT oid, class_name FROM probability WHERE classifier_name = 'lc_hierarchical' AND ranking = 1"
     )
     assert not lc.empty
-    got = http.get(
+    got = api_http.get(
         "/objects",
         params={"classifier": "lc_hierarchical", "class": lc["class_name"].iloc[0], "page_size": 100},
     ).json()["items"]
     assert lc["oid"].iloc[0] in {r["oid"] for r in got}
 
 
-def test_cone_search_equals_brute_force(http, store):
-    objects = store.fetch_df("SELECT oid, meanra, meandec FROM object")
+def test_cone_search_equals_brute_force(api_http, api_store):
+    objects = api_store.fetch_df("SELECT oid, meanra, meandec FROM object")
     everything = SkyCoord(objects["meanra"].to_numpy() * u.deg, objects["meandec"].to_numpy() * u.deg)
     rng = np.random.default_rng(3)
     centres = objects.sample(5, random_state=2)[["meanra", "meandec"]].to_numpy().tolist()
     centres += [[rng.uniform(0, 360), rng.uniform(-60, 60)] for _ in range(3)]
     for (ra, dec), radius in itertools.product(centres, (5.0, 3600.0, 36000.0)):
-        res = http.get("/objects", params={"ra": ra, "dec": dec, "radius": radius, "page_size": 1000}).json()
+        res = api_http.get(
+            "/objects", params={"ra": ra, "dec": dec, "radius": radius, "page_size": 1000}
+        ).json()
         d = SkyCoord(ra * u.deg, dec * u.deg).separation(everything).arcsec
         expected = set(objects.loc[d <= radius, "oid"])
         assert {r["oid"] for r in res["items"]} == expected, (ra, dec, radius)
@@ -124,7 +115,7 @@ def test_cone_search_equals_brute_force(http, store):
             assert abs(r["dist_arcsec"] - d[i]) < 1e-3
     # an object found within 5" of its own position
     ra, dec = centres[0]
-    near = http.get("/objects", params={"ra": ra, "dec": dec, "radius": 5}).json()["items"]
+    near = api_http.get("/objects", params={"ra": ra, "dec": dec, "radius": 5}).json()["items"]
     assert near and near[0]["dist_arcsec"] < 1e-6
 
 
@@ -143,38 +134,40 @@ def test_cone_query_uses_the_hpx29_index(api_night):
         data.close()
 
 
-def test_object_page(http, store, api_night):
+def test_object_page(api_http, api_store, api_night):
     oid = (
         "ZTF23abgqcnj"
-        if not store.fetch_df("SELECT 1 FROM object WHERE oid = 'ZTF23abgqcnj'").empty
+        if not api_store.fetch_df("SELECT 1 FROM object WHERE oid = 'ZTF23abgqcnj'").empty
         else None
     )
     oid = (
         oid
-        or store.fetch_df("SELECT oid FROM object WHERE survey = 'ztf' ORDER BY ndet DESC LIMIT 1")["oid"][0]
+        or api_store.fetch_df("SELECT oid FROM object WHERE survey = 'ztf' ORDER BY ndet DESC LIMIT 1")[
+            "oid"
+        ][0]
     )
-    obj = http.get(f"/objects/{oid}").json()
-    row = store.fetch_df("SELECT * FROM object WHERE oid = %s", (oid,)).iloc[0]
+    obj = api_http.get(f"/objects/{oid}").json()
+    row = api_store.fetch_df("SELECT * FROM object WHERE oid = %s", (oid,)).iloc[0]
     assert obj["oid"] == oid and obj["ndet"] == row["ndet"] and abs(obj["meanra"] - row["meanra"]) < 1e-12
     assert (
         len(obj["magstats"])
-        == store.fetch_df("SELECT count(*) AS n FROM magstats WHERE oid = %s", (oid,))["n"][0]
+        == api_store.fetch_df("SELECT count(*) AS n FROM magstats WHERE oid = %s", (oid,))["n"][0]
     )
     assert all(m["band"] in ("g", "r", "i") for m in obj["magstats"])
     assert {n["catalog"] for n in obj["neighbours"]} <= {"ps1", "gaia", "gaia_bright", "sso"}
     assert obj["association"]["xid"] and oid in {m["oid"] for m in obj["association"]["members"]}
     assert [a["candid"] for a in obj["alerts"]] == [
         str(c)
-        for c in store.fetch_df("SELECT candid FROM alert WHERE oid = %s ORDER BY mjd", (oid,))["candid"]
+        for c in api_store.fetch_df("SELECT candid FROM alert WHERE oid = %s ORDER BY mjd", (oid,))["candid"]
     ]
-    assert http.get(f"/objects/{oid}/magstats").json() == obj["magstats"]
+    assert api_http.get(f"/objects/{oid}/magstats").json() == obj["magstats"]
 
 
-def test_light_curves_are_the_stored_ones(http, store, api_night):
-    objects = store.fetch_df("SELECT oid, survey, meanra, meandec FROM object ORDER BY ndet DESC LIMIT 6")
+def test_light_curves_are_the_stored_ones(api_http, api_store, api_night):
+    objects = api_store.fetch_df("SELECT oid, survey, meanra, meandec FROM object ORDER BY ndet DESC LIMIT 6")
     assert set(objects["survey"]) == {"ztf", "lsst"}
     for oid, survey, _, _ in objects.itertuples(index=False):
-        lc = http.get(f"/objects/{oid}/lightcurve").json()
+        lc = api_http.get(f"/objects/{oid}/lightcurve").json()
         assert lc["source"] == "history"
         assert len(lc["detections"]) == _stored_detections(api_night, oid) > 0
         det = lc["detections"]
@@ -184,38 +177,40 @@ def test_light_curves_are_the_stored_ones(http, store, api_night):
             det[0]
         )
         assert any(d["corrected"] and d["magpsf_corr"] is not None for d in det)
-        assert http.get(f"/objects/{oid}/detections").json() == det
+        assert api_http.get(f"/objects/{oid}/detections").json() == det
         if survey == "lsst":
             assert lc["forced_photometry"]
         for nd in lc["non_detections"]:
             assert nd["diffmaglim"] is not None
 
 
-def test_probabilities_of_both_classifiers(http, store):
-    oid = store.fetch_df(
+def test_probabilities_of_both_classifiers(api_http, api_store):
+    oid = api_store.fetch_df(
         "SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' "
         "INTERSECT SELECT oid FROM probability WHERE classifier_name = 'stamp_classifier' LIMIT 1"
     )
     if oid.empty:
-        oid = store.fetch_df("SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' LIMIT 1")
+        oid = api_store.fetch_df(
+            "SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' LIMIT 1"
+        )
     oid = oid["oid"][0]
-    rows = http.get(f"/objects/{oid}/probabilities").json()
-    expected = store.fetch_df(
+    rows = api_http.get(f"/objects/{oid}/probabilities").json()
+    expected = api_store.fetch_df(
         "SELECT classifier_name, class_name, probability FROM probability WHERE oid = %s", (oid,)
     )
     assert len(rows) == len(expected)
     assert {"lc_hierarchical", "lc_hierarchical_top"} <= {r["classifier_name"] for r in rows}
     assert all(r["level"] in ("class", "branch") for r in rows)
-    only = http.get(f"/objects/{oid}/probabilities", params={"classifier": "lc_hierarchical"}).json()
+    only = api_http.get(f"/objects/{oid}/probabilities", params={"classifier": "lc_hierarchical"}).json()
     assert {r["classifier_name"] for r in only} == {"lc_hierarchical"} and len(only) == 15
     assert abs(sum(r["probability"] for r in only) - 1) < 1e-6
 
 
 @pytest.mark.parametrize(("survey", "table"), [("ztf", "features"), ("lsst", "flux_features")])
-def test_features_are_the_lake_vectors_split_by_band(http, store, api_night, survey, table):
+def test_features_are_the_lake_vectors_split_by_band(api_http, api_store, api_night, survey, table):
     """Each feature row equals the lake's wide vector (read independently of PostgreSQL's JSON), with the band
     split off the column name; the filters and errors."""
-    oid = store.fetch_df(
+    oid = api_store.fetch_df(
         "SELECT f.oid FROM feature f JOIN object o USING (oid) WHERE o.survey = %s ORDER BY f.oid LIMIT 1",
         (survey,),
     )["oid"][0]
@@ -223,7 +218,7 @@ def test_features_are_the_lake_vectors_split_by_band(http, store, api_night, sur
     wide = wide[wide["oid"] == oid]
     assert len(wide) == 1
     vector = wide.iloc[0]
-    rows = http.get(f"/objects/{oid}/features").json()
+    rows = api_http.get(f"/objects/{oid}/features").json()
     columns = feature_names() if survey == "ztf" else flux_feature_names()  # the feature sets' columns
     assert sorted(r["feature"] for r in rows) == sorted(columns)
     for r in rows:
@@ -237,21 +232,21 @@ def test_features_are_the_lake_vectors_split_by_band(http, store, api_night, sur
             suffix = str(r["fid"]) if survey == "ztf" else r["band"]
             assert r["feature"] == f"{r['name']}_{suffix}"
     if survey == "ztf":
-        amp = http.get(f"/objects/{oid}/features", params={"name": "Amplitude"}).json()
+        amp = api_http.get(f"/objects/{oid}/features", params={"name": "Amplitude"}).json()
         assert [(r["fid"], r["band"]) for r in amp] == [(1, "g"), (2, "r")]
-        (period,) = http.get(f"/objects/{oid}/features", params={"name": "Multiband_period"}).json()
+        (period,) = api_http.get(f"/objects/{oid}/features", params={"name": "Multiband_period"}).json()
         assert period["fid"] is None and period["band"] is None
-        one = http.get(f"/objects/{oid}/features", params={"name": "Power_rate_1/2"}).json()
+        one = api_http.get(f"/objects/{oid}/features", params={"name": "Power_rate_1/2"}).json()
         assert [r["feature"] for r in one] == ["Power_rate_1/2"]
     else:
-        flux = http.get(f"/objects/{oid}/features", params={"name": "Amplitude_flux"}).json()
+        flux = api_http.get(f"/objects/{oid}/features", params={"name": "Amplitude_flux"}).json()
         assert {r["band"] for r in flux} <= set("ugrizy") and all(r["fid"] is None for r in flux)
-    assert http.get(f"/objects/{oid}/features", params={"version": "no-such-version"}).json() == []
-    assert http.get("/objects/ZTF00nothere/features").status_code == 404
-    assert http.get(f"/objects/{oid}/features", params={"name": "x' OR 1=1"}).status_code == 422
+    assert api_http.get(f"/objects/{oid}/features", params={"version": "no-such-version"}).json() == []
+    assert api_http.get("/objects/ZTF00nothere/features").status_code == 404
+    assert api_http.get(f"/objects/{oid}/features", params={"name": "x' OR 1=1"}).status_code == 422
 
 
-def test_stamps_png_and_fits_and_raw_packet(http, api_night):
+def test_stamps_png_and_fits_and_raw_packet(api_http, api_night):
     path = api_night.ztf_files[7]
     with open(path, "rb") as fh:
         record = next(fastavro.reader(fh))
@@ -261,35 +256,39 @@ def test_stamps_png_and_fits_and_raw_packet(http, api_night):
         ("template", "cutoutTemplate"),
         ("difference", "cutoutDifference"),
     ):
-        png = http.get(f"/alerts/{candid}/stamps/{kind}")
+        png = api_http.get(f"/alerts/{candid}/stamps/{kind}")
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         image = np.asarray(Image.open(io.BytesIO(png.content)))
         assert image.shape == (63, 63) and image.std() > 5  # not blank
-        raw = http.get(f"/alerts/{candid}/stamps/{kind}", params={"format": "fits"})
+        raw = api_http.get(f"/alerts/{candid}/stamps/{kind}", params={"format": "fits"})
         assert raw.content == record[field]["stampData"]
-    big = Image.open(io.BytesIO(http.get(f"/alerts/{candid}/stamps/science", params={"scale": 4}).content))
+    big = Image.open(
+        io.BytesIO(api_http.get(f"/alerts/{candid}/stamps/science", params={"scale": 4}).content)
+    )
     assert big.size == (252, 252)
-    packet = http.get(f"/alerts/{candid}/raw")
+    packet = api_http.get(f"/alerts/{candid}/raw")
     assert packet.content == path.read_bytes()
-    alert = http.get(f"/alerts/{candid}").json()
+    alert = api_http.get(f"/alerts/{candid}").json()
     assert alert["candid"] == str(candid) and alert["survey"] == "ztf"
 
 
-def test_lsst_stamps_are_plain_fits(http, store):
-    candid = int(store.fetch_df("SELECT candid FROM alert WHERE survey = 'lsst' LIMIT 1")["candid"][0])
-    raw = http.get(f"/alerts/{candid}/stamps/difference", params={"format": "fits", "survey": "lsst"})
+def test_lsst_stamps_are_plain_fits(api_http, api_store):
+    candid = int(api_store.fetch_df("SELECT candid FROM alert WHERE survey = 'lsst' LIMIT 1")["candid"][0])
+    raw = api_http.get(f"/alerts/{candid}/stamps/difference", params={"format": "fits", "survey": "lsst"})
     assert raw.status_code == 200
     with fits.open(io.BytesIO(raw.content)) as hdus:
         assert any(h.data is not None and h.data.ndim == 2 for h in hdus)
-    png = http.get(f"/alerts/{candid}/stamps/science", params={"survey": "lsst"})
+    png = api_http.get(f"/alerts/{candid}/stamps/science", params={"survey": "lsst"})
     assert np.asarray(Image.open(io.BytesIO(png.content))).std() > 0
 
 
-def test_sn_candidates_stats_and_nights(http, store):
-    nights = http.get("/nights").json()
-    assert {n["night"] for n in nights} == set(store.fetch_df("SELECT DISTINCT night FROM alert")["night"])
+def test_sn_candidates_stats_and_nights(api_http, api_store):
+    nights = api_http.get("/nights").json()
+    assert {n["night"] for n in nights} == set(
+        api_store.fetch_df("SELECT DISTINCT night FROM alert")["night"]
+    )
     night = max(nights, key=lambda n: n["alerts"])["night"]
-    sn = http.get("/sn-candidates", params={"night": night}).json()
+    sn = api_http.get("/sn-candidates", params={"night": night}).json()
     assert sn["night"] == night
     cands = sn["candidates"]
     assert cands, "the fink sample's busy night has stamp-classified SN candidates"
@@ -299,60 +298,62 @@ def test_sn_candidates_stats_and_nights(http, store):
     for c in cands:
         assert not c["stellar"] and c["age_days"] <= 5
         assert c["first_candid"] and (c["sgscore1"] is None or c["sgscore1"] <= 0.4 or c["distpsnr1"] > 1.4)
-        top = store.fetch_df(
+        top = api_store.fetch_df(
             "SELECT class_name FROM probability WHERE oid = %s AND classifier_name = 'stamp_classifier' AND ranking = 1",
             (c["oid"],),
         )
         assert top["class_name"].tolist() == ["SN"]
-    wider = http.get("/sn-candidates", params={"night": night, "ranking": 5, "max_age_days": 365}).json()
+    wider = api_http.get("/sn-candidates", params={"night": night, "ranking": 5, "max_age_days": 365}).json()
     assert len(wider["candidates"]) >= len(cands)
 
-    stats = http.get("/stats", params={"night": night}).json()
-    alerts = store.fetch_df("SELECT survey, count(*) AS n FROM alert WHERE night = %s GROUP BY 1", (night,))
+    stats = api_http.get("/stats", params={"night": night}).json()
+    alerts = api_store.fetch_df(
+        "SELECT survey, count(*) AS n FROM alert WHERE night = %s GROUP BY 1", (night,)
+    )
     assert stats["alerts"] == alerts["n"].sum() == sum(r["alerts"] for r in stats["alerts_per_hour"])
     assert stats["classes"] and stats["dead_letters"] == 0 and stats["runs"][0]["status"] == "ok"
-    assert http.get("/stats").json()["night"] == max(n["night"] for n in nights)
+    assert api_http.get("/stats").json()["night"] == max(n["night"] for n in nights)
 
 
-def test_runs_newest_first_filtered_and_one_by_id(http, store):
-    night_run = store.fetch_df("SELECT run_id, source FROM pipeline_run ORDER BY started_at DESC LIMIT 1")
+def test_runs_newest_first_filtered_and_one_by_id(api_http, api_store):
+    night_run = api_store.fetch_df("SELECT run_id, source FROM pipeline_run ORDER BY started_at DESC LIMIT 1")
     older = [  # an integrity check and a failed re-scoring, before the night's run (other tests read the latest)
         ("t-integrity", "integrity", "clean", '{"messages": 57, "missing": 0, "missing_after": 0}'),
         ("t-reclassify", "reclassify", "failed", '{"objects": 3}'),
     ]
     try:
         for i, (run_id, source, status, counts) in enumerate(older):
-            store.conn.execute(
+            api_store.conn.execute(
                 "INSERT INTO pipeline_run (run_id, started_at, finished_at, source, status, counts) VALUES "
                 "(%s, '2020-01-02'::timestamptz - %s * interval '1 hour', '2020-01-02', %s, %s, %s::jsonb)",
                 (run_id, i + 1, source, status, counts),
             )
-        runs = http.get("/runs").json()
+        runs = api_http.get("/runs").json()
         assert [r["run_id"] for r in runs[:1]] == list(night_run["run_id"])
         assert [r["run_id"] for r in runs[-2:]] == ["t-integrity", "t-reclassify"]  # newest first
         assert runs[0]["status"] == "ok" and runs[0]["seconds"] > 0 and runs[0]["counts"]
-        (check,) = http.get("/runs", params={"source": "integrity"}).json()
+        (check,) = api_http.get("/runs", params={"source": "integrity"}).json()
         assert (
             check["counts"] == {"messages": 57, "missing": 0, "missing_after": 0} and check["seconds"] == 3600
         )
-        assert [r["run_id"] for r in http.get("/runs", params={"status": ["failed", "clean"]}).json()] == [
+        assert [r["run_id"] for r in api_http.get("/runs", params={"status": ["failed", "clean"]}).json()] == [
             "t-integrity", "t-reclassify"
         ]  # fmt: skip
         assert (
-            http.get("/runs", params={"source": night_run["source"][0], "limit": 1}).json()[0]["run_id"]
+            api_http.get("/runs", params={"source": night_run["source"][0], "limit": 1}).json()[0]["run_id"]
             == (night_run["run_id"][0])
         )
-        assert http.get("/runs", params={"source": "nothing-of-the-kind"}).json() == []
-        one = http.get(f"/runs/{night_run['run_id'][0]}").json()
-        assert one["summary"]["alerts_written"] == one["counts"]["alerts_written"] == store.count("alert")
+        assert api_http.get("/runs", params={"source": "nothing-of-the-kind"}).json() == []
+        one = api_http.get(f"/runs/{night_run['run_id'][0]}").json()
+        assert one["summary"]["alerts_written"] == one["counts"]["alerts_written"] == api_store.count("alert")
         assert one["config"]["pg_dsn"] and one["summary"]["run_id"] == one["run_id"]
-        assert http.get("/runs/no-such-run").status_code == 404
+        assert api_http.get("/runs/no-such-run").status_code == 404
     finally:
-        store.conn.execute("DELETE FROM pipeline_run WHERE run_id LIKE 't-%%'")
+        api_store.conn.execute("DELETE FROM pipeline_run WHERE run_id LIKE 't-%%'")
 
 
-def test_crossmatch_upload_equals_brute_force(http, store):
-    objects = store.fetch_df(
+def test_crossmatch_upload_equals_brute_force(api_http, api_store):
+    objects = api_store.fetch_df(
         "SELECT oid, meanra, meandec, ndet FROM object WHERE meanra IS NOT NULL ORDER BY oid"
     )
     rng = np.random.default_rng(7)
@@ -385,7 +386,9 @@ def test_crossmatch_upload_equals_brute_force(http, store):
         .arcsec
     )
     for radius in (2.0, 30.0):
-        res = http.post("/crossmatch", params={"radius": radius, "all_matches": True}, content=csv.encode())
+        res = api_http.post(
+            "/crossmatch", params={"radius": radius, "all_matches": True}, content=csv.encode()
+        )
         assert res.status_code == 200, res.text
         body = res.json()
         assert body["positions"] == len(ra) and (body["ra_col"], body["dec_col"]) == ("RAJ2000", "DEJ2000")
@@ -400,7 +403,9 @@ def test_crossmatch_upload_equals_brute_force(http, store):
                 sep[k, objects.index[objects["oid"] == r["oid"]][0]], abs=1e-4
             )
     # the nearest only (the default), and the positions without one kept as empty rows when asked
-    nearest = http.post("/crossmatch", params={"radius": 2.0, "unmatched": True}, content=csv.encode()).json()
+    nearest = api_http.post(
+        "/crossmatch", params={"radius": 2.0, "unmatched": True}, content=csv.encode()
+    ).json()
     assert [int(r["line"]) for r in nearest["rows"]] == list(range(2, 2 + len(ra)))
     for r in nearest["rows"]:
         k = int(r["line"]) - 2
@@ -408,7 +413,7 @@ def test_crossmatch_upload_equals_brute_force(http, store):
         assert r["oid"] == (objects["oid"][best] if sep[k, best] <= 2.0 else None)
     assert all(r["oid"] == picked["oid"][k] for k, r in enumerate(nearest["rows"][:12]))
     # each classifier's class and probability are the object's latest-version top class
-    top = store.fetch_df(
+    top = api_store.fetch_df(
         "SELECT oid, classifier_name, class_name, probability FROM probability WHERE ranking = 1 AND oid = ANY(%s)",
         (list(picked["oid"]),),
     )
@@ -416,7 +421,7 @@ def test_crossmatch_upload_equals_brute_force(http, store):
     for row in top.itertuples(index=False):
         (r,) = [r for r in nearest["rows"] if r["oid"] == row.oid]
         if (
-            store.fetch_df(
+            api_store.fetch_df(
                 "SELECT count(DISTINCT classifier_version) AS n FROM probability WHERE oid = %s AND classifier_name = %s",
                 (row.oid, row.classifier_name),
             )["n"][0]
@@ -427,7 +432,7 @@ def test_crossmatch_upload_equals_brute_force(http, store):
             checked += 1
     assert checked > 0
     # CSV out: the same rows, ready for a spreadsheet
-    out = http.post("/crossmatch", params={"radius": 2.0, "format": "csv"}, content=csv.encode())
+    out = api_http.post("/crossmatch", params={"radius": 2.0, "format": "csv"}, content=csv.encode())
     assert (
         out.headers["content-type"].startswith("text/csv")
         and "attachment" in out.headers["content-disposition"]
@@ -437,10 +442,10 @@ def test_crossmatch_upload_equals_brute_force(http, store):
     assert table["note"].tolist() == [r["note"] for r in nearest["rows"] if r["oid"]]
 
 
-def test_crossmatch_answers_are_bounded(api_night, store, monkeypatch):
+def test_crossmatch_answers_are_bounded(api_night, api_store, monkeypatch):
     from alert_broker.api import data as data_module
 
-    objects = store.fetch_df("SELECT meanra, meandec FROM object ORDER BY oid LIMIT 3")
+    objects = api_store.fetch_df("SELECT meanra, meandec FROM object ORDER BY oid LIMIT 3")
     data = BrokerData(api_night.dsn, api_night.lake)
     try:
         ra, dec = objects["meanra"].to_numpy(float), objects["meandec"].to_numpy(float)
@@ -452,7 +457,7 @@ def test_crossmatch_answers_are_bounded(api_night, store, monkeypatch):
         data.close()
 
 
-def test_crossmatch_upload_refusals_are_4xx_and_say_why(http):
+def test_crossmatch_upload_refusals_are_4xx_and_say_why(api_http):
     cases = [
         (b"ra,dec\n10,95\n", {}, 422, "line 2: dec 95"),
         (b"x,y\n1,2\n", {}, 422, "no right ascension column"),
@@ -465,25 +470,25 @@ def test_crossmatch_upload_refusals_are_4xx_and_say_why(http):
         (b"ra,dec\n" + b"1,1\n" * 1_400_000, {}, 413, "at most"),
     ]
     for body, params, status, words in cases:
-        res = http.post("/crossmatch", params=params, content=body)
+        res = api_http.post("/crossmatch", params=params, content=body)
         assert res.status_code == status, (params, res.text[:200])
         assert words in res.json()["detail"], res.json()["detail"]
 
 
-def test_local_catalogues_and_cones_around_a_position(http, store, api_night):
+def test_local_catalogues_and_cones_around_a_position(api_http, api_store, api_night):
     from tests.fixtures.broker_api import NEAR_OFFSETS
 
-    cats = {c["name"]: c for c in http.get("/catalogs").json()}
+    cats = {c["name"]: c for c in api_http.get("/catalogs").json()}
     assert set(cats) == {"near", "rosat"}
     assert (
         cats["near"]["rows"] == 15
         and cats["rosat"]["rows"] == 703
         and "CountRate" in cats["rosat"]["columns"]
     )
-    obj = store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
+    obj = api_store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
     at = {"ra": float(obj["meanra"]), "dec": float(obj["meandec"])}
     for radius in (1.0, 5.0, 30.0, 60.0):
-        res = http.get("/catalogs/cone", params={**at, "radius": radius}).json()
+        res = api_http.get("/catalogs/cone", params={**at, "radius": radius}).json()
         near = res["catalogs"]["near"]
         want = [f"{obj['oid']}-{k}" for k, off in enumerate(NEAR_OFFSETS) if off <= radius]
         assert [r["catalog_id"] for r in near["rows"]] == want and near["total"] == len(want)
@@ -493,31 +498,35 @@ def test_local_catalogues_and_cones_around_a_position(http, store, api_night):
                 off
             )
         assert res["catalogs"]["rosat"]["total"] == 0  # no ROSAT source near a ZTF sample object
-    one = http.get("/catalogs/cone", params={**at, "radius": 60, "catalog": "near", "nearest": True}).json()
+    one = api_http.get(
+        "/catalogs/cone", params={**at, "radius": 60, "catalog": "near", "nearest": True}
+    ).json()
     assert list(one["catalogs"]) == ["near"] and [
         r["catalog_id"] for r in one["catalogs"]["near"]["rows"]
     ] == [f"{obj['oid']}-0"]
-    capped = http.get("/catalogs/cone", params={**at, "radius": 60, "limit": 2}).json()["catalogs"]["near"]
+    capped = api_http.get("/catalogs/cone", params={**at, "radius": 60, "limit": 2}).json()["catalogs"][
+        "near"
+    ]
     assert capped["total"] == 3 and len(capped["rows"]) == 2
     # around a real ROSAT source (the first of the sample's first trixel): found, its columns beside it
-    rosat = http.get(
+    rosat = api_http.get(
         "/catalogs/cone", params={"ra": 2.89292, "dec": 0.00014, "radius": 5, "catalog": "rosat"}
     )
     (hit,) = rosat.json()["catalogs"]["rosat"]["rows"]
     assert hit["dist_arcsec"] < 1 and hit["CountRate"] == pytest.approx(0.02972, rel=1e-3)
     for params, status in (({**at, "radius": 0}, 422), ({**at, "radius": 1801}, 422), ({"ra": 1}, 422),
                            ({**at, "catalog": "nothere"}, 404), ({**at, "catalog": "a b"}, 422)):  # fmt: skip
-        assert http.get("/catalogs/cone", params=params).status_code == status, params
+        assert api_http.get("/catalogs/cone", params=params).status_code == status, params
 
 
-def test_watch_lists_and_their_hits(http, store, api_night):
+def test_watch_lists_and_their_hits(api_http, api_store, api_night):
     from tests.fixtures.broker_api import WATCHLIST, WATCHLIST_FILES
 
-    rows = store.fetch_df("SELECT * FROM watchlist_hit ORDER BY mjd DESC")
+    rows = api_store.fetch_df("SELECT * FROM watchlist_hit ORDER BY mjd DESC")
     assert set(rows["name"]) == {f"target {k}" for k in WATCHLIST_FILES}  # every entry was hit
     # the hits are exactly the alerts within an entry's radius (brute force over every stored alert)
     entries = pd.read_csv(api_night.out.parent / "targets.csv")
-    alerts = store.fetch_df("SELECT candid, ra, dec FROM alert")
+    alerts = api_store.fetch_df("SELECT candid, ra, dec FROM alert")
     sep = (
         SkyCoord(entries["ra"].to_numpy() * u.deg, entries["dec"].to_numpy() * u.deg)[:, None]
         .separation(
@@ -534,27 +543,27 @@ def test_watch_lists_and_their_hits(http, store, api_night):
             assert int(next(fastavro.reader(fh))["candid"]) in set(
                 rows.loc[rows["name"] == f"target {k}", "candid"]
             )
-    (summary,) = http.get("/watchlists").json()
+    (summary,) = api_http.get("/watchlists").json()
     assert summary["watchlist"] == WATCHLIST and summary["hits"] == len(rows)
     assert summary["targets_hit"] == 3 and summary["objects"] == rows["oid"].nunique()
-    hits = http.get("/watchlists/hits").json()
+    hits = api_http.get("/watchlists/hits").json()
     assert [int(h["candid"]) for h in hits] == [int(c) for c in rows["candid"]]
     assert all(0.5 < h["dist_arcsec"] <= 3.0 and h["magpsf"] and h["band"] for h in hits)
-    one = http.get("/watchlists/hits", params={"name": "target 5", "watchlist": WATCHLIST}).json()
+    one = api_http.get("/watchlists/hits", params={"name": "target 5", "watchlist": WATCHLIST}).json()
     assert {h["name"] for h in one} == {"target 5"} and len(one) == int((rows["name"] == "target 5").sum())
     night = int(rows["night"].iloc[0])
-    assert len(http.get("/watchlists/hits", params={"night": night}).json()) == int(
+    assert len(api_http.get("/watchlists/hits", params={"night": night}).json()) == int(
         (rows["night"] == night).sum()
     )
     later = float(rows["mjd"].median())
-    assert len(http.get("/watchlists/hits", params={"since_mjd": later}).json()) == int(
+    assert len(api_http.get("/watchlists/hits", params={"since_mjd": later}).json()) == int(
         (rows["mjd"] >= later).sum()
     )
-    assert http.get("/watchlists/hits", params={"watchlist": "other"}).json() == []
-    assert http.get("/watchlists/hits", params={"limit": 0}).status_code == 422
+    assert api_http.get("/watchlists/hits", params={"watchlist": "other"}).json() == []
+    assert api_http.get("/watchlists/hits", params={"limit": 0}).status_code == 422
 
 
-def test_errors_are_4xx_with_a_message(http):
+def test_errors_are_4xx_with_a_message(api_http):
     cases = [
         ("/objects/ZTF99nothere", {}, 404),
         ("/objects/ZTF99nothere/lightcurve", {}, 404),
@@ -577,7 +586,7 @@ def test_errors_are_4xx_with_a_message(http):
         ("/runs/no-such-run", {}, 404),
     ]
     for path, params, status in cases:
-        res = http.get(path, params=params)
+        res = api_http.get(path, params=params)
         assert res.status_code == status, (path, params, res.text)
         assert isinstance(res.json()["detail"], str) and res.json()["detail"]
 
@@ -589,11 +598,11 @@ INJECTIONS = [
 ]  # fmt: skip
 
 
-def test_injection_and_oversized_values_get_only_4xx(http, api_url, store, api_night):
-    spec = http.get("/openapi.json").json()
-    before = {t: store.count(t) for t in ("object", "alert", "probability", "magstats")}
-    oid = store.fetch_df("SELECT oid FROM object LIMIT 1")["oid"][0]
-    candid = str(store.fetch_df("SELECT candid FROM alert WHERE survey = 'ztf' LIMIT 1")["candid"][0])
+def test_injection_and_oversized_values_get_only_4xx(api_http, api_url, api_store, api_night):
+    spec = api_http.get("/openapi.json").json()
+    before = {t: api_store.count(t) for t in ("object", "alert", "probability", "magstats")}
+    oid = api_store.fetch_df("SELECT oid FROM object LIMIT 1")["oid"][0]
+    candid = str(api_store.fetch_df("SELECT candid FROM alert WHERE survey = 'ztf' LIMIT 1")["candid"][0])
     valid_path = {"oid": oid, "candid": candid, "kind": "science"}
     tried = 0
     statuses = set()
@@ -615,7 +624,7 @@ def test_injection_and_oversized_values_get_only_4xx(http, api_url, store, api_n
                     query = {p["name"]: bad}
                     if p["name"] in ("ra", "dec", "radius"):  # the cone's other two, valid
                         query = {"ra": 10, "dec": 10, "radius": 5, **query}
-                res = http.get(url, params=query)
+                res = api_http.get(url, params=query)
                 tried += 1
                 statuses.add(res.status_code)
                 assert res.status_code < 500, (url, query, res.status_code, res.text[:300])
@@ -623,9 +632,9 @@ def test_injection_and_oversized_values_get_only_4xx(http, api_url, store, api_n
                     assert res.headers["content-type"].startswith("application/json"), (url, query)
     assert tried > 300 and statuses & {404, 422}
     # a URL longer than any server accepts is refused as a client error too
-    huge = http.get("/objects", params={"oid": "Z" * 60_000})
+    huge = api_http.get("/objects", params={"oid": "Z" * 60_000})
     assert 400 <= huge.status_code < 500
-    assert {t: store.count(t) for t in before} == before
+    assert {t: api_store.count(t) for t in before} == before
 
 
 def test_the_service_cannot_write(api_night):
@@ -639,22 +648,22 @@ def test_the_service_cannot_write(api_night):
         data.close()
 
 
-def test_openapi_docs_and_vendored_files_are_served_locally(http):
-    spec = http.get("/openapi.json").json()
+def test_openapi_docs_and_vendored_files_are_served_locally(api_http):
+    spec = api_http.get("/openapi.json").json()
     for path in ("/objects", "/objects/{oid}", "/objects/{oid}/lightcurve", "/objects/{oid}/probabilities",
                  "/alerts/{candid}/stamps/{kind}", "/sn-candidates", "/stats"):  # fmt: skip
         assert path in spec["paths"]
     names = {p["name"] for p in spec["paths"]["/objects"]["get"]["parameters"]}
     assert {"classifier", "class", "probability", "ranking", "ndet", "firstmjd", "lastmjd", "ra", "dec", "radius",
             "page", "page_size", "count", "order_by", "order_mode"} <= names  # fmt: skip
-    docs = http.get("/docs")
+    docs = api_http.get("/docs")
     assert (
         docs.status_code == 200
         and "/vendor/swagger-ui-bundle.js" in docs.text
         and "cdn" not in docs.text.lower()
     )
     for name in ("swagger-ui-bundle.js", "swagger-ui.css", "plotly.min.js"):
-        assert http.get(f"/vendor/{name}").status_code == 200
+        assert api_http.get(f"/vendor/{name}").status_code == 200
     for page in ("/", "/sn", "/night", "/static/app.js"):
-        text = http.get(page).text
+        text = api_http.get(page).text
         assert "http://" not in text and "https://" not in text

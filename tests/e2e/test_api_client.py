@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from alert_broker.api import client as client_module
 from alert_broker.api.client import BrokerAPIError, BrokerClient
-from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage import Lake
 
 pytestmark = pytest.mark.e2e
 
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.e2e
 def client(api_url):
     with BrokerClient(api_url) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def store(api_night):
-    with SummaryStore(api_night.dsn) as s:
-        yield s
 
 
 def test_the_client_imports_without_the_server():
@@ -42,9 +36,9 @@ def test_the_client_imports_without_the_server():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_query_objects_and_cone(client, store):
+def test_query_objects_and_cone(client, api_store):
     df = client.query_objects(page_size=1000)
-    assert isinstance(df, pd.DataFrame) and len(df) == store.count("object")
+    assert isinstance(df, pd.DataFrame) and len(df) == api_store.count("object")
     assert {"oid", "meanra", "meandec", "ndet", "firstmjd", "lastmjd"} <= set(df.columns)
     sn = client.query_objects(classifier="stamp_classifier", class_name="SN", probability=0.0, page_size=100)
     assert (sn["class_name"] == "SN").all() and sn["probability"].is_monotonic_decreasing
@@ -59,8 +53,8 @@ def test_query_objects_and_cone(client, store):
     assert page["total"] == len(df) and len(page["items"]) == 5
 
 
-def test_object_lightcurve_probabilities(client, store):
-    oid = store.fetch_df(
+def test_object_lightcurve_probabilities(client, api_store):
+    oid = api_store.fetch_df(
         "SELECT oid FROM probability WHERE classifier_name = 'lc_hierarchical' ORDER BY oid LIMIT 1"
     )["oid"][0]
     obj = client.query_object(oid)
@@ -70,7 +64,7 @@ def test_object_lightcurve_probabilities(client, store):
     lc = client.lightcurve(oid)
     det = lc["detections"]
     assert det["candid"].dtype == "int64" and det["mjd"].is_monotonic_increasing
-    alerts = set(store.fetch_df("SELECT candid FROM alert WHERE oid = %s", (oid,))["candid"])
+    alerts = set(api_store.fetch_df("SELECT candid FROM alert WHERE oid = %s", (oid,))["candid"])
     assert alerts <= set(det["candid"])
     assert {"magpsf", "magpsf_corr", "sigmapsf_corr"} <= set(det.columns)
     tables = client.lightcurve(oid, format="astropy")
@@ -84,8 +78,8 @@ def test_object_lightcurve_probabilities(client, store):
     assert err.value.status == 404
 
 
-def test_features_long_and_wide(client, store, api_night):
-    oid = store.fetch_df(
+def test_features_long_and_wide(client, api_store, api_night):
+    oid = api_store.fetch_df(
         "SELECT f.oid FROM feature f JOIN object o USING (oid) WHERE o.survey = 'ztf' ORDER BY f.oid LIMIT 1"
     )["oid"][0]
     lake = Lake(api_night.lake).read_table("features", dedupe=True)
@@ -162,13 +156,13 @@ def test_sn_candidates_and_module_functions(client, api_url, monkeypatch):
     assert err.value.status == 422 and "right ascension" in err.value.detail
 
 
-def test_catalogues_and_forced_photometry(client, store, api_night):
+def test_catalogues_and_forced_photometry(client, api_store, api_night):
     """The local catalogues as frames (ALeRCE's catsHTM calls too), and an LSST object's forced photometry."""
     from tests.fixtures.broker_api import NEAR_OFFSETS
 
     cats = client.catalogs()
     assert set(cats["name"]) == {"near", "rosat"}
-    obj = store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
+    obj = api_store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
     ra, dec = float(obj["meanra"]), float(obj["meandec"])
     found = client.catalog_cone(ra, dec, 60)
     assert set(found) == {"near", "rosat"} and found["rosat"].empty
@@ -186,7 +180,7 @@ def test_catalogues_and_forced_photometry(client, store, api_night):
     with pytest.raises(BrokerAPIError) as err:
         client.catalog_cone(ra, dec, 60, catalog="nothere")
     assert err.value.status == 404
-    lsst = store.fetch_df("SELECT oid FROM object WHERE survey = 'lsst' ORDER BY ndet DESC, oid LIMIT 1")[
+    lsst = api_store.fetch_df("SELECT oid FROM object WHERE survey = 'lsst' ORDER BY ndet DESC, oid LIMIT 1")[
         "oid"
     ][0]
     forced = client.query_forced_photometry(lsst)

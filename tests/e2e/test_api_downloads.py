@@ -15,30 +15,17 @@ import pytest
 from astropy.io.votable import parse
 
 from alert_broker.api.formats import COLUMN_META, ID_COLUMNS
-from alert_broker.storage import SummaryStore
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def store(api_night):
-    with SummaryStore(api_night.dsn) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def oids(store) -> dict[str, str]:
+def oids(api_store) -> dict[str, str]:
     """The ZTF and the LSST object with most detections among those with features and light-curve classes
     (LSST ones carry forced photometry)."""
     out = {}
     for survey in ("ztf", "lsst"):
-        out[survey] = store.fetch_df(
+        out[survey] = api_store.fetch_df(
             "SELECT o.oid FROM object o WHERE o.survey = %s AND EXISTS (SELECT 1 FROM feature f WHERE f.oid = o.oid) "
             "AND EXISTS (SELECT 1 FROM probability p WHERE p.oid = o.oid) ORDER BY o.ndet DESC, o.oid LIMIT 1",
             (survey,),
@@ -137,10 +124,10 @@ CASES = [
 
 @pytest.mark.parametrize("fmt", ["csv", "votable"])
 @pytest.mark.parametrize(("case", "path", "params", "pick"), CASES, ids=[c[0] for c in CASES])
-def test_downloads_hold_the_json_rows(http, oids, fmt, case, path, params, pick):
+def test_downloads_hold_the_json_rows(api_http, oids, fmt, case, path, params, pick):
     url = path.format(**oids)
-    rows = pick(http.get(url, params=params).json())
-    res = http.get(url, params={**params, "format": fmt})
+    rows = pick(api_http.get(url, params=params).json())
+    res = api_http.get(url, params={**params, "format": fmt})
     name = {"/objects": "objects", "/watchlists/hits": "watchlist-hits"}.get(path)
     if name is None:
         oid = oids["lsst" if "{lsst}" in path else "ztf"]
@@ -149,11 +136,11 @@ def test_downloads_hold_the_json_rows(http, oids, fmt, case, path, params, pick)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "votable"])
-def test_light_curve_download_is_every_point_time_ordered(http, oids, fmt):
+def test_light_curve_download_is_every_point_time_ordered(api_http, oids, fmt):
     """One table of detections, limits and forced photometry, a `kind` column saying which, ordered by time."""
     for survey, oid in oids.items():
-        lc = http.get(f"/objects/{oid}/lightcurve").json()
-        res = http.get(f"/objects/{oid}/lightcurve", params={"format": fmt})
+        lc = api_http.get(f"/objects/{oid}/lightcurve").json()
+        res = api_http.get(f"/objects/{oid}/lightcurve", params={"format": fmt})
         parts = {
             "detection": "detections",
             "non_detection": "non_detections",
@@ -177,40 +164,40 @@ def test_light_curve_download_is_every_point_time_ordered(http, oids, fmt):
             assert set(position) == {"oid", "ra", "dec"}  # TOPCAT plots the detections' own positions
 
 
-def test_sn_candidates_and_catalogue_cones_download(http, store, api_night):
-    sn = http.get(
+def test_sn_candidates_and_catalogue_cones_download(api_http, api_store, api_night):
+    sn = api_http.get(
         "/sn-candidates", params={"max_age_days": 365, "ranking": 5, "exclude_stellar": False}
     ).json()
     if sn["candidates"]:
-        res = http.get(
+        res = api_http.get(
             "/sn-candidates",
             params={"max_age_days": 365, "ranking": 5, "exclude_stellar": False, "format": "csv"},
         )
         _check_file(sn["candidates"], res, "csv", f"sn-candidates_{sn['night']}")
     # the "near" catalogue holds sources 2", 10" and 50" north of the first objects: a cone holds them
-    ra, dec = store.fetch_df("SELECT meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
-    cone = http.get("/catalogs/cone", params={"ra": ra, "dec": dec, "radius": 60}).json()
+    ra, dec = api_store.fetch_df("SELECT meanra, meandec FROM object ORDER BY oid LIMIT 1").iloc[0]
+    cone = api_http.get("/catalogs/cone", params={"ra": ra, "dec": dec, "radius": 60}).json()
     rows = [{"catalog": n, **r} for n, c in cone["catalogs"].items() for r in c["rows"]]
     assert any(r["catalog"] == "near" for r in rows)
     for fmt in ("csv", "votable"):
-        res = http.get("/catalogs/cone", params={"ra": ra, "dec": dec, "radius": 60, "format": fmt})
+        res = api_http.get("/catalogs/cone", params={"ra": ra, "dec": dec, "radius": 60, "format": fmt})
         _check_file(rows, res, fmt, "catalog-cone")
     infos = {i.name: i.value for i in _votable(res.content).resources[0].infos}
     assert int(infos["total_near"]) == cone["catalogs"]["near"]["total"]
 
 
-def test_crossmatch_upload_answers_as_a_votable(http, store):
-    objects = store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 5")
+def test_crossmatch_upload_answers_as_a_votable(api_http, api_store):
+    objects = api_store.fetch_df("SELECT oid, meanra, meandec FROM object ORDER BY oid LIMIT 5")
     text = "name,ra,dec\n" + "".join(
         f"t{i},{r.meanra},{r.meandec}\n" for i, r in enumerate(objects.itertuples())
     )
     params = {"radius": 2, "unmatched": True}
-    rows = http.post("/crossmatch", params=params, content=text, headers={"Content-Type": "text/csv"}).json()[
-        "rows"
-    ]
+    rows = api_http.post(
+        "/crossmatch", params=params, content=text, headers={"Content-Type": "text/csv"}
+    ).json()["rows"]
     assert {r["oid"] for r in rows} >= set(objects["oid"])
     for fmt in ("csv", "votable"):
-        res = http.post(
+        res = api_http.post(
             "/crossmatch",
             params={**params, "format": fmt},
             content=text,
@@ -219,8 +206,8 @@ def test_crossmatch_upload_answers_as_a_votable(http, store):
         _check_file(rows, res, fmt, "crossmatch")
 
 
-def test_unknown_format_and_unknown_object_are_refused(http, oids):
-    res = http.get(f"/objects/{oids['ztf']}/detections", params={"format": "fits"})
+def test_unknown_format_and_unknown_object_are_refused(api_http, oids):
+    res = api_http.get(f"/objects/{oids['ztf']}/detections", params={"format": "fits"})
     assert res.status_code == 422 and "format" in res.json()["detail"]
-    res = http.get("/objects/ZTF00nothere/lightcurve", params={"format": "votable"})
+    res = api_http.get("/objects/ZTF00nothere/lightcurve", params={"format": "votable"})
     assert res.status_code == 404 and res.headers["content-type"].startswith("application/json")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from alert_broker.features.lightcurve import feature_names
-from alert_broker.storage import Lake, SummaryStore
+from alert_broker.storage import Lake
 from alert_broker.storage.history import HistoryStore
 from tests.conftest import REPO
 from tests.fixtures.browser import ARGS, CHROMIUM
@@ -52,12 +52,6 @@ def page(browser, api_url):
     ctx.close()
 
 
-@pytest.fixture(scope="module")
-def store(api_night):
-    with SummaryStore(api_night.dsn) as s:
-        yield s
-
-
 def _open(page, path: str, shot: str):
     page.goto(path)
     page.wait_for_function("document.body.dataset.ready !== undefined", timeout=30_000)
@@ -85,21 +79,23 @@ STAMPS_RENDERED = """() => [...document.querySelectorAll('#stamps img')].map((im
 
 
 @pytest.mark.parametrize("survey", ["ztf", "lsst"])
-def test_object_page(page, store, api_night, survey):
-    oid = store.fetch_df(
+def test_object_page(page, api_store, api_night, survey):
+    oid = api_store.fetch_df(
         "SELECT o.oid FROM object o WHERE o.survey = %s AND EXISTS (SELECT 1 FROM probability p WHERE p.oid = o.oid) "
         "ORDER BY o.ndet DESC, o.oid LIMIT 1",
         (survey,),
     )["oid"][0]
     # an earlier version of each classifier beside the night's (a night run with older models, or reclassify)
-    older = store.fetch_df("SELECT * FROM probability WHERE oid = %s", (oid,)).assign(
+    older = api_store.fetch_df("SELECT * FROM probability WHERE oid = %s", (oid,)).assign(
         classifier_version="0.0.1"
     )
-    store.upsert("probability", older)
+    api_store.upsert("probability", older)
     try:
         _open(page, f"/object/{oid}", f"object-{survey}")
     finally:
-        store.conn.execute("DELETE FROM probability WHERE oid = %s AND classifier_version = '0.0.1'", (oid,))
+        api_store.conn.execute(
+            "DELETE FROM probability WHERE oid = %s AND classifier_version = '0.0.1'", (oid,)
+        )
     # one plot per classifier (its latest version), the earlier one listed below it
     names = older["classifier_name"].nunique()
     assert page.locator("#probs .probs").count() == names
@@ -120,7 +116,7 @@ def test_object_page(page, store, api_night, survey):
     spreads = page.evaluate(STAMPS_RENDERED)
     assert len(spreads) == 3 and all(s > 1 for s in spreads), spreads
     # a raw-packet link per alert
-    alerts = store.fetch_df("SELECT count(*) AS n FROM alert WHERE oid = %s", (oid,))["n"][0]
+    alerts = api_store.fetch_df("SELECT count(*) AS n FROM alert WHERE oid = %s", (oid,))["n"][0]
     assert page.locator("#alerts a.raw").count() == alerts
     # probabilities drawn; the corrected / raw toggle redraws the light curve
     assert page.locator("#probs .probs").count() >= 1
@@ -140,10 +136,10 @@ def test_object_page(page, store, api_night, survey):
     assert page.problems == []
 
 
-def test_object_page_features_and_the_folded_light_curve(page, store, api_night):
+def test_object_page_features_and_the_folded_light_curve(page, api_store, api_night):
     """The features card lists the latest vector (a filter narrows it); an object with a period folds its light
     curve at it: phases in [0, 2), every detection twice, no limits."""
-    rows = store.fetch_df(
+    rows = api_store.fetch_df(
         "SELECT f.oid, (f.features->>'Multiband_period')::float AS period FROM feature f "
         "JOIN object o USING (oid) WHERE o.survey = 'ztf' AND (f.features->>'Multiband_period')::float > 0 "
         "ORDER BY o.ndet DESC, f.oid LIMIT 1"
@@ -175,7 +171,7 @@ def test_object_page_features_and_the_folded_light_curve(page, store, api_night)
     assert page.problems == []
 
 
-def test_download_links_save_the_shown_tables(page, store, api_night, tmp_path):
+def test_download_links_save_the_shown_tables(page, api_store, api_night, tmp_path):
     """The object page's light-curve and features links, and the search page's, save files (a real browser
     download) that hold what the page shows: every point of the light curve, the chosen feature version."""
     import io
@@ -184,7 +180,7 @@ def test_download_links_save_the_shown_tables(page, store, api_night, tmp_path):
     import pandas as pd
     from astropy.io.votable import parse
 
-    oid = store.fetch_df(
+    oid = api_store.fetch_df(
         "SELECT o.oid FROM object o JOIN feature f USING (oid) WHERE o.survey = 'ztf' ORDER BY o.ndet DESC, o.oid "
         "LIMIT 1"
     )["oid"][0]
@@ -214,13 +210,13 @@ def test_download_links_save_the_shown_tables(page, store, api_night, tmp_path):
     page.click("#go")
     page.wait_for_function("document.getElementById('dl-objects').textContent.includes('CSV')")
     objects = pd.read_csv(io.BytesIO(save("#dl-objects a[data-format=csv]")))
-    lsst = store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"][0]
+    lsst = api_store.fetch_df("SELECT count(*) AS n FROM object WHERE survey = 'lsst'")["n"][0]
     assert len(objects) == lsst and set(objects["survey"]) == {"lsst"}
     assert page.problems == []
 
 
-def test_search_then_object(page, store):
-    row = store.fetch_df(
+def test_search_then_object(page, api_store):
+    row = api_store.fetch_df(
         "SELECT oid, meanra, meandec FROM object WHERE survey = 'ztf' ORDER BY oid LIMIT 1"
     ).iloc[0]
     _open(page, "/", "search")
@@ -238,9 +234,11 @@ def test_search_then_object(page, store):
     assert page.problems == []
 
 
-def test_sn_candidates_page(page, store):
+def test_sn_candidates_page(page, api_store):
     night = int(
-        store.fetch_df("SELECT night FROM alert GROUP BY night ORDER BY count(*) DESC LIMIT 1")["night"][0]
+        api_store.fetch_df("SELECT night FROM alert GROUP BY night ORDER BY count(*) DESC LIMIT 1")["night"][
+            0
+        ]
     )
     _open(page, f"/sn?night={night}", "sn-candidates")
     rows = page.locator("#candidates tbody tr")
@@ -258,25 +256,27 @@ def test_sn_candidates_page(page, store):
     assert page.problems == []
 
 
-def test_night_dashboard(page, store):
+def test_night_dashboard(page, api_store):
     night = int(
-        store.fetch_df("SELECT night FROM alert GROUP BY night ORDER BY count(*) DESC LIMIT 1")["night"][0]
+        api_store.fetch_df("SELECT night FROM alert GROUP BY night ORDER BY count(*) DESC LIMIT 1")["night"][
+            0
+        ]
     )
     _open(page, f"/night?night={night}", "night")
-    alerts = store.fetch_df("SELECT count(*) AS n FROM alert WHERE night = %s", (night,))["n"][0]
+    alerts = api_store.fetch_df("SELECT count(*) AS n FROM alert WHERE night = %s", (night,))["n"][0]
     assert page.locator("#cards .stat .value").first.text_content() == str(alerts)
     hours = page.evaluate(
         "document.getElementById('hours').data.reduce((n, t) => n + t.y.reduce((a, b) => a + b, 0), 0)"
     )
     assert hours == alerts
     assert page.evaluate("document.getElementById('classes').data.length") >= 1
-    hits = store.fetch_df("SELECT count(*) AS n FROM watchlist_hit WHERE night = %s", (night,))["n"][0]
+    hits = api_store.fetch_df("SELECT count(*) AS n FROM watchlist_hit WHERE night = %s", (night,))["n"][0]
     shown = page.locator("#watchhits tbody tr").count()
     assert shown == hits and (hits == 0) == (page.locator("#watchhits .muted").count() == 1)
 
 
-def test_crossmatch_upload_page(page, store, tmp_path):
-    objects = store.fetch_df(
+def test_crossmatch_upload_page(page, api_store, tmp_path):
+    objects = api_store.fetch_df(
         "SELECT oid, meanra, meandec FROM object WHERE meanra IS NOT NULL ORDER BY oid LIMIT 5"
     )
     rows = [f"{o.oid}-target,{o.meanra + 0.0001:.7f},{o.meandec:.7f}" for o in objects.itertuples()]
@@ -304,8 +304,8 @@ def test_crossmatch_upload_page(page, store, tmp_path):
     ] == []  # the refused upload's 422 is the browser's only note
 
 
-def test_object_page_lists_the_local_catalogues_around_it(page, store):
-    oid = store.fetch_df("SELECT oid FROM object ORDER BY oid LIMIT 1")["oid"][0]
+def test_object_page_lists_the_local_catalogues_around_it(page, api_store):
+    oid = api_store.fetch_df("SELECT oid FROM object ORDER BY oid LIMIT 1")["oid"][0]
     _open(page, f"/object/{oid}", "object-catalogues")
     box = page.locator("#catcone")
     assert box.get_attribute("data-catalogs") == "1"  # "near" within 30"; the ROSAT sample is elsewhere
