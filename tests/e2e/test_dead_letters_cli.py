@@ -12,28 +12,14 @@ import pytest
 from alert_broker.pipeline.cli import main
 from alert_broker.pipeline.driver import run
 from alert_broker.storage import Lake
-from tests.fixtures.night import copy_alerts, night_settings
+from tests.fixtures.night import broken_files, copy_alerts, night_settings
 
 pytestmark = pytest.mark.e2e
 
 
-def _broken(shared_data, n: int) -> list:
-    """The first ``n`` files of the bad set that fastavro cannot read (corrupt or pre-release Avro)."""
-    bad = []
-    for f in sorted((shared_data / "ztf" / "bad" / "ampel_old_or_corrupt").glob("*.avro")):
-        try:
-            with open(f, "rb") as fh:
-                list(fastavro.reader(fh))
-        except Exception:
-            bad.append(f)
-        if len(bad) == n:
-            break
-    return bad
-
-
 def test_dead_letters_are_counted_listed_and_saved(tmp_path, shared_data, summary_store, capsys):
     night = copy_alerts(shared_data / "ztf" / "fink_sample_1166", tmp_path / "night", 30)
-    bad = _broken(shared_data, 2)
+    bad = broken_files(shared_data, 2)
     assert len(bad) == 2
     for f in bad:
         shutil.copy(f, night / ("zz_bad_" + f.name))  # sorted last
@@ -81,7 +67,7 @@ def test_a_rerun_that_decodes_a_dead_letter_removes_it(tmp_path, shared_data, su
     decoder reads it now): the message is an alert, and its old dead letter is gone from PostgreSQL and the
     lake alike; a dead letter that still fails is written again."""
     night = copy_alerts(shared_data / "ztf" / "fink_sample_1166", tmp_path / "night", 20)
-    bad = _broken(shared_data, 2)
+    bad = broken_files(shared_data, 2)
     names = [f"zz_bad_{k}.avro" for k in range(2)]
     for f, name in zip(bad, names, strict=True):
         shutil.copy(f, night / name)

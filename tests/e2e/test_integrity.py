@@ -13,7 +13,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import fastavro
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +24,7 @@ from alert_broker.pipeline.driver import run
 from alert_broker.pipeline.kafka import ensure_topic, produce
 from alert_broker.storage import Lake, manifest
 from alert_broker.storage.history import HistoryStore
-from tests.fixtures.night import night_settings
+from tests.fixtures.night import broken_files, night_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +38,7 @@ def night_dir(tmp_path_factory, shared_data) -> Path:
     d = tmp_path_factory.mktemp("integrity-night")
     for f in sorted((shared_data / "ztf" / "fink_sample_1166").glob("*.avro"))[:N_GOOD]:
         shutil.copy(f, d / f.name)
-    bad = []
-    for f in sorted((shared_data / "ztf" / "bad" / "ampel_old_or_corrupt").glob("*.avro")):
-        try:
-            with open(f, "rb") as fh:
-                list(fastavro.reader(fh))
-        except Exception:
-            bad.append(f)
-        if len(bad) == N_BAD:
-            break
-    for f in bad:
+    for f in broken_files(shared_data, N_BAD):
         shutil.copy(f, d / ("zz_bad_" + f.name))  # sorted last: the last batch holds them
     return d
 
