@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from alert_broker.api.data import MAX_PAGE_SIZE, BadRequest, BrokerData, Gone, NotFound, ObjectQuery, records
 from alert_broker.api.db import DatabaseBusy, clean
 from alert_broker.api.formats import TableFormat, render, stacked
+from alert_broker.api.metrics import ApiMetrics, MetricsMiddleware
 from alert_broker.api.stamps import stamp_png
 from alert_broker.api.upload import MAX_UPLOAD_BYTES, decode_text, matched_table, parse_positions
 
@@ -156,6 +157,8 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
         default_response_class=SafeJSONResponse,
     )
     app.state.data = data
+    app.state.metrics = metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     vendor = vendor_files()
 
     @app.exception_handler(BadRequest)
@@ -674,6 +677,12 @@ def create_app(data: BrokerData, title: str = "alert-broker query API") -> FastA
     @app.get("/runs/{run_id}", tags=["runs"], summary="One run: settings and summary")
     def run(run_id: Annotated[str, PathParam(pattern=r"^[\w.:-]{1,200}$")]):
         return data.run(run_id)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_page():
+        """Prometheus metrics of this API process (api/metrics.py)."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/health", include_in_schema=False)
     def health():

@@ -667,3 +667,36 @@ def test_openapi_docs_and_vendored_files_are_served_locally(api_http):
     for page in ("/", "/sn", "/night", "/static/app.js"):
         text = api_http.get(page).text
         assert "http://" not in text and "https://" not in text
+
+
+def _api_counts(api_http) -> dict[tuple[str, str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(api_http.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "alert_broker_api_requests_total":
+                out[(s.labels["route"], s.labels["method"], s.labels["status"])] = s.value
+    return out
+
+
+def test_metrics_count_requests_by_route_template_and_status(api_http, api_store):
+    """``/metrics``: one series per route (never per object), its status, and the latency histogram."""
+    oids = api_store.fetch_df("SELECT oid FROM object ORDER BY oid LIMIT 3")["oid"].tolist()
+    before = _api_counts(api_http)
+    for oid in oids:
+        assert api_http.get(f"/objects/{oid}").status_code == 200
+    assert api_http.get("/objects/ZTF99nothere").status_code == 404
+    assert api_http.get("/objects", params={"page_size": 5000}).status_code == 422
+    assert api_http.get("/no/such/path").status_code == 404
+    after = _api_counts(api_http)
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta(("/objects/{oid}", "GET", "200")) == 3 and delta(("/objects/{oid}", "GET", "404")) == 1
+    assert delta(("/objects", "GET", "422")) == 1 and delta(("<unmatched>", "GET", "404")) == 1
+    assert not [k for k in after if any(oid in k[0] for oid in oids)]  # no series named after an object
+    text = api_http.get("/metrics").text
+    assert 'alert_broker_api_request_seconds_bucket{le="0.005",route="/objects/{oid}"}' in text
+    assert "alert_broker_api_requests_in_progress" in text

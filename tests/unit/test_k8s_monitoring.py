@@ -13,6 +13,7 @@ import yaml
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from alert_broker.api.metrics import ApiMetrics
 from alert_broker.pipeline.metrics import Metrics
 from alert_broker.pipeline.report import BatchReport
 from tests.conftest import REPO
@@ -41,10 +42,14 @@ def exported() -> dict[str, list[dict[str, str]]]:
     metrics.consumer_lag.set(5)
     metrics.workers.set(2)
     metrics.in_flight.set(1)
+    api = ApiMetrics()  # the query API's, after an answer and a server error
+    api.observe("/objects/{oid}", "GET", 200, 0.01)
+    api.observe("/objects/{oid}", "GET", 503, 30.0)
     out: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append(dict(sample.labels))
+    for registry in (metrics.registry, api.registry):
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append(dict(sample.labels))
     return out
 
 
@@ -73,18 +78,24 @@ def test_the_bundle_is_complete_and_apart_from_the_broker():
     assert not [r for r in main["resources"] if "monitoring" in r]
 
 
-def test_the_pod_monitor_scrapes_the_driver_on_its_metrics_port():
-    (monitor,) = _yaml(MONITORING / "podmonitor.yaml")
-    (driver,) = [d for d in _yaml(K8S / "driver.yaml") if d["kind"] == "Deployment"]
-    pod = driver["spec"]["template"]
-    for key, value in monitor["spec"]["selector"]["matchLabels"].items():
-        assert pod["metadata"]["labels"][key] == value
-    (container,) = pod["spec"]["containers"]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] in ports
-    args = container["args"]
-    assert str(ports[endpoint["port"]]) == args[args.index("--metrics-port") + 1]
+def test_the_pod_monitors_scrape_the_driver_and_the_api_on_their_ports():
+    monitors = {m["metadata"]["name"]: m for m in _yaml(MONITORING / "podmonitor.yaml")}
+    assert set(monitors) == {"broker-driver", "broker-api"}
+    for name, manifest, flag in (
+        ("broker-driver", "driver.yaml", "--metrics-port"),
+        ("broker-api", "api.yaml", "--port"),
+    ):
+        monitor = monitors[name]
+        (deployment,) = [d for d in _yaml(K8S / manifest) if d["kind"] == "Deployment"]
+        pod = deployment["spec"]["template"]
+        for key, value in monitor["spec"]["selector"]["matchLabels"].items():
+            assert pod["metadata"]["labels"][key] == value
+        (container,) = pod["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+        args = container["args"]
+        assert str(ports[endpoint["port"]]) == args[args.index(flag) + 1]
 
 
 def test_every_series_asked_for_is_exported_with_its_labels(exported):
@@ -97,8 +108,9 @@ def test_every_series_asked_for_is_exported_with_its_labels(exported):
         for name, selector in re.findall(r"\b(alert_broker_[a-z_]+)(\{[^}]*\})?", expr):
             assert name in exported, (name, expr)
             names_seen.add(name)
-            for label, value in re.findall(r'(\w+)\s*=~?\s*"([^"]*)"', selector):
-                assert any(s.get(label) == value for s in exported[name]), (name, label, value)
+            for label, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', selector):
+                match = (lambda v, value=value: re.fullmatch(value, v)) if op == "=~" else value.__eq__
+                assert any(match(s.get(label, "")) for s in exported[name]), (name, label, value)
         # a "by (...)" keeps labels the series in the same sub-expression have
         metric_labels = {
             k for n in re.findall(r"\b(alert_broker_[a-z_]+)", expr) for s in exported[n] for k in s
@@ -121,7 +133,8 @@ def test_alert_rules_have_durations_severities_and_words():
         assert DURATION.match(rule.get("for", "0s")), rule
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
     names = {r["alert"] for r in alerts}
-    assert {"BrokerFallingBehind", "BrokerLatencyOverBudget", "BrokerDeadLetters", "BrokerNoWorkers"} <= names
+    assert {"BrokerFallingBehind", "BrokerLatencyOverBudget", "BrokerDeadLetters", "BrokerNoWorkers",
+            "BrokerApiErrors"} <= names  # fmt: skip
     latency = next(r for r in alerts if r["alert"] == "BrokerLatencyOverBudget")
     assert latency["expr"].endswith("> 60")  # Rubin's one-minute budget
 
