@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -26,6 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 
 from alert_broker.pipeline.kafka import CONSUMER_DEFAULTS, JOIN_GRACE_S, client, parse_kafka_url
 from alert_broker.pipeline.output import SCHEMA_FILE, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 SCHEMAS = SCHEMA_FILE.parent
 #: Keys remembered to skip a replayed batch's messages (a bounded memory for a session of days).
@@ -130,8 +133,16 @@ def iter_kafka(
             key = (msg.key() or b"").decode()
             if not seen.first(f"{msg.topic()}/{key}"):
                 continue
+            try:
+                record = decode_message(msg.value() or b"", msg.headers())
+            except UnknownSchema:
+                raise
+            except Exception as err:  # one unreadable message never ends a session: said, and skipped
+                log.warning("listen: %s/%s offset %s is not an annotated alert (%s: %s); skipped",
+                            msg.topic(), msg.partition(), msg.offset(), type(err).__name__, err)  # fmt: skip
+                continue
             done += 1
-            yield key, decode_message(msg.value(), msg.headers())
+            yield key, record
             if group is not None and done % COMMIT_EVERY == 0:
                 consumer.commit(asynchronous=True)  # a long session that dies re-reads little
     finally:

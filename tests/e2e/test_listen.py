@@ -98,3 +98,22 @@ def test_the_cli_prints_a_line_or_a_json_record_per_alert(streamed, kafka_bootst
 def test_an_unknown_schema_version_is_refused_with_the_known_ones():
     with pytest.raises(listen.UnknownSchema, match="known: 1.0"):
         listen.decode_message(b"\x00", [("schema_version", b"9.9")])
+
+
+def test_an_unreadable_message_is_skipped_and_said(streamed, kafka_bootstrap, caplog):
+    """A message that is not an annotated alert (someone else's producer on the topic) never ends a session."""
+    from confluent_kafka import Producer
+
+    from alert_broker.pipeline.output import encode
+
+    url = f"kafka://{kafka_bootstrap}/{streamed['topic']}"
+    good = list(listen.iter_stream(url, idle_stop_s=3, max_messages=3))
+    mixed = f"{streamed['topic']}-mixed"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(mixed, key=b"junk", value=b"\xff\x00 not avro", headers=[("schema_version", b"1.0")])
+    for key, record in good:
+        producer.produce(mixed, key=key.encode(), value=encode(record), headers=[("schema_version", b"1.0")])
+    assert producer.flush(30) == 0
+    got = list(listen.iter_stream(f"kafka://{kafka_bootstrap}/{mixed}", idle_stop_s=3))
+    assert sorted(got, key=lambda kv: kv[0]) == sorted(good, key=lambda kv: kv[0])  # partitions: any order
+    assert any("is not an annotated alert" in r.getMessage() for r in caplog.records)
