@@ -674,7 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("lake", help="the lake's analysis-ready tables: publish (docs/lake-tables.md)")
+    p = sub.add_parser(
+        "lake",
+        help="the lake: publish its analysis-ready tables, compact its files, status, expire the raw archive's "
+        "old nights (docs/lake-tables.md)",
+    )
     _add_settings_flags(p)
     p.add_argument("action", choices=["publish", "compact", "status", "expire"])
     p.add_argument(
