@@ -765,9 +765,9 @@ class BrokerData:
         if kind not in STAMP_KINDS:
             raise BadRequest(f"stamp kind must be one of {', '.join(STAMP_KINDS)}")
         row = self.alert(candid, survey)
-        self._check_kept(candid, row)
 
         def load() -> dict[str, bytes]:
+            self._check_kept(candid, row)  # on a cache miss only: the three stamps of an alert ask once
             try:
                 return self.archive.fetch_stamps(
                     int(candid), night=row.get("night"), path=row.get("raw_path")
