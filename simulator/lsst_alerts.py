@@ -29,7 +29,7 @@ from .batch import BatchEncoder
 from .chunk import ChunkData
 from .config import SimConfig
 from .rng import stream
-from .stamps import KIND_INDEX, StampBank, patch_card
+from .stamps import KIND_INDEX, LSST_ARTEFACT_KINDS, StampBank, patch_card
 from .timeutil import night_label
 from .ztf_alerts import Alert, _record
 
@@ -435,7 +435,7 @@ class LsstPacketBuilder:
             cls == "asteroid", np.where(subt == "NEO", KIND_INDEX["trail"], KIND_INDEX["bare"]), kind
         )
         for k in ("hot_pixel", "dipole", "cosmic_ray", "streak", "ghost"):
-            kind = np.where((cls == "bogus") & (subt == k), KIND_INDEX[k], kind)
+            kind = np.where((cls == "bogus") & (subt == k), KIND_INDEX[LSST_ARTEFACT_KINDS.get(k, k)], kind)
         f = dcols["psfFlux"]
         dmag = 31.4 - 2.5 * np.log10(np.maximum(np.abs(f), 1e-3))
         tflux = dcols["templateFlux"]

@@ -23,7 +23,13 @@ from astropy.io import fits
 
 from .rng import stream
 
-KINDS = ("star", "galaxy", "bare", "trail", "hot_pixel", "dipole", "cosmic_ray", "streak", "ghost")
+KINDS = (
+    "star", "galaxy", "bare", "trail", "hot_pixel", "dipole", "cosmic_ray", "streak", "ghost", "bullseye",
+    "offset_dipole",
+)  # fmt: skip
+#: Rubin's artefacts in place of ZTF's single-pixel ones (Rubin interpolates hot pixels and cosmic rays): the
+#: real LSST alerts' artefacts are dipoles, rings around bright stars and a neighbour's residual off the centre.
+LSST_ARTEFACT_KINDS = {"hot_pixel": "bullseye", "cosmic_ray": "offset_dipole"}
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 #: Scenes whose rendered difference carries the candidate's sign (negative flux in science minus reference for a
 #: negative candidate); the other kinds are drawn bright in the difference whatever the sign.
@@ -33,6 +39,12 @@ QUALITY_EDGES = {"ztf": np.array([19.6, 20.35]), "lsst": np.array([23.6, 24.3])}
 #: FWHM of ZTF reference-image (template) point sources [pixels]: Moffat fits to the bright variable stars of the
 #: labelled real stamps give 2.18 (ALeRCE's 18) and 2.14 (87 SIMBAD-labelled), scatter ~0.15.
 REF_FWHM_PIX = 2.15
+#: FWHM of Rubin template point sources [pixels of 0.2"]: the PSF images of the real cutouts' templates give
+#: 3.9-5.0 (median 4.4) on three nights; 4.2 with a 10% scatter.
+LSST_REF_FWHM_PIX = 4.2
+#: Share of Rubin cutouts with a strip of masked pixels (a detector edge): 2.4% of the real ones carry NaN pixels,
+#: 1% more zero-filled ones.
+LSST_EDGE_SHARE = 0.03
 
 
 # ------------------------------------------------------------------------------------------ primitives -----
@@ -81,6 +93,16 @@ def exponential_galaxy(
     )  # analytic total: light beyond the stamp is lost, as in a real cutout
 
 
+def _smooth(img: np.ndarray, sigma_pix: float) -> np.ndarray:
+    """``img`` convolved with a unit-sum Gaussian of ``sigma_pix`` (separable, edges reflected)."""
+    r = int(np.ceil(3 * sigma_pix))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_pix) ** 2)
+    k /= k.sum()
+    pad = np.pad(img, r, mode="reflect")
+    rows = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, pad)
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, rows)
+
+
 def _neighbours(rng, size: int, zp: float, fwhm: float, density: float) -> np.ndarray:
     """Unrelated field stars (same in template and science, so they cancel in the difference)."""
     img = np.zeros((size, size))
@@ -95,7 +117,8 @@ def _neighbours(rng, size: int, zp: float, fwhm: float, density: float) -> np.nd
 def render_scene(
     key: tuple, survey: str, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """(science, template, difference, difference variance, PSF fwhm [px]) for one bank cell."""
+    """(science, template, difference, difference variance, PSF fwhm, template PSF fwhm [px]) for one bank
+    cell."""
     kind_i, dmag_bin, sign, rmag_bin, off_bin, qual, _real = key
     kind = KINDS[kind_i]
     rng = stream(seed, "stamp", survey, *[int(k) % 2**32 for k in key])
@@ -107,11 +130,18 @@ def render_scene(
         sig_tpl = sig_sci / np.sqrt(rng.uniform(4, 50))  # coadd of a few to ~50 frames
         density = 2.0
     else:
+        # Calibrated on the 207 real Rubin alerts of the shared data (docs/simulator.md, "LSST cutouts"): sky
+        # noise from the depth of the quality bin (a 5-sigma point source at m5 over the PSF's noise-equivalent
+        # area, so that the cutouts' noise agrees with the alerts' psfFluxErr), a template ~5x less noisy than the
+        # science with pixel-correlated noise (a warped coadd), seeing up to 1.4", Moffat PSFs (science
+        # beta ~8, template ~3.5-6) and a template PSF of its own (~0.84" whatever the night's seeing).
         size, scale, zp = 30, 0.2, 31.4
-        seeing = (0.65, 0.8, 1.1)[qual] * np.exp(rng.normal(0, 0.1))
+        seeing = (0.7, 0.95, 1.4)[qual] * np.exp(rng.normal(0, 0.2))
         sky = 0.0
-        sig_sci = (14.0, 20.0, 32.0)[qual]
-        sig_tpl = sig_sci / 2.5
+        m5 = (24.6, 23.95, 23.3)[qual]
+        sigma_psf = seeing / scale / 2.3548
+        sig_sci = 10 ** (-0.4 * (m5 - zp)) / (5.0 * np.sqrt(4.0 * np.pi) * sigma_psf)
+        sig_tpl = sig_sci * 0.18 * np.exp(rng.normal(0, 0.3))
         density = 0.3
     fwhm = seeing / scale
     if survey == "ztf":
@@ -123,10 +153,11 @@ def render_scene(
         def psf(fw, *pos, elong=1.0, template=False):
             return moffat_psf(size, fw, *pos, elong=elong, beta=beta_tpl if template else beta_sci)
     else:
-        tpl_fwhm = None  # drawn below, where the Gaussian-PSF simulator always drew it (same LSST bytes)
+        beta_sci, beta_tpl = rng.uniform(6.0, 10.0), rng.uniform(3.5, 6.0)
+        tpl_fwhm = LSST_REF_FWHM_PIX * np.exp(rng.normal(0, 0.1))
 
         def psf(fw, *pos, elong=1.0, template=False):
-            return gaussian_psf(size, fw, *pos, elong=elong)
+            return moffat_psf(size, fw, *pos, elong=elong, beta=beta_tpl if template else beta_sci)
 
     dflux = sign * 10 ** (-0.4 * (dmag_bin * 0.5 - zp))
     rflux = 10 ** (-0.4 * (rmag_bin - zp)) if rmag_bin > 0 else 0.0
@@ -134,8 +165,9 @@ def render_scene(
     ang = rng.uniform(0, 2 * np.pi)
     sub = rng.uniform(-0.5, 0.5, 2)  # sub-pixel position of the source
     static = _neighbours(rng, size, zp, fwhm, density)
-    if tpl_fwhm is None:
-        tpl_fwhm = fwhm * rng.uniform(0.75, 0.95)
+    # A new source in the difference has the PSF of the subtraction: the science one, or the template's where the
+    # template is the wider and the science is convolved to match it (Rubin's subtraction decides per visit).
+    dfwhm = fwhm if survey == "ztf" else max(fwhm, tpl_fwhm)
     t_static = static.copy()
     sci_add = np.zeros((size, size))
     dif = np.zeros((size, size))
@@ -143,7 +175,7 @@ def render_scene(
         t_static += rflux * psf(tpl_fwhm, *sub, template=True)
         static += rflux * psf(fwhm, *sub)
         sci_add = dflux * psf(fwhm, *sub)
-        dif = dflux * psf(fwhm, *sub)
+        dif = dflux * psf(dfwhm, *sub)
     elif kind == "galaxy":
         re = rng.uniform(1.0, 4.0) / scale
         q, pa = rng.uniform(0.4, 1.0), rng.uniform(0, 180)
@@ -152,12 +184,11 @@ def render_scene(
         t_static += host_total * exponential_galaxy(size, re, q, pa, gdx, gdy, tpl_fwhm)
         static += host_total * exponential_galaxy(size, re, q, pa, gdx, gdy, fwhm)
         sci_add = dflux * psf(fwhm, *sub)
-        dif = dflux * psf(fwhm, *sub)
+        dif = dflux * psf(dfwhm, *sub)
     elif kind in ("bare", "trail"):
         elong = rng.uniform(2.0, 5.0) if kind == "trail" else 1.0
-        p = psf(fwhm, *sub, elong=elong)
-        sci_add = dflux * p
-        dif = dflux * p
+        sci_add = dflux * psf(fwhm, *sub, elong=elong)
+        dif = dflux * psf(dfwhm, *sub, elong=elong) if survey == "lsst" else sci_add
     elif kind == "hot_pixel":
         px = np.zeros((size, size))
         i, j = (size // 2 + rng.integers(-1, 2, 2)).tolist()
@@ -177,7 +208,9 @@ def render_scene(
         star = 10 ** (-0.4 * ((rmag_bin if rmag_bin > 0 else 13.0) - zp))
         t_static += star * psf(tpl_fwhm, *sub, template=True)
         static += star * psf(fwhm, *sub)
-        shift = rng.uniform(0.4, 1.2)
+        shift = (
+            rng.uniform(0.4, 1.2) if survey == "ztf" else rng.uniform(1.0, 1.5)
+        )  # LSST: lobes 2-3 px apart
         d = np.array([np.cos(ang), np.sin(ang)]) * shift
         dif = abs(dflux) * (psf(fwhm, *(sub + d)) - psf(fwhm, *(sub - d)))
         dif *= np.sign(dflux)
@@ -189,6 +222,21 @@ def render_scene(
         line = np.exp(-0.5 * (dist / (fwhm / 2.3548)) ** 2)
         line *= abs(dflux) / line.sum() * size / 8
         sci_add, dif = line, line.copy()
+    elif kind == "bullseye":
+        # a bright star's residual: a core and a ring of opposite signs (a PSF mismatch), detected at the centre
+        star = 10 ** (-0.4 * (rng.uniform(15.5, 18.5) - zp))
+        t_static += star * psf(tpl_fwhm, *sub, template=True)
+        static += star * psf(fwhm, *sub)
+        ring = psf(dfwhm, *sub) - psf(dfwhm * rng.uniform(1.3, 1.8), *sub)
+        dif = abs(dflux) * ring / ring.max() * psf(dfwhm).max() * rng.choice((-1.0, 1.0))
+    elif kind == "offset_dipole":
+        # a neighbour's bad subtraction 1.2-2.6" away; the detection at the centre is its wing or the noise
+        star = 10 ** (-0.4 * (rng.uniform(16.0, 19.0) - zp))
+        at = sub + np.array([np.cos(ang), np.sin(ang)]) * rng.uniform(1.2, 2.6) / scale
+        t_static += star * psf(tpl_fwhm, *at, template=True)
+        static += star * psf(fwhm, *at)
+        d = np.array([np.cos(ang + 1.0), np.sin(ang + 1.0)]) * rng.uniform(1.0, 1.5)
+        dif = 2.0 * abs(dflux) * (psf(dfwhm, *(at + d)) - psf(dfwhm, *(at - d)))
     elif kind == "ghost":
         p = gaussian_psf(size, fwhm * rng.uniform(3, 6), *(rng.uniform(-3, 3, 2)))
         sci_add = abs(dflux) * p
@@ -202,24 +250,42 @@ def render_scene(
         else np.maximum(static + sci_add, 0.0) * 0.05
     )
     n_sci = rng.standard_normal((size, size)) * np.sqrt(sig_sci**2 + src_var)
-    n_tpl = rng.standard_normal((size, size)) * sig_tpl
+    n_tpl = rng.standard_normal((size, size))
+    if survey == "lsst":  # a coadd's noise is correlated between neighbouring pixels (warping): ~0.6 real
+        n_tpl = _smooth(n_tpl, 0.7)
+        n_tpl /= n_tpl.std()
+    n_tpl *= sig_tpl
     sci = sci + n_sci
     tpl = tpl + n_tpl
     diff = dif + n_sci - n_tpl
     var = np.full((size, size), sig_sci**2 + sig_tpl**2) + src_var
+    if survey == "lsst" and rng.random() < LSST_EDGE_SHARE:
+        # a cutout at a detector's edge: a strip without data (NaN, infinite variance), as ~3% of real ones
+        width, side = int(rng.integers(2, 12)), int(rng.integers(0, 4))
+        strip = np.zeros((size, size), bool)
+        strip[:, :width] = True
+        strip = np.rot90(strip, side)
+        for a in (sci, tpl, diff):
+            a[strip] = np.nan
+        var[strip] = np.inf
     return (
         sci.astype(np.float32),
         tpl.astype(np.float32),
         diff.astype(np.float32),
         var.astype(np.float32),
         fwhm,
+        tpl_fwhm,
     )
 
 
 # ------------------------------------------------------------------------------------------------ FITS ------
+#: Side of the PSF image extension of a Rubin cutout [pixels].
+LSST_PSF_SIZE = 41
+
+
 @lru_cache(maxsize=8)
 def _fits_template(
-    kind: str, size: int, psf_size: int = 21
+    kind: str, size: int, psf_size: int = LSST_PSF_SIZE
 ) -> tuple[bytes, tuple[tuple[int, int, str], ...]]:
     """A FITS file written once by astropy, and where each HDU's data lies in it: (offset, nbytes, dtype).
 
@@ -278,9 +344,10 @@ def ztf_fits_gz(img: np.ndarray) -> bytes:
     return gzip.compress(_splice("ztf", [img]), compresslevel=6, mtime=0)
 
 
-def lsst_fits(img: np.ndarray, var: np.ndarray, fwhm_pix: float) -> bytes:
-    """An LSST cutout: nJy image with a TAN WCS (CRVAL patched per alert), variance and PSF extensions."""
-    return _splice("lsst", [img, var, gaussian_psf(21, fwhm_pix)])
+def lsst_fits(img: np.ndarray, var: np.ndarray, fwhm_pix: float, beta: float = 8.0) -> bytes:
+    """An LSST cutout: nJy image with a TAN WCS (CRVAL patched per alert), variance and PSF extensions (a
+    41 x 41 Moffat, as real cutouts carry: the science's beta ~8, the template's ~4.5)."""
+    return _splice("lsst", [img, var, moffat_psf(LSST_PSF_SIZE, fwhm_pix, beta=beta)])
 
 
 def patch_card(data: bytes, key: str, value: float) -> bytes:
@@ -352,7 +419,7 @@ class StampBank:
         """(science, template, difference) encoded as the survey's cutouts."""
         cell = self._cells.get(key)
         if cell is None:
-            sci, tpl, dif, var, fwhm = render_scene(key, self.survey, self.seed)
+            sci, tpl, dif, var, fwhm, tpl_fwhm = render_scene(key, self.survey, self.seed)
             if self.survey == "ztf":
                 # ZTF publishes the difference cutout of a negative candidate (isdiffpos 'f') from the negative
                 # (reference minus science) subtraction: the source is bright in it, as in a positive one.
@@ -361,6 +428,10 @@ class StampBank:
                 cutout = -dif if flip else dif
                 cell = (ztf_fits_gz(sci), ztf_fits_gz(tpl), ztf_fits_gz(cutout))
             else:
-                cell = (lsst_fits(sci, var, fwhm), lsst_fits(tpl, var / 6.0, fwhm), lsst_fits(dif, var, fwhm))
+                cell = (
+                    lsst_fits(sci, var, fwhm),
+                    lsst_fits(tpl, var / 30.0, tpl_fwhm, beta=4.5),
+                    lsst_fits(dif, var, max(fwhm, tpl_fwhm)),
+                )
             self._cells[key] = cell
         return cell
