@@ -12,6 +12,7 @@ import json
 import time
 
 from alert_broker.classifiers.stamp.rules import rules_named
+from alert_broker.classifiers.stamp.surveys import STAMP_SURVEYS, stamp_survey
 
 #: Where ``train_stamp_model`` lives: a TensorFlow module, loaded when the command runs (see the docstring).
 TRAINING_MODULE = "alert_broker.classifiers.stamp.training"
@@ -25,7 +26,15 @@ def add_train_stamp(train_subparsers) -> None:
     p.add_argument("--seed", type=int, default=1, help="simulation and training seed")
     p.add_argument("--n-per-class", type=int, default=3000, help="first alerts per stamp class")
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--name", default="stamp_classifier")
+    p.add_argument(
+        "--survey",
+        choices=sorted(STAMP_SURVEYS),
+        default="ztf",
+        help="whose alerts to simulate and learn (crop, metadata, rules: classifiers/stamp/surveys.py)",
+    )
+    p.add_argument(
+        "--name", default=None, help="registry name (default: the survey's, e.g. stamp_classifier)"
+    )
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--models", default=None, help="registry root (env BROKER_MODELS, default ./models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -93,6 +102,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_train_stamp(args: argparse.Namespace) -> int:
+    if args.survey != "ztf" and (args.second_stage_on or args.second_stage or args.real_data):
+        raise SystemExit(
+            f"--survey {args.survey}: the labelled real stamps are ZTF's (no --real-data, no second stage)"
+        )
+    args.name = args.name or stamp_survey(args.survey).model_name
     if args.threads:
         import tensorflow as tf  # lazy: seconds and ~0.5 GB to start; the CLI must start fast
 
@@ -123,6 +137,7 @@ def cmd_train_stamp(args: argparse.Namespace) -> int:
         print(json.dumps(result.metadata.get("second_stage", {}).get("out_of_fold", {}), indent=2))
         return 0
     result = training.train_stamp_model(
+        survey=args.survey,
         seed=args.seed,
         n_per_class=args.n_per_class,
         epochs=args.epochs,

@@ -1,4 +1,4 @@
-"""Training and test sets of the stamp classifier: first alerts of simulated ZTF objects, balanced per class.
+"""Training and test sets of the stamp classifiers: first alerts of simulated objects, balanced per class.
 
 ALeRCE's stamp classifier sees the *first* alert of an object, so a set holds one alert per object: the earliest
 alert the simulation produced for it (the first one a broker started at the simulation's first night receives).
@@ -16,35 +16,13 @@ import numpy as np
 import pandas as pd
 
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, metadata_matrix
-from alert_broker.classifiers.stamp.preprocess import stamp_images
+from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, stamp_images
 from alert_broker.classifiers.stamp.stampstats import STAT_COLUMNS, stamp_statistics
+from alert_broker.classifiers.stamp.surveys import ZTF, stamp_survey
 from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
 from alert_broker.surveys.decode import decode_batch
 from alert_broker.surveys.messages import RawMessage
-
-#: First alerts per simulated object in one ZTF night, per simulator class (measured: 60,000 objects, equal
-#: shares, seeds 1 and 2, averaged). Object shares are (wanted share of first alerts) / yield, so each stamp class gets
-#: about the same number of first alerts from one simulation.
-FIRST_ALERT_YIELD: dict[str, float] = {
-    "SNIa": 0.165,
-    "SNIbc": 0.10,
-    "SNII": 0.245,
-    "SLSN": 0.21,
-    "AGN": 0.03,
-    "QSO": 0.043,
-    "Blazar": 0.18,
-    "RRL": 0.17,
-    "E": 0.13,
-    "LPV": 0.235,
-    "CEP": 0.145,
-    "DSCT": 0.05,
-    "Periodic-Other": 0.06,
-    "YSO": 0.13,
-    "CV/Nova": 0.30,
-    "asteroid": 0.32,
-    "bogus": 0.42,
-}
 
 #: Within each stamp class, the share of first alerts wanted from each simulator class: every kind of object the
 #: class stands for is represented, rare kinds (SLSN, DSCT, CEP) more than their sky share, so the network learns
@@ -69,13 +47,16 @@ WITHIN_CLASS_SHARE: dict[str, float] = {
     "bogus": 1.0,
 }
 
-SIM_NIGHTS = 1
 DECODE_CHUNK = 4000
 
+#: ZTF's yields (kept under their old name for callers of this module).
+FIRST_ALERT_YIELD: dict[str, float] = ZTF.first_alert_yield
 
-def balanced_fractions() -> dict[str, float]:
+
+def balanced_fractions(survey: str = "ztf") -> dict[str, float]:
     """Simulator object shares that give about equal numbers of first alerts per stamp class."""
-    return {c: WITHIN_CLASS_SHARE[c] / FIRST_ALERT_YIELD[c] for c in SIM_TO_STAMP}
+    yields = stamp_survey(survey).first_alert_yield
+    return {c: WITHIN_CLASS_SHARE[c] / yields[c] for c in SIM_TO_STAMP}
 
 
 @dataclass
@@ -105,22 +86,29 @@ class StampSet:
 
 
 def first_alert_chunks(
-    n_objects: int, seed: int, nights: int = SIM_NIGHTS, class_fractions: dict[str, float] | None = None
+    n_objects: int,
+    seed: int,
+    nights: int | None = None,
+    class_fractions: dict[str, float] | None = None,
+    survey: str = "ztf",
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-    """Simulate ZTF alerts with stamps and decode each object's first alert, :data:`DECODE_CHUNK` alerts at a
-    time: (alerts, stamps) as ``decode_batch`` makes them, the alerts carrying ``sim_class`` (the truth) and
-    ``class`` (its stamp class). Chunks keep memory flat: a raw packet is ~80 kB, its three cutouts ~40 kB."""
+    """Simulate a survey's alerts with stamps and decode each object's first alert, :data:`DECODE_CHUNK` alerts at
+    a time: (alerts, stamps) as ``decode_batch`` makes them, the alerts carrying ``sim_class`` (the truth) and
+    ``class`` (its stamp class). Chunks keep memory flat: a raw packet is ~80 kB, its three cutouts ~40 kB.
+    ``nights`` default: the survey's recipe (``surveys.StampSurvey.sim_nights``)."""
+    recipe = stamp_survey(survey)
     cfg = SimConfig(
-        survey="ztf",
-        nights=nights,
+        survey=recipe.name,
+        nights=recipe.sim_nights if nights is None else nights,
         objects=n_objects,
         seed=seed,
         stamps=True,
-        class_fractions=dict(balanced_fractions() if class_fractions is None else class_fractions),
+        class_fractions=dict(balanced_fractions(survey) if class_fractions is None else class_fractions),
     )
     truth = truth_table(build_world(cfg)).set_index("oid")["class"]
     seen: set[str] = set()
     pending: list[bytes] = []
+    candid_class: dict[int, str] = {}
 
     def decode() -> tuple[pd.DataFrame, pd.DataFrame]:
         start = len(seen) - len(pending)
@@ -130,7 +118,8 @@ def first_alert_chunks(
             raise RuntimeError(f"simulated alerts failed to decode: {dead[0].reason}")
         pending.clear()
         al = tables.alerts
-        al["sim_class"] = truth.reindex(al["oid"].astype(str)).to_numpy()
+        # by candid: a survey's alert ids need not be the simulator's object ids (LSST's oid is "LSST<id>")
+        al["sim_class"] = al["candid"].map(candid_class).to_numpy()
         al["class"] = al["sim_class"].map(SIM_TO_STAMP)
         keep = al["class"].notna().to_numpy()
         return al[keep].reset_index(drop=True), tables.stamps[keep].reset_index(drop=True)
@@ -140,6 +129,7 @@ def first_alert_chunks(
         if alert.oid not in seen:
             seen.add(alert.oid)
             pending.append(alert.payload)
+            candid_class[alert.candid] = truth.get(alert.oid)
             if len(pending) >= DECODE_CHUNK:
                 yield decode()
     if pending:
@@ -147,10 +137,14 @@ def first_alert_chunks(
 
 
 def simulated_first_alerts(
-    n_objects: int, seed: int, nights: int = SIM_NIGHTS, class_fractions: dict[str, float] | None = None
+    n_objects: int,
+    seed: int,
+    nights: int | None = None,
+    class_fractions: dict[str, float] | None = None,
+    survey: str = "ztf",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every first alert of a simulation (see :func:`first_alert_chunks`) as one (alerts, stamps) pair."""
-    chunks = list(first_alert_chunks(n_objects, seed, nights, class_fractions))
+    chunks = list(first_alert_chunks(n_objects, seed, nights, class_fractions, survey))
     if not chunks:
         raise ValueError(f"the simulation (objects={n_objects}, nights={nights}, seed={seed}) made no alert")
     return (
@@ -160,13 +154,16 @@ def simulated_first_alerts(
 
 
 def to_stamp_set(
-    alerts: pd.DataFrame, stamps: pd.DataFrame, features: tuple[str, ...] = DEFAULT_FEATURES
+    alerts: pd.DataFrame,
+    stamps: pd.DataFrame,
+    features: tuple[str, ...] = DEFAULT_FEATURES,
+    crop_size: int = CROP_SIZE,
 ) -> StampSet:
     """Preprocess labelled alerts (a ``class`` column of stamp classes) and their stamps (joined on candid);
     alerts without all three readable cutouts are dropped. The frame carries the alerts' columns and the
     cutouts' physical statistics (``stampstats.STAT_COLUMNS``)."""
     st = stamps.set_index("candid").reindex(alerts["candid"].to_numpy()).reset_index()
-    images, complete = stamp_images(st)
+    images, complete = stamp_images(st, crop_size)
     labels = alerts["class"].map({c: i for i, c in enumerate(STAMP_CLASSES)}).to_numpy()
     keep = complete & pd.notna(labels)
     stats = stamp_statistics(st[keep].reset_index(drop=True))
@@ -184,10 +181,12 @@ def to_stamp_set(
 def build_stamp_set(
     seed: int,
     n_per_class: int,
-    features: tuple[str, ...] = DEFAULT_FEATURES,
+    features: tuple[str, ...] | None = None,
     max_rounds: int = 6,
+    survey: str = "ztf",
 ) -> StampSet:
-    """A balanced set of ``n_per_class`` first alerts per stamp class from simulations seeded by ``seed``.
+    """A balanced set of ``n_per_class`` first alerts per stamp class from simulations of ``survey`` seeded by
+    ``seed``, cropped and described as that survey's model sees them (``features`` default: its recipe's).
 
     Simulates ~1.3 x the objects the measured yields say are needed; if a class is still short (yields vary with
     the seed), simulates again with seed ``seed * 1000 + round`` (deterministic) and pools. Each class is then
@@ -197,12 +196,17 @@ def build_stamp_set(
         raise ValueError("n_per_class must be >= 1")
     # Expected first alerts of a stamp class = objects * sum over its classes of share/yield * yield / total
     # = objects / total, since the within-class shares sum to 1.
-    total = sum(balanced_fractions().values())
+    recipe = stamp_survey(survey)
+    features = recipe.features if features is None else tuple(features)
+    total = sum(balanced_fractions(survey).values())
     n_objects = int(np.ceil(1.3 * n_per_class * total))
     parts: list[StampSet] = []
     for rnd in range(max_rounds):
         sim_seed = seed if rnd == 0 else seed * 1000 + rnd
-        parts += [to_stamp_set(al, st, features) for al, st in first_alert_chunks(n_objects, sim_seed)]
+        parts += [
+            to_stamp_set(al, st, features, recipe.crop_size)
+            for al, st in first_alert_chunks(n_objects, sim_seed, survey=survey)
+        ]
         pooled = concat_sets(parts)
         counts = pooled.counts()
         if all(counts[c] >= n_per_class for c in STAMP_CLASSES):

@@ -19,6 +19,7 @@ from alert_broker.classifiers.stamp.inference import first_alert_mask
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, sky_latitudes
 from alert_broker.classifiers.stamp.rules import (
     DEFAULT_RULES,
+    Rule,
     apply_rules,
     known_solar_system_object,
     numeric_column,
@@ -90,14 +91,19 @@ def _predict(model, images: np.ndarray, metadata: np.ndarray) -> np.ndarray:
 
 
 def evaluate_arrays(
-    model, images, metadata, y_true, alerts: pd.DataFrame | None = None
+    model,
+    images,
+    metadata,
+    y_true,
+    alerts: pd.DataFrame | None = None,
+    rules: tuple[Rule, ...] = DEFAULT_RULES,
 ) -> dict[str, StampEvaluation]:
-    """{"cnn": network alone, "cnn+rules": after the business rules (needs ``alerts`` rows aligned)}."""
+    """{"cnn": network alone, "cnn+rules": after the business ``rules`` (needs ``alerts`` rows aligned)}."""
     p = pd.DataFrame(_predict(model, images, metadata), columns=list(STAMP_CLASSES))
     names = np.array(STAMP_CLASSES, dtype=object)
     out = {"cnn": StampEvaluation(np.asarray(y_true, dtype=object), names[p.to_numpy().argmax(axis=1)])}
     if alerts is not None:
-        pr = apply_rules(p, alerts.reset_index(drop=True), DEFAULT_RULES)
+        pr = apply_rules(p, alerts.reset_index(drop=True), rules)
         out["cnn+rules"] = StampEvaluation(
             np.asarray(y_true, dtype=object), names[pr.to_numpy().argmax(axis=1)]
         )
@@ -119,13 +125,19 @@ class SimulationEvaluation:
 
 
 def evaluate_on_simulation(
-    model, seed: int, n_per_class: int, features: tuple[str, ...] = DEFAULT_FEATURES
+    model,
+    seed: int,
+    n_per_class: int,
+    features: tuple[str, ...] = DEFAULT_FEATURES,
+    survey: str = "ztf",
+    rules: tuple[Rule, ...] = DEFAULT_RULES,
 ) -> SimulationEvaluation:
-    """Score ``model`` on a fresh balanced simulation (use a seed the model was not trained on)."""
-    data = build_stamp_set(seed, n_per_class, features)
+    """Score ``model`` on a fresh balanced simulation of ``survey`` (use a seed the model was not trained on),
+    without and with the business ``rules``."""
+    data = build_stamp_set(seed, n_per_class, features, survey=survey)
     names = np.array(STAMP_CLASSES, dtype=object)[data.labels]
     return SimulationEvaluation(
-        seed, n_per_class, evaluate_arrays(model, data.images, data.metadata, names, data.frame)
+        seed, n_per_class, evaluate_arrays(model, data.images, data.metadata, names, data.frame, rules)
     )
 
 

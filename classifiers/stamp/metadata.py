@@ -57,7 +57,12 @@ METADATA_SPEC: dict[str, tuple[float, float, float]] = {
     "sharpnr": (-1.0, -1.0, 1.5),  # reference source sharpness
     "ecl_lat": (0.0, -90.0, 90.0),  # [deg], from ra, dec
     "gal_lat": (0.0, -90.0, 90.0),  # [deg], from ra, dec
+    # LSST: the alert's magnitude on LSST's deeper range (it reads ``magpsf``; ZTF's range would clip at 23)
+    "lsst_magpsf": (23.5, 14.0, 26.5),
 }
+
+#: Fields read from another column than their own name (one column, two clipping ranges for two surveys).
+SOURCE_COLUMN: dict[str, str] = {"lsst_magpsf": "magpsf"}
 
 #: The metadata the shipped model uses, in input order: ALeRCE's list without the fields a simulated training set
 #: would teach wrongly (see the module docstring): ``ncovhist`` / ``non_detections``, ``classtar`` and sky position.
@@ -65,6 +70,13 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "sgscore1", "distpsnr1", "sgscore2", "distpsnr2", "sgscore3", "distpsnr3", "isdiffpos", "fwhm", "magpsf",
     "sigmapsf", "diffmaglim", "ndethist", "chinr", "sharpnr",
 )  # fmt: skip
+
+#: The metadata of the LSST stamp model: the sign, magnitude and error of the difference, quantities the simulator
+#: derives from the same photometry as the cutouts. Not used: ``reliability``, ``extendedness`` and the trail and
+#: dipole fits, which the simulator draws from the class (a shortcut that real alerts would not honour: the real
+#: reliability's distribution changes with Rubin's model version, 0.99 median in the 7.4 sample, 0.37 in 9.0), and
+#: ``ssObjectId``, which the business rules use (``rules.known_solar_system_object``).
+LSST_FEATURES: tuple[str, ...] = ("isdiffpos", "lsst_magpsf", "sigmapsf")
 
 #: Values at or below this are ZTF "no value" markers (-999; -99 in 2018 schemas).
 SENTINEL_BELOW = -99.0
@@ -107,7 +119,11 @@ def metadata_frame(alerts: pd.DataFrame) -> pd.DataFrame:
     Accepts the contract's `alerts` table or any frame with the same column names (e.g. ALeRCE's labelled stamp
     files); absent columns are filled. ``non_detections`` is ncovhist - ndethist when the alert does not carry it.
     """
-    raw = {name: _raw(alerts, name) for name in METADATA_SPEC if name not in ("ecl_lat", "gal_lat")}
+    raw = {
+        name: _raw(alerts, SOURCE_COLUMN.get(name, name))
+        for name in METADATA_SPEC
+        if name not in ("ecl_lat", "gal_lat")
+    }
     if "non_detections" not in alerts.columns:
         raw["non_detections"] = raw["ncovhist"] - raw["ndethist"]
     if "ra" in alerts.columns and "dec" in alerts.columns:

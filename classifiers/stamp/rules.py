@@ -109,7 +109,8 @@ def known_solar_system_object(
     proba: pd.DataFrame, alerts: pd.DataFrame, max_dist_arcsec: float = SSO_DIST_ARCSEC
 ) -> pd.DataFrame:
     """P(asteroid) = 1 where ZTF matched a known solar-system object (non-null ``ssnamenr``) within
-    ``max_dist_arcsec`` (``ssdistnr``). ALeRCE ``is_asteroid`` / ``FULL_ASTEROID_PROBABILITY``."""
+    ``max_dist_arcsec`` (``ssdistnr``), ALeRCE ``is_asteroid`` / ``FULL_ASTEROID_PROBABILITY``; or where Rubin
+    associated the source with one (``ssObjectId`` non-zero: LSST's alert production does the association)."""
     dist = numeric_column(alerts, "ssdistnr")
     if "ssnamenr" in alerts.columns:
         name = alerts["ssnamenr"].astype("string").str.strip().str.lower()
@@ -117,6 +118,8 @@ def known_solar_system_object(
     else:
         named = np.ones(len(alerts), dtype=bool)
     hit = named & (dist >= 0) & (dist <= max_dist_arcsec)
+    if "ssObjectId" in alerts.columns:
+        hit |= np.nan_to_num(pd.to_numeric(alerts["ssObjectId"], errors="coerce").to_numpy(np.float64)) != 0
     out = proba.copy()
     if hit.any():
         p = out.to_numpy(dtype=np.float64, copy=True)

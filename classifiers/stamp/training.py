@@ -21,11 +21,11 @@ from alert_broker.classifiers.stamp.evaluate import (
     evaluate_real_stamps,
 )
 from alert_broker.classifiers.stamp.inference import StampClassifier
-from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, METADATA_SPEC
+from alert_broker.classifiers.stamp.metadata import METADATA_SPEC
 from alert_broker.classifiers.stamp.model import CNNConfig, build_model, compile_model
 from alert_broker.classifiers.stamp.onnx_export import keras_to_onnx_bytes
-from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, STAMP_FEATURE_VERSION
-from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules, rule_names
+from alert_broker.classifiers.stamp.preprocess import STAMP_FEATURE_VERSION
+from alert_broker.classifiers.stamp.rules import DEFAULT_RULES, Rule, apply_rules, rule_names, rules_named
 from alert_broker.classifiers.stamp.runtime import OnnxNetwork
 from alert_broker.classifiers.stamp.second_stage import (
     DEFAULT_FOLDS,
@@ -40,6 +40,7 @@ from alert_broker.classifiers.stamp.second_stage import (
 )
 from alert_broker.classifiers.stamp.second_stage import cross_validate as stack_cross_validate
 from alert_broker.classifiers.stamp.second_stage import real_rows as stack_real_rows
+from alert_broker.classifiers.stamp.surveys import stamp_survey
 from alert_broker.classifiers.stamp.taxonomy import (
     DEFAULT_NAME,
     SIM_TO_STAMP,
@@ -85,7 +86,9 @@ def fit_model(
     of the alerts is seen a second time with all metadata missing (the fills), so the network also learns to
     classify from the stamps alone (old schemas, or labelled stamps without alert fields)."""
     set_determinism(seed)
-    model = build_model(train.metadata.shape[1], config, meta_sample=train.metadata)
+    model = build_model(
+        train.metadata.shape[1], config, meta_sample=train.metadata, size=int(train.images.shape[1])
+    )
     train = with_missing_metadata(train, missing_metadata_fraction, seed)
     steps = epochs * int(np.ceil(len(train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(steps, 1), alpha=0.05)
@@ -126,16 +129,19 @@ def inference_copy(model):
     return copy
 
 
-def model_metadata(train: StampSet, config: CNNConfig, *, seed: int, epochs: int, seconds: float) -> dict:
+def model_metadata(
+    train: StampSet, config: CNNConfig, *, seed: int, epochs: int, seconds: float, survey: str = "ztf"
+) -> dict:
     """What the registry stores with a stamp model (metadata.json)."""
-    return {
+    meta = {
+        "survey": survey,
         "taxonomy_version": STAMP_TAXONOMY_VERSION,
         "classes": list(STAMP_CLASSES),
         "class_map": dict(SIM_TO_STAMP),
         "feature_version": STAMP_FEATURE_VERSION,
         "features": list(train.features),
         "metadata_spec": {f: list(METADATA_SPEC[f]) for f in train.features},
-        "crop_size": CROP_SIZE,
+        "crop_size": int(train.images.shape[1]),
         "training_fingerprint": set_fingerprint(train),
         "training_counts": train.counts(),
         "training": {"seed": seed, "epochs": epochs, "n": len(train), "seconds": round(seconds, 1)},
@@ -143,6 +149,9 @@ def model_metadata(train: StampSet, config: CNNConfig, *, seed: int, epochs: int
         "missing_metadata_fraction": MISSING_METADATA_FRACTION,
         "metrics": {},
     }
+    if survey != "ztf":  # ZTF's models before this field name no rules and run ALeRCE's (rules.DEFAULT_RULES)
+        meta["rules"] = list(stamp_survey(survey).rules)
+    return meta
 
 
 @dataclass
@@ -158,17 +167,18 @@ def train_stamp_model(
     n_per_class: int = 3000,
     epochs: int = 12,
     out_root: str | Path | None = None,
-    name: str = DEFAULT_NAME,
+    name: str | None = None,
     version: str = DEFAULT_VERSION,
     *,
     config: CNNConfig = CNNConfig(),
-    features: tuple[str, ...] = DEFAULT_FEATURES,
+    features: tuple[str, ...] | None = None,
     eval_n_per_class: int = 0,
     eval_seed: int | None = None,
     real_data: str | Path | None = None,
     overwrite: bool = False,
     verbose: int = 0,
     second_stage: bool = False,
+    survey: str = "ztf",
     stack_n_per_class: int = STACK_N_PER_CLASS,
     real_weight: float = REAL_WEIGHT,
     cv_folds: int = DEFAULT_FOLDS,
@@ -183,15 +193,25 @@ def train_stamp_model(
 
     ``second_stage`` (1.2.0 on; needs ``real_data``) also trains the second stage (``second_stage.py``) on
     simulated alerts of seed ``seed + 500`` and the real labelled alerts, reports its out-of-fold real figures
-    (``cv_folds``-fold, object-grouped) and ships it beside the CNN (``stacker.joblib``)."""
+    (``cv_folds``-fold, object-grouped) and ships it beside the CNN (``stacker.joblib``).
+
+    ``survey`` (``surveys.STAMP_SURVEYS``): whose alerts are simulated, cropped and described (``features``
+    default: the survey's). ALeRCE's labelled real stamps are ZTF's: ``real_data`` and ``second_stage`` are
+    refused for another survey."""
+    if survey != "ztf" and (real_data or second_stage):
+        raise ValueError(
+            f"the labelled real stamps are ZTF's: no real evaluation or second stage for {survey}"
+        )
+    features = stamp_survey(survey).features if features is None else tuple(features)
+    name = stamp_survey(survey).model_name if name is None else name
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    train = build_stamp_set(seed, n_per_class, features)
+    train = build_stamp_set(seed, n_per_class, features, survey=survey)
     times["simulate"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     model = fit_model(train, seed=seed, epochs=epochs, config=config, verbose=verbose)
     times["train"] = time.perf_counter() - t1
-    meta = model_metadata(train, config, seed=seed, epochs=epochs, seconds=times["train"])
+    meta = model_metadata(train, config, seed=seed, epochs=epochs, seconds=times["train"], survey=survey)
     meta["training"]["simulate_seconds"] = round(times["simulate"], 1)
     meta.update(name=name, version=version)
     del train
@@ -377,7 +397,9 @@ def evaluation_metrics(
     features = tuple(meta["features"])
     if eval_n_per_class:
         es = seed + 1000 if eval_seed is None else eval_seed
-        sim = evaluate_on_simulation(model, es, eval_n_per_class, features)
+        survey = meta.get("survey", "ztf")
+        rules = rules_named(meta["rules"]) if meta.get("rules") else DEFAULT_RULES
+        sim = evaluate_on_simulation(model, es, eval_n_per_class, features, survey, rules)
         metrics["heldout"] = {"seed": es, "n_per_class": eval_n_per_class}
         metrics.update({f"heldout_{k}": v.summary() for k, v in sim.results.items()})
     if real_data:
