@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_classify
 	$(BIN)/python -m bench.bench_reclassify
 	$(BIN)/python -m bench.bench_lsst
+	$(BIN)/python -m bench.bench_stamp_lsst
 	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_output
 	$(BIN)/python -m bench.bench_lake_compaction
@@ -75,6 +76,8 @@ models: setup
 		--eval-objects 20000 --version 1.0.0
 	$(BIN)/broker train stamp --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
 		--eval-per-class 600 --version 1.1.0 $(if $(wildcard ../shared/data),--real-data ../shared/data)
+	$(BIN)/broker train stamp --survey lsst --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
+		--eval-per-class 600 --version 1.0.0
 	$(if $(wildcard ../shared/data),$(BIN)/broker train stamp --second-stage-on 1.1.0 --version 1.2.0 --seed 1 \
 		--models models --overwrite --stack-per-class 800 --cv-folds 5 --eval-per-class 600 \
 		--real-data ../shared/data)
