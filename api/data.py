@@ -52,6 +52,8 @@ ORDER_COLUMNS = {
     "dist": "dist_arcsec",
 }  # fmt: skip
 STAMP_CLASSIFIER = "stamp_classifier"
+#: The stamp classifiers whose P(SN) makes SN candidates: one per survey's cutouts (ZTF's, Rubin's).
+SN_CANDIDATE_CLASSIFIERS = (STAMP_CLASSIFIER, "stamp_classifier_lsst")
 #: The widest radius of a cross-match of uploaded positions (arcsec): an association, not a cone search.
 MAX_MATCH_RADIUS_ARCSEC = 60.0
 #: Object columns a match of uploaded positions carries.
@@ -832,7 +834,8 @@ class BrokerData:
         limit: int = 200,
     ) -> dict:
         """The night's supernova candidates, as ALeRCE's SN Hunter picks them: objects with an alert that night,
-        first detected at most ``max_age_days`` before the night's last alert, whose stamp classifier gives SN
+        first detected at most ``max_age_days`` before the night's last alert, whose stamp classifier (its survey's:
+        :data:`SN_CANDIDATE_CLASSIFIERS`) gives SN
         (top class when ``ranking`` = 1), not star-like (``stellar`` flag, or a PS1 source within ``ps1_radius``
         arcsec with ``sgscore1 > max_sgscore``) and not a known solar-system object within ``sso_radius``;
         ranked by the SN probability."""
@@ -848,13 +851,15 @@ class BrokerData:
                  ref AS (SELECT max(mjd) AS mjd FROM alert WHERE night = %(night)s)
             SELECT o.oid, o.survey, o.meanra, o.meandec, o.ndet, o.firstmjd, o.lastmjd, o.stellar,
                    ref.mjd - o.firstmjd AS age_days, n.alerts_tonight,
-                   p.probability AS sn_probability, p.ranking AS sn_ranking, p.classifier_version,
+                   p.probability AS sn_probability, p.ranking AS sn_ranking, p.classifier_name,
+                   p.classifier_version,
                    ps1.sgscore AS sgscore1, ps1.dist_arcsec AS distpsnr1,
                    sso.neighbour_id AS ssnamenr, sso.dist_arcsec AS ssdistnr,
                    fa.candid AS first_candid, fa.survey AS first_survey, fa.magpsf AS first_magpsf,
                    fa.band AS first_band, la.candid AS last_candid, la.magpsf AS last_magpsf, la.band AS last_band
             FROM tonight n JOIN object o ON o.oid = n.oid CROSS JOIN ref
-            JOIN probability p ON p.oid = o.oid AND p.classifier_name = %(classifier)s AND p.class_name = 'SN'
+            JOIN probability p ON p.oid = o.oid AND p.classifier_name = ANY(%(classifiers)s)
+                                  AND p.class_name = 'SN'
             LEFT JOIN neighbour ps1 ON ps1.oid = o.oid AND ps1.catalog = 'ps1' AND ps1.rank = 1
             LEFT JOIN neighbour sso ON sso.oid = o.oid AND sso.catalog = 'sso' AND sso.rank = 1
             LEFT JOIN LATERAL (SELECT candid, survey, magpsf, band FROM alert a WHERE a.oid = o.oid
@@ -874,7 +879,7 @@ class BrokerData:
             """.replace("{latest}", latest),
             {
                 "night": int(night),
-                "classifier": STAMP_CLASSIFIER,
+                "classifiers": list(SN_CANDIDATE_CLASSIFIERS),
                 "max_age": float(max_age_days),
                 "min_probability": float(min_probability),
                 "ranking": ranking,

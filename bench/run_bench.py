@@ -195,7 +195,7 @@ def start_to_ready(workers: int, stamp_runtime: str, method: str = "spawn") -> d
             ) as cluster,
             Client(cluster) as client,
         ):
-            plugin = BrokerWorkerPlugin(lc_models=models.lc, stamp_model=models.stamp, log_level="WARNING")
+            plugin = BrokerWorkerPlugin(lc_models=models.lc, stamp_models=models.stamps, log_level="WARNING")
             client.register_plugin(plugin)  # returns once every worker has run its setup
             seconds = time.perf_counter() - t
             setups = list(client.run(_startup).values())

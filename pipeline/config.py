@@ -308,8 +308,8 @@ class Settings:
     stamp_model: str = field(
         default="auto",
         metadata={
-            "help": "stamp classifier for the first alert of each object: name[:version], 'auto' (the shipped "
-            "stamp_classifier, if present) or 'none'"
+            "help": "stamp classifiers for the first alert of each object, one per survey: name[:version][,...], "
+            "'auto' (stamp_classifier for ZTF and stamp_classifier_lsst for LSST, those the registry has) or 'none'"
         },
     )
     models: str = field(

@@ -271,7 +271,7 @@ class Broker:
     @property
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(
-            lake=lake_spec(self.settings), stamp_model=self.models.stamp, surveys=self.settings.surveys
+            lake=lake_spec(self.settings), stamp_models=self.models.stamps, surveys=self.settings.surveys
         )
 
     def __post_init__(self) -> None:
@@ -283,8 +283,7 @@ class Broker:
         for lc in self.models.lc:
             self.store.upsert("taxonomy", taxonomy_rows(load_model(lc.name, lc.version, root=lc.root)))
             used.append(f"{lc.name} {lc.version}")
-        stamp = self.models.stamp
-        if stamp is not None:
+        for stamp in self.models.stamps:
             rows = flat_taxonomy_rows(stamp.name, stamp.version, STAMP_CLASSES, STAMP_TAXONOMY_VERSION)
             self.store.upsert("taxonomy", rows)
             used.append(f"{stamp.name} {stamp.version}")
@@ -666,7 +665,7 @@ class Services:
         # every worker (now, or joining later) warms the science up and loads the models before any batch
         plugin = BrokerWorkerPlugin(
             lc_models=models.lc if s.features else (),
-            stamp_model=models.stamp,
+            stamp_models=models.stamps,
             log_level=s.log_level,
             log_format=s.log_format,
             ignore_sigint=not s.scheduler and s.cluster == "local",
@@ -1011,7 +1010,8 @@ class RunModels:
     """The classifiers of a run, resolved once (name and version fixed) from the settings."""
 
     lc: tuple[ModelSpec, ...]
-    stamp: ModelSpec | None
+    #: one stamp classifier per survey (``--stamp-model``)
+    stamps: tuple[ModelSpec, ...]
     #: The magnitude feature definition the run computes: the one its ZTF light-curve classifier reads.
     feature_version: str = FEATURE_VERSION
 
@@ -1020,9 +1020,7 @@ class RunModels:
         lc = lc_models(settings)
         return cls(
             lc=lc,
-            stamp=resolve_model(
-                settings.stamp_model, "stamp_classifier", models_root(settings), "--stamp-model"
-            ),
+            stamps=stamp_models(settings),
             feature_version=magnitude_feature_version(lc),
         )
 
@@ -1036,6 +1034,38 @@ def lc_models(settings: Settings) -> tuple[ModelSpec, ...]:
     else:
         lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
     return tuple(m for m in lc if m is not None)
+
+
+#: The stamp classifiers ``--stamp-model auto`` runs, those the registry has: one per survey's cutouts.
+DEFAULT_STAMP_MODELS = ("stamp_classifier", "stamp_classifier_lsst")
+
+
+def stamp_models(settings: Settings) -> tuple[ModelSpec, ...]:
+    """The stamp models ``--stamp-model`` names (comma-separated ``name[:version]``, ``auto``, ``none``): at most
+    one per survey, since each classifies its survey's first alerts. ``auto``: each of
+    :data:`DEFAULT_STAMP_MODELS` the registry has (an error naming what to do when it has none)."""
+    root = models_root(settings)
+    spec = (settings.stamp_model or "").strip()
+    if spec.lower() == "auto":
+        names = [n for n in DEFAULT_STAMP_MODELS if versions(n, root=str(Path(root).resolve()))]
+        found = tuple(
+            resolve_model("auto", n, root, "--stamp-model") for n in names or DEFAULT_STAMP_MODELS[:1]
+        )
+    else:
+        found = tuple(
+            resolve_model(s, DEFAULT_STAMP_MODELS[0], root, "--stamp-model") for s in spec.split(",")
+        )
+    found = tuple(m for m in found if m is not None)
+    surveys: dict[str, str] = {}
+    for m in found:
+        survey = read_metadata(m.name, m.version, root=m.root).get("survey", "ztf")
+        if survey in surveys:
+            raise ValueError(
+                f"--stamp-model {spec}: {surveys[survey]} and {m.name} {m.version} both classify {survey} "
+                "alerts; name one stamp model per survey"
+            )
+        surveys[survey] = f"{m.name} {m.version}"
+    return found
 
 
 def magnitude_feature_version(models: tuple[ModelSpec, ...]) -> str:

@@ -207,7 +207,7 @@ class BrokerWorkerPlugin(WorkerPlugin):
     def __init__(
         self,
         lc_models: tuple[ModelSpec, ...] = (),
-        stamp_model: ModelSpec | None = None,
+        stamp_models: tuple[ModelSpec, ...] = (),
         log_level: str = "INFO",
         log_format: str = "text",
         ignore_sigint: bool = False,
@@ -217,7 +217,7 @@ class BrokerWorkerPlugin(WorkerPlugin):
         workers to finish the batches in flight, so they ignore SIGINT and stop when the driver closes them."""
         self.ignore_sigint = ignore_sigint
         self.lc_models = lc_models
-        self.stamp_model = stamp_model
+        self.stamp_models = stamp_models
         self.log_level = log_level
         self.log_format = log_format
         self.resources: WorkerResources | None = None  # made on the worker (it holds locks and handles)
@@ -232,7 +232,7 @@ class BrokerWorkerPlugin(WorkerPlugin):
         self.resources = WorkerResources()
         self.startup_seconds = {"science": warm_up_science()}
         res = self.resources
-        loads = [("stamp_model", self.stamp_model, res.stamp_model)]
+        loads = [(f"stamp_model {m.name}", m, res.stamp_model) for m in self.stamp_models]
         loads += [(f"lc_model {m.name}", m, res.lc_model) for m in self.lc_models]
         for kind, spec, loader in loads:
             if spec is not None:

@@ -43,7 +43,8 @@ class DecodeConfig:
     """What a decode task is asked to do."""
 
     lake: LakeSpec
-    stamp_model: ModelSpec | None = None
+    #: the stamp classifiers, one per survey whose cutouts one was trained on
+    stamp_models: tuple[ModelSpec, ...] = ()
     keep_stamps: bool = False
     surveys: tuple[str, ...] = ()  # the accepted surveys (empty: every known one)
 
@@ -124,7 +125,7 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
         raw_path = pd.Series(raw["night"].map(by_night).to_numpy(), index=raw["candid"].to_numpy())
         tables.alerts = tables.alerts.assign(raw_path=tables.alerts["candid"].map(raw_path).to_numpy())
     t2 = time.thread_time()
-    stamp_rows, skipped = classify_stamps(tables, config.stamp_model)
+    stamp_rows, skipped = classify_stamps(tables, config.stamp_models)
     state = DecodeState(tables, stamp_rows)
     t3 = time.thread_time()
     sinks = sinks_of("decode")
@@ -133,7 +134,7 @@ def decode_chunk(messages: list[RawMessage], batch_id: str, chunk: int, config: 
     if not config.keep_stamps:
         tables.stamps = tables.stamps.iloc[0:0]
     seconds = {"decode": t1 - t0, "archive": t2 - t1}
-    if config.stamp_model is not None:
+    if config.stamp_models:
         seconds["stamp"] = t3 - t2 + (time.thread_time() - t3)
         counts["stamp_classified"] = (
             int(state.stamp_probabilities["oid"].nunique()) if not state.stamp_probabilities.empty else 0
@@ -149,24 +150,26 @@ def decode_summary(chunk: DecodedChunk) -> DecodeSummary:
     return chunk.summary
 
 
-def classify_stamps(tables: Tables, spec: ModelSpec | None) -> tuple[pd.DataFrame, dict[str, int]]:
+def classify_stamps(tables: Tables, specs: tuple[ModelSpec, ...]) -> tuple[pd.DataFrame, dict[str, int]]:
     """Stamp-classifier probability rows for the alerts that are the first detection of their object (no
-    earlier detection in the alert's own history), and how many first alerts of each other survey were left
-    out: the CNN is trained on one survey's cutouts (``stamp_skipped_<survey>`` in the run summary)."""
-    if spec is None or tables.alerts.empty or tables.stamps.empty:
+    earlier detection in the alert's own history), each by the model of its survey, and how many first alerts
+    of a survey no model was trained on were left out (``stamp_skipped_<survey>`` in the run summary)."""
+    if not specs or tables.alerts.empty or tables.stamps.empty:
         return pd.DataFrame(), {}
-    clf = resources().stamp_model(spec)
     first = first_alert_mask(tables.alerts, tables.detections)
     survey = tables.alerts["survey"].astype(str).to_numpy()
-    other = first & (survey != clf.survey)
+    rows = []
+    for spec in specs:
+        clf = resources().stamp_model(spec)
+        mine = first & (survey == clf.survey)
+        first &= ~mine
+        if mine.any():
+            rows.append(clf.probabilities_long(tables.alerts[mine], tables.stamps))
     skipped = {
         f"stamp_skipped_{s}": int(n)
-        for s, n in zip(*np.unique(survey[other], return_counts=True), strict=True)
+        for s, n in zip(*np.unique(survey[first], return_counts=True), strict=True)
     }
-    first &= ~other
-    if not first.any():
-        return pd.DataFrame(), skipped
-    return clf.probabilities_long(tables.alerts[first], tables.stamps).reset_index(drop=True), skipped
+    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), skipped
 
 
 def regions_of_batch(summaries: list[DecodeSummary], n_regions: int, order: int) -> pd.Series:

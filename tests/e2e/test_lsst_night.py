@@ -137,3 +137,50 @@ def test_the_pipeline_reads_a_simulated_lsst_night(tmp_path, summary_store):
     assert report.status == "ok" and report.dead_letters == 0
     truth = pd.read_parquet(next((Path(settings.out) / "sim").glob("lsst-*-truth.parquet")))
     assert report.alerts == int(truth["n_alerts"].sum()) > 0
+
+
+def _first_lsst_alerts(folders: list[Path]) -> tuple[set[str], set[str]]:
+    """(oids whose first alert is in ``folders``, the Rubin solar-system ones among them), from the packets:
+    an object's earliest alert, when no earlier diaSource of it precedes that alert in its own history."""
+    earliest: dict[str, tuple[float, bool, bool]] = {}
+    for folder in folders:
+        for f in folder.glob("*.avro"):
+            with open(f, "rb") as fh:
+                for rec in fastavro.reader(fh):
+                    src = rec["diaSource"]
+                    sso = bool(src.get("ssObjectId"))
+                    oid = f"LSSTSSO{src['ssObjectId']}" if sso else f"LSST{src['diaObjectId']}"
+                    mjd = src["midpointMjdTai"]
+                    prior = any(p["midpointMjdTai"] < mjd - 1e-6 for p in rec.get("prvDiaSources") or ())
+                    if oid not in earliest or mjd < earliest[oid][0]:
+                        earliest[oid] = (mjd, not prior, sso)
+    first = {oid for oid, (_, ok, _) in earliest.items() if ok}
+    return first, {oid for oid in first if earliest[oid][2]}
+
+
+def test_each_surveys_first_alerts_get_their_own_stamp_model(tmp_path, shared_data, summary_store):
+    """``--stamp-model auto``: Rubin's first alerts by stamp_classifier_lsst (its 30-pixel crops), ZTF's by
+    stamp_classifier, ATLAS's by none (counted as skipped)."""
+    lsst = [shared_data / "lsst" / v for v in ("v7_4", "v9_0")]
+    ztf, atlas = shared_data / "ztf" / "alerce_samples_snappy", shared_data / "atlas"
+    settings = _settings(
+        tmp_path, ";".join(map(str, [*lsst, ztf, atlas])), summary_store.dsn, stamp_model="auto"
+    )
+    report = run(settings)
+    assert report.status == "ok" and report.dead_letters == 0
+    rows = summary_store.fetch_df(
+        "SELECT oid, classifier_name, class_name, probability FROM probability "
+        "WHERE classifier_name LIKE 'stamp_classifier%'"
+    )
+    by_model = rows.groupby("classifier_name")["oid"].agg(lambda s: set(s))
+    first, sso = _first_lsst_alerts(lsst)
+    assert len(first) > 50 and len(sso) == 3  # four solar-system alerts of three objects
+    assert by_model["stamp_classifier_lsst"] == first
+    assert by_model["stamp_classifier"] and all(o.startswith("ZTF") for o in by_model["stamp_classifier"])
+    assert rows.groupby("oid").size().eq(5).all()  # five classes, one model per object
+    # Rubin's solar-system association decides: probability 1 for asteroid
+    ast = rows[rows["oid"].isin(sso) & (rows["class_name"] == "asteroid")]
+    assert len(ast) == 3 and (ast["probability"] == 1.0).all()
+    assert report.counts.get("stamp_skipped_atlas", 0) > 0 and "stamp_skipped_lsst" not in report.counts
+    tax = summary_store.fetch_df("SELECT DISTINCT classifier_name FROM taxonomy")
+    assert {"stamp_classifier", "stamp_classifier_lsst"} <= set(tax["classifier_name"])
