@@ -26,8 +26,10 @@ from alert_broker.classifiers.stamp.inference import (
     load_stamp_classifier,
     long_rows,
 )
+from alert_broker.classifiers.stamp.lsst_real import eye_crosstab, eye_summary, load_real_lsst_alerts
 from alert_broker.classifiers.stamp.metadata import (
     DEFAULT_FEATURES,
+    LSST_FEATURES,
     METADATA_SPEC,
     metadata_frame,
     metadata_matrix,
@@ -48,6 +50,7 @@ from alert_broker.classifiers.stamp.rules import (
     star_counterpart_is_not_sn,
 )
 from alert_broker.classifiers.stamp.runtime import KerasNetwork, OnnxNetwork, stamp_runtime
+from alert_broker.classifiers.stamp.surveys import STAMP_SURVEYS, StampSurvey, stamp_survey
 from alert_broker.classifiers.stamp.taxonomy import (
     DEFAULT_NAME,
     SIM_TO_STAMP,
@@ -84,16 +87,19 @@ __all__ = [
     "DEFAULT_NAME",
     "DEFAULT_RULES",
     "KerasNetwork",
+    "LSST_FEATURES",
     "METADATA_SPEC",
     "OnnxNetwork",
     "RotationStack",
     "SIM_TO_STAMP",
     "STAMP_CLASSES",
     "STAMP_FEATURE_VERSION",
+    "STAMP_SURVEYS",
     "STAMP_TAXONOMY_VERSION",
     "StampClassifier",
     "StampEvaluation",
     "StampSet",
+    "StampSurvey",
     "TrainResult",
     "apply_rules",
     "build_model",
@@ -106,10 +112,13 @@ __all__ = [
     "evaluate_on_simulation",
     "evaluate_real_stamps",
     "export_onnx",
+    "eye_crosstab",
+    "eye_summary",
     "first_alert_mask",
     "keras_to_onnx",
     "fit_model",
     "known_solar_system_object",
+    "load_real_lsst_alerts",
     "load_real_stamps",
     "load_stamp_classifier",
     "long_rows",
@@ -122,6 +131,7 @@ __all__ = [
     "stamp_images",
     "stamp_labels",
     "stamp_runtime",
+    "stamp_survey",
     "star_counterpart_is_not_sn",
     "to_stamp_set",
     "train_stamp_model",
