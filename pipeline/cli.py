@@ -27,9 +27,8 @@ from alert_broker.pipeline.driver import (
     PostgresUnavailable,
     dask_mapper,
     lc_models,
-    models_root,
-    resolve_model,
     run,
+    stamp_models,
 )
 from alert_broker.pipeline.filters import FilterError, compile_expression
 from alert_broker.pipeline.kafka import KafkaUnavailable, ensure_topic, parse_kafka_url, produce
@@ -460,15 +459,11 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         specs = lc_models(settings)
-        stamp = (
-            resolve_model(settings.stamp_model, "stamp_classifier", models_root(settings), "--stamp-model")
-            if args.stamps
-            else None
-        )
+        stamps = stamp_models(settings) if args.stamps else ()
     except ValueError as err:  # a model the registry does not have
         log.error("%s", err)
         return 2
-    if not specs and stamp is None:
+    if not specs and not stamps:
         log.error("--lc-model names no model and --stamps is not given: nothing to re-score")
         return 2
     with EmbeddedPostgres(settings.pg_data_dir) if not settings.pg_dsn else _Null(settings.pg_dsn) as pg:
@@ -480,7 +475,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
                 oids=args.oid or None,
                 dry_run=args.dry_run,
                 from_history=args.from_history,
-                stamp=stamp,
+                stamps=stamps,
             )
         except NoStoredFeatures as err:
             log.error("%s", err)
@@ -733,8 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stamps",
         action="store_true",
-        help="also re-score the stamp classifier (--stamp-model) on each object's first alert, read back from the "
-        "raw archive",
+        help="also re-score the stamp classifiers (--stamp-model; auto: one per survey) on each object's first "
+        "alert, read back from the raw archive",
     )
     p.set_defaults(func=cmd_reclassify)
 

@@ -603,10 +603,10 @@ def reclassify_models(
     oids: list[str] | None = None,
     dry_run: bool = False,
     from_history: bool = False,
-    stamp: ModelSpec | None = None,
+    stamps: tuple[ModelSpec, ...] = (),
 ) -> list[ReclassifyReport]:
     """``broker reclassify``: each light-curve model in turn (under ``--lc-model auto``, one whose feature version
-    is not stored is skipped unless ``from_history``), then the ``stamp`` model when given, then
+    is not stored is skipped unless ``from_history``), then each of the ``stamps`` models (one per survey), then
     ``probabilities_latest`` republished when anything was written and the settings publish the lake."""
     store = SummaryStore(dsn)
     history = (
@@ -623,7 +623,7 @@ def reclassify_models(
             RUN_SOURCE,
             {
                 "lc_models": [f"{s.name}:{s.version}" for s in specs],
-                "stamp_model": f"{stamp.name}:{stamp.version}" if stamp else None,
+                "stamp_model": ",".join(f"{m.name}:{m.version}" for m in stamps) or None,
                 "from_history": from_history,
                 "oids": len(oids) if oids else None,
             },
@@ -649,7 +649,7 @@ def reclassify_models(
             todo.append((spec, from_history or version not in stored))
         client = None
         computed = history is not None and any(c for _, c in todo)
-        if not oids and (computed or (stamp is not None and _worth_a_cluster(store, stamp.name))):
+        if not oids and (computed or any(_worth_a_cluster(store, m.name) for m in stamps)):
             client = _cluster(settings, stack)
         for spec, _ in todo:
             try:
@@ -668,8 +668,8 @@ def reclassify_models(
                 if not auto:
                     raise
                 log.info("%s %s: no stored vector of the features it reads, skipped", spec.name, spec.version)
-        if stamp is not None:
-            lake = Lake(settings.lake, settings.storage_options or None)
+        lake = Lake(settings.lake, settings.storage_options or None)
+        for stamp in stamps:
             reports.append(reclassify_stamps(store, lake, stamp, client=client, oids=oids, dry_run=dry_run))
         if not dry_run and settings.publish_lake and any(r.objects for r in reports):
             published = publish(

@@ -184,3 +184,19 @@ def test_each_surveys_first_alerts_get_their_own_stamp_model(tmp_path, shared_da
     assert report.counts.get("stamp_skipped_atlas", 0) > 0 and "stamp_skipped_lsst" not in report.counts
     tax = summary_store.fetch_df("SELECT DISTINCT classifier_name FROM taxonomy")
     assert {"stamp_classifier", "stamp_classifier_lsst"} <= set(tax["classifier_name"])
+
+    # `broker reclassify --stamps` (auto): each model re-scores its own survey's objects from the raw archive, to
+    # the same rows
+    from alert_broker.pipeline.cli import main
+
+    argv = ["reclassify", "--out", str(settings.out), "--pg-dsn", summary_store.dsn, "--lc-model", "none"]
+    assert main([*argv, "--stamps", "--n-workers", "1"]) == 0
+    again = summary_store.fetch_df(
+        "SELECT oid, classifier_name, class_name, probability FROM probability "
+        "WHERE classifier_name LIKE 'stamp_classifier%'"
+    )
+    both = again.merge(rows, on=["oid", "classifier_name", "class_name"], suffixes=("", "_run"))
+    assert len(both) == len(rows) == len(again)
+    assert (both["probability"] - both["probability_run"]).abs().max() < 1e-6
+    runs = summary_store.fetch_df("SELECT config FROM pipeline_run WHERE source = 'reclassify'")
+    assert "stamp_classifier_lsst" in str(runs["config"].iloc[0])
