@@ -1025,15 +1025,26 @@ class RunModels:
         )
 
 
+def named_models(
+    spec: str, defaults: tuple[str, ...], root: str | Path, flag: str, *, auto_present_only: bool = False
+) -> tuple[ModelSpec, ...]:
+    """The models a setting names: comma-separated ``name[:version]`` (a bare version-less name: the latest),
+    ``auto`` (each of ``defaults``; with ``auto_present_only`` those the registry has, the first one's error when
+    it has none) or ``none``."""
+    spec = (spec or "").strip()
+    if spec.lower() == "auto":
+        names = list(defaults)
+        if auto_present_only:
+            names = [n for n in defaults if versions(n, root=str(Path(root).resolve()))] or names[:1]
+        found = [resolve_model("auto", n, root, flag) for n in names]
+    else:
+        found = [resolve_model(s, defaults[0], root, flag) for s in spec.split(",")]
+    return tuple(m for m in found if m is not None)
+
+
 def lc_models(settings: Settings) -> tuple[ModelSpec, ...]:
     """The light-curve models ``--lc-model`` names (comma-separated ``name[:version]``, ``auto``, ``none``)."""
-    root = models_root(settings)
-    spec = (settings.lc_model or "").strip()
-    if spec.lower() == "auto":
-        lc = tuple(resolve_model("auto", name, root, "--lc-model") for name in DEFAULT_LC_MODELS)
-    else:
-        lc = tuple(resolve_model(s, DEFAULT_LC_MODELS[0], root, "--lc-model") for s in spec.split(","))
-    return tuple(m for m in lc if m is not None)
+    return named_models(settings.lc_model, DEFAULT_LC_MODELS, models_root(settings), "--lc-model")
 
 
 #: The stamp classifiers ``--stamp-model auto`` runs, those the registry has: one per survey's cutouts.
@@ -1044,24 +1055,19 @@ def stamp_models(settings: Settings) -> tuple[ModelSpec, ...]:
     """The stamp models ``--stamp-model`` names (comma-separated ``name[:version]``, ``auto``, ``none``): at most
     one per survey, since each classifies its survey's first alerts. ``auto``: each of
     :data:`DEFAULT_STAMP_MODELS` the registry has (an error naming what to do when it has none)."""
-    root = models_root(settings)
-    spec = (settings.stamp_model or "").strip()
-    if spec.lower() == "auto":
-        names = [n for n in DEFAULT_STAMP_MODELS if versions(n, root=str(Path(root).resolve()))]
-        found = tuple(
-            resolve_model("auto", n, root, "--stamp-model") for n in names or DEFAULT_STAMP_MODELS[:1]
-        )
-    else:
-        found = tuple(
-            resolve_model(s, DEFAULT_STAMP_MODELS[0], root, "--stamp-model") for s in spec.split(",")
-        )
-    found = tuple(m for m in found if m is not None)
+    found = named_models(
+        settings.stamp_model,
+        DEFAULT_STAMP_MODELS,
+        models_root(settings),
+        "--stamp-model",
+        auto_present_only=True,
+    )
     surveys: dict[str, str] = {}
     for m in found:
         survey = read_metadata(m.name, m.version, root=m.root).get("survey", "ztf")
         if survey in surveys:
             raise ValueError(
-                f"--stamp-model {spec}: {surveys[survey]} and {m.name} {m.version} both classify {survey} "
+                f"--stamp-model {settings.stamp_model}: {surveys[survey]} and {m.name} {m.version} both classify {survey} "
                 "alerts; name one stamp model per survey"
             )
         surveys[survey] = f"{m.name} {m.version}"

@@ -18,7 +18,7 @@ import pandas as pd
 from alert_broker.classifiers.stamp.metadata import DEFAULT_FEATURES, metadata_matrix
 from alert_broker.classifiers.stamp.preprocess import CROP_SIZE, stamp_images
 from alert_broker.classifiers.stamp.stampstats import STAT_COLUMNS, stamp_statistics
-from alert_broker.classifiers.stamp.surveys import ZTF, stamp_survey
+from alert_broker.classifiers.stamp.surveys import stamp_survey
 from alert_broker.classifiers.stamp.taxonomy import SIM_TO_STAMP, STAMP_CLASSES
 from alert_broker.simulator import SimConfig, build_world, iter_alerts, truth_table
 from alert_broker.surveys.decode import decode_batch
@@ -48,9 +48,6 @@ WITHIN_CLASS_SHARE: dict[str, float] = {
 }
 
 DECODE_CHUNK = 4000
-
-#: ZTF's yields (kept under their old name for callers of this module).
-FIRST_ALERT_YIELD: dict[str, float] = ZTF.first_alert_yield
 
 
 def balanced_fractions(survey: str = "ztf") -> dict[str, float]:
