@@ -37,7 +37,14 @@ from alert_broker.classifiers.real_sets import (
 )
 from alert_broker.classifiers.taxonomy import CLASSES, normalise_labels
 from alert_broker.features.lightcurve import compute_features
-from alert_broker.simulator.templates import ZTF_CADENCE, resample
+from alert_broker.features.lightcurve.flux import compute_flux_features
+from alert_broker.simulator.templates import (
+    LSST_CADENCE,
+    ZTF_CADENCE,
+    as_flux_light_curves,
+    resample,
+    with_lsst_bands,
+)
 
 #: Real sets that train (every labelled set with features: ours from light curves or ALeRCE's vectors).
 REAL_TRAINING_SETS = (
@@ -176,9 +183,32 @@ def template_rows(
     """Real light curves resampled by the simulator to ZTF cadences, distances, extinctions and noise
     (``simulator.templates``), with our features; group = the parent object (the S82 stars ``S82-<n>``)."""
     counts = {**TEMPLATE_COUNTS, **(counts or {})}
+    jobs = _template_jobs(root, counts)
+    parts = []
+    for k, (templates, n, source) in enumerate(jobs):
+        if not templates or n <= 0:
+            continue
+        res = resample(templates, n, seed * 100 + k, ZTF_CADENCE)
+        if res.detections.empty:
+            continue
+        feats = compute_features(res.detections, res.non_detections, feature_version=feature_version)
+        parts.append(make_rows(feats, res.labels, source, weight, groups=res.parents))
+    return Rows.concat(parts)
+
+
+#: How ZTF's real light curves are seen again by Rubin (docs/classifiers.md, lc_hierarchical_lsst 1.1.0): moved
+#: up to 7 mag fainter (periodic; Rubin saturates at ~16.5 and reaches ~24.5) or to z <= 0.8 (supernovae; no
+#: K-correction), with a t^2 rise before the first ZTF point (a deeper survey sees a supernova earlier).
+LSST_TEMPLATE_DM_RANGE = (-1.0, 7.0)
+LSST_TEMPLATE_Z_MAX = 0.8
+
+
+def _template_jobs(root: str | Path, counts: dict[str, int]) -> list[tuple[list, int, str]]:
+    """(templates, resamplings each, source) of ALeRCE's periodic variables, the Stripe 82 RR Lyrae, ALeRCE's
+    spectroscopic SNe and the BTS SNe Ia."""
     periodic = periodic_templates(root)
     transient = transient_templates(root)
-    jobs = [
+    return [
         (
             [t for t in periodic if not t.name.startswith("S82-")],
             counts["periodic"],
@@ -192,14 +222,36 @@ def template_rows(
         ),
         ([t for t in transient if t.redshift and np.isfinite(t.redshift)], counts["bts"], "template:bts"),
     ]
+
+
+def lsst_template_rows(
+    root: str | Path,
+    seed: int,
+    *,
+    counts: dict[str, int] | None = None,
+    weight: float = TEMPLATE_WEIGHT,
+) -> Rows:
+    """Real ZTF light curves as Rubin would see them, with the difference-flux features LSST objects get:
+    Rubin's u, i, z, y added from g and r by the simulator's colour model (``templates.with_lsst_bands``),
+    resampled to ``LSST_CADENCE`` with forced photometry; group = the parent object, as :func:`template_rows`."""
+    counts = {**TEMPLATE_COUNTS, **(counts or {})}
     parts = []
-    for k, (templates, n, source) in enumerate(jobs):
+    for k, (templates, n, source) in enumerate(_template_jobs(root, counts)):
         if not templates or n <= 0:
             continue
-        res = resample(templates, n, seed * 100 + k, ZTF_CADENCE)
+        res = resample(
+            [with_lsst_bands(t) for t in templates],
+            n,
+            seed * 100 + k,
+            LSST_CADENCE,
+            dm_range=LSST_TEMPLATE_DM_RANGE,
+            z_max=LSST_TEMPLATE_Z_MAX,
+            pre_rise=True,
+        )
         if res.detections.empty:
             continue
-        feats = compute_features(res.detections, res.non_detections, feature_version=feature_version)
+        det, forced = as_flux_light_curves(res)
+        feats = compute_flux_features(det, forced)
         parts.append(make_rows(feats, res.labels, source, weight, groups=res.parents))
     return Rows.concat(parts)
 

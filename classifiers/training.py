@@ -16,6 +16,8 @@ import sklearn
 from alert_broker.classifiers.calibration import summary as calibration_summary
 from alert_broker.classifiers.crossval import (
     DEFAULT_FOLDS,
+    LSST_TEMPLATE_DM_RANGE,
+    LSST_TEMPLATE_Z_MAX,
     MASK_PROBABILITY,
     MASKED_SHARE,
     MISSING_INPUTS,
@@ -24,6 +26,7 @@ from alert_broker.classifiers.crossval import (
     Rows,
     cross_validate,
     leave_set_out,
+    lsst_template_rows,
     make_rows,
     masked_copies,
     metrics_by_source,
@@ -548,6 +551,19 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
     history_window = getattr(args, "history_window", ALERT_HISTORY_DAYS)
     window = history_window if history_window and history_window > 0 else None
     args.feature_version = getattr(args, "feature_version", None)
+    real_data = getattr(args, "real_data", None)
+    if real_data and args.labels:
+        raise SystemExit(
+            "--real-data mixes real light curves into a simulated training set, not a labelled one"
+        )
+    if real_data and survey == "lsst" and not getattr(args, "templates", True):
+        raise SystemExit(
+            "--survey lsst --real-data trains on real light curves as templates: drop --no-templates"
+        )
+    if real_data and args.feature_version not in (None, FEATURE_VERSION):
+        raise SystemExit(f"--real-data trains on the current features ({FEATURE_VERSION}) only")
+    if getattr(args, "sky_prior", None) and survey != "ztf":
+        raise SystemExit("--sky-prior reads gal_b of ZTF features; LSST flux features do not carry it")
     if args.labels:
         if survey != "ztf":
             raise SystemExit(
@@ -576,13 +592,8 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         }
     source["rows"] = int(len(feats))
     print(f"training set: {len(feats)} objects, {feats.shape[1]} columns ({time.perf_counter() - t0:.0f} s)")
-    real_data = getattr(args, "real_data", None)
-    if real_data and (survey != "ztf" or args.labels):
-        raise SystemExit("--real-data mixes real ZTF light curves into a simulated ZTF training set")
-    if real_data and args.feature_version not in (None, FEATURE_VERSION):
-        raise SystemExit(f"--real-data trains on the current features ({FEATURE_VERSION}) only")
-    if getattr(args, "sky_prior", None) and survey != "ztf":
-        raise SystemExit("--sky-prior reads gal_b of ZTF features; LSST flux features do not carry it")
+    if real_data and survey == "lsst":
+        return _train_lsst_with_templates(args, name, feats, labels, source, t0)
     if real_data:
         return _train_lc_with_real(args, name, feats, labels, source, t0)
     model = train(
@@ -614,6 +625,84 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         metrics = evaluate(model, test_f, test_y).summary()
         metrics["held_out"] = {"survey": survey, "objects": args.eval_objects, "seed": args.seed + 1000}
         print(metrics)
+    path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
+    size = (path / "model.joblib").stat().st_size
+    print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
+    return 0
+
+
+def _train_lsst_with_templates(
+    args: argparse.Namespace, name: str, feats: pd.DataFrame, labels: pd.Series, source: dict, t0: float
+) -> int:
+    """``broker train lc --survey lsst --real-data``: simulated LSST objects + the real ZTF light curves seen by
+    Rubin (``crossval.lsst_template_rows``); the templates' out-of-fold figures from parent-grouped K-fold (a
+    parent object's resamplings are never scored by a model that saw one of them), then the model on every row.
+    No real labelled LSST light curves exist yet, so these are the real-shape figures of an LSST model."""
+    seed = args.seed
+    sim = make_rows(feats, labels, "simulation")
+    tpl = lsst_template_rows(Path(args.real_data), seed)
+    print(
+        f"rows: {len(sim)} simulated, {len(tpl)} template "
+        f"({ {str(k): int(v) for k, v in tpl.sources.value_counts().items()} }) "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    model_kwargs = dict(
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+    )
+    metrics: dict = {}
+    if args.cv_folds and args.cv_folds > 1:
+        cv = cross_validate(
+            sim, tpl, k=args.cv_folds, seed=seed, **{**model_kwargs, "outlier_estimators": 10}
+        )
+        oof = metrics_by_source(cv.proba, tpl)
+        metrics["out_of_fold"] = {k: v.summary() for k, v in oof.items()}
+        metrics["out_of_fold_calibration"] = {
+            k: calibration_summary(
+                cv.proba[(tpl.sources == k).to_numpy()].to_numpy(), tpl.labels[tpl.sources == k], CLASSES
+            )
+            for k in pd.unique(tpl.sources)
+        }
+        for k, v in oof.items():
+            print(f"out-of-fold {k}: {v.summary()}")
+    everything = Rows.concat([sim, tpl])
+    training_set = {
+        **source,
+        "source": "simulation + real ZTF light curves seen by Rubin (templates)",
+        "rows": int(len(everything)),
+        "rows_by_source": {str(k): int(v) for k, v in everything.sources.value_counts().items()},
+        "template_counts": TEMPLATE_COUNTS,
+        "template_dm_range": list(LSST_TEMPLATE_DM_RANGE),
+        "template_z_max": LSST_TEMPLATE_Z_MAX,
+        "cv_folds": args.cv_folds,
+    }
+    model = train(
+        everything.features,
+        everything.labels,
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        seed=seed,
+        fit_jobs=args.n_jobs,
+        training_set=training_set,
+        feature_version=FLUX_FEATURE_VERSION,
+        sample_weight=everything.weights,
+    )
+    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
+    if args.eval_objects:
+        held = build_training_set(args.eval_objects, args.nights, seed + 1000, survey="lsst")
+        metrics["held_out_simulation"] = evaluate(model, *held).summary()
+        metrics["held_out_simulation"]["calibration"] = calibration_summary(
+            model.predict_proba(held[0]).to_numpy(), normalise_labels(held[1]), CLASSES
+        )
+        metrics["held_out"] = {"survey": "lsst", "objects": args.eval_objects, "seed": seed + 1000}
+        print(f"held-out simulation: {metrics['held_out_simulation']}")
     path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
     size = (path / "model.joblib").stat().st_size
     print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")

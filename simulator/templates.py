@@ -31,11 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .config import WAVELENGTH_NM
 from .config import ZTF_EXTINCTION as EXTINCTION
+from .lightcurves import colour_factor
 from .rng import stream
 
 #: Days of history a ZTF alert carries: non-detections are kept only where an alert's history reaches them.
 HISTORY_WINDOW = 30.0
+#: Days of forced photometry (and of earlier detections) a Rubin alert carries.
+FORCED_WINDOW = 365.0
+#: AB magnitude of 1 nJy: flux [nJy] = 10^(-0.4 (m - NJY_ZP)).
+NJY_ZP = 31.4
+#: Rubin's bands by the cadence's fid (``LSST_CADENCE.fids``).
+LSST_BAND_NAMES = ("u", "g", "r", "i", "z", "y")
 #: Flat LCDM for distance moduli (H0 = 70 km/s/Mpc, Om = 0.3), as ``population.py``.
 H0, OMEGA_M, C_KMS = 70.0, 0.3, 299_792.458
 
@@ -53,6 +61,7 @@ class CadenceSpec:
     season_days: float  # observable days per year
     error_floor: float  # mag added in quadrature (calibration, PSF fit)
     saturation: float
+    extinction: tuple[float, ...] = ()  # A_band / E(B-V) per fid (default: ZTF's by fid, 2.0 otherwise)
 
 
 ZTF_CADENCE = CadenceSpec(
@@ -76,6 +85,8 @@ LSST_CADENCE = CadenceSpec(
     season_days=200.0,
     error_floor=0.005,
     saturation=16.5,
+    # Schlafly & Finkbeiner (2011), R_V = 3.1, for the LSST filters
+    extinction=(4.145, 3.237, 2.273, 1.684, 1.323, 1.088),
 )
 
 
@@ -134,6 +145,65 @@ def templates_from_table(
         z = float(redshifts.get(oid, np.nan)) if redshifts is not None else None
         out.append(Template(str(oid), str(label), kind, bands, period, z, extras))
     return out
+
+
+# -- bands a template lacks -----------------------------------------------------------------------------------
+#: Template fids are ZTF's (1 = g, 2 = r), which are LSST_CADENCE's fids of g and r; LSST's other bands by fid.
+DERIVED_LSST_BANDS = {0: "u", 3: "i", 4: "z", 5: "y"}
+#: Limits on the g - r colour a derived band is scaled from (mag).
+COLOUR_RANGE = (-0.5, 1.5)
+
+
+def template_colour(tpl: Template) -> float:
+    """The template's g - r (mag): periodic, the difference of the bands' median magnitudes; transient, the
+    median g - r of g and r points less than a day apart within 30 days of the first detection (else the
+    medians'). Clipped to :data:`COLOUR_RANGE`."""
+    tg, mg, _ = tpl.bands[1]
+    tr, mr, _ = tpl.bands[2]
+    c = float(np.median(mg) - np.median(mr))
+    if tpl.kind == "transient":
+        early = tr <= min(tg[0], tr[0]) + 30.0
+        j = np.clip(np.searchsorted(tg, tr[early]), 1, tg.size - 1)
+        near = np.where(np.abs(tg[j - 1] - tr[early]) < np.abs(tg[j] - tr[early]), j - 1, j)
+        close = np.abs(tg[near] - tr[early]) < 1.0
+        if close.sum() >= 2:
+            c = float(np.median(mg[near[close]] - mr[early][close]))
+    return float(np.clip(c, *COLOUR_RANGE))
+
+
+def _spread(m: np.ndarray) -> float:
+    return float(np.percentile(m, 95) - np.percentile(m, 5)) if m.size >= 5 else np.nan
+
+
+def with_lsst_bands(tpl: Template) -> Template:
+    """``tpl`` with Rubin's u, i, z and y added from its g and r, by the simulator's own colour model
+    (``lightcurves.colour_factor``: colour relative to r linear in wavelength, in units of g - r): a band redder
+    than r is the r light curve offset by cf_X (g - r), u the g light curve offset by (cf_u - 1)(g - r), at the
+    template's own g - r (:func:`template_colour`); a periodic variable's amplitude scales with the
+    chromaticity its g and r amplitudes show (``lightcurves.chroma_factor``: 1 + chroma cf_X, at least 0.3,
+    chroma = A_g / A_r - 1 within [0, 1]). The shapes stay real, the extra colours are the model's: a ZTF
+    template seen by Rubin in every band. Templates without 5 points in both g and r are returned as they are."""
+    if not {1, 2} <= set(tpl.usable_bands()):
+        return tpl
+    colour = template_colour(tpl)
+    chroma = 0.0
+    if tpl.kind == "periodic":
+        a_g, a_r = _spread(tpl.bands[1][1]), _spread(tpl.bands[2][1])
+        if np.isfinite(a_g) and np.isfinite(a_r) and a_r > 0:
+            chroma = float(np.clip(a_g / a_r - 1.0, 0.0, 1.0))
+    bands = dict(tpl.bands)
+    for fid, name in DERIVED_LSST_BANDS.items():
+        cf = float(colour_factor(np.array(WAVELENGTH_NM[name])))
+        base = 1 if cf > 1.0 else 2  # u from g, i z y from r
+        cf_base = 1.0 if base == 1 else 0.0
+        t, m, e = bands[base]
+        offset = (cf - cf_base) * colour
+        if tpl.kind == "periodic":
+            scale = max(0.3, 1.0 + chroma * cf) / max(0.3, 1.0 + chroma * cf_base)
+            mid = float(np.median(m))
+            m = mid + (m - mid) * scale
+        bands[fid] = (t, m + offset, e)
+    return Template(tpl.name, tpl.label, tpl.kind, bands, tpl.period, tpl.redshift, dict(tpl.extras))
 
 
 # -- smoothing -----------------------------------------------------------------------------------------------
@@ -207,6 +277,13 @@ def cadence(
     return t, f, m5
 
 
+def _extinction(spec: CadenceSpec, fid: np.ndarray) -> np.ndarray:
+    """A_band / E(B-V) of each visit's band: the spec's own coefficients, else ZTF's by fid."""
+    if spec.extinction:
+        return np.asarray(spec.extinction, dtype=float)[np.searchsorted(spec.fids, fid)]
+    return np.array([EXTINCTION.get(int(b), 2.0) for b in fid])
+
+
 def _flux(m):
     return 10.0 ** (-0.4 * np.asarray(m, dtype=float))
 
@@ -224,6 +301,9 @@ class Resampled:
     non_detections: pd.DataFrame
     labels: pd.Series  # oid -> class
     parents: pd.Series  # oid -> template name
+    #: every visit's difference flux (``oid, fid, mjd, flux, flux_err``; flux as 10^(-0.4 m)) from 30 days before
+    #: the first detection to the last, within a year of the last: what a Rubin alert's forced photometry holds
+    forced: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def resample(
@@ -235,6 +315,7 @@ def resample(
     dm_range: tuple[float, float] = (-1.0, 2.0),
     z_max: float = 0.25,
     ebv_scale: float = 0.05,
+    pre_rise: bool = False,
 ) -> Resampled:
     """``n_per_template`` new observations of every template (a dict gives a count per label), reproducible
     from ``seed`` (one random stream per (seed, template, k)).
@@ -242,9 +323,11 @@ def resample(
     Periodic: distance change dm ~ U(``dm_range``) kept within the survey's range (the median magnitude stays
     2.5 mag inside the saturation and 0.3 mag inside the median depth). Transient: a new redshift up to
     ``z_max`` (never closer than 0.4 of the template's when known), the new light curve starts 10-40 d before
-    the first template point. Extinction: E(B-V) ~ Exp(``ebv_scale``).
+    the first template point; before a band's first point nothing, or with ``pre_rise`` a t^2 rise to it
+    (:func:`rise_time`: a survey deeper than the template's sees the supernova before it did). Extinction:
+    E(B-V) ~ Exp(``ebv_scale``).
     """
-    dets, nds, labels, parents = [], [], {}, {}
+    dets, nds, forced, labels, parents = [], [], [], {}, {}
     for tpl in templates:
         n = n_per_template.get(tpl.label, 0) if isinstance(n_per_template, dict) else int(n_per_template)
         bands = [b for b in tpl.usable_bands() if b in spec.fids]
@@ -257,20 +340,22 @@ def resample(
         for k in range(n):
             rng = stream(seed, "template", tpl.name, k)
             oid = f"{tpl.name}~{k}"
-            out = _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid)
+            out = _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise)
             if out is None:
                 continue
-            d, nd = out
+            d, nd, fp = out
             dets.append(d)
             nds.append(nd)
+            forced.append(fp)
             labels[oid] = tpl.label
             parents[oid] = tpl.name
     det = pd.concat(dets, ignore_index=True) if dets else pd.DataFrame()
     nd = pd.concat(nds, ignore_index=True) if nds else pd.DataFrame()
-    return Resampled(det, nd, pd.Series(labels, name="class"), pd.Series(parents, name="parent"))
+    fp = pd.concat(forced, ignore_index=True) if forced else pd.DataFrame()
+    return Resampled(det, nd, pd.Series(labels, name="class"), pd.Series(parents, name="parent"), fp)
 
 
-def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid):
+def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise):
     ebv = rng.exponential(ebv_scale)
     if tpl.kind == "periodic":
         span = rng.uniform(150.0, 900.0)
@@ -292,7 +377,7 @@ def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid):
             ref[b] = _mag(np.mean(_flux(m_g)))  # the reference image holds the phase-mean flux
         keep = np.isin(fid, bands)
         t, fid, m5, true = t[keep], fid[keep], m5[keep], true[keep]
-        ext = np.array([EXTINCTION.get(int(b), 2.0) * ebv for b in fid])
+        ext = _extinction(spec, fid) * ebv
         true = true + dm + ext
         m_ref = np.array([ref[int(b)] for b in fid]) + dm + ext
     else:
@@ -326,16 +411,39 @@ def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid):
                 if recent.sum() >= 2 and np.ptp(tt[recent]) > 1:
                     slope = max(float(np.polyfit(tt[recent], mm[recent], 1)[0]) / stretch, 0.01)
                 v[tail] = mm[-1] + slope * (x[tail] - rest[-1])
-            v[x < rest[0]] = np.inf  # nothing before the template's first detection
+            before = x < rest[0]
+            v[before] = np.inf  # nothing before the template's first detection ...
+            if pre_rise and before.any():  # ... or a t^2 rise to it (a deeper survey sees the SN earlier)
+                a = rise_time(tt, mm) * stretch
+                dt = x[before] - (rest[0] - a)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v[before] = np.where(dt > 0, mm[0] - 5.0 * np.log10(dt / a), np.inf)
             true[sel] = v
-        ext = np.array([EXTINCTION.get(int(b), 2.0) * ebv for b in fid])
-        true = true + dm + ext
+        true = true + dm + _extinction(spec, fid) * ebv
         m_ref = None
     return _photometry(oid, t, fid, m5, true, m_ref, rng, spec, tpl)
 
 
+#: Limits (days) of the rise time :func:`rise_time` gives, and its value when the light curve shows no rise.
+RISE_TIME_RANGE = (1.0, 30.0)
+RISE_TIME_DEFAULT = 10.0
+
+
+def rise_time(t: np.ndarray, m: np.ndarray) -> float:
+    """Days from first light to the first point ``(t[0], m[0])`` of a supernova's band under a t^2 flux rise
+    (a fireball) through that point and the band's peak: with dm = m[0] - m_peak and dt = t_peak - t[0],
+    (t_peak - t_x) / (t[0] - t_x) = 10^(dm / 5) gives t[0] - t_x = dt / (10^(dm / 5) - 1). Clipped to
+    :data:`RISE_TIME_RANGE`; :data:`RISE_TIME_DEFAULT` when the first point is the peak (dm < 0.05 mag)."""
+    k = int(np.argmin(m))
+    dm, dt = float(m[0] - m[k]), float(t[k] - t[0])
+    if k == 0 or dm < 0.05 or dt <= 0:
+        return RISE_TIME_DEFAULT
+    return float(np.clip(dt / (10.0 ** (dm / 5.0) - 1.0), *RISE_TIME_RANGE))
+
+
 def _photometry(oid, t, fid, m5, true, m_ref, rng, spec, tpl):
-    """Difference photometry of one resampled object: detections (|SNR| >= 5) and non-detections."""
+    """Difference photometry of one resampled object: detections (|SNR| >= 5), non-detections and forced
+    photometry."""
     sigma_f = _flux(m5) / 5.0  # flux error of the difference image at the visit's depth
     f_true = np.where(np.isfinite(true), _flux(true), 0.0)
     f_ref = _flux(m_ref) if m_ref is not None else np.zeros_like(f_true)
@@ -395,4 +503,52 @@ def _photometry(oid, t, fid, m5, true, m_ref, rng, spec, tpl):
             "survey": spec.name,
         }
     )
-    return det, nd
+    # Forced photometry as a Rubin alert carries it: every visit since 30 days before the first detection,
+    # within a year of the last detection (the alert's history window), up to the last detection.
+    t_last = t_det[-1]
+    fsel = (t >= max(t_det[0] - 30.0, t_last - FORCED_WINDOW)) & (t <= t_last)
+    fp = pd.DataFrame(
+        {
+            "oid": oid,
+            "fid": fid[fsel].astype(np.int16),
+            "mjd": t[fsel],
+            "flux": obs[fsel],
+            "flux_err": sig[fsel],
+        }
+    )
+    return det, nd, fp
+
+
+def as_flux_light_curves(
+    res: Resampled, bands: tuple[str, ...] = LSST_BAND_NAMES
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(detections, forced photometry) of resampled objects as difference-flux light curves in nJy (``oid, band,
+    mjd, flux, flux_err``, what ``features.compute_flux_features`` reads): a detection's flux is its difference
+    magnitude's, signed by ``isdiffpos``, its error from ``sigmapsf``; band names by fid from ``bands``."""
+    scale = 10.0 ** (0.4 * NJY_ZP)
+    det = res.detections
+    if det.empty:
+        empty = pd.DataFrame(columns=["oid", "band", "mjd", "flux", "flux_err"])
+        return empty, empty.copy()
+    absf = _flux(det["magpsf"].to_numpy(dtype=float)) * scale
+    names = np.asarray(bands, dtype=object)
+    out_det = pd.DataFrame(
+        {
+            "oid": det["oid"].to_numpy(),
+            "band": names[det["fid"].to_numpy(dtype=int)],
+            "mjd": det["mjd"].to_numpy(dtype=float),
+            "flux": np.sign(det["isdiffpos"].to_numpy(dtype=float)) * absf,
+            "flux_err": det["sigmapsf"].to_numpy(dtype=float) * absf / 1.0857,
+        }
+    )
+    fp = res.forced
+    out_fp = pd.DataFrame(
+        {
+            "oid": fp["oid"].to_numpy() if not fp.empty else [],
+            "band": names[fp["fid"].to_numpy(dtype=int)] if not fp.empty else [],
+            "mjd": fp["mjd"].to_numpy(dtype=float) if not fp.empty else [],
+            "flux": fp["flux"].to_numpy(dtype=float) * scale if not fp.empty else [],
+            "flux_err": fp["flux_err"].to_numpy(dtype=float) * scale if not fp.empty else [],
+        }
+    )
+    return out_det, out_fp

@@ -164,3 +164,35 @@ def test_train_lc_twice_gives_the_same_model_file(tmp_path):
         assert meta["backend"] == "xgb" and meta["hyperparameters"]["n_estimators"] == 8
         assert meta["training_set"]["seed"] == int(seed) and "xgboost" in meta["libraries"]
     assert digests["a"] == digests["b"] != digests["c"]
+
+
+def test_train_lc_lsst_with_real_templates(tmp_path, shared_data, monkeypatch):
+    """`broker train lc --survey lsst --real-data`: simulated LSST objects and real ZTF light curves seen by
+    Rubin; the templates' out-of-fold figures (one per template set, every row scored) and the held-out
+    simulation in the metadata, the flux feature version recorded; the combinations it cannot honour refused."""
+    import json
+
+    from alert_broker.classifiers import crossval
+    from alert_broker.features import FLUX_FEATURE_VERSION
+
+    monkeypatch.setattr(crossval, "TEMPLATE_COUNTS", {"periodic": 2, "s82": 0, "sne": 2, "bts": 0})
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    base = ["train", "lc", "--survey", "lsst", "--real-data", str(shared_data), "--objects", "2500"]
+    base += ["--nights", "8", "--n-estimators", "8", "--n-jobs", "2", "--out", str(tmp_path)]
+    args = parser.parse_args([*base, "--cv-folds", "2", "--eval-objects", "1500"])
+    assert args.func(args) == 0
+    meta = json.loads((tmp_path / "lc_hierarchical_lsst" / "1.0.0" / "metadata.json").read_text())
+    assert meta["feature_version"] == FLUX_FEATURE_VERSION
+    by_source = meta["training_set"]["rows_by_source"]
+    assert set(by_source) == {"simulation", "template:alerce_periodic", "template:alerce_sne"}
+    oof = meta["metrics"]["out_of_fold"]
+    assert set(oof) == {"template:alerce_periodic", "template:alerce_sne"}
+    for src, m in oof.items():
+        assert m["n"] == by_source[src]  # every template row answered out of fold
+        assert 0.0 <= m["class_balanced_accuracy"] <= 1.0
+    assert meta["metrics"]["held_out"]["survey"] == "lsst"
+    with pytest.raises(SystemExit, match="drop --no-templates"):
+        a = parser.parse_args([*base, "--no-templates"])
+        a.func(a)
