@@ -74,6 +74,8 @@ models: setup
 		--one-alert-cuts)
 	$(BIN)/broker train lc --survey lsst --objects 60000 --seed 1 --out models --overwrite --n-jobs 2 \
 		--eval-objects 20000 --version 1.0.0
+	$(if $(wildcard ../shared/data),$(BIN)/broker train lc --survey lsst --objects 60000 --seed 1 --out models \
+		--overwrite --n-jobs 2 --eval-objects 20000 --version 1.1.0 --real-data ../shared/data)
 	$(BIN)/broker train stamp --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
 		--eval-per-class 600 --version 1.1.0 $(if $(wildcard ../shared/data),--real-data ../shared/data)
 	$(BIN)/broker train stamp --survey lsst --seed 1 --models models --overwrite --n-per-class 3000 --epochs 12 \
