@@ -596,22 +596,9 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         return _train_lsst_with_templates(args, name, feats, labels, source, t0)
     if real_data:
         return _train_lc_with_real(args, name, feats, labels, source, t0)
-    model = train(
-        feats,
-        labels,
-        name=name,
-        version=args.version,
-        backend=args.backend,
-        n_estimators=args.n_estimators,
-        seed=args.seed,
-        fit_jobs=args.n_jobs,
-        training_set=source,
-        feature_version=FLUX_FEATURE_VERSION
-        if survey == "lsst"
-        else (args.feature_version or FEATURE_VERSION),
-    )
+    version = FLUX_FEATURE_VERSION if survey == "lsst" else (args.feature_version or FEATURE_VERSION)
+    model = _fit(args, name, feats, labels, source, version)
     model.sky_prior_ = getattr(args, "sky_prior", None)
-    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     metrics = {}
     if args.eval_objects:
         test_f, test_y = build_training_set(
@@ -625,6 +612,51 @@ def cmd_train_lc(args: argparse.Namespace) -> int:
         metrics = evaluate(model, test_f, test_y).summary()
         metrics["held_out"] = {"survey": survey, "objects": args.eval_objects, "seed": args.seed + 1000}
         print(metrics)
+    return _save_model(model, args, metrics, t0)
+
+
+def _model_kwargs(args: argparse.Namespace, name: str, seed: int) -> dict:
+    """The classifier's arguments for the fold models and the final one of a ``--real-data`` recipe."""
+    return dict(
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+    )
+
+
+def _fit(
+    args: argparse.Namespace,
+    name: str,
+    features: pd.DataFrame,
+    labels: pd.Series,
+    training_set: dict,
+    feature_version: str,
+    sample_weight: pd.Series | None = None,
+) -> HierarchicalClassifier:
+    """The model ``broker train lc`` saves, with the command's backend, size, seed and threads."""
+    model = train(
+        features,
+        labels,
+        name=name,
+        version=args.version,
+        backend=args.backend,
+        n_estimators=args.n_estimators,
+        seed=args.seed,
+        fit_jobs=args.n_jobs,
+        training_set=training_set,
+        feature_version=feature_version,
+        sample_weight=sample_weight,
+    )
+    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
+    return model
+
+
+def _save_model(model, args: argparse.Namespace, metrics: dict, t0: float) -> int:
+    """Save ``model`` with ``metrics`` to the registry and say where, how big, how long in all."""
     path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
     size = (path / "model.joblib").stat().st_size
     print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
@@ -646,15 +678,7 @@ def _train_lsst_with_templates(
         f"({ {str(k): int(v) for k, v in tpl.sources.value_counts().items()} }) "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    model_kwargs = dict(
-        name=name,
-        version=args.version,
-        backend=args.backend,
-        n_estimators=args.n_estimators,
-        random_state=seed,
-        n_jobs=1,
-        fit_jobs=args.n_jobs,
-    )
+    model_kwargs = _model_kwargs(args, name, seed)
     metrics: dict = {}
     if args.cv_folds and args.cv_folds > 1:
         cv = cross_validate(
@@ -681,20 +705,15 @@ def _train_lsst_with_templates(
         "template_z_max": LSST_TEMPLATE_Z_MAX,
         "cv_folds": args.cv_folds,
     }
-    model = train(
+    model = _fit(
+        args,
+        name,
         everything.features,
         everything.labels,
-        name=name,
-        version=args.version,
-        backend=args.backend,
-        n_estimators=args.n_estimators,
-        seed=seed,
-        fit_jobs=args.n_jobs,
-        training_set=training_set,
-        feature_version=FLUX_FEATURE_VERSION,
-        sample_weight=everything.weights,
+        training_set,
+        FLUX_FEATURE_VERSION,
+        everything.weights,
     )
-    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     if args.eval_objects:
         held = build_training_set(args.eval_objects, args.nights, seed + 1000, survey="lsst")
         metrics["held_out_simulation"] = evaluate(model, *held).summary()
@@ -703,10 +722,7 @@ def _train_lsst_with_templates(
         )
         metrics["held_out"] = {"survey": "lsst", "objects": args.eval_objects, "seed": seed + 1000}
         print(f"held-out simulation: {metrics['held_out_simulation']}")
-    path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
-    size = (path / "model.joblib").stat().st_size
-    print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
-    return 0
+    return _save_model(model, args, metrics, t0)
 
 
 def _train_lc_with_real(
@@ -731,15 +747,7 @@ def _train_lc_with_real(
         f"({dict(real.sources.value_counts())}), {0 if tpl is None else len(tpl)} template "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    model_kwargs = dict(
-        name=name,
-        version=args.version,
-        backend=args.backend,
-        n_estimators=args.n_estimators,
-        random_state=seed,
-        n_jobs=1,
-        fit_jobs=args.n_jobs,
-    )
+    model_kwargs = _model_kwargs(args, name, seed)
     metrics: dict = {}
     cv = None
     scored_rows = real
@@ -795,21 +803,10 @@ def _train_lc_with_real(
             "history_days": ALERT_HISTORY_DAYS,
             "real_sets": sorted(str(s) for s in pd.unique(real.sources) if "@" in str(s)),
         }
-    model = train(
-        everything.features,
-        everything.labels,
-        name=name,
-        version=args.version,
-        backend=args.backend,
-        n_estimators=args.n_estimators,
-        seed=seed,
-        fit_jobs=args.n_jobs,
-        training_set=training_set,
-        feature_version=FEATURE_VERSION,
-        sample_weight=everything.weights,
+    model = _fit(
+        args, name, everything.features, everything.labels, training_set, FEATURE_VERSION, everything.weights
     )
     model.sky_prior_ = getattr(args, "sky_prior", None)
-    print(f"{args.backend} model trained in {model.metadata['extra']['training_seconds']:.0f} s")
     held = None
     if args.eval_objects:
         held = build_training_set(args.eval_objects, args.nights, seed + 1000)
@@ -875,10 +872,7 @@ def _train_lc_with_real(
             model.sky_prior_ = prior
     metrics["temperatures"] = {"top": model.temperature_top_, "branch": model.temperature_branch_}
     metrics["sky_prior"] = model.sky_prior_
-    path = save(model, root=args.models, metrics=metrics, overwrite=args.overwrite)
-    size = (path / "model.joblib").stat().st_size
-    print(f"saved {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s in all)")
-    return 0
+    return _save_model(model, args, metrics, t0)
 
 
 def tempered_class_proba(top: np.ndarray, cond: np.ndarray, t_top: float, t_branch: float) -> np.ndarray:
