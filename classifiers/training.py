@@ -901,8 +901,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         name = f"held-out simulation (seed {args.seed}, {args.objects} objects, {args.nights} nights)"
         results[name] = evaluate(model, feats, labels)
     names = real_set_names(args.real, args.data is not None)
-    if names and survey != "ztf":
-        raise SystemExit("the real labelled sets are ZTF light curves: evaluate a ZTF model on them")
+    if survey == "lsst" and (names or getattr(args, "cross_validate", False)):
+        # Rubin has no labelled light curves yet: ZTF's, seen by Rubin, stand in for them
+        root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
+        if not root.is_dir():
+            raise SystemExit(f"real data not found at {root} (pass --data or set BROKER_SHARED_DATA)")
+        figures, notes = lsst_template_figures(model, root, args)
+        results |= figures
+        return _report(results, notes, args, model)
     if names:
         root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
         if not root.is_dir():
@@ -915,9 +921,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         root = Path(args.data or os.environ.get("BROKER_SHARED_DATA", "../shared/data"))
         oof, notes = out_of_fold_figures(model, root, args)
         results = _beside(results, oof)
+    return _report(results, notes, args, model)
+
+
+def _report(results: dict, notes: list[str], args: argparse.Namespace, model) -> int:
+    """Print every evaluation and the notes (with the one-class sets' predicted shares), write the report."""
     if not results:
         raise SystemExit("nothing to evaluate: --objects 0 and no --real set")
-    notes += predicted_shares(results)
+    notes = notes + predicted_shares(results)
     for name, ev in results.items():
         print(f"{name}: {ev.summary()}")
     for line in notes:
@@ -925,6 +936,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     path = write_report(results, args.out, model=model, notes=notes or None)
     print(f"report written to {path}")
     return 0
+
+
+#: Resampling seed of the template rows ``broker evaluate`` scores an LSST model on (``make models`` trains 1.1.0
+#: on the rows of seed 1: the same resamplings).
+LSST_TEMPLATE_SEED = 1
+
+
+def lsst_template_figures(model, root: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """An LSST model on ZTF's real labelled light curves seen by Rubin (``crossval.lsst_template_rows``), and
+    with ``--cross-validate`` the out-of-fold figures of its recipe beside them: fold models of its backend
+    trained on ``args.cv_objects`` simulated LSST objects and the templates of the other folds' parents."""
+    rows = lsst_template_rows(root, LSST_TEMPLATE_SEED)
+    own = metrics_by_source(model.predict_proba(rows.features).reindex(columns=list(CLASSES)), rows)
+    trained = {str(s) for s in model.metadata.get("training_set", {}).get("rows_by_source", {})}
+    out: dict = {}
+    for src, ev in own.items():
+        seen = src in trained
+        ev.description = "real ZTF light curves seen by Rubin" + (
+            "; in sample: the model trained on these rows" if seen else "; the model never saw a template"
+        )
+        out[src] = ev
+    notes = [
+        f"Template rows (seed {LSST_TEMPLATE_SEED}): ZTF's labelled light curves resampled to Rubin's cadence, "
+        "depth and bands (u, i, z, y from the simulator's colour model; docs/simulator.md); no labelled Rubin "
+        "light curve exists yet."
+    ]
+    if not getattr(args, "cross_validate", False):
+        return out, notes
+    t0 = time.perf_counter()
+    seed = args.cv_seed
+    feats, labels = build_training_set(args.cv_objects, args.nights, seed, survey="lsst")
+    sim = make_rows(feats, labels, "simulation")
+    kwargs = dict(
+        name="cross-validation",
+        version="cv",
+        backend=getattr(model, "backend", "xgb"),
+        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
+        random_state=seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+        outlier_estimators=10,
+    )
+    cv = cross_validate(sim, rows, k=args.cv_folds, seed=seed, **kwargs)
+    oof = {}
+    for src, ev in metrics_by_source(cv.proba, rows).items():
+        ev.description = "real ZTF light curves seen by Rubin; out-of-fold"
+        oof[f"{src} (out-of-fold)"] = ev
+    notes.append(
+        f"Out-of-fold rows: {args.cv_folds}-fold cross-validation grouped by parent object (a real object's "
+        f"resamplings never score with a model that saw one of them); each fold model ({kwargs['backend']}, "
+        f"{kwargs['n_estimators']} trees) trained on {len(sim)} simulated LSST rows ({args.cv_objects} objects, "
+        f"seed {seed}) and the other folds' templates; features {FLUX_FEATURE_VERSION}; "
+        f"{time.perf_counter() - t0:.0f} s."
+    )
+    return _beside(out, oof), notes
 
 
 def _describe(source: str) -> str:

@@ -193,6 +193,16 @@ def test_train_lc_lsst_with_real_templates(tmp_path, shared_data, monkeypatch):
         assert m["n"] == by_source[src]  # every template row answered out of fold
         assert 0.0 <= m["class_balanced_accuracy"] <= 1.0
     assert meta["metrics"]["held_out"]["survey"] == "lsst"
+    # `broker evaluate` puts the model's own template figures (in sample here) beside its recipe's out-of-fold ones
+    ev = parser.parse_args(
+        ["evaluate", "--name", "lc_hierarchical_lsst", "--models", str(tmp_path), "--objects", "0"]
+        + ["--real-data", str(shared_data), "--cross-validate", "--cv-objects", "2500", "--cv-folds", "2"]
+        + ["--cv-estimators", "8", "--nights", "8", "--out", str(tmp_path / "report")]
+    )
+    assert ev.func(ev) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    for src in ("template:alerce_periodic", "template:alerce_sne"):
+        assert f"{src} (out-of-fold)" in report and "in sample: the model trained on these rows" in report
     with pytest.raises(SystemExit, match="drop --no-templates"):
         a = parser.parse_args([*base, "--no-templates"])
         a.func(a)
