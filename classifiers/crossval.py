@@ -230,6 +230,7 @@ def lsst_template_rows(
     *,
     counts: dict[str, int] | None = None,
     weight: float = TEMPLATE_WEIGHT,
+    by_volume: bool = False,
 ) -> Rows:
     """Real ZTF light curves as Rubin would see them, with the difference-flux features LSST objects get:
     Rubin's u, i, z, y added from g and r by the simulator's colour model (``templates.with_lsst_bands``),
@@ -247,6 +248,7 @@ def lsst_template_rows(
             dm_range=LSST_TEMPLATE_DM_RANGE,
             z_max=LSST_TEMPLATE_Z_MAX,
             pre_rise=True,
+            by_volume=by_volume,
         )
         if res.detections.empty:
             continue

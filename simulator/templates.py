@@ -252,6 +252,21 @@ def distance_modulus(z: np.ndarray) -> np.ndarray:
     return out
 
 
+def volume_quantile(u: float, z_lo: float, z_hi: float) -> float:
+    """The redshift at quantile ``u`` of supernovae per unit observer time in a flat LCDM volume between z_lo and
+    z_hi: density dV/dz / (1 + z) with dV/dz proportional to D_C(z)^2 / E(z) (a constant rate per comoving volume
+    and rest-frame time), by inverting its cumulative integral on a grid."""
+    zz = np.linspace(z_lo, z_hi, 257)
+    grid = np.linspace(0.0, 1.0, 129)
+    ez = np.sqrt(OMEGA_M * (1 + zz) ** 3 + 1 - OMEGA_M)
+    dc = np.array(
+        [np.trapezoid(1.0 / np.sqrt(OMEGA_M * (1 + grid * z) ** 3 + 1 - OMEGA_M), grid * z) for z in zz]
+    )
+    density = dc**2 / ez / (1 + zz)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(zz))])
+    return float(np.interp(u * cdf[-1], cdf, zz))
+
+
 # -- cadence and photometry -----------------------------------------------------------------------------------
 def cadence(
     rng: np.random.Generator, spec: CadenceSpec, t0: float, span: float
@@ -316,6 +331,7 @@ def resample(
     z_max: float = 0.25,
     ebv_scale: float = 0.05,
     pre_rise: bool = False,
+    by_volume: bool = False,
 ) -> Resampled:
     """``n_per_template`` new observations of every template (a dict gives a count per label), reproducible
     from ``seed`` (one random stream per (seed, template, k)).
@@ -340,7 +356,9 @@ def resample(
         for k in range(n):
             rng = stream(seed, "template", tpl.name, k)
             oid = f"{tpl.name}~{k}"
-            out = _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise)
+            out = _observe(
+                tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise, by_volume
+            )
             if out is None:
                 continue
             d, nd, fp = out
@@ -355,7 +373,7 @@ def resample(
     return Resampled(det, nd, pd.Series(labels, name="class"), pd.Series(parents, name="parent"), fp)
 
 
-def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise):
+def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre_rise, by_volume):
     ebv = rng.exponential(ebv_scale)
     if tpl.kind == "periodic":
         span = rng.uniform(150.0, 900.0)
@@ -385,7 +403,9 @@ def _observe(tpl, curves, bands, rng, spec, dm_range, z_max, ebv_scale, oid, pre
         t_last = max(curves[b][0][-1] for b in bands)
         z_old = tpl.redshift if tpl.redshift and np.isfinite(tpl.redshift) and tpl.redshift > 0 else None
         if z_old is not None:
-            z_new = rng.uniform(max(0.005, 0.4 * z_old), max(z_max, 1.2 * z_old))
+            z_lo, z_hi = max(0.005, 0.4 * z_old), max(z_max, 1.2 * z_old)
+            u = rng.uniform(0.0, 1.0)
+            z_new = volume_quantile(u, z_lo, z_hi) if by_volume else z_lo + u * (z_hi - z_lo)
             dm = float(distance_modulus(z_new)[0] - distance_modulus(z_old)[0])
             stretch = (1 + z_new) / (1 + z_old)
         else:

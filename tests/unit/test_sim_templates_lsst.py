@@ -160,3 +160,18 @@ def test_lsst_template_rows_of_the_real_sets(shared_data):
     # difference-flux features in Rubin's red bands, which ZTF never observed
     assert rows.features["n_det_flux_i"].gt(0).mean() > 0.5
     assert set(compute_flux_features.__module__.split(".")) >= {"flux"}
+
+
+def test_volume_quantiles_follow_the_euclidean_volume_at_low_redshift_and_flatten_at_high():
+    from alert_broker.simulator.templates import volume_quantile
+
+    # at z << 1 the density is ~ z^2: the quantile u of [0, z_hi] is z_hi u^(1/3)
+    for u in (0.1, 0.5, 0.9):
+        assert volume_quantile(u, 1e-4, 0.02) == pytest.approx(0.02 * u ** (1 / 3), rel=0.01)
+    assert volume_quantile(0.0, 0.1, 0.8) == pytest.approx(0.1) and volume_quantile(
+        1.0, 0.1, 0.8
+    ) == pytest.approx(0.8)
+    q = [volume_quantile(u, 0.01, 0.8) for u in np.linspace(0, 1, 11)]
+    assert np.all(np.diff(q) > 0)
+    # to z = 0.8 the volume grows slower than z^3 (and time dilation thins the rate): median below 0.8 / 2^(1/3)
+    assert 0.5 < volume_quantile(0.5, 0.01, 0.8) < 0.8 * 0.5 ** (1 / 3)
