@@ -943,6 +943,21 @@ def _report(results: dict, notes: list[str], args: argparse.Namespace, model) ->
 LSST_TEMPLATE_SEED = 1
 
 
+def _fold_model_kwargs(model, args: argparse.Namespace) -> dict:
+    """Fold models of ``broker evaluate --cross-validate``: the evaluated model's backend and size (or
+    ``--cv-estimators``), seeded by ``--cv-seed``, with a light outlier forest (its score is not evaluated)."""
+    return dict(
+        name="cross-validation",
+        version="cv",
+        backend=getattr(model, "backend", "rf"),
+        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
+        random_state=args.cv_seed,
+        n_jobs=1,
+        fit_jobs=args.n_jobs,
+        outlier_estimators=10,
+    )
+
+
 def lsst_template_figures(model, root: Path, args: argparse.Namespace) -> tuple[dict, list[str]]:
     """An LSST model on ZTF's real labelled light curves seen by Rubin (``crossval.lsst_template_rows``), and
     with ``--cross-validate`` the out-of-fold figures of its recipe beside them: fold models of its backend
@@ -968,16 +983,7 @@ def lsst_template_figures(model, root: Path, args: argparse.Namespace) -> tuple[
     seed = args.cv_seed
     feats, labels = build_training_set(args.cv_objects, args.nights, seed, survey="lsst")
     sim = make_rows(feats, labels, "simulation")
-    kwargs = dict(
-        name="cross-validation",
-        version="cv",
-        backend=getattr(model, "backend", "xgb"),
-        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
-        random_state=seed,
-        n_jobs=1,
-        fit_jobs=args.n_jobs,
-        outlier_estimators=10,
-    )
+    kwargs = _fold_model_kwargs(model, args)
     cv = cross_validate(sim, rows, k=args.cv_folds, seed=seed, **kwargs)
     oof = {}
     for src, ev in metrics_by_source(cv.proba, rows).items():
@@ -1027,16 +1033,7 @@ def out_of_fold_figures(model, root: Path, args: argparse.Namespace) -> tuple[di
         cuts=bool(short.get("real_sets")),
         weight=args.real_weight,
     )
-    kwargs = dict(
-        name="cross-validation",
-        version="cv",
-        backend=getattr(model, "backend", "rf"),
-        n_estimators=args.cv_estimators or getattr(model, "n_estimators", 300),
-        random_state=seed,
-        n_jobs=1,
-        fit_jobs=args.n_jobs,
-        outlier_estimators=10,
-    )
+    kwargs = _fold_model_kwargs(model, args)
     cv = cross_validate(sim, real, tpl, scored=scored, k=args.cv_folds, seed=seed, **kwargs)
     rows = real if scored is None else Rows.concat([real, scored])
     proba = cv.proba
