@@ -546,29 +546,30 @@ def as_flux_light_curves(
     mjd, flux, flux_err``, what ``features.compute_flux_features`` reads): a detection's flux is its difference
     magnitude's, signed by ``isdiffpos``, its error from ``sigmapsf``; band names by fid from ``bands``."""
     scale = 10.0 ** (0.4 * NJY_ZP)
-    det = res.detections
-    if det.empty:
-        empty = pd.DataFrame(columns=["oid", "band", "mjd", "flux", "flux_err"])
-        return empty, empty.copy()
-    absf = _flux(det["magpsf"].to_numpy(dtype=float)) * scale
     names = np.asarray(bands, dtype=object)
-    out_det = pd.DataFrame(
-        {
-            "oid": det["oid"].to_numpy(),
-            "band": names[det["fid"].to_numpy(dtype=int)],
-            "mjd": det["mjd"].to_numpy(dtype=float),
-            "flux": np.sign(det["isdiffpos"].to_numpy(dtype=float)) * absf,
-            "flux_err": det["sigmapsf"].to_numpy(dtype=float) * absf / 1.0857,
-        }
+    det, fp = res.detections, res.forced
+    if det.empty:  # no object: no forced photometry either (every detection epoch is a forced epoch)
+        det = fp = pd.DataFrame(
+            {"oid": [], "fid": [], "mjd": [], "magpsf": [], "sigmapsf": [], "isdiffpos": []}
+        )
+        fp = fp.assign(flux=[], flux_err=[])
+    absf = _flux(det["magpsf"].to_numpy(dtype=float)) * scale
+
+    def table(frame: pd.DataFrame, flux: np.ndarray, err: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "oid": frame["oid"].to_numpy(),
+                "band": names[frame["fid"].to_numpy(dtype=int)],
+                "mjd": frame["mjd"].to_numpy(dtype=float),
+                "flux": flux,
+                "flux_err": err,
+            }
+        )
+
+    out_det = table(
+        det,
+        np.sign(det["isdiffpos"].to_numpy(dtype=float)) * absf,
+        det["sigmapsf"].to_numpy(dtype=float) * absf / 1.0857,
     )
-    fp = res.forced
-    out_fp = pd.DataFrame(
-        {
-            "oid": fp["oid"].to_numpy() if not fp.empty else [],
-            "band": names[fp["fid"].to_numpy(dtype=int)] if not fp.empty else [],
-            "mjd": fp["mjd"].to_numpy(dtype=float) if not fp.empty else [],
-            "flux": fp["flux"].to_numpy(dtype=float) * scale if not fp.empty else [],
-            "flux_err": fp["flux_err"].to_numpy(dtype=float) * scale if not fp.empty else [],
-        }
-    )
+    out_fp = table(fp, fp["flux"].to_numpy(dtype=float) * scale, fp["flux_err"].to_numpy(dtype=float) * scale)
     return out_det, out_fp
